@@ -1,0 +1,16 @@
+//! Wire protocols: what the router must understand of OpenAI and Anthropic traffic.
+//!
+//! Owns per-protocol wire types (only the fields routing and accounting need), SSE framing, usage extraction,
+//! error bodies in each protocol's shape, and translation between protocols. Must not do I/O.
+
+pub mod sse;
+
+/// The protocol a client speaks (by path) or a channel speaks upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// OpenAI-compatible HTTP API (chat completions, responses, embeddings).
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+}
