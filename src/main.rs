@@ -1,1 +1,28 @@
-fn main() {}
+//! The `router` binary: parse the command line, run it, map the outcome to an exit code.
+//! Exit codes: 0 ok, 1 user or input error, 2 unexpected error, 3 "below threshold" (balance check).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = router::cli::Cli::parse();
+    let default_level = if matches!(cli.command, router::cli::Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROUTER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    match router::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(code) = e.downcast_ref::<router::error::Exit>() {
+                return ExitCode::from(code.0);
+            }
+            let class = router::error::classify(&e);
+            eprintln!("error: {e:#}");
+            if let Some(h) = class.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(class.code)
+        }
+    }
+}

@@ -3,7 +3,10 @@
 //! Owns per-protocol wire types (only the fields routing and accounting need), SSE framing, usage extraction,
 //! error bodies in each protocol's shape, and translation between protocols. Must not do I/O.
 
+pub mod errors;
+pub mod request;
 pub mod sse;
+pub mod usage;
 
 /// The protocol a client speaks (by path) or a channel speaks upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,423 @@
+//! The routing catalogue: channels, endpoints, tokens and models as one immutable [`Snapshot`].
+//!
+//! Owns turning configuration (YAML channels, store channels, discovered models) into the read-only structure the
+//! hot path routes on. A snapshot is built off the hot path and swapped whole (`arc-swap`); nothing in it
+//! changes afterwards. Health and cooldowns live beside it in `upstream::health`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::config::{ChannelConfig, ChannelProtocol, Config, KeyConfig, Price, Secret};
+use crate::usage::fingerprint;
+
+/// Where a channel is defined; YAML channels are read-only at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    Yaml,
+    Store,
+    Auto,
+}
+
+/// What a model is for; embedding models are never chat candidates and the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
+    Rerank,
+    Other,
+}
+
+impl ModelKind {
+    /// A guess from the id, for models whose list does not say.
+    pub fn guess(id: &str) -> ModelKind {
+        let l = id.to_ascii_lowercase();
+        if l.contains("embed") || l.contains("bge-") || l.contains("/bge") || l.contains("e5-") {
+            ModelKind::Embedding
+        } else if l.contains("rerank") {
+            ModelKind::Rerank
+        } else if l.contains("whisper") || l.contains("tts") || l.contains("dall-e") || l.contains("moderation") {
+            ModelKind::Other
+        } else {
+            ModelKind::Chat
+        }
+    }
+}
+
+/// An upstream key as the router uses it.
+#[derive(Debug)]
+pub struct Token {
+    /// Configured name, else `fp:<16 hex>`.
+    pub token_key: Arc<str>,
+    /// Always `fp:<16 hex>` of SHA-256(key).
+    pub fingerprint: Arc<str>,
+    pub secret: Secret,
+    pub enabled: bool,
+    /// Key in the health table: `channel/endpoint/token_key`.
+    pub health_key: Arc<str>,
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub name: Arc<str>,
+    /// Key in the health table: `channel/endpoint`.
+    pub health_key: Arc<str>,
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub priority: i64,
+    pub failover_enabled: bool,
+    pub tokens: Vec<Token>,
+    pub headers: Vec<(String, String)>,
+    pub connect_timeout: Option<Duration>,
+    pub first_byte_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub fast_test_path: String,
+    /// Next token to start with (rotation).
+    pub rotation: AtomicUsize,
+    pub local: bool,
+}
+
+impl Endpoint {
+    /// Token indices in rotation order, starting a new turn each call. Disabled tokens are left out.
+    pub fn rotated_tokens(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = self.tokens.len().max(1);
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % n;
+        (0..self.tokens.len()).map(move |i| (start + i) % n).filter(|&i| self.tokens[i].enabled)
+    }
+}
+
+/// A model a channel serves.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub id: String,
+    pub kind: ModelKind,
+    pub tags: Vec<String>,
+    pub price: Option<Price>,
+    pub free: bool,
+    /// Fingerprints of the tokens that can see this model; empty = every token of the channel.
+    pub tokens: Vec<Arc<str>>,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub name: Arc<str>,
+    pub protocol: ChannelProtocol,
+    pub priority: i64,
+    pub weight: u32,
+    pub tags: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
+    pub models: Vec<Model>,
+    /// Configured model patterns ending in `*`.
+    pub patterns: Vec<String>,
+    pub aliases: HashMap<String, String>,
+    pub pricing: HashMap<String, Price>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub api_version: Option<String>,
+    pub origin: Origin,
+    pub local: bool,
+    /// The definition it was built from (for `channels show`, discovery and balance).
+    pub config: ChannelConfig,
+}
+
+impl Channel {
+    /// The price of an upstream model: config override (exact, then `*`), else discovered.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.pricing
+            .get(model)
+            .or_else(|| self.pricing.get("*"))
+            .copied()
+            .or_else(|| self.models.iter().find(|m| m.id == model).and_then(|m| m.price))
+    }
+
+    pub fn model(&self, id: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    pub fn matches_pattern(&self, model: &str) -> bool {
+        self.patterns.iter().any(|p| pattern_matches(p, model))
+    }
+}
+
+/// `gpt-*` matches a prefix, `*/*` anything with a slash, `*` anything.
+pub fn pattern_matches(pattern: &str, model: &str) -> bool {
+    match pattern {
+        "*" => true,
+        "*/*" => model.contains('/'),
+        p => match p.strip_suffix('*') {
+            Some(prefix) => model.starts_with(prefix),
+            None => p == model,
+        },
+    }
+}
+
+/// A model discovered through a channel's token (stored by `router discover`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DiscoveredModel {
+    pub id: String,
+    #[serde(default)]
+    pub kind: Option<ModelKind>,
+    #[serde(default)]
+    pub price: Option<Price>,
+}
+
+/// Discovery results: channel name -> token fingerprint -> models.
+pub type Discovered = HashMap<String, HashMap<String, Vec<DiscoveredModel>>>;
+
+/// Everything routing needs, immutable.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub channels: Vec<Channel>,
+    /// Exact model id -> channels that list it.
+    pub by_model: HashMap<String, Vec<usize>>,
+    /// Alias -> channels that define it.
+    pub by_alias: HashMap<String, Vec<usize>>,
+    pub config: Arc<Config>,
+}
+
+impl Snapshot {
+    /// Builds the snapshot from YAML channels, store channels and discovery results.
+    pub fn build(
+        config: Arc<Config>,
+        store_channels: &[ChannelConfig],
+        discovered: &Discovered,
+        auto: bool,
+    ) -> Snapshot {
+        let mut channels = Vec::new();
+        let yaml_origin = if auto { Origin::Auto } else { Origin::Yaml };
+        for c in &config.raw.channels {
+            channels.push(build_channel(c, yaml_origin, discovered.get(&c.name)));
+        }
+        for c in store_channels {
+            channels.push(build_channel(c, Origin::Store, discovered.get(&c.name)));
+        }
+        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_alias: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, ch) in channels.iter().enumerate() {
+            for m in &ch.models {
+                by_model.entry(m.id.clone()).or_default().push(i);
+            }
+            for a in ch.aliases.keys() {
+                by_alias.entry(a.clone()).or_default().push(i);
+            }
+        }
+        Snapshot { channels, by_model, by_alias, config }
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| &*c.name == name)
+    }
+
+    /// Every model id of enabled channels, each once, sorted.
+    pub fn model_ids(&self) -> Vec<(&str, &Channel)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for ch in self.channels.iter().filter(|c| c.enabled) {
+            for id in ch.models.iter().map(|m| m.id.as_str()).chain(ch.aliases.keys().map(String::as_str)) {
+                if seen.insert(id) {
+                    out.push((id, ch));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+}
+
+fn build_channel(
+    c: &ChannelConfig,
+    origin: Origin,
+    discovered: Option<&HashMap<String, Vec<DiscoveredModel>>>,
+) -> Channel {
+    let mut endpoints = Vec::new();
+    let endpoint_defs: Vec<crate::config::EndpointConfig> = if c.endpoints.is_empty() {
+        vec![crate::config::EndpointConfig {
+            name: "default".into(),
+            base_url: c.base_url.clone().or(c.protocol.default_base_url().map(str::to_string)).unwrap_or_default(),
+            keys: c.keys.clone(),
+            priority: 0,
+            failover_enabled: true,
+            headers: Default::default(),
+            connect_timeout: None,
+            first_byte_timeout: None,
+            idle_timeout: None,
+            fast_test_path: None,
+        }]
+    } else {
+        c.endpoints.clone()
+    };
+    for e in &endpoint_defs {
+        let base_url = e.base_url.trim_end_matches('/').to_string();
+        let health_key: Arc<str> = format!("{}/{}", c.name, e.name).into();
+        let mut tokens: Vec<Token> = e.keys.iter().map(|k| token(k, &health_key)).collect();
+        let local = crate::config::is_local_url(&base_url);
+        if tokens.is_empty() {
+            // Keyless local endpoint: one anonymous token so rotation and records stay uniform.
+            tokens.push(Token {
+                token_key: "none".into(),
+                fingerprint: "none".into(),
+                secret: Secret::default(),
+                enabled: true,
+                health_key: format!("{health_key}/none").into(),
+            });
+        }
+        let fast_test_path = e.fast_test_path.clone().unwrap_or_else(|| match c.protocol {
+            ChannelProtocol::Anthropic => "/v1/models".into(),
+            _ => "/models".into(),
+        });
+        endpoints.push(Endpoint {
+            name: e.name.as_str().into(),
+            health_key,
+            base_url,
+            priority: e.priority,
+            failover_enabled: e.failover_enabled,
+            tokens,
+            headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            connect_timeout: e.connect_timeout.map(|d| d.0),
+            first_byte_timeout: e.first_byte_timeout.map(|d| d.0),
+            idle_timeout: e.idle_timeout.map(|d| d.0),
+            fast_test_path,
+            rotation: AtomicUsize::new(0),
+            local,
+        });
+    }
+    endpoints.sort_by_key(|e| e.priority);
+    let local = !endpoints.is_empty() && endpoints.iter().all(|e| e.local);
+    let mut tags: Vec<String> = c.tags.iter().map(|t| t.to_ascii_lowercase()).collect();
+    if local && !tags.iter().any(|t| t == "local") {
+        tags.push("local".into());
+    }
+    let free_channel = tags.iter().any(|t| t == "free");
+    let (patterns, listed): (Vec<String>, Vec<String>) = c.models.iter().cloned().partition(|m| m.ends_with('*'));
+    let mut models: Vec<Model> = Vec::new();
+    let push =
+        |models: &mut Vec<Model>, id: &str, price: Option<Price>, kind: Option<ModelKind>, token: Option<&str>| {
+            if let Some(m) = models.iter_mut().find(|m| m.id == id) {
+                if let Some(t) = token
+                    && !m.tokens.is_empty()
+                    && !m.tokens.iter().any(|x| &**x == t)
+                {
+                    m.tokens.push(t.into());
+                }
+                if m.price.is_none() {
+                    m.price = price;
+                }
+                return;
+            }
+            let price = c.pricing.get(id).copied().or(price);
+            let free = free_channel
+                || id.ends_with(":free")
+                || id.ends_with("-free")
+                || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
+            models.push(Model {
+                id: id.to_string(),
+                kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
+                tags: crate::tags::extract(id),
+                price,
+                free,
+                tokens: token.map(|t| vec![Arc::from(t)]).unwrap_or_default(),
+            });
+        };
+    // Discovered models are per token; configured ones are visible to every token.
+    if let Some(d) = discovered {
+        for (fp, list) in d {
+            for m in list {
+                push(&mut models, &m.id, m.price, m.kind, Some(fp));
+            }
+        }
+    }
+    for id in &listed {
+        push(&mut models, id, None, None, None);
+        if let Some(m) = models.iter_mut().find(|m| &m.id == id) {
+            m.tokens.clear();
+        }
+    }
+    for target in c.aliases.values() {
+        if !models.iter().any(|m| &m.id == target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
+            push(&mut models, target, None, None, None);
+        }
+    }
+    Channel {
+        name: c.name.as_str().into(),
+        protocol: c.protocol,
+        priority: c.priority,
+        weight: c.weight.max(1),
+        tags,
+        endpoints,
+        models,
+        patterns,
+        aliases: c.aliases.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        pricing: c.pricing.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        enabled: c.enabled,
+        disabled_reason: c.disabled_reason.clone(),
+        headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        api_version: c.api_version.clone(),
+        origin,
+        local,
+        config: c.clone(),
+    }
+}
+
+fn token(k: &KeyConfig, endpoint_key: &str) -> Token {
+    let fp: Arc<str> = fingerprint(k.secret().expose()).into();
+    let token_key: Arc<str> = k.name().map(Arc::from).unwrap_or_else(|| fp.clone());
+    Token {
+        health_key: format!("{endpoint_key}/{token_key}").into(),
+        token_key,
+        fingerprint: fp,
+        secret: k.secret().clone(),
+        enabled: k.enabled(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("gpt-*", "gpt-4o"));
+        assert!(!pattern_matches("gpt-*", "o1"));
+        assert!(pattern_matches("*/*", "qwen/qwen3"));
+        assert!(!pattern_matches("*/*", "qwen3"));
+        assert!(pattern_matches("*", "x"));
+    }
+
+    #[test]
+    fn unnamed_tokens_are_keyed_by_fingerprint_never_plaintext() {
+        let mut c = ChannelConfig::new("a", ChannelProtocol::Openai);
+        c.base_url = Some("https://x.example/v1/".into());
+        c.keys = vec![
+            KeyConfig::Bare(Secret::new("sk-secret-1")),
+            KeyConfig::Named { name: Some("main".into()), key: Secret::new("sk-2"), enabled: true },
+        ];
+        let ch = build_channel(&c, Origin::Yaml, None);
+        let ep = &ch.endpoints[0];
+        assert_eq!(ep.base_url, "https://x.example/v1");
+        assert!(ep.tokens[0].token_key.starts_with("fp:"));
+        assert_eq!(ep.tokens[0].token_key.len(), 3 + 16);
+        assert!(!ep.tokens[0].health_key.contains("sk-secret"));
+        assert_eq!(&*ep.tokens[1].token_key, "main");
+    }
+
+    #[test]
+    fn rotation_starts_at_the_next_token_each_time() {
+        let mut c = ChannelConfig::new("a", ChannelProtocol::Openai);
+        c.keys = vec![
+            KeyConfig::Bare(Secret::new("k1")),
+            KeyConfig::Bare(Secret::new("k2")),
+            KeyConfig::Bare(Secret::new("k3")),
+        ];
+        let ch = build_channel(&c, Origin::Yaml, None);
+        let ep = &ch.endpoints[0];
+        let a: Vec<_> = ep.rotated_tokens().collect();
+        let b: Vec<_> = ep.rotated_tokens().collect();
+        assert_eq!(a, [0, 1, 2]);
+        assert_eq!(b, [1, 2, 0]);
+    }
+}

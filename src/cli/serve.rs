@@ -1,0 +1,188 @@
+//! `router serve`: load the configuration (or detect one), bind, serve, reload, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use super::{Global, output};
+use crate::catalog::Snapshot;
+use crate::config::{self, Config, autodetect};
+use crate::error::user;
+use crate::proxy::{self, AppState};
+use crate::upstream::health::Health;
+use crate::usage::sink::{self, RecordSink};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Listen on a non-loopback address even though no gateway keys are configured.
+    #[arg(long)]
+    pub allow_open: bool,
+
+    /// In zero-config mode, do not probe local Ollama / LM Studio.
+    #[arg(long)]
+    pub no_local: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    super::runtime()?.block_on(serve(global, args))
+}
+
+/// The configuration in force: a file, or what zero-config found.
+pub struct Loaded {
+    pub config: Config,
+    pub auto: bool,
+    pub found: Vec<String>,
+}
+
+/// Loads the configuration file, or detects channels when there is none.
+pub async fn load_or_detect(global: &Global, probe_local: bool) -> anyhow::Result<Loaded> {
+    match config::find(global.config.as_deref()) {
+        Some(path) => Ok(Loaded { config: config::load(&path)?, auto: false, found: Vec::new() }),
+        None => {
+            let env = |k: &str| std::env::var(k).ok();
+            let locals = if probe_local { autodetect::local_candidates(&env) } else { Vec::new() };
+            let d = autodetect::detect(&env, &locals, Duration::from_millis(400)).await;
+            Ok(Loaded { config: d.config, auto: true, found: d.found })
+        }
+    }
+}
+
+async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
+    let probe_local = !args.no_local && std::env::var_os("ROUTER_NO_LOCAL_PROBE").is_none();
+    let loaded = load_or_detect(global, probe_local).await?;
+    let mut config = loaded.config;
+    let listen: SocketAddr = match &args.listen {
+        Some(l) => l.parse().map_err(|_| {
+            user(format!("--listen `{l}` is not an address")).with_hint("write host:port, e.g. 127.0.0.1:4000")
+        })?,
+        None => config.listen(),
+    };
+    config.listen = Some(listen);
+    if config.gateway_keys.is_empty() && !listen.ip().is_loopback() && !args.allow_open {
+        return Err(user(format!("refusing to listen on {listen} with no gateway keys: anyone who can reach it could spend your upstream credit"))
+            .with_hint("add server.keys to the config, listen on 127.0.0.1, or pass --allow-open")
+            .into());
+    }
+    let grace = config.raw.server.grace_period.0;
+    let config_path = config.path.clone();
+    let snapshot = Snapshot::build(Arc::new(config), &[], &Default::default(), loaded.auto);
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    print_summary(&snapshot, bound, &loaded.found, loaded.auto);
+
+    let (record_sink, records) = RecordSink::new(4096);
+    let writer = tokio::spawn(sink::log_records(records));
+    let health = Arc::new(Health::new());
+    let state = AppState::new(snapshot, health, record_sink);
+    if let Some(path) = config_path {
+        tokio::spawn(watch_config(state.clone(), path, loaded.auto));
+    }
+    proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
+    drop(state);
+    // Every sender is gone once in-flight requests are; the writer drains what is queued and ends.
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    output::note("router stopped");
+    Ok(())
+}
+
+fn print_summary(snap: &Snapshot, bound: SocketAddr, found: &[String], auto: bool) {
+    let cfg = &snap.config;
+    output::line(&format!("router {} listening on http://{bound}", env!("CARGO_PKG_VERSION")));
+    match (&cfg.path, auto) {
+        (Some(p), _) => {
+            output::line(&format!("config: {}", p.display()));
+        }
+        (None, _) if found.is_empty() => {
+            output::line("config: none (zero-config); no channels found");
+            output::line(
+                "hint: export OPENAI_API_KEY / ANTHROPIC_API_KEY / OPENROUTER_API_KEY / DEEPSEEK_API_KEY ..., start Ollama, or write router.yaml (see config.example.yaml)",
+            );
+        }
+        (None, _) => {
+            output::line(&format!("config: none (zero-config); found {}", found.join(", ")));
+        }
+    }
+    let endpoints: usize = snap.channels.iter().map(|c| c.endpoints.len()).sum();
+    let tokens: usize = snap.channels.iter().flat_map(|c| c.endpoints.iter()).map(|e| e.tokens.len()).sum();
+    let models: usize = snap.channels.iter().map(|c| c.models.len()).sum();
+    output::line(&format!(
+        "channels: {} ({endpoints} endpoints, {tokens} tokens, {models} models known)",
+        snap.channels.len()
+    ));
+    for ch in &snap.channels {
+        let toks: Vec<String> =
+            ch.endpoints.iter().flat_map(|e| e.tokens.iter().map(|t| t.token_key.to_string())).collect();
+        let models = if ch.models.is_empty() { ch.patterns.join(" ") } else { format!("{} models", ch.models.len()) };
+        output::line(&format!(
+            "  {:<16} {:<9} {} endpoint(s)  tokens: {}  models: {}{}",
+            ch.name,
+            ch.protocol.as_str(),
+            ch.endpoints.len(),
+            toks.join(", "),
+            models,
+            if ch.enabled { "" } else { "  (disabled)" }
+        ));
+    }
+    let auth = if cfg.gateway_keys.is_empty() {
+        "open (no gateway keys; loopback only unless --allow-open)".to_string()
+    } else {
+        format!("{} gateway key(s)", cfg.gateway_keys.len())
+    };
+    output::line(&format!("strategy: {}  auth: {auth}", cfg.raw.routing.strategy));
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    output::note("shutting down: no new connections; waiting for in-flight requests");
+}
+
+fn mtime(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads on SIGHUP and when the file changes. A broken file is reported; the old config stays in force.
+async fn watch_config(state: Arc<AppState>, path: PathBuf, auto: bool) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let mut last = mtime(&path);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let forced = tokio::select! {
+            _ = hup.recv() => true,
+            _ = tick.tick() => false,
+        };
+        let now = mtime(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        match config::load(&path) {
+            Ok(mut cfg) => {
+                let old = state.snapshot.load();
+                cfg.listen = old.config.listen;
+                let snap = Snapshot::build(Arc::new(cfg), &[], &Default::default(), auto);
+                output::note(&format!("config reloaded from {}: {} channels", path.display(), snap.channels.len()));
+                state.snapshot.store(Arc::new(snap));
+            }
+            Err(e) => {
+                output::note(&format!("error: config reload failed, keeping the previous config: {e}"));
+                if let Some(h) = &e.hint {
+                    output::note(&format!("hint: {h}"));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! The YAML schema: every key `config.example.yaml` documents, as serde types.
+//!
+//! Owns the shape of the file and its defaults, nothing else: `${VAR}` interpolation and cross-field validation
+//! live in `config::load`, and the routing view of channels in `catalog`. Store channels (imported or added with
+//! `router channels add`) reuse [`ChannelConfig`], so these types also serialise.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub routing: RoutingConfig,
+    pub upstream: UpstreamConfig,
+    pub discovery: DiscoveryConfig,
+    pub balance: BalanceSettings,
+    pub channels: Vec<ChannelConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Gateway keys clients must present. Empty: no auth (loopback only unless `--allow-open`).
+    pub keys: Vec<GatewayKeyConfig>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Send `X-Router-*` headers on responses.
+    pub debug_headers: bool,
+    /// How long in-flight requests may run after SIGINT / SIGTERM.
+    pub grace_period: Dur,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4000".into(),
+            keys: Vec::new(),
+            max_body_bytes: 32 * 1024 * 1024,
+            debug_headers: true,
+            grace_period: Dur::secs(30),
+        }
+    }
+}
+
+/// A key clients send to the router. Give `key` (hashed at load) or `hash` (`sha256:<hex>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayKeyConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Tag expression or comma-separated model list this key may reach (e.g. `tag:free`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// redb file; default `~/.local/share/router/router.redb`.
+    pub path: Option<String>,
+    /// Request records older than this many days are pruned; daily rollups stay. 0 keeps everything.
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Priority,
+    Weighted,
+    Fastest,
+    CostFirst,
+    FreeFirst,
+    LocalFirst,
+    Balanced,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 7] = [
+        Strategy::Priority,
+        Strategy::Weighted,
+        Strategy::Fastest,
+        Strategy::CostFirst,
+        Strategy::FreeFirst,
+        Strategy::LocalFirst,
+        Strategy::Balanced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::Weighted => "weighted",
+            Strategy::Fastest => "fastest",
+            Strategy::CostFirst => "cost_first",
+            Strategy::FreeFirst => "free_first",
+            Strategy::LocalFirst => "local_first",
+            Strategy::Balanced => "balanced",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Strategy> {
+        let s = s.trim().replace('-', "_").to_ascii_lowercase();
+        Strategy::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub strategy: Strategy,
+    /// Upper bound on upstream attempts for one request.
+    pub max_attempts: u32,
+    /// Deadline for the whole request, all attempts included.
+    pub total_timeout: Dur,
+    /// Try the next candidate after a 504 or a first-byte timeout (off: the request may already be running).
+    pub retry_on_timeout: bool,
+    pub cooldown: CooldownConfig,
+    pub balanced: BalancedWeights,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Priority,
+            max_attempts: 6,
+            total_timeout: Dur::secs(600),
+            retry_on_timeout: false,
+            cooldown: CooldownConfig::default(),
+            balanced: BalancedWeights::default(),
+        }
+    }
+}
+
+/// How long what failed is left alone. Repeated failures double the cooldown up to `max`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CooldownConfig {
+    /// First cooldown of an endpoint after a connect error or 5xx.
+    pub base: Dur,
+    /// Cap for the doubling.
+    pub max: Dur,
+    /// A token answered 401 / 403.
+    pub auth: Dur,
+    /// A token answered 402 or reported its quota exhausted.
+    pub quota: Dur,
+    /// 429 without Retry-After.
+    pub rate_limit: Dur,
+    /// A (channel, model) answered 404.
+    pub model: Dur,
+}
+
+impl Default for CooldownConfig {
+    fn default() -> Self {
+        Self {
+            base: Dur::secs(5),
+            max: Dur::secs(300),
+            auth: Dur::secs(3600),
+            quota: Dur::secs(3600),
+            rate_limit: Dur::secs(10),
+            model: Dur::secs(600),
+        }
+    }
+}
+
+/// Weights of the `balanced` strategy's score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancedWeights {
+    pub cost: f64,
+    pub speed: f64,
+    pub quality: f64,
+    pub reliability: f64,
+}
+
+impl Default for BalancedWeights {
+    fn default() -> Self {
+        Self { cost: 0.3, speed: 0.3, quality: 0.2, reliability: 0.2 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Dur,
+    /// Time from sending the request to the response headers.
+    pub first_byte_timeout: Dur,
+    /// Longest silence between two body chunks.
+    pub idle_timeout: Dur,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self { connect_timeout: Dur::secs(10), first_byte_timeout: Dur::secs(300), idle_timeout: Dur::secs(300) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Re-discover models this often while serving. Absent: only on demand.
+    pub interval: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceSettings {
+    /// Refresh balances this often while serving. Absent: only on demand.
+    pub interval: Option<Dur>,
+    /// Results younger than this are served from the store by `router balance check`.
+    pub ttl: Option<Dur>,
+}
+
+/// The wire an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelProtocol {
+    #[default]
+    Openai,
+    Anthropic,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    Azure,
+    /// Google Gemini through its OpenAI-compatible endpoint.
+    Gemini,
+}
+
+impl ChannelProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelProtocol::Openai => "openai",
+            ChannelProtocol::Anthropic => "anthropic",
+            ChannelProtocol::Azure => "azure",
+            ChannelProtocol::Gemini => "gemini",
+        }
+    }
+
+    /// The wire format requests and responses use.
+    pub fn wire(self) -> crate::protocol::Protocol {
+        match self {
+            ChannelProtocol::Anthropic => crate::protocol::Protocol::Anthropic,
+            _ => crate::protocol::Protocol::Openai,
+        }
+    }
+
+    /// The base URL used when a channel gives none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ChannelProtocol::Openai => Some("https://api.openai.com/v1"),
+            ChannelProtocol::Anthropic => Some("https://api.anthropic.com"),
+            ChannelProtocol::Gemini => Some("https://generativelanguage.googleapis.com/v1beta/openai"),
+            ChannelProtocol::Azure => None,
+        }
+    }
+}
+
+/// One provider account or reseller.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub name: String,
+    #[serde(default)]
+    pub protocol: ChannelProtocol,
+    /// Shorthand for one endpoint named `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Keys of the implicit `default` endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Lower is tried first.
+    #[serde(default)]
+    pub priority: i64,
+    /// Share of traffic inside a priority tier.
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Model ids this channel serves (used when discovery is off or fails). A trailing `*` matches a prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// `requested name -> upstream model id`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, String>,
+    /// USD per 1M tokens, by upstream model id (`*` for every model of the channel).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pricing: BTreeMap<String, Price>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Extra headers sent with every upstream request of this channel.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Azure `api-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// How to ask this channel for its credit (default: guessed from the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<ChannelBalanceConfig>,
+    /// Where an imported channel came from (e.g. `oneapi:sqlite:/path#12`); re-import matches on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why the channel is disabled, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl ChannelConfig {
+    /// A channel with defaults for everything but its name and protocol.
+    pub fn new(name: impl Into<String>, protocol: ChannelProtocol) -> Self {
+        Self {
+            name: name.into(),
+            protocol,
+            base_url: None,
+            keys: Vec::new(),
+            endpoints: Vec::new(),
+            priority: 0,
+            weight: 1,
+            tags: Vec::new(),
+            models: Vec::new(),
+            aliases: BTreeMap::new(),
+            pricing: BTreeMap::new(),
+            enabled: true,
+            headers: BTreeMap::new(),
+            api_version: None,
+            balance: None,
+            source: None,
+            disabled_reason: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelBalanceConfig {
+    /// `openrouter`, `deepseek`, `siliconflow`, `moonshot`, `oneapi`, `newapi`, `openai`, `none`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// One base URL inside a channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub base_url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyConfig>,
+    /// Lower is tried first inside the channel.
+    #[serde(default)]
+    pub priority: i64,
+    /// false: only used when pinned with `X-Router-Channel: channel/endpoint`.
+    #[serde(default = "yes")]
+    pub failover_enabled: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Dur>,
+    /// Cheap GET used to measure latency (default: `/models` for openai, `/v1/models` for anthropic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_test_path: Option<String>,
+}
+
+/// An upstream key: a bare string, or `{name, key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum KeyConfig {
+    Bare(Secret),
+    Named {
+        #[serde(default)]
+        name: Option<String>,
+        key: Secret,
+        #[serde(default = "yes")]
+        enabled: bool,
+    },
+}
+
+impl KeyConfig {
+    pub fn secret(&self) -> &Secret {
+        match self {
+            KeyConfig::Bare(s) => s,
+            KeyConfig::Named { key, .. } => key,
+        }
+    }
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            KeyConfig::Bare(_) => None,
+            KeyConfig::Named { name, .. } => name.as_deref(),
+        }
+    }
+    pub fn enabled(&self) -> bool {
+        match self {
+            KeyConfig::Bare(_) => true,
+            KeyConfig::Named { enabled, .. } => *enabled,
+        }
+    }
+}
+
+/// USD per 1M tokens.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
+}
+
+/// A secret string: its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The plaintext, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A duration written as `250ms`, `5s`, `10m`, `1h` or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+
+    pub fn parse(s: &str) -> Option<Dur> {
+        let s = s.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num.parse().ok()?;
+        let secs = match unit.trim() {
+            "" | "s" => n,
+            "ms" => n / 1000.0,
+            "m" | "min" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86400.0,
+            _ => return None,
+        };
+        (secs.is_finite() && secs >= 0.0).then(|| Dur(Duration::from_secs_f64(secs)))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(f64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) if n >= 0.0 && n.is_finite() => Ok(Dur(Duration::from_secs_f64(n))),
+            Raw::N(n) => Err(serde::de::Error::custom(format!("invalid duration {n}"))),
+            Raw::S(s) => Dur::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid duration `{s}` (use e.g. 250ms, 5s, 10m, 1h)"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_units() {
+        assert_eq!(Dur::parse("250ms"), Some(Dur(Duration::from_millis(250))));
+        assert_eq!(Dur::parse("5s"), Some(Dur::secs(5)));
+        assert_eq!(Dur::parse("10m"), Some(Dur::secs(600)));
+        assert_eq!(Dur::parse("1h"), Some(Dur::secs(3600)));
+        assert_eq!(Dur::parse("7"), Some(Dur::secs(7)));
+        assert_eq!(Dur::parse("5 parsecs"), None);
+        assert_eq!(Dur::secs(600).to_string(), "10m");
+    }
+
+    #[test]
+    fn secret_debug_hides_plaintext() {
+        let k = KeyConfig::Named { name: Some("a".into()), key: Secret::new("sk-live-123"), enabled: true };
+        assert!(!format!("{k:?}").contains("sk-live"));
+    }
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for s in Strategy::ALL {
+            assert_eq!(Strategy::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Strategy::parse("cost-first"), Some(Strategy::CostFirst));
+    }
+}

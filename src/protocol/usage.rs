@@ -1,0 +1,344 @@
+//! Usage extraction from upstream responses, streamed or not, for all three OpenAI-style APIs and Anthropic.
+//!
+//! Owns reading `usage` without parsing whole bodies: stream events are looked at only when their text mentions
+//! usage (or ends the stream), and only the usage fields are deserialised. Anthropic counts are cumulative: the
+//! latest value of each field wins, never a sum.
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::Protocol;
+use super::sse::SseEvent;
+use crate::usage::Tokens;
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+struct Details {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+/// Every usage field any of the protocols uses.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+struct UsageWire {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    prompt_cache_hit_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    completion_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+    output_tokens_details: Option<Details>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Inner {
+    usage: Option<UsageWire>,
+}
+
+/// The outer shape of a response body or stream event, as far as usage is concerned.
+#[derive(Debug, Default, Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    usage: Option<UsageWire>,
+    message: Option<Inner>,
+    response: Option<Inner>,
+    choices: Option<Vec<IgnoredAny>>,
+    error: Option<serde_json::Value>,
+}
+
+/// Accumulated usage: each field keeps its latest reported value.
+#[derive(Debug, Default, Clone, Copy)]
+struct Acc {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    input: Option<u64>,
+    output: Option<u64>,
+    cache_write: Option<u64>,
+    cache_read: Option<u64>,
+    cached: Option<u64>,
+    reasoning: Option<u64>,
+}
+
+impl Acc {
+    fn merge(&mut self, u: &UsageWire) {
+        fn set(slot: &mut Option<u64>, v: Option<u64>) {
+            if v.is_some() {
+                *slot = v;
+            }
+        }
+        set(&mut self.prompt, u.prompt_tokens);
+        set(&mut self.completion, u.completion_tokens);
+        set(&mut self.input, u.input_tokens);
+        set(&mut self.output, u.output_tokens);
+        set(&mut self.cache_write, u.cache_creation_input_tokens);
+        set(&mut self.cache_read, u.cache_read_input_tokens);
+        set(&mut self.cached, u.prompt_tokens_details.and_then(|d| d.cached_tokens));
+        set(&mut self.cached, u.input_tokens_details.and_then(|d| d.cached_tokens));
+        set(&mut self.cached, u.prompt_cache_hit_tokens);
+        set(&mut self.reasoning, u.completion_tokens_details.and_then(|d| d.reasoning_tokens));
+        set(&mut self.reasoning, u.output_tokens_details.and_then(|d| d.reasoning_tokens));
+    }
+
+    fn seen(&self) -> bool {
+        self.prompt.is_some() || self.completion.is_some() || self.input.is_some() || self.output.is_some()
+    }
+
+    fn tokens(&self, protocol: Protocol) -> Tokens {
+        let reasoning = self.reasoning.unwrap_or(0);
+        match protocol {
+            // Anthropic: input excludes cache reads and writes, which are separate counters.
+            Protocol::Anthropic => Tokens {
+                input: self.input.unwrap_or(0),
+                cache_read: self.cache_read.unwrap_or(0),
+                cache_write: self.cache_write.unwrap_or(0),
+                output: self.output.unwrap_or(0),
+                reasoning,
+            },
+            // OpenAI: prompt/input tokens include the cached ones.
+            Protocol::Openai => {
+                let total_in = self.prompt.or(self.input).unwrap_or(0);
+                let cached = self.cached.unwrap_or(0).min(total_in);
+                Tokens {
+                    input: total_in - cached,
+                    cache_read: cached,
+                    cache_write: 0,
+                    output: self.completion.or(self.output).unwrap_or(0),
+                    reasoning,
+                }
+            }
+        }
+    }
+}
+
+/// What a finished (or cut) response told us.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Metered {
+    /// `None` when the upstream reported no usage at all.
+    pub tokens: Option<Tokens>,
+    /// The stream reached its protocol's normal end (`[DONE]`, `message_stop`, `response.completed`, ...).
+    pub completed: bool,
+    /// An error event inside a 200 stream.
+    pub stream_error: Option<String>,
+}
+
+/// Reads usage from a response as it passes. One per upstream response.
+#[derive(Debug)]
+pub struct UsageMeter {
+    protocol: Protocol,
+    acc: Acc,
+    completed: bool,
+    /// An OpenAI chunk with a non-null `finish_reason` was seen (some upstreams omit `[DONE]`).
+    finish_seen: bool,
+    stream_error: Option<String>,
+    /// Non-stream bodies are collected (up to a cap) and parsed at the end.
+    body: Vec<u8>,
+}
+
+/// Non-stream bodies larger than this are not inspected for usage.
+const BODY_CAP: usize = 16 * 1024 * 1024;
+
+impl UsageMeter {
+    pub fn new(protocol: Protocol) -> Self {
+        Self {
+            protocol,
+            acc: Acc::default(),
+            completed: false,
+            finish_seen: false,
+            stream_error: None,
+            body: Vec::new(),
+        }
+    }
+
+    /// Looks at one stream event. Returns true when it is an OpenAI usage-only chunk (`choices: []` with usage),
+    /// which the proxy hides from clients that did not ask for it.
+    pub fn event(&mut self, ev: &SseEvent) -> bool {
+        let data = ev.data.as_str();
+        if data == "[DONE]" {
+            self.completed = true;
+            return false;
+        }
+        if !self.finish_seen && data.contains("\"finish_reason\":\"") {
+            self.finish_seen = true;
+        }
+        let name = ev.event.as_deref().unwrap_or("");
+        let terminal =
+            matches!(name, "message_stop" | "response.completed" | "response.incomplete" | "response.failed");
+        let is_error = name == "error" || name == "response.failed";
+        let interesting = terminal
+            || is_error
+            || data.contains("\"usage\"")
+            || data.contains("\"error\"")
+            || data.contains("response.completed")
+            || data.contains("response.incomplete")
+            || data.contains("message_stop");
+        if !interesting {
+            return false;
+        }
+        let Ok(env) = serde_json::from_str::<Envelope>(data) else { return false };
+        if let Some(u) = &env.usage {
+            self.acc.merge(u);
+        }
+        if let Some(u) = env.message.as_ref().and_then(|m| m.usage.as_ref()) {
+            self.acc.merge(u);
+        }
+        if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
+            self.acc.merge(u);
+        }
+        let kind = env.kind.as_deref().unwrap_or(name);
+        if matches!(kind, "message_stop" | "response.completed" | "response.incomplete") {
+            self.completed = true;
+        }
+        if is_error || kind == "error" || kind == "response.failed" || env.error.is_some() {
+            let msg = env
+                .error
+                .as_ref()
+                .and_then(|e| e.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .unwrap_or_else(|| kind.to_string());
+            self.stream_error = Some(truncate(&msg, 300));
+        }
+        env.usage.is_some() && env.choices.as_ref().is_some_and(|c| c.is_empty())
+    }
+
+    /// The stream reached its normal end so far.
+    pub fn completed(&self) -> bool {
+        self.completed || self.finish_seen
+    }
+
+    /// Collects a piece of a non-stream body.
+    pub fn body_chunk(&mut self, chunk: &[u8]) {
+        if self.body.len() + chunk.len() <= BODY_CAP {
+            self.body.extend_from_slice(chunk);
+        }
+    }
+
+    /// Parses a complete non-stream body.
+    pub fn body(&mut self, body: &[u8]) {
+        if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
+            if let Some(u) = &env.usage {
+                self.acc.merge(u);
+            }
+            if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
+                self.acc.merge(u);
+            }
+            self.completed = true;
+        }
+    }
+
+    /// The result so far; call at the end of the response (or when it was cut).
+    pub fn finish(&mut self) -> Metered {
+        if !self.body.is_empty() {
+            let body = std::mem::take(&mut self.body);
+            self.body(&body);
+        }
+        Metered {
+            tokens: self.acc.seen().then(|| self.acc.tokens(self.protocol)),
+            completed: self.completed || self.finish_seen,
+            stream_error: self.stream_error.clone(),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::sse::SseParser;
+
+    fn meter_stream(protocol: Protocol, wire: &str) -> (Metered, usize) {
+        let mut m = UsageMeter::new(protocol);
+        let mut hidden = 0;
+        for ev in SseParser::new().feed(wire.as_bytes()) {
+            if m.event(&ev) {
+                hidden += 1;
+            }
+        }
+        (m.finish(), hidden)
+    }
+
+    #[test]
+    fn openai_chat_non_stream_with_cache_and_reasoning() {
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":100}}}"#);
+        let t = m.finish().tokens.unwrap();
+        assert_eq!(t, Tokens { input: 86, cache_read: 1920, cache_write: 0, output: 300, reasoning: 100 });
+    }
+
+    #[test]
+    fn deepseek_cache_hit_field() {
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"usage":{"prompt_tokens":100,"completion_tokens":5,"prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36}}"#);
+        let t = m.finish().tokens.unwrap();
+        assert_eq!((t.input, t.cache_read), (36, 64));
+    }
+
+    #[test]
+    fn openai_chat_stream_usage_chunk_is_recognised() {
+        let wire = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+                    data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+                    data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,\"total_tokens\":21}}\n\n\
+                    data: [DONE]\n\n";
+        let (m, hidden) = meter_stream(Protocol::Openai, wire);
+        assert_eq!(hidden, 1);
+        assert!(m.completed);
+        assert_eq!(m.tokens.unwrap(), Tokens { input: 9, output: 12, ..Default::default() });
+    }
+
+    #[test]
+    fn anthropic_stream_takes_latest_cumulative_values_never_sums() {
+        let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"cache_creation_input_tokens\":5,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n\
+                    event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"usage\"}}\n\n\
+                    event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":null},\"usage\":{\"output_tokens\":7}}\n\n\
+                    event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":15}}\n\n\
+                    event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let (m, _) = meter_stream(Protocol::Anthropic, wire);
+        assert!(m.completed);
+        assert_eq!(m.tokens.unwrap(), Tokens { input: 12, cache_read: 100, cache_write: 5, output: 15, reasoning: 0 });
+    }
+
+    #[test]
+    fn responses_stream_usage_from_completed_event() {
+        let wire = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n\
+                    event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"usage\":{\"input_tokens\":50,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":20,\"output_tokens_details\":{\"reasoning_tokens\":4},\"total_tokens\":70}}}\n\n";
+        let (m, hidden) = meter_stream(Protocol::Openai, wire);
+        assert_eq!(hidden, 0);
+        assert!(m.completed);
+        assert_eq!(m.tokens.unwrap(), Tokens { input: 40, cache_read: 10, cache_write: 0, output: 20, reasoning: 4 });
+    }
+
+    #[test]
+    fn cut_stream_keeps_what_was_reported_and_is_not_completed() {
+        let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n";
+        let (m, _) = meter_stream(Protocol::Anthropic, wire);
+        assert!(!m.completed);
+        assert_eq!(m.tokens.unwrap().input, 30);
+    }
+
+    #[test]
+    fn error_event_inside_stream_is_reported() {
+        let wire = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+        let (m, _) = meter_stream(Protocol::Anthropic, wire);
+        assert_eq!(m.stream_error.as_deref(), Some("Overloaded"));
+    }
+
+    #[test]
+    fn embeddings_usage() {
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body_chunk(br#"{"data":[{"embedding":[0.1]}],"usage":{"prompt_tokens":8,"#);
+        m.body_chunk(br#""total_tokens":8}}"#);
+        assert_eq!(m.finish().tokens.unwrap(), Tokens { input: 8, ..Default::default() });
+    }
+}

@@ -1,0 +1,276 @@
+//! The response body the client reads: upstream bytes forwarded as they arrive, teed through the usage meter.
+//!
+//! Owns streaming (one frame per upstream chunk, never the whole body buffered), hiding the usage-only chunk the
+//! router asked for, the idle timeout, ending a cut stream with an error event, and emitting the request record
+//! exactly once: at the end (waiting for room in the sink: back-pressure), or on drop when the client left.
+//! Dropping this body drops the upstream response, which cancels the upstream request.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc::OwnedPermit;
+use tokio::time::Sleep;
+
+use super::AppState;
+use crate::config::Price;
+use crate::protocol::Protocol;
+use crate::protocol::sse::{SseEvent, SseParser};
+use crate::protocol::usage::UsageMeter;
+use crate::upstream::CoolTarget;
+use crate::upstream::health::CoolKeys;
+use crate::usage::sink::RecordSink;
+use crate::usage::{Outcome, RequestRecord, UsageSource};
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Reserve = Pin<Box<dyn Future<Output = Option<OwnedPermit<RequestRecord>>> + Send>>;
+
+/// How upstream bytes become client bytes.
+pub enum Mode {
+    /// Forward bytes unchanged; collect them for the meter (non-stream JSON).
+    Raw,
+    /// SSE forwarded unchanged; events parsed on the side for the meter.
+    Sse { parser: SseParser },
+    /// SSE re-emitted event by event, hiding the usage-only chunk the client did not ask for.
+    SseFiltered { parser: SseParser },
+}
+
+/// What is needed to finish the record.
+pub struct Finisher {
+    pub state: Arc<AppState>,
+    pub record: RequestRecord,
+    pub started: Instant,
+    pub price: Option<Price>,
+    pub channel: Arc<str>,
+    pub endpoint_key: Arc<str>,
+    pub token_key: Arc<str>,
+    pub client: Protocol,
+    /// Estimated prompt tokens, used only when the upstream reports none.
+    pub est_input: u64,
+}
+
+pub struct MeteredBody {
+    upstream: Option<ByteStream>,
+    mode: Mode,
+    meter: UsageMeter,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    pending: VecDeque<Bytes>,
+    finisher: Option<Finisher>,
+    reserve: Option<(Reserve, RequestRecord)>,
+    sink: RecordSink,
+    done: bool,
+    out_bytes: u64,
+}
+
+impl MeteredBody {
+    pub fn new(
+        upstream: ByteStream,
+        mode: Mode,
+        meter: UsageMeter,
+        idle_timeout: Duration,
+        finisher: Finisher,
+    ) -> Self {
+        let sink = finisher.state.sink.clone();
+        Self {
+            sink,
+            upstream: Some(upstream),
+            mode,
+            meter,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
+            pending: VecDeque::new(),
+            finisher: Some(finisher),
+            reserve: None,
+            done: false,
+            out_bytes: 0,
+        }
+    }
+
+    /// Turns a chunk into the bytes to forward (possibly none).
+    fn process(&mut self, chunk: Bytes) -> Option<Bytes> {
+        self.out_bytes += chunk.len() as u64;
+        match &mut self.mode {
+            Mode::Raw => {
+                self.meter.body_chunk(&chunk);
+                Some(chunk)
+            }
+            Mode::Sse { parser } => {
+                let meter = &mut self.meter;
+                parser.feed_with(&chunk, |ev| {
+                    meter.event(&ev);
+                });
+                Some(chunk)
+            }
+            Mode::SseFiltered { parser } => {
+                let mut out = BytesMut::new();
+                let meter = &mut self.meter;
+                parser.feed_with(&chunk, |ev| {
+                    if !meter.event(&ev) {
+                        ev.write_to(&mut out);
+                    }
+                });
+                (!out.is_empty()).then(|| out.freeze())
+            }
+        }
+    }
+
+    /// Flushes an event left without its blank line at EOF.
+    fn flush_tail(&mut self) -> Option<Bytes> {
+        let parser = match &mut self.mode {
+            Mode::Raw => return None,
+            Mode::Sse { parser } | Mode::SseFiltered { parser } => parser,
+        };
+        let ev = parser.finish()?;
+        let hidden = self.meter.event(&ev);
+        match self.mode {
+            Mode::SseFiltered { .. } if !hidden => Some(ev.to_bytes()),
+            _ => None,
+        }
+    }
+
+    fn is_sse(&self) -> bool {
+        !matches!(self.mode, Mode::Raw)
+    }
+
+    /// Completes the record with what the meter saw.
+    fn complete(&mut self, outcome: Outcome, error: Option<String>) -> Option<RequestRecord> {
+        let f = self.finisher.take()?;
+        let metered = self.meter.finish();
+        let mut rec = f.record;
+        rec.total_ms = f.started.elapsed().as_millis() as u32;
+        rec.outcome = outcome;
+        if rec.error.is_none() {
+            rec.error = error.or(metered.stream_error);
+        }
+        match metered.tokens {
+            Some(t) => {
+                rec.tokens = t;
+                rec.usage_source = UsageSource::Upstream;
+            }
+            None if self.out_bytes > 0 && outcome != Outcome::UpstreamError => {
+                // The upstream said nothing: estimate (~4 bytes a token) and say so.
+                rec.tokens.input = f.est_input;
+                rec.tokens.output = self.out_bytes / 4 / if self.is_sse() { 4 } else { 1 };
+                rec.usage_source = UsageSource::Estimated;
+            }
+            None => {}
+        }
+        rec.cost_usd = f.price.map(|p| rec.tokens.cost(&p));
+        if matches!(outcome, Outcome::Interrupted) {
+            let cfg = &f.state.snapshot.load().config.raw.routing.cooldown;
+            let keys = CoolKeys { channel: &f.channel, endpoint: &f.endpoint_key, token: &f.token_key, model: "" };
+            f.state.health.cool(CoolTarget::Endpoint, cfg, &keys, None, "stream interrupted");
+        }
+        Some(rec)
+    }
+
+    /// Waits for room in the sink before the client sees the end of the body.
+    fn start_finish(&mut self, rec: RequestRecord) {
+        let sink = self.sink.clone();
+        self.reserve = Some((Box::pin(async move { sink.reserve().await }), rec));
+    }
+
+    fn interrupt(&mut self, why: String) {
+        self.upstream = None;
+        if self.is_sse() {
+            let client = self.finisher.as_ref().map(|f| f.client).unwrap_or(Protocol::Openai);
+            let ev: SseEvent =
+                crate::protocol::errors::stream_event(client, &format!("upstream stream interrupted: {why}"));
+            self.pending.push_back(ev.to_bytes());
+        }
+        if let Some(rec) = self.complete(Outcome::Interrupted, Some(why)) {
+            self.start_finish(rec);
+        }
+    }
+
+    fn end(&mut self) {
+        self.upstream = None;
+        if let Some(tail) = self.flush_tail() {
+            self.pending.push_back(tail);
+        }
+        let completed = self.meter.completed();
+        let outcome = if self.is_sse() && !completed { Outcome::Interrupted } else { Outcome::Ok };
+        let why = (outcome == Outcome::Interrupted).then(|| "stream ended before its final event".to_string());
+        if let Some(rec) = self.complete(outcome, why) {
+            self.start_finish(rec);
+        }
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some((fut, _)) = &mut this.reserve {
+                // The stream is over; wait for room in the sink before telling the client (back-pressure).
+                let permit = std::task::ready!(fut.as_mut().poll(cx));
+                let (_, rec) = this.reserve.take().expect("reserve present");
+                if let Some(permit) = permit {
+                    permit.send(rec);
+                }
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            let Some(upstream) = this.upstream.as_mut() else {
+                this.done = true;
+                continue;
+            };
+            match upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(deadline);
+                    if let Some(out) = this.process(chunk) {
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let why = crate::upstream::send_error(&e).to_string();
+                    this.interrupt(why.trim_start_matches("connect error: ").to_string());
+                }
+                Poll::Ready(None) => this.end(),
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.interrupt(format!("no data for {:?}", this.idle_timeout));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.pending.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        if let Some((_, rec)) = self.reserve.take() {
+            // Finished, but the body was dropped before the sink had room: hand the record over anyway.
+            self.sink.send_detached(rec);
+        } else if let Some(rec) = self.complete(Outcome::ClientClosed, Some("client closed the connection".into())) {
+            self.sink.send_detached(rec);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Which headers cross the proxy in each direction, and the `X-Router-*` debug headers.
+//!
+//! Owns the deny list for client -> upstream (client auth, hop-by-hop, encoding) and the allow list for
+//! upstream -> client (content type, retry-after, request ids, rate-limit info).
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Client headers never forwarded upstream.
+fn dropped_upstream(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization"
+            | "x-api-key"
+            | "api-key"
+            | "x-goog-api-key"
+            | "host"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "accept-encoding"
+            | "cookie"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-real-ip"
+    ) || name.starts_with("x-router-")
+}
+
+/// Copies the client headers that may go upstream.
+pub fn upstream_headers(client: &HeaderMap) -> reqwest::header::HeaderMap {
+    let mut out = reqwest::header::HeaderMap::with_capacity(client.len());
+    for (name, value) in client {
+        if !dropped_upstream(name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// Upstream response headers worth passing back.
+fn kept_downstream(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "retry-after"
+            | "retry-after-ms"
+            | "x-request-id"
+            | "request-id"
+            | "openai-processing-ms"
+            | "openai-version"
+            | "cache-control"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-")
+}
+
+pub fn downstream_headers(upstream: &reqwest::header::HeaderMap, out: &mut HeaderMap) {
+    for (name, value) in upstream {
+        if kept_downstream(name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Sets a header from text, skipping values that are not valid header text.
+pub fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        out.insert(HeaderName::from_static(name), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_auth_never_goes_upstream() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer gw"));
+        h.insert("x-api-key", HeaderValue::from_static("gw"));
+        h.insert("anthropic-beta", HeaderValue::from_static("tools-2024"));
+        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        h.insert("x-router-channel", HeaderValue::from_static("a"));
+        let out = upstream_headers(&h);
+        assert!(out.get("authorization").is_none() && out.get("x-api-key").is_none());
+        assert!(out.get("x-router-channel").is_none());
+        assert_eq!(out.get("anthropic-beta").unwrap(), "tools-2024");
+        assert_eq!(out.get("anthropic-version").unwrap(), "2023-06-01");
+    }
+}

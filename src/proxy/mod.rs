@@ -1,0 +1,87 @@
+//! The proxy server: accept, authenticate, route, forward, stream back, record.
+//!
+//! Owns the hyper server (bound listener + shutdown future in, so tests bind port 0), the named phases of one
+//! request (`handler`), the failover loop, the streaming pump that tees bytes through the usage meter (`body`)
+//! and the debug headers. Must not touch the store: records leave through the `RecordSink`.
+
+pub mod body;
+pub mod handler;
+pub mod headers;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::catalog::Snapshot;
+use crate::upstream::health::Health;
+use crate::usage::sink::RecordSink;
+
+/// Everything a request needs, shared by all connections.
+pub struct AppState {
+    /// The routing snapshot; swapped whole on reload, import, discovery.
+    pub snapshot: ArcSwap<Snapshot>,
+    pub health: Arc<Health>,
+    pub client: reqwest::Client,
+    pub sink: RecordSink,
+}
+
+impl AppState {
+    pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
+        let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        Arc::new(AppState { snapshot: ArcSwap::from_pointee(snapshot), health, client, sink })
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish within `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler::handle(state, req, peer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+    Ok(())
+}

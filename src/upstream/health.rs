@@ -1,0 +1,178 @@
+//! Health of endpoints, tokens and (channel, model) pairs: cooldowns and observed latency.
+//!
+//! Owns the mutable state beside the immutable catalogue. Critical sections are short (a hash map lookup under
+//! a `std` mutex) and never span an await. Cooldowns double on repeated failures up to a cap and clear on
+//! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::CoolTarget;
+use crate::config::CooldownConfig;
+
+#[derive(Debug, Clone, Default)]
+struct Entry {
+    failures: u32,
+    until: Option<Instant>,
+    reason: Option<String>,
+    /// EWMA of time to first byte, ms.
+    ttfb_ms: Option<f64>,
+    ok: u64,
+    errors: u64,
+}
+
+/// A snapshot of one key's state, for reports and `tags query`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HealthView {
+    pub cooling_for: Option<Duration>,
+    pub reason: Option<String>,
+    pub ttfb_ms: Option<f64>,
+    pub ok: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Health {
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+/// The key of a (channel, model) pair.
+pub fn model_key(channel: &str, model: &str) -> String {
+    format!("{channel}#{model}")
+}
+
+const EWMA_ALPHA: f64 = 0.3;
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remaining cooldown of `key`, if it is cooling.
+    pub fn cooling(&self, key: &str, now: Instant) -> Option<Duration> {
+        let map = self.map.lock().expect("health lock");
+        let until = map.get(key)?.until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Cools `key` down after a failure: `fixed` (e.g. Retry-After) when given, else `base` doubled per
+    /// consecutive failure, capped at `cap`.
+    pub fn fail(&self, key: &str, base: Duration, cap: Duration, fixed: Option<Duration>, reason: &str) {
+        let mut map = self.map.lock().expect("health lock");
+        let e = map.entry(key.to_string()).or_default();
+        e.failures = e.failures.saturating_add(1);
+        e.errors += 1;
+        let d = fixed.unwrap_or_else(|| {
+            let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+            base.saturating_mul(factor).min(cap.max(base))
+        });
+        e.until = Some(Instant::now() + d);
+        e.reason = Some(reason.to_string());
+    }
+
+    /// Clears failures of `key` after a success.
+    pub fn succeed(&self, key: &str) {
+        let mut map = self.map.lock().expect("health lock");
+        if let Some(e) = map.get_mut(key) {
+            e.failures = 0;
+            e.until = None;
+            e.reason = None;
+            e.ok += 1;
+        } else {
+            map.insert(key.to_string(), Entry { ok: 1, ..Default::default() });
+        }
+    }
+
+    /// Records a time to first byte for an endpoint.
+    pub fn observe_ttfb(&self, key: &str, ms: f64) {
+        let mut map = self.map.lock().expect("health lock");
+        let e = map.entry(key.to_string()).or_default();
+        e.ttfb_ms = Some(match e.ttfb_ms {
+            Some(prev) => prev * (1.0 - EWMA_ALPHA) + ms * EWMA_ALPHA,
+            None => ms,
+        });
+    }
+
+    pub fn view(&self, key: &str) -> HealthView {
+        let now = Instant::now();
+        let map = self.map.lock().expect("health lock");
+        match map.get(key) {
+            None => HealthView::default(),
+            Some(e) => HealthView {
+                cooling_for: e.until.filter(|u| *u > now).map(|u| u - now),
+                reason: e.reason.clone().filter(|_| e.until.is_some_and(|u| u > now)),
+                ttfb_ms: e.ttfb_ms,
+                ok: e.ok,
+                errors: e.errors,
+            },
+        }
+    }
+
+    /// Applies the failover table's cooldown for a failure.
+    pub fn cool(
+        &self,
+        target: CoolTarget,
+        cfg: &CooldownConfig,
+        keys: &CoolKeys<'_>,
+        retry_after: Option<Duration>,
+        reason: &str,
+    ) {
+        match target {
+            CoolTarget::Endpoint => self.fail(keys.endpoint, cfg.base.0, cfg.max.0, retry_after, reason),
+            CoolTarget::TokenAuth => self.fail(keys.token, cfg.auth.0, cfg.auth.0, None, reason),
+            CoolTarget::TokenQuota => self.fail(keys.token, cfg.quota.0, cfg.quota.0, None, reason),
+            CoolTarget::TokenRateLimit => self.fail(keys.token, cfg.rate_limit.0, cfg.max.0, retry_after, reason),
+            CoolTarget::ChannelModel => {
+                self.fail(&model_key(keys.channel, keys.model), cfg.model.0, cfg.model.0, None, reason)
+            }
+            CoolTarget::Nothing => {}
+        }
+    }
+}
+
+/// The health keys one attempt touches.
+pub struct CoolKeys<'a> {
+    pub channel: &'a str,
+    pub endpoint: &'a str,
+    pub token: &'a str,
+    pub model: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_doubles_caps_and_clears_on_success() {
+        let h = Health::new();
+        let base = Duration::from_secs(10);
+        let cap = Duration::from_secs(30);
+        h.fail("e", base, cap, None, "500");
+        let first = h.cooling("e", Instant::now()).unwrap();
+        assert!(first <= base && first > base / 2);
+        h.fail("e", base, cap, None, "500");
+        assert!(h.cooling("e", Instant::now()).unwrap() > base);
+        h.fail("e", base, cap, None, "500");
+        h.fail("e", base, cap, None, "500");
+        assert!(h.cooling("e", Instant::now()).unwrap() <= cap);
+        h.succeed("e");
+        assert_eq!(h.cooling("e", Instant::now()), None);
+    }
+
+    #[test]
+    fn retry_after_overrides_backoff_and_expiry_ends_cooling() {
+        let h = Health::new();
+        h.fail("t", Duration::from_secs(60), Duration::from_secs(60), Some(Duration::ZERO), "429");
+        assert_eq!(h.cooling("t", Instant::now() + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn ttfb_is_smoothed() {
+        let h = Health::new();
+        h.observe_ttfb("e", 100.0);
+        h.observe_ttfb("e", 200.0);
+        let v = h.view("e").ttfb_ms.unwrap();
+        assert!((v - 130.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,291 @@
+//! Talking to upstreams: the one HTTP client, URL and auth per provider kind, and failure classification.
+//!
+//! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request, and what an
+//! upstream failure means for failover (`UpstreamError`). Health, latency and cooldowns are in [`health`].
+//! The plaintext key is put on the wire here and nowhere else.
+
+pub mod health;
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::catalog::{Channel, Endpoint, Token};
+use crate::config::{ChannelProtocol, UpstreamConfig};
+
+/// What the client asked for, as far as the upstream URL is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    Messages,
+    CountTokens,
+    Models,
+}
+
+/// The shared client for proxied traffic: no overall timeout (streams may run long), connect timeout set,
+/// no automatic decompression (bodies are metered and forwarded as they are), pooled connections.
+#[allow(clippy::disallowed_methods)]
+pub fn client(cfg: &UpstreamConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout.0)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("router/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("TLS backend initialises")
+}
+
+/// A client for short one-off checks (local probes, discovery, balance): every request bounded by `timeout`.
+#[allow(clippy::disallowed_methods)]
+pub fn probe_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .user_agent(concat!("router/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("TLS backend initialises")
+}
+
+/// The URL for `op` on an endpoint; `model` is the upstream model (Azure puts it in the path).
+pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -> String {
+    let base = endpoint.base_url.as_str();
+    match channel.protocol {
+        ChannelProtocol::Anthropic => {
+            let path = match op {
+                Operation::CountTokens => "/v1/messages/count_tokens",
+                Operation::Models => "/v1/models",
+                _ => "/v1/messages",
+            };
+            format!("{base}{path}")
+        }
+        ChannelProtocol::Azure => {
+            let version = channel.api_version.as_deref().unwrap_or("2024-10-21");
+            match op {
+                Operation::Models => format!("{base}/openai/models?api-version={version}"),
+                Operation::Responses => format!("{base}/openai/responses?api-version={version}"),
+                _ => {
+                    let path = match op {
+                        Operation::Embeddings => "embeddings",
+                        _ => "chat/completions",
+                    };
+                    format!("{base}/openai/deployments/{model}/{path}?api-version={version}")
+                }
+            }
+        }
+        ChannelProtocol::Openai | ChannelProtocol::Gemini => {
+            let path = match op {
+                Operation::ChatCompletions | Operation::Messages | Operation::CountTokens => "/chat/completions",
+                Operation::Responses => "/responses",
+                Operation::Embeddings => "/embeddings",
+                Operation::Models => "/models",
+            };
+            format!("{base}{path}")
+        }
+    }
+}
+
+/// Auth and fixed headers for a token: Bearer (openai, gemini), `x-api-key` + `anthropic-version`
+/// (anthropic), `api-key` (azure). Channel and endpoint extra headers are added after.
+pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, headers: &mut HeaderMap) {
+    let key = token.secret.expose();
+    if !key.is_empty() {
+        let (name, value) = match channel.protocol {
+            ChannelProtocol::Anthropic => (HeaderName::from_static("x-api-key"), HeaderValue::from_str(key)),
+            ChannelProtocol::Azure => (HeaderName::from_static("api-key"), HeaderValue::from_str(key)),
+            _ => (reqwest::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}"))),
+        };
+        if let Ok(mut v) = value {
+            v.set_sensitive(true);
+            headers.insert(name, v);
+        }
+    }
+    if channel.protocol == ChannelProtocol::Anthropic && !headers.contains_key("anthropic-version") {
+        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+    for (k, v) in channel.headers.iter().chain(endpoint.headers.iter()) {
+        if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            headers.insert(k, v);
+        }
+    }
+}
+
+/// Why an attempt failed, and what that means for failover.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect error: {0}")]
+    Connect(String),
+    #[error("no response within {0:?}")]
+    FirstByteTimeout(Duration),
+    #[error("HTTP {status}")]
+    Status { status: u16, retry_after: Option<Duration>, quota: bool },
+    #[error("stream interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// What cools down after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoolTarget {
+    Endpoint,
+    TokenAuth,
+    TokenQuota,
+    /// 408 / 409 / 429: the token (and honour Retry-After).
+    TokenRateLimit,
+    ChannelModel,
+    Nothing,
+}
+
+impl UpstreamError {
+    /// Short class name for records and error summaries.
+    pub fn class(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::FirstByteTimeout(_) => "timeout",
+            UpstreamError::Interrupted(_) => "interrupted",
+            UpstreamError::Status { status, quota, .. } => match status {
+                401 | 403 => "auth",
+                402 => "quota",
+                429 if *quota => "quota",
+                408 | 409 | 429 => "rate_limited",
+                404 => "not_found",
+                400 | 413 | 422 => "bad_request",
+                504 => "timeout",
+                _ if *status >= 500 => "server_error",
+                _ => "client_error",
+            },
+        }
+    }
+
+    /// May the next candidate be tried? (The failover table of the design, §5.)
+    pub fn retryable(&self, retry_on_timeout: bool) -> bool {
+        match self {
+            UpstreamError::Connect(_) => true,
+            UpstreamError::FirstByteTimeout(_) => retry_on_timeout,
+            UpstreamError::Interrupted(_) => false,
+            UpstreamError::Status { status, .. } => match status {
+                400 | 413 | 422 => false,
+                504 => retry_on_timeout,
+                401 | 402 | 403 | 404 | 408 | 409 | 429 => true,
+                s if *s >= 500 => true,
+                _ => false,
+            },
+        }
+    }
+
+    pub fn cool_target(&self) -> CoolTarget {
+        match self {
+            UpstreamError::Connect(_) | UpstreamError::FirstByteTimeout(_) | UpstreamError::Interrupted(_) => {
+                CoolTarget::Endpoint
+            }
+            UpstreamError::Status { status, quota, .. } => match status {
+                401 | 403 => CoolTarget::TokenAuth,
+                402 => CoolTarget::TokenQuota,
+                429 if *quota => CoolTarget::TokenQuota,
+                408 | 409 | 429 => CoolTarget::TokenRateLimit,
+                404 => CoolTarget::ChannelModel,
+                400 | 413 | 422 => CoolTarget::Nothing,
+                s if *s >= 500 => CoolTarget::Endpoint,
+                _ => CoolTarget::Nothing,
+            },
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a reqwest send error without exposing URLs with secrets (none are in URLs, but be strict).
+pub fn send_error(e: &reqwest::Error) -> UpstreamError {
+    let kind = if e.is_connect() {
+        "connection refused or unreachable"
+    } else if e.is_timeout() {
+        "connect timeout"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    let detail = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+    UpstreamError::Connect(if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {}", first_line(&detail))
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// `Retry-After` as seconds or an HTTP date; also OpenAI-style `retry-after-ms`.
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    if let Some(ms) =
+        headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
+    }
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.max(0.0)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
+    Some(Duration::from_millis(delta.max(0) as u64))
+}
+
+/// Does an error body say the account is out of credit? (429 with `insufficient_quota` is not a rate limit.)
+pub fn body_says_quota(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
+    [
+        "insufficient_quota",
+        "insufficient balance",
+        "insufficient_balance",
+        "quota exceeded",
+        "credit balance is too low",
+        "billing",
+    ]
+    .iter()
+    .any(|n| text.contains(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_table() {
+        let s = |status| UpstreamError::Status { status, retry_after: None, quota: false };
+        for st in [401, 402, 403, 404, 408, 409, 429, 500, 502, 503, 529] {
+            assert!(s(st).retryable(false), "{st}");
+        }
+        for st in [400, 413, 422] {
+            assert!(!s(st).retryable(true), "{st}");
+            assert_eq!(s(st).cool_target(), CoolTarget::Nothing);
+        }
+        assert!(!s(504).retryable(false));
+        assert!(s(504).retryable(true));
+        assert_eq!(s(401).cool_target(), CoolTarget::TokenAuth);
+        assert_eq!(s(404).cool_target(), CoolTarget::ChannelModel);
+        assert_eq!(s(529).cool_target(), CoolTarget::Endpoint);
+        assert!(UpstreamError::Connect("x".into()).retryable(false));
+        assert!(!UpstreamError::FirstByteTimeout(Duration::from_secs(1)).retryable(false));
+        let q = UpstreamError::Status { status: 429, retry_after: None, quota: true };
+        assert_eq!(q.cool_target(), CoolTarget::TokenQuota);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,194 @@
+//! Request records and what they are made of: token fingerprints, token counts, cost.
+//!
+//! Owns the [`RequestRecord`] every request produces (success, error, client gone, cut stream), the
+//! fingerprint of upstream keys (the only form in which a key is ever recorded) and cost arithmetic.
+//! Persisting records and reporting on them are `store`'s and `cli`'s business.
+
+pub mod sink;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::Price;
+
+/// `fp:` + the first 16 hex digits of SHA-256(key). Safe to log, store and show.
+pub fn fingerprint(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    format!("fp:{}", &hex::encode(digest)[..16])
+}
+
+/// Token counts, normalised across protocols: `input` excludes cached tokens, which are counted in
+/// `cache_read` / `cache_write`; `output` includes `reasoning`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    pub fn is_zero(&self) -> bool {
+        *self == Tokens::default()
+    }
+
+    /// Every input token, cached or not.
+    pub fn total_input(&self) -> u64 {
+        self.input + self.cache_read + self.cache_write
+    }
+
+    /// USD for these tokens at `price` (USD per 1M). Cache prices default to the input price.
+    pub fn cost(&self, price: &Price) -> f64 {
+        let read = price.cache_read.unwrap_or(price.input);
+        let write = price.cache_write.unwrap_or(price.input);
+        (self.input as f64 * price.input
+            + self.cache_read as f64 * read
+            + self.cache_write as f64 * write
+            + self.output as f64 * price.output)
+            / 1_000_000.0
+    }
+
+    pub fn add(&mut self, o: &Tokens) {
+        self.input += o.input;
+        self.cache_read += o.cache_read;
+        self.cache_write += o.cache_write;
+        self.output += o.output;
+        self.reasoning += o.reasoning;
+    }
+}
+
+/// Where token counts came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// The upstream's own `usage`.
+    Upstream,
+    /// Estimated locally because the upstream gave none.
+    Estimated,
+    /// Nothing was billed (no attempt got a response body).
+    #[default]
+    None,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    #[default]
+    Ok,
+    /// The upstream answered with an error that reached the client (or every candidate failed).
+    UpstreamError,
+    /// No candidate matched the model, or the key may not use it.
+    NoRoute,
+    /// The client went away before the response finished.
+    ClientClosed,
+    /// The upstream stream was cut after the first byte reached the client.
+    Interrupted,
+    /// The client's request was rejected before routing (bad JSON, auth, size).
+    BadRequest,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::NoRoute => "no_route",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::Interrupted => "interrupted",
+            Outcome::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// One upstream attempt inside a request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub channel: String,
+    pub endpoint: String,
+    pub token_key: String,
+    pub token_fp: String,
+    pub model: String,
+    /// HTTP status, when the upstream answered.
+    pub status: Option<u16>,
+    /// `ok`, or the failure class (`connect`, `timeout`, `rate_limited`, `auth`, `server_error`, ...).
+    pub outcome: String,
+    pub ms: u32,
+}
+
+/// One client request, as recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Time-ordered: milliseconds since the epoch in the high 64 bits.
+    pub id: u128,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub gateway_key: Option<String>,
+    /// `openai` or `anthropic`.
+    pub client_protocol: String,
+    pub path: String,
+    pub requested_model: String,
+    pub upstream_model: Option<String>,
+    pub channel: Option<String>,
+    pub endpoint: Option<String>,
+    pub token_key: Option<String>,
+    pub token_fp: Option<String>,
+    pub strategy: String,
+    pub attempts: Vec<Attempt>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub stream: bool,
+    pub ttfb_ms: Option<u32>,
+    pub total_ms: u32,
+    pub tokens: Tokens,
+    pub usage_source: UsageSource,
+    /// `None`: the price is unknown (shown as `-`, never as 0).
+    pub cost_usd: Option<f64>,
+    /// e.g. `anthropic->openai` when the request was translated.
+    pub translated: Option<String>,
+    /// Short error text (never a key).
+    pub error: Option<String>,
+}
+
+/// A new time-ordered record id: unix ms in the high 64 bits, random in the low.
+pub fn new_id(time_ms: i64) -> u128 {
+    ((time_ms as u128) << 64) | rand::random::<u64>() as u128
+}
+
+/// The id as users see it: 32 hex digits.
+pub fn format_id(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_short() {
+        let fp = fingerprint("sk-test");
+        assert_eq!(fp, fingerprint("sk-test"));
+        assert_eq!(fp.len(), 19);
+        assert!(!fp.contains("sk-test"));
+    }
+
+    #[test]
+    fn cost_uses_cache_prices_or_input_price() {
+        let t = Tokens { input: 1_000_000, cache_read: 1_000_000, cache_write: 0, output: 500_000, reasoning: 0 };
+        let p = Price { input: 2.0, output: 8.0, cache_read: Some(0.5), cache_write: None };
+        assert!((t.cost(&p) - (2.0 + 0.5 + 4.0)).abs() < 1e-9);
+        let p = Price { input: 2.0, output: 8.0, cache_read: None, cache_write: None };
+        assert!((t.cost(&p) - (2.0 + 2.0 + 4.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        assert!(new_id(1000) < new_id(1001));
+        assert_eq!(format_id(new_id(5)).len(), 32);
+    }
+}
