@@ -27,7 +27,7 @@ pub(super) fn request_to_chat(req: &Map<String, Value>, upstream_model: &str) ->
     }
     for msg in req.get("messages").and_then(Value::as_array).into_iter().flatten() {
         match msg.get("role").and_then(Value::as_str) {
-            Some("assistant") => messages.push(assistant_message(msg.get("content"))),
+            Some("assistant") => messages.extend(assistant_message(msg.get("content"))),
             _ => user_messages(msg.get("content"), &mut messages),
         }
     }
@@ -46,7 +46,9 @@ pub(super) fn request_to_chat(req: &Map<String, Value>, upstream_model: &str) ->
         }
     }
     copy_field(req, "max_tokens", &mut out, "max_tokens");
-    copy_field(req, "stop_sequences", &mut out, "stop");
+    if let Some(stop) = req.get("stop_sequences").filter(|s| s.as_array().is_some_and(|a| !a.is_empty())) {
+        out.insert("stop".into(), stop.clone());
+    }
     copy_field(req, "temperature", &mut out, "temperature");
     copy_field(req, "top_p", &mut out, "top_p");
     if req.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -167,8 +169,9 @@ fn document_part(source: &Value) -> Option<Value> {
 }
 
 /// An assistant turn -> one assistant message: text blocks joined into `content`, `tool_use` blocks into
-/// `tool_calls`. Thinking blocks are dropped (Chat providers do not take them back).
-fn assistant_message(content: Option<&Value>) -> Value {
+/// `tool_calls`. Thinking blocks are dropped (Chat providers do not take them back); a turn left with nothing
+/// is skipped.
+fn assistant_message(content: Option<&Value>) -> Option<Value> {
     let mut text = String::new();
     let mut calls = Vec::new();
     for block in blocks(content) {
@@ -185,11 +188,14 @@ fn assistant_message(content: Option<&Value>) -> Value {
             _ => {}
         }
     }
+    if text.is_empty() && calls.is_empty() {
+        return None;
+    }
     let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { text.into() }});
     if !calls.is_empty() {
         msg["tool_calls"] = Value::Array(calls);
     }
-    msg
+    Some(msg)
 }
 
 /// Client tools -> Chat function tools. Anthropic server tools (typed, e.g. `web_search_20250305`) have no Chat
@@ -596,6 +602,16 @@ mod tests {
             {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}));
         assert_eq!(chat["messages"][0]["content"], Value::Null);
         assert_eq!(chat["messages"][0]["tool_calls"][0]["function"]["arguments"], "{}");
+    }
+
+    #[test]
+    fn request_thinking_only_assistant_turn_and_empty_stop_are_skipped() {
+        let chat = to_chat(json!({"model": "c", "max_tokens": 10, "stop_sequences": [], "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "...", "signature": "s"}]},
+            {"role": "user", "content": "again"}]}));
+        assert_eq!(chat["messages"].as_array().unwrap().len(), 2);
+        assert!(chat.get("stop").is_none());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(super) fn request_to_chat(req: &Map<String, Value>, upstream_model: &str) ->
     let mut out = Map::new();
     out.insert("model".into(), upstream_model.into());
     let mut messages = Vec::new();
-    if let Some(instructions) = str_field(&Value::Object(req.clone()), "instructions") {
+    if let Some(instructions) = req.get("instructions").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         messages.push(json!({"role": "system", "content": instructions}));
     }
     match req.get("input") {
@@ -49,7 +49,7 @@ pub(super) fn request_to_chat(req: &Map<String, Value>, upstream_model: &str) ->
         copy_field(req, "parallel_tool_calls", &mut out, "parallel_tool_calls");
     }
     copy_field(req, "max_output_tokens", &mut out, "max_tokens");
-    for field in ["temperature", "top_p", "user", "service_tier", "top_logprobs"] {
+    for field in ["temperature", "top_p", "user", "service_tier"] {
         copy_field(req, field, &mut out, field);
     }
     if let Some(effort) = req.get("reasoning").and_then(|r| str_field(r, "effort")) {
@@ -98,7 +98,9 @@ fn push_item(item: &Value, messages: &mut Vec<Value>) {
             let id = item.get("call_id").and_then(Value::as_str).unwrap_or_default();
             messages.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
         }
-        _ => {} // reasoning, item_reference, built-in tool calls: no Chat equivalent
+        // reasoning, item_reference, built-in and custom tool calls with their outputs (both dropped, so no
+        // orphan tool message is left): no Chat equivalent
+        _ => {}
     }
 }
 
@@ -114,8 +116,10 @@ fn push_message(item: &Value, messages: &mut Vec<Value>) {
         Some(Value::Array(parts)) => {
             let parts: Vec<Value> = parts.iter().filter_map(part_to_chat).collect();
             if role != "user" || parts.iter().all(|p| p["type"] == "text") {
-                // Only user messages take non-text parts; a plain string is the most compatible form.
-                parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("").into()
+                // Only user messages take non-text parts; a plain string is the most compatible form. Assistant
+                // output parts are one continuous text; separate input parts stay separate paragraphs.
+                let sep = if role == "assistant" { "" } else { "\n\n" };
+                parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(sep).into()
             } else {
                 Value::Array(parts)
             }
@@ -504,7 +508,10 @@ mod tests {
         let chat = to_chat(json!({"model": "gpt-5-codex", "instructions": "You are Codex.",
             "input": [
                 {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "env ctx"}]},
-                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "<ctx/>"},
+                    {"type": "input_text", "text": "list files"}]},
+                {"type": "custom_tool_call", "call_id": "call_0", "name": "apply_patch", "input": "*** Begin Patch"},
+                {"type": "custom_tool_call_output", "call_id": "call_0", "output": "ok"},
                 {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "xyz"},
                 {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Running ls."}]},
                 {"type": "function_call", "call_id": "call_1", "name": "shell", "arguments": "{\"command\":[\"ls\"]}"},
@@ -524,7 +531,7 @@ mod tests {
         let msgs = chat["messages"].as_array().unwrap();
         assert_eq!(msgs[0], json!({"role": "system", "content": "You are Codex."}));
         assert_eq!(msgs[1], json!({"role": "system", "content": "env ctx"}));
-        assert_eq!(msgs[2], json!({"role": "user", "content": "list files"}));
+        assert_eq!(msgs[2], json!({"role": "user", "content": "<ctx/>\n\nlist files"}));
         assert_eq!(msgs[3]["role"], "assistant");
         assert_eq!(msgs[3]["content"], "Running ls.");
         let calls = msgs[3]["tool_calls"].as_array().unwrap();
