@@ -3,6 +3,7 @@
 //! Owns per-protocol wire types (only the fields routing and accounting need), SSE framing, usage extraction,
 //! error bodies in each protocol's shape, and translation between protocols. Must not do I/O.
 
+pub mod convert;
 pub mod errors;
 pub mod request;
 pub mod sse;
