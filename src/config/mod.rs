@@ -119,11 +119,13 @@ pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
         message,
         hint: hint.map(str::to_string),
     };
+    // Placeholders stand in for `${...}` so that YAML syntax (e.g. `[${KEY}]`) never depends on them.
+    let (protected, exprs) = protect(text);
     // Pass 1: the typed parse of the text as written, so unknown keys and wrong types carry their line.
     if text.trim().is_empty() {
         return validate(path, text, RawConfig::default());
     }
-    if let Err(e) = serde_yaml::from_str::<RawConfig>(text) {
+    if let Err(e) = serde_yaml::from_str::<RawConfig>(&protected) {
         let (key, message) = split_yaml_error(&e);
         let hint = if message.contains("unknown field") {
             "see config.example.yaml for every key and where it belongs"
@@ -133,12 +135,12 @@ pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
         return Err(err(e.location().map(|l| l.line()), &key, message, Some(hint)));
     }
     // Pass 2: interpolate every string, then take the typed view of the result.
-    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(&protected).map_err(|e| {
         let (key, message) = split_yaml_error(&e);
         err(e.location().map(|l| l.line()), &key, message, None)
     })?;
     interpolate_value(&mut value, &mut String::new(), &|key, s| {
-        interpolate(s, env).map_err(|var| {
+        interpolate(&unprotect(s, &exprs), env).map_err(|var| {
             err(
                 locate(text, &format!("${{{var}")),
                 key,
@@ -152,6 +154,42 @@ pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> R
         err(None, &key, message, Some("check the value's type against config.example.yaml"))
     })?;
     validate(path, text, raw)
+}
+
+const PLACEHOLDER: &str = "__ROUTER_ENV_";
+
+/// Replaces every `${...}` (not `$${`) by a plain-scalar placeholder, on the same line; returns the expressions.
+fn protect(text: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut exprs = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let escaped = i > 0 && rest.as_bytes()[i - 1] == b'$';
+        let close = rest[i..].find('}').filter(|&c| !rest[i..i + c].contains('\n'));
+        match close {
+            Some(c) if !escaped => {
+                out.push_str(&rest[..i]);
+                out.push_str(&format!("{PLACEHOLDER}{}__", exprs.len()));
+                exprs.push(rest[i..i + c + 1].to_string());
+                rest = &rest[i + c + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..i + 2]);
+                rest = &rest[i + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    (out, exprs)
+}
+
+/// Puts the `${...}` expressions back in place of their placeholders.
+fn unprotect(s: &str, exprs: &[String]) -> String {
+    let mut out = s.to_string();
+    for (n, e) in exprs.iter().enumerate().rev() {
+        out = out.replace(&format!("{PLACEHOLDER}{n}__"), e);
+    }
+    out
 }
 
 /// serde_yaml says `channels[0].keys: invalid type ... at line 3 column 5`; split off the key path.
@@ -173,7 +211,7 @@ fn interpolate_value<E>(
 ) -> Result<(), E> {
     use serde_yaml::Value;
     match v {
-        Value::String(s) if s.contains("${") => *s = f(path, s)?,
+        Value::String(s) if s.contains(PLACEHOLDER) || s.contains("${") => *s = f(path, s)?,
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
@@ -450,6 +488,16 @@ mod tests {
         assert!(e.message.contains("unknown field `prioirty`"), "{e}");
         assert_eq!(e.key, "channels[0]");
         assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn variables_work_inside_flow_sequences_and_quotes() {
+        let c = parse_str(
+            "channels:\n  - name: a\n    base_url: \"https://x.example/v1\"\n    keys: [${KEY_A}, \"${NOPE:-dflt}\"]\n",
+        )
+        .unwrap();
+        let keys: Vec<&str> = c.raw.channels[0].keys.iter().map(|k| k.secret().expose()).collect();
+        assert_eq!(keys, ["sk-aaa", "dflt"]);
     }
 
     #[test]

@@ -1,0 +1,628 @@
+//! Proxy core, end to end: the real binary against mock upstreams on random ports.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const UPSTREAM_KEY_A: &str = "sk-upstream-AAAA-secret-0001";
+const UPSTREAM_KEY_B: &str = "sk-upstream-BBBB-secret-0002";
+const UPSTREAM_KEY_C: &str = "sk-ant-upstream-CCCC-secret-0003";
+
+fn chat_body(model: &str, stream: bool) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+}
+
+fn assert_no_secrets(text: &str) {
+    for k in [UPSTREAM_KEY_A, UPSTREAM_KEY_B, UPSTREAM_KEY_C] {
+        assert!(!text.contains(k), "upstream key leaked: {k}");
+        assert!(!text.contains(&k[10..]), "part of an upstream key leaked");
+    }
+}
+
+fn one_channel(url: &str, extra: &str) -> String {
+    format!(
+        "channels:\n  - name: main\n    base_url: {url}\n    keys: [{UPSTREAM_KEY_A}]\n    models: [gpt-4o, text-embedding-3-small]\n    aliases: {{fast: gpt-4o-mini}}\n{extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_non_stream_passes_through_with_auth_alias_query_and_debug_headers() {
+    let up = Mock::start(|r, _| {
+        Reply::Json(200, chat_json(&r.json()["model"].as_str().unwrap_or("?").to_string(), "hello", 9, 3))
+    })
+    .await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    let resp = client()
+        .post(router.url("/v1/chat/completions?beta=true"))
+        .header("authorization", "Bearer client-side-key")
+        .json(&chat_body("fast", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["x-router-channel"], "main");
+    assert_eq!(h["x-router-endpoint"], "default");
+    assert_eq!(h["x-router-model"], "gpt-4o-mini");
+    assert_eq!(h["x-router-attempts"], "1");
+    assert_eq!(h["x-router-strategy"], "priority");
+    assert!(h["x-router-token"].to_str().unwrap().starts_with("fp:"));
+    assert_eq!(h["x-request-id"], "req_mock");
+    assert_eq!(h["x-router-request-id"].len(), 32);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "hello");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/v1/chat/completions?beta=true");
+    assert_eq!(seen.header("authorization").unwrap(), format!("Bearer {UPSTREAM_KEY_A}"));
+    assert_eq!(seen.json()["model"], "gpt-4o-mini");
+    assert_eq!(seen.json()["messages"][0]["content"], "hi");
+    assert_no_secrets(&router.stderr());
+    assert_no_secrets(&router.stdout());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_stream_hides_injected_usage_chunk_unless_asked() {
+    let up = Mock::start(|r, _| {
+        let wants = r.json()["stream_options"]["include_usage"] == true;
+        Reply::Sse(chat_sse("gpt-4o", &["Hel", "lo"], wants))
+    })
+    .await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    let text = client()
+        .post(router.url("/v1/chat/completions"))
+        .json(&chat_body("gpt-4o", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(up.last().json()["stream_options"]["include_usage"], true, "router asks upstream for usage");
+    assert!(text.contains("Hel") && text.contains("[DONE]"));
+    assert!(!text.contains("\"usage\":{"), "client did not ask for usage: {text}");
+
+    let mut body = chat_body("gpt-4o", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let text =
+        client().post(router.url("/v1/chat/completions")).json(&body).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("\"prompt_tokens\":11"), "client asked for usage: {text}");
+    // The usage was recorded for both (the record goes to the log or store).
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_non_stream_and_stream_with_headers() {
+    let up = Mock::start(|r, _| {
+        if r.json()["stream"] == true {
+            Reply::Sse(messages_sse("claude-sonnet-4-5", &["Hi", " there"]))
+        } else {
+            Reply::Json(200, messages_json("claude-sonnet-4-5", "Hi"))
+        }
+    })
+    .await;
+    let cfg = format!(
+        "channels:\n  - name: claude\n    protocol: anthropic\n    base_url: {}\n    keys: [{UPSTREAM_KEY_C}]\n    models: [claude-sonnet-4-5]\n",
+        up.root_url()
+    );
+    let router = Router::start(&cfg);
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = client()
+        .post(router.url("/v1/messages?beta=true"))
+        .header("x-api-key", "client-key")
+        .header("anthropic-beta", "prompt-caching-2024-07-31")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["content"][0]["text"], "Hi");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/v1/messages?beta=true");
+    assert_eq!(seen.header("x-api-key").unwrap(), UPSTREAM_KEY_C);
+    assert_eq!(seen.header("anthropic-version").unwrap(), "2023-06-01");
+    assert_eq!(seen.header("anthropic-beta").unwrap(), "prompt-caching-2024-07-31");
+    assert!(seen.header("authorization").is_none());
+
+    let mut sbody = body.clone();
+    sbody["stream"] = json!(true);
+    let resp = client()
+        .post(router.url("/v1/messages"))
+        .header("anthropic-version", "2023-01-01")
+        .json(&sbody)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("event: message_start") && text.contains("event: message_stop"));
+    assert!(text.contains(" there"));
+    assert_eq!(up.last().header("anthropic-version").unwrap(), "2023-01-01", "client's version is forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_events_reach_the_client_before_the_upstream_finishes() {
+    let (tx, rx) = mpsc::channel(16);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    let send = client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", true)).send();
+    let events = chat_sse("gpt-4o", &["one", "two"], true);
+    tx.send(Ok(events[0].clone().into())).await.unwrap();
+    let mut resp = send.await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("first event arrives while upstream is open")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("one"));
+    // Upstream still open; the second event arrives only after we send it.
+    tx.send(Ok(events[1].clone().into())).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await.unwrap().unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&second).contains("two"));
+    for e in &events[2..] {
+        tx.send(Ok(e.clone().into())).await.unwrap();
+    }
+    drop(tx);
+    let mut rest = String::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(rest.contains("[DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let (tx, rx) = mpsc::channel(16);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    tx.send(Ok(chat_sse("gpt-4o", &["x"], false)[0].clone().into())).await.unwrap();
+    let mut resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", true)).send().await.unwrap();
+    resp.chunk().await.unwrap().unwrap();
+    drop(resp);
+    // The router drops the upstream body, which closes the mock's receiving end.
+    tokio::time::timeout(Duration::from_secs(10), tx.closed()).await.expect("upstream request cancelled");
+    assert!(
+        eventually(Duration::from_secs(5), || router.stderr().contains("client_closed")).await,
+        "{}",
+        router.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_upstream_stream_ends_with_an_error_event_and_is_recorded_interrupted() {
+    let (tx, rx) = mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    tx.send(Ok(chat_sse("gpt-4o", &["partial"], false)[0].clone().into())).await.unwrap();
+    let mut resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", true)).send().await.unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("partial"));
+    tx.send(Err(std::io::Error::other("cut"))).await.unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(c)) = resp.chunk().await {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(rest.contains("upstream stream interrupted"), "{rest}");
+    assert!(!rest.contains("[DONE]"));
+    assert!(eventually(Duration::from_secs(5), || router.stderr().contains("\"outcome\":\"interrupted\"")).await);
+}
+
+fn two_channels(a: &str, b: &str, extra_a: &str) -> String {
+    format!(
+        "routing:\n  cooldown: {{base: 60s}}\nchannels:\n  - name: first\n    base_url: {a}\n    priority: 0\n    keys: [{UPSTREAM_KEY_A}]\n    models: [gpt-4o]\n{extra_a}  - name: second\n    base_url: {b}\n    priority: 1\n    keys: [{UPSTREAM_KEY_B}]\n    models: [gpt-4o]\n"
+    )
+}
+
+async fn failover_case(
+    first_reply: impl Fn() -> Reply + Send + Sync + 'static,
+) -> (Mock, Mock, reqwest::Response, Router) {
+    let bad = Mock::start(move |_, _| first_reply()).await;
+    let good = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "from second", 5, 1))).await;
+    let router = Router::start(&two_channels(&bad.openai_url(), &good.openai_url(), ""));
+    let resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    (bad, good, resp, router)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_500_529_429_and_404() {
+    for (status, headers) in
+        [(500, vec![]), (529, vec![]), (429, vec![("retry-after", "30".to_string())]), (404, vec![])]
+    {
+        let (bad, good, resp, _router) =
+            failover_case(move || Reply::Raw(status, headers.clone(), "{\"error\":{\"message\":\"nope\"}}".into()))
+                .await;
+        assert_eq!(resp.status(), 200, "status {status}");
+        assert_eq!(resp.headers()["x-router-channel"], "second");
+        assert_eq!(resp.headers()["x-router-attempts"], "2");
+        assert_eq!(bad.count(), 1);
+        assert_eq!(good.count(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_on_connect_refused() {
+    let good = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 5, 1))).await;
+    let dead = format!("http://127.0.0.1:{}/v1", dead_port());
+    let router = Router::start(&two_channels(&dead, &good.openai_url(), ""));
+    let resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-router-channel"], "second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_failover_on_400_the_upstream_error_is_passed_through() {
+    let (bad, good, resp, _router) = failover_case(|| {
+        Reply::Raw(
+            400,
+            vec![("content-type", "application/json".into())],
+            "{\"error\":{\"message\":\"bad field\",\"type\":\"invalid_request_error\"}}".into(),
+        )
+    })
+    .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["message"], "bad field");
+    assert_eq!(bad.count(), 1);
+    assert_eq!(good.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_moves_to_the_next_token_of_the_same_endpoint() {
+    let up = Mock::start(|r, _| {
+        if r.header("authorization").unwrap().contains(UPSTREAM_KEY_A) {
+            Reply::Json(401, json!({"error": {"message": "invalid key"}}))
+        } else {
+            Reply::Json(200, chat_json("gpt-4o", "second key", 5, 1))
+        }
+    })
+    .await;
+    let cfg = format!(
+        "channels:\n  - name: main\n    base_url: {}\n    keys:\n      - {{name: k1, key: {UPSTREAM_KEY_A}}}\n      - {{name: k2, key: {UPSTREAM_KEY_B}}}\n    models: [gpt-4o]\n",
+        up.openai_url()
+    );
+    let router = Router::start(&cfg);
+    for _ in 0..3 {
+        let resp =
+            client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-router-token"], "k2");
+    }
+    // k1 failed once and then cooled down (long): it is not tried again.
+    let k1_calls = up.all().iter().filter(|r| r.header("authorization").unwrap().contains(UPSTREAM_KEY_A)).count();
+    assert_eq!(k1_calls, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_failed_is_502_with_attempt_summary_and_no_secret_then_503_while_cooling() {
+    let a = Mock::start(|_, _| Reply::Raw(500, vec![], format!("internal error for key {UPSTREAM_KEY_A}"))).await;
+    let b = Mock::start(|_, _| Reply::Raw(503, vec![], "overloaded".into())).await;
+    let router = Router::start(&two_channels(&a.openai_url(), &b.openai_url(), ""));
+    let resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert_no_secrets(&text);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("first/default") && msg.contains("HTTP 500"), "{msg}");
+    assert!(msg.contains("second/default") && msg.contains("HTTP 503"), "{msg}");
+    assert!(msg.contains("fp:"), "token named by fingerprint: {msg}");
+    // Both endpoints are now cooling down: 503 with Retry-After, no upstream call.
+    let resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(a.count() + b.count(), 2);
+    // Anthropic clients get their own shape.
+    let resp = client()
+        .post(router.url("/v1/messages"))
+        .json(&json!({"model": "gpt-4o", "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_no_secrets(&router.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldown_expires_and_success_clears_it() {
+    let a = Mock::start(|_, n| {
+        if n == 0 { Reply::Raw(500, vec![], "boom".into()) } else { Reply::Json(200, chat_json("gpt-4o", "a", 1, 1)) }
+    })
+    .await;
+    let b = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "b", 1, 1))).await;
+    let cfg = two_channels(&a.openai_url(), &b.openai_url(), "").replace("base: 60s", "base: 300ms");
+    let router = Router::start(&cfg);
+    let c = client();
+    let first = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(first.headers()["x-router-channel"], "second");
+    // While cooling, `first` is skipped without a call.
+    let next = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    let served_by_second = next.headers()["x-router-channel"] == "second";
+    assert!(served_by_second || a.count() == 2, "either still cooling, or it expired already");
+    // After expiry the preferred channel serves again.
+    let mut back = false;
+    for _ in 0..100 {
+        let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+        if r.headers()["x-router-channel"] == "first" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "cooldown never expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_disabled_endpoint_is_used_only_when_pinned() {
+    let pinned = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "pinned", 1, 1))).await;
+    let normal = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "normal", 1, 1))).await;
+    let cfg = format!(
+        "channels:\n  - name: main\n    models: [gpt-4o]\n    endpoints:\n      - name: manual\n        base_url: {}\n        priority: 0\n        failover_enabled: false\n        keys: [{UPSTREAM_KEY_A}]\n      - name: auto\n        base_url: {}\n        priority: 1\n        keys: [{UPSTREAM_KEY_B}]\n",
+        pinned.openai_url(),
+        normal.openai_url()
+    );
+    let router = Router::start(&cfg);
+    let r = client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(r.headers()["x-router-endpoint"], "auto");
+    let r = client()
+        .post(router.url("/v1/chat/completions"))
+        .header("x-router-channel", "main/manual")
+        .json(&chat_body("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-router-endpoint"], "manual");
+    assert_eq!(pinned.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_errors_in_the_clients_shape() {
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "x", 1, 1))).await;
+    let router = Router::start(&one_channel(&up.openai_url(), "server:\n  max_body_bytes: 2000\n"));
+    let c = client();
+    // Malformed JSON.
+    let r = c.post(router.url("/v1/chat/completions")).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let r = c.post(router.url("/v1/messages")).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    // Too large.
+    let big = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
+    let r = c.post(router.url("/v1/chat/completions")).json(&big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("max_body_bytes"));
+    // Unknown model, with close names.
+    let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4", false)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("gpt-4o"), "{v}");
+    // Embedding model is not a chat candidate.
+    let r = c
+        .post(router.url("/v1/chat/completions"))
+        .json(&chat_body("text-embedding-3-small", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Other protocol without translation is a clear error.
+    let r = c
+        .post(router.url("/v1/messages"))
+        .json(&json!({"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("openai"), "{v}");
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_keys_are_required_when_configured() {
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "x", 1, 1))).await;
+    let router =
+        Router::start(&one_channel(&up.openai_url(), "server:\n  keys:\n    - {name: team, key: sk-gw-123}\n"));
+    let c = client();
+    let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let r = c
+        .post(router.url("/v1/messages"))
+        .header("x-api-key", "wrong")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "authentication_error");
+    let r = c
+        .post(router.url("/v1/chat/completions"))
+        .bearer_auth("sk-gw-123")
+        .json(&chat_body("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(router.url("/v1/chat/completions"))
+        .header("x-api-key", "sk-gw-123")
+        .json(&chat_body("gpt-4o", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.count(), 2);
+    assert!(up.last().header("x-api-key").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_lists_each_id_once_in_both_shapes_and_health_answers() {
+    let cfg = "channels:\n  - name: a\n    base_url: http://127.0.0.1:9/v1\n    models: [gpt-4o, shared]\n  - name: b\n    base_url: http://127.0.0.1:9/v1\n    models: [shared, other]\n    aliases: {nick: other}\n";
+    let router = Router::start(cfg);
+    let v: Value = client().get(router.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o", "nick", "other", "shared"]);
+    let v: Value = client()
+        .get(router.url("/v1/models"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][0]["type"], "model");
+    assert_eq!(v["has_more"], false);
+    let v: Value = client().get(router.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_and_responses_are_forwarded() {
+    let up = Mock::start(|r, _| {
+        if r.uri.ends_with("/embeddings") {
+            Reply::Json(200, json!({"object": "list", "data": [{"embedding": [0.1]}], "usage": {"prompt_tokens": 3, "total_tokens": 3}}))
+        } else {
+            Reply::Json(200, json!({"id": "resp_1", "object": "response", "output": [], "usage": {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}}))
+        }
+    })
+    .await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    let r = client()
+        .post(router.url("/v1/embeddings"))
+        .json(&json!({"model": "text-embedding-3-small", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().uri, "/v1/embeddings");
+    let r = client()
+        .post(router.url("/v1/responses"))
+        .json(&json!({"model": "gpt-4o", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().uri, "/v1/responses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
+    let (tx, rx) = mpsc::channel(16);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let mut router = Router::start(&one_channel(&up.openai_url(), ""));
+    let events = chat_sse("gpt-4o", &["a", "b"], true);
+    tx.send(Ok(events[0].clone().into())).await.unwrap();
+    let mut resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", true)).send().await.unwrap();
+    resp.chunk().await.unwrap().unwrap();
+    router.signal("TERM");
+    assert!(eventually(Duration::from_secs(10), || router.stderr().contains("shutting down")).await);
+    // New connections are refused while the stream goes on.
+    assert!(client().get(router.url("/health")).send().await.is_err());
+    for e in &events[1..] {
+        tx.send(Ok(e.clone().into())).await.unwrap();
+    }
+    drop(tx);
+    let mut rest = String::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    assert!(rest.contains("[DONE]"));
+    let status = router.wait_exit(Duration::from_secs(15)).expect("router exits");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_on_file_change_and_broken_file_keeps_old_config() {
+    let up = Mock::start(|r, _| Reply::Json(200, chat_json(r.json()["model"].as_str().unwrap_or(""), "x", 1, 1))).await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    let c = client();
+    let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("brand-new", false)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // A broken file is reported and the old config stays.
+    write(&router.config_path(), "channels: [{name: x, prioirty: 1}]\n");
+    router.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || router.stderr().contains("config reload failed")).await,
+        "{}",
+        router.stderr()
+    );
+    let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A good file takes effect.
+    write(&router.config_path(), &one_channel(&up.openai_url(), "").replace("text-embedding-3-small", "brand-new"));
+    router.signal("HUP");
+    let mut ok = false;
+    for _ in 0..200 {
+        let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("brand-new", false)).send().await.unwrap();
+        if r.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ok, "reload never took effect: {}", router.stderr());
+}
+
+#[test]
+fn refuses_open_non_loopback_listen_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    write(&cfg, "channels: []\n");
+    let (code, _out, err) = run_cli(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "0.0.0.0:0"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing to listen") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn config_check_reports_errors_with_file_line_key_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    write(&cfg, "channels:\n  - name: a\n    base_url: https://x.example/v1\n    keys: [${ROUTER_TEST_MISSING_VAR}]\n");
+    let (code, _out, err) = run_cli(&["config", "check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("c.yaml:4") && err.contains("ROUTER_TEST_MISSING_VAR") && err.contains("hint:"), "{err}");
+    write(
+        &cfg,
+        "channels:\n  - name: a\n    base_url: https://x.example/v1\n    keys:\n      - {name: main, key: sk-very-secret-1}\n      - sk-very-secret-2\n",
+    );
+    let (code, out, err) = run_cli(&["config", "check", "--config", cfg.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("main") && out.contains("fp:"), "{out}");
+    assert!(!out.contains("sk-very-secret"));
+}
+
+#[test]
+fn zero_config_finds_keys_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(
+        &["config", "check", "--json"],
+        &[("HOME", dir.path().to_str().unwrap()), ("DEEPSEEK_API_KEY", "sk-ds-secret-xyz")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = v["channels"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"deepseek"), "{out}");
+    assert!(!out.contains("sk-ds-secret"));
+}
