@@ -1,6 +1,7 @@
 //! The `router` binary: parse the command line, run it, map the outcome to an exit code.
 //! Exit codes: 0 ok, 1 user or input error, 2 unexpected error, 3 "below threshold" (balance check).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,7 +11,13 @@ fn main() -> ExitCode {
     let default_level = if matches!(cli.command, router::cli::Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROUTER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
     match router::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

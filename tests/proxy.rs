@@ -31,10 +31,8 @@ fn one_channel(url: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_non_stream_passes_through_with_auth_alias_query_and_debug_headers() {
-    let up = Mock::start(|r, _| {
-        Reply::Json(200, chat_json(&r.json()["model"].as_str().unwrap_or("?").to_string(), "hello", 9, 3))
-    })
-    .await;
+    let up =
+        Mock::start(|r, _| Reply::Json(200, chat_json(r.json()["model"].as_str().unwrap_or("?"), "hello", 9, 3))).await;
     let router = Router::start(&one_channel(&up.openai_url(), ""));
     let resp = client()
         .post(router.url("/v1/chat/completions?beta=true"))

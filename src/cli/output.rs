@@ -31,10 +31,9 @@ pub fn table(header: &[&str]) -> Table {
     t.load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
-    if std::env::var_os("ROUTER_TABLE_WIDTH").is_some() {
-        if let Some(w) = std::env::var("ROUTER_TABLE_WIDTH").ok().and_then(|w| w.parse().ok()) {
-            t.set_width(w);
-        }
+    // A fixed width for tests and scripts; otherwise comfy-table follows the terminal.
+    if let Some(w) = std::env::var("ROUTER_TABLE_WIDTH").ok().and_then(|w| w.parse().ok()) {
+        t.set_width(w);
     }
     t
 }

@@ -26,7 +26,7 @@ pub enum Operation {
 
 /// The shared client for proxied traffic: no overall timeout (streams may run long), connect timeout set,
 /// no automatic decompression (bodies are metered and forwarded as they are), pooled connections.
-#[allow(clippy::disallowed_methods)]
+#[expect(clippy::disallowed_methods, reason = "this is the one place clients are built")]
 pub fn client(cfg: &UpstreamConfig) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(cfg.connect_timeout.0)
@@ -40,7 +40,7 @@ pub fn client(cfg: &UpstreamConfig) -> reqwest::Client {
 }
 
 /// A client for short one-off checks (local probes, discovery, balance): every request bounded by `timeout`.
-#[allow(clippy::disallowed_methods)]
+#[expect(clippy::disallowed_methods, reason = "this is the one place clients are built")]
 pub fn probe_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(timeout)

@@ -1,5 +1,5 @@
 //! Test harness: programmable mock upstreams on 127.0.0.1:0 and the real `router` binary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -1,0 +1,64 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_router_global_optspecs
+    string join \n config= store= h/help V/version
+end
+
+function __fish_router_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_router_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_router_using_subcommand
+    set -l cmd (__fish_router_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c router -n "__fish_router_needs_command" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_needs_command" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_needs_command" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_needs_command" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_needs_command" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_needs_command" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
+complete -c router -n "__fish_router_using_subcommand serve" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand serve" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand serve" -l allow-open -d 'Listen on a non-loopback address even though no gateway keys are configured'
+complete -c router -n "__fish_router_using_subcommand serve" -l no-local -d 'In zero-config mode, do not probe local Ollama / LM Studio'
+complete -c router -n "__fish_router_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand config; and not __fish_seen_subcommand_from check help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand config; and not __fish_seen_subcommand_from check help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand config; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Validate the configuration and print what it defines'
+complete -c router -n "__fish_router_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from check" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from check" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from check" -l json -d 'Print the summary as JSON'
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate the configuration and print what it defines'
+complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
+complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'

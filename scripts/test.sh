@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test: unit, integration (real binary + mock upstreams), the official OpenAI / Anthropic Python SDKs
+# end to end, and the One-API import from MySQL / PostgreSQL. Installs or starts what it needs where missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# 1. Python with the official SDKs, for tests/sdk.rs.
+if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
+  say "installing the openai and anthropic Python SDKs into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'openai==3.54.0' 'anthropic==2.12.0'
+fi
+export ROUTER_TEST_PYTHON="$PWD/.venv/bin/python"
+
+# 2. PostgreSQL and MariaDB on loopback, for the One-API import tests.
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_ready=
+apt_install() {
+  if [ -z "$apt_ready" ]; then as_root apt-get update -qq >/dev/null; apt_ready=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+wait_for() { for _ in $(seq 1 60); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.5; done; return 1; }
+
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
+if ! pg_up 2>/dev/null; then
+  say "starting PostgreSQL"
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  wait_for pg_up || say "warning: PostgreSQL is not reachable on 127.0.0.1:5432"
+fi
+
+my_up() { mariadb-admin -h 127.0.0.1 -u root ping || mysqladmin -h 127.0.0.1 -u root ping; }
+if ! my_up >/dev/null 2>&1; then
+  say "starting MariaDB"
+  command -v mariadbd >/dev/null || apt_install mariadb-server
+  as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql || true
+  wait_for my_up || say "warning: MariaDB is not reachable on 127.0.0.1:3306"
+fi
+
+# 3. Everything.
+say "cargo test"
+cargo test --locked "$@"
