@@ -72,6 +72,23 @@ fn responses_sse() -> Vec<String> {
     ]
 }
 
+/// A chat stream calling `get_weather`, arguments split over chunks.
+fn tool_call_sse() -> Vec<String> {
+    let mut out = vec![
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"tool_calls\":[{\"index\":0,\"id\":\"call_9\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n".to_string(),
+    ];
+    for frag in ["{\\\"city", "\\\": \\\"Oslo\\\"}"] {
+        out.push(format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{{\"index\":0,\"function\":{{\"arguments\":\"{frag}\"}}}}]}}}}]}}\n\n"));
+    }
+    out.push("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n".into());
+    out.push(
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":8,\"total_tokens\":28}}\n\n"
+            .into(),
+    );
+    out.push("data: [DONE]\n\n".into());
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdks_work_unchanged_through_the_router() {
     let oa = Mock::start(|r, _| {
@@ -85,6 +102,9 @@ async fn official_python_sdks_work_unchanged_through_the_router() {
         }
         if r.uri.ends_with("/responses") {
             return Reply::Sse(responses_sse());
+        }
+        if body["tools"].is_array() && body["stream"] == true {
+            return Reply::Sse(tool_call_sse());
         }
         if body["stream"] == true {
             let wants = body["stream_options"]["include_usage"] == true;
@@ -105,7 +125,8 @@ async fn official_python_sdks_work_unchanged_through_the_router() {
     })
     .await;
     let cfg = format!(
-        "server:\n  keys:\n    - {{name: sdk, key: sk-gw-sdk}}\nchannels:\n  - name: oa\n    base_url: {}\n    keys: [sk-up-openai-1]\n    models: [gpt-4o, text-embedding-3-small]\n  - name: an\n    protocol: anthropic\n    base_url: {}\n    keys: [sk-up-anthropic-1]\n    models: [claude-sonnet-4-5]\n",
+        "server:\n  keys:\n    - {{name: sdk, key: sk-gw-sdk}}\nchannels:\n  - name: oa\n    base_url: {}\n    keys: [sk-up-openai-1]\n    models: [gpt-4o, text-embedding-3-small]\n    responses_api: native\n  - name: chatonly\n    base_url: {}\n    keys: [sk-up-openai-2]\n    models: [deepseek-chat]\n  - name: an\n    protocol: anthropic\n    base_url: {}\n    keys: [sk-up-anthropic-1]\n    models: [claude-sonnet-4-5]\n",
+        oa.openai_url(),
         oa.openai_url(),
         an.root_url()
     );

@@ -135,6 +135,23 @@ impl Channel {
             .or_else(|| self.models.iter().find(|m| m.id == model).and_then(|m| m.price))
     }
 
+    /// `/v1/responses` requests are translated to chat completions for this channel.
+    pub fn responses_via_chat(&self) -> bool {
+        match self.config.responses_api {
+            Some(crate::config::ResponsesApi::Native) => false,
+            Some(crate::config::ResponsesApi::Chat) => true,
+            None => {
+                let native_host = self.endpoints.iter().all(|e| {
+                    reqwest::Url::parse(&e.base_url)
+                        .ok()
+                        .and_then(|u| u.host_str().map(|h| h == "api.openai.com" || h.ends_with(".openai.azure.com")))
+                        .unwrap_or(false)
+                });
+                !(native_host || self.protocol == ChannelProtocol::Azure)
+            }
+        }
+    }
+
     pub fn model(&self, id: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.id == id)
     }

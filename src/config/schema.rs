@@ -310,6 +310,10 @@ pub struct ChannelConfig {
     /// Azure `api-version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
+    /// How `/v1/responses` requests reach this channel: `native` (it has a Responses API) or `chat` (translated
+    /// to chat completions). Default: native for api.openai.com and Azure, chat for everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses_api: Option<ResponsesApi>,
     /// How to ask this channel for its credit (default: guessed from the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<ChannelBalanceConfig>,
@@ -346,11 +350,20 @@ impl ChannelConfig {
             enabled: true,
             headers: BTreeMap::new(),
             api_version: None,
+            responses_api: None,
             balance: None,
             source: None,
             disabled_reason: None,
         }
     }
+}
+
+/// Whether a channel has its own Responses API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsesApi {
+    Native,
+    Chat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

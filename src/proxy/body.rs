@@ -21,6 +21,7 @@ use tokio::time::Sleep;
 use super::AppState;
 use crate::config::Price;
 use crate::protocol::Protocol;
+use crate::protocol::convert::StreamConverter;
 use crate::protocol::sse::{SseEvent, SseParser};
 use crate::protocol::usage::UsageMeter;
 use crate::upstream::CoolTarget;
@@ -39,6 +40,8 @@ pub enum Mode {
     Sse { parser: SseParser },
     /// SSE re-emitted event by event, hiding the usage-only chunk the client did not ask for.
     SseFiltered { parser: SseParser },
+    /// SSE translated event by event into the client's protocol.
+    Convert { parser: SseParser, conv: Box<StreamConverter> },
 }
 
 /// What is needed to finish the record.
@@ -118,19 +121,41 @@ impl MeteredBody {
                 });
                 (!out.is_empty()).then(|| out.freeze())
             }
+            Mode::Convert { parser, conv } => {
+                let mut events = Vec::new();
+                let meter = &mut self.meter;
+                parser.feed_with(&chunk, |ev| {
+                    meter.event(&ev);
+                    conv.push(&ev, &mut events);
+                });
+                write_events(&events)
+            }
         }
+    }
+
+    /// Closing events of a translated stream (a clean end, or an error event when `interrupted`).
+    fn finish_conversion(&mut self, interrupted: bool) -> Option<Bytes> {
+        let Mode::Convert { conv, .. } = &mut self.mode else { return None };
+        let mut events = Vec::new();
+        conv.finish(interrupted, &mut events);
+        write_events(&events)
     }
 
     /// Flushes an event left without its blank line at EOF.
     fn flush_tail(&mut self) -> Option<Bytes> {
         let parser = match &mut self.mode {
             Mode::Raw => return None,
-            Mode::Sse { parser } | Mode::SseFiltered { parser } => parser,
+            Mode::Sse { parser } | Mode::SseFiltered { parser } | Mode::Convert { parser, .. } => parser,
         };
         let ev = parser.finish()?;
         let hidden = self.meter.event(&ev);
-        match self.mode {
+        match &mut self.mode {
             Mode::SseFiltered { .. } if !hidden => Some(ev.to_bytes()),
+            Mode::Convert { conv, .. } => {
+                let mut events = Vec::new();
+                conv.push(&ev, &mut events);
+                write_events(&events)
+            }
             _ => None,
         }
     }
@@ -179,7 +204,9 @@ impl MeteredBody {
 
     fn interrupt(&mut self, why: String) {
         self.upstream = None;
-        if self.is_sse() {
+        if let Some(tail) = self.finish_conversion(true) {
+            self.pending.push_back(tail);
+        } else if self.is_sse() && !matches!(self.mode, Mode::Convert { .. }) {
             let client = self.finisher.as_ref().map(|f| f.client).unwrap_or(Protocol::Openai);
             let ev: SseEvent =
                 crate::protocol::errors::stream_event(client, &format!("upstream stream interrupted: {why}"));
@@ -196,12 +223,26 @@ impl MeteredBody {
             self.pending.push_back(tail);
         }
         let completed = self.meter.completed();
+        if let Some(tail) = self.finish_conversion(!completed) {
+            self.pending.push_back(tail);
+        }
         let outcome = if self.is_sse() && !completed { Outcome::Interrupted } else { Outcome::Ok };
         let why = (outcome == Outcome::Interrupted).then(|| "stream ended before its final event".to_string());
         if let Some(rec) = self.complete(outcome, why) {
             self.start_finish(rec);
         }
     }
+}
+
+fn write_events(events: &[SseEvent]) -> Option<Bytes> {
+    if events.is_empty() {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    for ev in events {
+        ev.write_to(&mut out);
+    }
+    Some(out.freeze())
 }
 
 impl Body for MeteredBody {

@@ -18,8 +18,9 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::body::{Finisher, MeteredBody, Mode};
 use super::headers;
-use crate::catalog::{ModelKind, Snapshot};
+use crate::catalog::{Channel, ModelKind, Snapshot};
 use crate::config::{GatewayKey, Strategy, hash_key};
+use crate::protocol::convert::{self, Conversion, StreamConverter};
 use crate::protocol::request::{Peek, PeekError};
 use crate::protocol::usage::UsageMeter;
 use crate::protocol::{Protocol, errors};
@@ -173,7 +174,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         strategy,
         pin: pin.as_deref(),
         allow: allow.as_ref(),
-        translate: false,
+        translate: matches!(op, Operation::ChatCompletions | Operation::Messages),
         est_input: body.len() as u64 / 4,
         est_output: 1024,
     };
@@ -399,13 +400,31 @@ async fn attempt_all(
         {
             continue;
         }
-        let mut url = upstream::url(ch, ep, op, &cand.model);
+        let conv = conversion(op, ch);
+        let upstream_op = match conv {
+            Some(Conversion::AnthropicToChat | Conversion::ResponsesToChat) => Operation::ChatCompletions,
+            Some(Conversion::ChatToAnthropic) => Operation::Messages,
+            None => op,
+        };
+        let mut url = upstream::url(ch, ep, upstream_op, &cand.model);
         if let Some(q) = &query {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(q);
         }
-        let inject = op == Operation::ChatCompletions && peek.stream && ch.protocol.wire() == Protocol::Openai;
-        let upstream_body = peek.rewrite(&body, Some(&cand.model), inject);
+        let inject =
+            conv.is_none() && op == Operation::ChatCompletions && peek.stream && ch.protocol.wire() == Protocol::Openai;
+        let upstream_body = match conv {
+            None => peek.rewrite(&body, Some(&cand.model), inject),
+            Some(c) => match convert::convert_request(c, &body, &cand.model) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    let msg = format!("the request cannot be translated for channel `{}`: {e}", ch.name);
+                    return finish_error(&state, &ctx, record, StatusCode::BAD_REQUEST, &msg, Outcome::BadRequest)
+                        .await;
+                }
+            },
+        };
+        record.translated = conv.map(|c| translation_name(c).to_string());
         let mut hdrs = headers::upstream_headers(&client_headers);
         upstream::auth_headers(ch, ep, tok, &mut hdrs);
         hdrs.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -434,7 +453,13 @@ async fn attempt_all(
                 h.succeed(&ep.health_key);
                 h.succeed(&tok.health_key);
                 h.observe_ttfb(&ep.health_key, ms.as_secs_f64() * 1000.0);
-                return respond(&state, &snap, &ctx, record, cand, resp, &peek, op, inject, body.len() as u64 / 4, ms);
+                let est_input = body.len() as u64 / 4;
+                if let Some(c) = conv {
+                    let wants_usage = c == Conversion::ChatToAnthropic && convert::chat_request_wants_usage(&body);
+                    return respond_translated(&state, &snap, &ctx, record, cand, resp, c, wants_usage, est_input, ms)
+                        .await;
+                }
+                return respond(&state, &snap, &ctx, record, cand, resp, &peek, op, inject, est_input, ms);
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -444,6 +469,11 @@ async fn attempt_all(
                 let err_body = read_capped(resp, 256 * 1024, remaining).await;
                 let quota = status.as_u16() == 402 || (status.as_u16() == 429 && upstream::body_says_quota(&err_body));
                 attempt.status = Some(status.as_u16());
+                // Errors reach the client in its own shape.
+                let err_body = match conv {
+                    Some(c) => Bytes::from(convert::convert_error(c, status.as_u16(), &err_body)),
+                    None => err_body,
+                };
                 Failure {
                     err: UpstreamError::Status { status: status.as_u16(), retry_after, quota },
                     response: Some((status, resp_headers, err_body)),
@@ -471,6 +501,24 @@ async fn attempt_all(
         }
     }
     all_failed(&state, &ctx, record, last).await
+}
+
+/// Which translation a request needs on a channel, if any.
+fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
+    match (op, ch.protocol.wire()) {
+        (Operation::Messages, Protocol::Openai) => Some(Conversion::AnthropicToChat),
+        (Operation::ChatCompletions, Protocol::Anthropic) => Some(Conversion::ChatToAnthropic),
+        (Operation::Responses, Protocol::Openai) if ch.responses_via_chat() => Some(Conversion::ResponsesToChat),
+        _ => None,
+    }
+}
+
+fn translation_name(c: Conversion) -> &'static str {
+    match c {
+        Conversion::AnthropicToChat => "anthropic->openai",
+        Conversion::ChatToAnthropic => "openai->anthropic",
+        Conversion::ResponsesToChat => "responses->chat",
+    }
 }
 
 /// Reads an error body, bounded in size and time.
@@ -643,6 +691,92 @@ fn respond(
         MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher);
     *out.body_mut() = body.boxed_unsync();
     out
+}
+
+/// A success from a channel of the other protocol: streams are translated event by event; whole bodies are
+/// read, metered and translated.
+#[allow(clippy::too_many_arguments)]
+async fn respond_translated(
+    state: &Arc<AppState>,
+    snap: &Snapshot,
+    ctx: &Ctx,
+    mut record: RequestRecord,
+    cand: &routing::Candidate,
+    resp: reqwest::Response,
+    conv: Conversion,
+    wants_usage: bool,
+    est_input: u64,
+    ttfb: Duration,
+) -> Response<ProxyBody> {
+    let ch = &snap.channels[cand.channel];
+    let ep = &ch.endpoints[cand.endpoint];
+    let tok = &ep.tokens[cand.token];
+    let status = resp.status();
+    record.status = status.as_u16();
+    record.channel = Some(ch.name.to_string());
+    record.endpoint = Some(ep.name.to_string());
+    record.token_key = Some(tok.token_key.to_string());
+    record.token_fp = Some(tok.fingerprint.to_string());
+    record.upstream_model = Some(cand.model.clone());
+    record.ttfb_ms = Some(ttfb.as_millis() as u32);
+    let is_sse = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let client_model = record.requested_model.clone();
+    let idle = ep.idle_timeout.unwrap_or(snap.config.raw.upstream.idle_timeout.0);
+    let mut out = Response::builder().status(status).body(full(Bytes::new())).expect("valid response");
+    if ctx.debug_headers {
+        debug_headers(out.headers_mut(), ctx, &record);
+    }
+    if is_sse {
+        out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+        out.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+        let conv = StreamConverter::new(conv, &client_model).with_include_usage(wants_usage);
+        let finisher = Finisher {
+            state: state.clone(),
+            price: ch.price(&cand.model),
+            channel: ch.name.clone(),
+            endpoint_key: ep.health_key.clone(),
+            token_key: tok.health_key.clone(),
+            client: ctx.protocol,
+            est_input,
+            record,
+            started: ctx.started,
+        };
+        let mode = Mode::Convert { parser: Default::default(), conv: Box::new(conv) };
+        let body =
+            MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher);
+        *out.body_mut() = body.boxed_unsync();
+        return out;
+    }
+    let within = ctx.started + snap.config.raw.routing.total_timeout.0;
+    let upstream_body = read_capped(resp, 64 * 1024 * 1024, within.saturating_duration_since(Instant::now())).await;
+    let mut meter = UsageMeter::new(ch.protocol.wire());
+    meter.body(&upstream_body);
+    if let Some(t) = meter.finish().tokens {
+        record.tokens = t;
+        record.usage_source = usage::UsageSource::Upstream;
+        record.cost_usd = ch.price(&cand.model).map(|p| t.cost(&p));
+    }
+    record.total_ms = ctx.started.elapsed().as_millis() as u32;
+    match convert::convert_response(conv, &upstream_body, &client_model) {
+        Ok(b) => {
+            out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            *out.body_mut() = full(b);
+            state.sink.send(record).await;
+            out
+        }
+        Err(e) => {
+            let msg = format!("the response of channel `{}` could not be translated: {e}", ch.name);
+            record.status = 502;
+            record.outcome = Outcome::UpstreamError;
+            record.error = Some(msg.chars().take(300).collect());
+            state.sink.send(record).await;
+            ctx.error(StatusCode::BAD_GATEWAY, &msg, Some("translation_failed"))
+        }
+    }
 }
 
 #[cfg(test)]

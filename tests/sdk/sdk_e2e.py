@@ -89,4 +89,35 @@ try:
 except anthropic.NotFoundError as err:
     assert "claude-nope" in str(err), err
 
+# Cross-protocol: the Anthropic SDK on an OpenAI-compatible channel, tools and streaming included.
+m = an.messages.create(model="deepseek-chat", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+assert m.content[0].text == "hello from openai mock", m
+assert m.usage.input_tokens == 9 and m.usage.output_tokens == 2, m.usage
+tools = [{"name": "get_weather", "description": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+with an.messages.stream(model="deepseek-chat", max_tokens=50, tools=tools, messages=[{"role": "user", "content": "weather?"}]) as s:
+    final = s.get_final_message()
+tool_uses = [b for b in final.content if b.type == "tool_use"]
+assert tool_uses and tool_uses[0].name == "get_weather" and tool_uses[0].input == {"city": "Oslo"}, final
+assert final.stop_reason == "tool_use", final
+
+# The OpenAI SDK on a Claude channel.
+r = oa.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
+assert r.choices[0].message.content == "Hi", r
+text = "".join(
+    c.choices[0].delta.content or ""
+    for c in oa.chat.completions.create(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}], stream=True)
+    if c.choices
+)
+assert text == "Hi there", text
+
+# Responses (Codex CLI) on a chat-only channel, with a tool call.
+with oa.responses.stream(
+    model="deepseek-chat", input="weather?", tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}]
+) as s:
+    for _ in s:
+        pass
+    final = s.get_final_response()
+calls = [o for o in final.output if o.type == "function_call"]
+assert calls and calls[0].name == "get_weather" and calls[0].arguments == '{"city": "Oslo"}', final.output
+
 print("sdk e2e: all checks passed")
