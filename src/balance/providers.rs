@@ -212,14 +212,19 @@ pub async fn query(client: &reqwest::Client, t: &Target, secret: &Secret, timeou
             .await
             .map_err(Fail::reason)
             .and_then(|v| parse_moonshot(&v, t.currency).map(|b| (Status::Ok, b))),
-        Kind::Oneapi => dashboard(&get, &t.base, false).await,
-        Kind::Openai => dashboard(&get, &t.base, true).await,
-        Kind::Newapi => match get.json(&format!("{}/api/usage/token", root(&t.base))).await {
-            Ok(v) => parse_newapi(&v).map(|b| (Status::Ok, b)),
+        Kind::Openai => dashboard(&get, &t.base, true).await.map_err(Fail::reason),
+        // One-API and New-API resellers: each answers one of the two shapes; try the kind's own first.
+        Kind::Oneapi => match dashboard(&get, &t.base, false).await {
             Err(Fail::Missing(first)) => {
-                dashboard(&get, &t.base, false).await.map_err(|e| format!("{first}; then {e}"))
+                newapi(&get, &t.base).await.map_err(|e| format!("{first}; then {}", e.reason()))
             }
-            Err(e) => Err(e.reason()),
+            other => other.map_err(Fail::reason),
+        },
+        Kind::Newapi => match newapi(&get, &t.base).await {
+            Err(Fail::Missing(first)) => {
+                dashboard(&get, &t.base, false).await.map_err(|e| format!("{first}; then {}", e.reason()))
+            }
+            other => other.map_err(Fail::reason),
         },
     };
     match out {
@@ -249,20 +254,26 @@ async fn openrouter(get: &Getter<'_>, base: &str) -> Result<(Status, Vec<Balance
     }
 }
 
-/// One-API / OpenAI-legacy billing: `hard_limit_usd - total_usage / 100`.
-async fn dashboard(get: &Getter<'_>, base: &str, credit_grants: bool) -> Result<(Status, Vec<Balance>), String> {
+async fn newapi(get: &Getter<'_>, base: &str) -> Result<(Status, Vec<Balance>), Fail> {
+    let v = get.json(&format!("{}/api/usage/token", root(base))).await?;
+    parse_newapi(&v).map(|b| (Status::Ok, b)).map_err(Fail::Other)
+}
+
+/// One-API / OpenAI-legacy billing: `hard_limit_usd - total_usage / 100`. `Fail::Missing` only when the host
+/// has no subscription endpoint (so another shape may be tried).
+async fn dashboard(get: &Getter<'_>, base: &str, credit_grants: bool) -> Result<(Status, Vec<Balance>), Fail> {
     let sub = match get.json(&join(base, "/v1", "/dashboard/billing/subscription")).await {
         Ok(v) => v,
         Err(Fail::Missing(first)) if credit_grants => {
             let v = get
                 .json(&join(base, "/v1", "/dashboard/billing/credit_grants"))
                 .await
-                .map_err(|e| format!("{first}; then {}", e.reason()))?;
-            return parse_credit_grants(&v).map(|b| (Status::Ok, b));
+                .map_err(|e| Fail::Other(format!("{first}; then {}", e.reason())))?;
+            return parse_credit_grants(&v).map(|b| (Status::Ok, b)).map_err(Fail::Other);
         }
-        Err(e) => return Err(e.reason()),
+        Err(e) => return Err(e),
     };
-    let (hard_limit, has_payment) = parse_subscription(&sub)?;
+    let (hard_limit, has_payment) = parse_subscription(&sub).map_err(Fail::Other)?;
     let now = chrono::Utc::now();
     let start = if has_payment {
         now.format("%Y-%m-01").to_string()
@@ -271,8 +282,8 @@ async fn dashboard(get: &Getter<'_>, base: &str, credit_grants: bool) -> Result<
     };
     let end = (now + chrono::Duration::days(1)).format("%Y-%m-%d");
     let url = join(base, "/v1", &format!("/dashboard/billing/usage?start_date={start}&end_date={end}"));
-    let usage = get.json(&url).await.map_err(Fail::reason)?;
-    let used = parse_usage_cents(&usage)? / 100.0;
+    let usage = get.json(&url).await.map_err(|e| Fail::Other(e.reason()))?;
+    let used = parse_usage_cents(&usage).map_err(Fail::Other)? / 100.0;
     Ok((Status::Ok, vec![Balance::usd(round(hard_limit - used)).used(round(used)).limit(hard_limit)]))
 }
 
