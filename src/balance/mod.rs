@@ -323,9 +323,10 @@ pub fn classify_key(status: u16, body: &[u8]) -> Validity {
         || has(&["insufficient", "quota", "balance", "billing", "recharge", "credit"])
     {
         KeyState::NoQuota
-    } else if status == 401 || has(&["invalid_api_key", "invalid api key", "incorrect api key"]) {
-        KeyState::Invalid
-    } else if has(&["access_terminated", "terminated", "banned", "suspended"]) {
+    } else if status == 401
+        || has(&["invalid_api_key", "invalid api key", "incorrect api key"])
+        || has(&["access_terminated", "terminated", "banned", "suspended"])
+    {
         KeyState::Invalid
     } else if status == 429 {
         KeyState::RateLimited
