@@ -549,7 +549,10 @@ mod tests {
             KeyState::Invalid
         );
         assert_eq!(c(403, "forbidden"), KeyState::Invalid);
+        // "credentials" is not a quota word.
+        assert_eq!(c(401, r#"{"error":{"message":"No auth credentials found","code":401}}"#), KeyState::Invalid);
         assert_eq!(c(402, "{}"), KeyState::NoQuota);
+        assert_eq!(c(402, r#"{"error":{"message":"Insufficient Balance"}}"#), KeyState::NoQuota);
         assert_eq!(
             c(429, r#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota"}}"#),
             KeyState::NoQuota
