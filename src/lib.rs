@@ -10,8 +10,10 @@
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `usage`: request records, token fingerprints, cost, the record sink.
+//! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
 //! - `error`: user-facing errors and exit codes.
 
+pub mod balance;
 pub mod catalog;
 pub mod cli;
 pub mod config;

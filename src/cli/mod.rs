@@ -3,6 +3,7 @@
 //! Owns the clap definitions (also the source of `completions/` and `man/`) and dispatch. Commands that need no
 //! store never open it. `output` is the only module that prints.
 
+pub mod balance;
 pub mod config_cmd;
 pub mod generate;
 pub mod output;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Check and summarise the configuration.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// Upstream credit per channel and key.
+    #[command(subcommand)]
+    Balance(balance::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
+        Command::Balance(cmd) => balance::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }
