@@ -16,6 +16,9 @@ _router() {
             ",$1")
                 cmd="router"
                 ;;
+            router,balance)
+                cmd="router__subcmd__balance"
+                ;;
             router,config)
                 cmd="router__subcmd__config"
                 ;;
@@ -27,6 +30,24 @@ _router() {
                 ;;
             router,serve)
                 cmd="router__subcmd__serve"
+                ;;
+            router__subcmd__balance,check)
+                cmd="router__subcmd__balance__subcmd__check"
+                ;;
+            router__subcmd__balance,help)
+                cmd="router__subcmd__balance__subcmd__help"
+                ;;
+            router__subcmd__balance,history)
+                cmd="router__subcmd__balance__subcmd__history"
+                ;;
+            router__subcmd__balance__subcmd__help,check)
+                cmd="router__subcmd__balance__subcmd__help__subcmd__check"
+                ;;
+            router__subcmd__balance__subcmd__help,help)
+                cmd="router__subcmd__balance__subcmd__help__subcmd__help"
+                ;;
+            router__subcmd__balance__subcmd__help,history)
+                cmd="router__subcmd__balance__subcmd__help__subcmd__history"
                 ;;
             router__subcmd__config,check)
                 cmd="router__subcmd__config__subcmd__check"
@@ -40,6 +61,9 @@ _router() {
             router__subcmd__config__subcmd__help,help)
                 cmd="router__subcmd__config__subcmd__help__subcmd__help"
                 ;;
+            router__subcmd__help,balance)
+                cmd="router__subcmd__help__subcmd__balance"
+                ;;
             router__subcmd__help,config)
                 cmd="router__subcmd__help__subcmd__config"
                 ;;
@@ -52,6 +76,12 @@ _router() {
             router__subcmd__help,serve)
                 cmd="router__subcmd__help__subcmd__serve"
                 ;;
+            router__subcmd__help__subcmd__balance,check)
+                cmd="router__subcmd__help__subcmd__balance__subcmd__check"
+                ;;
+            router__subcmd__help__subcmd__balance,history)
+                cmd="router__subcmd__help__subcmd__balance__subcmd__history"
+                ;;
             router__subcmd__help__subcmd__config,check)
                 cmd="router__subcmd__help__subcmd__config__subcmd__check"
                 ;;
@@ -62,12 +92,158 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config generate help"
+            opts="-h -V --config --store --help --version serve config balance generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance)
+            opts="-h -V --config --store --help --version check history help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance__subcmd__check)
+            opts="-h -V --channel --below --refresh --validate --json --timeout --concurrency --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --below)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance__subcmd__help)
+            opts="check history help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance__subcmd__help__subcmd__history)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__balance__subcmd__history)
+            opts="-h -V --channel --since --json --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -196,8 +372,50 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config generate help"
+            opts="serve config balance generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__balance)
+            opts="check history"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__balance__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__balance__subcmd__history)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -30,6 +30,7 @@ complete -c router -n "__fish_router_needs_command" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_needs_command" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_needs_command" -f -a "serve" -d 'Run the proxy'
 complete -c router -n "__fish_router_needs_command" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_needs_command" -f -a "balance" -d 'Upstream credit per channel and key'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -52,13 +53,44 @@ complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_su
 complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -f -a "history" -d 'Show past balance checks'
+complete -c router -n "__fish_router_using_subcommand balance; and not __fish_seen_subcommand_from check history help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l channel -d 'Only this channel (repeat for several). Default: every enabled channel' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l below -d 'Exit with code 3 when any balance is below AMOUNT (compared in that balance\'s own currency)' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l timeout -d 'Bound on each request to a provider' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l concurrency -d 'Checks in flight at once' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l refresh -d 'Ask the providers even when a recent result is stored'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l validate -d 'Also check each key with a cheap request: ok, invalid, no quota, rate limited, unreachable'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -l json -d 'Print the results as JSON'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l channel -d 'Only this channel' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l since -d 'Only checks since then: a duration back from now (`7d`, `12h`) or a date (`2025-06-01`)' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l json -d 'Print the results as JSON'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "history" -d 'Show past balance checks'
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
