@@ -577,6 +577,22 @@ async fn config_reload_on_file_change_and_broken_file_keeps_old_config() {
     assert!(ok, "reload never took effect: {}", router.stderr());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_uses_deployment_urls_api_version_and_api_key() {
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "azure", 3, 1))).await;
+    let cfg = format!(
+        "channels:\n  - name: az\n    protocol: azure\n    base_url: {}\n    api_version: 2024-10-21\n    keys: [{UPSTREAM_KEY_A}]\n    models: [my-deploy]\n    aliases: {{gpt-4o: my-deploy}}\n",
+        up.root_url()
+    );
+    let router = Router::start(&cfg);
+    let r = client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/openai/deployments/my-deploy/chat/completions?api-version=2024-10-21");
+    assert_eq!(seen.header("api-key").unwrap(), UPSTREAM_KEY_A);
+    assert!(seen.header("authorization").is_none());
+}
+
 #[test]
 fn refuses_open_non_loopback_listen_without_keys() {
     let dir = tempfile::tempdir().unwrap();

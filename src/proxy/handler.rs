@@ -466,7 +466,7 @@ async fn attempt_all(
                 let retry_after = upstream::parse_retry_after(resp.headers());
                 let resp_headers = resp.headers().clone();
                 let remaining = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(30));
-                let err_body = read_capped(resp, 256 * 1024, remaining).await;
+                let err_body = upstream::scrub(read_capped(resp, 256 * 1024, remaining).await, &tok.secret);
                 let quota = status.as_u16() == 402 || (status.as_u16() == 429 && upstream::body_says_quota(&err_body));
                 attempt.status = Some(status.as_u16());
                 // Errors reach the client in its own shape.

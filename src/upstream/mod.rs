@@ -240,6 +240,27 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_millis(delta.max(0) as u64))
 }
 
+/// Replaces any occurrence of the token's key in an upstream error body (some resellers echo the key back)
+/// by `[redacted]`, so it never reaches a client, a log or a record.
+pub fn scrub(body: bytes::Bytes, secret: &crate::config::Secret) -> bytes::Bytes {
+    let key = secret.expose().as_bytes();
+    if key.len() < 8 || !body.windows(key.len()).any(|w| w == key) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(key) {
+            out.extend_from_slice(b"[redacted]");
+            i += key.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    bytes::Bytes::from(out)
+}
+
 /// Does an error body say the account is out of credit? (429 with `insufficient_quota` is not a rate limit.)
 pub fn body_says_quota(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
@@ -278,6 +299,15 @@ mod tests {
         assert!(!UpstreamError::FirstByteTimeout(Duration::from_secs(1)).retryable(false));
         let q = UpstreamError::Status { status: 429, retry_after: None, quota: true };
         assert_eq!(q.cool_target(), CoolTarget::TokenQuota);
+    }
+
+    #[test]
+    fn scrub_removes_echoed_keys() {
+        let secret = crate::config::Secret::new("sk-live-0123456789");
+        let body = bytes::Bytes::from_static(b"{\"error\":\"Incorrect key sk-live-0123456789 provided\"}");
+        assert_eq!(&scrub(body, &secret)[..], b"{\"error\":\"Incorrect key [redacted] provided\"}");
+        let clean = bytes::Bytes::from_static(b"no key here");
+        assert_eq!(scrub(clean.clone(), &secret), clean);
     }
 
     #[test]
