@@ -634,3 +634,52 @@ fn zero_config_finds_keys_in_the_environment() {
     assert!(names.contains(&"deepseek"), "{out}");
     assert!(!out.contains("sk-ds-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_serve_finds_local_ollama_and_routes_to_it() {
+    let ollama = Mock::start(|r, _| {
+        if r.uri.ends_with("/models") {
+            Reply::Json(200, json!({"object": "list", "data": [{"id": "qwen3:8b", "object": "model"}]}))
+        } else {
+            Reply::Json(200, chat_json("qwen3:8b", "local answer", 4, 2))
+        }
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(home.path().join("r.redb"))
+        .current_dir(home.path())
+        .env("HOME", home.path())
+        .env("OLLAMA_HOST", ollama.addr.to_string())
+        .env("LMSTUDIO_BASE_URL", format!("http://127.0.0.1:{}/v1", dead_port()))
+        .env_remove("ROUTER_CONFIG")
+        .env_remove("ROUTER_NO_LOCAL_PROBE")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).take(4).collect()
+    })
+    .await
+    .unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("zero-config") && text.contains("ollama at"), "{text}");
+    let addr = lines[0].split("http://").nth(1).unwrap().trim().to_string();
+    let r = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&chat_body("qwen3:8b", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-router-channel"], "ollama");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "local answer");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -189,11 +189,12 @@ fn resolve(snap: &Snapshot, req: &RouteRequest<'_>) -> (Vec<Match>, &'static str
     if !out.is_empty() {
         return (out, "pattern");
     }
-    // `gpt-4o` finds `openai/gpt-4o`.
-    let last = req.model.rsplit('/').next().unwrap_or(req.model);
+    // `gpt-4o` finds `openai/gpt-4o`; a dated id (`claude-sonnet-4-5-20250929`) finds the undated one and the
+    // reverse, as clients such as Claude Code send dated ids.
+    let last = undated(req.model.rsplit('/').next().unwrap_or(req.model));
     for (i, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
         for m in &ch.models {
-            let m_last = m.id.rsplit('/').next().unwrap_or(&m.id);
+            let m_last = undated(m.id.rsplit('/').next().unwrap_or(&m.id));
             if m_last.eq_ignore_ascii_case(last) {
                 out.push(Match { channel: i, model: m.id.clone() });
             }
@@ -208,6 +209,16 @@ fn resolve(snap: &Snapshot, req: &RouteRequest<'_>) -> (Vec<Match>, &'static str
         return (tag_matches(snap, &expr, req.kind), "tags");
     }
     (Vec::new(), "none")
+}
+
+/// The id without a trailing `-YYYYMMDD` date.
+fn undated(id: &str) -> &str {
+    match id.rsplit_once('-') {
+        Some((head, date)) if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) && date.starts_with("20") => {
+            head
+        }
+        _ => id,
+    }
 }
 
 fn tag_matches(snap: &Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<Match> {

@@ -74,6 +74,18 @@ fn suffix_and_tags_resolution() {
 }
 
 #[test]
+fn dated_ids_match_undated_ones_both_ways() {
+    let s = snap(
+        "channels:\n  - name: c\n    protocol: anthropic\n    base_url: http://127.0.0.1:3\n    models: [claude-sonnet-4-5, claude-haiku-4-5-20251001]\n",
+    );
+    let mut r = req("claude-sonnet-4-5-20250929");
+    r.client = Protocol::Anthropic;
+    assert_eq!(names(&s, &plan(&s, &Health::new(), &r, Instant::now()).unwrap()), ["c:claude-sonnet-4-5"]);
+    r.model = "claude-haiku-4-5";
+    assert_eq!(names(&s, &plan(&s, &Health::new(), &r, Instant::now()).unwrap()), ["c:claude-haiku-4-5-20251001"]);
+}
+
+#[test]
 fn embeddings_are_never_chat_candidates() {
     let s = snap(TWO);
     let e = plan(&s, &Health::new(), &req("text-embedding-3-small"), Instant::now()).unwrap_err();
