@@ -10,12 +10,16 @@
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `usage`: request records, token fingerprints, cost, the record sink.
+//! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
+//! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `error`: user-facing errors and exit codes.
 
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
+pub mod import;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

@@ -5,6 +5,7 @@
 
 pub mod config_cmd;
 pub mod generate;
+pub mod import;
 pub mod output;
 pub mod serve;
 
@@ -36,6 +37,9 @@ pub enum Command {
     /// Check and summarise the configuration.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// Import channels from another gateway's database.
+    #[command(subcommand)]
+    Import(import::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
+        Command::Import(cmd) => import::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }
