@@ -423,7 +423,7 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
             if version.is_none() {
                 notes.push("no Azure api-version in the row; the router's default applies".into());
             }
-            notes.push("Azure deployment names are the model names without `.`, as in One-API".into());
+            notes.push("Azure deployment names are the model names without `.`, as One-API and New-API do".into());
             (ChannelProtocol::Azure, base, version)
         }
         Wire::Cloudflare { host } => {

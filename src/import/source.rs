@@ -214,7 +214,7 @@ fn read_sqlite(path: &Path) -> Result<Table, SourceError> {
         return Err(SourceError::NoChannels(shown));
     }
     let mut stmt = conn.prepare("SELECT * FROM channels").map_err(classify)?;
-    let columns: Vec<String> = stmt.column_names().into_iter().map(|c| c.to_ascii_lowercase()).collect();
+    let columns: Vec<String> = stmt.column_names().map(|c| c.to_ascii_lowercase()).collect();
     let mut rows = Vec::new();
     let mut q = stmt.query([]).map_err(classify)?;
     while let Some(r) = q.next().map_err(classify)? {
