@@ -31,6 +31,7 @@ complete -c router -n "__fish_router_needs_command" -s V -l version -d 'Print ve
 complete -c router -n "__fish_router_needs_command" -f -a "serve" -d 'Run the proxy'
 complete -c router -n "__fish_router_needs_command" -f -a "config" -d 'Check and summarise the configuration'
 complete -c router -n "__fish_router_needs_command" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_needs_command" -f -a "import" -d 'Import channels from another gateway\'s database'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -81,16 +82,36 @@ complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_s
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "history" -d 'Show past balance checks'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
+complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l flavor -d 'Which project wrote the database (default: detected from its columns)' -r -f -a "one-api\t''
+new-api\t''"
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l prefix -d 'Prepended to every imported channel name' -r
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l dry-run -d 'Show what would be imported, change nothing'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s y -l yes -d 'Import without asking'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l json -d 'Print the report as JSON'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'

@@ -11,13 +11,17 @@
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
+//! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
+//! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `error`: user-facing errors and exit codes.
 
 pub mod balance;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod error;
+pub mod import;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

@@ -6,6 +6,7 @@
 pub mod balance;
 pub mod config_cmd;
 pub mod generate;
+pub mod import;
 pub mod output;
 pub mod serve;
 
@@ -40,6 +41,9 @@ pub enum Command {
     /// Upstream credit per channel and key.
     #[command(subcommand)]
     Balance(balance::Command),
+    /// Import channels from another gateway's database.
+    #[command(subcommand)]
+    Import(import::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -52,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
         Command::Balance(cmd) => balance::run(&global, cmd),
+        Command::Import(cmd) => import::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }
