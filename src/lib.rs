@@ -11,6 +11,7 @@
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
+//! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
 //! - `error`: user-facing errors and exit codes.
 
 pub mod balance;
@@ -18,6 +19,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod probe;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
