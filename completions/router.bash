@@ -31,6 +31,9 @@ _router() {
             router,serve)
                 cmd="router__subcmd__serve"
                 ;;
+            router,test)
+                cmd="router__subcmd__test"
+                ;;
             router__subcmd__balance,check)
                 cmd="router__subcmd__balance__subcmd__check"
                 ;;
@@ -76,6 +79,9 @@ _router() {
             router__subcmd__help,serve)
                 cmd="router__subcmd__help__subcmd__serve"
                 ;;
+            router__subcmd__help,test)
+                cmd="router__subcmd__help__subcmd__test"
+                ;;
             router__subcmd__help__subcmd__balance,check)
                 cmd="router__subcmd__help__subcmd__balance__subcmd__check"
                 ;;
@@ -92,7 +98,7 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config balance generate help"
+            opts="-h -V --config --store --help --version serve config balance test generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -372,7 +378,7 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config balance generate help"
+            opts="serve config balance test generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -497,6 +503,20 @@ _router() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        router__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         router__subcmd__serve)
             opts="-h -V --listen --allow-open --no-local --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -505,6 +525,44 @@ _router() {
             fi
             case "${prev}" in
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__test)
+            opts="-h -V --chat --model --json --concurrency --timeout --strategy --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --strategy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

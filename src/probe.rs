@@ -147,7 +147,12 @@ pub fn describe(status: u16, body: &[u8], secret: &Secret) -> String {
 
 fn transport(e: &reqwest::Error, timeout: Duration) -> (Class, String) {
     if e.is_connect() {
-        let why = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+        // The innermost cause says what happened (`Connection refused`, a DNS or TLS error).
+        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        while let Some(next) = cause.and_then(|c| c.source()) {
+            cause = Some(next);
+        }
+        let why = cause.map(|c| c.to_string()).unwrap_or_default();
         let why = why.lines().next().unwrap_or("").to_string();
         let detail = if why.is_empty() { "connection failed".to_string() } else { format!("connection failed: {why}") };
         (Class::Connect, detail)
@@ -1036,7 +1041,7 @@ pub fn report(snap: &Snapshot, checks: &[CheckResult], routes: &[RouteResult]) -
             model: c.model.clone(),
             check: c.check,
             latency_ms: c.latency_ms.filter(|_| c.ok()).map(|m| m as f64),
-            failure: (!c.ok()).then(|| ProbeFailure {
+            failure: (!c.ok()).then_some(ProbeFailure {
                 class: c.result,
                 status: c.status,
                 retry_after_ms: c.retry_after_ms,

@@ -8,6 +8,7 @@ pub mod config_cmd;
 pub mod generate;
 pub mod output;
 pub mod serve;
+pub mod test;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,8 @@ pub enum Command {
     /// Upstream credit per channel and key.
     #[command(subcommand)]
     Balance(balance::Command),
+    /// Check endpoints, keys, models and routes end to end (exit 1 when anything failed).
+    Test(test::Args),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
         Command::Balance(cmd) => balance::run(&global, cmd),
+        Command::Test(args) => test::run(&global, args),
         Command::Generate(args) => generate::run(args),
     }
 }
