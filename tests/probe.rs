@@ -352,6 +352,18 @@ async fn a_tag_target_prints_the_routing_decision_and_the_attempts_of_a_real_req
     assert_eq!(r["request"]["tokens"]["input"], 9);
     assert_eq!(v["checks"].as_array().unwrap().len(), 0);
 
+    // Checks run first and feed the routing health, as a report would feed `serve`: the endpoint whose model list
+    // answered 500 is cooling, so the real request goes straight to `second`.
+    let (code, stdout, _) = router_test(&cfg, &["first", "tag:qwen3", "--json"]).await;
+    assert_eq!(code, 1, "the check of `first` failed: {stdout}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["checks"][0]["result"], "server_error");
+    let r = &v["routes"][0];
+    assert_eq!(r["candidates"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["excluded"][0]["reason"].as_str().unwrap().contains("endpoint cooling down"), "{r}");
+    assert_eq!(r["request"]["attempts"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["request"]["channel"], "second");
+
     // A model only the failing channel serves: the run fails, and says why.
     let (code, stdout, _) = router_test(&cfg, &["qwen/qwen3-8b"]).await;
     assert_eq!(code, 1, "{stdout}");
@@ -388,4 +400,35 @@ async fn unknown_targets_exit_1_with_close_names() {
     assert_eq!(code, 1);
     assert!(stderr.contains("channel `good` has no endpoint `eu`") && stderr.contains("default"), "{stderr}");
     assert_eq!(up.count(), 0, "nothing is sent when a target is unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_request_uses_the_anthropic_protocol_for_claude_channels_and_honours_the_timeout() {
+    let claude = Mock::start(|_, _| Reply::Json(200, messages_json("claude-haiku-4-5", "OK"))).await;
+    let slow = Mock::start(|_, _| Reply::Hang).await;
+    let cfg = format!(
+        "channels:\n  - name: claude\n    protocol: anthropic\n    base_url: {}\n    keys: [{}]\n    models: [claude-haiku-4-5]\n  - name: slow\n    base_url: {}\n    keys: [{}]\n    models: [gpt-4o]\n",
+        claude.root_url(),
+        key("claude"),
+        slow.openai_url(),
+        key("slow"),
+    );
+    let (code, stdout, stderr) = router_test(&cfg, &["tag:claude", "--json"]).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let r = &v["routes"][0];
+    assert_eq!(r["client"], "anthropic");
+    assert_eq!(r["request"]["path"], "POST /v1/messages");
+    assert!(r["request"]["translated"].is_null(), "no translation needed: {r}");
+    assert_eq!(r["request"]["tokens"]["input"], 12);
+    assert_eq!(claude.last().uri, "/v1/messages");
+    assert_eq!(claude.last().header("x-api-key").unwrap(), key("claude"));
+
+    let started = std::time::Instant::now();
+    let (code, stdout, _) = router_test(&cfg, &["gpt-4o", "--timeout", "500ms"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let attempt = stdout.lines().map(cells).find(|c| c.len() == 8 && c[1] == "slow").expect(&stdout);
+    assert_eq!(attempt[6], "timeout", "{stdout}");
+    assert!(stdout.contains("result: failed (HTTP 504"), "{stdout}");
 }
