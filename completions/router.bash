@@ -34,6 +34,9 @@ _router() {
             router,serve)
                 cmd="router__subcmd__serve"
                 ;;
+            router,test)
+                cmd="router__subcmd__test"
+                ;;
             router__subcmd__balance,check)
                 cmd="router__subcmd__balance__subcmd__check"
                 ;;
@@ -82,6 +85,9 @@ _router() {
             router__subcmd__help,serve)
                 cmd="router__subcmd__help__subcmd__serve"
                 ;;
+            router__subcmd__help,test)
+                cmd="router__subcmd__help__subcmd__test"
+                ;;
             router__subcmd__help__subcmd__balance,check)
                 cmd="router__subcmd__help__subcmd__balance__subcmd__check"
                 ;;
@@ -113,7 +119,7 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config balance import generate help"
+            opts="-h -V --config --store --help --version serve config balance import test generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -393,7 +399,7 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config balance import generate help"
+            opts="serve config balance import test generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -546,6 +552,20 @@ _router() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        router__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         router__subcmd__import)
             opts="-h -V --config --store --help --version oneapi help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -648,6 +668,44 @@ _router() {
             fi
             case "${prev}" in
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__test)
+            opts="-h -V --chat --model --json --concurrency --timeout --strategy --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --strategy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -32,6 +32,7 @@ complete -c router -n "__fish_router_needs_command" -f -a "serve" -d 'Run the pr
 complete -c router -n "__fish_router_needs_command" -f -a "config" -d 'Check and summarise the configuration'
 complete -c router -n "__fish_router_needs_command" -f -a "balance" -d 'Upstream credit per channel and key'
 complete -c router -n "__fish_router_needs_command" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_needs_command" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -100,17 +101,28 @@ complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_su
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand test" -l model -d 'Only this model for the chat requests (implies --chat)' -r
+complete -c router -n "__fish_router_using_subcommand test" -l concurrency -d 'Checks in flight at once' -r
+complete -c router -n "__fish_router_using_subcommand test" -l timeout -d 'Bound on each request (and on each attempt of a routed request)' -r
+complete -c router -n "__fish_router_using_subcommand test" -l strategy -d 'Strategy for model and tag targets (default: routing.strategy of the config)' -r
+complete -c router -n "__fish_router_using_subcommand test" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand test" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand test" -l chat -d 'Also send a minimal real request (8 output tokens) to each model of the tested endpoints'
+complete -c router -n "__fish_router_using_subcommand test" -l json -d 'Print the results as JSON'
+complete -c router -n "__fish_router_using_subcommand test" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand test" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'

@@ -13,6 +13,7 @@
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
+//! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
 //! - `error`: user-facing errors and exit codes.
 
 pub mod balance;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod import;
+pub mod probe;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod import;
 pub mod output;
 pub mod serve;
+pub mod test;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,8 @@ pub enum Command {
     /// Import channels from another gateway's database.
     #[command(subcommand)]
     Import(import::Command),
+    /// Check endpoints, keys, models and routes end to end (exit 1 when anything failed).
+    Test(test::Args),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(&global, cmd),
         Command::Balance(cmd) => balance::run(&global, cmd),
         Command::Import(cmd) => import::run(&global, cmd),
+        Command::Test(args) => test::run(&global, args),
         Command::Generate(args) => generate::run(args),
     }
 }
