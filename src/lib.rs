@@ -9,6 +9,7 @@
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `error`: user-facing errors and exit codes.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod store;
 pub mod tags;
 pub mod upstream;
 pub mod usage;
