@@ -6,7 +6,9 @@
 pub mod config_cmd;
 pub mod generate;
 pub mod output;
+pub mod requests;
 pub mod serve;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -36,6 +38,10 @@ pub enum Command {
     /// Check and summarise the configuration.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key.
+    Usage(usage::Args),
+    /// Recent request records; `requests show ID` for one with every attempt.
+    Requests(requests::Args),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -47,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
+        Command::Usage(args) => usage::run(&global, args),
+        Command::Requests(args) => requests::run(&global, args),
         Command::Generate(args) => generate::run(args),
     }
 }

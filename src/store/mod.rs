@@ -7,6 +7,7 @@
 //! or the socket path. Must not be touched from the request hot path: records reach it only through the
 //! `usage::sink` channel.
 
+pub mod recorder;
 pub mod socket;
 pub mod tables;
 pub mod writer;
