@@ -91,7 +91,17 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
         return output::json(&records.iter().map(|r| record_json(r, a.utc)).collect::<Vec<_>>());
     }
     let mut t = output::table(&[
-        "time", "id", "key", "model", "channel/endpoint", "token", "status", "outcome", "tokens", "cost $", "ms",
+        "time",
+        "id",
+        "key",
+        "model",
+        "channel/endpoint",
+        "token",
+        "status",
+        "outcome",
+        "tokens",
+        "cost $",
+        "ms",
     ]);
     for r in &records {
         t.add_row(vec![
@@ -234,7 +244,11 @@ fn tokens(r: &RequestRecord) -> String {
     }
     let cached = t.cache_read + t.cache_write;
     let est = if r.usage_source == UsageSource::Estimated { "~" } else { "" };
-    if cached > 0 { format!("{est}{}+{cached}/{}", t.input, t.output) } else { format!("{est}{}/{}", t.input, t.output) }
+    if cached > 0 {
+        format!("{est}{}+{cached}/{}", t.input, t.output)
+    } else {
+        format!("{est}{}/{}", t.input, t.output)
+    }
 }
 
 fn cost(r: &RequestRecord) -> String {

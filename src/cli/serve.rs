@@ -13,8 +13,8 @@ use crate::catalog::Snapshot;
 use crate::config::{self, Config, autodetect};
 use crate::error::user;
 use crate::proxy::{self, AppState};
-use crate::upstream::health::Health;
 use crate::store::{self, Registry, recorder::Recorder};
+use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
 #[derive(Debug, clap::Args)]

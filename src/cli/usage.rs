@@ -5,8 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{Global, output};
-use crate::store::{self, Access};
 use crate::store::tables::Counters;
+use crate::store::{self, Access};
 use crate::usage::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
