@@ -15,6 +15,7 @@ use serde_json::Value;
 const ALPHA: &str = "sk-alpha-SECRET-7f3a9c1e5b";
 const BETA: &str = "sk-beta-SECRET-2d8e4f6a0c";
 const FLAKY: &str = "sk-flaky-SECRET-9b1c3d5e7f";
+const QUIET: &str = "sk-nousage-SECRET-4a6c8e0b2d";
 
 fn config(dir: &Path, upstream: &Upstream) -> std::path::PathBuf {
     let base = upstream.base_url();
@@ -41,6 +42,11 @@ channels:
         base_url: {base}
         priority: 1
         keys: [{{name: beta, key: {BETA}}}]
+      - name: quiet
+        base_url: {base}
+        priority: 2
+        failover_enabled: false
+        keys: [{{name: quiet, key: {QUIET}}}]
 "#
     );
     let p = dir.join("router.yaml");
@@ -181,7 +187,7 @@ async fn usage_is_exact_per_token_and_identical_via_socket_and_direct() {
         cli(&["usage", "--csv", "--group-by", "token", "--store", &s]).1,
         cli(&["requests", "--store", &s]).1,
     ];
-    for key in [ALPHA, BETA, FLAKY] {
+    for key in [ALPHA, BETA, FLAKY, QUIET] {
         let needle = key.as_bytes();
         assert!(!file.windows(needle.len()).any(|w| w == needle), "{key} is in the store file");
         let secret_part = &key[key.find("SECRET").unwrap()..];
@@ -268,4 +274,29 @@ fn a_foreign_file_is_a_clear_error_and_left_alone() {
     let (code, _, err) = cli(&["usage", "--since", "last tuesday", "--store", p.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("not a time"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_upstream_usage_tokens_are_estimated_and_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start().await;
+    let cfg = config(dir.path(), &upstream);
+    let store = dir.path().join("router.redb");
+    let mut server = Server::start(dir.path(), &cfg, &store);
+    assert_eq!(send(&server, false, Some("main/quiet")).await, 200);
+    assert_eq!(send(&server, true, Some("main/quiet")).await, 200);
+    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == 2));
+    for r in requests_json(&store) {
+        assert_eq!(r["token_key"], "quiet");
+        assert_eq!(r["usage_source"], "estimated", "{r}");
+        let (input, output) = (r["tokens"]["input"].as_u64().unwrap(), r["tokens"]["output"].as_u64().unwrap());
+        // "hi" is one token; the answers are "Hello" (1) and a ten-token sentence.
+        assert!((1..=3).contains(&input), "{r}");
+        assert!((1..=12).contains(&output), "{r}");
+    }
+    let s = store.to_str().unwrap();
+    let (_, out, _) = cli(&["usage", "--json", "--store", s]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["totals"]["estimated_requests"], 2);
+    assert!(server.stop().success());
 }

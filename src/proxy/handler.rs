@@ -434,7 +434,7 @@ async fn attempt_all(
                 h.succeed(&ep.health_key);
                 h.succeed(&tok.health_key);
                 h.observe_ttfb(&ep.health_key, ms.as_secs_f64() * 1000.0);
-                return respond(&state, &snap, &ctx, record, cand, resp, &peek, op, inject, body.len() as u64 / 4, ms);
+                return respond(&state, &snap, &ctx, record, cand, resp, &peek, op, inject, body.clone(), ms);
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -588,7 +588,7 @@ fn respond(
     peek: &Peek,
     op: Operation,
     injected: bool,
-    est_input: u64,
+    request: Bytes,
     ttfb: Duration,
 ) -> Response<ProxyBody> {
     let ch = &snap.channels[cand.channel];
@@ -634,7 +634,7 @@ fn respond(
         endpoint_key: ep.health_key.clone(),
         token_key: tok.health_key.clone(),
         client: ctx.protocol,
-        est_input,
+        request,
         record,
         started: ctx.started,
     };

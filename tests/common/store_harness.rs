@@ -98,19 +98,24 @@ async fn answer(req: Request<Incoming>, billed: &Mutex<HashMap<String, Billed>>)
     let (prompt, cached, completion) = usage_for(&key);
     {
         let mut m = billed.lock().unwrap();
-        let e = m.entry(key).or_default();
+        let e = m.entry(key.clone()).or_default();
         e.responses += 1;
         e.prompt += prompt;
         e.cached += cached;
         e.completion += completion;
     }
     let model = json["model"].as_str().unwrap_or("gpt-test").to_string();
-    let usage = serde_json::json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    });
+    // Keys containing `nousage` get answers without any usage: the router must estimate.
+    let usage = if key.contains("nousage") {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        })
+    };
     if json["stream"].as_bool() == Some(true) {
         let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
             serde_json::json!({"id": "c1", "object": "chat.completion.chunk", "model": model,
@@ -123,6 +128,9 @@ async fn answer(req: Request<Incoming>, billed: &Mutex<HashMap<String, Billed>>)
             chunk(serde_json::json!({}), serde_json::json!("stop")),
             serde_json::json!({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}),
         ] {
+            if ev["usage"].is_null() && ev["choices"].as_array().is_some_and(|c| c.is_empty()) {
+                continue;
+            }
             sse.push_str(&format!("data: {ev}\n\n"));
         }
         sse.push_str("data: [DONE]\n\n");
@@ -131,11 +139,13 @@ async fn answer(req: Request<Incoming>, billed: &Mutex<HashMap<String, Billed>>)
             .body(Full::new(Bytes::from(sse)))
             .unwrap();
     }
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "id": "c1", "object": "chat.completion", "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}],
-        "usage": usage,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there, how can I help you today?"}, "finish_reason": "stop"}],
     });
+    if !usage.is_null() {
+        out["usage"] = usage;
+    }
     Response::builder()
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(out.to_string())))
