@@ -37,8 +37,10 @@ pub const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("request
 /// Daily rollups: [`DailyKey`] -> [`Counters::encode`]. Never pruned.
 /// Key: (UTC day number since 1970-01-01, channel, endpoint, token fingerprint, token_key, model, gateway key).
 /// Absent parts are empty strings.
-pub const USAGE_DAILY: TableDefinition<(u32, &str, &str, &str, &str, &str, &str), &[u8]> =
-    TableDefinition::new("usage_daily");
+pub const USAGE_DAILY: TableDefinition<DailyTuple, &[u8]> = TableDefinition::new("usage_daily");
+
+/// The `usage_daily` key as redb stores it.
+pub type DailyTuple<'a> = (u32, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
 
 /// The owned form of a `usage_daily` key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -66,11 +68,11 @@ impl DailyKey {
         }
     }
 
-    pub fn as_tuple(&self) -> (u32, &str, &str, &str, &str, &str, &str) {
+    pub fn as_tuple(&self) -> DailyTuple<'_> {
         (self.day, &self.channel, &self.endpoint, &self.token_fp, &self.token_key, &self.model, &self.gateway_key)
     }
 
-    pub fn from_tuple(t: (u32, &str, &str, &str, &str, &str, &str)) -> DailyKey {
+    pub fn from_tuple(t: DailyTuple<'_>) -> DailyKey {
         DailyKey {
             day: t.0,
             channel: t.1.into(),

@@ -68,11 +68,9 @@ fn json_text(body: &[u8]) -> String {
 /// Appends every string found under a text key (at any depth) to `out`.
 fn collect(v: &Value, under_text_key: bool, out: &mut String) {
     match v {
-        Value::String(s) if under_text_key => {
-            if out.len() < MAX_TEXT * 2 {
-                out.push_str(s);
-                out.push('\n');
-            }
+        Value::String(s) if under_text_key && out.len() < MAX_TEXT * 2 => {
+            out.push_str(s);
+            out.push('\n');
         }
         Value::Array(a) => a.iter().for_each(|x| collect(x, under_text_key, out)),
         Value::Object(m) => {
