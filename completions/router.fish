@@ -33,6 +33,8 @@ complete -c router -n "__fish_router_needs_command" -f -a "config" -d 'Check and
 complete -c router -n "__fish_router_needs_command" -f -a "balance" -d 'Upstream credit per channel and key'
 complete -c router -n "__fish_router_needs_command" -f -a "import" -d 'Import channels from another gateway\'s database'
 complete -c router -n "__fish_router_needs_command" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_needs_command" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
+complete -c router -n "__fish_router_needs_command" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -111,19 +113,64 @@ complete -c router -n "__fish_router_using_subcommand test" -l chat -d 'Also sen
 complete -c router -n "__fish_router_using_subcommand test" -l json -d 'Print the results as JSON'
 complete -c router -n "__fish_router_using_subcommand test" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand test" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'Start of the range: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'End of the range (a date includes that whole day)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l group-by -d 'Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names' -r -f -a "day\t''
+channel\t''
+endpoint\t''
+token\t'The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together)'
+model\t''
+key\t'The gateway key clients used'"
+complete -c router -n "__fish_router_using_subcommand usage" -l channel -d 'Only this channel' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l token -d 'Only this upstream token (its name or fp:...)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l key -d 'Only this gateway key' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand usage" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand usage" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand usage" -l csv -d 'Print CSV'
+complete -c router -n "__fish_router_using_subcommand usage" -l utc -d 'Dates and days in UTC instead of local time'
+complete -c router -n "__fish_router_using_subcommand usage" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c router -n "__fish_router_using_subcommand usage" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s n -l limit -d 'How many records to show' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l since -d 'Only records from this time on: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l until -d 'Only records before this time (a date includes that whole day)' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l channel -d 'Only this channel' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l token -d 'Only this upstream token (its name or fp:...)' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l model -d 'Only this model (requested or upstream)' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l key -d 'Only this gateway key' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l utc -d 'Times in UTC instead of local time'
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'One request with every upstream attempt'
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -l utc -d 'Times in UTC instead of local time'
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with every upstream attempt'
+complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'

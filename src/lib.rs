@@ -9,6 +9,7 @@
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
@@ -27,6 +28,7 @@ pub mod probe;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod store;
 pub mod tags;
 pub mod upstream;
 pub mod usage;

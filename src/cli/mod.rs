@@ -8,8 +8,10 @@ pub mod config_cmd;
 pub mod generate;
 pub mod import;
 pub mod output;
+pub mod requests;
 pub mod serve;
 pub mod test;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -47,6 +49,10 @@ pub enum Command {
     Import(import::Command),
     /// Check endpoints, keys, models and routes end to end (exit 1 when anything failed).
     Test(test::Args),
+    /// Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key.
+    Usage(usage::Args),
+    /// Recent request records; `requests show ID` for one with every attempt.
+    Requests(requests::Args),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -61,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Balance(cmd) => balance::run(&global, cmd),
         Command::Import(cmd) => import::run(&global, cmd),
         Command::Test(args) => test::run(&global, args),
+        Command::Usage(args) => usage::run(&global, args),
+        Command::Requests(args) => requests::run(&global, args),
         Command::Generate(args) => generate::run(args),
     }
 }

@@ -13,8 +13,9 @@ use crate::catalog::Snapshot;
 use crate::config::{self, Config, autodetect};
 use crate::error::user;
 use crate::proxy::{self, AppState};
+use crate::store::{self, Registry, recorder::Recorder};
 use crate::upstream::health::Health;
-use crate::usage::sink::{self, RecordSink};
+use crate::usage::sink::RecordSink;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,15 +72,19 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
             .with_hint("add server.keys to the config, listen on 127.0.0.1, or pass --allow-open")
             .into());
     }
+    // Store: request records, rollups and the control socket (see store::recorder).
+    let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
+    let (record_sink, records) = RecordSink::new(4096);
+    let recorder = Recorder::start(&store_path, config.raw.store.retention_days, records, Registry::builtin()).await?;
+
     let grace = config.raw.server.grace_period.0;
     let config_path = config.path.clone();
     let snapshot = Snapshot::build(Arc::new(config), &[], &Default::default(), loaded.auto);
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);
+    output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
-    let (record_sink, records) = RecordSink::new(4096);
-    let writer = tokio::spawn(sink::log_records(records));
     let health = Arc::new(Health::new());
     let state = AppState::new(snapshot, health, record_sink);
     if let Some(path) = config_path {
@@ -87,8 +92,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
     drop(state);
-    // Every sender is gone once in-flight requests are; the writer drains what is queued and ends.
-    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    // In-flight requests are done: commit every queued record, then close the control socket.
+    let stats = recorder.shutdown().await;
+    output::note(&format!("store: {} request records saved", stats.records));
     output::note("router stopped");
     Ok(())
 }

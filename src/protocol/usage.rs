@@ -203,6 +203,11 @@ impl UsageMeter {
         env.usage.is_some() && env.choices.as_ref().is_some_and(|c| c.is_empty())
     }
 
+    /// Usage has been reported so far (for streams: e.g. Anthropic's `message_start`).
+    pub fn has_usage(&self) -> bool {
+        self.acc.seen()
+    }
+
     /// The stream reached its normal end so far.
     pub fn completed(&self) -> bool {
         self.completed || self.finish_seen

@@ -54,8 +54,8 @@ pub struct Finisher {
     pub endpoint_key: Arc<str>,
     pub token_key: Arc<str>,
     pub client: Protocol,
-    /// Estimated prompt tokens, used only when the upstream reports none.
-    pub est_input: u64,
+    /// The client's request body, tokenised only when the upstream reports no usage.
+    pub request: Bytes,
 }
 
 pub struct MeteredBody {
@@ -70,7 +70,13 @@ pub struct MeteredBody {
     sink: RecordSink,
     done: bool,
     out_bytes: u64,
+    /// The upstream body (shared, not copied; capped), tokenised only when the upstream reports no usage.
+    captured: Vec<Bytes>,
+    captured_len: usize,
 }
+
+/// Upstream bytes kept for a possible token estimate (only until the upstream reports usage).
+const CAPTURE_CAP: usize = 512 << 10;
 
 impl MeteredBody {
     pub fn new(
@@ -93,12 +99,22 @@ impl MeteredBody {
             reserve: None,
             done: false,
             out_bytes: 0,
+            captured: Vec::new(),
+            captured_len: 0,
         }
     }
 
     /// Turns a chunk into the bytes to forward (possibly none).
     fn process(&mut self, chunk: Bytes) -> Option<Bytes> {
         self.out_bytes += chunk.len() as u64;
+        if self.captured_len < CAPTURE_CAP && !self.meter.has_usage() {
+            self.captured_len += chunk.len();
+            self.captured.push(chunk.clone());
+        } else if !self.captured.is_empty() && self.meter.has_usage() {
+            // The upstream reports usage: nothing to estimate, free what was kept.
+            self.captured = Vec::new();
+            self.captured_len = CAPTURE_CAP;
+        }
         match &mut self.mode {
             Mode::Raw => {
                 self.meter.body_chunk(&chunk);
@@ -168,6 +184,7 @@ impl MeteredBody {
     fn complete(&mut self, outcome: Outcome, error: Option<String>) -> Option<RequestRecord> {
         let f = self.finisher.take()?;
         let metered = self.meter.finish();
+        let captured = std::mem::take(&mut self.captured);
         let mut rec = f.record;
         rec.total_ms = f.started.elapsed().as_millis() as u32;
         rec.outcome = outcome;
@@ -180,9 +197,10 @@ impl MeteredBody {
                 rec.usage_source = UsageSource::Upstream;
             }
             None if self.out_bytes > 0 && outcome != Outcome::UpstreamError => {
-                // The upstream said nothing: estimate (~4 bytes a token) and say so.
-                rec.tokens.input = f.est_input;
-                rec.tokens.output = self.out_bytes / 4 / if self.is_sse() { 4 } else { 1 };
+                // The upstream said nothing: count the text with tiktoken (o200k_base) and say so.
+                let est = crate::usage::estimate::estimate(&f.request, &captured, self.is_sse());
+                rec.tokens.input = est.input;
+                rec.tokens.output = est.output;
                 rec.usage_source = UsageSource::Estimated;
             }
             None => {}

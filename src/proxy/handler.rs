@@ -453,13 +453,23 @@ async fn attempt_all(
                 h.succeed(&ep.health_key);
                 h.succeed(&tok.health_key);
                 h.observe_ttfb(&ep.health_key, ms.as_secs_f64() * 1000.0);
-                let est_input = body.len() as u64 / 4;
                 if let Some(c) = conv {
                     let wants_usage = c == Conversion::ChatToAnthropic && convert::chat_request_wants_usage(&body);
-                    return respond_translated(&state, &snap, &ctx, record, cand, resp, c, wants_usage, est_input, ms)
-                        .await;
+                    return respond_translated(
+                        &state,
+                        &snap,
+                        &ctx,
+                        record,
+                        cand,
+                        resp,
+                        c,
+                        wants_usage,
+                        body.clone(),
+                        ms,
+                    )
+                    .await;
                 }
-                return respond(&state, &snap, &ctx, record, cand, resp, &peek, op, inject, est_input, ms);
+                return respond(&state, &snap, &ctx, record, cand, resp, &peek, op, inject, body.clone(), ms);
             }
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -636,7 +646,7 @@ fn respond(
     peek: &Peek,
     op: Operation,
     injected: bool,
-    est_input: u64,
+    request: Bytes,
     ttfb: Duration,
 ) -> Response<ProxyBody> {
     let ch = &snap.channels[cand.channel];
@@ -682,7 +692,7 @@ fn respond(
         endpoint_key: ep.health_key.clone(),
         token_key: tok.health_key.clone(),
         client: ctx.protocol,
-        est_input,
+        request,
         record,
         started: ctx.started,
     };
@@ -705,7 +715,7 @@ async fn respond_translated(
     resp: reqwest::Response,
     conv: Conversion,
     wants_usage: bool,
-    est_input: u64,
+    request: Bytes,
     ttfb: Duration,
 ) -> Response<ProxyBody> {
     let ch = &snap.channels[cand.channel];
@@ -741,7 +751,7 @@ async fn respond_translated(
             endpoint_key: ep.health_key.clone(),
             token_key: tok.health_key.clone(),
             client: ctx.protocol,
-            est_input,
+            request,
             record,
             started: ctx.started,
         };
@@ -755,11 +765,20 @@ async fn respond_translated(
     let upstream_body = read_capped(resp, 64 * 1024 * 1024, within.saturating_duration_since(Instant::now())).await;
     let mut meter = UsageMeter::new(ch.protocol.wire());
     meter.body(&upstream_body);
-    if let Some(t) = meter.finish().tokens {
-        record.tokens = t;
-        record.usage_source = usage::UsageSource::Upstream;
-        record.cost_usd = ch.price(&cand.model).map(|p| t.cost(&p));
+    match meter.finish().tokens {
+        Some(t) => {
+            record.tokens = t;
+            record.usage_source = usage::UsageSource::Upstream;
+        }
+        None if !upstream_body.is_empty() => {
+            let est = usage::estimate::estimate(&request, std::slice::from_ref(&upstream_body), false);
+            record.tokens.input = est.input;
+            record.tokens.output = est.output;
+            record.usage_source = usage::UsageSource::Estimated;
+        }
+        None => {}
     }
+    record.cost_usd = ch.price(&cand.model).map(|p| record.tokens.cost(&p));
     record.total_ms = ctx.started.elapsed().as_millis() as u32;
     match convert::convert_response(conv, &upstream_body, &client_model) {
         Ok(b) => {

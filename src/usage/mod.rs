@@ -4,6 +4,8 @@
 //! fingerprint of upstream keys (the only form in which a key is ever recorded) and cost arithmetic.
 //! Persisting records and reporting on them are `store`'s and `cli`'s business.
 
+pub mod estimate;
+pub mod report;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};

@@ -320,6 +320,19 @@ impl Router {
         self.stdout_lines.lock().unwrap().join("\n")
     }
 
+    /// The request records the server has committed, newest first (via the control socket).
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let store = self.store_path();
+        let (code, out, err) =
+            run_cli(&["requests", "--json", "--limit", "1000", "--store", store.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "router requests failed: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        match v {
+            serde_json::Value::Array(a) => a,
+            other => other["requests"].as_array().cloned().unwrap_or_default(),
+        }
+    }
+
     /// Sends a signal to the server.
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();

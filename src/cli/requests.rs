@@ -1,0 +1,268 @@
+//! `router requests`: recent request records, newest first; `router requests show ID`: one record with every
+//! attempt.
+//!
+//! Reaches the store directly or through a running server's control socket (same query, same output). Prints
+//! token names and fingerprints only, never a key.
+
+use chrono::{DateTime, Local, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use super::{Global, output};
+use crate::store::{self, Access};
+use crate::usage::report::{self, Filters, RequestsQuery, ShowRequest};
+use crate::usage::{RequestRecord, UsageSource, format_id};
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+    #[command(flatten)]
+    pub list: ListArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Sub {
+    /// One request with every upstream attempt.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The request id (32 hex digits, as listed), or a unique prefix of it.
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// How many records to show.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: usize,
+    /// Only records from this time on: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only records before this time (a date includes that whole day).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only this channel.
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+    /// Only this upstream token (its name or fp:...).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Only this model (requested or upstream).
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Only this gateway key.
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let access = Access::open_existing(&store::path_for_cli(global)?)?;
+    match args.command {
+        Some(Sub::Show(a)) => show(&access, a),
+        None => list(&access, args.list),
+    }
+}
+
+fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
+    let now = crate::usage::now_ms();
+    let query = RequestsQuery {
+        limit: a.limit,
+        since_ms: a.since.as_deref().map(|s| report::parse_when(s, a.utc, false, now)).transpose()?,
+        until_ms: a.until.as_deref().map(|s| report::parse_when(s, a.utc, true, now)).transpose()?,
+        filters: Filters { channel: a.channel, token: a.token, model: a.model, key: a.key },
+    };
+    let records = access.run(query)?.records;
+    if a.json {
+        return output::json(&records.iter().map(|r| record_json(r, a.utc)).collect::<Vec<_>>());
+    }
+    let mut t = output::table(&[
+        "time",
+        "id",
+        "key",
+        "model",
+        "channel/endpoint",
+        "token",
+        "status",
+        "outcome",
+        "tokens",
+        "cost $",
+        "ms",
+    ]);
+    for r in &records {
+        t.add_row(vec![
+            time(r.time_ms, a.utc),
+            format_id(r.id),
+            r.gateway_key.clone().unwrap_or_else(|| "-".into()),
+            model(r),
+            where_(r),
+            r.token_key.clone().unwrap_or_else(|| "-".into()),
+            status(r),
+            r.outcome.as_str().into(),
+            tokens(r),
+            cost(r),
+            r.total_ms.to_string(),
+        ]);
+    }
+    output::print_table(&t);
+    Ok(())
+}
+
+fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
+    let r = access.run(ShowRequest { id: a.id })?.records.into_iter().next().expect("show returns one record");
+    if a.json {
+        return output::json(&record_json(&r, a.utc));
+    }
+    let line = |k: &str, v: String| output::line(&format!("{k:<16}{v}"));
+    line("id", format_id(r.id));
+    line("time", time(r.time_ms, a.utc));
+    line("gateway key", r.gateway_key.clone().unwrap_or_else(|| "-".into()));
+    line("client", format!("{} {}", r.client_protocol, r.path));
+    line("model", model(&r));
+    line("channel", where_(&r));
+    line(
+        "token",
+        match (&r.token_key, &r.token_fp) {
+            (Some(k), Some(fp)) if k != fp => format!("{k} ({fp})"),
+            (Some(k), _) => k.clone(),
+            _ => "-".into(),
+        },
+    );
+    line("strategy", r.strategy.clone());
+    line("status", format!("{} {}", status(&r), r.outcome.as_str()));
+    line("stream", r.stream.to_string());
+    if let Some(t) = &r.translated {
+        line("translated", t.clone());
+    }
+    line(
+        "time to first",
+        r.ttfb_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "-".into()) + &format!(", total {} ms", r.total_ms),
+    );
+    let tk = &r.tokens;
+    line(
+        "tokens",
+        format!(
+            "input {}  cache read {}  cache write {}  output {} (reasoning {})  [{}]",
+            tk.input,
+            tk.cache_read,
+            tk.cache_write,
+            tk.output,
+            tk.reasoning,
+            source(r.usage_source)
+        ),
+    );
+    line("cost $", cost(&r));
+    if let Some(e) = &r.error {
+        line("error", e.clone());
+    }
+    let mut t = output::table(&["#", "channel/endpoint", "token", "model", "status", "outcome", "ms"]);
+    for (i, at) in r.attempts.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            format!("{}/{}", at.channel, at.endpoint),
+            at.token_key.clone(),
+            at.model.clone(),
+            at.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            at.outcome.clone(),
+            at.ms.to_string(),
+        ]);
+    }
+    if r.attempts.is_empty() {
+        output::line("attempts        none");
+    } else {
+        output::line("attempts");
+        output::print_table(&t);
+    }
+    Ok(())
+}
+
+/// A record for scripts: the id as 32 hex digits (JSON numbers cannot hold it) and the time as RFC 3339.
+pub fn record_json(r: &RequestRecord, utc: bool) -> Value {
+    let mut v = serde_json::to_value(RequestRecord { id: 0, ..r.clone() }).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(format_id(r.id)));
+        m.insert("time".into(), json!(rfc3339(r.time_ms, utc)));
+    }
+    v
+}
+
+fn rfc3339(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default()
+    }
+}
+
+fn time(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    }
+    .unwrap_or_default()
+}
+
+fn model(r: &RequestRecord) -> String {
+    match &r.upstream_model {
+        Some(u) if *u != r.requested_model => format!("{} -> {u}", r.requested_model),
+        _ => r.requested_model.clone(),
+    }
+}
+
+fn where_(r: &RequestRecord) -> String {
+    match (&r.channel, &r.endpoint) {
+        (Some(c), Some(e)) => format!("{c}/{e}"),
+        (Some(c), None) => c.clone(),
+        _ => "-".into(),
+    }
+}
+
+fn status(r: &RequestRecord) -> String {
+    if r.status == 0 { "-".into() } else { r.status.to_string() }
+}
+
+/// `input[+cached]/output`, `~` in front when estimated.
+fn tokens(r: &RequestRecord) -> String {
+    let t = &r.tokens;
+    if t.is_zero() {
+        return "-".into();
+    }
+    let cached = t.cache_read + t.cache_write;
+    let est = if r.usage_source == UsageSource::Estimated { "~" } else { "" };
+    if cached > 0 {
+        format!("{est}{}+{cached}/{}", t.input, t.output)
+    } else {
+        format!("{est}{}/{}", t.input, t.output)
+    }
+}
+
+fn cost(r: &RequestRecord) -> String {
+    match r.cost_usd {
+        Some(c) => report::format_usd(c),
+        None if r.tokens.is_zero() => "0".into(),
+        None => "-".into(),
+    }
+}
+
+fn source(s: UsageSource) -> &'static str {
+    match s {
+        UsageSource::Upstream => "from upstream",
+        UsageSource::Estimated => "estimated",
+        UsageSource::None => "none billed",
+    }
+}

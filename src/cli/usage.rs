@@ -1,0 +1,251 @@
+//! `router usage`: token and cost totals from the store, grouped and filtered; a table, JSON or CSV.
+//!
+//! Reaches the store directly or through a running server's control socket (same query, same output).
+
+use serde_json::{Map, Value, json};
+
+use super::{Global, output};
+use crate::store::tables::Counters;
+use crate::store::{self, Access};
+use crate::usage::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Start of the range: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// End of the range (a date includes that whole day).
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names.
+    #[arg(long, value_enum, value_name = "BY")]
+    pub group_by: Vec<GroupBy>,
+    /// Only this channel.
+    #[arg(long, value_name = "NAME")]
+    pub channel: Option<String>,
+    /// Only this upstream token (its name or fp:...).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Only this model.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Only this gateway key.
+    #[arg(long, value_name = "NAME")]
+    pub key: Option<String>,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
+    /// Dates and days in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let now = crate::usage::now_ms();
+    let since_ms = args.since.as_deref().map(|s| report::parse_when(s, args.utc, false, now)).transpose()?;
+    let until_ms = args.until.as_deref().map(|s| report::parse_when(s, args.utc, true, now)).transpose()?;
+    let mut group_by = Vec::new();
+    for g in args.group_by {
+        if !group_by.contains(&g) {
+            group_by.push(g);
+        }
+    }
+    let query = UsageQuery {
+        since_ms,
+        until_ms,
+        group_by,
+        filters: Filters { channel: args.channel, token: args.token, model: args.model, key: args.key },
+        utc: args.utc,
+    };
+    let access = Access::open_existing(&store::path_for_cli(global)?)?;
+    let report = access.run(query)?;
+    if report.source == Source::Daily {
+        output::note("note: the range reaches past store.retention_days; totals come from daily rollups (UTC days)");
+    }
+    if args.json {
+        output::json(&to_json(&report))
+    } else if args.csv {
+        print_csv(&report);
+        Ok(())
+    } else {
+        print_table(&report);
+        Ok(())
+    }
+}
+
+fn counters_json(c: &Counters, m: &mut Map<String, Value>) {
+    m.insert("requests".into(), json!(c.requests));
+    m.insert("errors".into(), json!(c.errors));
+    m.insert("input".into(), json!(c.input));
+    m.insert("cache_read".into(), json!(c.cache_read));
+    m.insert("cache_write".into(), json!(c.cache_write));
+    m.insert("output".into(), json!(c.output));
+    m.insert("reasoning".into(), json!(c.reasoning));
+    m.insert("cost_usd".into(), json!(report::cost_json(c)));
+    m.insert("unknown_cost_requests".into(), json!(c.unknown_cost));
+    m.insert("estimated_requests".into(), json!(c.estimated));
+}
+
+/// `{source, group_by, rows: [{<dimension>: value, ..., token_keys?, counters...}], totals: {...}}`.
+pub fn to_json(r: &UsageReport) -> Value {
+    let rows: Vec<Value> = r
+        .rows
+        .iter()
+        .map(|row| {
+            let mut m = Map::new();
+            for (g, v) in r.group_by.iter().zip(&row.group) {
+                m.insert(g.as_str().into(), json!(v));
+            }
+            if r.group_by.contains(&GroupBy::Token) {
+                m.insert("token_keys".into(), json!(row.token_keys));
+            }
+            counters_json(&row.counters, &mut m);
+            Value::Object(m)
+        })
+        .collect();
+    let mut totals = Map::new();
+    counters_json(&r.totals, &mut totals);
+    json!({
+        "source": r.source,
+        "group_by": r.group_by,
+        "rows": rows,
+        "totals": totals,
+    })
+}
+
+fn group_headers(r: &UsageReport) -> Vec<String> {
+    let mut h: Vec<String> = Vec::new();
+    for g in &r.group_by {
+        h.push(g.as_str().into());
+        if *g == GroupBy::Token {
+            h.push("names".into());
+        }
+    }
+    h
+}
+
+fn group_cells(r: &UsageReport, row: &report::UsageRow) -> Vec<String> {
+    let mut cells = Vec::new();
+    for (g, v) in r.group_by.iter().zip(&row.group) {
+        cells.push(v.clone());
+        if *g == GroupBy::Token {
+            cells.push(if row.token_keys.is_empty() { "-".into() } else { row.token_keys.join(", ") });
+        }
+    }
+    cells
+}
+
+fn print_table(r: &UsageReport) {
+    let show_write = r.totals.cache_write > 0;
+    // Without grouping there is only the totals row; it still needs a label column.
+    let mut header = if r.group_by.is_empty() { vec![String::new()] } else { group_headers(r) };
+    let label_cols = header.len();
+    header.extend(["requests", "errors", "input", "cached"].map(String::from));
+    if show_write {
+        header.push("cache write".into());
+    }
+    header.extend(["output", "cost $"].map(String::from));
+    let refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = output::table(&refs);
+    let numbers = |c: &Counters| {
+        let mut v = vec![c.requests.to_string(), c.errors.to_string(), c.input.to_string(), c.cache_read.to_string()];
+        if show_write {
+            v.push(c.cache_write.to_string());
+        }
+        v.push(c.output.to_string());
+        v.push(report::format_cost(c));
+        v
+    };
+    if !r.group_by.is_empty() {
+        for row in &r.rows {
+            let mut cells = group_cells(r, row);
+            cells.extend(numbers(&row.counters));
+            t.add_row(cells);
+        }
+    }
+    let mut total = vec![String::new(); label_cols];
+    total[0] = "total".into();
+    total.extend(numbers(&r.totals));
+    t.add_row(total);
+    for i in label_cols..header.len() {
+        if let Some(col) = t.column_mut(i) {
+            col.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    output::print_table(&t);
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn print_csv(r: &UsageReport) {
+    let mut header = group_headers(r);
+    header.extend(
+        [
+            "requests",
+            "errors",
+            "input",
+            "cache_read",
+            "cache_write",
+            "output",
+            "reasoning",
+            "cost_usd",
+            "unknown_cost_requests",
+        ]
+        .map(String::from),
+    );
+    output::line(&header.iter().map(|h| csv_field(h)).collect::<Vec<_>>().join(","));
+    for row in &r.rows {
+        let mut cells = group_cells(r, row);
+        let c = &row.counters;
+        cells.extend([
+            c.requests.to_string(),
+            c.errors.to_string(),
+            c.input.to_string(),
+            c.cache_read.to_string(),
+            c.cache_write.to_string(),
+            c.output.to_string(),
+            c.reasoning.to_string(),
+            report::cost_json(c).map(|v| v.to_string()).unwrap_or_default(),
+            c.unknown_cost.to_string(),
+        ]);
+        if !output::line(&cells.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",")) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_when_needed() {
+        assert_eq!(csv_field("a"), "a");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn json_rows_name_their_dimensions_and_unknown_cost_is_null() {
+        let r = UsageReport {
+            source: Source::Requests,
+            group_by: vec![GroupBy::Token],
+            rows: vec![report::UsageRow {
+                group: vec!["fp:1".into()],
+                token_keys: vec!["a".into()],
+                counters: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
+            }],
+            totals: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
+        };
+        let v = to_json(&r);
+        assert_eq!(v["rows"][0]["token"], "fp:1");
+        assert_eq!(v["rows"][0]["token_keys"][0], "a");
+        assert_eq!(v["rows"][0]["cost_usd"], Value::Null);
+        assert_eq!(v["totals"]["input"], 3);
+    }
+}

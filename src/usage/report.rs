@@ -1,0 +1,549 @@
+//! Report queries over the store: usage totals grouped by day / channel / endpoint / token / model / gateway
+//! key, recent request records, one record by id prefix, and the time expressions the CLI accepts.
+//!
+//! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
+//! [`Op`], so it runs identically in this process or in the server that holds the store. Reads exact request
+//! records when the whole range is still retained, else the daily rollups (UTC days).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::RequestRecord;
+use crate::error::{UserError, user};
+use crate::store::tables::{self, Counters, DailyKey};
+use crate::store::{Op, Store};
+
+/// What a usage report can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Day,
+    Channel,
+    Endpoint,
+    /// The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together).
+    Token,
+    Model,
+    /// The gateway key clients used.
+    Key,
+}
+
+impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Day => "day",
+            GroupBy::Channel => "channel",
+            GroupBy::Endpoint => "endpoint",
+            GroupBy::Token => "token",
+            GroupBy::Model => "model",
+            GroupBy::Key => "key",
+        }
+    }
+}
+
+/// Which records a report looks at. Every filter is an exact match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    pub channel: Option<String>,
+    /// A token_key name or a fingerprint (`fp:...`).
+    pub token: Option<String>,
+    /// Upstream model when one was picked, else the requested model (also matches the requested model for
+    /// request records).
+    pub model: Option<String>,
+    /// Gateway key name.
+    pub key: Option<String>,
+}
+
+fn eq(want: &Option<String>, have: &str) -> bool {
+    want.as_deref().is_none_or(|w| w == have)
+}
+
+impl Filters {
+    pub fn matches_record(&self, r: &RequestRecord) -> bool {
+        eq(&self.channel, r.channel.as_deref().unwrap_or(""))
+            && self
+                .token
+                .as_deref()
+                .is_none_or(|t| r.token_key.as_deref() == Some(t) || r.token_fp.as_deref() == Some(t))
+            && eq(&self.model, tables::record_model(r))
+            && eq(&self.key, r.gateway_key.as_deref().unwrap_or(""))
+    }
+
+    pub fn matches_daily(&self, k: &DailyKey) -> bool {
+        eq(&self.channel, &k.channel)
+            && self.token.as_deref().is_none_or(|t| k.token_key == t || k.token_fp == t)
+            && eq(&self.model, &k.model)
+            && eq(&self.key, &k.gateway_key)
+    }
+}
+
+/// `router usage`: totals per group over a time range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageQuery {
+    /// Unix ms, inclusive.
+    pub since_ms: Option<i64>,
+    /// Unix ms, exclusive.
+    pub until_ms: Option<i64>,
+    pub group_by: Vec<GroupBy>,
+    pub filters: Filters,
+    /// Days are UTC days (else local days, when exact records are read).
+    pub utc: bool,
+}
+
+/// Where a report's numbers came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Exact request records.
+    Requests,
+    /// Daily rollups (the range reaches back past retention): whole UTC days.
+    Daily,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// One value per `group_by` entry, in order (`-` when absent).
+    pub group: Vec<String>,
+    /// With `group_by token`: every token_key name seen for this fingerprint.
+    pub token_keys: Vec<String>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub source: Source,
+    pub group_by: Vec<GroupBy>,
+    pub rows: Vec<UsageRow>,
+    pub totals: Counters,
+}
+
+fn day_label(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    }
+}
+
+fn utc_day_label(day: u32) -> String {
+    day_label(day as i64 * 86_400_000, true)
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.to_string() }
+}
+
+#[derive(Default)]
+struct Acc {
+    groups: BTreeMap<Vec<String>, (Counters, BTreeSet<String>)>,
+    totals: Counters,
+}
+
+impl Acc {
+    fn add(&mut self, group: Vec<String>, token_key: &str, c: &Counters) {
+        let e = self.groups.entry(group).or_default();
+        e.0.add(c);
+        if !token_key.is_empty() {
+            e.1.insert(token_key.to_string());
+        }
+        self.totals.add(c);
+    }
+
+    fn finish(self, source: Source, group_by: Vec<GroupBy>) -> UsageReport {
+        let with_names = group_by.contains(&GroupBy::Token);
+        let rows = self
+            .groups
+            .into_iter()
+            .map(|(group, (counters, names))| UsageRow {
+                group,
+                token_keys: if with_names { names.into_iter().collect() } else { Vec::new() },
+                counters,
+            })
+            .collect();
+        UsageReport { source, group_by, rows, totals: self.totals }
+    }
+}
+
+/// Request-id bounds of a time range.
+fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u128> {
+    let lo = since_ms.map(|s| (s.max(0) as u128) << 64).unwrap_or(0);
+    let hi = until_ms.map(|u| (u.max(0) as u128) << 64).unwrap_or(u128::MAX);
+    lo..hi.max(lo)
+}
+
+pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
+    let pruned = store.pruned_before()?;
+    let exact = pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned);
+    let mut acc = Acc::default();
+    if exact {
+        store.scan_requests(id_range(q.since_ms, q.until_ms), false, |r| {
+            if q.filters.matches_record(&r) {
+                let group = q
+                    .group_by
+                    .iter()
+                    .map(|g| match g {
+                        GroupBy::Day => day_label(r.time_ms, q.utc),
+                        GroupBy::Channel => or_dash(r.channel.as_deref().unwrap_or("")),
+                        GroupBy::Endpoint => match (&r.channel, &r.endpoint) {
+                            (Some(c), Some(e)) => format!("{c}/{e}"),
+                            _ => "-".into(),
+                        },
+                        GroupBy::Token => or_dash(r.token_fp.as_deref().unwrap_or("")),
+                        GroupBy::Model => or_dash(tables::record_model(&r)),
+                        GroupBy::Key => or_dash(r.gateway_key.as_deref().unwrap_or("")),
+                    })
+                    .collect();
+                acc.add(group, r.token_key.as_deref().unwrap_or(""), &Counters::of(&r));
+            }
+            true
+        })?;
+        return Ok(acc.finish(Source::Requests, q.group_by.clone()));
+    }
+    let first = q.since_ms.map(tables::day_of_ms).unwrap_or(0);
+    let last = q.until_ms.map(|u| tables::day_of_ms(u - 1)).unwrap_or(u32::MAX);
+    store.scan_daily(first, last, |k, c| {
+        if q.filters.matches_daily(&k) {
+            let group = q
+                .group_by
+                .iter()
+                .map(|g| match g {
+                    GroupBy::Day => utc_day_label(k.day),
+                    GroupBy::Channel => or_dash(&k.channel),
+                    GroupBy::Endpoint if k.channel.is_empty() => "-".into(),
+                    GroupBy::Endpoint => format!("{}/{}", k.channel, k.endpoint),
+                    GroupBy::Token => or_dash(&k.token_fp),
+                    GroupBy::Model => or_dash(&k.model),
+                    GroupBy::Key => or_dash(&k.gateway_key),
+                })
+                .collect();
+            acc.add(group, &k.token_key, &c);
+        }
+    })?;
+    Ok(acc.finish(Source::Daily, q.group_by.clone()))
+}
+
+impl Op for UsageQuery {
+    const NAME: &'static str = "usage_report";
+    type Reply = UsageReport;
+    fn run(self, store: &Store) -> anyhow::Result<UsageReport> {
+        usage(store, &self)
+    }
+}
+
+/// `router requests`: the most recent records, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestsQuery {
+    pub limit: usize,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub filters: Filters,
+}
+
+/// Records on the wire: each as its JSON text (ids are u128, which JSON numbers in `serde_json::Value` cannot
+/// hold).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordList {
+    #[serde(with = "records_as_text")]
+    pub records: Vec<RequestRecord>,
+}
+
+mod records_as_text {
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+    use crate::usage::RequestRecord;
+
+    pub fn serialize<S: Serializer>(v: &[RequestRecord], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for r in v {
+            seq.serialize_element(&serde_json::to_string(r).map_err(serde::ser::Error::custom)?)?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RequestRecord>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+impl Op for RequestsQuery {
+    const NAME: &'static str = "requests_list";
+    type Reply = RecordList;
+    fn run(self, store: &Store) -> anyhow::Result<RecordList> {
+        let mut records = Vec::new();
+        if self.limit == 0 {
+            return Ok(RecordList { records });
+        }
+        let rest = Filters { model: None, ..self.filters.clone() };
+        store.scan_requests(id_range(self.since_ms, self.until_ms), true, |r| {
+            let m = &self.filters.model;
+            let model_ok = m.as_deref().is_none_or(|m| m == tables::record_model(&r) || m == r.requested_model);
+            if model_ok && rest.matches_record(&r) {
+                records.push(r);
+            }
+            records.len() < self.limit
+        })?;
+        Ok(RecordList { records })
+    }
+}
+
+/// `router requests show ID`: one record by a unique prefix of its 32-hex id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShowRequest {
+    pub id: String,
+}
+
+impl Op for ShowRequest {
+    const NAME: &'static str = "request_show";
+    type Reply = RecordList;
+    fn run(self, store: &Store) -> anyhow::Result<RecordList> {
+        let p = self.id.trim().to_ascii_lowercase();
+        if p.is_empty() || p.len() > 32 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(user(format!("`{}` is not a request id", self.id))
+                .with_hint("give the 32 hex digits `router requests` shows, or a unique prefix of them")
+                .into());
+        }
+        let lo = u128::from_str_radix(&format!("{p:0<32}"), 16)?;
+        let hi = u128::from_str_radix(&format!("{p:f<32}"), 16)?;
+        let mut found = Vec::new();
+        store.scan_requests(lo..hi.saturating_add(1).max(hi), false, |r| {
+            found.push(r);
+            found.len() < 2
+        })?;
+        match found.len() {
+            0 => Err(user(format!("no request with id {p}"))
+                .with_hint("`router requests` lists recent ids; records older than store.retention_days are pruned")
+                .into()),
+            1 => Ok(RecordList { records: found }),
+            _ => Err(user(format!("`{p}` matches more than one request")).with_hint("give more digits").into()),
+        }
+    }
+}
+
+/// Parses a `--since` / `--until` value into unix ms: `YYYY-MM-DD`, `today`, `yesterday`, `7d`, `24h`, `30m`,
+/// or an RFC 3339 time. Dates are local midnight (UTC with `utc`); as an `end` (for `--until`) a date means the
+/// end of that day.
+pub fn parse_when(s: &str, utc: bool, end: bool, now_ms: i64) -> Result<i64, UserError> {
+    let s = s.trim();
+    let bad = || {
+        user(format!("`{s}` is not a time"))
+            .with_hint("use YYYY-MM-DD, today, yesterday, a span back from now like 7d / 24h / 30m, or RFC 3339")
+    };
+    let today = if utc {
+        DateTime::<Utc>::from_timestamp_millis(now_ms).map(|t| t.date_naive())
+    } else {
+        Local.timestamp_millis_opt(now_ms).single().map(|t| t.date_naive())
+    }
+    .ok_or_else(bad)?;
+    let day = |d: NaiveDate| -> Result<i64, UserError> {
+        let d = if end { d.succ_opt().ok_or_else(bad)? } else { d };
+        let midnight = d.and_hms_opt(0, 0, 0).ok_or_else(bad)?;
+        let ms = if utc {
+            Utc.from_utc_datetime(&midnight).timestamp_millis()
+        } else {
+            Local.from_local_datetime(&midnight).earliest().ok_or_else(bad)?.timestamp_millis()
+        };
+        Ok(ms)
+    };
+    match s {
+        "today" => return day(today),
+        "yesterday" => return day(today.pred_opt().ok_or_else(bad)?),
+        "now" => return Ok(now_ms),
+        _ => {}
+    }
+    if let Some((n, unit)) = s.len().checked_sub(1).map(|i| s.split_at(i))
+        && let Ok(n) = n.parse::<i64>()
+    {
+        let ms = match unit {
+            "d" => 86_400_000,
+            "h" => 3_600_000,
+            "m" => 60_000,
+            _ => return Err(bad()),
+        };
+        return Ok(now_ms - n * ms);
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let _ = d.year();
+        return day(d);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    Err(bad())
+}
+
+/// A cost for people: `-` when unknown (never 0), `1.23+?` when some requests had unknown prices.
+pub fn format_cost(c: &Counters) -> String {
+    if c.unknown_cost > 0 && c.cost_usd == 0.0 {
+        return "-".into();
+    }
+    let v = format_usd(c.cost_usd);
+    if c.unknown_cost > 0 { format!("{v}+?") } else { v }
+}
+
+pub fn format_usd(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else if v.abs() >= 0.01 {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+/// The cost as JSON: `null` when unknown.
+pub fn cost_json(c: &Counters) -> Option<f64> {
+    (c.unknown_cost == 0 || c.cost_usd != 0.0).then_some(c.cost_usd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::{Outcome, Tokens};
+
+    fn rec(time_ms: i64, fp: &str, name: &str, ch: &str, input: u64, cost: Option<f64>) -> RequestRecord {
+        RequestRecord {
+            id: crate::usage::new_id(time_ms),
+            time_ms,
+            channel: Some(ch.into()),
+            endpoint: Some("default".into()),
+            token_key: Some(name.into()),
+            token_fp: Some(fp.into()),
+            requested_model: "m".into(),
+            upstream_model: Some("up/m".into()),
+            gateway_key: Some("team".into()),
+            tokens: Tokens { input, cache_read: 2, output: 3, ..Default::default() },
+            cost_usd: cost,
+            ..Default::default()
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.redb")).unwrap();
+        (dir, s)
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn groups_by_fingerprint_and_keeps_renamed_history_together() {
+        let (_d, s) = store();
+        let t0 = 20_000 * DAY;
+        let mut failed = rec(t0 + 3, "fp:a", "a-new", "renamed", 0, None);
+        failed.tokens = Tokens::default();
+        failed.outcome = Outcome::UpstreamError;
+        s.write_records(&[
+            rec(t0 + 1, "fp:a", "a-old", "one", 10, Some(0.5)),
+            rec(t0 + 2, "fp:a", "a-new", "renamed", 20, None),
+            failed,
+            rec(t0 + 4, "fp:b", "b", "one", 5, Some(0.25)),
+        ])
+        .unwrap();
+        let q = UsageQuery { group_by: vec![GroupBy::Token], utc: true, ..Default::default() };
+        let r = usage(&s, &q).unwrap();
+        assert_eq!(r.source, Source::Requests);
+        assert_eq!(r.rows.len(), 2);
+        let a = &r.rows[0];
+        assert_eq!(a.group, vec!["fp:a".to_string()]);
+        assert_eq!(a.token_keys, vec!["a-new".to_string(), "a-old".to_string()]);
+        assert_eq!((a.counters.requests, a.counters.errors, a.counters.input), (3, 1, 30));
+        assert_eq!(format_cost(&a.counters), "0.5000+?");
+        assert_eq!(format_cost(&r.rows[1].counters), "0.2500");
+        assert_eq!(r.totals.input, 35);
+        assert_eq!(r.totals.cache_read, 6);
+
+        // The rollups give the same sums.
+        s.prune_requests(t0 - DAY).unwrap();
+        let q2 = UsageQuery { since_ms: Some(0), ..q.clone() };
+        let daily = usage(&s, &q2).unwrap();
+        assert_eq!(daily.source, Source::Daily);
+        assert_eq!(daily.rows, r.rows);
+        assert_eq!(daily.totals, r.totals);
+    }
+
+    #[test]
+    fn filters_and_time_range() {
+        let (_d, s) = store();
+        let t0 = 20_000 * DAY;
+        s.write_records(&[
+            rec(t0, "fp:a", "a", "one", 1, Some(0.0)),
+            rec(t0 + DAY, "fp:a", "a", "two", 2, Some(0.0)),
+            rec(t0 + 2 * DAY, "fp:b", "b", "two", 4, Some(0.0)),
+        ])
+        .unwrap();
+        let sum = |q: UsageQuery| usage(&s, &q).unwrap().totals.input;
+        assert_eq!(sum(UsageQuery::default()), 7);
+        let f = |channel: Option<&str>, token: Option<&str>| Filters {
+            channel: channel.map(Into::into),
+            token: token.map(Into::into),
+            ..Default::default()
+        };
+        assert_eq!(sum(UsageQuery { filters: f(Some("two"), None), ..Default::default() }), 6);
+        assert_eq!(sum(UsageQuery { filters: f(None, Some("a")), ..Default::default() }), 3);
+        assert_eq!(sum(UsageQuery { filters: f(None, Some("fp:b")), ..Default::default() }), 4);
+        assert_eq!(sum(UsageQuery { since_ms: Some(t0 + DAY), until_ms: Some(t0 + 2 * DAY), ..Default::default() }), 2);
+        let by_day =
+            usage(&s, &UsageQuery { group_by: vec![GroupBy::Day, GroupBy::Channel], utc: true, ..Default::default() })
+                .unwrap();
+        let groups: Vec<_> = by_day.rows.iter().map(|r| r.group.join(" ")).collect();
+        assert_eq!(groups, vec!["2024-10-04 one", "2024-10-05 two", "2024-10-06 two"]);
+    }
+
+    #[test]
+    fn requests_newest_first_with_limit_and_show_by_prefix() {
+        let (_d, s) = store();
+        let recs: Vec<_> = (0..5).map(|i| rec(1_000 + i, "fp:a", "a", "one", i as u64, None)).collect();
+        s.write_records(&recs).unwrap();
+        let list = RequestsQuery { limit: 3, ..Default::default() }.run(&s).unwrap().records;
+        assert_eq!(list.iter().map(|r| r.time_ms).collect::<Vec<_>>(), vec![1004, 1003, 1002]);
+        let id = crate::usage::format_id(recs[2].id);
+        let one = ShowRequest { id: id[..24].to_string() }.run(&s).unwrap().records;
+        assert_eq!(one[0].id, recs[2].id);
+        // All five share the time prefix: ambiguous.
+        let e = ShowRequest { id: id[..4].to_string() }.run(&s).unwrap_err();
+        assert!(e.to_string().contains("more than one"));
+        assert!(ShowRequest { id: "xyz".into() }.run(&s).is_err());
+        assert!(ShowRequest { id: "f".repeat(32) }.run(&s).is_err());
+    }
+
+    #[test]
+    fn record_lists_cross_json_with_u128_ids() {
+        let r = rec(1_700_000_000_000, "fp:a", "a", "one", 1, None);
+        let list = RecordList { records: vec![r.clone()] };
+        let v = serde_json::to_value(&list).unwrap();
+        let back: RecordList = serde_json::from_value(v).unwrap();
+        assert_eq!(back.records[0], r);
+    }
+
+    #[test]
+    fn time_expressions() {
+        let now = 20_000 * DAY + 5 * 3_600_000;
+        assert_eq!(parse_when("24h", true, false, now).unwrap(), now - DAY);
+        assert_eq!(parse_when("7d", true, false, now).unwrap(), now - 7 * DAY);
+        assert_eq!(parse_when("today", true, false, now).unwrap(), 20_000 * DAY);
+        assert_eq!(parse_when("today", true, true, now).unwrap(), 20_001 * DAY);
+        assert_eq!(parse_when("yesterday", true, false, now).unwrap(), 19_999 * DAY);
+        assert_eq!(parse_when("2024-10-04", true, false, now).unwrap(), 20_000 * DAY);
+        assert_eq!(parse_when("2024-10-04", true, true, now).unwrap(), 20_001 * DAY);
+        assert!(parse_when("last tuesday", true, false, now).is_err());
+        assert!(parse_when("5x", true, false, now).is_err());
+    }
+
+    #[test]
+    fn costs_are_never_a_fake_zero() {
+        let unknown = Counters { requests: 1, input: 5, unknown_cost: 1, ..Default::default() };
+        assert_eq!(format_cost(&unknown), "-");
+        assert_eq!(cost_json(&unknown), None);
+        let partial = Counters { cost_usd: 1.234, unknown_cost: 1, ..Default::default() };
+        assert_eq!(format_cost(&partial), "1.23+?");
+        let known = Counters { cost_usd: 0.0, ..Default::default() };
+        assert_eq!(format_cost(&known), "0");
+        assert_eq!(cost_json(&known), Some(0.0));
+    }
+}
