@@ -2,6 +2,8 @@
 //! and `router requests` read it through the control socket while the server runs and directly after it stops,
 //! with identical output; committed records survive kill -9; no key ever reaches the store file or any output.
 
+#![allow(clippy::disallowed_methods, reason = "test clients talk to the router and mocks directly")]
+
 #[path = "common/store_harness.rs"]
 mod harness;
 
