@@ -123,6 +123,8 @@ pub struct Channel {
     pub local: bool,
     /// The definition it was built from (for `channels show`, discovery and balance).
     pub config: ChannelConfig,
+    /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path).
+    pub model_index: HashMap<String, usize>,
 }
 
 impl Channel {
@@ -132,11 +134,22 @@ impl Channel {
             .get(model)
             .or_else(|| self.pricing.get("*"))
             .copied()
-            .or_else(|| self.models.iter().find(|m| m.id == model).and_then(|m| m.price))
+            .or_else(|| self.model(model).and_then(|m| m.price))
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {
-        self.models.iter().find(|m| m.id == id)
+        self.model_index.get(id).map(|&i| &self.models[i])
+    }
+
+    /// Tags of one of this channel's models as routing sees them: the model's own, `free` when it is free,
+    /// and the channel's tags.
+    pub fn tags_of<'a>(&'a self, model: &'a Model) -> impl Iterator<Item = &'a str> + Clone {
+        model
+            .tags
+            .iter()
+            .map(String::as_str)
+            .chain(model.free.then_some("free"))
+            .chain(self.tags.iter().map(String::as_str))
     }
 
     pub fn matches_pattern(&self, model: &str) -> bool {
@@ -169,6 +182,9 @@ pub struct DiscoveredModel {
 /// Discovery results: channel name -> token fingerprint -> models.
 pub type Discovered = HashMap<String, HashMap<String, Vec<DiscoveredModel>>>;
 
+/// A model of a channel: (index in `Snapshot::channels`, index in `Channel::models`).
+pub type ModelRef = (u32, u32);
+
 /// Everything routing needs, immutable.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -177,6 +193,11 @@ pub struct Snapshot {
     pub by_model: HashMap<String, Vec<usize>>,
     /// Alias -> channels that define it.
     pub by_alias: HashMap<String, Vec<usize>>,
+    /// Tag -> models of enabled channels carrying it (model tags, `free`, channel tags), sorted. Makes a tag query
+    /// over tens of thousands of models an intersection of short lists instead of a scan.
+    pub by_tag: HashMap<String, Vec<ModelRef>>,
+    /// Lower-cased last path segment of a model id (`gpt-4o` of `openai/gpt-4o`) -> models of enabled channels.
+    pub by_suffix: HashMap<String, Vec<ModelRef>>,
     pub config: Arc<Config>,
 }
 
@@ -198,6 +219,8 @@ impl Snapshot {
         }
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_alias: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_tag: HashMap<String, Vec<ModelRef>> = HashMap::new();
+        let mut by_suffix: HashMap<String, Vec<ModelRef>> = HashMap::new();
         for (i, ch) in channels.iter().enumerate() {
             for m in &ch.models {
                 by_model.entry(m.id.clone()).or_default().push(i);
@@ -205,8 +228,32 @@ impl Snapshot {
             for a in ch.aliases.keys() {
                 by_alias.entry(a.clone()).or_default().push(i);
             }
+            if !ch.enabled {
+                continue;
+            }
+            for (mi, m) in ch.models.iter().enumerate() {
+                let r = (i as u32, mi as u32);
+                for t in ch.tags_of(m) {
+                    let list = match by_tag.get_mut(t) {
+                        Some(l) => l,
+                        None => by_tag.entry(t.to_string()).or_default(),
+                    };
+                    // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
+                    if list.last() != Some(&r) {
+                        list.push(r);
+                    }
+                }
+                let last = m.id.rsplit('/').next().unwrap_or(&m.id).to_ascii_lowercase();
+                by_suffix.entry(last).or_default().push(r);
+            }
         }
-        Snapshot { channels, by_model, by_alias, config }
+        Snapshot { channels, by_model, by_alias, by_tag, by_suffix, config }
+    }
+
+    /// The model a [`ModelRef`] points at, with its channel.
+    pub fn model_ref(&self, r: ModelRef) -> (&Channel, &Model) {
+        let ch = &self.channels[r.0 as usize];
+        (ch, &ch.models[r.1 as usize])
     }
 
     pub fn channel(&self, name: &str) -> Option<&Channel> {
@@ -295,51 +342,57 @@ fn build_channel(
     let free_channel = tags.iter().any(|t| t == "free");
     let (patterns, listed): (Vec<String>, Vec<String>) = c.models.iter().cloned().partition(|m| m.ends_with('*'));
     let mut models: Vec<Model> = Vec::new();
-    let push =
-        |models: &mut Vec<Model>, id: &str, price: Option<Price>, kind: Option<ModelKind>, token: Option<&str>| {
-            if let Some(m) = models.iter_mut().find(|m| m.id == id) {
-                if let Some(t) = token
-                    && !m.tokens.is_empty()
-                    && !m.tokens.iter().any(|x| &**x == t)
-                {
-                    m.tokens.push(t.into());
-                }
-                if m.price.is_none() {
-                    m.price = price;
-                }
-                return;
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let push = |models: &mut Vec<Model>,
+                index: &mut HashMap<String, usize>,
+                id: &str,
+                price: Option<Price>,
+                kind: Option<ModelKind>,
+                token: Option<&str>| {
+        if let Some(m) = index.get(id).map(|&i| &mut models[i]) {
+            if let Some(t) = token
+                && !m.tokens.is_empty()
+                && !m.tokens.iter().any(|x| &**x == t)
+            {
+                m.tokens.push(t.into());
             }
-            let price = c.pricing.get(id).copied().or(price);
-            let free = free_channel
-                || id.ends_with(":free")
-                || id.ends_with("-free")
-                || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
-            models.push(Model {
-                id: id.to_string(),
-                kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
-                tags: crate::tags::extract(id),
-                price,
-                free,
-                tokens: token.map(|t| vec![Arc::from(t)]).unwrap_or_default(),
-            });
-        };
+            if m.price.is_none() {
+                m.price = price;
+            }
+            return;
+        }
+        let price = c.pricing.get(id).copied().or(price);
+        let free = free_channel || is_free_id(id) || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
+        index.insert(id.to_string(), models.len());
+        models.push(Model {
+            id: id.to_string(),
+            kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
+            tags: crate::tags::extract(id),
+            price,
+            free,
+            tokens: token.map(|t| vec![Arc::from(t)]).unwrap_or_default(),
+        });
+    };
     // Discovered models are per token; configured ones are visible to every token.
     if let Some(d) = discovered {
-        for (fp, list) in d {
+        // Sorted by fingerprint so the model order (and so routing ties) does not depend on hash order.
+        let mut per_token: Vec<(&String, &Vec<DiscoveredModel>)> = d.iter().collect();
+        per_token.sort_by(|a, b| a.0.cmp(b.0));
+        for (fp, list) in per_token {
             for m in list {
-                push(&mut models, &m.id, m.price, m.kind, Some(fp));
+                push(&mut models, &mut index, &m.id, m.price, m.kind, Some(fp));
             }
         }
     }
     for id in &listed {
-        push(&mut models, id, None, None, None);
-        if let Some(m) = models.iter_mut().find(|m| &m.id == id) {
-            m.tokens.clear();
+        push(&mut models, &mut index, id, None, None, None);
+        if let Some(&i) = index.get(id) {
+            models[i].tokens.clear();
         }
     }
     for target in c.aliases.values() {
-        if !models.iter().any(|m| &m.id == target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
-            push(&mut models, target, None, None, None);
+        if !index.contains_key(target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
+            push(&mut models, &mut index, target, None, None, None);
         }
     }
     Channel {
@@ -360,7 +413,13 @@ fn build_channel(
         origin,
         local,
         config: c.clone(),
+        model_index: index,
     }
+}
+
+/// An id that names a free variant (`qwen/qwen3-8b:free`, `kimi-k2-free`).
+pub fn is_free_id(id: &str) -> bool {
+    id.ends_with(":free") || id.ends_with("-free")
 }
 
 fn token(k: &KeyConfig, endpoint_key: &str) -> Token {
