@@ -36,10 +36,11 @@ impl ModelKind {
     /// A guess from the id, for models whose list does not say.
     pub fn guess(id: &str) -> ModelKind {
         let l = id.to_ascii_lowercase();
-        if l.contains("embed") || l.contains("bge-") || l.contains("/bge") || l.contains("e5-") {
-            ModelKind::Embedding
-        } else if l.contains("rerank") {
+        // Rerankers first: `bge-reranker-v2-m3` is not an embedding model.
+        if l.contains("rerank") {
             ModelKind::Rerank
+        } else if l.contains("embed") || l.contains("bge-") || l.contains("/bge") || l.contains("e5-") {
+            ModelKind::Embedding
         } else if l.contains("whisper") || l.contains("tts") || l.contains("dall-e") || l.contains("moderation") {
             ModelKind::Other
         } else {

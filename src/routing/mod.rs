@@ -99,6 +99,20 @@ pub struct Plan {
     pub resolved_by: &'static str,
 }
 
+impl Plan {
+    /// The (channel, endpoint) pairs of the candidates, each once, in order: what `FastTest::measure_unknown`
+    /// takes before a `fastest` plan is made again.
+    pub fn endpoints(&self) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for c in &self.candidates {
+            if !out.contains(&(c.channel, c.endpoint)) {
+                out.push((c.channel, c.endpoint));
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
     #[error("model `{model}` not found")]
