@@ -190,6 +190,11 @@ pub async fn discover(snap: &Snapshot, opts: &Options, on_done: &(dyn Fn(&TokenR
     out
 }
 
+/// How many (channel, token) model lists a run with this channel filter will fetch.
+pub fn planned(snap: &Snapshot, only: &[String]) -> usize {
+    jobs(snap, only).len()
+}
+
 /// The (channel, token) pairs to ask: enabled channels (optionally only `only`), enabled tokens, each fingerprint
 /// once per channel, with every endpoint that carries it (tried in order when one fails).
 fn jobs<'s>(snap: &'s Snapshot, only: &[String]) -> Vec<Job<'s>> {

@@ -4,9 +4,11 @@
 //! store never open it. `output` is the only module that prints.
 
 pub mod config_cmd;
+pub mod discover;
 pub mod generate;
 pub mod output;
 pub mod serve;
+pub mod tags;
 
 use std::path::PathBuf;
 
@@ -36,6 +38,11 @@ pub enum Command {
     /// Check and summarise the configuration.
     #[command(subcommand)]
     Config(config_cmd::Command),
+    /// Ask every channel's keys which models they reach, and their prices.
+    Discover(discover::Args),
+    /// List tags, or show the candidates a model name or tag expression routes to.
+    #[command(subcommand)]
+    Tags(tags::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -47,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
+        Command::Discover(args) => discover::run(&global, args),
+        Command::Tags(cmd) => tags::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }

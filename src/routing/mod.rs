@@ -69,7 +69,7 @@ pub struct Candidate {
     pub score: Option<Score>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Score {
     pub total: f64,
     pub cost: f64,
