@@ -631,18 +631,23 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
     Vec::new()
 }
 
-/// Weighted random order (Efraimidis-Spirakis): key = u^(1/w), highest first. A stable sort after it keeps
-/// this order inside ties, which gives "weighted random inside a tier".
+/// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so
+/// the models of one channel keep their catalogue order. A stable sort after it keeps this order inside ties,
+/// which gives "weighted random inside a tier".
 fn weighted_shuffle(snap: &Snapshot, groups: &mut Vec<Match<'_>>, rng: &mut impl Rng) {
     if groups.len() < 2 {
         return;
     }
+    let mut keys: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
     let mut keyed: Vec<(f64, Match<'_>)> = groups
         .drain(..)
         .map(|g| {
-            let w = f64::from(snap.channels[g.channel].weight.max(1));
-            let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-            (u.powf(1.0 / w), g)
+            let k = *keys.entry(g.channel).or_insert_with(|| {
+                let w = f64::from(snap.channels[g.channel].weight.max(1));
+                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+                u.powf(1.0 / w)
+            });
+            (k, g)
         })
         .collect();
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
