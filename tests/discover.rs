@@ -18,8 +18,11 @@ struct Req {
 
 type Handler = fn(&Req) -> (u16, String);
 
+/// The requests a mock saw, in order.
+type Seen = Arc<Mutex<Vec<Req>>>;
+
 /// Serves `handler` on 127.0.0.1:0 until the test process ends; returns the port and the requests seen.
-fn mock(handler: Handler) -> (u16, Arc<Mutex<Vec<Req>>>) {
+fn mock(handler: Handler) -> (u16, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -171,7 +174,7 @@ fn router(dir: &Path, args: &[&str]) -> Out {
     o
 }
 
-fn setup() -> (tempfile::TempDir, Arc<Mutex<Vec<Req>>>, Arc<Mutex<Vec<Req>>>) {
+fn setup() -> (tempfile::TempDir, Seen, Seen) {
     let (or, _) = mock(openrouter);
     let (bad, bad_seen) = mock(broken);
     let (ant, ant_seen) = mock(anthropic);

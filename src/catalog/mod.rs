@@ -186,6 +186,27 @@ pub type Discovered = HashMap<String, HashMap<String, Vec<DiscoveredModel>>>;
 /// A model of a channel: (index in `Snapshot::channels`, index in `Channel::models`).
 pub type ModelRef = (u32, u32);
 
+/// The models carrying one tag: a sorted list, plus a bitset over all models (numbered by
+/// [`Snapshot::global`]) when the tag is common enough (at least 1 model in 64) that walking the list would be
+/// slower than AND-ing bitsets.
+#[derive(Debug, Default)]
+pub struct TagIndex {
+    pub refs: Vec<ModelRef>,
+    pub bits: Option<Vec<u64>>,
+}
+
+impl TagIndex {
+    pub fn contains(&self, snap: &Snapshot, r: ModelRef) -> bool {
+        match &self.bits {
+            Some(bits) => {
+                let g = snap.global(r) as usize;
+                bits[g / 64] & (1 << (g % 64)) != 0
+            }
+            None => self.refs.binary_search(&r).is_ok(),
+        }
+    }
+}
+
 /// Everything routing needs, immutable.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -196,9 +217,13 @@ pub struct Snapshot {
     pub by_alias: HashMap<String, Vec<usize>>,
     /// Tag -> models of enabled channels carrying it (model tags, `free`, channel tags), sorted. Makes a tag query
     /// over tens of thousands of models an intersection of short lists instead of a scan.
-    pub by_tag: HashMap<String, Vec<ModelRef>>,
+    pub by_tag: HashMap<String, TagIndex>,
     /// Lower-cased last path segment of a model id (`gpt-4o` of `openai/gpt-4o`) -> models of enabled channels.
     pub by_suffix: HashMap<String, Vec<ModelRef>>,
+    /// Global number of the first model of each channel (models numbered across the whole snapshot).
+    pub model_offsets: Vec<u32>,
+    /// Number of models in the snapshot.
+    pub model_count: u32,
     pub config: Arc<Config>,
 }
 
@@ -220,11 +245,20 @@ impl Snapshot {
         }
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_alias: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_tag: HashMap<String, Vec<ModelRef>> = HashMap::new();
+        let mut by_tag: HashMap<String, TagIndex> = HashMap::new();
         let mut by_suffix: HashMap<String, Vec<ModelRef>> = HashMap::new();
+        let mut model_offsets = Vec::with_capacity(channels.len());
+        let mut model_count = 0u32;
         for (i, ch) in channels.iter().enumerate() {
+            model_offsets.push(model_count);
+            model_count += ch.models.len() as u32;
             for m in &ch.models {
-                by_model.entry(m.id.clone()).or_default().push(i);
+                match by_model.get_mut(&m.id) {
+                    Some(l) => l.push(i),
+                    None => {
+                        by_model.insert(m.id.clone(), vec![i]);
+                    }
+                }
             }
             for a in ch.aliases.keys() {
                 by_alias.entry(a.clone()).or_default().push(i);
@@ -240,15 +274,47 @@ impl Snapshot {
                         None => by_tag.entry(t.to_string()).or_default(),
                     };
                     // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
-                    if list.last() != Some(&r) {
-                        list.push(r);
+                    if list.refs.last() != Some(&r) {
+                        list.refs.push(r);
                     }
                 }
-                let last = m.id.rsplit('/').next().unwrap_or(&m.id).to_ascii_lowercase();
-                by_suffix.entry(last).or_default().push(r);
+                let last = m.id.rsplit('/').next().unwrap_or(&m.id);
+                let list = if last.bytes().any(|b| b.is_ascii_uppercase()) {
+                    by_suffix.entry(last.to_ascii_lowercase()).or_default()
+                } else {
+                    match by_suffix.get_mut(last) {
+                        Some(l) => l,
+                        None => by_suffix.entry(last.to_string()).or_default(),
+                    }
+                };
+                list.push(r);
             }
         }
-        Snapshot { channels, by_model, by_alias, by_tag, by_suffix, config }
+        let words = (model_count as usize).div_ceil(64);
+        for t in by_tag.values_mut() {
+            if t.refs.len() * 64 >= model_count as usize {
+                let mut bits = vec![0u64; words];
+                for &(c, m) in &t.refs {
+                    let g = (model_offsets[c as usize] + m) as usize;
+                    bits[g / 64] |= 1 << (g % 64);
+                }
+                t.bits = Some(bits);
+            }
+        }
+        Snapshot { channels, by_model, by_alias, by_tag, by_suffix, model_offsets, model_count, config }
+    }
+
+    /// The number of a model across the whole snapshot (the bit of a [`TagIndex`] bitset).
+    pub fn global(&self, r: ModelRef) -> u32 {
+        self.model_offsets[r.0 as usize] + r.1
+    }
+
+    /// The inverse of [`Snapshot::global`].
+    pub fn from_global(&self, g: u32) -> ModelRef {
+        let c = self.model_offsets.partition_point(|&o| o <= g) - 1;
+        // Channels without models share an offset with the next one; partition_point picks the last of them,
+        // which is the one that has the model.
+        (c as u32, g - self.model_offsets[c])
     }
 
     /// The model a [`ModelRef`] points at, with its channel.
@@ -342,20 +408,21 @@ fn build_channel(
     }
     let free_channel = tags.iter().any(|t| t == "free");
     let (patterns, listed): (Vec<String>, Vec<String>) = c.models.iter().cloned().partition(|m| m.ends_with('*'));
-    let mut models: Vec<Model> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let capacity = discovered.map(|d| d.values().map(Vec::len).max().unwrap_or(0)).unwrap_or(0) + listed.len();
+    let mut models: Vec<Model> = Vec::with_capacity(capacity);
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(capacity);
     let push = |models: &mut Vec<Model>,
                 index: &mut HashMap<String, usize>,
                 id: &str,
                 price: Option<Price>,
                 kind: Option<ModelKind>,
-                token: Option<&str>| {
+                token: Option<&Arc<str>>| {
         if let Some(m) = index.get(id).map(|&i| &mut models[i]) {
             if let Some(t) = token
                 && !m.tokens.is_empty()
-                && !m.tokens.iter().any(|x| &**x == t)
+                && !m.tokens.iter().any(|x| x == t)
             {
-                m.tokens.push(t.into());
+                m.tokens.push(t.clone());
             }
             if m.price.is_none() {
                 m.price = price;
@@ -371,7 +438,7 @@ fn build_channel(
             tags: crate::tags::extract(id),
             price,
             free,
-            tokens: token.map(|t| vec![Arc::from(t)]).unwrap_or_default(),
+            tokens: token.map(|t| vec![t.clone()]).unwrap_or_default(),
         });
     };
     // Discovered models are per token; configured ones are visible to every token.
@@ -380,8 +447,10 @@ fn build_channel(
         let mut per_token: Vec<(&String, &Vec<DiscoveredModel>)> = d.iter().collect();
         per_token.sort_by(|a, b| a.0.cmp(b.0));
         for (fp, list) in per_token {
+            // One shared `Arc` per token, not one allocation per model.
+            let fp: Arc<str> = fp.as_str().into();
             for m in list {
-                push(&mut models, &mut index, &m.id, m.price, m.kind, Some(fp));
+                push(&mut models, &mut index, &m.id, m.price, m.kind, Some(&fp));
             }
         }
     }

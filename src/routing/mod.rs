@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::catalog::{Channel, Model, ModelKind, ModelRef, Snapshot, is_free_id};
+use crate::catalog::{Channel, Model, ModelKind, ModelRef, Snapshot, TagIndex, is_free_id};
 use crate::config::{Price, Strategy};
 use crate::protocol::Protocol;
 use crate::tags::{self, TagExpr};
@@ -229,12 +229,9 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
 /// Models of enabled channels matching a tag expression, in catalogue order. Uses the snapshot's tag index: the
 /// shortest positive list is walked and checked against the other lists by binary search.
 fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<Match<'s>> {
-    const NONE: &[ModelRef] = &[];
-    let list = |t: &str| snap.by_tag.get(t).map(Vec::as_slice).unwrap_or(NONE);
-    let negative: Vec<&[ModelRef]> = expr.negative.iter().map(|t| list(t)).collect();
-    let keep = |r: &ModelRef, positive: &[&[ModelRef]]| {
-        positive.iter().all(|l| l.binary_search(r).is_ok()) && !negative.iter().any(|l| l.binary_search(r).is_ok())
-    };
+    let empty = TagIndex::default();
+    let index = |t: &str| snap.by_tag.get(t).unwrap_or(&empty);
+    let negative: Vec<&TagIndex> = expr.negative.iter().map(|t| index(t)).collect();
     let mut out = Vec::new();
     let mut push = |r: ModelRef| {
         let (_, m) = snap.model_ref(r);
@@ -242,24 +239,50 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
             out.push(Match::at(snap, r));
         }
     };
-    if expr.positive.is_empty() {
-        // Only negatives: every model of every enabled channel is a candidate.
-        for (ci, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
-            for mi in 0..ch.models.len() {
-                let r = (ci as u32, mi as u32);
-                if keep(&r, &[]) {
-                    push(r);
+    let mut positive: Vec<&TagIndex> = expr.positive.iter().map(|t| index(t)).collect();
+    positive.sort_by_key(|t| t.refs.len());
+    match positive.split_first() {
+        None => {
+            // Only negatives: every model of every enabled channel is a candidate.
+            for (ci, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
+                for mi in 0..ch.models.len() {
+                    let r = (ci as u32, mi as u32);
+                    if !negative.iter().any(|n| n.contains(snap, r)) {
+                        push(r);
+                    }
                 }
             }
         }
-        return out;
-    }
-    let mut positive: Vec<&[ModelRef]> = expr.positive.iter().map(|t| list(t)).collect();
-    positive.sort_by_key(|l| l.len());
-    let (shortest, rest) = positive.split_first().expect("at least one positive tag");
-    for r in shortest.iter() {
-        if keep(r, rest) {
-            push(*r);
+        Some((shortest, rest)) if shortest.bits.is_some() => {
+            // Every positive tag is common: AND the bitsets word by word, then walk the bits that are left.
+            // (Lists are sorted by length and density follows length, so every other positive has a bitset.)
+            let mut words = shortest.bits.clone().unwrap_or_default();
+            for bits in rest.iter().filter_map(|t| t.bits.as_deref()) {
+                words.iter_mut().zip(bits).for_each(|(w, b)| *w &= b);
+            }
+            for bits in negative.iter().filter_map(|t| t.bits.as_deref()) {
+                words.iter_mut().zip(bits).for_each(|(w, b)| *w &= !b);
+            }
+            let sparse_neg: Vec<&TagIndex> = negative.iter().copied().filter(|n| n.bits.is_none()).collect();
+            for (wi, &w) in words.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    let g = (wi * 64) as u32 + w.trailing_zeros();
+                    w &= w - 1;
+                    let r = snap.from_global(g);
+                    if !sparse_neg.iter().any(|n| n.contains(snap, r)) {
+                        push(r);
+                    }
+                }
+            }
+        }
+        Some((shortest, rest)) => {
+            // Walk the shortest list, checking the others (bitset: one probe; list: binary search).
+            for &r in &shortest.refs {
+                if rest.iter().all(|t| t.contains(snap, r)) && !negative.iter().any(|n| n.contains(snap, r)) {
+                    push(r);
+                }
+            }
         }
     }
     out

@@ -271,3 +271,54 @@ fn tag_index_agrees_with_a_full_scan() {
         assert_eq!(via_index, scan, "{q}");
     }
 }
+
+#[test]
+fn sparse_and_dense_tag_lists_give_the_same_answers_as_a_scan() {
+    // 300 models: `common` tags are dense (bitsets), `rareN` ones sparse (lists); one channel has no models.
+    let mut yaml = String::from("channels:\n  - name: empty\n    base_url: http://127.0.0.1:9/v1\n    models: []\n");
+    for c in 0..30 {
+        let ids: Vec<String> = (0..10)
+            .map(|m| {
+                let n = c * 10 + m;
+                let free = if n % 3 == 0 { ":free" } else { "" };
+                format!("vendor{}/common-fam{}-rare{}{free}", c % 4, n % 7, n % 150)
+            })
+            .collect();
+        yaml.push_str(&format!(
+            "  - name: c{c}\n    base_url: http://127.0.0.1:{}/v1\n    models: [{}]\n",
+            1000 + c,
+            ids.join(", ")
+        ));
+    }
+    let s = snap(&yaml);
+    assert!(s.by_tag["common"].bits.is_some());
+    assert!(s.by_tag["rare7"].bits.is_none());
+    for g in 0..s.model_count {
+        assert_eq!(s.global(s.from_global(g)), g);
+    }
+    for q in [
+        "tag:common",
+        "tag:common,free",
+        "tag:common,!free",
+        "tag:rare7",
+        "tag:rare7,!free",
+        "tag:free,rare9",
+        "tag:fam3,vendor1,!free",
+        "tag:!free,!vendor0",
+        "tag:common,!rare7",
+    ] {
+        let e = TagExpr::parse(q).unwrap();
+        let via_index: Vec<(usize, String)> =
+            tag_matches(&s, &e, ModelKind::Chat).iter().map(|m| (m.channel, m.model.to_string())).collect();
+        let mut scan = Vec::new();
+        for (i, ch) in s.channels.iter().enumerate() {
+            for m in &ch.models {
+                if e.matches(model_tags(ch, &m.id).into_iter()) {
+                    scan.push((i, m.id.clone()));
+                }
+            }
+        }
+        assert!(!scan.is_empty(), "{q}");
+        assert_eq!(via_index, scan, "{q}");
+    }
+}
