@@ -22,6 +22,9 @@ _router() {
             router,config)
                 cmd="router__subcmd__config"
                 ;;
+            router,discover)
+                cmd="router__subcmd__discover"
+                ;;
             router,generate)
                 cmd="router__subcmd__generate"
                 ;;
@@ -36,6 +39,9 @@ _router() {
                 ;;
             router,serve)
                 cmd="router__subcmd__serve"
+                ;;
+            router,tags)
+                cmd="router__subcmd__tags"
                 ;;
             router,test)
                 cmd="router__subcmd__test"
@@ -79,6 +85,9 @@ _router() {
             router__subcmd__help,config)
                 cmd="router__subcmd__help__subcmd__config"
                 ;;
+            router__subcmd__help,discover)
+                cmd="router__subcmd__help__subcmd__discover"
+                ;;
             router__subcmd__help,generate)
                 cmd="router__subcmd__help__subcmd__generate"
                 ;;
@@ -93,6 +102,9 @@ _router() {
                 ;;
             router__subcmd__help,serve)
                 cmd="router__subcmd__help__subcmd__serve"
+                ;;
+            router__subcmd__help,tags)
+                cmd="router__subcmd__help__subcmd__tags"
                 ;;
             router__subcmd__help,test)
                 cmd="router__subcmd__help__subcmd__test"
@@ -114,6 +126,12 @@ _router() {
                 ;;
             router__subcmd__help__subcmd__requests,show)
                 cmd="router__subcmd__help__subcmd__requests__subcmd__show"
+                ;;
+            router__subcmd__help__subcmd__tags,list)
+                cmd="router__subcmd__help__subcmd__tags__subcmd__list"
+                ;;
+            router__subcmd__help__subcmd__tags,query)
+                cmd="router__subcmd__help__subcmd__tags__subcmd__query"
                 ;;
             router__subcmd__import,help)
                 cmd="router__subcmd__import__subcmd__help"
@@ -139,6 +157,24 @@ _router() {
             router__subcmd__requests__subcmd__help,show)
                 cmd="router__subcmd__requests__subcmd__help__subcmd__show"
                 ;;
+            router__subcmd__tags,help)
+                cmd="router__subcmd__tags__subcmd__help"
+                ;;
+            router__subcmd__tags,list)
+                cmd="router__subcmd__tags__subcmd__list"
+                ;;
+            router__subcmd__tags,query)
+                cmd="router__subcmd__tags__subcmd__query"
+                ;;
+            router__subcmd__tags__subcmd__help,help)
+                cmd="router__subcmd__tags__subcmd__help__subcmd__help"
+                ;;
+            router__subcmd__tags__subcmd__help,list)
+                cmd="router__subcmd__tags__subcmd__help__subcmd__list"
+                ;;
+            router__subcmd__tags__subcmd__help,query)
+                cmd="router__subcmd__tags__subcmd__help__subcmd__query"
+                ;;
             *)
                 ;;
         esac
@@ -146,7 +182,7 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config balance import test usage requests generate help"
+            opts="-h -V --config --store --help --version serve config balance import test usage requests discover tags generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -399,6 +435,40 @@ _router() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        router__subcmd__discover)
+            opts="-h -V --channel --json --concurrency --timeout --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         router__subcmd__generate)
             opts="-h -V --out-dir --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -426,7 +496,7 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config balance import test usage requests generate help"
+            opts="serve config balance import test usage requests discover tags generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -498,6 +568,20 @@ _router() {
         router__subcmd__help__subcmd__config__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__discover)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -596,6 +680,48 @@ _router() {
         router__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__tags)
+            opts="list query"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__tags__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__tags__subcmd__query)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -855,6 +981,156 @@ _router() {
             fi
             case "${prev}" in
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags)
+            opts="-h -V --config --store --help --version list query help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags__subcmd__help)
+            opts="list query help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags__subcmd__help__subcmd__query)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags__subcmd__list)
+            opts="-h -V --channel --json --discover --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__tags__subcmd__query)
+            opts="-h -V --strategy --protocol --embedding --key --pin --input-tokens --max-tokens --json --discover --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --strategy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --input-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

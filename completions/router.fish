@@ -35,6 +35,8 @@ complete -c router -n "__fish_router_needs_command" -f -a "import" -d 'Import ch
 complete -c router -n "__fish_router_needs_command" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
 complete -c router -n "__fish_router_needs_command" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
 complete -c router -n "__fish_router_needs_command" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_needs_command" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
+complete -c router -n "__fish_router_needs_command" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -155,22 +157,64 @@ complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand discover" -l channel -d 'Only this channel (repeatable)' -r
+complete -c router -n "__fish_router_using_subcommand discover" -l concurrency -d 'Model lists fetched at the same time' -r
+complete -c router -n "__fish_router_using_subcommand discover" -l timeout -d 'Bound on each model-list request, e.g. 20s' -r
+complete -c router -n "__fish_router_using_subcommand discover" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand discover" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand discover" -l json -d 'Print the report and the models found as JSON'
+complete -c router -n "__fish_router_using_subcommand discover" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand discover" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
+complete -c router -n "__fish_router_using_subcommand tags; and not __fish_seen_subcommand_from list query help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -l channel -d 'Only this channel (repeatable)' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -l discover -d 'Discover models first (live, for this run only) instead of using stored results'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l strategy -d 'Strategy (default: routing.strategy): priority, weighted, fastest, cost_first, free_first, local_first, balanced' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l protocol -d 'The client\'s protocol: channels of the other protocol are excluded, as in `serve`' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l key -d 'Apply this gateway key\'s `allow` expression' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l pin -d 'Pin a channel or channel/endpoint, like the `X-Router-Channel` header' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l input-tokens -d 'Prompt size used to estimate cost (cost_first, balanced)' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l max-tokens -d 'Output size used to estimate cost (serve uses 1024 when the request gives none)' -r
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l embedding -d 'Plan an embeddings request instead of a chat request'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -l discover -d 'Discover models first (live, for this run only) instead of using stored results'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from query" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
+complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'

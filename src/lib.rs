@@ -5,6 +5,7 @@
 //! - `config`: YAML schema, `${VAR}` interpolation, validation, zero-config autodetection.
 //! - `catalog`: channels, endpoints, tokens, models -> an immutable routing `Snapshot`.
 //! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
+//! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
@@ -22,6 +23,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod discover;
 pub mod error;
 pub mod import;
 pub mod probe;

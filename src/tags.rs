@@ -3,15 +3,34 @@
 //! Owns the tag vocabulary rules only: lower-casing, the separators, parsing and matching expressions, and
 //! suggesting close tags. Pure; no catalogue knowledge.
 
-/// Splits a model id into tags: lower-cased, split on `/ : @ - _ ,` and spaces; empty pieces dropped.
+/// Splits a model id into tags: lower-cased, split on `/ : @ - _ ,` and spaces; empty pieces dropped. A piece
+/// that is a family name glued to a version (`qwen3`, `llama3.2`, `gemma3`, `glm4`) also gives the family
+/// (`qwen`, `llama`, ...), so `tag:qwen` finds Ollama's `qwen3:8b` as well as `qwen/qwen3-8b`.
 pub fn extract(id: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut add = |t: &str| {
+        if !t.is_empty() && !out.iter().any(|x| x == t) {
+            out.push(t.to_string());
+        }
+    };
     for piece in id.to_ascii_lowercase().split(['/', ':', '@', '-', '_', ',', ' ']) {
-        if !piece.is_empty() && !out.iter().any(|t| t == piece) {
-            out.push(piece.to_string());
+        add(piece);
+        if let Some(family) = family(piece) {
+            add(family);
         }
     }
     out
+}
+
+/// `qwen3` -> `qwen`, `llama3.2` -> `llama`: three or more letters followed by a version number. Not `a22b`,
+/// `k2`, `v3` or `4o` (too short, or a size).
+fn family(piece: &str) -> Option<&str> {
+    let letters = piece.find(|c: char| !c.is_ascii_lowercase())?;
+    let rest = &piece[letters..];
+    (letters >= 3
+        && rest.starts_with(|c: char| c.is_ascii_digit())
+        && rest.chars().all(|c| c.is_ascii_digit() || c == '.'))
+    .then(|| &piece[..letters])
 }
 
 /// A parsed tag expression: every positive tag present, no negative tag present.
@@ -98,6 +117,10 @@ mod tests {
     fn extracts_tags_from_openrouter_ids() {
         assert_eq!(extract("qwen/qwen3-30b-a3b:free"), ["qwen", "qwen3", "30b", "a3b", "free"]);
         assert_eq!(extract("Meta-Llama/Llama-3.1_8B@latest"), ["meta", "llama", "3.1", "8b", "latest"]);
+        assert_eq!(extract("qwen3:8b"), ["qwen3", "qwen", "8b"]);
+        assert_eq!(extract("llama3.2:3b"), ["llama3.2", "llama", "3b"]);
+        assert_eq!(extract("moonshotai/kimi-k2:free"), ["moonshotai", "kimi", "k2", "free"]);
+        assert_eq!(extract("gpt-4o"), ["gpt", "4o"]);
     }
 
     #[test]

@@ -36,10 +36,11 @@ impl ModelKind {
     /// A guess from the id, for models whose list does not say.
     pub fn guess(id: &str) -> ModelKind {
         let l = id.to_ascii_lowercase();
-        if l.contains("embed") || l.contains("bge-") || l.contains("/bge") || l.contains("e5-") {
-            ModelKind::Embedding
-        } else if l.contains("rerank") {
+        // Rerankers first: `bge-reranker-v2-m3` is not an embedding model.
+        if l.contains("rerank") {
             ModelKind::Rerank
+        } else if l.contains("embed") || l.contains("bge-") || l.contains("/bge") || l.contains("e5-") {
+            ModelKind::Embedding
         } else if l.contains("whisper") || l.contains("tts") || l.contains("dall-e") || l.contains("moderation") {
             ModelKind::Other
         } else {
@@ -123,6 +124,8 @@ pub struct Channel {
     pub local: bool,
     /// The definition it was built from (for `channels show`, discovery and balance).
     pub config: ChannelConfig,
+    /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path).
+    pub model_index: HashMap<String, usize>,
 }
 
 impl Channel {
@@ -132,7 +135,7 @@ impl Channel {
             .get(model)
             .or_else(|| self.pricing.get("*"))
             .copied()
-            .or_else(|| self.models.iter().find(|m| m.id == model).and_then(|m| m.price))
+            .or_else(|| self.model(model).and_then(|m| m.price))
     }
 
     /// `/v1/responses` requests are translated to chat completions for this channel.
@@ -153,11 +156,32 @@ impl Channel {
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {
-        self.models.iter().find(|m| m.id == id)
+        self.model_index.get(id).map(|&i| &self.models[i])
+    }
+
+    /// Tags of one of this channel's models as routing sees them: the model's own, `free` when it is free,
+    /// and the channel's tags.
+    pub fn tags_of<'a>(&'a self, model: &'a Model) -> impl Iterator<Item = &'a str> + Clone {
+        model
+            .tags
+            .iter()
+            .map(String::as_str)
+            .chain(model.free.then_some("free"))
+            .chain(self.tags.iter().map(String::as_str))
     }
 
     pub fn matches_pattern(&self, model: &str) -> bool {
         self.patterns.iter().any(|p| pattern_matches(p, model))
+    }
+}
+
+/// The id without a trailing `-YYYYMMDD` date (clients such as Claude Code send dated ids).
+pub fn undated(id: &str) -> &str {
+    match id.rsplit_once('-') {
+        Some((head, date)) if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) && date.starts_with("20") => {
+            head
+        }
+        _ => id,
     }
 }
 
@@ -186,6 +210,30 @@ pub struct DiscoveredModel {
 /// Discovery results: channel name -> token fingerprint -> models.
 pub type Discovered = HashMap<String, HashMap<String, Vec<DiscoveredModel>>>;
 
+/// A model of a channel: (index in `Snapshot::channels`, index in `Channel::models`).
+pub type ModelRef = (u32, u32);
+
+/// The models carrying one tag: a sorted list, plus a bitset over all models (numbered by
+/// [`Snapshot::global`]) when the tag is common enough (at least 1 model in 64) that walking the list would be
+/// slower than AND-ing bitsets.
+#[derive(Debug, Default)]
+pub struct TagIndex {
+    pub refs: Vec<ModelRef>,
+    pub bits: Option<Vec<u64>>,
+}
+
+impl TagIndex {
+    pub fn contains(&self, snap: &Snapshot, r: ModelRef) -> bool {
+        match &self.bits {
+            Some(bits) => {
+                let g = snap.global(r) as usize;
+                bits[g / 64] & (1 << (g % 64)) != 0
+            }
+            None => self.refs.binary_search(&r).is_ok(),
+        }
+    }
+}
+
 /// Everything routing needs, immutable.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -194,6 +242,16 @@ pub struct Snapshot {
     pub by_model: HashMap<String, Vec<usize>>,
     /// Alias -> channels that define it.
     pub by_alias: HashMap<String, Vec<usize>>,
+    /// Tag -> models of enabled channels carrying it (model tags, `free`, channel tags), sorted. Makes a tag query
+    /// over tens of thousands of models an intersection of short lists instead of a scan.
+    pub by_tag: HashMap<String, TagIndex>,
+    /// Lower-cased last path segment of a model id without a date suffix (`gpt-4o` of `openai/gpt-4o`,
+    /// `claude-haiku-4-5` of `claude-haiku-4-5-20251001`) -> models of enabled channels.
+    pub by_suffix: HashMap<String, Vec<ModelRef>>,
+    /// Global number of the first model of each channel (models numbered across the whole snapshot).
+    pub model_offsets: Vec<u32>,
+    /// Number of models in the snapshot.
+    pub model_count: u32,
     pub config: Arc<Config>,
 }
 
@@ -215,15 +273,82 @@ impl Snapshot {
         }
         let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
         let mut by_alias: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_tag: HashMap<String, TagIndex> = HashMap::new();
+        let mut by_suffix: HashMap<String, Vec<ModelRef>> = HashMap::new();
+        let mut model_offsets = Vec::with_capacity(channels.len());
+        let mut model_count = 0u32;
         for (i, ch) in channels.iter().enumerate() {
+            model_offsets.push(model_count);
+            model_count += ch.models.len() as u32;
             for m in &ch.models {
-                by_model.entry(m.id.clone()).or_default().push(i);
+                match by_model.get_mut(&m.id) {
+                    Some(l) => l.push(i),
+                    None => {
+                        by_model.insert(m.id.clone(), vec![i]);
+                    }
+                }
             }
             for a in ch.aliases.keys() {
                 by_alias.entry(a.clone()).or_default().push(i);
             }
+            if !ch.enabled {
+                continue;
+            }
+            for (mi, m) in ch.models.iter().enumerate() {
+                let r = (i as u32, mi as u32);
+                for t in ch.tags_of(m) {
+                    let list = match by_tag.get_mut(t) {
+                        Some(l) => l,
+                        None => by_tag.entry(t.to_string()).or_default(),
+                    };
+                    // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
+                    if list.refs.last() != Some(&r) {
+                        list.refs.push(r);
+                    }
+                }
+                let last = undated(m.id.rsplit('/').next().unwrap_or(&m.id));
+                let list = if last.bytes().any(|b| b.is_ascii_uppercase()) {
+                    by_suffix.entry(last.to_ascii_lowercase()).or_default()
+                } else {
+                    match by_suffix.get_mut(last) {
+                        Some(l) => l,
+                        None => by_suffix.entry(last.to_string()).or_default(),
+                    }
+                };
+                list.push(r);
+            }
         }
-        Snapshot { channels, by_model, by_alias, config }
+        let words = (model_count as usize).div_ceil(64);
+        for t in by_tag.values_mut() {
+            if t.refs.len() * 64 >= model_count as usize {
+                let mut bits = vec![0u64; words];
+                for &(c, m) in &t.refs {
+                    let g = (model_offsets[c as usize] + m) as usize;
+                    bits[g / 64] |= 1 << (g % 64);
+                }
+                t.bits = Some(bits);
+            }
+        }
+        Snapshot { channels, by_model, by_alias, by_tag, by_suffix, model_offsets, model_count, config }
+    }
+
+    /// The number of a model across the whole snapshot (the bit of a [`TagIndex`] bitset).
+    pub fn global(&self, r: ModelRef) -> u32 {
+        self.model_offsets[r.0 as usize] + r.1
+    }
+
+    /// The inverse of [`Snapshot::global`].
+    pub fn from_global(&self, g: u32) -> ModelRef {
+        let c = self.model_offsets.partition_point(|&o| o <= g) - 1;
+        // Channels without models share an offset with the next one; partition_point picks the last of them,
+        // which is the one that has the model.
+        (c as u32, g - self.model_offsets[c])
+    }
+
+    /// The model a [`ModelRef`] points at, with its channel.
+    pub fn model_ref(&self, r: ModelRef) -> (&Channel, &Model) {
+        let ch = &self.channels[r.0 as usize];
+        (ch, &ch.models[r.1 as usize])
     }
 
     pub fn channel(&self, name: &str) -> Option<&Channel> {
@@ -311,52 +436,61 @@ fn build_channel(
     }
     let free_channel = tags.iter().any(|t| t == "free");
     let (patterns, listed): (Vec<String>, Vec<String>) = c.models.iter().cloned().partition(|m| m.ends_with('*'));
-    let mut models: Vec<Model> = Vec::new();
-    let push =
-        |models: &mut Vec<Model>, id: &str, price: Option<Price>, kind: Option<ModelKind>, token: Option<&str>| {
-            if let Some(m) = models.iter_mut().find(|m| m.id == id) {
-                if let Some(t) = token
-                    && !m.tokens.is_empty()
-                    && !m.tokens.iter().any(|x| &**x == t)
-                {
-                    m.tokens.push(t.into());
-                }
-                if m.price.is_none() {
-                    m.price = price;
-                }
-                return;
+    let capacity = discovered.map(|d| d.values().map(Vec::len).max().unwrap_or(0)).unwrap_or(0) + listed.len();
+    let mut models: Vec<Model> = Vec::with_capacity(capacity);
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(capacity);
+    let push = |models: &mut Vec<Model>,
+                index: &mut HashMap<String, usize>,
+                id: &str,
+                price: Option<Price>,
+                kind: Option<ModelKind>,
+                token: Option<&Arc<str>>| {
+        if let Some(m) = index.get(id).map(|&i| &mut models[i]) {
+            if let Some(t) = token
+                && !m.tokens.is_empty()
+                && !m.tokens.iter().any(|x| x == t)
+            {
+                m.tokens.push(t.clone());
             }
-            let price = c.pricing.get(id).copied().or(price);
-            let free = free_channel
-                || id.ends_with(":free")
-                || id.ends_with("-free")
-                || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
-            models.push(Model {
-                id: id.to_string(),
-                kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
-                tags: crate::tags::extract(id),
-                price,
-                free,
-                tokens: token.map(|t| vec![Arc::from(t)]).unwrap_or_default(),
-            });
-        };
+            if m.price.is_none() {
+                m.price = price;
+            }
+            return;
+        }
+        let price = c.pricing.get(id).copied().or(price);
+        let free = free_channel || is_free_id(id) || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
+        index.insert(id.to_string(), models.len());
+        models.push(Model {
+            id: id.to_string(),
+            kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
+            tags: crate::tags::extract(id),
+            price,
+            free,
+            tokens: token.map(|t| vec![t.clone()]).unwrap_or_default(),
+        });
+    };
     // Discovered models are per token; configured ones are visible to every token.
     if let Some(d) = discovered {
-        for (fp, list) in d {
+        // Sorted by fingerprint so the model order (and so routing ties) does not depend on hash order.
+        let mut per_token: Vec<(&String, &Vec<DiscoveredModel>)> = d.iter().collect();
+        per_token.sort_by(|a, b| a.0.cmp(b.0));
+        for (fp, list) in per_token {
+            // One shared `Arc` per token, not one allocation per model.
+            let fp: Arc<str> = fp.as_str().into();
             for m in list {
-                push(&mut models, &m.id, m.price, m.kind, Some(fp));
+                push(&mut models, &mut index, &m.id, m.price, m.kind, Some(&fp));
             }
         }
     }
     for id in &listed {
-        push(&mut models, id, None, None, None);
-        if let Some(m) = models.iter_mut().find(|m| &m.id == id) {
-            m.tokens.clear();
+        push(&mut models, &mut index, id, None, None, None);
+        if let Some(&i) = index.get(id) {
+            models[i].tokens.clear();
         }
     }
     for target in c.aliases.values() {
-        if !models.iter().any(|m| &m.id == target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
-            push(&mut models, target, None, None, None);
+        if !index.contains_key(target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
+            push(&mut models, &mut index, target, None, None, None);
         }
     }
     Channel {
@@ -377,7 +511,13 @@ fn build_channel(
         origin,
         local,
         config: c.clone(),
+        model_index: index,
     }
+}
+
+/// An id that names a free variant (`qwen/qwen3-8b:free`, `kimi-k2-free`).
+pub fn is_free_id(id: &str) -> bool {
+    id.ends_with(":free") || id.ends_with("-free")
 }
 
 fn token(k: &KeyConfig, endpoint_key: &str) -> Token {

@@ -5,11 +5,13 @@
 
 pub mod balance;
 pub mod config_cmd;
+pub mod discover;
 pub mod generate;
 pub mod import;
 pub mod output;
 pub mod requests;
 pub mod serve;
+pub mod tags;
 pub mod test;
 pub mod usage;
 
@@ -53,6 +55,11 @@ pub enum Command {
     Usage(usage::Args),
     /// Recent request records; `requests show ID` for one with every attempt.
     Requests(requests::Args),
+    /// Ask every channel's keys which models they reach, and their prices.
+    Discover(discover::Args),
+    /// List tags, or show the candidates a model name or tag expression routes to.
+    #[command(subcommand)]
+    Tags(tags::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -69,6 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test(args) => test::run(&global, args),
         Command::Usage(args) => usage::run(&global, args),
         Command::Requests(args) => requests::run(&global, args),
+        Command::Discover(args) => discover::run(&global, args),
+        Command::Tags(cmd) => tags::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }

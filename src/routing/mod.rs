@@ -4,13 +4,12 @@
 //! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, `failover_enabled`) and the
 //! strategies. Pure: reads the snapshot and health, does no I/O, takes microseconds.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::catalog::{Channel, ModelKind, Snapshot};
-use crate::config::Strategy;
+use crate::catalog::{Channel, Model, ModelKind, ModelRef, Snapshot, TagIndex, is_free_id};
+use crate::config::{Price, Strategy};
 use crate::protocol::Protocol;
 use crate::tags::{self, TagExpr};
 use crate::upstream::health::{Health, model_key};
@@ -70,7 +69,7 @@ pub struct Candidate {
     pub score: Option<Score>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Score {
     pub total: f64,
     pub cost: f64,
@@ -100,6 +99,20 @@ pub struct Plan {
     pub resolved_by: &'static str,
 }
 
+impl Plan {
+    /// The (channel, endpoint) pairs of the candidates, each once, in order: what `FastTest::measure_unknown`
+    /// takes before a `fastest` plan is made again.
+    pub fn endpoints(&self) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for c in &self.candidates {
+            if !out.contains(&(c.channel, c.endpoint)) {
+                out.push((c.channel, c.endpoint));
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
     #[error("model `{model}` not found")]
@@ -116,11 +129,30 @@ pub enum PlanError {
     NoneUsable { model: String, excluded: Vec<Excluded> },
 }
 
-/// A (channel, upstream model) match before expansion into endpoints and tokens.
-#[derive(Debug, Clone)]
-struct Match {
+/// A (channel, upstream model) match before expansion into endpoints and tokens. Borrows from the snapshot or
+/// the request: resolving a name allocates nothing per match.
+#[derive(Debug, Clone, Copy)]
+struct Match<'s> {
     channel: usize,
-    model: String,
+    model: &'s str,
+    /// Index in `Channel::models` when the channel lists the model (pattern matches do not).
+    idx: Option<u32>,
+}
+
+impl<'s> Match<'s> {
+    fn of(snap: &'s Snapshot, channel: usize, model: &'s str) -> Match<'s> {
+        let idx = snap.channels[channel].model_index.get(model).map(|&i| i as u32);
+        Match { channel, model, idx }
+    }
+
+    fn at(snap: &'s Snapshot, r: ModelRef) -> Match<'s> {
+        let (_, m) = snap.model_ref(r);
+        Match { channel: r.0 as usize, model: &m.id, idx: Some(r.1) }
+    }
+
+    fn model_in(&self, snap: &'s Snapshot) -> Option<&'s Model> {
+        self.idx.map(|i| &snap.channels[self.channel].models[i as usize])
+    }
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
@@ -132,26 +164,17 @@ fn protocol_name(p: Protocol) -> &'static str {
 
 /// Tags of a model as routing sees them: the model's own, its channel's, `free` when free.
 pub fn model_tags<'a>(ch: &'a Channel, model: &'a str) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::new();
     match ch.model(model) {
-        Some(m) => {
-            out.extend(m.tags.iter().map(String::as_str));
-            if m.free {
-                out.push("free");
-            }
-        }
+        Some(m) => ch.tags_of(m).collect(),
         None => {
-            if model.ends_with(":free") || model.ends_with("-free") {
-                out.push("free");
-            }
+            let free = (is_free_id(model) && !ch.tags.iter().any(|t| t == "free")).then_some("free");
+            free.into_iter().chain(ch.tags.iter().map(String::as_str)).collect()
         }
     }
-    out.extend(ch.tags.iter().map(String::as_str));
-    out
 }
 
-fn kind_of(ch: &Channel, model: &str) -> ModelKind {
-    ch.model(model).map(|m| m.kind).unwrap_or_else(|| ModelKind::guess(model))
+fn kind_of(snap: &Snapshot, g: &Match<'_>) -> ModelKind {
+    g.model_in(snap).map(|m| m.kind).unwrap_or_else(|| ModelKind::guess(g.model))
 }
 
 fn kind_ok(want: ModelKind, got: ModelKind) -> bool {
@@ -163,27 +186,27 @@ fn kind_ok(want: ModelKind, got: ModelKind) -> bool {
 }
 
 /// Resolves the requested name to (channel, model) matches, in the order of §5.
-fn resolve(snap: &Snapshot, req: &RouteRequest<'_>) -> (Vec<Match>, &'static str) {
+fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &'static str) {
     let enabled = |i: &&usize| snap.channels[**i].enabled;
     if let Some(expr) = TagExpr::parse(req.model) {
         return (tag_matches(snap, &expr, req.kind), "tag");
     }
     let mut out = Vec::new();
     for &i in snap.by_alias.get(req.model).into_iter().flatten().filter(enabled) {
-        out.push(Match { channel: i, model: snap.channels[i].aliases[req.model].clone() });
+        out.push(Match::of(snap, i, &snap.channels[i].aliases[req.model]));
     }
-    let aliased: HashSet<usize> = out.iter().map(|m| m.channel).collect();
+    let aliased = out.len();
     for &i in snap.by_model.get(req.model).into_iter().flatten().filter(enabled) {
-        if !aliased.contains(&i) {
-            out.push(Match { channel: i, model: req.model.to_string() });
+        if !out[..aliased].iter().any(|m| m.channel == i) {
+            out.push(Match::of(snap, i, req.model));
         }
     }
     if !out.is_empty() {
-        return (out, if aliased.is_empty() { "exact" } else { "alias" });
+        return (out, if aliased == 0 { "exact" } else { "alias" });
     }
-    for (i, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
+    for (i, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled && !c.patterns.is_empty()) {
         if ch.matches_pattern(req.model) {
-            out.push(Match { channel: i, model: req.model.to_string() });
+            out.push(Match { channel: i, model: req.model, idx: None });
         }
     }
     if !out.is_empty() {
@@ -191,15 +214,8 @@ fn resolve(snap: &Snapshot, req: &RouteRequest<'_>) -> (Vec<Match>, &'static str
     }
     // `gpt-4o` finds `openai/gpt-4o`; a dated id (`claude-sonnet-4-5-20250929`) finds the undated one and the
     // reverse, as clients such as Claude Code send dated ids.
-    let last = undated(req.model.rsplit('/').next().unwrap_or(req.model));
-    for (i, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
-        for m in &ch.models {
-            let m_last = undated(m.id.rsplit('/').next().unwrap_or(&m.id));
-            if m_last.eq_ignore_ascii_case(last) {
-                out.push(Match { channel: i, model: m.id.clone() });
-            }
-        }
-    }
+    let last = crate::catalog::undated(req.model.rsplit('/').next().unwrap_or(req.model)).to_ascii_lowercase();
+    out.extend(snap.by_suffix.get(&last).into_iter().flatten().map(|&r| Match::at(snap, r)));
     if !out.is_empty() {
         return (out, "suffix");
     }
@@ -211,22 +227,62 @@ fn resolve(snap: &Snapshot, req: &RouteRequest<'_>) -> (Vec<Match>, &'static str
     (Vec::new(), "none")
 }
 
-/// The id without a trailing `-YYYYMMDD` date.
-fn undated(id: &str) -> &str {
-    match id.rsplit_once('-') {
-        Some((head, date)) if date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit()) && date.starts_with("20") => {
-            head
-        }
-        _ => id,
-    }
-}
-
-fn tag_matches(snap: &Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<Match> {
+/// Models of enabled channels matching a tag expression, in catalogue order. Uses the snapshot's tag index: the
+/// shortest positive list is walked and checked against the other lists by binary search.
+fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<Match<'s>> {
+    let empty = TagIndex::default();
+    let index = |t: &str| snap.by_tag.get(t).unwrap_or(&empty);
+    let negative: Vec<&TagIndex> = expr.negative.iter().map(|t| index(t)).collect();
     let mut out = Vec::new();
-    for (i, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
-        for m in &ch.models {
-            if kind_ok(kind, m.kind) && expr.matches(model_tags(ch, &m.id).into_iter()) {
-                out.push(Match { channel: i, model: m.id.clone() });
+    let mut push = |r: ModelRef| {
+        let (_, m) = snap.model_ref(r);
+        if kind_ok(kind, m.kind) {
+            out.push(Match::at(snap, r));
+        }
+    };
+    let mut positive: Vec<&TagIndex> = expr.positive.iter().map(|t| index(t)).collect();
+    positive.sort_by_key(|t| t.refs.len());
+    match positive.split_first() {
+        None => {
+            // Only negatives: every model of every enabled channel is a candidate.
+            for (ci, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled) {
+                for mi in 0..ch.models.len() {
+                    let r = (ci as u32, mi as u32);
+                    if !negative.iter().any(|n| n.contains(snap, r)) {
+                        push(r);
+                    }
+                }
+            }
+        }
+        Some((shortest, rest)) if shortest.bits.is_some() => {
+            // Every positive tag is common: AND the bitsets word by word, then walk the bits that are left.
+            // (Lists are sorted by length and density follows length, so every other positive has a bitset.)
+            let mut words = shortest.bits.clone().unwrap_or_default();
+            for bits in rest.iter().filter_map(|t| t.bits.as_deref()) {
+                words.iter_mut().zip(bits).for_each(|(w, b)| *w &= b);
+            }
+            for bits in negative.iter().filter_map(|t| t.bits.as_deref()) {
+                words.iter_mut().zip(bits).for_each(|(w, b)| *w &= !b);
+            }
+            let sparse_neg: Vec<&TagIndex> = negative.iter().copied().filter(|n| n.bits.is_none()).collect();
+            for (wi, &w) in words.iter().enumerate() {
+                let mut w = w;
+                while w != 0 {
+                    let g = (wi * 64) as u32 + w.trailing_zeros();
+                    w &= w - 1;
+                    let r = snap.from_global(g);
+                    if !sparse_neg.iter().any(|n| n.contains(snap, r)) {
+                        push(r);
+                    }
+                }
+            }
+        }
+        Some((shortest, rest)) => {
+            // Walk the shortest list, checking the others (bitset: one probe; list: binary search).
+            for &r in &shortest.refs {
+                if rest.iter().all(|t| t.contains(snap, r)) && !negative.iter().any(|n| n.contains(snap, r)) {
+                    push(r);
+                }
             }
         }
     }
@@ -235,28 +291,20 @@ fn tag_matches(snap: &Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<Match> {
 
 /// Names offered when a model is not found: model ids, aliases and tags close to the request.
 pub fn suggestions(snap: &Snapshot, wanted: &str) -> Vec<String> {
-    let wanted_core = wanted.strip_prefix("tag:").unwrap_or(wanted);
-    let ids = snap.model_ids();
-    let mut names: Vec<&str> = ids.iter().map(|(id, _)| *id).collect();
-    if wanted.starts_with("tag:") {
-        let mut tagset: Vec<&str> = snap
-            .channels
-            .iter()
-            .flat_map(|c| {
-                c.models.iter().flat_map(|m| m.tags.iter().map(String::as_str)).chain(c.tags.iter().map(String::as_str))
-            })
-            .collect();
-        tagset.sort();
-        tagset.dedup();
-        names = tagset;
-        let mut out = Vec::new();
-        for part in TagExpr::parse_list(wanted_core).positive {
-            out.extend(tags::closest(&part, names.iter().copied(), 3));
+    if let Some(expr) = TagExpr::parse(wanted) {
+        let tagset: Vec<&str> = snap.by_tag.keys().map(String::as_str).collect();
+        let mut out: Vec<String> = Vec::new();
+        for part in expr.positive.iter().filter(|p| !snap.by_tag.contains_key(*p)) {
+            for t in tags::closest(part, tagset.iter().copied(), 3) {
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
         }
-        out.dedup();
         return out;
     }
-    tags::closest(wanted_core, names.drain(..), 5)
+    let ids = snap.model_ids();
+    tags::closest(wanted, ids.iter().map(|(id, _)| *id), 5)
 }
 
 /// Builds the ordered attempt plan for a request.
@@ -285,7 +333,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         None => (None, None),
     };
     // Filters that apply to a (channel, model) as a whole.
-    let mut groups: Vec<Match> = Vec::new();
+    let mut groups: Vec<Match<'_>> = Vec::new();
     let mut saw_kind_or_allow = false;
     let mut forbidden = 0usize;
     let mut wrong_protocol: Option<&'static str> = None;
@@ -296,34 +344,28 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         {
             continue;
         }
-        if !kind_ok(req.kind, kind_of(ch, &m.model)) {
+        let kind = kind_of(snap, &m);
+        if !kind_ok(req.kind, kind) {
             saw_kind_or_allow = true;
-            exclude(
-                ch,
-                &m.model,
-                None,
-                None,
-                format!("{:?} model, not usable here", kind_of(ch, &m.model)).to_lowercase(),
-                None,
-            );
+            exclude(ch, m.model, None, None, format!("{kind:?} model, not usable here").to_lowercase(), None);
             continue;
         }
         if let Some(allow) = req.allow
-            && !allow.permits(req.model, &m.model, &model_tags(ch, &m.model))
+            && !allow.permits(req.model, m.model, &model_tags(ch, m.model))
         {
             forbidden += 1;
             saw_kind_or_allow = true;
-            exclude(ch, &m.model, None, None, "not allowed for this key".into(), None);
+            exclude(ch, m.model, None, None, "not allowed for this key".into(), None);
             continue;
         }
         let native = ch.protocol.wire() == req.client;
         if !native && !req.translate {
             wrong_protocol = Some(protocol_name(ch.protocol.wire()));
-            exclude(ch, &m.model, None, None, format!("speaks {}", protocol_name(ch.protocol.wire())), None);
+            exclude(ch, m.model, None, None, format!("speaks {}", protocol_name(ch.protocol.wire())), None);
             continue;
         }
-        if let Some(d) = health.cooling(&model_key(&ch.name, &m.model), now) {
-            exclude(ch, &m.model, None, None, "model not found here recently".into(), Some(d));
+        if let Some(d) = health.cooling(&model_key(&ch.name, m.model), now) {
+            exclude(ch, m.model, None, None, "model not found here recently".into(), Some(d));
             continue;
         }
         groups.push(m);
@@ -359,17 +401,13 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         }
         return Err(all_cooling_or_none(req.model, excluded));
     }
-    order(snap, health, req, &mut groups);
+    let scores = order(snap, health, req, &mut groups);
     // Expand into endpoints and tokens.
     let mut candidates = Vec::new();
-    let mut scores = Vec::new();
-    if req.strategy == Strategy::Balanced {
-        scores = groups.iter().map(|g| score(snap, health, g, req)).collect();
-    }
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.wire() == req.client;
-        let visible = ch.model(&g.model).map(|m| m.tokens.as_slice()).unwrap_or(&[]);
+        let visible = g.model_in(snap).map(|m| m.tokens.as_slice()).unwrap_or(&[]);
         for (ei, ep) in ch.endpoints.iter().enumerate() {
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe
@@ -377,12 +415,12 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                 continue;
             }
             if !ep.failover_enabled && pin_endpoint.is_none() {
-                exclude(ch, &g.model, Some(&ep.name), None, "failover disabled (pin to use)".into(), None);
+                exclude(ch, g.model, Some(&ep.name), None, "failover disabled (pin to use)".into(), None);
                 continue;
             }
             if let Some(d) = health.cooling(&ep.health_key, now) {
                 let reason = health.view(&ep.health_key).reason.unwrap_or_default();
-                exclude(ch, &g.model, Some(&ep.name), None, format!("endpoint cooling down ({reason})"), Some(d));
+                exclude(ch, g.model, Some(&ep.name), None, format!("endpoint cooling down ({reason})"), Some(d));
                 continue;
             }
             for ti in ep.rotated_tokens() {
@@ -394,7 +432,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                     let reason = health.view(&tok.health_key).reason.unwrap_or_default();
                     exclude(
                         ch,
-                        &g.model,
+                        g.model,
                         Some(&ep.name),
                         Some(&tok.token_key),
                         format!("token cooling down ({reason})"),
@@ -406,7 +444,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                     channel: g.channel,
                     endpoint: ei,
                     token: ti,
-                    model: g.model.clone(),
+                    model: g.model.to_string(),
                     native,
                     score: scores.get(gi).copied(),
                 });
@@ -415,6 +453,18 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     }
     if candidates.is_empty() {
         return Err(all_cooling_or_none(req.model, excluded));
+    }
+    if req.strategy == Strategy::Fastest {
+        // Latency is a property of the endpoint, not the channel: order the attempts themselves. The sort is
+        // stable, so equal (or unknown) latencies keep the channel order computed above.
+        let lat: Vec<f64> = candidates
+            .iter()
+            .map(|c| endpoint_latency(snap, health, c.channel, c.endpoint).unwrap_or(f64::INFINITY))
+            .collect();
+        let mut idx: Vec<usize> = (0..candidates.len()).collect();
+        idx.sort_by(|&a, &b| lat[a].total_cmp(&lat[b]));
+        let mut slots: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
+        candidates = idx.into_iter().filter_map(|i| slots[i].take()).collect();
     }
     Ok(Plan { candidates, excluded, strategy: req.strategy, resolved_by })
 }
@@ -426,54 +476,135 @@ fn all_cooling_or_none(model: &str, excluded: Vec<Excluded>) -> PlanError {
     }
 }
 
-/// Channel-level latency: the best EWMA time to first byte of its endpoints.
-fn latency(snap: &Snapshot, health: &Health, ch: usize) -> Option<f64> {
-    snap.channels[ch].endpoints.iter().filter_map(|e| health.view(&e.health_key).ttfb_ms).min_by(|a, b| a.total_cmp(b))
+/// EWMA time to first byte of one endpoint, ms (real traffic, or a fast test when there was none).
+pub fn endpoint_latency(snap: &Snapshot, health: &Health, ch: usize, ep: usize) -> Option<f64> {
+    health.view(&snap.channels[ch].endpoints[ep].health_key).ttfb_ms
 }
 
-/// Estimated USD for this request on a (channel, model); `None` when the price is unknown.
-fn est_cost(snap: &Snapshot, g: &Match, req: &RouteRequest<'_>) -> Option<f64> {
+/// Channel-level latency: the best EWMA time to first byte of its endpoints.
+fn latency(snap: &Snapshot, health: &Health, ch: usize) -> Option<f64> {
+    (0..snap.channels[ch].endpoints.len())
+        .filter_map(|e| endpoint_latency(snap, health, ch, e))
+        .min_by(|a, b| a.total_cmp(b))
+}
+
+fn is_free(snap: &Snapshot, g: &Match<'_>) -> bool {
     let ch = &snap.channels[g.channel];
-    let free = ch.model(&g.model).is_some_and(|m| m.free) || ch.tags.iter().any(|t| t == "free");
+    match g.model_in(snap) {
+        Some(m) => m.free,
+        None => is_free_id(g.model) || ch.tags.iter().any(|t| t == "free"),
+    }
+}
+
+/// Estimated USD for this request on a (channel, model); `None` when the price is unknown. Free models cost 0
+/// whatever their listed price.
+pub fn estimated_cost(price: Option<Price>, free: bool, est_input: u64, est_output: u64) -> Option<f64> {
     if free {
         return Some(0.0);
     }
-    let p = ch.price(&g.model)?;
-    Some((req.est_input.max(1) as f64 * p.input + req.est_output.max(1) as f64 * p.output) / 1e6)
+    let p = price?;
+    Some((est_input.max(1) as f64 * p.input + est_output.max(1) as f64 * p.output) / 1e6)
 }
 
-fn is_free(snap: &Snapshot, g: &Match) -> bool {
+fn est_cost(snap: &Snapshot, g: &Match<'_>, req: &RouteRequest<'_>) -> Option<f64> {
     let ch = &snap.channels[g.channel];
-    ch.model(&g.model).is_some_and(|m| m.free) || ch.tags.iter().any(|t| t == "free") || g.model.ends_with(":free")
+    estimated_cost(ch.price(g.model), is_free(snap, g), req.est_input, req.est_output)
 }
 
-fn score(snap: &Snapshot, health: &Health, g: &Match, req: &RouteRequest<'_>) -> Score {
+/// A rough quality prior from a model id, in (0, 1]: parameter count when the id gives it (`70b`, `1.5b`;
+/// the total, not the active `a22b` experts), and tier words (`opus`, `pro`, `max` up; `mini`, `nano`, `lite`
+/// down). Unknown ids get 0.6. It only breaks ties between otherwise similar candidates of the `balanced`
+/// strategy; it is not a benchmark.
+pub fn model_quality(id: &str) -> f64 {
+    let tags = tags::extract(id);
+    let mut q: f64 = 0.6;
+    let size_b = tags
+        .iter()
+        .filter(|t| !t.starts_with('a'))
+        .filter_map(|t| {
+            let (num, scale) = match t.as_bytes().last()? {
+                b'b' => (&t[..t.len() - 1], 1.0),
+                b'm' => (&t[..t.len() - 1], 0.001),
+                b't' => (&t[..t.len() - 1], 1000.0),
+                _ => return None,
+            };
+            num.parse::<f64>().ok().filter(|n| *n > 0.0).map(|n| n * scale)
+        })
+        .fold(None, |acc: Option<f64>, n| Some(acc.map_or(n, |a| a.max(n))));
+    if let Some(b) = size_b {
+        // 1B -> 0.35, 8B -> 0.5, 70B -> 0.72, 400B+ -> 0.9.
+        q = (0.35 + 0.2 * b.max(0.1).log10()).clamp(0.2, 0.9);
+    }
+    const UP: &[(&str, f64)] = &[
+        ("opus", 0.3),
+        ("ultra", 0.2),
+        ("max", 0.2),
+        ("pro", 0.15),
+        ("large", 0.1),
+        ("plus", 0.1),
+        ("sonnet", 0.25),
+        ("reasoner", 0.15),
+        ("thinking", 0.1),
+    ];
+    const DOWN: &[(&str, f64)] = &[
+        ("nano", 0.25),
+        ("tiny", 0.25),
+        ("lite", 0.2),
+        ("mini", 0.15),
+        ("small", 0.15),
+        ("haiku", 0.1),
+        ("flash", 0.05),
+    ];
+    for t in &tags {
+        if let Some((_, d)) = UP.iter().find(|(w, _)| w == t) {
+            q += d;
+        }
+        if let Some((_, d)) = DOWN.iter().find(|(w, _)| w == t) {
+            q -= d;
+        }
+    }
+    q.clamp(0.05, 1.0)
+}
+
+/// The `balanced` score of a (channel, model): each part in [0, 1], total = weighted mean (weights from
+/// `routing.balanced`, default cost .3 / speed .3 / quality .2 / reliability .2).
+fn score(snap: &Snapshot, health: &Health, g: &Match<'_>, req: &RouteRequest<'_>) -> Score {
     let w = &snap.config.raw.routing.balanced;
+    // 1.0 free, 0.5 at one cent per request, falling towards 0 for expensive ones; unknown price 0.3.
     let cost = match est_cost(snap, g, req) {
-        Some(c) => 1.0 / (1.0 + c * 1000.0),
+        Some(c) => 1.0 / (1.0 + c * 100.0),
         None => 0.3,
     };
+    // 1.0 instant, 0.5 at one second to first byte; unknown 0.5.
     let speed = match latency(snap, health, g.channel) {
         Some(ms) => 1.0 / (1.0 + ms / 1000.0),
         None => 0.5,
     };
     let ch = &snap.channels[g.channel];
-    // Quality: configured preference (lower priority number = preferred), squashed into (0, 1].
-    let quality = 1.0 / (1.0 + (ch.priority.max(0) as f64) / 10.0);
+    // Quality: mostly the model's prior, partly the configured preference (lower priority number = preferred).
+    let preference = 1.0 / (1.0 + (ch.priority.max(0) as f64) / 10.0);
+    let quality = 0.7 * model_quality(g.model) + 0.3 * preference;
+    // Reliability: successes over attempts on the channel's endpoints, with a prior of one of each.
     let (ok, err) = ch.endpoints.iter().fold((0u64, 0u64), |(o, e), ep| {
         let v = health.view(&ep.health_key);
         (o + v.ok, e + v.errors)
     });
     let reliability = (ok as f64 + 1.0) / ((ok + err) as f64 + 2.0);
-    let total = w.cost * cost + w.speed * speed + w.quality * quality + w.reliability * reliability;
+    let sum = w.cost + w.speed + w.quality + w.reliability;
+    let total = if sum > 0.0 {
+        (w.cost * cost + w.speed * speed + w.quality * quality + w.reliability * reliability) / sum
+    } else {
+        0.0
+    };
     Score { total, cost, speed, quality, reliability }
 }
 
-/// Orders (channel, model) groups by the strategy; the client's own protocol wins ties.
-fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut Vec<Match>) {
+/// Orders (channel, model) groups by the strategy; the client's own protocol wins ties. Returns the `balanced`
+/// scores in the new order (empty for other strategies).
+fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut Vec<Match<'_>>) -> Vec<Score> {
     let mut rng = rand::thread_rng();
-    let native = |g: &Match| u8::from(snap.channels[g.channel].protocol.wire() != req.client);
-    let prio = |g: &Match| snap.channels[g.channel].priority;
+    let native = |g: &Match<'_>| u8::from(snap.channels[g.channel].protocol.wire() != req.client);
+    let prio = |g: &Match<'_>| snap.channels[g.channel].priority;
     match req.strategy {
         Strategy::Priority => {
             weighted_shuffle(snap, groups, &mut rng);
@@ -484,20 +615,23 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
             groups.sort_by_key(native);
         }
         Strategy::Fastest => {
+            // Channel order for ties; `plan` then orders the attempts by endpoint latency.
             weighted_shuffle(snap, groups, &mut rng);
-            groups.sort_by(|a, b| {
-                let la = latency(snap, health, a.channel).unwrap_or(f64::INFINITY);
-                let lb = latency(snap, health, b.channel).unwrap_or(f64::INFINITY);
-                la.total_cmp(&lb).then(native(a).cmp(&native(b))).then(prio(a).cmp(&prio(b)))
+            let mut keyed: Vec<(f64, Match<'_>)> =
+                groups.drain(..).map(|g| (latency(snap, health, g.channel).unwrap_or(f64::INFINITY), g)).collect();
+            keyed.sort_by(|a, b| {
+                a.0.total_cmp(&b.0).then(native(&a.1).cmp(&native(&b.1))).then(prio(&a.1).cmp(&prio(&b.1)))
             });
+            groups.extend(keyed.into_iter().map(|(_, g)| g));
         }
         Strategy::CostFirst => {
             weighted_shuffle(snap, groups, &mut rng);
-            groups.sort_by(|a, b| {
-                let ca = est_cost(snap, a, req).unwrap_or(f64::INFINITY);
-                let cb = est_cost(snap, b, req).unwrap_or(f64::INFINITY);
-                ca.total_cmp(&cb).then(native(a).cmp(&native(b))).then(prio(a).cmp(&prio(b)))
+            let mut keyed: Vec<(f64, Match<'_>)> =
+                groups.drain(..).map(|g| (est_cost(snap, &g, req).unwrap_or(f64::INFINITY), g)).collect();
+            keyed.sort_by(|a, b| {
+                a.0.total_cmp(&b.0).then(native(&a.1).cmp(&native(&b.1))).then(prio(&a.1).cmp(&prio(&b.1)))
             });
+            groups.extend(keyed.into_iter().map(|(_, g)| g));
         }
         Strategy::FreeFirst => {
             weighted_shuffle(snap, groups, &mut rng);
@@ -508,23 +642,36 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
             groups.sort_by_key(|g| (!snap.channels[g.channel].local, prio(g), native(g)));
         }
         Strategy::Balanced => {
-            let mut scored: Vec<(f64, Match)> =
-                groups.drain(..).map(|g| (score(snap, health, &g, req).total, g)).collect();
-            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(native(&a.1).cmp(&native(&b.1))));
+            let mut scored: Vec<(Score, Match<'_>)> =
+                groups.drain(..).map(|g| (score(snap, health, &g, req), g)).collect();
+            scored.sort_by(|a, b| {
+                b.0.total.total_cmp(&a.0.total).then(native(&a.1).cmp(&native(&b.1))).then(prio(&a.1).cmp(&prio(&b.1)))
+            });
+            let scores = scored.iter().map(|(s, _)| *s).collect();
             groups.extend(scored.into_iter().map(|(_, g)| g));
+            return scores;
         }
     }
+    Vec::new()
 }
 
-/// Weighted random order (Efraimidis-Spirakis): key = u^(1/w), highest first. A stable sort after it keeps
-/// this order inside ties, which gives "weighted random inside a tier".
-fn weighted_shuffle(snap: &Snapshot, groups: &mut Vec<Match>, rng: &mut impl Rng) {
-    let mut keyed: Vec<(f64, Match)> = groups
+/// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so
+/// the models of one channel keep their catalogue order. A stable sort after it keeps this order inside ties,
+/// which gives "weighted random inside a tier".
+fn weighted_shuffle(snap: &Snapshot, groups: &mut Vec<Match<'_>>, rng: &mut impl Rng) {
+    if groups.len() < 2 {
+        return;
+    }
+    let mut keys: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
+    let mut keyed: Vec<(f64, Match<'_>)> = groups
         .drain(..)
         .map(|g| {
-            let w = f64::from(snap.channels[g.channel].weight.max(1));
-            let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-            (u.powf(1.0 / w), g)
+            let k = *keys.entry(g.channel).or_insert_with(|| {
+                let w = f64::from(snap.channels[g.channel].weight.max(1));
+                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+                u.powf(1.0 / w)
+            });
+            (k, g)
         })
         .collect();
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0));

@@ -172,3 +172,165 @@ fn plan_takes_microseconds() {
     assert_eq!(p.candidates.len(), 50);
     let _ = Config::default();
 }
+
+#[test]
+fn fastest_orders_attempts_by_endpoint_latency_unknown_last() {
+    let s = snap(
+        "channels:\n  - name: a\n    models: [m]\n    endpoints:\n      - {name: slow, base_url: 'http://127.0.0.1:1/v1'}\n      - {name: quick, base_url: 'http://127.0.0.1:2/v1'}\n      - {name: unknown, base_url: 'http://127.0.0.1:3/v1'}\n  - name: b\n    base_url: http://127.0.0.1:4/v1\n    models: [m]\n",
+    );
+    let h = Health::new();
+    h.observe_ttfb("a/slow", 500.0);
+    h.observe_ttfb("a/quick", 50.0);
+    h.observe_ttfb("b/default", 100.0);
+    let mut r = req("m");
+    r.strategy = Strategy::Fastest;
+    let p = plan(&s, &h, &r, Instant::now()).unwrap();
+    let order: Vec<String> = p
+        .candidates
+        .iter()
+        .map(|c| format!("{}/{}", s.channels[c.channel].name, s.channels[c.channel].endpoints[c.endpoint].name))
+        .collect();
+    assert_eq!(order, ["a/quick", "b/default", "a/slow", "a/unknown"]);
+    assert_eq!(p.endpoints().len(), 4);
+}
+
+const PRICED: &str = "
+channels:
+  - name: pricey
+    base_url: http://127.0.0.1:1/v1
+    models: [m]
+    pricing: {m: {input: 10, output: 30}}
+  - name: unknown
+    base_url: http://127.0.0.1:2/v1
+    models: [m]
+  - name: cheap
+    base_url: http://127.0.0.1:3/v1
+    priority: 5
+    models: [m]
+    pricing: {m: {input: 0.1, output: 0.2}}
+  - name: gratis
+    base_url: http://127.0.0.1:4/v1
+    priority: 9
+    tags: [free]
+    models: [m]
+";
+
+fn channel_order(s: &Snapshot, p: &Plan) -> Vec<String> {
+    p.candidates.iter().map(|c| s.channels[c.channel].name.to_string()).collect()
+}
+
+#[test]
+fn cost_first_puts_free_then_cheap_and_unknown_prices_last() {
+    let s = snap(PRICED);
+    let mut r = req("m");
+    r.strategy = Strategy::CostFirst;
+    for _ in 0..20 {
+        let p = plan(&s, &Health::new(), &r, Instant::now()).unwrap();
+        assert_eq!(channel_order(&s, &p), ["gratis", "cheap", "pricey", "unknown"]);
+    }
+    r.strategy = Strategy::FreeFirst;
+    let p = plan(&s, &Health::new(), &r, Instant::now()).unwrap();
+    assert_eq!(channel_order(&s, &p)[0], "gratis");
+}
+
+#[test]
+fn balanced_scores_follow_the_configured_weights() {
+    let only_cost = format!("routing:\n  balanced: {{cost: 1, speed: 0, quality: 0, reliability: 0}}\n{PRICED}");
+    let s = snap(&only_cost);
+    let mut r = req("m");
+    r.strategy = Strategy::Balanced;
+    let p = plan(&s, &Health::new(), &r, Instant::now()).unwrap();
+    assert_eq!(channel_order(&s, &p), ["gratis", "cheap", "pricey", "unknown"]);
+    let first = p.candidates[0].score.unwrap();
+    assert_eq!(first.total, first.cost);
+    assert_eq!(first.cost, 1.0);
+    // Speed only: the endpoint that answered fastest wins.
+    let only_speed = format!("routing:\n  balanced: {{cost: 0, speed: 1, quality: 0, reliability: 0}}\n{PRICED}");
+    let s = snap(&only_speed);
+    let h = Health::new();
+    h.observe_ttfb("unknown/default", 20.0);
+    h.observe_ttfb("pricey/default", 900.0);
+    let p = plan(&s, &h, &r, Instant::now()).unwrap();
+    assert_eq!(channel_order(&s, &p)[0], "unknown");
+}
+
+#[test]
+fn model_quality_prefers_bigger_and_higher_tiers() {
+    assert!(model_quality("qwen/qwen3-235b-a22b") > model_quality("qwen/qwen3-8b"));
+    assert!(model_quality("claude-opus-4-1") > model_quality("claude-haiku-4-5"));
+    assert!(model_quality("gpt-4o") > model_quality("gpt-4o-mini"));
+    assert_eq!(model_quality("something"), 0.6);
+}
+
+#[test]
+fn tag_index_agrees_with_a_full_scan() {
+    let s = snap(TWO);
+    for q in ["tag:qwen", "tag:free", "tag:local,!free", "tag:!free", "tag:gpt,4o", "tag:nope", "tag:qwen3,qwen,30b"] {
+        let e = TagExpr::parse(q).unwrap();
+        let via_index: Vec<(usize, String)> =
+            tag_matches(&s, &e, ModelKind::Chat).iter().map(|m| (m.channel, m.model.to_string())).collect();
+        let mut scan = Vec::new();
+        for (i, ch) in s.channels.iter().enumerate() {
+            for m in ch.models.iter().filter(|m| kind_ok(ModelKind::Chat, m.kind)) {
+                if e.matches(model_tags(ch, &m.id).into_iter()) {
+                    scan.push((i, m.id.clone()));
+                }
+            }
+        }
+        if q == "tag:qwen" {
+            assert_eq!(via_index.len(), 1, "{via_index:?}");
+        }
+        assert_eq!(via_index, scan, "{q}");
+    }
+}
+
+#[test]
+fn sparse_and_dense_tag_lists_give_the_same_answers_as_a_scan() {
+    // 300 models: `common` tags are dense (bitsets), `rareN` ones sparse (lists); one channel has no models.
+    let mut yaml = String::from("channels:\n  - name: empty\n    base_url: http://127.0.0.1:9/v1\n    models: []\n");
+    for c in 0..30 {
+        let ids: Vec<String> = (0..10)
+            .map(|m| {
+                let n = c * 10 + m;
+                let free = if n % 3 == 0 { ":free" } else { "" };
+                format!("vendor{}/common-fam{}-rare{}{free}", c % 4, n % 7, n % 150)
+            })
+            .collect();
+        yaml.push_str(&format!(
+            "  - name: c{c}\n    base_url: http://127.0.0.1:{}/v1\n    models: [{}]\n",
+            1000 + c,
+            ids.join(", ")
+        ));
+    }
+    let s = snap(&yaml);
+    assert!(s.by_tag["common"].bits.is_some());
+    assert!(s.by_tag["rare7"].bits.is_none());
+    for g in 0..s.model_count {
+        assert_eq!(s.global(s.from_global(g)), g);
+    }
+    for q in [
+        "tag:common",
+        "tag:common,free",
+        "tag:common,!free",
+        "tag:rare7",
+        "tag:rare7,!free",
+        "tag:free,rare9",
+        "tag:fam3,vendor1,!free",
+        "tag:!free,!vendor0",
+        "tag:common,!rare7",
+    ] {
+        let e = TagExpr::parse(q).unwrap();
+        let via_index: Vec<(usize, String)> =
+            tag_matches(&s, &e, ModelKind::Chat).iter().map(|m| (m.channel, m.model.to_string())).collect();
+        let mut scan = Vec::new();
+        for (i, ch) in s.channels.iter().enumerate() {
+            for m in &ch.models {
+                if e.matches(model_tags(ch, &m.id).into_iter()) {
+                    scan.push((i, m.id.clone()));
+                }
+            }
+        }
+        assert!(!scan.is_empty(), "{q}");
+        assert_eq!(via_index, scan, "{q}");
+    }
+}

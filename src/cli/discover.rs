@@ -1,0 +1,168 @@
+//! `router discover`: ask every channel's keys which models they reach (and their prices), report per token.
+//!
+//! Owns the command line and the report table only; the requests and parsing are `crate::discover`. Results are
+//! handed to a `DiscoveryStore` (see [`store`]).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{Global, output};
+use crate::catalog::{ModelKind, Snapshot};
+use crate::config::{Dur, Price};
+use crate::discover::{self, ChannelReport, DiscoveryStore, MemoryStore, Options};
+use crate::error::user;
+use crate::tags;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this channel (repeatable).
+    #[arg(long = "channel", value_name = "NAME")]
+    pub channels: Vec<String>,
+
+    /// Print the report and the models found as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Model lists fetched at the same time.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub concurrency: usize,
+
+    /// Bound on each model-list request, e.g. 20s.
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_dur)]
+    pub timeout: Dur,
+}
+
+fn parse_dur(s: &str) -> Result<Dur, String> {
+    Dur::parse(s).ok_or_else(|| format!("invalid duration `{s}` (use e.g. 500ms, 20s, 1m)"))
+}
+
+/// Where discovery results are kept. Until the store is wired in, results live for this process only.
+pub fn store(_global: &Global) -> Box<dyn DiscoveryStore> {
+    Box::new(MemoryStore::default())
+}
+
+#[derive(Serialize)]
+struct JsonModel<'a> {
+    id: &'a str,
+    kind: ModelKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price: Option<Price>,
+    free: bool,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    channels: &'a [ChannelReport],
+    /// channel -> token_key -> models found.
+    models: BTreeMap<&'a str, BTreeMap<&'a str, Vec<JsonModel<'a>>>>,
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    super::runtime()?.block_on(discover_cmd(global, args))
+}
+
+/// Loads the configuration the way `serve` does and builds a snapshot over the stored discovery results.
+pub async fn load_snapshot(global: &Global, store: &dyn DiscoveryStore) -> anyhow::Result<Snapshot> {
+    let probe_local = std::env::var_os("ROUTER_NO_LOCAL_PROBE").is_none();
+    let loaded = super::serve::load_or_detect(global, probe_local).await?;
+    Ok(Snapshot::build(Arc::new(loaded.config), &[], &store.load(), loaded.auto))
+}
+
+/// Checks `--channel` names against the snapshot.
+pub fn check_channels(snap: &Snapshot, names: &[String]) -> anyhow::Result<()> {
+    for n in names {
+        if snap.channel(n).is_none() {
+            let known: Vec<&str> = snap.channels.iter().map(|c| &*c.name).collect();
+            let close = tags::closest(n, known.iter().copied(), 3);
+            let hint = if close.is_empty() {
+                format!("channels: {}", known.join(", "))
+            } else {
+                format!("did you mean {}?", close.join(", "))
+            };
+            return Err(user(format!("no channel named `{n}`")).with_hint(hint).into());
+        }
+    }
+    Ok(())
+}
+
+async fn discover_cmd(global: &Global, args: Args) -> anyhow::Result<()> {
+    let store = store(global);
+    let snap = load_snapshot(global, store.as_ref()).await?;
+    check_channels(&snap, &args.channels)?;
+    let opts = Options { channels: args.channels.clone(), concurrency: args.concurrency, timeout: args.timeout.0 };
+    let total = discover::planned(&snap, &opts.channels);
+    if total == 0 {
+        return Err(user("no enabled channel with a key to discover").with_hint("see `router config check`").into());
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} discovering models {pos}/{len} {wide_msg}")
+                .expect("valid template"),
+        );
+        b.enable_steady_tick(Duration::from_millis(120));
+        b
+    });
+    let on_done = |r: &discover::TokenReport| {
+        if let Some(b) = &bar {
+            b.set_message(format!("{} ({})", r.channel, r.token));
+            b.inc(1);
+        }
+    };
+    let outcome = discover::discover(&snap, &opts, &on_done).await;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let mut all = store.load();
+    outcome.merge_into(&mut all);
+    store.save(&all);
+
+    if args.json {
+        let mut models: BTreeMap<&str, BTreeMap<&str, Vec<JsonModel<'_>>>> = BTreeMap::new();
+        for r in &outcome.reports {
+            let free_channel = snap.channel(&r.channel).is_some_and(|c| c.tags.iter().any(|t| t == "free"));
+            for t in &r.tokens {
+                let Some(list) = outcome.discovered.get(&r.channel).and_then(|d| d.get(&t.fingerprint)) else {
+                    continue;
+                };
+                let entry = models.entry(r.channel.as_str()).or_default().entry(t.token.as_str()).or_default();
+                entry.extend(list.iter().map(|m| JsonModel {
+                    id: &m.id,
+                    kind: m.kind.unwrap_or_else(|| ModelKind::guess(&m.id)),
+                    price: m.price,
+                    free: free_channel || discover::is_free(m),
+                }));
+            }
+        }
+        return output::json(&JsonOut { channels: &outcome.reports, models }).context("writing JSON");
+    }
+    let mut t = output::table(&["channel", "token", "endpoint", "models", "priced", "free", "status"]);
+    for r in &outcome.reports {
+        for tok in &r.tokens {
+            let status = match &tok.reason {
+                None => "ok".to_string(),
+                Some(reason) => format!("failed: {reason} -> {} configured models", r.configured_models),
+            };
+            t.add_row(vec![
+                r.channel.clone(),
+                tok.token.clone(),
+                tok.endpoint.clone(),
+                tok.models.to_string(),
+                tok.priced.to_string(),
+                tok.free.to_string(),
+                status,
+            ]);
+        }
+    }
+    output::print_table(&t);
+    let failed: usize = outcome.reports.iter().flat_map(|r| &r.tokens).filter(|t| t.status != "ok").count();
+    let tokens: usize = outcome.reports.iter().map(|r| r.tokens.len()).sum();
+    let found: usize = outcome.reports.iter().flat_map(|r| &r.tokens).map(|t| t.models).sum();
+    output::note(&format!("{tokens} token(s) asked, {} ok, {failed} failed; {found} models found", tokens - failed));
+    Ok(())
+}
