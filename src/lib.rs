@@ -10,6 +10,7 @@
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
@@ -22,6 +23,7 @@ pub mod balance;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod discover;
 pub mod error;

@@ -9,11 +9,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use super::{Global, output};
-use crate::catalog::Snapshot;
+use crate::catalog::{self, Snapshot};
 use crate::config::{self, Config, autodetect};
+use crate::control::{self, Live, LiveCell};
 use crate::error::user;
 use crate::proxy::{self, AppState};
-use crate::store::{self, Registry, recorder::Recorder};
+use crate::store::{self, recorder::Recorder};
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
@@ -75,11 +76,14 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     // Store: request records, rollups and the control socket (see store::recorder).
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
-    let recorder = Recorder::start(&store_path, config.raw.store.retention_days, records, Registry::builtin()).await?;
+    let live: LiveCell = Arc::default();
+    let recorder =
+        Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
 
     let grace = config.raw.server.grace_period.0;
     let config_path = config.path.clone();
-    let snapshot = Snapshot::build(Arc::new(config), &[], &Default::default(), loaded.auto);
+    let access = store::Access::Direct(recorder.store.clone());
+    let snapshot = catalog::load::snapshot(Arc::new(config), &access, &store_path, loaded.auto)?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);
@@ -87,8 +91,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new());
     let state = AppState::new(snapshot, health, record_sink);
+    let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     if let Some(path) = config_path {
-        tokio::spawn(watch_config(state.clone(), path, loaded.auto));
+        tokio::spawn(watch_config(live.clone(), path));
     }
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
     drop(state);
@@ -160,7 +165,7 @@ fn mtime(path: &PathBuf) -> Option<SystemTime> {
 }
 
 /// Reloads on SIGHUP and when the file changes. A broken file is reported; the old config stays in force.
-async fn watch_config(state: Arc<AppState>, path: PathBuf, auto: bool) {
+async fn watch_config(live: LiveCell, path: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
     let mut last = mtime(&path);
@@ -175,17 +180,26 @@ async fn watch_config(state: Arc<AppState>, path: PathBuf, auto: bool) {
             continue;
         }
         last = now;
-        match config::load(&path) {
-            Ok(mut cfg) => {
-                let old = state.snapshot.load();
-                cfg.listen = old.config.listen;
-                let snap = Snapshot::build(Arc::new(cfg), &[], &Default::default(), auto);
+        let Some(live) = live.get() else { continue };
+        let reloaded = config::load(&path).map_err(|e| {
+            let hint = e.hint.clone();
+            (anyhow::Error::new(e), hint)
+        });
+        let result = reloaded.and_then(|mut cfg| {
+            cfg.listen = live.state.snapshot.load().config.listen;
+            live.snapshot(Arc::new(cfg)).map_err(|e| {
+                let hint = crate::error::classify(&e).hint.map(str::to_string);
+                (e, hint)
+            })
+        });
+        match result {
+            Ok(snap) => {
                 output::note(&format!("config reloaded from {}: {} channels", path.display(), snap.channels.len()));
-                state.snapshot.store(Arc::new(snap));
+                live.state.snapshot.store(Arc::new(snap));
             }
-            Err(e) => {
-                output::note(&format!("error: config reload failed, keeping the previous config: {e}"));
-                if let Some(h) = &e.hint {
+            Err((e, hint)) => {
+                output::note(&format!("error: config reload failed, keeping the previous config: {e:#}"));
+                if let Some(h) = hint {
                     output::note(&format!("hint: {h}"));
                 }
             }

@@ -1,0 +1,57 @@
+//! The catalogue's inputs besides the YAML: channels kept in the store (keys sealed at rest) and discovered
+//! models, read through `store::Access` so the server and the CLI (directly or over the control socket) build
+//! the same snapshot.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Discovered, DiscoveredModel, Snapshot};
+use crate::config::{ChannelConfig, Config};
+use crate::crypto::{self, MasterKey};
+use crate::error::user;
+use crate::store::{Access, KvTable};
+
+/// Store channels with their keys opened. A sealed key without the master key is an error, never a silent loss.
+pub fn store_channels(access: &Access, store_path: &Path) -> anyhow::Result<Vec<ChannelConfig>> {
+    let mut channels: Vec<ChannelConfig> = access.list_json(KvTable::Channels)?.into_iter().map(|(_, c)| c).collect();
+    if channels.iter().any(crypto::channel_is_sealed) {
+        let key = MasterKey::load(store_path).map_err(|e| {
+            let hint = e.hint().unwrap_or("restore the key file or set ROUTER_MASTER_KEY");
+            user(e.to_string()).with_hint(hint)
+        })?;
+        for c in &mut channels {
+            *c = key.open_channel(c).map_err(|e| user(format!("channel `{}`: {e}", c.name)))?;
+        }
+    }
+    channels.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(channels)
+}
+
+/// Discovery results: `models` table, key = channel name, value = token fingerprint -> models.
+pub fn discovered(access: &Access) -> anyhow::Result<Discovered> {
+    Ok(access
+        .list_json::<std::collections::HashMap<String, Vec<DiscoveredModel>>>(KvTable::Models)?
+        .into_iter()
+        .collect())
+}
+
+/// A store channel whose name is also a YAML channel: an error naming both, never a silent override.
+pub fn check_collisions(config: &Config, store: &[ChannelConfig]) -> anyhow::Result<()> {
+    let yaml: HashSet<&str> = config.raw.channels.iter().map(|c| c.name.as_str()).collect();
+    if let Some(c) = store.iter().find(|c| yaml.contains(c.name.as_str())) {
+        let file = config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the configuration".into());
+        return Err(user(format!("channel `{}` is defined both in {file} and in the store", c.name))
+            .with_hint(format!("rename or remove one of them (`router channels remove {}` for the store one)", c.name))
+            .into());
+    }
+    Ok(())
+}
+
+/// The snapshot `serve` routes on: YAML channels + store channels + discovered models.
+pub fn snapshot(config: Arc<Config>, access: &Access, store_path: &Path, auto: bool) -> anyhow::Result<Snapshot> {
+    let store = store_channels(access, store_path)?;
+    check_collisions(&config, &store)?;
+    let discovered = discovered(access)?;
+    Ok(Snapshot::build(config, &store, &discovered, auto))
+}
