@@ -34,6 +34,9 @@ _router() {
             router,import)
                 cmd="router__subcmd__import"
                 ;;
+            router,keys)
+                cmd="router__subcmd__keys"
+                ;;
             router,requests)
                 cmd="router__subcmd__requests"
                 ;;
@@ -97,6 +100,9 @@ _router() {
             router__subcmd__help,import)
                 cmd="router__subcmd__help__subcmd__import"
                 ;;
+            router__subcmd__help,keys)
+                cmd="router__subcmd__help__subcmd__keys"
+                ;;
             router__subcmd__help,requests)
                 cmd="router__subcmd__help__subcmd__requests"
                 ;;
@@ -124,6 +130,12 @@ _router() {
             router__subcmd__help__subcmd__import,oneapi)
                 cmd="router__subcmd__help__subcmd__import__subcmd__oneapi"
                 ;;
+            router__subcmd__help__subcmd__keys,generate)
+                cmd="router__subcmd__help__subcmd__keys__subcmd__generate"
+                ;;
+            router__subcmd__help__subcmd__keys,hash)
+                cmd="router__subcmd__help__subcmd__keys__subcmd__hash"
+                ;;
             router__subcmd__help__subcmd__requests,show)
                 cmd="router__subcmd__help__subcmd__requests__subcmd__show"
                 ;;
@@ -144,6 +156,24 @@ _router() {
                 ;;
             router__subcmd__import__subcmd__help,oneapi)
                 cmd="router__subcmd__import__subcmd__help__subcmd__oneapi"
+                ;;
+            router__subcmd__keys,generate)
+                cmd="router__subcmd__keys__subcmd__generate"
+                ;;
+            router__subcmd__keys,hash)
+                cmd="router__subcmd__keys__subcmd__hash"
+                ;;
+            router__subcmd__keys,help)
+                cmd="router__subcmd__keys__subcmd__help"
+                ;;
+            router__subcmd__keys__subcmd__help,generate)
+                cmd="router__subcmd__keys__subcmd__help__subcmd__generate"
+                ;;
+            router__subcmd__keys__subcmd__help,hash)
+                cmd="router__subcmd__keys__subcmd__help__subcmd__hash"
+                ;;
+            router__subcmd__keys__subcmd__help,help)
+                cmd="router__subcmd__keys__subcmd__help__subcmd__help"
                 ;;
             router__subcmd__requests,help)
                 cmd="router__subcmd__requests__subcmd__help"
@@ -182,7 +212,7 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config balance import test usage requests discover tags generate help"
+            opts="-h -V --config --store --help --version serve config balance import test usage requests discover tags keys generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -496,7 +526,7 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config balance import test usage requests discover tags generate help"
+            opts="serve config balance import test usage requests discover tags keys generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -636,6 +666,48 @@ _router() {
             return 0
             ;;
         router__subcmd__help__subcmd__import__subcmd__oneapi)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__keys)
+            opts="hash generate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__keys__subcmd__generate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__keys__subcmd__hash)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -848,6 +920,128 @@ _router() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys)
+            opts="-h -V --config --store --help --version hash generate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys__subcmd__generate)
+            opts="-h -V --json --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys__subcmd__hash)
+            opts="-h -V --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys__subcmd__help)
+            opts="hash generate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys__subcmd__help__subcmd__generate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys__subcmd__help__subcmd__hash)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__keys__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

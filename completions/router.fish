@@ -37,6 +37,7 @@ complete -c router -n "__fish_router_needs_command" -f -a "usage" -d 'Token and 
 complete -c router -n "__fish_router_needs_command" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
 complete -c router -n "__fish_router_needs_command" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
 complete -c router -n "__fish_router_needs_command" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
+complete -c router -n "__fish_router_needs_command" -f -a "keys" -d 'Gateway keys: generate one, or hash one for the config'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -195,22 +196,42 @@ complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subc
 complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
 complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
 complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -f -a "generate" -d 'Make a new random gateway key and print it with its hash'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l json -d 'Print JSON: {"key": ..., "hash": ...}'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "generate" -d 'Make a new random gateway key and print it with its hash'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "keys" -d 'Gateway keys: generate one, or hash one for the config'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
@@ -218,3 +239,5 @@ complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subc
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "generate" -d 'Make a new random gateway key and print it with its hash'

@@ -8,6 +8,7 @@ pub mod config_cmd;
 pub mod discover;
 pub mod generate;
 pub mod import;
+pub mod keys;
 pub mod output;
 pub mod requests;
 pub mod serve;
@@ -60,6 +61,9 @@ pub enum Command {
     /// List tags, or show the candidates a model name or tag expression routes to.
     #[command(subcommand)]
     Tags(tags::Command),
+    /// Gateway keys: generate one, or hash one for the config.
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -78,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Requests(args) => requests::run(&global, args),
         Command::Discover(args) => discover::run(&global, args),
         Command::Tags(cmd) => tags::run(&global, cmd),
+        Command::Keys(cmd) => keys::run(cmd),
         Command::Generate(args) => generate::run(args),
     }
 }
