@@ -219,9 +219,17 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
     if !out.is_empty() {
         return (out, "suffix");
     }
-    // `kimi-free` is read as `tag:kimi,free`.
+    // `kimi-free` is read as `tag:kimi,free` — but not a name that begins a real model id: `gpt-4o` must never
+    // quietly become `gpt-4o-mini` (it gets a 404 listing `gpt-4o-mini` instead).
     let expr = TagExpr { positive: tags::extract(req.model), negative: Vec::new() };
-    if expr.positive.len() > 1 {
+    let names_a_model = {
+        let wanted = req.model.to_ascii_lowercase();
+        snap.channels.iter().filter(|c| c.enabled).flat_map(|c| c.models.iter()).any(|m| {
+            let last = m.id.rsplit('/').next().unwrap_or(&m.id).to_ascii_lowercase();
+            m.id.to_ascii_lowercase().starts_with(&wanted) || last.starts_with(&wanted)
+        })
+    };
+    if expr.positive.len() > 1 && !names_a_model {
         return (tag_matches(snap, &expr, req.kind), "tags");
     }
     (Vec::new(), "none")

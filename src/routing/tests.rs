@@ -86,6 +86,18 @@ fn dated_ids_match_undated_ones_both_ways() {
 }
 
 #[test]
+fn a_model_name_never_resolves_to_a_longer_model_through_tags() {
+    // Regression: `gpt-4o` was read as `tag:gpt,4o` and served by `gpt-4o-mini`.
+    let s =
+        snap("channels:\n  - name: c\n    base_url: http://127.0.0.1:1/v1\n    models: [gpt-4o-mini, kimi-k2:free]\n");
+    match plan(&s, &Health::new(), &req("gpt-4o"), Instant::now()).unwrap_err() {
+        PlanError::UnknownModel { closest, .. } => assert_eq!(closest, ["gpt-4o-mini"]),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(names(&s, &plan(&s, &Health::new(), &req("kimi-free"), Instant::now()).unwrap()), ["c:kimi-k2:free"]);
+}
+
+#[test]
 fn embeddings_are_never_chat_candidates() {
     let s = snap(TWO);
     let e = plan(&s, &Health::new(), &req("text-embedding-3-small"), Instant::now()).unwrap_err();
