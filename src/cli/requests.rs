@@ -92,7 +92,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
     }
     let mut t = output::table(&[
         "time",
-        "id",
+        "id (end)",
         "key",
         "model",
         "channel/endpoint",
@@ -106,7 +106,8 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
     for r in &records {
         t.add_row(vec![
             time(r.time_ms, a.utc),
-            format_id(r.id),
+            // The random end of the id: unique, and what `requests show` takes (the start is the time).
+            format_id(r.id)[20..].to_string(),
             r.gateway_key.clone().unwrap_or_else(|| "-".into()),
             model(r),
             where_(r),

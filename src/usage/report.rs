@@ -290,7 +290,8 @@ impl Op for RequestsQuery {
     }
 }
 
-/// `router requests show ID`: one record by a unique prefix of its 32-hex id.
+/// `router requests show ID`: one record by a unique prefix of its 32-hex id, or a unique suffix (the random
+/// end `router requests` shows; the start of an id is its time, shared by requests of the same millisecond).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShowRequest {
     pub id: String,
@@ -313,6 +314,18 @@ impl Op for ShowRequest {
             found.push(r);
             found.len() < 2
         })?;
+        if found.len() != 1 && p.len() >= 6 {
+            let mut by_suffix = Vec::new();
+            store.scan_requests(0..u128::MAX, true, |r| {
+                if crate::usage::format_id(r.id).ends_with(&p) {
+                    by_suffix.push(r);
+                }
+                by_suffix.len() < 2
+            })?;
+            if by_suffix.len() == 1 || found.is_empty() {
+                found = by_suffix;
+            }
+        }
         match found.len() {
             0 => Err(user(format!("no request with id {p}"))
                 .with_hint("`router requests` lists recent ids; records older than store.retention_days are pruned")
@@ -508,6 +521,9 @@ mod tests {
         // All five share the time prefix: ambiguous.
         let e = ShowRequest { id: id[..4].to_string() }.run(&s).unwrap_err();
         assert!(e.to_string().contains("more than one"));
+        // The random end identifies it too.
+        let one = ShowRequest { id: id[20..].to_string() }.run(&s).unwrap().records;
+        assert_eq!(one[0].id, recs[2].id);
         assert!(ShowRequest { id: "xyz".into() }.run(&s).is_err());
         assert!(ShowRequest { id: "f".repeat(32) }.run(&s).is_err());
     }
