@@ -246,13 +246,12 @@ fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut t =
-        output::table(&["Name", "Origin", "Protocol", "Base URL", "Tokens", "Models", "Priority", "Weight", "Status"]);
+    let mut t = output::table(&["Name", "Origin", "Protocol", "Base URL", "Tokens", "Models", "Prio", "Status"]);
     for e in &entries {
         let c = &e.channel;
         let origin = match (&c.source, e.read_only) {
             (_, true) => format!("{} (read-only)", e.origin),
-            (Some(s), false) => format!("store ({s})"),
+            (Some(s), false) => s.clone(),
             (None, false) => "store".into(),
         };
         t.add_row(vec![
@@ -263,7 +262,6 @@ fn list(ctx: &Ctx, args: ListArgs) -> anyhow::Result<()> {
             c.tokens().count().to_string(),
             c.models.len().to_string(),
             c.priority.to_string(),
-            c.weight.to_string(),
             status(c),
         ]);
     }
@@ -330,7 +328,7 @@ fn rows(access: &Access) -> anyhow::Result<Vec<ChannelConfig>> {
 }
 
 fn applied_note(access: &Access) -> &'static str {
-    if access.is_remote() { "the running server applied it" } else { "`router serve` routes on it from its next start" }
+    if access.is_remote() { "the running server applied it" } else { "takes effect when `router serve` starts" }
 }
 
 /// The stored row named `name` (keys sealed), or an error naming close matches.
