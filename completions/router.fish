@@ -31,6 +31,7 @@ complete -c router -n "__fish_router_needs_command" -s V -l version -d 'Print ve
 complete -c router -n "__fish_router_needs_command" -f -a "serve" -d 'Run the proxy'
 complete -c router -n "__fish_router_needs_command" -f -a "config" -d 'Check and summarise the configuration'
 complete -c router -n "__fish_router_needs_command" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_needs_command" -f -a "channels" -d 'List, show, add, enable, disable and remove channels (store channels; YAML ones read-only)'
 complete -c router -n "__fish_router_needs_command" -f -a "import" -d 'Import channels from another gateway\'s database'
 complete -c router -n "__fish_router_needs_command" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
 complete -c router -n "__fish_router_needs_command" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
@@ -88,6 +89,65 @@ complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_s
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "history" -d 'Show past balance checks'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "list" -d 'List every channel: from the configuration file (read-only) and from the store'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "show" -d 'One channel in detail (keys as token names and fingerprints only)'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "enable" -d 'Enable a store channel'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "disable" -d 'Disable a store channel (requests no longer go to it)'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "remove" -d 'Remove a store channel'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "add" -d 'Add a store channel (asks for each field when run on a terminal without flags)'
+complete -c router -n "__fish_router_using_subcommand channels; and not __fish_seen_subcommand_from list show enable disable remove add help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from list" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from list" -l json -d 'Print the channels as JSON'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from show" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from show" -l json -d 'Print the channel as JSON'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from enable" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from enable" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from disable" -l reason -d 'Why (shown by `list` and `show`)' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from disable" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from disable" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from remove" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from remove" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from remove" -s y -l yes -d 'Remove without asking'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l name -d 'Name (unique across the configuration file and the store; no `/`)' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l protocol -d 'Wire protocol of the upstream' -r -f -a "openai\t''
+anthropic\t''
+azure\t''
+gemini\t''"
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l base-url -d 'Base URL (default: the protocol\'s official API; required for azure)' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l key -d 'An upstream key (repeatable). Prefer --key-env: command lines are visible to other local users' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l key-env -d 'Read an upstream key from this environment variable (repeatable)' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l model -d 'A model id the channel serves (repeatable; a trailing `*` matches a prefix)' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l priority -d 'Lower is tried first' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l weight -d 'Share of traffic inside a priority tier' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l tag -d 'A tag for routing by tag (repeatable)' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l api-version -d 'Azure `api-version`' -r
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "list" -d 'List every channel: from the configuration file (read-only) and from the store'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "show" -d 'One channel in detail (keys as token names and fingerprints only)'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Enable a store channel'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Disable a store channel (requests no longer go to it)'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove a store channel'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add a store channel (asks for each field when run on a terminal without flags)'
+complete -c router -n "__fish_router_using_subcommand channels; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand import; and not __fish_seen_subcommand_from oneapi help" -s h -l help -d 'Print help'
@@ -220,21 +280,28 @@ complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Co
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "keys" -d 'Gateway keys: generate one, or hash one for the config'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance import test usage requests discover tags keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "channels" -d 'List, show, add, enable, disable and remove channels (store channels; YAML ones read-only)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "keys" -d 'Gateway keys: generate one, or hash one for the config'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "list" -d 'List every channel: from the configuration file (read-only) and from the store'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "show" -d 'One channel in detail (keys as token names and fingerprints only)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "enable" -d 'Enable a store channel'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "disable" -d 'Disable a store channel (requests no longer go to it)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "remove" -d 'Remove a store channel'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "add" -d 'Add a store channel (asks for each field when run on a terminal without flags)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'

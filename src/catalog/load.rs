@@ -16,10 +16,7 @@ use crate::store::{Access, KvTable};
 pub fn store_channels(access: &Access, store_path: &Path) -> anyhow::Result<Vec<ChannelConfig>> {
     let mut channels: Vec<ChannelConfig> = access.list_json(KvTable::Channels)?.into_iter().map(|(_, c)| c).collect();
     if channels.iter().any(crypto::channel_is_sealed) {
-        let key = MasterKey::load(store_path).map_err(|e| {
-            let hint = e.hint().unwrap_or("restore the key file or set ROUTER_MASTER_KEY");
-            user(e.to_string()).with_hint(hint)
-        })?;
+        let key = MasterKey::load(store_path).map_err(|e| key_error(e, store_path))?;
         for c in &mut channels {
             *c = key.open_channel(c).map_err(|e| user(format!("channel `{}`: {e}", c.name)))?;
         }
@@ -28,12 +25,46 @@ pub fn store_channels(access: &Access, store_path: &Path) -> anyhow::Result<Vec<
     Ok(channels)
 }
 
+/// The master key to seal new keys with. When the store already holds sealed keys (`rows` as stored), the key
+/// must exist: creating a fresh one would make those rows unreadable. Otherwise it is created on first use.
+pub fn sealing_key(store_path: &Path, rows: &[ChannelConfig]) -> anyhow::Result<MasterKey> {
+    let key = if rows.iter().any(crypto::channel_is_sealed) {
+        MasterKey::load(store_path)
+    } else {
+        MasterKey::load_or_create(store_path)
+    };
+    key.map_err(|e| key_error(e, store_path).into())
+}
+
+/// A master-key problem as a user error whose hint names the key file.
+fn key_error(e: crypto::CryptoError, store_path: &Path) -> crate::error::UserError {
+    let file = crypto::key_path(store_path);
+    let hint = match &e {
+        crypto::CryptoError::MissingKey(_) => format!(
+            "restore {} from a backup (or set {} to its content); without it the stored upstream keys cannot be used",
+            file.display(),
+            crypto::ENV
+        ),
+        other => other.hint().unwrap_or("restore the key file or set ROUTER_MASTER_KEY").to_string(),
+    };
+    user(e.to_string()).with_hint(hint)
+}
+
 /// Discovery results: `models` table, key = channel name, value = token fingerprint -> models.
 pub fn discovered(access: &Access) -> anyhow::Result<Discovered> {
     Ok(access
         .list_json::<std::collections::HashMap<String, Vec<DiscoveredModel>>>(KvTable::Models)?
         .into_iter()
         .collect())
+}
+
+/// The configuration file a subcommand sees (`--config`, `ROUTER_CONFIG`, ./router.yaml, ~/.config/...), for
+/// knowing the YAML channels; `None` when there is none. A file named by `--config` must load.
+pub fn yaml_config(explicit: Option<&Path>) -> anyhow::Result<Option<Config>> {
+    match crate::config::find(explicit) {
+        Some(p) if explicit.is_some() || p.is_file() => Ok(Some(crate::config::load(&p)?)),
+        _ => Ok(None),
+    }
 }
 
 /// A store channel whose name is also a YAML channel: an error naming both, never a silent override.

@@ -83,6 +83,13 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
     if args.json {
         return output::json(&serde_json::json!({ "dry_run": false, "plan": report, "commit": done }));
     }
+    let mut t = output::table(&["Channel", "Result"]);
+    for (names, what) in [(&done.created, "created"), (&done.updated, "updated"), (&done.unchanged, "unchanged")] {
+        for n in names {
+            t.add_row(vec![n.clone(), what.to_string()]);
+        }
+    }
+    output::print_table(&t);
     output::note(&format!(
         "imported: {} created, {} updated, {} unchanged",
         done.created.len(),

@@ -4,6 +4,7 @@
 //! store never open it. `output` is the only module that prints.
 
 pub mod balance;
+pub mod channels;
 pub mod config_cmd;
 pub mod discover;
 pub mod generate;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Upstream credit per channel and key.
     #[command(subcommand)]
     Balance(balance::Command),
+    /// List, show, add, enable, disable and remove channels (store channels; YAML ones read-only).
+    #[command(subcommand)]
+    Channels(channels::Command),
     /// Import channels from another gateway's database.
     #[command(subcommand)]
     Import(import::Command),
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
         Command::Balance(cmd) => balance::run(&global, cmd),
+        Command::Channels(cmd) => channels::run(&global, cmd),
         Command::Import(cmd) => import::run(&global, cmd),
         Command::Test(args) => test::run(&global, args),
         Command::Usage(args) => usage::run(&global, args),

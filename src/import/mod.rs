@@ -8,13 +8,16 @@
 pub mod oneapi;
 pub mod source;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
 use crate::cli::Global;
-use crate::config::{ChannelConfig, KeyConfig};
+use crate::config::{ChannelConfig, Config, KeyConfig};
+use crate::store::channels::ChannelsApply;
+use crate::store::{Access, KvTable};
 
 /// Which One-API lineage a database comes from. Their channel `type` numbers collide, so this decides the mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,13 +93,103 @@ pub struct CommitReport {
 }
 
 /// Writes `plan` to the store in one transaction: channels whose `source` already exists are updated, the others
-/// created; upstream keys are sealed with `crypto::seal_channel` first.
+/// created; upstream keys are sealed with `crypto::seal_channel` first. Works with the store file directly or
+/// through a running server's control socket (which then routes on the new channels at once).
 pub fn commit(global: &Global, plan: &ImportPlan) -> anyhow::Result<CommitReport> {
-    // wired to the store by the integrator
-    let _ = (global, plan);
-    Err(crate::error::user("importing into the store is not yet available in this build")
-        .with_hint("run with --dry-run to preview the import")
-        .into())
+    let store_path = crate::store::path_for_cli(global)?;
+    let yaml = crate::catalog::load::yaml_config(global.config.as_deref())?;
+    let access = Access::open(&store_path)?;
+    commit_to(&access, &store_path, yaml.as_ref(), plan)
+}
+
+/// [`commit`] on an open store; `yaml` is the configuration whose channel names must not be taken.
+pub fn commit_to(
+    access: &Access,
+    store_path: &Path,
+    yaml: Option<&Config>,
+    plan: &ImportPlan,
+) -> anyhow::Result<CommitReport> {
+    let rows: Vec<ChannelConfig> = access.list_json(KvTable::Channels)?.into_iter().map(|(_, c)| c).collect();
+    let key = crate::catalog::load::sealing_key(store_path, &rows)?;
+    let by_name: HashMap<&str, &ChannelConfig> = rows.iter().map(|c| (c.name.as_str(), c)).collect();
+    let by_source: HashMap<&str, &ChannelConfig> =
+        rows.iter().filter_map(|c| Some((c.source.as_deref()?, c))).collect();
+    // Where each imported source goes: a stored row of that source under another name is renamed away.
+    let new_name: HashMap<&str, &str> =
+        plan.channels.iter().filter_map(|ic| Some((ic.config.source.as_deref()?, ic.config.name.as_str()))).collect();
+    let yaml_names: HashSet<&str> =
+        yaml.map(|y| y.raw.channels.iter().map(|c| c.name.as_str()).collect()).unwrap_or_default();
+    let yaml_file = yaml
+        .and_then(|y| y.path.as_ref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the configuration".into());
+
+    let mut clashes = Vec::new();
+    for ic in &plan.channels {
+        let c = &ic.config;
+        if yaml_names.contains(c.name.as_str()) {
+            clashes.push(format!("`{}` (defined in {yaml_file})", c.name));
+            continue;
+        }
+        if let Some(occupant) = by_name.get(c.name.as_str()) {
+            let same_source = occupant.source.is_some() && occupant.source == c.source;
+            let moving_away =
+                occupant.source.as_deref().and_then(|s| new_name.get(s)).is_some_and(|n| *n != occupant.name.as_str());
+            if !same_source && !moving_away {
+                let from = occupant.source.as_deref().map(|s| format!("imported from {s}")).unwrap_or("added".into());
+                clashes.push(format!("`{}` (a store channel {from})", c.name));
+            }
+        }
+    }
+    if !clashes.is_empty() {
+        let n = clashes.len();
+        let shown: Vec<String> = clashes.into_iter().take(5).collect();
+        let more = if n > shown.len() { format!(" and {} more", n - shown.len()) } else { String::new() };
+        return Err(crate::error::user(format!(
+            "cannot import: {n} channel name{} already taken: {}{more}",
+            if n == 1 { " is" } else { "s are" },
+            shown.join(", ")
+        ))
+        .with_hint(
+            "import under other names with --prefix (e.g. --prefix oneapi-), or rename or remove the existing channels",
+        )
+        .into());
+    }
+
+    let mut op = ChannelsApply::default();
+    let mut report = CommitReport::default();
+    for ic in &plan.channels {
+        let c = &ic.config;
+        match c.source.as_deref().and_then(|s| by_source.get(s)) {
+            Some(old) => {
+                let opened = key.open_channel(old).map_err(|e| {
+                    let u = crate::error::user(format!("store channel `{}`: {e}", old.name));
+                    match e.hint() {
+                        Some(h) => u.with_hint(h),
+                        None => u,
+                    }
+                })?;
+                if &opened == c {
+                    report.unchanged.push(c.name.clone());
+                    continue;
+                }
+                if old.name != c.name {
+                    op.removes.push(old.name.clone());
+                }
+                op.upserts.push(key.seal_channel(c));
+                report.updated.push(c.name.clone());
+            }
+            None => {
+                op.upserts.push(key.seal_channel(c));
+                op.create.push(c.name.clone());
+                report.created.push(c.name.clone());
+            }
+        }
+    }
+    if !op.is_empty() {
+        access.run(op)?;
+    }
+    Ok(report)
 }
 
 /// The report view of a plan: keys appear only as their token_key and fingerprint.
@@ -165,7 +258,16 @@ fn token_report(k: &KeyConfig) -> TokenReport {
 
 impl ImportedChannel {
     pub fn report(&self) -> ChannelReport {
-        let c = &self.config;
+        let mut r = ChannelReport::of(&self.config);
+        r.source_ids = self.source_ids.clone();
+        r.notes = self.notes.clone();
+        r
+    }
+}
+
+impl ChannelReport {
+    /// The key-free view of any channel (keys appear as token_key and fingerprint only).
+    pub fn of(c: &ChannelConfig) -> ChannelReport {
         let mut endpoints: Vec<EndpointReport> = c
             .endpoints
             .iter()
@@ -200,8 +302,8 @@ impl ImportedChannel {
             tags: c.tags.clone(),
             headers: c.headers.keys().cloned().collect(),
             source: c.source.clone(),
-            source_ids: self.source_ids.clone(),
-            notes: self.notes.clone(),
+            source_ids: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }

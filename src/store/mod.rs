@@ -7,6 +7,7 @@
 //! or the socket path. Must not be touched from the request hot path: records reach it only through the
 //! `usage::sink` channel.
 
+pub mod channels;
 pub mod recorder;
 pub mod socket;
 pub mod tables;
@@ -45,6 +46,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Db(String),
+    #[error("`{key}` already exists in table {table}")]
+    Exists { table: &'static str, key: String },
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("cannot encode a value for table {table}: {message}")]
@@ -369,6 +372,33 @@ impl Store {
             out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// Changes one small table in one write transaction: first `absent` must name no existing key (else
+    /// [`StoreError::Exists`]), then `removes` are deleted and `puts` written. On any error nothing changes.
+    pub fn apply_kv(
+        &self,
+        table: KvTable,
+        absent: &[String],
+        removes: &[String],
+        puts: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(table.def()).map_err(db)?;
+            for k in absent {
+                if t.get(k.as_str()).map_err(db)?.is_some() {
+                    return Err(StoreError::Exists { table: table.name(), key: k.clone() });
+                }
+            }
+            for k in removes {
+                t.remove(k.as_str()).map_err(db)?;
+            }
+            for (k, v) in puts {
+                t.insert(k.as_str(), v.as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
     }
 
     /// Removes `key`; returns whether it was there.

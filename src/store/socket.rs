@@ -64,7 +64,8 @@ impl Registry {
             .add::<KvDelete>()
             .add::<crate::usage::report::UsageQuery>()
             .add::<crate::usage::report::RequestsQuery>()
-            .add::<crate::usage::report::ShowRequest>();
+            .add::<crate::usage::report::ShowRequest>()
+            .add::<super::channels::ChannelsApply>();
         r
     }
 
