@@ -212,3 +212,55 @@ async fn native_channel_wins_ties_and_upstream_errors_come_back_in_the_clients_s
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert!(v["error"]["message"].as_str().unwrap().contains("context too long"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_custom_apply_patch_tool_on_a_chat_only_channel() {
+    const PATCH: &str = "*** Begin Patch\n*** Update File: src/lib.rs\n@@\n-    \"old\"\n+    \"new \\\"quoted\\\"\\n\"\n*** End Patch\n";
+    // The upstream calls `apply_patch` (a plain function to it), the arguments split into 4-char pieces.
+    let args = json!({"input": PATCH}).to_string();
+    let chunk = |delta: Value, finish: Value| {
+        format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+    };
+    let mut sse = vec![chunk(
+        json!({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_p", "type": "function",
+            "function": {"name": "apply_patch", "arguments": ""}}]}),
+        Value::Null,
+    )];
+    let chars: Vec<char> = args.chars().collect();
+    for piece in chars.chunks(4) {
+        let fragment: String = piece.iter().collect();
+        sse.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}), Value::Null));
+    }
+    sse.push(chunk(json!({}), json!("tool_calls")));
+    sse.push(
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":9,\"total_tokens\":39}}\n\n"
+            .into(),
+    );
+    sse.push("data: [DONE]\n\n".into());
+    let oa = Mock::start(move |_, _| Reply::Sse(sse.clone())).await;
+    let router = Router::start(&config(&oa.openai_url(), "http://127.0.0.1:9"));
+    let req = json!({
+        "model": "deepseek-chat", "instructions": "you are codex", "stream": true,
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "rename it"}]}],
+        "tools": [{"type": "custom", "name": "apply_patch", "description": "Edit files.",
+                   "format": {"type": "grammar", "syntax": "lark", "definition": "start: begin_patch hunk+ end_patch"}}]
+    });
+    let text = client().post(router.url("/v1/responses")).json(&req).send().await.unwrap().text().await.unwrap();
+    let up = oa.last().json();
+    assert_eq!(up["tools"][0]["function"]["name"], "apply_patch");
+    assert_eq!(up["tools"][0]["function"]["parameters"]["required"], json!(["input"]));
+    let evs = events(&text);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(!names.contains(&"response.function_call_arguments.delta"), "{names:?}");
+    let delta = evs.iter().find(|(n, _)| n == "response.custom_tool_call_input.delta").expect("input delta");
+    assert_eq!(delta.1["delta"], PATCH);
+    let done = evs.iter().find(|(n, v)| n == "response.output_item.done" && v["item"]["type"] == "custom_tool_call");
+    let item = &done.expect("custom_tool_call item").1["item"];
+    assert_eq!(item["name"], "apply_patch");
+    assert_eq!(item["call_id"], "call_p");
+    assert_eq!(item["input"], PATCH, "the client gets the exact patch text");
+    let (last, completed) = evs.last().unwrap();
+    assert_eq!(last, "response.completed");
+    assert_eq!(completed["response"]["output"][0]["input"], PATCH);
+    assert_eq!(completed["response"]["usage"]["output_tokens"], 9);
+}

@@ -735,6 +735,8 @@ async fn respond_translated(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let client_model = record.requested_model.clone();
+    // Custom / local shell tools of a Responses request, which the Chat upstream only knows as functions.
+    let kinds = convert::tool_kinds(conv, &request);
     let idle = ep.idle_timeout.unwrap_or(snap.config.raw.upstream.idle_timeout.0);
     let mut out = Response::builder().status(status).body(full(Bytes::new())).expect("valid response");
     if ctx.debug_headers {
@@ -743,7 +745,7 @@ async fn respond_translated(
     if is_sse {
         out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
         out.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
-        let conv = StreamConverter::new(conv, &client_model).with_include_usage(wants_usage);
+        let conv = StreamConverter::new(conv, &client_model).with_include_usage(wants_usage).with_tool_kinds(kinds);
         let finisher = Finisher {
             state: state.clone(),
             price: ch.price(&cand.model),
@@ -780,7 +782,7 @@ async fn respond_translated(
     }
     record.cost_usd = ch.price(&cand.model).map(|p| record.tokens.cost(&p));
     record.total_ms = ctx.started.elapsed().as_millis() as u32;
-    match convert::convert_response(conv, &upstream_body, &client_model) {
+    match convert::convert_response_with(conv, &upstream_body, &client_model, &kinds) {
         Ok(b) => {
             out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
             *out.body_mut() = full(b);

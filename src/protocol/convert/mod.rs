@@ -19,6 +19,7 @@ pub mod responses_chat;
 
 use rand::Rng;
 use rand::distributions::Alphanumeric;
+pub use responses_chat::ToolKinds;
 use serde_json::{Map, Value, json};
 
 use crate::protocol::sse::SseEvent;
@@ -63,8 +64,19 @@ pub fn convert_request(conv: Conversion, body: &[u8], upstream_model: &str) -> R
 }
 
 /// Non-streaming upstream response body -> client response body. `client_model` is the model name the client
-/// asked for.
+/// asked for. Same as [`convert_response_with`] with no custom or local shell tools.
 pub fn convert_response(conv: Conversion, body: &[u8], client_model: &str) -> Result<Vec<u8>, ConvertError> {
+    convert_response_with(conv, body, client_model, &ToolKinds::default())
+}
+
+/// [`convert_response`] knowing which tools of the client request were custom / local shell tools (see
+/// [`tool_kinds`]), so that calls to them come back as `custom_tool_call` / `local_shell_call` items.
+pub fn convert_response_with(
+    conv: Conversion,
+    body: &[u8],
+    client_model: &str,
+    kinds: &ToolKinds,
+) -> Result<Vec<u8>, ConvertError> {
     let resp = parse_object(body)?;
     if let Some(err) = resp.get("error").filter(|e| !e.is_null()) {
         let (message, _, _) = error_fields(err);
@@ -73,9 +85,18 @@ pub fn convert_response(conv: Conversion, body: &[u8], client_model: &str) -> Re
     let out = match conv {
         Conversion::AnthropicToChat => anthropic_chat::response_from_chat(&resp, client_model)?,
         Conversion::ChatToAnthropic => chat_anthropic::response_from_anthropic(&resp, client_model)?,
-        Conversion::ResponsesToChat => responses_chat::response_from_chat(&resp, client_model)?,
+        Conversion::ResponsesToChat => responses_chat::response_from_chat(&resp, client_model, kinds)?,
     };
     Ok(serde_json::to_vec(&out)?)
+}
+
+/// The custom (freeform) and local shell tools of a client request body, which the upstream only sees as
+/// functions. Empty for directions other than [`Conversion::ResponsesToChat`] and for unreadable bodies.
+pub fn tool_kinds(conv: Conversion, request_body: &[u8]) -> ToolKinds {
+    match conv {
+        Conversion::ResponsesToChat => ToolKinds::from_request(request_body),
+        _ => ToolKinds::default(),
+    }
 }
 
 /// An upstream error (status + body in upstream shape, possibly not JSON) -> body in the client's error shape.
@@ -127,6 +148,15 @@ impl StreamConverter {
     pub fn with_include_usage(mut self, include_usage: bool) -> Self {
         if let Inner::ChatFromAnthropic(s) = &mut self.inner {
             s.include_usage = include_usage;
+        }
+        self
+    }
+
+    /// For a Responses client: its request's custom / local shell tools (from [`tool_kinds`]), whose calls are
+    /// then emitted as `custom_tool_call` / `local_shell_call` items. No effect for other client protocols.
+    pub fn with_tool_kinds(mut self, kinds: ToolKinds) -> Self {
+        if let Inner::ResponsesFromChat(s) = self.inner {
+            self.inner = Inner::ResponsesFromChat(s.with_tool_kinds(kinds));
         }
         self
     }

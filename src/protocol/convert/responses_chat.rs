@@ -1,10 +1,15 @@
 //! OpenAI Responses client <-> OpenAI Chat Completions upstream (what Codex CLI needs on chat-only upstreams).
 //!
-//! Owns: Responses request -> Chat request (instructions, input items -> messages with consecutive function
-//! calls merged into one assistant message, function tools, tool_choice, sampling and reasoning fields,
+//! Owns: Responses request -> Chat request (instructions, input items -> messages with consecutive tool
+//! calls merged into one assistant message, tools, tool_choice, sampling and reasoning fields,
 //! `text.format` -> `response_format`; stateless, so `previous_response_id` is refused), Chat completion ->
 //! `response` object, and Chat chunks -> Responses stream events with increasing `sequence_number`
 //! ([`ResponsesStream`]).
+//!
+//! Chat only has function tools, so Codex's freeform `custom` tools (`apply_patch`) become functions taking the
+//! whole input in one string parameter `input`, and the `local_shell` built-in becomes a function `local_shell`
+//! with the exec action's fields. Calls to them come back as `custom_tool_call` / `local_shell_call` items when
+//! the caller passes the request's [`ToolKinds`]. Must not drop a call or alter a custom tool's input.
 
 use serde_json::{Map, Value, json};
 
@@ -65,42 +70,57 @@ pub(super) fn request_to_chat(req: &Map<String, Value>, upstream_model: &str) ->
     Ok(Value::Object(out))
 }
 
-/// One input item -> messages. Function calls join the assistant message right before them (the assistant's
-/// text, or earlier calls); `reasoning` and unknown items are dropped.
+/// One input item -> messages. Function, custom and local shell calls join the assistant message right before
+/// them (the assistant's text, or earlier calls); `reasoning` and unknown items are dropped.
 fn push_item(item: &Value, messages: &mut Vec<Value>) {
     let kind = item.get("type").and_then(Value::as_str);
+    let call_id = || item.get("call_id").and_then(Value::as_str).unwrap_or_default();
     match kind {
         Some("message") | None if item.get("role").is_some() => push_message(item, messages),
         Some("function_call") => {
-            let call = json!({
-                "id": item.get("call_id").and_then(Value::as_str).unwrap_or_default(),
-                "type": "function",
-                "function": {
-                    "name": item.get("name").and_then(Value::as_str).unwrap_or_default(),
-                    "arguments": arguments_string(item.get("arguments")),
-                },
-            });
-            match messages.last_mut().filter(|m| m["role"] == "assistant") {
-                Some(last) => match last["tool_calls"].as_array_mut() {
-                    Some(calls) => calls.push(call),
-                    None => last["tool_calls"] = json!([call]),
-                },
-                None => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
-            }
+            let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+            push_call(messages, call_id(), name, arguments_string(item.get("arguments")));
         }
-        Some("function_call_output") => {
+        Some("custom_tool_call") => {
+            let name = item.get("name").and_then(Value::as_str).unwrap_or_default();
+            let input = item.get("input").and_then(Value::as_str).unwrap_or_default();
+            push_call(messages, call_id(), name, json!({"input": input}).to_string());
+        }
+        Some("local_shell_call") => {
+            // Older items carry only `id`.
+            let id = str_field(item, "call_id").or_else(|| str_field(item, "id")).unwrap_or_default();
+            let action = item.get("action").cloned().unwrap_or_default();
+            let mut args = Map::new();
+            args.insert("command".into(), action.get("command").cloned().unwrap_or_else(|| json!([])));
+            copy_field(action.as_object().unwrap_or(&Map::new()), "working_directory", &mut args, "workdir");
+            copy_field(action.as_object().unwrap_or(&Map::new()), "timeout_ms", &mut args, "timeout_ms");
+            push_call(messages, id, LOCAL_SHELL, Value::Object(args).to_string());
+        }
+        Some("function_call_output" | "custom_tool_call_output" | "local_shell_call_output") => {
             let output = match item.get("output") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Array(_)) => openai_content_text(item.get("output")),
                 Some(other) => other.to_string(),
                 None => String::new(),
             };
-            let id = item.get("call_id").and_then(Value::as_str).unwrap_or_default();
+            // The API's `local_shell_call_output` names its call by `id`.
+            let id = str_field(item, "call_id").or_else(|| str_field(item, "id")).unwrap_or_default();
             messages.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
         }
-        // reasoning, item_reference, built-in and custom tool calls with their outputs (both dropped, so no
-        // orphan tool message is left): no Chat equivalent
+        // reasoning, item_reference, built-in tool calls (web search, ...): no Chat equivalent
         _ => {}
+    }
+}
+
+/// Appends one tool call to the assistant message right before it, or starts a new assistant message.
+fn push_call(messages: &mut Vec<Value>, id: &str, name: &str, arguments: String) {
+    let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}});
+    match messages.last_mut().filter(|m| m["role"] == "assistant") {
+        Some(last) => match last["tool_calls"].as_array_mut() {
+            Some(calls) => calls.push(call),
+            None => last["tool_calls"] = json!([call]),
+        },
+        None => messages.push(json!({"role": "assistant", "content": null, "tool_calls": [call]})),
     }
 }
 
@@ -152,33 +172,89 @@ fn part_to_chat(part: &Value) -> Option<Value> {
     }
 }
 
-/// Flat function tools -> Chat tools; built-in tools (web_search, file_search, custom, ...) are dropped.
+/// Name of the Chat function that stands for the Responses `local_shell` tool.
+const LOCAL_SHELL: &str = "local_shell";
+
+/// Longest grammar definition copied into a custom tool's description, in characters.
+const MAX_GRAMMAR_CHARS: usize = 8000;
+
+/// Flat function tools -> Chat tools; `custom` (freeform) tools -> a function taking the whole input in the
+/// string parameter `input`; `local_shell` -> a function `local_shell` with the exec action's fields. Other
+/// built-in tools (web_search, file_search, ...) are dropped.
 fn tools_to_chat(tools: Option<&Value>) -> Vec<Value> {
     let Some(tools) = tools.and_then(Value::as_array) else {
         return Vec::new();
     };
     tools
         .iter()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
         .filter_map(|t| {
             let src = t.as_object()?;
-            let mut function = Map::new();
-            function.insert("name".into(), src.get("name")?.clone());
-            for field in ["description", "parameters", "strict"] {
-                copy_field(src, field, &mut function, field);
+            match src.get("type").and_then(Value::as_str)? {
+                "function" => {
+                    let mut function = Map::new();
+                    function.insert("name".into(), src.get("name")?.clone());
+                    for field in ["description", "parameters", "strict"] {
+                        copy_field(src, field, &mut function, field);
+                    }
+                    Some(json!({"type": "function", "function": function}))
+                }
+                "custom" => custom_tool_to_chat(src),
+                "local_shell" => Some(local_shell_tool()),
+                _ => None,
             }
-            Some(json!({"type": "function", "function": function}))
         })
         .collect()
+}
+
+fn custom_tool_to_chat(src: &Map<String, Value>) -> Option<Value> {
+    let name = src.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())?;
+    let mut description = src.get("description").and_then(Value::as_str).unwrap_or_default().trim_end().to_string();
+    if !description.is_empty() {
+        description.push_str("\n\n");
+    }
+    description.push_str(
+        "This is a freeform tool: put its whole input, verbatim, in the string parameter `input` (the input \
+         itself is plain text, not JSON).",
+    );
+    let format = src.get("format");
+    if format.and_then(|f| str_field(f, "type")) == Some("grammar")
+        && let Some(definition) = format.and_then(|f| str_field(f, "definition"))
+    {
+        let syntax = format.and_then(|f| str_field(f, "syntax")).unwrap_or("formal");
+        description.push_str(&format!(
+            " The input must match this {syntax} grammar:\n{}",
+            super::truncate_chars(definition, MAX_GRAMMAR_CHARS)
+        ));
+    }
+    Some(json!({"type": "function", "function": {
+        "name": name,
+        "description": description,
+        "parameters": {"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]},
+    }}))
+}
+
+fn local_shell_tool() -> Value {
+    json!({"type": "function", "function": {
+        "name": LOCAL_SHELL,
+        "description": "Runs a command on the user's machine and returns its output. `command` is the argument \
+            vector (for example [\"bash\", \"-lc\", \"ls\"]), `workdir` the working directory, `timeout_ms` an \
+            optional time limit in milliseconds.",
+        "parameters": {"type": "object", "properties": {
+            "command": {"type": "array", "items": {"type": "string"}},
+            "workdir": {"type": "string"},
+            "timeout_ms": {"type": "number"},
+        }, "required": ["command"]},
+    }})
 }
 
 fn tool_choice_to_chat(choice: &Value) -> Option<Value> {
     match choice {
         Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => Some(choice.clone()),
-        obj if obj.get("type").and_then(Value::as_str) == Some("function") => {
-            Some(json!({"type": "function", "function": {"name": obj.get("name")?}}))
-        }
-        _ => None,
+        obj => match obj.get("type").and_then(Value::as_str)? {
+            "function" | "custom" => Some(json!({"type": "function", "function": {"name": obj.get("name")?}})),
+            "local_shell" => Some(json!({"type": "function", "function": {"name": LOCAL_SHELL}})),
+            _ => None,
+        },
     }
 }
 
@@ -200,18 +276,96 @@ fn response_format(format: &Value) -> Option<Value> {
 // ---------------------------------------------------------------------------------------------------------
 // Response objects
 
+/// The request's tools that are not plain functions on the client side, by the name of the Chat function
+/// standing for them: calls to these are answered as `custom_tool_call` / `local_shell_call` items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolKinds {
+    custom: Vec<String>,
+    local_shell: bool,
+}
+
+impl ToolKinds {
+    /// Reads the `tools` of a Responses request (any shape: what is not understood is ignored).
+    pub(super) fn from_request(body: &[u8]) -> Self {
+        // Cheap pre-check: most requests have neither, and Codex histories can be megabytes.
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        if !has(b"\"custom\"") && !has(b"\"local_shell\"") {
+            return Self::default();
+        }
+        #[derive(serde::Deserialize)]
+        struct Tools {
+            #[serde(default)]
+            tools: Option<Vec<Value>>,
+        }
+        let tools = serde_json::from_slice::<Tools>(body).ok().and_then(|t| t.tools).unwrap_or_default();
+        let mut kinds = Self::default();
+        for tool in &tools {
+            match tool.get("type").and_then(Value::as_str) {
+                Some("custom") => {
+                    if let Some(name) = str_field(tool, "name") {
+                        kinds.custom.push(name.to_string());
+                    }
+                }
+                Some("local_shell") => kinds.local_shell = true,
+                _ => {}
+            }
+        }
+        kinds
+    }
+
+    /// Whether every tool is a plain function (nothing to translate back).
+    pub fn is_empty(&self) -> bool {
+        self.custom.is_empty() && !self.local_shell
+    }
+
+    fn kind(&self, name: &str) -> CallKind {
+        if self.custom.iter().any(|c| c == name) {
+            CallKind::Custom
+        } else if self.local_shell && name == LOCAL_SHELL {
+            CallKind::LocalShell
+        } else {
+            CallKind::Function
+        }
+    }
+}
+
+/// What a Chat tool call stands for on the client side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Function,
+    /// A freeform tool: the input is the `input` string of the arguments.
+    Custom,
+    /// The `local_shell` built-in: the arguments are the exec action.
+    LocalShell,
+}
+
 /// An output item as it is being built (stream) or read (non-stream).
 #[derive(Debug, Clone)]
 enum Item {
     Message { id: String, text: String },
-    Call { id: String, call_id: String, name: String, arguments: String },
+    Call { id: String, call_id: String, name: String, arguments: String, kind: CallKind },
 }
 
 impl Item {
+    fn call(call_id: String, name: String, arguments: String, kinds: &ToolKinds) -> Item {
+        let kind = kinds.kind(&name);
+        let prefix = match kind {
+            CallKind::Function => "fc_",
+            CallKind::Custom => "ctc_",
+            CallKind::LocalShell => "lsh_",
+        };
+        Item::Call { id: new_id(prefix), call_id, name, arguments, kind }
+    }
+
     fn id(&self) -> &str {
         match self {
             Item::Message { id, .. } | Item::Call { id, .. } => id,
         }
+    }
+
+    /// Calls whose events are emitted all at once when they complete (their arguments are not streamed).
+    fn is_buffered(&self) -> bool {
+        matches!(self, Item::Call { kind: CallKind::Custom | CallKind::LocalShell, .. })
     }
 
     fn text_part(text: &str) -> Value {
@@ -219,15 +373,53 @@ impl Item {
     }
 
     fn to_json(&self, status: &str) -> Value {
+        let in_progress = status == "in_progress";
         match self {
             Item::Message { id, text } => {
                 json!({"id": id, "type": "message", "status": status, "role": "assistant",
-                "content": if status == "in_progress" { json!([]) } else { json!([Item::text_part(text)]) }})
+                "content": if in_progress { json!([]) } else { json!([Item::text_part(text)]) }})
             }
-            Item::Call { id, call_id, name, arguments } => json!({"id": id, "type": "function_call", "status": status,
-                "call_id": call_id, "name": name, "arguments": arguments}),
+            Item::Call { id, call_id, name, arguments, kind: CallKind::Function } => json!({"id": id,
+                "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}),
+            Item::Call { id, call_id, name, arguments, kind: CallKind::Custom } => json!({"id": id,
+                "type": "custom_tool_call", "status": status, "call_id": call_id, "name": name,
+                "input": if in_progress { String::new() } else { custom_input(arguments) }}),
+            Item::Call { id, call_id, arguments, kind: CallKind::LocalShell, .. } => json!({"id": id,
+                "type": "local_shell_call", "status": status, "call_id": call_id,
+                "action": shell_action(arguments)}),
         }
     }
+}
+
+/// The input of a custom tool call from the Chat arguments: their `input` string; for a model that named the
+/// parameter differently, the only string field; else the raw arguments text.
+fn custom_input(arguments: &str) -> String {
+    let Ok(Value::Object(args)) = serde_json::from_str::<Value>(arguments) else {
+        return arguments.to_string();
+    };
+    if let Some(input) = args.get("input").and_then(Value::as_str) {
+        return input.to_string();
+    }
+    let mut strings = args.values().filter_map(Value::as_str);
+    match (strings.next(), strings.next(), args.len()) {
+        (Some(only), None, 1) => only.to_string(),
+        _ => arguments.to_string(),
+    }
+}
+
+/// The `exec` action of a local shell call from the Chat arguments (`command` may also come as one string).
+fn shell_action(arguments: &str) -> Value {
+    let args = super::arguments_object(arguments);
+    let command = match args.get("command") {
+        Some(Value::Array(parts)) => Value::Array(
+            parts.iter().map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string).into()).collect(),
+        ),
+        Some(Value::String(s)) => json!(["bash", "-lc", s]),
+        _ => json!([]),
+    };
+    let workdir = args.get("workdir").or_else(|| args.get("working_directory")).filter(|v| v.is_string());
+    let timeout = args.get("timeout_ms").and_then(Value::as_f64).filter(|t| *t >= 0.0).map(|t| t as u64);
+    json!({"type": "exec", "command": command, "working_directory": workdir, "timeout_ms": timeout, "env": {}})
 }
 
 /// Final status of a response from the Chat finish reason: (status, incomplete reason).
@@ -255,7 +447,11 @@ fn finalize(resp: &mut Value, finish: Option<&str>, usage: Option<Tokens>) {
 }
 
 /// Chat completion -> `response` object.
-pub(super) fn response_from_chat(resp: &Map<String, Value>, client_model: &str) -> Result<Value, ConvertError> {
+pub(super) fn response_from_chat(
+    resp: &Map<String, Value>,
+    client_model: &str,
+    kinds: &ToolKinds,
+) -> Result<Value, ConvertError> {
     let choice = resp
         .get("choices")
         .and_then(Value::as_array)
@@ -270,12 +466,12 @@ pub(super) fn response_from_chat(resp: &Map<String, Value>, client_model: &str) 
     }
     for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
         let function = call.get("function");
-        items.push(Item::Call {
-            id: new_id("fc_"),
-            call_id: str_field(call, "id").map_or_else(|| new_id("call_"), str::to_string),
-            name: function.and_then(|f| str_field(f, "name")).unwrap_or_default().to_string(),
-            arguments: arguments_string(function.and_then(|f| f.get("arguments"))),
-        });
+        items.push(Item::call(
+            str_field(call, "id").map_or_else(|| new_id("call_"), str::to_string),
+            function.and_then(|f| str_field(f, "name")).unwrap_or_default().to_string(),
+            arguments_string(function.and_then(|f| f.get("arguments"))),
+            kinds,
+        ));
     }
     let created = resp.get("created").and_then(Value::as_i64).unwrap_or_else(unix_now);
     let output = items.iter().map(|i| i.to_json("completed")).collect();
@@ -289,6 +485,8 @@ pub(super) fn response_from_chat(resp: &Map<String, Value>, client_model: &str) 
 // Stream
 
 /// Chat chunks -> Responses stream events. One output item is open at a time; reasoning deltas are dropped.
+/// Calls to custom and local shell tools are buffered while open and emitted whole when they complete (their
+/// `input` / `action` is only known from the complete arguments); function call arguments stream as they come.
 #[derive(Debug)]
 pub(crate) struct ResponsesStream {
     decoder: ChatDecoder,
@@ -305,6 +503,7 @@ pub(crate) struct ResponsesStream {
     finish: Option<String>,
     usage: Option<Tokens>,
     closed: bool,
+    kinds: ToolKinds,
 }
 
 impl ResponsesStream {
@@ -322,7 +521,14 @@ impl ResponsesStream {
             finish: None,
             usage: None,
             closed: false,
+            kinds: ToolKinds::default(),
         }
+    }
+
+    /// Which tool names of the request are custom / local shell tools.
+    pub fn with_tool_kinds(mut self, kinds: ToolKinds) -> Self {
+        self.kinds = kinds;
+        self
     }
 
     pub fn usage(&self) -> Option<Tokens> {
@@ -349,7 +555,7 @@ impl ResponsesStream {
             Piece::Reasoning(_) => {}
             Piece::Text(text) => self.text(&text, out),
             Piece::ToolStart { slot, id, name } => {
-                let item = Item::Call { id: new_id("fc_"), call_id: id, name, arguments: String::new() };
+                let item = Item::call(id, name, String::new(), &self.kinds);
                 let index = self.open_item(item, out);
                 self.calls.push((slot, index));
             }
@@ -408,6 +614,12 @@ impl ResponsesStream {
         self.ensure_started(out);
         self.close_item(out);
         let index = self.items.len();
+        if item.is_buffered() {
+            // Announced by `close_item`, with its whole input.
+            self.items.push(item);
+            self.open = Some(index);
+            return index;
+        }
         let added = item.to_json("in_progress");
         let item_id = item.id().to_string();
         let is_message = matches!(item, Item::Message { .. });
@@ -439,10 +651,14 @@ impl ResponsesStream {
         let Some(&(_, index)) = self.calls.iter().find(|(s, _)| *s == slot) else {
             return;
         };
+        let buffered = self.items[index].is_buffered();
         let Item::Call { id, arguments, .. } = &mut self.items[index] else {
             return;
         };
         arguments.push_str(fragment);
+        if buffered {
+            return;
+        }
         let body = json!({"item_id": id, "output_index": index, "delta": fragment});
         self.emit("response.function_call_arguments.delta", body, out);
     }
@@ -463,9 +679,24 @@ impl ResponsesStream {
                 part["part"] = Item::text_part(text);
                 self.emit("response.content_part.done", part, out);
             }
-            Item::Call { id, arguments, .. } => {
+            Item::Call { id, arguments, kind: CallKind::Function, .. } => {
                 let body = json!({"item_id": id, "output_index": index, "arguments": arguments});
                 self.emit("response.function_call_arguments.done", body, out);
+            }
+            Item::Call { id, arguments, kind: CallKind::Custom, .. } => {
+                let added = json!({"output_index": index, "item": item.to_json("in_progress")});
+                self.emit("response.output_item.added", added, out);
+                let input = custom_input(arguments);
+                if !input.is_empty() {
+                    let delta = json!({"item_id": id, "output_index": index, "delta": input});
+                    self.emit("response.custom_tool_call_input.delta", delta, out);
+                }
+                let done = json!({"item_id": id, "output_index": index, "input": input});
+                self.emit("response.custom_tool_call_input.done", done, out);
+            }
+            Item::Call { kind: CallKind::LocalShell, .. } => {
+                let added = json!({"output_index": index, "item": item.to_json("in_progress")});
+                self.emit("response.output_item.added", added, out);
             }
         }
         self.emit("response.output_item.done", json!({"output_index": index, "item": item.to_json("completed")}), out);
@@ -532,6 +763,13 @@ mod tests {
         assert_eq!(msgs[0], json!({"role": "system", "content": "You are Codex."}));
         assert_eq!(msgs[1], json!({"role": "system", "content": "env ctx"}));
         assert_eq!(msgs[2], json!({"role": "user", "content": "<ctx/>\n\nlist files"}));
+        assert_eq!(
+            msgs[3],
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_0", "type": "function",
+                "function": {"name": "apply_patch", "arguments": "{\"input\":\"*** Begin Patch\"}"}}]})
+        );
+        assert_eq!(msgs[4], json!({"role": "tool", "tool_call_id": "call_0", "content": "ok"}));
+        let msgs = &msgs[2..];
         assert_eq!(msgs[3]["role"], "assistant");
         assert_eq!(msgs[3]["content"], "Running ls.");
         let calls = msgs[3]["tool_calls"].as_array().unwrap();
@@ -544,11 +782,14 @@ mod tests {
         assert_eq!(msgs[5], json!({"role": "tool", "tool_call_id": "call_2", "content": "/tmp"}));
         assert_eq!(msgs[6], json!({"role": "user", "content": "thanks"}));
         assert_eq!(msgs.len(), 7);
+        let tools = chat["tools"].as_array().unwrap();
         assert_eq!(
-            chat["tools"],
-            json!([{"type": "function", "function": {"name": "shell", "description": "Run", "strict": false,
-                "parameters": {"type": "object", "properties": {"command": {"type": "array"}}}}}])
+            tools[0],
+            json!({"type": "function", "function": {"name": "shell", "description": "Run", "strict": false,
+                "parameters": {"type": "object", "properties": {"command": {"type": "array"}}}}})
         );
+        assert_eq!(tools[1]["function"]["name"], "apply_patch", "custom tools become functions");
+        assert_eq!(tools.len(), 2, "web_search is dropped");
         assert_eq!(chat["tool_choice"], "auto");
         assert_eq!(chat["parallel_tool_calls"], false);
         assert_eq!(chat["reasoning_effort"], "medium");
@@ -757,5 +998,343 @@ data: [DONE]
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n";
         let out = stream(upstream, true);
         assert_eq!(out.last().unwrap().event.as_deref(), Some("response.completed"));
+    }
+
+    // --- custom (freeform) and local shell tools ---------------------------------------------------------
+
+    /// A patch with everything that JSON and SSE must carry through untouched: newlines, quotes, backslashes,
+    /// a tab, non-ASCII text and a line that looks like an SSE field.
+    const PATCH: &str = "*** Begin Patch\n*** Update File: src/main.rs\n@@ fn main() {\n-    println!(\"hi\");\n\
+                         +    println!(\"hello, \\\"wörld\\\"\\t\\\\n\");\n+\tlet s = r#\"{\"a\": [1, 2]}\"#;\n\
+                         +// data: not an event\n*** End Patch\n";
+
+    const GRAMMAR: &str = "start: begin_patch hunk+ end_patch\nbegin_patch: \"*** Begin Patch\" LF\n\
+                           end_patch: \"*** End Patch\" LF?\nhunk: add_hunk | delete_hunk | update_hunk\n";
+
+    /// A realistic Codex request (GPT-5 family: freeform `apply_patch`, plus `local_shell`).
+    fn codex_request() -> Value {
+        json!({"model": "gpt-5-codex", "instructions": "You are Codex, a coding agent.",
+            "input": [
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "fix the greeting"}]},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Looking."}]},
+                {"type": "local_shell_call", "id": "lsh_1", "call_id": "call_ls", "status": "completed",
+                 "action": {"type": "exec", "command": ["bash", "-lc", "cat src/main.rs"],
+                            "working_directory": "/repo", "timeout_ms": 10000, "env": {}, "user": null}},
+                {"type": "function_call", "call_id": "call_fn", "name": "shell", "arguments": "{\"command\":[\"ls\"]}"},
+                {"type": "local_shell_call_output", "call_id": "call_ls", "output": "fn main() {}"},
+                {"type": "function_call_output", "call_id": "call_fn", "output": "src"},
+                {"type": "custom_tool_call", "call_id": "call_p", "name": "apply_patch", "input": PATCH},
+                {"type": "custom_tool_call_output", "call_id": "call_p",
+                 "output": "{\"output\":\"Success. Updated: src/main.rs\",\"metadata\":{\"exit_code\":0}}"},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "thanks"}]}],
+            "tools": [
+                {"type": "function", "name": "shell", "description": "Runs a shell command.", "strict": false,
+                 "parameters": {"type": "object", "properties": {"command": {"type": "array",
+                     "items": {"type": "string"}}}, "required": ["command"]}},
+                {"type": "custom", "name": "apply_patch",
+                 "description": "Use the `apply_patch` tool to edit files. This is a FREEFORM tool.",
+                 "format": {"type": "grammar", "syntax": "lark", "definition": GRAMMAR}},
+                {"type": "local_shell"},
+                {"type": "web_search"}],
+            "tool_choice": "auto", "parallel_tool_calls": false, "stream": true, "store": false})
+    }
+
+    fn codex_kinds() -> ToolKinds {
+        super::super::tool_kinds(Conversion::ResponsesToChat, codex_request().to_string().as_bytes())
+    }
+
+    #[test]
+    fn request_custom_and_local_shell_tools_and_history() {
+        let chat = to_chat(codex_request()).unwrap();
+        let msgs = chat["messages"].as_array().unwrap();
+        assert_eq!(msgs[0], json!({"role": "system", "content": "You are Codex, a coding agent."}));
+        assert_eq!(msgs[1], json!({"role": "user", "content": "fix the greeting"}));
+        assert_eq!(msgs[2]["content"], "Looking.");
+        let calls = msgs[2]["tool_calls"].as_array().unwrap();
+        assert_eq!(calls.len(), 2, "a local shell call and a function call merge into one assistant message");
+        assert_eq!(calls[0]["id"], "call_ls");
+        assert_eq!(calls[0]["function"]["name"], "local_shell");
+        let args: Value = serde_json::from_str(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            args,
+            json!({"command": ["bash", "-lc", "cat src/main.rs"], "workdir": "/repo", "timeout_ms": 10000})
+        );
+        assert_eq!(calls[1]["function"]["name"], "shell");
+        assert_eq!(msgs[3], json!({"role": "tool", "tool_call_id": "call_ls", "content": "fn main() {}"}));
+        assert_eq!(msgs[4], json!({"role": "tool", "tool_call_id": "call_fn", "content": "src"}));
+        assert_eq!(msgs[5]["role"], "assistant");
+        assert_eq!(msgs[5]["content"], Value::Null);
+        let patch_call = &msgs[5]["tool_calls"][0];
+        assert_eq!(patch_call["id"], "call_p");
+        assert_eq!(patch_call["function"]["name"], "apply_patch");
+        let args: Value = serde_json::from_str(patch_call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"input": PATCH}), "the freeform input travels exactly, as `input`");
+        assert_eq!(msgs[6]["role"], "tool");
+        assert_eq!(msgs[6]["tool_call_id"], "call_p");
+        assert!(msgs[6]["content"].as_str().unwrap().contains("Success. Updated"));
+        assert_eq!(msgs[7], json!({"role": "user", "content": "thanks"}));
+        assert_eq!(msgs.len(), 8);
+
+        let tools = chat["tools"].as_array().unwrap();
+        let names: Vec<&str> = tools.iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["shell", "apply_patch", "local_shell"], "web_search is dropped");
+        let patch = &tools[1]["function"];
+        assert_eq!(tools[1]["type"], "function");
+        assert_eq!(
+            patch["parameters"],
+            json!({"type": "object", "properties": {"input": {"type": "string"}}, "required": ["input"]})
+        );
+        let desc = patch["description"].as_str().unwrap();
+        assert!(desc.starts_with("Use the `apply_patch` tool to edit files."), "{desc}");
+        assert!(desc.contains("string parameter `input`"), "{desc}");
+        assert!(desc.contains("lark grammar") && desc.contains(GRAMMAR), "{desc}");
+        let shell = &tools[2]["function"];
+        assert_eq!(shell["parameters"]["properties"]["command"], json!({"type": "array", "items": {"type": "string"}}));
+        assert!(shell["parameters"]["properties"]["workdir"].is_object());
+        assert!(shell["parameters"]["properties"]["timeout_ms"].is_object());
+        assert_eq!(chat["tool_choice"], "auto");
+    }
+
+    #[test]
+    fn request_custom_tool_choice_and_long_grammar() {
+        let definition = "x".repeat(MAX_GRAMMAR_CHARS + 500);
+        let chat = to_chat(json!({"input": "hi", "tools": [
+                {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": definition}},
+                {"type": "custom", "name": "notes", "format": {"type": "text"}}],
+            "tool_choice": {"type": "custom", "name": "apply_patch"}}))
+        .unwrap();
+        assert_eq!(chat["tool_choice"], json!({"type": "function", "function": {"name": "apply_patch"}}));
+        let desc = chat["tools"][0]["function"]["description"].as_str().unwrap();
+        assert!(desc.starts_with("This is a freeform tool"), "no description: only the sentence");
+        assert!(desc.ends_with("..."), "the grammar is truncated");
+        assert!(desc.chars().count() < MAX_GRAMMAR_CHARS + 300);
+        let notes = chat["tools"][1]["function"]["description"].as_str().unwrap();
+        assert!(!notes.contains("grammar"), "{notes}");
+    }
+
+    #[test]
+    fn tool_kinds_read_from_the_request() {
+        let kinds = codex_kinds();
+        assert_eq!(kinds.kind("apply_patch"), CallKind::Custom);
+        assert_eq!(kinds.kind("local_shell"), CallKind::LocalShell);
+        assert_eq!(kinds.kind("shell"), CallKind::Function);
+        assert!(!kinds.is_empty());
+        let body = codex_request().to_string();
+        assert!(super::super::tool_kinds(Conversion::AnthropicToChat, body.as_bytes()).is_empty());
+        let plain = json!({"input": "custom", "tools": [{"type": "function", "name": "local_shell"}]}).to_string();
+        let kinds = super::super::tool_kinds(Conversion::ResponsesToChat, plain.as_bytes());
+        assert_eq!(kinds.kind("local_shell"), CallKind::Function, "a function that happens to be named so");
+        assert!(super::super::tool_kinds(Conversion::ResponsesToChat, b"{\"custom\": nope").is_empty());
+    }
+
+    #[test]
+    fn custom_input_and_shell_action_from_arguments() {
+        assert_eq!(custom_input(&json!({"input": PATCH}).to_string()), PATCH);
+        assert_eq!(custom_input(&json!({"patch": "p"}).to_string()), "p", "one string field, named differently");
+        assert_eq!(custom_input("*** Begin Patch\nraw"), "*** Begin Patch\nraw", "not JSON: the raw text");
+        assert_eq!(custom_input("{\"a\":1,\"b\":\"x\"}"), "{\"a\":1,\"b\":\"x\"}");
+        assert_eq!(
+            shell_action("{\"command\":[\"ls\",\"-la\"],\"workdir\":\"/w\",\"timeout_ms\":500}"),
+            json!({"type": "exec", "command": ["ls", "-la"], "working_directory": "/w", "timeout_ms": 500, "env": {}})
+        );
+        assert_eq!(
+            shell_action("{\"command\":\"ls | wc\"}"),
+            json!({"type": "exec", "command": ["bash", "-lc", "ls | wc"], "working_directory": null,
+                   "timeout_ms": null, "env": {}})
+        );
+    }
+
+    #[test]
+    fn response_custom_and_local_shell_calls() {
+        let args = json!({"input": PATCH}).to_string();
+        let body = json!({"created": 1700000000, "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "Patching.", "tool_calls": [
+                {"id": "call_p", "type": "function", "function": {"name": "apply_patch", "arguments": args}},
+                {"id": "call_f", "type": "function", "function": {"name": "shell", "arguments": "{\"command\":[\"ls\"]}"}},
+                {"id": "call_l", "type": "function", "function": {"name": "local_shell",
+                    "arguments": "{\"command\":[\"cargo\",\"test\"],\"workdir\":\"/repo\"}"}},
+                {"id": "call_r", "type": "function", "function": {"name": "apply_patch", "arguments": "*** Begin Patch"}}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}});
+        let bytes = body.to_string();
+        let out = to_value(
+            &super::super::convert_response_with(
+                Conversion::ResponsesToChat,
+                bytes.as_bytes(),
+                "gpt-5-codex",
+                &codex_kinds(),
+            )
+            .unwrap(),
+        );
+        let output = out["output"].as_array().unwrap();
+        assert_eq!(output.len(), 5);
+        assert_eq!(output[0]["type"], "message");
+        let custom = &output[1];
+        assert!(custom["id"].as_str().unwrap().starts_with("ctc_"));
+        assert_eq!(
+            *custom,
+            json!({"id": custom["id"], "type": "custom_tool_call", "status": "completed", "call_id": "call_p",
+                   "name": "apply_patch", "input": PATCH})
+        );
+        assert_eq!(output[2]["type"], "function_call");
+        assert_eq!(output[2]["arguments"], "{\"command\":[\"ls\"]}");
+        let shell = &output[3];
+        assert_eq!(
+            *shell,
+            json!({"id": shell["id"], "type": "local_shell_call", "status": "completed", "call_id": "call_l",
+                   "action": {"type": "exec", "command": ["cargo", "test"], "working_directory": "/repo",
+                              "timeout_ms": null, "env": {}}})
+        );
+        assert_eq!(output[4]["input"], "*** Begin Patch", "unparsable arguments are the input");
+        // Without the kinds (old API) every call stays a function call.
+        let plain = to_value(&convert_response(Conversion::ResponsesToChat, bytes.as_bytes(), "m").unwrap());
+        assert!(plain["output"].as_array().unwrap()[1..].iter().all(|o| o["type"] == "function_call"));
+    }
+
+    fn chunk(delta: Value, finish: Option<&str>) -> String {
+        let c = json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1700000000, "model": "deepseek-chat",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": null});
+        format!("data: {c}\n\n")
+    }
+
+    /// Tool call `index` whose arguments arrive in pieces of `size` characters (JSON escapes split too).
+    fn call_chunks(index: u64, id: &str, name: &str, args: &str, size: usize) -> String {
+        let mut out = chunk(
+            json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            None,
+        );
+        let chars: Vec<char> = args.chars().collect();
+        for piece in chars.chunks(size) {
+            let fragment: String = piece.iter().collect();
+            out.push_str(&chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}), None));
+        }
+        out
+    }
+
+    fn codex_stream(finish: bool) -> String {
+        let mut up = chunk(json!({"role": "assistant", "content": ""}), None);
+        up.push_str(&chunk(json!({"content": "I'll fix "}), None));
+        up.push_str(&chunk(json!({"content": "the greeting."}), None));
+        up.push_str(&call_chunks(0, "call_p", "apply_patch", &json!({"input": PATCH}).to_string(), 3));
+        up.push_str(&call_chunks(1, "call_f", "shell", "{\"command\":[\"cargo\",\"fmt\"]}", 14));
+        up.push_str(&call_chunks(
+            2,
+            "call_l",
+            "local_shell",
+            "{\"command\":[\"cargo\",\"test\"],\"timeout_ms\":60000}",
+            5,
+        ));
+        if finish {
+            up.push_str(&chunk(json!({}), Some("tool_calls")));
+            up.push_str("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":20,\"total_tokens\":70}}\n\n");
+        }
+        up.push_str("data: [DONE]\n\n");
+        up
+    }
+
+    #[test]
+    fn stream_custom_call_between_text_and_function_call() {
+        let conv = StreamConverter::new(Conversion::ResponsesToChat, "gpt-5-codex").with_tool_kinds(codex_kinds());
+        let out = run_stream(conv, &codex_stream(true), false);
+        assert_eq!(
+            names(&out),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                // apply_patch: announced whole when the next call starts
+                "response.output_item.added",
+                "response.custom_tool_call_input.delta",
+                "response.custom_tool_call_input.done",
+                "response.output_item.done",
+                // shell: a function call, streamed as it comes
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                // local_shell: announced whole at the finish reason
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let v: Vec<Value> = out.iter().map(data_json).collect();
+        for (i, ev) in v.iter().enumerate() {
+            assert_eq!(ev["sequence_number"], i as u64, "event {i}");
+            assert_eq!(ev["type"], out[i].event.clone().unwrap());
+        }
+        let added = &v[9];
+        assert_eq!(added["output_index"], 1);
+        let item_id = added["item"]["id"].as_str().unwrap();
+        assert!(item_id.starts_with("ctc_"));
+        assert_eq!(
+            added["item"],
+            json!({"id": item_id, "type": "custom_tool_call", "status": "in_progress", "call_id": "call_p",
+                   "name": "apply_patch", "input": ""})
+        );
+        assert_eq!(v[10]["item_id"], item_id);
+        assert_eq!(v[10]["output_index"], 1);
+        assert_eq!(v[10]["delta"], PATCH, "the whole input in one delta, byte for byte");
+        assert_eq!(v[11]["input"], PATCH);
+        assert_eq!(v[11]["item_id"], item_id);
+        assert_eq!(v[12]["item"]["status"], "completed");
+        assert_eq!(v[12]["item"]["input"], PATCH);
+        assert_eq!(v[12]["output_index"], 1);
+        assert_eq!(v[13]["output_index"], 2);
+        assert_eq!(v[13]["item"]["type"], "function_call");
+        let fn_args: String = v[14..16].iter().map(|e| e["delta"].as_str().unwrap()).collect();
+        assert_eq!(fn_args, "{\"command\":[\"cargo\",\"fmt\"]}");
+        assert_eq!(v[18]["output_index"], 3);
+        assert_eq!(v[18]["item"]["type"], "local_shell_call");
+        assert_eq!(v[18]["item"]["status"], "in_progress");
+        assert_eq!(
+            v[19]["item"]["action"],
+            json!({"type": "exec", "command": ["cargo", "test"], "working_directory": null, "timeout_ms": 60000, "env": {}})
+        );
+        assert_eq!(v[19]["item"]["call_id"], "call_l");
+        let done = &v[20]["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["usage"]["total_tokens"], 70);
+        let output = done["output"].as_array().unwrap();
+        let types: Vec<&str> = output.iter().map(|o| o["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["message", "custom_tool_call", "function_call", "local_shell_call"]);
+        assert_eq!(output[0]["content"][0]["text"], "I'll fix the greeting.");
+        assert_eq!(output[1], v[12]["item"], "the completed output repeats the done item");
+        assert_eq!(output[3], v[19]["item"]);
+    }
+
+    #[test]
+    fn stream_custom_call_closed_by_done_and_without_kinds() {
+        // Upstream ends with [DONE] only: the open custom call is still emitted, before `response.completed`.
+        let mut up = call_chunks(0, "call_p", "apply_patch", &json!({"input": PATCH}).to_string(), 1);
+        up.push_str("data: [DONE]\n\n");
+        let conv = StreamConverter::new(Conversion::ResponsesToChat, "m").with_tool_kinds(codex_kinds());
+        let out = run_stream(conv, &up, false);
+        assert_eq!(
+            names(&out),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.custom_tool_call_input.delta",
+                "response.custom_tool_call_input.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let last = data_json(out.last().unwrap());
+        assert_eq!(last["response"]["output"][0]["input"], PATCH);
+        assert_eq!(last["sequence_number"], 6);
+        // Without kinds the same stream is an ordinary function call.
+        let out = run_stream(StreamConverter::new(Conversion::ResponsesToChat, "m"), &up, false);
+        assert!(names(&out).contains(&"response.function_call_arguments.delta".to_string()));
+        assert!(!names(&out).iter().any(|n| n.contains("custom_tool_call")));
     }
 }
