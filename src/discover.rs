@@ -203,9 +203,10 @@ pub async fn discover(snap: &Snapshot, opts: &Options, on_done: &(dyn Fn(&TokenR
     let client = upstream::probe_client(opts.timeout);
     let jobs = jobs(snap, &opts.channels);
     let results: Vec<(usize, TokenReport, Option<Vec<DiscoveredModel>>)> =
-        futures_util::stream::iter(jobs.iter().enumerate())
-            .map(|(i, job)| {
-                let client = &client;
+        // Indices, not `&Job` items: keeps the future `Send` for `tokio::spawn` (serve's periodic discovery).
+        futures_util::stream::iter(0..jobs.len())
+            .map(|i| {
+                let (client, job) = (&client, &jobs[i]);
                 async move {
                     let (report, models) = run_job(client, job).await;
                     on_done(&report);
