@@ -101,8 +101,9 @@ fn check(global: &Global, args: CheckArgs, store: Option<&dyn BalanceStore>) -> 
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
-    // Results are kept in the store (created if needed), or sent to the server holding it.
-    let loaded = rt.block_on(super::discover::load(global, store.is_none()))?;
+    // Results are kept in the store when there is one (`serve` and `discover` create it), or sent to the server
+    // holding it. Without one, every check asks the providers.
+    let loaded = rt.block_on(super::discover::load(global, false))?;
     let own = loaded.access.as_ref().map(StoreBalances::new);
     let store: Option<&dyn BalanceStore> = store.or(own.as_ref().map(|s| s as &dyn BalanceStore));
     let ttl = loaded.snapshot.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
@@ -243,8 +244,8 @@ fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Resul
         None => 0,
     };
     let Some(store) = store else {
-        return Err(user("no balance checks recorded yet: there is no store")
-            .with_hint("`router balance check` records them (in the store given by --store / ROUTER_STORE / store.path)")
+        return Err(user("`router balance history` needs the store, and there is none yet")
+            .with_hint("`router serve` creates it (see store.path, --store, ROUTER_STORE); `router balance check` records there once it exists")
             .into());
     };
     let rows = store.history(args.channel.as_deref(), since)?;
@@ -343,7 +344,7 @@ mod tests {
         let cmd = parse(&["router", "balance", "history"]);
         let e = run_with(&global, cmd, None).unwrap_err();
         assert_eq!(crate::error::classify(&e).code, 1);
-        assert!(e.to_string().contains("no balance checks recorded yet"), "{e}");
+        assert!(e.to_string().contains("needs the store"), "{e}");
     }
 
     #[test]
