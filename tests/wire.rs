@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Mock, Reply, chat_json, client, dead_port, eventually};
+use common::{Mock, Reply, chat_json, client, dead_port};
 use harness::Server;
 use serde_json::{Value, json};
 
@@ -77,7 +77,10 @@ async fn discover_while_serving_routes_new_models_at_once_and_they_survive_a_res
     let (cfg, store) = paths(dir.path());
     std::fs::write(
         &cfg,
-        format!("channels:\n  - name: up\n    base_url: {}\n    keys: [{KEY_A}]\n    models: [alpha]\n", up.openai_url()),
+        format!(
+            "channels:\n  - name: up\n    base_url: {}\n    keys: [{KEY_A}]\n    models: [alpha]\n",
+            up.openai_url()
+        ),
     )
     .unwrap();
     let mut server = Server::start(dir.path(), &cfg, &store);
@@ -239,11 +242,8 @@ async fn balances_are_kept_and_a_dry_key_is_cooled_until_it_has_credit_again() {
     let (code, out, err) = cli(&["balance", "history", "--channel", "ds", "--json", "--store", s(&store)]).await;
     assert_eq!(code, 0, "{err}");
     let rows: Vec<Value> = serde_json::from_str(&out).unwrap();
-    let amounts_a: Vec<f64> = rows
-        .iter()
-        .filter(|r| r["token_key"] == "a")
-        .map(|r| r["balances"][0]["amount"].as_f64().unwrap())
-        .collect();
+    let amounts_a: Vec<f64> =
+        rows.iter().filter(|r| r["token_key"] == "a").map(|r| r["balances"][0]["amount"].as_f64().unwrap()).collect();
     assert!(amounts_a.contains(&0.0) && amounts_a.contains(&3.0), "{amounts_a:?}");
     assert!(!out.contains(KEY_A) && !out.contains(KEY_B));
     drop(server);
@@ -254,8 +254,7 @@ async fn balances_are_kept_and_a_dry_key_is_cooled_until_it_has_credit_again() {
     assert_eq!(code, 0);
     assert!(out.contains("(stored)"), "{out}");
     assert_eq!(checks.load(Ordering::SeqCst), before);
-    let (code, out, err) =
-        cli(&["balance", "check", "--refresh", "--config", s(&cfg), "--store", s(&store)]).await;
+    let (code, out, err) = cli(&["balance", "check", "--refresh", "--config", s(&cfg), "--store", s(&store)]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("3.00") && out.contains("5.00") && out.contains("CNY"), "{out}");
     assert!(!out.contains("(stored)"), "{out}");

@@ -164,7 +164,8 @@ pub fn apply_cooldowns(snap: &Snapshot, results: &[BalanceResult], health: &Heal
                 if dry.iter().any(|(c, f)| is(c, f)) {
                     health.fail(&tok.health_key, hold, hold, Some(hold), EXHAUSTED_REASON);
                     applied.cooled.push(tok.health_key.to_string());
-                } else if with_credit.iter().any(|(c, f)| is(c, f)) && health.recover(&tok.health_key, EXHAUSTED_REASON) {
+                } else if with_credit.iter().any(|(c, f)| is(c, f)) && health.recover(&tok.health_key, EXHAUSTED_REASON)
+                {
                     applied.recovered.push(tok.health_key.to_string());
                 }
             }
@@ -210,7 +211,10 @@ mod tests {
         s.save(&[result("ab", "fp:3", 9.0, 4_000)]).unwrap();
         assert_eq!(s.history(Some("a"), 0).unwrap().len(), 2);
         let fresh = StoreBalances::new(&access);
-        assert_eq!(fresh.recent("a", "default", "fp:1", Duration::from_secs(5), 6_000).unwrap().balances[0].amount, 4.0);
+        assert_eq!(
+            fresh.recent("a", "default", "fp:1", Duration::from_secs(5), 6_000).unwrap().balances[0].amount,
+            4.0
+        );
         let stale = StoreBalances::new(&access);
         assert!(stale.recent("a", "default", "fp:1", Duration::from_millis(500), 6_000).is_none());
     }

@@ -17,8 +17,8 @@ use super::{Global, output};
 use crate::catalog::{self, ModelKind, Snapshot};
 use crate::config::{Config, Dur, Price};
 use crate::discover::{self, ChannelReport, DiscoveryStore, MemoryStore, Options, StoreDiscovery};
-use crate::store::{self, Access};
 use crate::error::user;
+use crate::store::{self, Access};
 use crate::tags;
 
 #[derive(Debug, clap::Args)]

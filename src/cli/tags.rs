@@ -486,7 +486,9 @@ fn plan_failure(snap: &Snapshot, args: &PlanArgs, e: PlanError) -> PlanFailure {
                     .unwrap_or_default()
             ),
         ),
-        PlanError::PinNotFound { .. } => fail(msg, "check the channel and endpoint names: `router config check`".into()),
+        PlanError::PinNotFound { .. } => {
+            fail(msg, "check the channel and endpoint names: `router config check`".into())
+        }
         PlanError::AllCooling { excluded, .. } | PlanError::NoneUsable { excluded, .. } => PlanFailure {
             message: msg,
             hint: Some("every match was excluded; see the reasons above".into()),
