@@ -298,20 +298,48 @@ async fn router_test_feeds_the_running_server_cooldowns_and_latency() {
     assert!(v["candidates"][0]["latency_ms"].as_f64().is_some(), "{v}");
 }
 
+/// An upstream on its own threads whose model list takes 400 ms (slowness is what is measured here, not a way to
+/// wait for something; its own threads keep the test's runtime free). Counts chat requests. Returns its base URL.
+fn slow_upstream(chats: Arc<AtomicUsize>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let chats = chats.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = if buf.starts_with(b"GET") {
+                    std::thread::sleep(Duration::from_millis(400));
+                    json!({"data": [{"id": "m1"}]})
+                } else {
+                    chats.fetch_add(1, Ordering::SeqCst);
+                    chat_json("m1", "slow", 5, 1)
+                }
+                .to_string();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes());
+            });
+        }
+    });
+    url
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fastest_measures_unknown_endpoints_and_routes_to_the_quicker_one() {
     let slow_chats = Arc::new(AtomicUsize::new(0));
-    let sc = slow_chats.clone();
-    // Slowness is what is measured here, not a way to wait for something.
-    let slow = Mock::start(move |r, _| {
-        if r.method == "GET" {
-            std::thread::sleep(Duration::from_millis(400));
-            return Reply::Json(200, json!({"data": [{"id": "m1"}]}));
-        }
-        sc.fetch_add(1, Ordering::SeqCst);
-        Reply::Json(200, chat_json("m1", "slow", 5, 1))
-    })
-    .await;
+    let slow = slow_upstream(slow_chats.clone());
     let fast = openai_mock(Arc::new(std::sync::Mutex::new(vec!["m1"]))).await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, store) = paths(dir.path());
@@ -319,7 +347,7 @@ async fn fastest_measures_unknown_endpoints_and_routes_to_the_quicker_one() {
         &cfg,
         format!(
             "routing:\n  strategy: fastest\nchannels:\n  - name: slow\n    base_url: {}\n    keys: [{KEY_A}]\n    models: [m1]\n  - name: fast\n    base_url: {}\n    keys: [{KEY_B}]\n    models: [m1]\n",
-            slow.openai_url(),
+            slow,
             fast.openai_url()
         ),
     )
