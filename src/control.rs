@@ -7,11 +7,16 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use crate::balance::store::{BalanceHistory, SaveBalances};
+use crate::balance::{self, BalanceResult};
 use crate::catalog::{self, Snapshot};
 use crate::config::Config;
+use crate::discover::{self, SaveDiscovered};
+use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
-use crate::store::{Access, Registry, Store};
+use crate::store::{Access, Op, Registry, Store};
 
 /// The server's live state, as control operations see it.
 pub struct Live {
@@ -60,5 +65,164 @@ pub fn registry(cell: LiveCell) -> Registry {
             }
         });
     }));
+    add_wired_ops(&mut r, &cell);
     r
+}
+
+// ---- Discovery, balances, probe reports and plans against the live server ----
+
+/// A live handler: parses the arguments, waits for nothing (answers "starting" until the server is up), runs `f`.
+fn live_op<A, R, F, Fut>(cell: &LiveCell, f: F) -> crate::store::socket::LiveHandler
+where
+    A: serde::de::DeserializeOwned + Send + 'static,
+    R: serde::Serialize,
+    F: Fn(LiveCell, A) -> Fut + Send + Sync + Copy + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
+{
+    let cell = cell.clone();
+    Arc::new(move |v| {
+        let cell = cell.clone();
+        Box::pin(async move {
+            if cell.get().is_none() {
+                anyhow::bail!("the server is starting; try again in a moment");
+            }
+            let args: A = serde_json::from_value(v)?;
+            Ok(serde_json::to_value(f(cell, args).await?)?)
+        })
+    })
+}
+
+/// How long a key whose balance ran dry stays cooled: until the next periodic check (its interval plus the time a
+/// check may take), else the configured quota cooldown.
+pub fn balance_hold(config: &Config) -> Duration {
+    match config.raw.balance.interval {
+        Some(iv) => iv.0 + BALANCE_TIMEOUT,
+        None => config.raw.routing.cooldown.quota.0,
+    }
+}
+
+/// Bound on each provider request of a periodic balance check.
+const BALANCE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
+    r.add::<SaveDiscovered>().add::<SaveBalances>().add::<BalanceHistory>();
+    // `router test`: latency and failures feed the health `fastest` and cooldowns use.
+    r.add_live(
+        PROBE_REPORT_OP,
+        live_op(cell, |cell, report: ProbeReport| async move {
+            let live = cell.get().expect("checked");
+            let snap = live.state.snapshot.load();
+            probe::apply(&report, &live.state.health, &snap.config.raw.routing.cooldown);
+            Ok(report.entries.len())
+        }),
+    );
+    // `router balance check` while serving: keep the results and cool down keys that ran dry.
+    r.add_live(
+        balance::store::REPORT_OP,
+        live_op(cell, |cell, results: Vec<BalanceResult>| async move {
+            let c = cell.clone();
+            let saved = results.clone();
+            tokio::task::spawn_blocking(move || {
+                SaveBalances { results: saved }.run(&c.get().expect("checked").store).map(|_| ())
+            })
+            .await??;
+            let live = cell.get().expect("checked");
+            let snap = live.state.snapshot.load();
+            let applied =
+                balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
+            log_balance(&applied);
+            Ok(())
+        }),
+    );
+    // `router tags query` while serving: the plan on the server's own snapshot and health.
+    r.add_live(
+        crate::cli::tags::PLAN_OP,
+        live_op(cell, |cell, args: crate::cli::tags::PlanArgs| async move {
+            let live = cell.get().expect("checked");
+            let snap = live.state.snapshot.load_full();
+            Ok(crate::cli::tags::answer(&snap, &live.state.health, &live.state.fasttest, &args).await)
+        }),
+    );
+}
+
+/// The live operation `router test` sends its [`ProbeReport`] to.
+pub const PROBE_REPORT_OP: &str = "probe_report";
+
+fn log_balance(applied: &balance::store::Applied) {
+    for k in &applied.cooled {
+        tracing::warn!("{k}: balance at or below zero; not used until a check shows credit");
+    }
+    for k in &applied.recovered {
+        tracing::info!("{k}: credit again; back in rotation");
+    }
+}
+
+/// One discovery run over the live snapshot: results saved, catalogue rebuilt. Returns the models found.
+pub async fn discover_now(cell: LiveCell) -> anyhow::Result<usize> {
+    let Some(live) = cell.get() else { return Ok(0) };
+    let snap = live.state.snapshot.load_full();
+    if discover::planned(&snap, &[]) == 0 {
+        return Ok(0);
+    }
+    let outcome = discover::discover(&snap, &discover::Options::default(), &|_| {}).await;
+    for r in outcome.reports.iter().flat_map(|r| &r.tokens).filter(|t| t.status != "ok") {
+        tracing::warn!(
+            "discovery: {} ({}) failed: {}; using configured models",
+            r.channel,
+            r.token,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    let found: usize = outcome.reports.iter().flat_map(|r| &r.tokens).map(|t| t.models).sum();
+    tokio::task::spawn_blocking(move || {
+        let live = cell.get().expect("set above");
+        SaveDiscovered::of(&outcome).run(&live.store)?;
+        rebuild(live)
+    })
+    .await??;
+    tracing::info!("discovery: {found} models found");
+    Ok(found)
+}
+
+/// One balance check of every key of the live snapshot: results saved, dry keys cooled, recovered keys freed.
+pub async fn refresh_balances(cell: LiveCell) -> anyhow::Result<()> {
+    let Some(live) = cell.get() else { return Ok(()) };
+    let snap = live.state.snapshot.load_full();
+    let opts = balance::CheckOptions { timeout: BALANCE_TIMEOUT, refresh: true, ..Default::default() };
+    let results = balance::check_all(snap.clone(), &opts, None, &|| {}).await;
+    let saved = results.clone();
+    let c = cell.clone();
+    tokio::task::spawn_blocking(move || SaveBalances { results: saved }.run(&c.get().expect("set above").store))
+        .await??;
+    let applied = balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
+    log_balance(&applied);
+    Ok(())
+}
+
+/// Runs `task` every `interval` of the current configuration (re-read each round, so a reload applies), and once
+/// at start when `now`. An absent interval pauses the loop until a reload sets one.
+pub async fn every(
+    cell: LiveCell,
+    name: &'static str,
+    now: bool,
+    interval: fn(&Config) -> Option<Duration>,
+    task: fn(LiveCell) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>>,
+) {
+    let mut first = now;
+    loop {
+        if !first {
+            let wait = cell.get().and_then(|l| interval(&l.state.snapshot.load().config));
+            match wait {
+                Some(d) => tokio::time::sleep(d.max(Duration::from_millis(100))).await,
+                None => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    continue;
+                }
+            }
+        }
+        first = false;
+        if let Err(e) = task(cell.clone()).await {
+            tracing::warn!("{name} failed: {e:#}");
+        }
+    }
 }

@@ -12,18 +12,20 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{Channel, Discovered, DiscoveredModel, Endpoint, ModelKind, Snapshot, Token, is_free_id};
 use crate::config::{ChannelProtocol, Price};
+use crate::store::{Access, KvTable, Op, Store};
 use crate::upstream::{self, Operation};
 
-/// Where discovery results are kept between runs. The redb store implements it; [`MemoryStore`] is for tests and
-/// for running without a store.
+/// Where discovery results are kept between runs. [`StoreDiscovery`] keeps them in the redb store (directly or
+/// through a running server); [`MemoryStore`] is for tests and for running without a store.
 pub trait DiscoveryStore: Send + Sync {
-    fn load(&self) -> Discovered;
-    fn save(&self, discovered: &Discovered);
+    fn load(&self) -> anyhow::Result<Discovered>;
+    /// Puts one run's results over the stored ones, as [`Outcome::merge_into`] does.
+    fn save(&self, outcome: &Outcome) -> anyhow::Result<()>;
 }
 
 /// Discovery results in memory only.
@@ -37,11 +39,66 @@ impl MemoryStore {
 }
 
 impl DiscoveryStore for MemoryStore {
-    fn load(&self) -> Discovered {
-        self.0.lock().expect("discovery store lock").clone()
+    fn load(&self) -> anyhow::Result<Discovered> {
+        Ok(self.0.lock().expect("discovery store lock").clone())
     }
-    fn save(&self, discovered: &Discovered) {
-        *self.0.lock().expect("discovery store lock") = discovered.clone();
+    fn save(&self, outcome: &Outcome) -> anyhow::Result<()> {
+        outcome.merge_into(&mut self.0.lock().expect("discovery store lock"));
+        Ok(())
+    }
+}
+
+/// Discovery results in the store's `models` table (key: channel name, value: token fingerprint -> models).
+/// Saving is the [`SaveDiscovered`] operation, so a running server rebuilds its catalogue as soon as it lands.
+pub struct StoreDiscovery<'a>(pub &'a Access);
+
+impl DiscoveryStore for StoreDiscovery<'_> {
+    fn load(&self) -> anyhow::Result<Discovered> {
+        crate::catalog::load::discovered(self.0)
+    }
+    fn save(&self, outcome: &Outcome) -> anyhow::Result<()> {
+        self.0.run(SaveDiscovered::of(outcome)).map(|_| ())
+    }
+}
+
+/// Replaces the stored models of the channels one discovery run covered: channels with results get them, channels
+/// whose every token failed lose their entry (routing falls back to configured models). Other channels are kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SaveDiscovered {
+    /// Every channel the run covered.
+    pub channels: Vec<String>,
+    /// Channel -> token fingerprint -> models, for the channels (and tokens) that answered.
+    pub discovered: Discovered,
+}
+
+impl SaveDiscovered {
+    pub fn of(outcome: &Outcome) -> SaveDiscovered {
+        SaveDiscovered {
+            channels: outcome.reports.iter().map(|r| r.channel.clone()).collect(),
+            discovered: outcome.discovered.clone(),
+        }
+    }
+}
+
+impl Op for SaveDiscovered {
+    const NAME: &'static str = "discovery_save";
+    const WRITES: bool = true;
+    /// How many channels now have stored models.
+    type Reply = usize;
+    fn run(self, store: &Store) -> anyhow::Result<usize> {
+        let mut saved = 0;
+        for ch in &self.channels {
+            match self.discovered.get(ch) {
+                Some(models) => {
+                    store.put_json(KvTable::Models, ch, models)?;
+                    saved += 1;
+                }
+                None => {
+                    store.delete(KvTable::Models, ch)?;
+                }
+            }
+        }
+        Ok(saved)
     }
 }
 
@@ -146,9 +203,10 @@ pub async fn discover(snap: &Snapshot, opts: &Options, on_done: &(dyn Fn(&TokenR
     let client = upstream::probe_client(opts.timeout);
     let jobs = jobs(snap, &opts.channels);
     let results: Vec<(usize, TokenReport, Option<Vec<DiscoveredModel>>)> =
-        futures_util::stream::iter(jobs.iter().enumerate())
-            .map(|(i, job)| {
-                let client = &client;
+        // Indices, not `&Job` items: keeps the future `Send` for `tokio::spawn` (serve's periodic discovery).
+        futures_util::stream::iter(0..jobs.len())
+            .map(|i| {
+                let (client, job) = (&client, &jobs[i]);
                 async move {
                     let (report, models) = run_job(client, job).await;
                     on_done(&report);
@@ -555,5 +613,27 @@ mod tests {
         assert_eq!(prev["a"]["fp:1"][0].id, "new");
         assert_eq!(prev["b"]["fp:2"][0].id, "keep");
         assert!(!prev.contains_key("c"));
+    }
+
+    #[test]
+    fn the_store_keeps_discovery_per_channel_and_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = Access::Direct(Store::open(&dir.path().join("s.redb")).unwrap());
+        let store = StoreDiscovery(&access);
+        let m = |id: &str| DiscoveredModel { id: id.into(), kind: Some(ModelKind::Chat), price: None };
+        let report = |c: &str| ChannelReport { channel: c.into(), status: "ok", tokens: vec![], configured_models: 0 };
+        let mut first = Outcome::default();
+        first.discovered.entry("a".into()).or_default().insert("fp:1".into(), vec![m("x")]);
+        first.discovered.entry("a".into()).or_default().insert("fp:2".into(), vec![m("y")]);
+        first.discovered.entry("b".into()).or_default().insert("fp:3".into(), vec![m("z")]);
+        first.reports = vec![report("a"), report("b")];
+        store.save(&first).unwrap();
+        // A second run over `b` only, in which every token failed: `b` falls back, `a` stays.
+        let second = Outcome { discovered: Discovered::new(), reports: vec![report("b")] };
+        store.save(&second).unwrap();
+        let got = store.load().unwrap();
+        assert_eq!(got["a"]["fp:2"], vec![m("y")]);
+        assert_eq!(got["a"].len(), 2);
+        assert!(!got.contains_key("b"));
     }
 }

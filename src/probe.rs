@@ -906,6 +906,7 @@ async fn send_through_proxy(
         snapshot: ArcSwap::new(snap.clone()),
         health,
         sink,
+        fasttest: crate::upstream::fasttest::FastTest::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

@@ -160,7 +160,8 @@ fn router(dir: &Path, args: &[&str]) -> Out {
         .env("ROUTER_TABLE_WIDTH", "140")
         .env("ROUTER_NO_LOCAL_PROBE", "1")
         .env_remove("ROUTER_CONFIG")
-        .env_remove("ROUTER_STORE")
+        // `router discover` saves its results in the store: keep it in the test's directory.
+        .env("ROUTER_STORE", dir.join("router.redb"))
         .output()
         .expect("router runs");
     let o = Out {

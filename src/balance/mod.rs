@@ -7,6 +7,7 @@
 //! itself: callers pass one in.
 
 pub mod providers;
+pub mod store;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! `router balance check | history`: upstream credit per channel and key, for people and for cron.
 //!
 //! Owns the flags, the table and the exit codes (0 fine, 3 some balance below `--below`, 1 usage errors). The
-//! checks themselves are `crate::balance`; results are kept through a `BalanceStore` passed in by the caller
-//! (none yet: then nothing is cached and `history` explains that it needs the store). Prints only via `output`.
+//! checks themselves are `crate::balance`; results are kept in the store (`balance::store`), or sent to the
+//! running server that holds it, which also cools down keys that ran dry. Prints only via `output`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -10,10 +10,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Global, output};
+use crate::balance::store::StoreBalances;
 use crate::balance::{self, BalanceResult, BalanceStore, CheckOptions, Status};
-use crate::catalog::Snapshot;
 use crate::config::Dur;
 use crate::error::{Exit, user};
+use crate::store::{self, Access};
 
 /// How long a stored result counts as fresh when the config sets no `balance.ttl`.
 const DEFAULT_TTL: Dur = Dur::secs(600);
@@ -76,7 +77,17 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
 pub fn run_with(global: &Global, cmd: Command, store: Option<&dyn BalanceStore>) -> anyhow::Result<()> {
     match cmd {
         Command::Check(args) => check(global, args, store),
-        Command::History(args) => history(args, store),
+        Command::History(args) => match store {
+            Some(s) => history(args, Some(s)),
+            None => {
+                let path = store::path_for_cli(global)?;
+                if !path.exists() {
+                    return history(args, None);
+                }
+                let access = Access::open(&path)?;
+                history(args, Some(&StoreBalances::new(&access)))
+            }
+        },
     }
 }
 
@@ -90,9 +101,13 @@ fn check(global: &Global, args: CheckArgs, store: Option<&dyn BalanceStore>) -> 
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
-    let loaded = rt.block_on(super::serve::load_or_detect(global, false))?;
-    let ttl = loaded.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
-    let snapshot = Arc::new(Snapshot::build(Arc::new(loaded.config), &[], &Default::default(), loaded.auto));
+    // Results are kept in the store when there is one (`serve` and `discover` create it), or sent to the server
+    // holding it. Without one, every check asks the providers.
+    let loaded = rt.block_on(super::discover::load(global, false))?;
+    let own = loaded.access.as_ref().map(StoreBalances::new);
+    let store: Option<&dyn BalanceStore> = store.or(own.as_ref().map(|s| s as &dyn BalanceStore));
+    let ttl = loaded.snapshot.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
+    let snapshot = Arc::new(loaded.snapshot);
     for name in &args.channels {
         if snapshot.channel(name).is_none() {
             let known: Vec<&str> = snapshot.channels.iter().map(|c| &*c.name).collect();
@@ -229,8 +244,8 @@ fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Resul
         None => 0,
     };
     let Some(store) = store else {
-        return Err(user("`router balance history` needs the store, and none is open")
-            .with_hint("balance history is kept in the store (--store / ROUTER_STORE); `router balance check` works without it")
+        return Err(user("`router balance history` needs the store, and there is none yet")
+            .with_hint("`router serve` creates it (see store.path, --store, ROUTER_STORE); `router balance check` records there once it exists")
             .into());
     };
     let rows = store.history(args.channel.as_deref(), since)?;
@@ -324,10 +339,12 @@ mod tests {
 
     #[test]
     fn history_without_store_is_a_user_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let global = Global { config: None, store: Some(dir.path().join("none.redb")) };
         let cmd = parse(&["router", "balance", "history"]);
-        let e = run_with(&Global::default(), cmd, None).unwrap_err();
+        let e = run_with(&global, cmd, None).unwrap_err();
         assert_eq!(crate::error::classify(&e).code, 1);
-        assert!(e.to_string().contains("needs the store"));
+        assert!(e.to_string().contains("needs the store"), "{e}");
     }
 
     #[test]

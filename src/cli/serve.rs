@@ -95,7 +95,24 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     if let Some(path) = config_path {
         tokio::spawn(watch_config(live.clone(), path));
     }
+    // Zero-config knows channels but not their models: discover once now, so /v1/models lists real ids.
+    let discovery = tokio::spawn(control::every(
+        live.clone(),
+        "discovery",
+        loaded.auto,
+        |c| c.raw.discovery.interval.map(|d| d.0),
+        |cell| Box::pin(async move { control::discover_now(cell).await.map(|_| ()) }),
+    ));
+    let balances = tokio::spawn(control::every(
+        live.clone(),
+        "balance check",
+        state.snapshot.load().config.raw.balance.interval.is_some(),
+        |c| c.raw.balance.interval.map(|d| d.0),
+        |cell| Box::pin(control::refresh_balances(cell)),
+    ));
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
+    discovery.abort();
+    balances.abort();
     drop(state);
     // In-flight requests are done: commit every queued record, then close the control socket.
     let stats = recorder.shutdown().await;

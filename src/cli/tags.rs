@@ -1,16 +1,17 @@
 //! `router tags list` and `router tags query`: the tag vocabulary, and the candidates `serve` would try.
 //!
 //! Owns the command line and tables only. `tags query` calls `routing::plan` with the inputs `serve` uses (the
-//! same snapshot, a `Health`, the strategy), so its table is the attempt order of a real request. It decides
-//! nothing itself.
+//! same snapshot, a `Health`, the strategy), so its table is the attempt order of a real request. While a server
+//! runs, the server itself plans (live operation [`PLAN_OP`], answered by [`answer`]) on its own snapshot and
+//! health, so cooling endpoints and observed latency show. It decides nothing itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::discover::{check_channels, load_snapshot, store};
+use super::discover::{Loaded, check_channels, load, store};
 use super::{Global, output};
 use crate::catalog::{ModelKind, Snapshot};
 use crate::config::Strategy;
@@ -111,14 +112,15 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
     })
 }
 
-/// The snapshot `serve` would route on, optionally with a fresh discovery run.
-async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Snapshot> {
-    let store = store(global);
-    let snap = load_snapshot(global, store.as_ref()).await?;
+/// The snapshot `serve` would route on (with the store, or the server holding it, when there is one), optionally
+/// with a fresh discovery run.
+async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Loaded> {
+    let mut loaded = load(global, false).await?;
     if !live {
-        return Ok(snap);
+        return Ok(loaded);
     }
-    let outcome = discover::discover(&snap, &Options::default(), &|_| {}).await;
+    let snap = &loaded.snapshot;
+    let outcome = discover::discover(snap, &Options::default(), &|_| {}).await;
     for r in outcome.reports.iter().filter(|r| r.status != "ok") {
         for t in r.tokens.iter().filter_map(|t| t.reason.as_ref().map(|reason| (t, reason))) {
             output::note(&format!(
@@ -127,11 +129,14 @@ async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Snapshot> {
             ));
         }
     }
-    let mut discovered = store.load();
+    let mut discovered = store(loaded.access.as_ref()).load()?;
     outcome.merge_into(&mut discovered);
-    let config = snap.config.clone();
-    let auto = snap.channels.first().is_some_and(|c| c.origin == crate::catalog::Origin::Auto);
-    Ok(Snapshot::build(config, &[], &discovered, auto))
+    let stored = match &loaded.access {
+        Some(a) => crate::catalog::load::store_channels(a, &loaded.store_path)?,
+        None => Vec::new(),
+    };
+    loaded.snapshot = Snapshot::build(snap.config.clone(), &stored, &discovered, loaded.auto);
+    Ok(loaded)
 }
 
 #[derive(Serialize)]
@@ -142,7 +147,8 @@ struct TagRow {
 }
 
 async fn list(global: &Global, args: ListArgs) -> anyhow::Result<()> {
-    let snap = snapshot(global, args.discover).await?;
+    let loaded = snapshot(global, args.discover).await?;
+    let snap = loaded.snapshot;
     check_channels(&snap, &args.channels)?;
     let wanted =
         |ci: u32| args.channels.is_empty() || args.channels.iter().any(|n| n == &*snap.channels[ci as usize].name);
@@ -178,85 +184,129 @@ async fn list(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct JsonPrice {
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JsonPrice {
     input: f64,
     output: f64,
 }
 
-#[derive(Serialize)]
-struct CandidateRow {
-    rank: usize,
-    channel: String,
-    endpoint: String,
-    token: String,
-    model: String,
-    price: Option<JsonPrice>,
-    free: bool,
-    local: bool,
-    latency_ms: Option<f64>,
-    score: Option<Score>,
+/// One candidate of `tags query`, in attempt order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CandidateRow {
+    pub rank: usize,
+    pub channel: String,
+    pub endpoint: String,
+    pub token: String,
+    pub model: String,
+    pub price: Option<JsonPrice>,
+    pub free: bool,
+    pub local: bool,
+    pub latency_ms: Option<f64>,
+    pub score: Option<ScoreRow>,
 }
 
-#[derive(Serialize)]
-struct ExcludedRow {
-    channel: String,
-    endpoint: Option<String>,
-    token: Option<String>,
-    model: String,
-    reason: String,
-    cooling_for_ms: Option<u64>,
+/// The `balanced` score and its parts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ScoreRow {
+    pub total: f64,
+    pub cost: f64,
+    pub speed: f64,
+    pub quality: f64,
+    pub reliability: f64,
 }
 
-#[derive(Serialize)]
-struct QueryOut {
-    query: String,
-    strategy: Strategy,
-    resolved_by: &'static str,
-    candidates: Vec<CandidateRow>,
-    excluded: Vec<ExcludedRow>,
+impl From<Score> for ScoreRow {
+    fn from(s: Score) -> Self {
+        ScoreRow { total: s.total, cost: s.cost, speed: s.speed, quality: s.quality, reliability: s.reliability }
+    }
 }
+
+/// A match that will not be tried, and why.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExcludedRow {
+    pub channel: String,
+    pub endpoint: Option<String>,
+    pub token: Option<String>,
+    pub model: String,
+    pub reason: String,
+    pub cooling_for_ms: Option<u64>,
+}
+
+/// What `tags query` prints (and `--json` emits).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueryOut {
+    pub query: String,
+    pub strategy: Strategy,
+    pub resolved_by: String,
+    pub candidates: Vec<CandidateRow>,
+    pub excluded: Vec<ExcludedRow>,
+}
+
+/// A query, as the live operation `plan` receives it from `tags query` when a server runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanArgs {
+    pub expr: String,
+    pub strategy: Option<Strategy>,
+    pub protocol: Protocol,
+    pub embedding: bool,
+    pub key: Option<String>,
+    pub pin: Option<String>,
+    pub input_tokens: u64,
+    pub max_tokens: u64,
+}
+
+impl From<&QueryArgs> for PlanArgs {
+    fn from(a: &QueryArgs) -> Self {
+        PlanArgs {
+            expr: a.expr.clone(),
+            strategy: a.strategy,
+            protocol: a.protocol,
+            embedding: a.embedding,
+            key: a.key.clone(),
+            pin: a.pin.clone(),
+            input_tokens: a.input_tokens,
+            max_tokens: a.max_tokens,
+        }
+    }
+}
+
+/// Why a query has no candidates: the user error to show, and the exclusions that explain it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlanFailure {
+    pub message: String,
+    pub hint: Option<String>,
+    pub excluded: Vec<ExcludedRow>,
+}
+
+/// The live operation `tags query` asks a running server: the plan on the server's own snapshot and health.
+pub const PLAN_OP: &str = "plan";
 
 async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
-    let snap = snapshot(global, args.discover).await?;
-    let allow = match &args.key {
-        None => None,
-        Some(name) => match snap.config.gateway_keys.iter().find(|k| &k.name == name) {
-            Some(k) => k.allow.as_deref().map(Allow::parse),
-            None => {
-                let names: Vec<&str> = snap.config.gateway_keys.iter().map(|k| k.name.as_str()).collect();
-                return Err(user(format!("no gateway key named `{name}`"))
-                    .with_hint(format!("keys: {}", if names.is_empty() { "none".into() } else { names.join(", ") }))
-                    .into());
+    let loaded = snapshot(global, args.discover).await?;
+    let plan_args = PlanArgs::from(&args);
+    let answer: Result<QueryOut, PlanFailure> = match loaded.remote() {
+        // A running server knows what is cooling and how fast each endpoint answered: ask it.
+        Some(server) if !args.discover => {
+            let v = server.call_live(PLAN_OP, serde_json::to_value(&plan_args)?)?;
+            serde_json::from_value(v).context("unexpected reply from the server to `plan`")?
+        }
+        // Without one, a fresh health: nothing is cooling and latency is only what fast tests measure.
+        _ => answer(&loaded.snapshot, &Health::new(), &FastTest::default(), &plan_args).await,
+    };
+    let out = match answer {
+        Ok(out) => out,
+        Err(f) => {
+            if !args.json && !f.excluded.is_empty() {
+                print_excluded(&f.excluded);
             }
-        },
+            let e = user(f.message);
+            return Err(match f.hint {
+                Some(h) => e.with_hint(h),
+                None => e,
+            }
+            .into());
+        }
     };
-    let req = RouteRequest {
-        model: &args.expr,
-        kind: if args.embedding { ModelKind::Embedding } else { ModelKind::Chat },
-        client: args.protocol,
-        strategy: args.strategy.unwrap_or(snap.config.raw.routing.strategy),
-        pin: args.pin.as_deref(),
-        allow: allow.as_ref(),
-        translate: false,
-        est_input: args.input_tokens,
-        est_output: args.max_tokens,
-    };
-    // A fresh health: until the control socket can hand over the server's, nothing is cooling and latency is
-    // only what fast tests measure.
-    let health = Health::new();
-    let mut plan = routing::plan(&snap, &health, &req, Instant::now());
-    if req.strategy == Strategy::Fastest
-        && let Ok(p) = &plan
-        && FastTest::default().measure_unknown(&snap, &health, &p.endpoints()).await > 0
-    {
-        plan = routing::plan(&snap, &health, &req, Instant::now());
-    }
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => return Err(plan_error(&snap, &args, e)),
-    };
-    let out = rows(&snap, &health, &args.expr, &plan, &req);
     if args.json {
         return output::json(&out).context("writing JSON");
     }
@@ -295,6 +345,52 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Plans `args` on `snap` and `health` exactly as `serve` would (measuring unknown endpoints first for
+/// `fastest`), as the rows `tags query` prints. Runs in the CLI, or in the server for the live operation `plan`.
+pub async fn answer(
+    snap: &Snapshot,
+    health: &Health,
+    fasttest: &FastTest,
+    args: &PlanArgs,
+) -> Result<QueryOut, PlanFailure> {
+    let allow = match &args.key {
+        None => None,
+        Some(name) => match snap.config.gateway_keys.iter().find(|k| &k.name == name) {
+            Some(k) => k.allow.as_deref().map(Allow::parse),
+            None => {
+                let names: Vec<&str> = snap.config.gateway_keys.iter().map(|k| k.name.as_str()).collect();
+                return Err(PlanFailure {
+                    message: format!("no gateway key named `{name}`"),
+                    hint: Some(format!("keys: {}", if names.is_empty() { "none".into() } else { names.join(", ") })),
+                    excluded: Vec::new(),
+                });
+            }
+        },
+    };
+    let req = RouteRequest {
+        model: &args.expr,
+        kind: if args.embedding { ModelKind::Embedding } else { ModelKind::Chat },
+        client: args.protocol,
+        strategy: args.strategy.unwrap_or(snap.config.raw.routing.strategy),
+        pin: args.pin.as_deref(),
+        allow: allow.as_ref(),
+        translate: false,
+        est_input: args.input_tokens,
+        est_output: args.max_tokens,
+    };
+    let mut plan = routing::plan(snap, health, &req, Instant::now());
+    if req.strategy == Strategy::Fastest
+        && let Ok(p) = &plan
+        && fasttest.measure_unknown(snap, health, &p.endpoints()).await > 0
+    {
+        plan = routing::plan(snap, health, &req, Instant::now());
+    }
+    match plan {
+        Ok(p) => Ok(rows(snap, health, &args.expr, &p, &req)),
+        Err(e) => Err(plan_failure(snap, args, e)),
+    }
+}
+
 fn rows(snap: &Snapshot, health: &Health, query: &str, plan: &Plan, req: &RouteRequest<'_>) -> QueryOut {
     let candidates = plan
         .candidates
@@ -316,14 +412,14 @@ fn rows(snap: &Snapshot, health: &Health, query: &str, plan: &Plan, req: &RouteR
                 free,
                 local: ep.local,
                 latency_ms: routing::endpoint_latency(snap, health, c.channel, c.endpoint).map(|ms| ms.round()),
-                score: c.score,
+                score: c.score.map(ScoreRow::from),
             }
         })
         .collect();
     QueryOut {
         query: query.to_string(),
         strategy: req.strategy,
-        resolved_by: plan.resolved_by,
+        resolved_by: plan.resolved_by.to_string(),
         candidates,
         excluded: excluded_rows(&plan.excluded),
     }
@@ -362,10 +458,11 @@ fn print_excluded(rows: &[ExcludedRow]) {
     output::print_table(&t);
 }
 
-/// A plan error as the user sees it: exit 1 with a hint.
-fn plan_error(snap: &Snapshot, args: &QueryArgs, e: PlanError) -> anyhow::Error {
+/// A plan error as the user sees it: exit 1 with a hint (and the exclusions, when every match was excluded).
+fn plan_failure(snap: &Snapshot, args: &PlanArgs, e: PlanError) -> PlanFailure {
     let msg = e.to_string();
-    let err = match e {
+    let fail = |message: String, hint: String| PlanFailure { message, hint: Some(hint), excluded: Vec::new() };
+    match e {
         PlanError::UnknownModel { model, closest } => {
             let what = if model.starts_with("tag:") { "tags" } else { "names" };
             let hint = if closest.is_empty() {
@@ -373,30 +470,31 @@ fn plan_error(snap: &Snapshot, args: &QueryArgs, e: PlanError) -> anyhow::Error 
             } else {
                 format!("close {what}: {}", closest.join(", "))
             };
-            user(format!("nothing matches `{model}`")).with_hint(hint)
+            fail(format!("nothing matches `{model}`"), hint)
         }
         PlanError::WrongProtocol { protocol, .. } => {
-            user(msg).with_hint(format!("to plan for a client of that protocol: --protocol {protocol}"))
+            fail(msg, format!("to plan for a client of that protocol: --protocol {protocol}"))
         }
-        PlanError::Forbidden { .. } => user(msg).with_hint(format!(
-            "the key's allow expression is `{}`",
-            args.key
-                .as_deref()
-                .and_then(|k| snap.config.gateway_keys.iter().find(|g| g.name == k))
-                .and_then(|g| g.allow.clone())
-                .unwrap_or_default()
-        )),
+        PlanError::Forbidden { .. } => fail(
+            msg,
+            format!(
+                "the key's allow expression is `{}`",
+                args.key
+                    .as_deref()
+                    .and_then(|k| snap.config.gateway_keys.iter().find(|g| g.name == k))
+                    .and_then(|g| g.allow.clone())
+                    .unwrap_or_default()
+            ),
+        ),
         PlanError::PinNotFound { .. } => {
-            user(msg).with_hint("check the channel and endpoint names: `router config check`")
+            fail(msg, "check the channel and endpoint names: `router config check`".into())
         }
-        PlanError::AllCooling { excluded, .. } | PlanError::NoneUsable { excluded, .. } => {
-            if !args.json {
-                print_excluded(&excluded_rows(&excluded));
-            }
-            user(msg).with_hint("every match was excluded; see the reasons above")
-        }
-    };
-    err.into()
+        PlanError::AllCooling { excluded, .. } | PlanError::NoneUsable { excluded, .. } => PlanFailure {
+            message: msg,
+            hint: Some("every match was excluded; see the reasons above".into()),
+            excluded: excluded_rows(&excluded),
+        },
+    }
 }
 
 /// A price column: `?` when unknown, `0` for a free model without a listed price.
@@ -419,7 +517,7 @@ fn money(v: f64) -> String {
     if s.is_empty() { "0".into() } else { s.to_string() }
 }
 
-fn score_text(s: Score) -> String {
+fn score_text(s: ScoreRow) -> String {
     // Two decimals without the leading zero keep the column narrow: `0.697 c.92 s.50 q.85 r.50`.
     let p = |v: f64| format!("{v:.2}").trim_start_matches('0').to_string();
     format!("{:.3} c{} s{} q{} r{}", s.total, p(s.cost), p(s.speed), p(s.quality), p(s.reliability))

@@ -2,8 +2,9 @@
 //! real request for a model or tag land.
 //!
 //! Owns the flags, the tables, the progress bar (only on a terminal) and the exit code (0 all ok, 1 anything
-//! failed or a target is unknown). The checks are `crate::probe`; what they learnt is handed to a `feed` (the
-//! control socket to a running `serve`, wired by the caller of [`run_with`]). Prints only via `output`.
+//! failed or a target is unknown). The checks are `crate::probe`; what they learnt goes to a running `serve`
+//! (live operation `probe_report` on the control socket) or to the `feed` given to [`run_with`]. Prints only via
+//! `output`.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{Global, output};
-use crate::catalog::Snapshot;
 use crate::config::{Dur, Strategy};
 use crate::error::{Exit, user};
 use crate::probe::{self, CheckKind, CheckResult, Class, Options, ProbeReport, RouteResult};
@@ -58,16 +58,30 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     run_with(global, args, None)
 }
 
+/// Sends a report to the server over the control socket; a server that cannot take it is a note, not a failure.
+fn send_report(server: &crate::store::Access, report: &ProbeReport) {
+    let sent = serde_json::to_value(report)
+        .map_err(anyhow::Error::from)
+        .and_then(|v| server.call_live(crate::control::PROBE_REPORT_OP, v));
+    if let Err(e) = sent {
+        output::note(&format!("note: the running server did not take the results: {e:#}"));
+    }
+}
+
 /// Runs `router test`; `feed` receives what the test learnt (latency, failures) for a running server's health.
 pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
-    let probe_local = std::env::var_os("ROUTER_NO_LOCAL_PROBE").is_none();
-    let loaded = rt.block_on(super::serve::load_or_detect(global, probe_local))?;
-    let in_process = probe::in_process_config(&loaded.config, args.timeout.0);
-    let snapshot = Arc::new(Snapshot::build(Arc::new(loaded.config), &[], &Default::default(), loaded.auto));
+    // The snapshot `serve` routes on (store channels and discovered models included).
+    let mut loaded = rt.block_on(super::discover::load(global, false))?;
+    let in_process = loaded.snapshot_for(probe::in_process_config(&loaded.snapshot.config, args.timeout.0))?;
+    if loaded.remote().is_none() {
+        // Do not hold the store file while testing: a server may start meanwhile.
+        loaded.access = None;
+    }
+    let snapshot = Arc::new(loaded.snapshot);
     if snapshot.channels.is_empty() {
         return Err(user("no channels to test")
             .with_hint("add channels to the config, or export OPENAI_API_KEY / ANTHROPIC_API_KEY / ... for zero-config")
@@ -107,7 +121,7 @@ pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>
     let routes = if selection.routes.is_empty() {
         Vec::new()
     } else {
-        let proxy_snapshot = Arc::new(Snapshot::build(Arc::new(in_process), &[], &Default::default(), loaded.auto));
+        let proxy_snapshot = Arc::new(in_process);
         // Routing sees what the checks just learnt, as a server fed with this report would.
         let seed = probe::report(&snapshot, &checks, &[]);
         let routes = rt.block_on(probe::route_all(proxy_snapshot, &selection.routes, &opts, &seed));
@@ -119,8 +133,12 @@ pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some(feed) = feed {
-        feed(&probe::report(&snapshot, &checks, &routes));
+    let report = probe::report(&snapshot, &checks, &routes);
+    match (feed, &loaded.access) {
+        (Some(feed), _) => feed(&report),
+        // A running server learns latency and cooldowns from the test, as from real traffic.
+        (None, Some(server)) => send_report(server, &report),
+        (None, None) => {}
     }
 
     let failed_checks = checks.iter().filter(|c| !c.ok()).count();

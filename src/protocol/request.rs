@@ -1,6 +1,6 @@
 //! What the router reads from a client request body, and the only edits it makes to it.
 //!
-//! Owns the borrowed peek at `model`, `stream` and `stream_options` (no tree is built), and splicing a new
+//! Owns the borrowed peek at `model`, `stream`, `stream_options` and the output cap (no tree is built), and splicing a new
 //! model id or `stream_options.include_usage` into the original bytes, leaving everything else untouched.
 
 use bytes::{Bytes, BytesMut};
@@ -14,6 +14,13 @@ struct PeekWire<'a> {
     stream: Option<bool>,
     #[serde(borrow)]
     stream_options: Option<&'a RawValue>,
+    // Borrowed raw so an odd value (a float, a string) never makes the body unreadable: it is simply ignored.
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -28,6 +35,9 @@ pub struct Peek {
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
+    /// The output cap the client set: `max_tokens` (chat, messages), `max_completion_tokens` (chat) or
+    /// `max_output_tokens` (responses), when it is a non-negative integer. Used for cost estimates only.
+    pub max_output: Option<u64>,
     /// Byte range of the `model` value (including its quotes) in the body.
     model_span: Option<(usize, usize)>,
     /// Byte range of the `stream_options` value in the body.
@@ -60,10 +70,14 @@ impl Peek {
             .and_then(|r| serde_json::from_str::<StreamOptions>(r.get()).ok())
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        let cap = |r: Option<&RawValue>| r.and_then(|r| r.get().parse::<u64>().ok());
+        let max_output =
+            cap(wire.max_tokens).or_else(|| cap(wire.max_completion_tokens)).or_else(|| cap(wire.max_output_tokens));
         Ok(Peek {
             model,
             stream: wire.stream.unwrap_or(false),
             include_usage,
+            max_output,
             model_span: wire.model.map(|r| span(body, r)),
             stream_options_span: wire.stream_options.map(|r| span(body, r)),
         })
@@ -164,5 +178,17 @@ mod tests {
     fn rejects_bad_json_and_non_string_model() {
         assert!(matches!(Peek::parse(b"{nope"), Err(PeekError::Json(_))));
         assert!(matches!(Peek::parse(br#"{"model":3}"#), Err(PeekError::ModelNotString)));
+    }
+
+    #[test]
+    fn peeks_the_output_cap_and_ignores_odd_values() {
+        let cap = |b: &str| Peek::parse(b.as_bytes()).unwrap().max_output;
+        assert_eq!(cap(r#"{"model":"m","max_tokens":300}"#), Some(300));
+        assert_eq!(cap(r#"{"model":"m","max_completion_tokens":50}"#), Some(50));
+        assert_eq!(cap(r#"{"model":"m","max_output_tokens":7,"input":"x"}"#), Some(7));
+        assert_eq!(cap(r#"{"model":"m","max_tokens":null}"#), None);
+        assert_eq!(cap(r#"{"model":"m","max_tokens":12.5}"#), None);
+        assert_eq!(cap(r#"{"model":"m","max_tokens":"many"}"#), None);
+        assert_eq!(cap(r#"{"model":"m"}"#), None);
     }
 }

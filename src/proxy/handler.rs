@@ -29,6 +29,9 @@ use crate::upstream::health::{CoolKeys, model_key};
 use crate::upstream::{self, Operation, UpstreamError};
 use crate::usage::{self, Attempt, Outcome, RequestRecord};
 
+/// Output tokens assumed for cost estimates when the request sets no `max_tokens` / `max_output_tokens`.
+const DEFAULT_EST_OUTPUT: u64 = 1024;
+
 pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// What a path asks for.
@@ -176,9 +179,17 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         allow: allow.as_ref(),
         translate: matches!(op, Operation::ChatCompletions | Operation::Messages),
         est_input: body.len() as u64 / 4,
-        est_output: 1024,
+        est_output: peek.max_output.unwrap_or(DEFAULT_EST_OUTPUT),
     };
-    let plan = match routing::plan(&snap, &state.health, &route_req, Instant::now()) {
+    let mut planned = routing::plan(&snap, &state.health, &route_req, Instant::now());
+    // `fastest` ranks on observed latency: endpoints nobody has measured yet get a cached fast test first.
+    if strategy == Strategy::Fastest
+        && let Ok(p) = &planned
+        && state.fasttest.measure_unknown(&snap, &state.health, &p.endpoints()).await > 0
+    {
+        planned = routing::plan(&snap, &state.health, &route_req, Instant::now());
+    }
+    let plan = match planned {
         Ok(p) => p,
         Err(e) => {
             if op == Operation::CountTokens {

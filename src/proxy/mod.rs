@@ -20,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
+use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
@@ -30,12 +31,20 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub client: reqwest::Client,
     pub sink: RecordSink,
+    /// Measures endpoints without observed latency before a `fastest` plan (cached; other strategies never use it).
+    pub fasttest: FastTest,
 }
 
 impl AppState {
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
-        Arc::new(AppState { snapshot: ArcSwap::from_pointee(snapshot), health, client, sink })
+        Arc::new(AppState {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            health,
+            client,
+            sink,
+            fasttest: FastTest::default(),
+        })
     }
 }
 

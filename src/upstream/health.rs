@@ -84,6 +84,20 @@ impl Health {
         }
     }
 
+    /// Ends the cooldown of `key` if it is cooling for `reason` (and only then); returns whether it did.
+    pub fn recover(&self, key: &str, reason: &str) -> bool {
+        let mut map = self.map.lock().expect("health lock");
+        match map.get_mut(key) {
+            Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
+                e.failures = 0;
+                e.until = None;
+                e.reason = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records a time to first byte for an endpoint.
     pub fn observe_ttfb(&self, key: &str, ms: f64) {
         let mut map = self.map.lock().expect("health lock");
