@@ -15,12 +15,15 @@ import sys
 
 RAW, OUT, SUMMARY = sys.argv[1], sys.argv[2], sys.argv[3]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PATHS = ["direct", "router", "litellm"]
+PATHS = ["direct", "ngproxy", "router", "litellm"]
+STREAM_PATHS = ["direct", "router", "litellm"]
 LABEL = {
     "direct": "direct (nginx)",
+    "ngproxy": "reference: nginx proxy -> nginx",
     "router": "router -> nginx",
     "litellm": "LiteLLM -> nginx",
     "direct-sse": "direct (nginx)",
+    "ngproxy-sse": "reference: nginx proxy -> nginx",
     "router-sse": "router -> nginx",
     "litellm-sse": "LiteLLM -> nginx",
 }
@@ -94,7 +97,9 @@ def ratio(a, b):
     return a / b
 
 
-def verdict(ok):
+def verdict(ok, reference=False):
+    if reference:
+        return "reference"
     if ok is None:
         return "not measured"
     return "met" if ok else "**missed**"
@@ -157,7 +162,7 @@ runs = {}
 for p in PATHS:
     for kind in ["seq", "rate500", "rate1000", "rate2000", "sat"]:
         runs[f"{p}-{kind}"] = oha(f"{p}-{kind}")
-for p in ["direct-sse", "router-sse", "litellm-sse"]:
+for p in ["direct-sse", "ngproxy-sse", "router-sse", "litellm-sse"]:
     runs[f"{p}-sat"] = oha(f"{p}-sat")
 summary["runs"] = runs
 
@@ -208,19 +213,21 @@ def sat_table(suffix, title):
     w(title)
     w("")
     w(
-        "| path | rps | vs direct | p50 ms | p99 ms | errors / non-200 | CPU us/request: nginx | router | LiteLLM |"
+        "| path | rps | vs direct | p50 ms | p99 ms | errors / non-200 | CPU us/request: nginx | nginx proxy "
+        "| router | LiteLLM |"
     )
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     d = runs.get(f"direct{suffix}-sat")
     for p in PATHS:
         r = runs.get(f"{p}{suffix}-sat")
         if not r:
-            w(f"| {LABEL[p]} | not measured | | | | | | | |")
+            w(f"| {LABEL[p]} | not measured | | | | | | | | |")
             continue
         rel = ratio(r["rps"], d["rps"] if d else None)
         w(
             f"| {LABEL[p]} | {f(r['rps'], 0)} | {f(rel, 2, 'x')} | {f(r['p50'], 3)} | {f(r['p99'], 3)} "
-            f"| {r['errors']} / {r['non200']} | {f(cpu_per_req(r, 'nginx'), 1)} | {f(cpu_per_req(r, 'router'), 1)} "
+            f"| {r['errors']} / {r['non200']} | {f(cpu_per_req(r, 'nginx'), 1)} | {f(cpu_per_req(r, 'ngproxy'), 1)} "
+            f"| {f(cpu_per_req(r, 'router'), 1)} "
             f"| {f(cpu_per_req(r, 'litellm'), 1)} |"
         )
     w("")
@@ -252,7 +259,7 @@ w(
 )
 w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 ds = streams["direct"]
-for p in PATHS:
+for p in STREAM_PATHS:
     s = streams[p]
     if not s or not s.get("ttfb_ms"):
         w(f"| {LABEL[p]} | not measured | | | | | | | | | |")
@@ -384,9 +391,20 @@ if r1k and d1k:
     a50, a99 = r1k["p50"] - d1k["p50"], r1k["p99"] - d1k["p99"]
     target("added latency p50 at 1,000 rps", "<= 0.1 ms", f"{a50:.3f} ms", a50 <= 0.1)
     target("added latency p99 at 1,000 rps", "<= 1 ms", f"{a99:.3f} ms", a99 <= 1.0)
+    n1k = runs.get("ngproxy-rate1000")
+    if n1k:
+        target(
+            "(reference) nginx as a proxy, added p50 / p99 at 1,000 rps",
+            "(none)",
+            f"{n1k['p50'] - d1k['p50']:.3f} / {n1k['p99'] - d1k['p99']:.3f} ms",
+            None,
+        )
 rs, ds_, ls = runs.get("router-sat"), runs.get("direct-sat"), runs.get("litellm-sat")
 x = ratio(rs and rs["rps"], ds_ and ds_["rps"])
 target("saturation vs direct", ">= 0.7x", f(x, 2, "x"), None if x is None else x >= 0.7)
+ns = runs.get("ngproxy-sat")
+x = ratio(ns and ns["rps"], ds_ and ds_["rps"])
+target("(reference) nginx as a proxy, saturation vs direct", "(none)", f(x, 2, "x"), None)
 x = ratio(rs and rs["rps"], ls and ls["rps"])
 target("saturation vs LiteLLM", ">= 15x", f(x, 1, "x"), None if x is None else x >= 15)
 if streams["router"] and streams["direct"] and streams["router"].get("ttfb_ms") and streams["direct"].get("ttfb_ms"):
@@ -415,7 +433,7 @@ head = ["## Targets (issue 9), this run", ""]
 head.append("| target | goal | measured | |")
 head.append("|---|---|---|---|")
 for name, goal, value, ok in targets:
-    head.append(f"| {name} | {goal} | {value} | {verdict(ok)} |")
+    head.append(f"| {name} | {goal} | {value} | {verdict(ok, name.startswith('(reference)'))} |")
 head.append("")
 # Targets go right after the machine section.
 idx = md.index("## Sequential requests (one connection, one request at a time)")

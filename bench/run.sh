@@ -117,6 +117,7 @@ MOCK_PORT=$(tool freeport)
 ROUTER_PORT=$(tool freeport)
 LITELLM_PORT=$(tool freeport)
 BIG_PORT=$(tool freeport)
+NGPROXY_PORT=$(tool freeport)
 export BENCH_NGINX_PORT=$NGINX_PORT BENCH_MOCK_PORT=$MOCK_PORT BENCH_ROUTER_PORT=$ROUTER_PORT
 export BENCH_NGINX_BASE=http://127.0.0.1:$NGINX_PORT/v1
 export BENCH_NGINX_SSE_BASE=http://127.0.0.1:$NGINX_PORT/sse/v1
@@ -148,7 +149,14 @@ PIDS+=("$NGINX_PID")
 "$UPSTREAM" --port "$MOCK_PORT" --chunks 50 --interval-ms 20 >"$TMP/mock.out" 2>&1 &
 MOCK_PID=$!
 PIDS+=("$MOCK_PID")
+mkdir -p "$TMP/nginx-proxy"
+sed -e "s#@PREFIX@#$TMP/nginx-proxy#g" -e "s#@PORT@#$NGPROXY_PORT#g" -e "s#@UPSTREAM@#$NGINX_PORT#g" \
+  "$ROOT/bench/nginx-proxy.conf.in" >"$TMP/nginx-proxy/nginx.conf"
+"$NGINX" -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx-proxy/stderr.log" &
+NGPROXY_PID=$!
+PIDS+=("$NGPROXY_PID")
 tool wait-port "$NGINX_PORT" 30 || die "nginx did not start (see $TMP/nginx)"
+tool wait-port "$NGPROXY_PORT" 30 || die "the reference nginx proxy did not start (see $TMP/nginx-proxy)"
 tool wait-port "$MOCK_PORT" 30 || die "the paced mock did not start"
 
 # 4c. The router.
@@ -180,6 +188,8 @@ url_of() {
   case $1 in
     direct) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
     direct-sse) echo "http://127.0.0.1:$NGINX_PORT/sse/v1/chat/completions" ;;
+    ngproxy) echo "http://127.0.0.1:$NGPROXY_PORT/v1/chat/completions" ;;
+    ngproxy-sse) echo "http://127.0.0.1:$NGPROXY_PORT/sse/v1/chat/completions" ;;
     router | router-sse) echo "http://127.0.0.1:$ROUTER_PORT/v1/chat/completions" ;;
     litellm | litellm-sse) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
   esac
@@ -197,13 +207,13 @@ smoke() {
   done
   die "$path answered $code: $(head -c 300 "$RAW/smoke-$path.body")"
 }
-for p in direct router litellm; do smoke "$p"; done
+for p in direct ngproxy router litellm; do smoke "$p"; done
 ROUTER_RSS_IDLE=$(tool rss "$ROUTER_PID")
 
 # ---------------------------------------------------------------------------------------------------------------
 # 5. Load. Each run: oha's JSON, the CPU seconds each server used during it, and the command line.
 server_cpu() {
-  echo "{\"nginx\": $(tool cpu "$NGINX_PID"), \"router\": $(tool cpu "$ROUTER_PID"), \"litellm\": $(tool cpu "$LITELLM_PID"), \"mock\": $(tool cpu "$MOCK_PID")}"
+  echo "{\"nginx\": $(tool cpu "$NGINX_PID"), \"router\": $(tool cpu "$ROUTER_PID"), \"litellm\": $(tool cpu "$LITELLM_PID"), \"mock\": $(tool cpu "$MOCK_PID"), \"ngproxy\": $(tool cpu "$NGPROXY_PID")}"
 }
 # run NAME PATH [oha args...]
 run() {
@@ -223,24 +233,24 @@ run() {
 warm() { run "$2-warm-$1" "$2" -z 1s -c 8 -w; }
 
 say "sequential requests (${DUR}s per path)"
-for p in direct router litellm; do
+for p in direct ngproxy router litellm; do
   warm seq "$p"
   run "$p-seq" "$p" -z "${DUR}s" -c 1 -w
 done
 
 for rate in 500 1000 2000; do
   say "fixed rate $rate rps (${DUR}s per path)"
-  for p in direct router litellm; do
+  for p in direct ngproxy router litellm; do
     run "$p-rate$rate" "$p" -z "${DUR}s" -c 50 -q "$rate" --latency-correction -w
   done
 done
 
 say "saturation, 64 connections (${DUR}s per path)"
-for p in direct router litellm; do
+for p in direct ngproxy router litellm; do
   run "$p-sat" "$p" -z "${DUR}s" -c 64 -w
 done
 say "saturation of a short SSE stream, 64 connections (${DUR}s per path)"
-for p in direct-sse router-sse litellm-sse; do
+for p in direct-sse ngproxy-sse router-sse litellm-sse; do
   run "$p-sat" "$p" -z "${DUR}s" -c 64 -w
 done
 

@@ -46,7 +46,14 @@ fn main() {
     println!("{out}");
 }
 
-async fn run(url: String, model: String, requests: usize, concurrency: usize, chunks: usize, rss_pid: Option<u32>) -> String {
+async fn run(
+    url: String,
+    model: String,
+    requests: usize,
+    concurrency: usize,
+    chunks: usize,
+    rss_pid: Option<u32>,
+) -> String {
     // A measuring client, not an upstream client: its own timeout, and a pool as large as --concurrency.
     #[allow(clippy::disallowed_methods)]
     let client = reqwest::Client::builder()

@@ -113,7 +113,9 @@ fn sse_events(n: usize) -> std::sync::Arc<Vec<Bytes>> {
     let head = r#"{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","#;
     for i in 0..n {
         let delta = if i == 0 { r#"{"role":"assistant","content":"tok"}"# } else { r#"{"content":" tok"}"# };
-        out.push(Bytes::from(format!("data: {head}\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":null}}]}}\n\n")));
+        out.push(Bytes::from(format!(
+            "data: {head}\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":null}}]}}\n\n"
+        )));
     }
     out.push(Bytes::from(format!(
         "data: {head}\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n"
