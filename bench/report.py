@@ -421,7 +421,10 @@ if s1000 and s1000.get("rss_all_open_kb"):
 target(
     "usage records = requests sent",
     "equal",
-    "not measured: usage subcommand not available"
+    (
+        "not measured: usage subcommand not available"
+        + (f" (log lines: {log_lines:,} records for {sent:,} requests sent)" if log_lines is not None else "")
+    )
     if not status.get("available")
     else f"{recorded} recorded / {sent} sent",
     records_ok if status.get("available") else None,

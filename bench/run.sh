@@ -67,7 +67,11 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
   fi
   if ! "$ROOT/bench/.venv-litellm/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('litellm') != '$LITELLM_VERSION')" 2>/dev/null; then
     say "installing litellm[proxy]==$LITELLM_VERSION into bench/.venv-litellm"
-    python3 -m venv "$ROOT/bench/.venv-litellm"
+    if ! python3 -m venv "$ROOT/bench/.venv-litellm"; then
+      as_root apt-get update -qq >/dev/null
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$ROOT/bench/.venv-litellm"
+    fi
     "$ROOT/bench/.venv-litellm/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
   fi
 fi
