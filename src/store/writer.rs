@@ -95,14 +95,21 @@ async fn run(
         };
         let Some(first) = first else { break };
         batch.push(first);
+        // Let the window pass without waking for every record (each wake-up costs the proxy a cross-thread
+        // notification), then take what queued up. A full channel holds senders back: back-pressure, not loss.
         let deadline = tokio::time::Instant::now() + opts.window;
+        if !stopping && rx.len() + 1 < opts.batch_max {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = stop.changed() => {
+                    stopping = true;
+                    rx.close();
+                }
+            }
+        }
         while batch.len() < opts.batch_max {
             let room = opts.batch_max - batch.len();
-            let got = tokio::select! {
-                n = rx.recv_many(&mut batch, room) => n,
-                _ = tokio::time::sleep_until(deadline) => break,
-            };
-            if got == 0 {
+            if rx.is_empty() || rx.recv_many(&mut batch, room).await == 0 {
                 break;
             }
         }
