@@ -54,12 +54,13 @@ async fn anthropic_client_on_an_openai_channel_with_tools_streaming() {
         "messages": [{"role": "user", "content": "weather in Paris?"}]
     });
     // Non-stream.
-    let v: Value = client().post(router.url("/v1/messages")).json(&req).send().await.unwrap().json().await.unwrap();
+    let v: Value =
+        client().post(router.url("/v1/messages?beta=true")).json(&req).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["type"], "message");
     assert_eq!(v["content"][0]["text"], "plain answer");
     assert_eq!(v["model"], "deepseek-chat");
     let up = oa.last();
-    assert_eq!(up.uri, "/v1/chat/completions");
+    assert_eq!(up.uri, "/v1/chat/completions", "the Anthropic-only query is not forwarded to an OpenAI upstream");
     assert_eq!(up.json()["messages"][0], json!({"role": "system", "content": "be brief"}));
     assert_eq!(up.json()["tools"][0]["function"]["name"], "get_weather");
     assert_eq!(up.header("authorization").unwrap(), "Bearer sk-up-openai");

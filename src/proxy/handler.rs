@@ -418,7 +418,8 @@ async fn attempt_all(
             None => op,
         };
         let mut url = upstream::url(ch, ep, upstream_op, &cand.model);
-        if let Some(q) = &query {
+        // The client's query (Claude Code sends `?beta=true`) belongs to its protocol: forward it only natively.
+        if let Some(q) = query.as_ref().filter(|_| conv.is_none()) {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(q);
         }
