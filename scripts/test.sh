@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_ready=
+apt_install() {
+  if [ -z "$apt_ready" ]; then as_root apt-get update -qq >/dev/null; apt_ready=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # 1. Python with the official SDKs, for tests/sdk.rs.
 if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
   say "installing the openai and anthropic Python SDKs into .venv"
@@ -14,13 +21,14 @@ if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
 fi
 export ROUTER_TEST_PYTHON="$PWD/.venv/bin/python"
 
-# 2. PostgreSQL and MariaDB on loopback, for the One-API import tests.
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_ready=
-apt_install() {
-  if [ -z "$apt_ready" ]; then as_root apt-get update -qq >/dev/null; apt_ready=1; fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
+# 2. Real Claude Code and Codex CLI (pinned), for tests/real_clients.rs.
+if [ ! -x .clients/node_modules/.bin/claude ] || [ ! -x .clients/node_modules/.bin/codex ]; then
+  say "installing Claude Code and Codex CLI into .clients (npm)"
+  command -v npm >/dev/null || apt_install nodejs npm
+  npm install --silent --no-fund --no-audit --prefix .clients '@anthropic-ai/claude-code@2.1.197' '@openai/codex@0.169.0' >/dev/null
+fi
+
+# 3. PostgreSQL and MariaDB on loopback, for the One-API import tests.
 wait_for() { for _ in $(seq 1 60); do if "$@" >/dev/null 2>&1; then return 0; fi; sleep 0.5; done; return 1; }
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
@@ -39,6 +47,6 @@ if ! my_up >/dev/null 2>&1; then
   wait_for my_up || say "warning: MariaDB is not reachable on 127.0.0.1:3306"
 fi
 
-# 3. Everything.
+# 4. Everything.
 say "cargo test"
 cargo test --locked "$@"

@@ -1,0 +1,166 @@
+//! Real Claude Code and Codex CLI, unchanged, through the router to a chat-completions-only upstream: a text
+//! answer and a full tool round trip each (the upstream asks for a shell command, the client runs it and sends
+//! the result back). scripts/test.sh installs pinned versions into .clients/ (npm).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn client_bin(name: &str) -> PathBuf {
+    let var = format!("ROUTER_TEST_{}", name.to_ascii_uppercase());
+    if let Ok(p) = std::env::var(&var) {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".clients/node_modules/.bin").join(name);
+    assert!(
+        p.exists(),
+        "{name} is not installed: run scripts/test.sh (it installs Claude Code and Codex CLI into .clients/), or set {var}"
+    );
+    p
+}
+
+fn sse_chunk(delta: Value, finish: Option<&str>) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "deepseek-chat",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    )
+}
+
+/// A chat-only upstream: answers text, or — when the user says RUN_TOOL and a shell tool is offered — calls it
+/// (arguments streamed in small pieces), then reports the tool result it gets back.
+async fn scripted_upstream() -> Mock {
+    Mock::start(|r, _| {
+        let body = r.json();
+        let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+        let tools: Vec<String> =
+            body["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str().map(String::from)).collect();
+        let user_text: String = msgs.iter().filter(|m| m["role"] == "user").map(|m| m["content"].to_string()).collect();
+        let tool_result = msgs.iter().rev().find(|m| m["role"] == "tool").map(|m| m["content"].to_string());
+        let mut out = vec![sse_chunk(json!({"role": "assistant", "content": ""}), None)];
+        let call = if tool_result.is_none() && user_text.contains("RUN_TOOL") {
+            [("Bash", json!({"command": "echo router-ok", "description": "print a marker"})), ("exec_command", json!({"cmd": "echo router-ok"})), ("shell", json!({"command": ["bash", "-lc", "echo router-ok"]}))]
+                .into_iter()
+                .find(|(n, _)| tools.iter().any(|t| t == n))
+        } else {
+            None
+        };
+        match (call, tool_result) {
+            (Some((name, args)), _) => {
+                out.push(sse_chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}]}), None));
+                let args = args.to_string();
+                for piece in args.as_bytes().chunks(7) {
+                    let piece = String::from_utf8_lossy(piece).to_string();
+                    out.push(sse_chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), None));
+                }
+                out.push(sse_chunk(json!({}), Some("tool_calls")));
+            }
+            (None, result) => {
+                let text = match result {
+                    Some(r) if r.contains("router-ok") => "TOOL RESULT: router-ok".to_string(),
+                    Some(r) => format!("TOOL RESULT WITHOUT MARKER: {}", &r[..r.len().min(60)]),
+                    None => "OK from upstream".to_string(),
+                };
+                for piece in text.as_bytes().chunks(5) {
+                    out.push(sse_chunk(json!({"content": String::from_utf8_lossy(piece)}), None));
+                }
+                out.push(sse_chunk(json!({}), Some("stop")));
+            }
+        }
+        if body["stream_options"]["include_usage"] == true {
+            out.push(format!("data: {}\n\n", json!({"id": "c1", "object": "chat.completion.chunk", "choices": [],
+                "usage": {"prompt_tokens": 123, "completion_tokens": 7, "total_tokens": 130}})));
+        }
+        out.push("data: [DONE]\n\n".into());
+        Reply::Sse(out)
+    })
+    .await
+}
+
+fn config(upstream: &Mock) -> String {
+    format!(
+        "server:\n  keys:\n    - {{name: me, key: sk-gw-real}}\nchannels:\n  - name: ds\n    base_url: {}\n    keys: [{{name: ds-key, key: sk-upstream-secret-9876543210}}]\n    models: [deepseek-chat]\n",
+        upstream.openai_url()
+    )
+}
+
+async fn output_of(mut cmd: Command) -> (bool, String, String) {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_a_tool_loop_on_a_chat_only_channel() {
+    let up = scripted_upstream().await;
+    let router = Router::start(&config(&up));
+    let home = tempfile::tempdir().unwrap();
+    let run = |prompt: &str| {
+        let mut cmd = Command::new(client_bin("claude"));
+        cmd.args(["-p", prompt, "--allowedTools", "Bash", "--output-format", "json"])
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env("ANTHROPIC_BASE_URL", format!("http://{}", router.addr))
+            .env("ANTHROPIC_AUTH_TOKEN", "sk-gw-real")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env("ANTHROPIC_MODEL", "deepseek-chat")
+            .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", "deepseek-chat")
+            .env("ANTHROPIC_SMALL_FAST_MODEL", "deepseek-chat")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+        cmd
+    };
+    let (ok, out, err) = output_of(run("Say hello")).await;
+    assert!(ok, "claude failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["result"], "OK from upstream", "{out}");
+    assert_eq!(v["usage"]["input_tokens"], 123);
+
+    let (ok, out, err) = output_of(run("RUN_TOOL please")).await;
+    assert!(ok, "claude failed:\n{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["result"], "TOOL RESULT: router-ok", "{out}");
+    assert!(up.all().iter().any(|r| r.json()["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool")));
+    assert!(up.all().iter().all(|r| r.header("authorization").unwrap() == "Bearer sk-upstream-secret-9876543210"));
+    let records = router.records();
+    assert!(
+        records.iter().any(|r| r["translated"] == "anthropic->openai" && r["tokens"]["input"] == 123),
+        "{records:?}"
+    );
+    assert!(!out.contains("sk-upstream-secret") && !router.stderr().contains("sk-upstream-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_cli_runs_a_tool_loop_on_a_chat_only_channel() {
+    let up = scripted_upstream().await;
+    let router = Router::start(&config(&up));
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".codex")).unwrap();
+    std::fs::write(
+        home.path().join(".codex/config.toml"),
+        format!(
+            "model = \"deepseek-chat\"\nmodel_provider = \"router\"\n\n[model_providers.router]\nname = \"router\"\nbase_url = \"http://{}/v1\"\nenv_key = \"ROUTER_KEY\"\nwire_api = \"responses\"\n",
+            router.addr
+        ),
+    )
+    .unwrap();
+    let run = |prompt: &str| {
+        let mut cmd = Command::new(client_bin("codex"));
+        cmd.args(["exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", prompt])
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env("CODEX_HOME", home.path().join(".codex"))
+            .env("ROUTER_KEY", "sk-gw-real");
+        cmd
+    };
+    let (ok, out, err) = output_of(run("Say hello")).await;
+    assert!(ok, "codex failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    assert!(out.contains("OK from upstream"), "{out}\n{err}");
+    let (ok, out, err) = output_of(run("RUN_TOOL please")).await;
+    assert!(ok, "codex failed:\n{out}\n{err}");
+    assert!(out.contains("TOOL RESULT: router-ok"), "{out}\n{err}");
+    let records = router.records();
+    assert!(records.iter().any(|r| r["translated"] == "responses->chat"), "{records:?}");
+}
