@@ -647,6 +647,30 @@ fn debug_headers(h: &mut HeaderMap, ctx: &Ctx, record: &RequestRecord) {
     headers::set(h, "x-router-strategy", &record.strategy);
 }
 
+/// Fills the record with where a successful attempt went; returns whether the response is an SSE stream.
+fn record_success(
+    record: &mut RequestRecord,
+    snap: &Snapshot,
+    cand: &routing::Candidate,
+    resp: &reqwest::Response,
+    ttfb: Duration,
+) -> bool {
+    let ch = &snap.channels[cand.channel];
+    let ep = &ch.endpoints[cand.endpoint];
+    let tok = &ep.tokens[cand.token];
+    record.status = resp.status().as_u16();
+    record.channel = Some(ch.name.to_string());
+    record.endpoint = Some(ep.name.to_string());
+    record.token_key = Some(tok.token_key.to_string());
+    record.token_fp = Some(tok.fingerprint.to_string());
+    record.upstream_model = Some(cand.model.clone());
+    record.ttfb_ms = Some(ttfb.as_millis() as u32);
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn respond(
     state: &Arc<AppState>,
@@ -665,18 +689,7 @@ fn respond(
     let ep = &ch.endpoints[cand.endpoint];
     let tok = &ep.tokens[cand.token];
     let status = resp.status();
-    record.status = status.as_u16();
-    record.channel = Some(ch.name.to_string());
-    record.endpoint = Some(ep.name.to_string());
-    record.token_key = Some(tok.token_key.to_string());
-    record.token_fp = Some(tok.fingerprint.to_string());
-    record.upstream_model = Some(cand.model.clone());
-    record.ttfb_ms = Some(ttfb.as_millis() as u32);
-    let is_sse = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = record_success(&mut record, snap, cand, &resp, ttfb);
     let mode = match (is_sse, injected && !peek.include_usage && op == Operation::ChatCompletions) {
         (false, _) => Mode::Raw,
         (true, true) => Mode::SseFiltered { parser: Default::default() },
@@ -734,18 +747,7 @@ async fn respond_translated(
     let ep = &ch.endpoints[cand.endpoint];
     let tok = &ep.tokens[cand.token];
     let status = resp.status();
-    record.status = status.as_u16();
-    record.channel = Some(ch.name.to_string());
-    record.endpoint = Some(ep.name.to_string());
-    record.token_key = Some(tok.token_key.to_string());
-    record.token_fp = Some(tok.fingerprint.to_string());
-    record.upstream_model = Some(cand.model.clone());
-    record.ttfb_ms = Some(ttfb.as_millis() as u32);
-    let is_sse = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_sse = record_success(&mut record, snap, cand, &resp, ttfb);
     let client_model = record.requested_model.clone();
     // Custom / local shell tools of a Responses request, which the Chat upstream only knows as functions.
     let kinds = convert::tool_kinds(conv, &request);

@@ -103,9 +103,9 @@ pub fn tool_kinds(conv: Conversion, request_body: &[u8]) -> ToolKinds {
 pub fn convert_error(conv: Conversion, status: u16, body: &[u8]) -> Vec<u8> {
     let upstream = UpstreamError::parse(status, body);
     let out = if conv.client_is_anthropic() {
-        anthropic_error_body(anthropic_error_type(status), &upstream.message)
+        anthropic_error_body(crate::protocol::errors::anthropic_type(status), &upstream.message)
     } else {
-        let kind = upstream.kind.clone().unwrap_or_else(|| openai_error_type(status).to_string());
+        let kind = upstream.kind.clone().unwrap_or_else(|| crate::protocol::errors::openai_type(status).to_string());
         openai_error_body(&upstream.message, &kind, upstream.code.as_deref())
     };
     serde_json::to_vec(&out).unwrap_or_default()
@@ -465,36 +465,6 @@ fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((cut, _)) => format!("{}...", &s[..cut]),
         None => s.to_string(),
-    }
-}
-
-/// Anthropic error `type` for an HTTP status (same table as `protocol::errors::anthropic_type` in the proxy core).
-fn anthropic_error_type(status: u16) -> &'static str {
-    match status {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        503 | 529 => "overloaded_error",
-        504 => "timeout_error",
-        _ => "api_error",
-    }
-}
-
-/// OpenAI error `type` for an HTTP status, when the upstream did not give one (same table as
-/// `protocol::errors::openai_type` in the proxy core).
-fn openai_error_type(status: u16) -> &'static str {
-    match status {
-        400 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "insufficient_quota",
-        403 => "permission_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
     }
 }
 
