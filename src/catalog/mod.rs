@@ -4,7 +4,7 @@
 //! hot path routes on. A snapshot is built off the hot path and swapped whole (`arc-swap`); nothing in it
 //! changes afterwards. Health and cooldowns live beside it in `upstream::health`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -96,9 +96,12 @@ impl Endpoint {
 /// A model a channel serves.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub id: String,
+    /// Interned: one allocation per distinct id per snapshot, shared by every channel listing it and by the
+    /// snapshot's indexes.
+    pub id: Arc<str>,
     pub kind: ModelKind,
-    pub tags: Vec<String>,
+    /// Interned like the id: one list per distinct id, each tag one allocation per snapshot.
+    pub tags: Arc<[Arc<str>]>,
     pub price: Option<Price>,
     pub free: bool,
     /// Fingerprints of the tokens that can see this model; empty = every token of the channel.
@@ -124,13 +127,30 @@ pub struct Channel {
     pub api_version: Option<String>,
     pub origin: Origin,
     pub local: bool,
-    /// The definition it was built from (for `channels show`, discovery and balance).
-    pub config: ChannelConfig,
-    /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path).
-    pub model_index: HashMap<String, usize>,
+    /// The definition it was built from (see [`Channel::config`]).
+    definition: Definition,
+    /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path). Keys
+    /// share the models' ids.
+    pub model_index: HashMap<Arc<str>, u32>,
+}
+
+/// Where a channel's definition is kept: a YAML channel's is read in place from the snapshot's `Config` (not
+/// copied: its model list can be long); a store channel's is held here.
+#[derive(Debug)]
+enum Definition {
+    Yaml(Arc<Config>, usize),
+    Store(Arc<ChannelConfig>),
 }
 
 impl Channel {
+    /// The definition it was built from (for `channels show`, discovery and balance).
+    pub fn config(&self) -> &ChannelConfig {
+        match &self.definition {
+            Definition::Yaml(config, i) => &config.raw.channels[*i],
+            Definition::Store(c) => c,
+        }
+    }
+
     /// The price of an upstream model: config override (exact, then `*`), else discovered.
     pub fn price(&self, model: &str) -> Option<Price> {
         self.pricing
@@ -142,7 +162,7 @@ impl Channel {
 
     /// `/v1/responses` requests are translated to chat completions for this channel.
     pub fn responses_via_chat(&self) -> bool {
-        match self.config.responses_api {
+        match self.config().responses_api {
             Some(crate::config::ResponsesApi::Native) => false,
             Some(crate::config::ResponsesApi::Chat) => true,
             None => {
@@ -158,18 +178,13 @@ impl Channel {
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {
-        self.model_index.get(id).map(|&i| &self.models[i])
+        self.model_index.get(id).map(|&i| &self.models[i as usize])
     }
 
     /// Tags of one of this channel's models as routing sees them: the model's own, `free` when it is free,
     /// and the channel's tags.
     pub fn tags_of<'a>(&'a self, model: &'a Model) -> impl Iterator<Item = &'a str> + Clone {
-        model
-            .tags
-            .iter()
-            .map(String::as_str)
-            .chain(model.free.then_some("free"))
-            .chain(self.tags.iter().map(String::as_str))
+        model.tags.iter().map(|t| &**t).chain(model.free.then_some("free")).chain(self.tags.iter().map(String::as_str))
     }
 
     pub fn matches_pattern(&self, model: &str) -> bool {
@@ -241,15 +256,15 @@ impl TagIndex {
 pub struct Snapshot {
     pub channels: Vec<Channel>,
     /// Exact model id -> channels that list it.
-    pub by_model: HashMap<String, Vec<usize>>,
+    pub by_model: HashMap<Arc<str>, Vec<usize>>,
     /// Alias -> channels that define it.
     pub by_alias: HashMap<String, Vec<usize>>,
     /// Tag -> models of enabled channels carrying it (model tags, `free`, channel tags), sorted. Makes a tag query
     /// over tens of thousands of models an intersection of short lists instead of a scan.
-    pub by_tag: HashMap<String, TagIndex>,
+    pub by_tag: HashMap<Arc<str>, TagIndex>,
     /// Lower-cased last path segment of a model id without a date suffix (`gpt-4o` of `openai/gpt-4o`,
     /// `claude-haiku-4-5` of `claude-haiku-4-5-20251001`) -> models of enabled channels.
-    pub by_suffix: HashMap<String, Vec<ModelRef>>,
+    pub by_suffix: HashMap<Arc<str>, Vec<ModelRef>>,
     /// Global number of the first model of each channel (models numbered across the whole snapshot).
     pub model_offsets: Vec<u32>,
     /// Number of models in the snapshot.
@@ -265,25 +280,28 @@ impl Snapshot {
         discovered: &Discovered,
         auto: bool,
     ) -> Snapshot {
-        let mut channels = Vec::new();
+        let mut strings = Interner::default();
+        let mut channels = Vec::with_capacity(config.raw.channels.len() + store_channels.len());
         let yaml_origin = if auto { Origin::Auto } else { Origin::Yaml };
-        for c in &config.raw.channels {
-            channels.push(build_channel(c, yaml_origin, discovered.get(&c.name)));
+        for (i, c) in config.raw.channels.iter().enumerate() {
+            let def = Definition::Yaml(config.clone(), i);
+            channels.push(build_channel(c, def, yaml_origin, discovered.get(&c.name), &mut strings));
         }
         for c in store_channels {
-            channels.push(build_channel(c, Origin::Store, discovered.get(&c.name)));
+            let def = Definition::Store(Arc::new(c.clone()));
+            channels.push(build_channel(c, def, Origin::Store, discovered.get(&c.name), &mut strings));
         }
-        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_model: HashMap<Arc<str>, Vec<usize>> = HashMap::with_capacity(strings.tags.len());
         let mut by_alias: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_tag: HashMap<String, TagIndex> = HashMap::new();
-        let mut by_suffix: HashMap<String, Vec<ModelRef>> = HashMap::new();
+        let mut by_tag: HashMap<Arc<str>, TagIndex> = HashMap::new();
+        let mut by_suffix: HashMap<Arc<str>, Vec<ModelRef>> = HashMap::new();
         let mut model_offsets = Vec::with_capacity(channels.len());
         let mut model_count = 0u32;
         for (i, ch) in channels.iter().enumerate() {
             model_offsets.push(model_count);
             model_count += ch.models.len() as u32;
             for m in &ch.models {
-                match by_model.get_mut(&m.id) {
+                match by_model.get_mut(&*m.id) {
                     Some(l) => l.push(i),
                     None => {
                         by_model.insert(m.id.clone(), vec![i]);
@@ -301,7 +319,7 @@ impl Snapshot {
                 for t in ch.tags_of(m) {
                     let list = match by_tag.get_mut(t) {
                         Some(l) => l,
-                        None => by_tag.entry(t.to_string()).or_default(),
+                        None => by_tag.entry(strings.str(t)).or_default(),
                     };
                     // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
                     if list.refs.last() != Some(&r) {
@@ -310,18 +328,22 @@ impl Snapshot {
                 }
                 let last = undated(m.id.rsplit('/').next().unwrap_or(&m.id));
                 let list = if last.bytes().any(|b| b.is_ascii_uppercase()) {
-                    by_suffix.entry(last.to_ascii_lowercase()).or_default()
+                    by_suffix.entry(strings.str(&last.to_ascii_lowercase())).or_default()
                 } else {
                     match by_suffix.get_mut(last) {
                         Some(l) => l,
-                        None => by_suffix.entry(last.to_string()).or_default(),
+                        None => by_suffix.entry(strings.str(last)).or_default(),
                     }
                 };
                 list.push(r);
             }
         }
+        // Lists grow by doubling; a snapshot lives long, so the slack is given back.
+        by_model.values_mut().for_each(Vec::shrink_to_fit);
+        by_suffix.values_mut().for_each(Vec::shrink_to_fit);
         let words = (model_count as usize).div_ceil(64);
         for t in by_tag.values_mut() {
+            t.refs.shrink_to_fit();
             if t.refs.len() * 64 >= model_count as usize {
                 let mut bits = vec![0u64; words];
                 for &(c, m) in &t.refs {
@@ -362,7 +384,7 @@ impl Snapshot {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for ch in self.channels.iter().filter(|c| c.enabled) {
-            for id in ch.models.iter().map(|m| m.id.as_str()).chain(ch.aliases.keys().map(String::as_str)) {
+            for id in ch.models.iter().map(|m| &*m.id).chain(ch.aliases.keys().map(String::as_str)) {
                 if seen.insert(id) {
                     out.push((id, ch));
                 }
@@ -373,10 +395,43 @@ impl Snapshot {
     }
 }
 
+/// Snapshot-wide sharing of strings while building: each distinct model id, tag and suffix is allocated once, and
+/// each distinct id's tag list is extracted and allocated once (ids repeat across channels: mirrors, resellers).
+#[derive(Default)]
+struct Interner {
+    strs: HashSet<Arc<str>>,
+    /// Model id -> its tags.
+    tags: HashMap<Arc<str>, Arc<[Arc<str>]>>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strs.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        self.strs.insert(a.clone());
+        a
+    }
+
+    /// The interned id and its interned tags.
+    fn model(&mut self, id: &str) -> (Arc<str>, Arc<[Arc<str>]>) {
+        if let Some((id, tags)) = self.tags.get_key_value(id) {
+            return (id.clone(), tags.clone());
+        }
+        let id = self.str(id);
+        let tags: Arc<[Arc<str>]> = crate::tags::extract(&id).iter().map(|t| self.str(t)).collect();
+        self.tags.insert(id.clone(), tags.clone());
+        (id, tags)
+    }
+}
+
 fn build_channel(
     c: &ChannelConfig,
+    definition: Definition,
     origin: Origin,
     discovered: Option<&HashMap<String, Vec<DiscoveredModel>>>,
+    strings: &mut Interner,
 ) -> Channel {
     let mut endpoints = Vec::new();
     let endpoint_defs: Vec<crate::config::EndpointConfig> = if c.endpoints.is_empty() {
@@ -437,17 +492,18 @@ fn build_channel(
         tags.push("local".into());
     }
     let free_channel = tags.iter().any(|t| t == "free");
-    let (patterns, listed): (Vec<String>, Vec<String>) = c.models.iter().cloned().partition(|m| m.ends_with('*'));
+    let (patterns, listed): (Vec<&String>, Vec<&String>) = c.models.iter().partition(|m| m.ends_with('*'));
+    let patterns: Vec<String> = patterns.into_iter().cloned().collect();
     let capacity = discovered.map(|d| d.values().map(Vec::len).max().unwrap_or(0)).unwrap_or(0) + listed.len();
     let mut models: Vec<Model> = Vec::with_capacity(capacity);
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(capacity);
-    let push = |models: &mut Vec<Model>,
-                index: &mut HashMap<String, usize>,
-                id: &str,
-                price: Option<Price>,
-                kind: Option<ModelKind>,
-                token: Option<&Arc<str>>| {
-        if let Some(m) = index.get(id).map(|&i| &mut models[i]) {
+    let mut index: HashMap<Arc<str>, u32> = HashMap::with_capacity(capacity);
+    let mut push = |models: &mut Vec<Model>,
+                    index: &mut HashMap<Arc<str>, u32>,
+                    id: &str,
+                    price: Option<Price>,
+                    kind: Option<ModelKind>,
+                    token: Option<&Arc<str>>| {
+        if let Some(m) = index.get(id).map(|&i| &mut models[i as usize]) {
             if let Some(t) = token
                 && !m.tokens.is_empty()
                 && !m.tokens.iter().any(|x| x == t)
@@ -461,11 +517,12 @@ fn build_channel(
         }
         let price = c.pricing.get(id).copied().or(price);
         let free = free_channel || is_free_id(id) || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
-        index.insert(id.to_string(), models.len());
+        let (id, tags) = strings.model(id);
+        index.insert(id.clone(), models.len() as u32);
         models.push(Model {
-            id: id.to_string(),
-            kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
-            tags: crate::tags::extract(id),
+            kind: kind.unwrap_or_else(|| ModelKind::guess(&id)),
+            id,
+            tags,
             price,
             free,
             tokens: token.map(|t| vec![t.clone()]).unwrap_or_default(),
@@ -486,12 +543,12 @@ fn build_channel(
     }
     for id in &listed {
         push(&mut models, &mut index, id, None, None, None);
-        if let Some(&i) = index.get(id) {
-            models[i].tokens.clear();
+        if let Some(&i) = index.get(id.as_str()) {
+            models[i as usize].tokens.clear();
         }
     }
     for target in c.aliases.values() {
-        if !index.contains_key(target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
+        if !index.contains_key(target.as_str()) && !patterns.iter().any(|p| pattern_matches(p, target)) {
             push(&mut models, &mut index, target, None, None, None);
         }
     }
@@ -512,7 +569,7 @@ fn build_channel(
         api_version: c.api_version.clone(),
         origin,
         local,
-        config: c.clone(),
+        definition,
         model_index: index,
     }
 }
@@ -537,6 +594,15 @@ fn token(k: &KeyConfig, endpoint_key: &str) -> Token {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build_channel(
+        c: &ChannelConfig,
+        origin: Origin,
+        discovered: Option<&HashMap<String, Vec<DiscoveredModel>>>,
+    ) -> Channel {
+        let def = Definition::Store(Arc::new(c.clone()));
+        super::build_channel(c, def, origin, discovered, &mut Interner::default())
+    }
 
     #[test]
     fn patterns() {

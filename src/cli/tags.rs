@@ -153,7 +153,7 @@ async fn list(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     let wanted =
         |ci: u32| args.channels.is_empty() || args.channels.iter().any(|n| n == &*snap.channels[ci as usize].name);
     let mut rows: Vec<TagRow> = Vec::new();
-    let sorted: BTreeMap<&str, &Vec<_>> = snap.by_tag.iter().map(|(k, v)| (k.as_str(), &v.refs)).collect();
+    let sorted: BTreeMap<&str, &Vec<_>> = snap.by_tag.iter().map(|(k, v)| (&**k, &v.refs)).collect();
     for (tag, refs) in sorted {
         let mut ids: BTreeSet<&str> = BTreeSet::new();
         let mut channels: Vec<String> = Vec::new();
