@@ -89,7 +89,7 @@ fn model_id(rng: &mut Lcg) -> String {
     let name = rng.pick(&names);
     let size = rng.pick(&sizes);
     // A quarter are bare ids (`gpt-4o-mini`), the rest `vendor/name`.
-    let mut id = if rng.next() % 4 == 0 { name.to_string() } else { format!("{}/{name}", rng.pick(&vendors)) };
+    let mut id = if rng.next().is_multiple_of(4) { name.to_string() } else { format!("{}/{name}", rng.pick(&vendors)) };
     if !size.is_empty() {
         id.push('-');
         id.push_str(size);

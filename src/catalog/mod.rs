@@ -5,6 +5,7 @@
 //! changes afterwards. Health and cooldowns live beside it in `upstream::health`.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -102,10 +103,12 @@ pub struct Model {
     pub kind: ModelKind,
     /// Interned like the id: one list per distinct id, each tag one allocation per snapshot.
     pub tags: Arc<[Arc<str>]>,
-    pub price: Option<Price>,
+    /// Interned: equal prices share one allocation.
+    pub price: Option<Arc<Price>>,
     pub free: bool,
-    /// Fingerprints of the tokens that can see this model; empty = every token of the channel.
-    pub tokens: Vec<Arc<str>>,
+    /// Fingerprints of the tokens that can see this model; empty = every token of the channel. Interned: equal
+    /// lists (typically every model of a channel) share one allocation.
+    pub tokens: Arc<[Arc<str>]>,
 }
 
 #[derive(Debug)]
@@ -129,9 +132,38 @@ pub struct Channel {
     pub local: bool,
     /// The definition it was built from (see [`Channel::config`]).
     definition: Definition,
-    /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path). Keys
-    /// share the models' ids.
-    pub model_index: HashMap<Arc<str>, u32>,
+    /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path).
+    index: ModelIndex,
+}
+
+/// Model id -> position in a channel's `models`: a hash table of bare positions (4 bytes a slot), the ids hashed
+/// and compared in place instead of being stored again as keys.
+#[derive(Debug, Default)]
+struct ModelIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl ModelIndex {
+    fn with_capacity(n: usize) -> ModelIndex {
+        ModelIndex { table: hashbrown::HashTable::with_capacity(n), hasher: Default::default() }
+    }
+
+    fn get(&self, models: &[Model], id: &str) -> Option<u32> {
+        self.table.find(self.hasher.hash_one(id), |&i| &*models[i as usize].id == id).copied()
+    }
+
+    /// Adds `models[i]`, which must not be in the table yet.
+    fn insert(&mut self, models: &[Model], i: u32) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(&*models[i as usize].id);
+        self.table.insert_unique(hash, i, |&j| hasher.hash_one(&*models[j as usize].id));
+    }
+
+    fn shrink_to_fit(&mut self, models: &[Model]) {
+        let hasher = &self.hasher;
+        self.table.shrink_to_fit(|&j| hasher.hash_one(&*models[j as usize].id));
+    }
 }
 
 /// Where a channel's definition is kept: a YAML channel's is read in place from the snapshot's `Config` (not
@@ -157,7 +189,7 @@ impl Channel {
             .get(model)
             .or_else(|| self.pricing.get("*"))
             .copied()
-            .or_else(|| self.model(model).and_then(|m| m.price))
+            .or_else(|| self.model(model).and_then(|m| m.price.as_deref().copied()))
     }
 
     /// `/v1/responses` requests are translated to chat completions for this channel.
@@ -178,7 +210,12 @@ impl Channel {
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {
-        self.model_index.get(id).map(|&i| &self.models[i as usize])
+        self.model_position(id).map(|i| &self.models[i as usize])
+    }
+
+    /// The index in `models` of a model this channel lists.
+    pub fn model_position(&self, id: &str) -> Option<u32> {
+        self.index.get(&self.models, id)
     }
 
     /// Tags of one of this channel's models as routing sees them: the model's own, `free` when it is free,
@@ -230,16 +267,45 @@ pub type Discovered = HashMap<String, HashMap<String, Vec<DiscoveredModel>>>;
 /// A model of a channel: (index in `Snapshot::channels`, index in `Channel::models`).
 pub type ModelRef = (u32, u32);
 
-/// The models carrying one tag: a sorted list, plus a bitset over all models (numbered by
-/// [`Snapshot::global`]) when the tag is common enough (at least 1 model in 64) that walking the list would be
-/// slower than AND-ing bitsets.
+/// The models carrying one tag: a sorted list, or, when the tag is common enough (at least 1 model in 64) that
+/// walking the list would be slower than AND-ing bitsets, a bitset over all models (numbered by
+/// [`Snapshot::global`]) instead (the list is then empty: the bitset is 8 times smaller than the list).
 #[derive(Debug, Default)]
 pub struct TagIndex {
+    /// Sorted; empty when `bits` is set.
     pub refs: Vec<ModelRef>,
     pub bits: Option<Vec<u64>>,
+    /// The number of models carrying the tag.
+    len: u32,
 }
 
 impl TagIndex {
+    /// The number of models carrying the tag.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The models carrying the tag, in catalogue order.
+    pub fn iter<'a>(&'a self, snap: &'a Snapshot) -> impl Iterator<Item = ModelRef> + 'a {
+        let from_bits = self.bits.iter().flat_map(move |bits| {
+            bits.iter().enumerate().flat_map(move |(wi, &w)| {
+                let mut w = w;
+                std::iter::from_fn(move || {
+                    (w != 0).then(|| {
+                        let g = (wi * 64) as u32 + w.trailing_zeros();
+                        w &= w - 1;
+                        snap.from_global(g)
+                    })
+                })
+            })
+        });
+        self.refs.iter().copied().chain(from_bits)
+    }
+
     pub fn contains(&self, snap: &Snapshot, r: ModelRef) -> bool {
         match &self.bits {
             Some(bits) => {
@@ -343,7 +409,7 @@ impl Snapshot {
         by_suffix.values_mut().for_each(Vec::shrink_to_fit);
         let words = (model_count as usize).div_ceil(64);
         for t in by_tag.values_mut() {
-            t.refs.shrink_to_fit();
+            t.len = t.refs.len() as u32;
             if t.refs.len() * 64 >= model_count as usize {
                 let mut bits = vec![0u64; words];
                 for &(c, m) in &t.refs {
@@ -351,6 +417,9 @@ impl Snapshot {
                     bits[g / 64] |= 1 << (g % 64);
                 }
                 t.bits = Some(bits);
+                t.refs = Vec::new();
+            } else {
+                t.refs.shrink_to_fit();
             }
         }
         Snapshot { channels, by_model, by_alias, by_tag, by_suffix, model_offsets, model_count, config }
@@ -402,6 +471,10 @@ struct Interner {
     strs: HashSet<Arc<str>>,
     /// Model id -> its tags.
     tags: HashMap<Arc<str>, Arc<[Arc<str>]>>,
+    /// Token visibility lists (the empty one included).
+    token_lists: HashMap<Vec<Arc<str>>, Arc<[Arc<str>]>>,
+    /// Prices by their bits.
+    prices: HashMap<PriceBits, Arc<Price>>,
 }
 
 impl Interner {
@@ -424,7 +497,25 @@ impl Interner {
         self.tags.insert(id.clone(), tags.clone());
         (id, tags)
     }
+
+    fn tokens(&mut self, list: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
+        if let Some(l) = self.token_lists.get(&list) {
+            return l.clone();
+        }
+        let l: Arc<[Arc<str>]> = list.as_slice().into();
+        self.token_lists.insert(list, l.clone());
+        l
+    }
+
+    fn price(&mut self, p: Price) -> Arc<Price> {
+        let bits = |x: f64| x.to_bits();
+        let key = (bits(p.input), bits(p.output), p.cache_read.map(bits), p.cache_write.map(bits));
+        self.prices.entry(key).or_insert_with(|| Arc::new(p)).clone()
+    }
 }
+
+/// A price by the bits of its fields (exact: no float comparison).
+type PriceBits = (u64, u64, Option<u64>, Option<u64>);
 
 fn build_channel(
     c: &ChannelConfig,
@@ -496,37 +587,45 @@ fn build_channel(
     let patterns: Vec<String> = patterns.into_iter().cloned().collect();
     let capacity = discovered.map(|d| d.values().map(Vec::len).max().unwrap_or(0)).unwrap_or(0) + listed.len();
     let mut models: Vec<Model> = Vec::with_capacity(capacity);
-    let mut index: HashMap<Arc<str>, u32> = HashMap::with_capacity(capacity);
+    let mut index = ModelIndex::with_capacity(capacity);
+    // Token lists and prices while building, per model (interned into the models at the end).
+    let mut visible: Vec<Vec<Arc<str>>> = Vec::with_capacity(capacity);
+    let mut prices: Vec<Option<Price>> = Vec::with_capacity(capacity);
+    let no_tokens = strings.tokens(Vec::new());
     let mut push = |models: &mut Vec<Model>,
-                    index: &mut HashMap<Arc<str>, u32>,
+                    index: &mut ModelIndex,
+                    visible: &mut Vec<Vec<Arc<str>>>,
                     id: &str,
                     price: Option<Price>,
                     kind: Option<ModelKind>,
                     token: Option<&Arc<str>>| {
-        if let Some(m) = index.get(id).map(|&i| &mut models[i as usize]) {
+        if let Some(i) = index.get(models, id).map(|i| i as usize) {
+            let tokens = &mut visible[i];
             if let Some(t) = token
-                && !m.tokens.is_empty()
-                && !m.tokens.iter().any(|x| x == t)
+                && !tokens.is_empty()
+                && !tokens.iter().any(|x| x == t)
             {
-                m.tokens.push(t.clone());
+                tokens.push(t.clone());
             }
-            if m.price.is_none() {
-                m.price = price;
+            if prices[i].is_none() {
+                prices[i] = price;
             }
             return;
         }
         let price = c.pricing.get(id).copied().or(price);
         let free = free_channel || is_free_id(id) || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
         let (id, tags) = strings.model(id);
-        index.insert(id.clone(), models.len() as u32);
         models.push(Model {
             kind: kind.unwrap_or_else(|| ModelKind::guess(&id)),
             id,
             tags,
-            price,
+            price: None,
             free,
-            tokens: token.map(|t| vec![t.clone()]).unwrap_or_default(),
+            tokens: no_tokens.clone(),
         });
+        index.insert(models, (models.len() - 1) as u32);
+        visible.push(token.map(|t| vec![t.clone()]).unwrap_or_default());
+        prices.push(price);
     };
     // Discovered models are per token; configured ones are visible to every token.
     if let Some(d) = discovered {
@@ -537,21 +636,30 @@ fn build_channel(
             // One shared `Arc` per token, not one allocation per model.
             let fp: Arc<str> = fp.as_str().into();
             for m in list {
-                push(&mut models, &mut index, &m.id, m.price, m.kind, Some(&fp));
+                push(&mut models, &mut index, &mut visible, &m.id, m.price, m.kind, Some(&fp));
             }
         }
     }
     for id in &listed {
-        push(&mut models, &mut index, id, None, None, None);
-        if let Some(&i) = index.get(id.as_str()) {
-            models[i as usize].tokens.clear();
+        push(&mut models, &mut index, &mut visible, id, None, None, None);
+        if let Some(i) = index.get(&models, id) {
+            visible[i as usize].clear();
         }
     }
     for target in c.aliases.values() {
-        if !index.contains_key(target.as_str()) && !patterns.iter().any(|p| pattern_matches(p, target)) {
-            push(&mut models, &mut index, target, None, None, None);
+        if index.get(&models, target).is_none() && !patterns.iter().any(|p| pattern_matches(p, target)) {
+            push(&mut models, &mut index, &mut visible, target, None, None, None);
         }
     }
+    for ((m, tokens), price) in models.iter_mut().zip(visible).zip(prices) {
+        if !tokens.is_empty() {
+            m.tokens = strings.tokens(tokens);
+        }
+        m.price = price.map(|p| strings.price(p));
+    }
+    // The capacity was a guess (discovered and configured lists overlap); a snapshot lives long.
+    models.shrink_to_fit();
+    index.shrink_to_fit(&models);
     Channel {
         name: c.name.as_str().into(),
         protocol: c.protocol,
@@ -570,7 +678,7 @@ fn build_channel(
         origin,
         local,
         definition,
-        model_index: index,
+        index,
     }
 }
 

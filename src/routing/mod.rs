@@ -141,7 +141,7 @@ struct Match<'s> {
 
 impl<'s> Match<'s> {
     fn of(snap: &'s Snapshot, channel: usize, model: &'s str) -> Match<'s> {
-        let idx = snap.channels[channel].model_index.get(model).copied();
+        let idx = snap.channels[channel].model_position(model);
         Match { channel, model, idx }
     }
 
@@ -249,7 +249,7 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
         }
     };
     let mut positive: Vec<&TagIndex> = expr.positive.iter().map(|t| index(t)).collect();
-    positive.sort_by_key(|t| t.refs.len());
+    positive.sort_by_key(|t| t.len());
     match positive.split_first() {
         None => {
             // Only negatives: every model of every enabled channel is a candidate.
@@ -415,7 +415,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.wire() == req.client;
-        let visible = g.model_in(snap).map(|m| m.tokens.as_slice()).unwrap_or(&[]);
+        let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
         for (ei, ep) in ch.endpoints.iter().enumerate() {
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe
