@@ -21,10 +21,17 @@ const MODELS_PER_CHANNEL: usize = 50;
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The highest `LIVE` since the last reset: what a build allocates at its peak (transients included).
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grow(n: usize) {
+    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        grow(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -32,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        grow(new_size);
         LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -129,9 +136,11 @@ fn main() {
     let (rss0, heap0) = (rss_kb(), LIVE.load(Ordering::Relaxed));
     let config = Arc::new(Config { raw: raw_config(), ..Default::default() });
     let (rss1, heap1) = (rss_kb(), LIVE.load(Ordering::Relaxed));
+    PEAK.store(heap1, Ordering::Relaxed);
     let t = Instant::now();
     let snap = Snapshot::build(config.clone(), &[], &Default::default(), false);
     let first = t.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed);
     let (rss2, heap2) = (rss_kb(), LIVE.load(Ordering::Relaxed));
     let models: usize = snap.channels.iter().map(|c| c.models.len()).sum();
     let distinct = snap.by_model.len();
@@ -162,6 +171,7 @@ fn main() {
         kb(heap2 - heap1),
         (heap2 - heap1) as f64 / models as f64
     );
+    println!("  heap  build peak     {:>8.0} kB  (transients included)", kb(peak - heap1));
     println!(
         "  build: first {:.1} ms, rebuild median {:.1} ms of 7",
         first.as_secs_f64() * 1e3,

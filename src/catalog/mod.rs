@@ -363,9 +363,49 @@ impl Snapshot {
         let mut by_suffix: HashMap<Arc<str>, Vec<ModelRef>> = HashMap::new();
         let mut model_offsets = Vec::with_capacity(channels.len());
         let mut model_count = 0u32;
-        for (i, ch) in channels.iter().enumerate() {
+        for ch in &channels {
             model_offsets.push(model_count);
             model_count += ch.models.len() as u32;
+        }
+        // The tag index in two passes: count, then fill lists of the exact size or bitsets. (Collecting every list
+        // first and turning the common ones into bitsets would allocate and free megabytes, which the allocator
+        // keeps as resident holes.)
+        let mut counts: HashMap<Arc<str>, (u32, ModelRef)> = HashMap::new();
+        for (r, ch, m) in enabled_models(&channels) {
+            for t in ch.tags_of(m) {
+                let (n, last) = match counts.get_mut(t) {
+                    Some(c) => c,
+                    None => counts.entry(strings.str(t)).or_insert((0, (u32::MAX, 0))),
+                };
+                // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
+                if *last != r {
+                    *last = r;
+                    *n += 1;
+                }
+            }
+        }
+        let words = (model_count as usize).div_ceil(64);
+        by_tag.reserve(counts.len());
+        for (t, (n, _)) in counts {
+            let index = if n as usize * 64 >= model_count as usize {
+                TagIndex { refs: Vec::new(), bits: Some(vec![0u64; words]), len: n }
+            } else {
+                TagIndex { refs: Vec::with_capacity(n as usize), bits: None, len: n }
+            };
+            by_tag.insert(t, index);
+        }
+        for (r, ch, m) in enabled_models(&channels) {
+            let g = (model_offsets[r.0 as usize] + r.1) as usize;
+            for t in ch.tags_of(m) {
+                let Some(index) = by_tag.get_mut(t) else { continue };
+                match &mut index.bits {
+                    Some(bits) => bits[g / 64] |= 1 << (g % 64),
+                    None if index.refs.last() != Some(&r) => index.refs.push(r),
+                    None => {}
+                }
+            }
+        }
+        for (i, ch) in channels.iter().enumerate() {
             for m in &ch.models {
                 match by_model.get_mut(&*m.id) {
                     Some(l) => l.push(i),
@@ -382,16 +422,6 @@ impl Snapshot {
             }
             for (mi, m) in ch.models.iter().enumerate() {
                 let r = (i as u32, mi as u32);
-                for t in ch.tags_of(m) {
-                    let list = match by_tag.get_mut(t) {
-                        Some(l) => l,
-                        None => by_tag.entry(strings.str(t)).or_default(),
-                    };
-                    // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
-                    if list.refs.last() != Some(&r) {
-                        list.refs.push(r);
-                    }
-                }
                 let last = undated(m.id.rsplit('/').next().unwrap_or(&m.id));
                 let list = if last.bytes().any(|b| b.is_ascii_uppercase()) {
                     by_suffix.entry(strings.str(&last.to_ascii_lowercase())).or_default()
@@ -407,21 +437,6 @@ impl Snapshot {
         // Lists grow by doubling; a snapshot lives long, so the slack is given back.
         by_model.values_mut().for_each(Vec::shrink_to_fit);
         by_suffix.values_mut().for_each(Vec::shrink_to_fit);
-        let words = (model_count as usize).div_ceil(64);
-        for t in by_tag.values_mut() {
-            t.len = t.refs.len() as u32;
-            if t.refs.len() * 64 >= model_count as usize {
-                let mut bits = vec![0u64; words];
-                for &(c, m) in &t.refs {
-                    let g = (model_offsets[c as usize] + m) as usize;
-                    bits[g / 64] |= 1 << (g % 64);
-                }
-                t.bits = Some(bits);
-                t.refs = Vec::new();
-            } else {
-                t.refs.shrink_to_fit();
-            }
-        }
         Snapshot { channels, by_model, by_alias, by_tag, by_suffix, model_offsets, model_count, config }
     }
 
@@ -462,6 +477,13 @@ impl Snapshot {
         out.sort_by(|a, b| a.0.cmp(b.0));
         out
     }
+}
+
+/// The models of enabled channels with their [`ModelRef`], in catalogue order.
+fn enabled_models(channels: &[Channel]) -> impl Iterator<Item = (ModelRef, &Channel, &Model)> {
+    channels.iter().enumerate().filter(|(_, c)| c.enabled).flat_map(|(ci, ch)| {
+        ch.models.iter().enumerate().map(move |(mi, m)| ((ci as u32, mi as u32), ch, m))
+    })
 }
 
 /// Snapshot-wide sharing of strings while building: each distinct model id, tag and suffix is allocated once, and
@@ -752,5 +774,55 @@ mod tests {
         let b: Vec<_> = ep.rotated_tokens().collect();
         assert_eq!(a, [0, 1, 2]);
         assert_eq!(b, [1, 2, 0]);
+    }
+
+    #[test]
+    fn ids_tags_and_definitions_are_shared_not_copied() {
+        let mut raw = crate::config::RawConfig::default();
+        for name in ["a", "b"] {
+            let mut c = ChannelConfig::new(name, ChannelProtocol::Openai);
+            c.models = vec!["qwen/qwen3-8b:free".into(), "gpt-4o".into()];
+            c.pricing.insert("gpt-4o".into(), Price { input: 2.5, output: 10.0, ..Default::default() });
+            raw.channels.push(c);
+        }
+        let mut store = ChannelConfig::new("s", ChannelProtocol::Anthropic);
+        store.models = vec!["gpt-4o".into()];
+        let config = Arc::new(Config { raw, ..Default::default() });
+        let snap = Snapshot::build(config.clone(), &[store], &Discovered::default(), false);
+        let (a, b, s) = (&snap.channels[0], &snap.channels[1], &snap.channels[2]);
+        // One allocation per distinct id and tag list, shared by the channels and the indexes.
+        assert!(Arc::ptr_eq(&a.models[1].id, &b.models[1].id));
+        assert!(Arc::ptr_eq(&a.models[1].id, &s.models[0].id));
+        assert!(Arc::ptr_eq(&a.models[0].tags, &b.models[0].tags));
+        let (key, _) = snap.by_model.get_key_value("gpt-4o").unwrap();
+        assert!(Arc::ptr_eq(key, &a.models[1].id));
+        assert!(Arc::ptr_eq(a.models[1].price.as_ref().unwrap(), b.models[1].price.as_ref().unwrap()));
+        assert_eq!(b.price("gpt-4o").map(|p| p.output), Some(10.0));
+        assert_eq!(&*a.models[0].tags, ["qwen", "qwen3", "8b", "free"].map(Arc::<str>::from));
+        assert_eq!(a.model_position("gpt-4o"), Some(1));
+        assert!(a.model("gpt-4").is_none());
+        // YAML definitions are read in place; store ones are kept by the channel.
+        assert!(std::ptr::eq(a.config(), &config.raw.channels[0]));
+        assert_eq!(s.config().name, "s");
+        assert_eq!(s.config().protocol, ChannelProtocol::Anthropic);
+    }
+
+    #[test]
+    fn common_tags_are_bitsets_listing_the_same_models_in_order() {
+        let mut raw = crate::config::RawConfig::default();
+        for i in 0..3 {
+            let mut c = ChannelConfig::new(format!("c{i}"), ChannelProtocol::Openai);
+            c.models = (0..40).map(|m| format!("v/m{m}-{}", if m % 2 == 0 { "even" } else { "odd" })).collect();
+            raw.channels.push(c);
+        }
+        let snap = Snapshot::build(Arc::new(Config { raw, ..Default::default() }), &[], &Discovered::default(), false);
+        let even = &snap.by_tag["even"];
+        assert!(even.bits.is_some() && even.refs.is_empty());
+        assert_eq!(even.len(), 60);
+        let refs: Vec<ModelRef> = even.iter(&snap).collect();
+        let want: Vec<ModelRef> = (0..3).flat_map(|c| (0..40).step_by(2).map(move |m| (c, m))).collect();
+        assert_eq!(refs, want);
+        assert!(refs.iter().all(|&r| even.contains(&snap, r)));
+        assert!(!even.contains(&snap, (1, 1)));
     }
 }
