@@ -481,9 +481,11 @@ impl Snapshot {
 
 /// The models of enabled channels with their [`ModelRef`], in catalogue order.
 fn enabled_models(channels: &[Channel]) -> impl Iterator<Item = (ModelRef, &Channel, &Model)> {
-    channels.iter().enumerate().filter(|(_, c)| c.enabled).flat_map(|(ci, ch)| {
-        ch.models.iter().enumerate().map(move |(mi, m)| ((ci as u32, mi as u32), ch, m))
-    })
+    channels
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.enabled)
+        .flat_map(|(ci, ch)| ch.models.iter().enumerate().map(move |(mi, m)| ((ci as u32, mi as u32), ch, m)))
 }
 
 /// Snapshot-wide sharing of strings while building: each distinct model id, tag and suffix is allocated once, and
