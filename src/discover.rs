@@ -233,7 +233,7 @@ pub async fn discover(snap: &Snapshot, opts: &Options, on_done: &(dyn Fn(&TokenR
                 channel: report.channel.clone(),
                 status: "ok",
                 tokens: vec![report],
-                configured_models: job.channel.config.models.len(),
+                configured_models: job.channel.config().models.len(),
             }),
         }
     }

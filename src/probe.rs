@@ -449,7 +449,7 @@ fn chat_models(ch: &Channel, tok: &Token, wanted: Option<&str>) -> Vec<String> {
             .iter()
             .filter(|m| !matches!(m.kind, ModelKind::Embedding | ModelKind::Rerank | ModelKind::Other))
             .filter(|m| visible(&m.id))
-            .map(|m| m.id.clone())
+            .map(|m| m.id.to_string())
             .collect(),
     }
 }

@@ -250,7 +250,7 @@ pub struct CheckInput<'a> {
 /// Checks the balance of one key. Never fails: problems become [`Status::Error`] with a reason.
 pub async fn check(client: &reqwest::Client, input: CheckInput<'_>, timeout: Duration) -> BalanceResult {
     let CheckInput { channel, endpoint, token } = input;
-    let plan = providers::plan(channel.config.balance.as_ref(), channel.protocol, &endpoint.base_url);
+    let plan = providers::plan(channel.config().balance.as_ref(), channel.protocol, &endpoint.base_url);
     let mut result = BalanceResult {
         channel: channel.name.to_string(),
         endpoint: endpoint.name.to_string(),

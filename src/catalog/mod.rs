@@ -4,7 +4,8 @@
 //! hot path routes on. A snapshot is built off the hot path and swapped whole (`arc-swap`); nothing in it
 //! changes afterwards. Health and cooldowns live beside it in `upstream::health`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -96,13 +97,18 @@ impl Endpoint {
 /// A model a channel serves.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub id: String,
+    /// Interned: one allocation per distinct id per snapshot, shared by every channel listing it and by the
+    /// snapshot's indexes.
+    pub id: Arc<str>,
     pub kind: ModelKind,
-    pub tags: Vec<String>,
-    pub price: Option<Price>,
+    /// Interned like the id: one list per distinct id, each tag one allocation per snapshot.
+    pub tags: Arc<[Arc<str>]>,
+    /// Interned: equal prices share one allocation.
+    pub price: Option<Arc<Price>>,
     pub free: bool,
-    /// Fingerprints of the tokens that can see this model; empty = every token of the channel.
-    pub tokens: Vec<Arc<str>>,
+    /// Fingerprints of the tokens that can see this model; empty = every token of the channel. Interned: equal
+    /// lists (typically every model of a channel) share one allocation.
+    pub tokens: Arc<[Arc<str>]>,
 }
 
 #[derive(Debug)]
@@ -124,25 +130,71 @@ pub struct Channel {
     pub api_version: Option<String>,
     pub origin: Origin,
     pub local: bool,
-    /// The definition it was built from (for `channels show`, discovery and balance).
-    pub config: ChannelConfig,
+    /// The definition it was built from (see [`Channel::config`]).
+    definition: Definition,
     /// Model id -> index in `models` (channels may list hundreds of models; lookups are on the hot path).
-    pub model_index: HashMap<String, usize>,
+    index: ModelIndex,
+}
+
+/// Model id -> position in a channel's `models`: a hash table of bare positions (4 bytes a slot), the ids hashed
+/// and compared in place instead of being stored again as keys.
+#[derive(Debug, Default)]
+struct ModelIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl ModelIndex {
+    fn with_capacity(n: usize) -> ModelIndex {
+        ModelIndex { table: hashbrown::HashTable::with_capacity(n), hasher: Default::default() }
+    }
+
+    fn get(&self, models: &[Model], id: &str) -> Option<u32> {
+        self.table.find(self.hasher.hash_one(id), |&i| &*models[i as usize].id == id).copied()
+    }
+
+    /// Adds `models[i]`, which must not be in the table yet.
+    fn insert(&mut self, models: &[Model], i: u32) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(&*models[i as usize].id);
+        self.table.insert_unique(hash, i, |&j| hasher.hash_one(&*models[j as usize].id));
+    }
+
+    fn shrink_to_fit(&mut self, models: &[Model]) {
+        let hasher = &self.hasher;
+        self.table.shrink_to_fit(|&j| hasher.hash_one(&*models[j as usize].id));
+    }
+}
+
+/// Where a channel's definition is kept: a YAML channel's is read in place from the snapshot's `Config` (not
+/// copied: its model list can be long); a store channel's is held here.
+#[derive(Debug)]
+enum Definition {
+    Yaml(Arc<Config>, usize),
+    Store(Arc<ChannelConfig>),
 }
 
 impl Channel {
+    /// The definition it was built from (for `channels show`, discovery and balance).
+    pub fn config(&self) -> &ChannelConfig {
+        match &self.definition {
+            Definition::Yaml(config, i) => &config.raw.channels[*i],
+            Definition::Store(c) => c,
+        }
+    }
+
     /// The price of an upstream model: config override (exact, then `*`), else discovered.
     pub fn price(&self, model: &str) -> Option<Price> {
         self.pricing
             .get(model)
             .or_else(|| self.pricing.get("*"))
             .copied()
-            .or_else(|| self.model(model).and_then(|m| m.price))
+            .or_else(|| self.model(model).and_then(|m| m.price.as_deref().copied()))
     }
 
     /// `/v1/responses` requests are translated to chat completions for this channel.
     pub fn responses_via_chat(&self) -> bool {
-        match self.config.responses_api {
+        match self.config().responses_api {
             Some(crate::config::ResponsesApi::Native) => false,
             Some(crate::config::ResponsesApi::Chat) => true,
             None => {
@@ -158,18 +210,18 @@ impl Channel {
     }
 
     pub fn model(&self, id: &str) -> Option<&Model> {
-        self.model_index.get(id).map(|&i| &self.models[i])
+        self.model_position(id).map(|i| &self.models[i as usize])
+    }
+
+    /// The index in `models` of a model this channel lists.
+    pub fn model_position(&self, id: &str) -> Option<u32> {
+        self.index.get(&self.models, id)
     }
 
     /// Tags of one of this channel's models as routing sees them: the model's own, `free` when it is free,
     /// and the channel's tags.
     pub fn tags_of<'a>(&'a self, model: &'a Model) -> impl Iterator<Item = &'a str> + Clone {
-        model
-            .tags
-            .iter()
-            .map(String::as_str)
-            .chain(model.free.then_some("free"))
-            .chain(self.tags.iter().map(String::as_str))
+        model.tags.iter().map(|t| &**t).chain(model.free.then_some("free")).chain(self.tags.iter().map(String::as_str))
     }
 
     pub fn matches_pattern(&self, model: &str) -> bool {
@@ -215,16 +267,45 @@ pub type Discovered = HashMap<String, HashMap<String, Vec<DiscoveredModel>>>;
 /// A model of a channel: (index in `Snapshot::channels`, index in `Channel::models`).
 pub type ModelRef = (u32, u32);
 
-/// The models carrying one tag: a sorted list, plus a bitset over all models (numbered by
-/// [`Snapshot::global`]) when the tag is common enough (at least 1 model in 64) that walking the list would be
-/// slower than AND-ing bitsets.
+/// The models carrying one tag: a sorted list, or, when the tag is common enough (at least 1 model in 64) that
+/// walking the list would be slower than AND-ing bitsets, a bitset over all models (numbered by
+/// [`Snapshot::global`]) instead (the list is then empty: the bitset is 8 times smaller than the list).
 #[derive(Debug, Default)]
 pub struct TagIndex {
+    /// Sorted; empty when `bits` is set.
     pub refs: Vec<ModelRef>,
     pub bits: Option<Vec<u64>>,
+    /// The number of models carrying the tag.
+    len: u32,
 }
 
 impl TagIndex {
+    /// The number of models carrying the tag.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The models carrying the tag, in catalogue order.
+    pub fn iter<'a>(&'a self, snap: &'a Snapshot) -> impl Iterator<Item = ModelRef> + 'a {
+        let from_bits = self.bits.iter().flat_map(move |bits| {
+            bits.iter().enumerate().flat_map(move |(wi, &w)| {
+                let mut w = w;
+                std::iter::from_fn(move || {
+                    (w != 0).then(|| {
+                        let g = (wi * 64) as u32 + w.trailing_zeros();
+                        w &= w - 1;
+                        snap.from_global(g)
+                    })
+                })
+            })
+        });
+        self.refs.iter().copied().chain(from_bits)
+    }
+
     pub fn contains(&self, snap: &Snapshot, r: ModelRef) -> bool {
         match &self.bits {
             Some(bits) => {
@@ -241,15 +322,15 @@ impl TagIndex {
 pub struct Snapshot {
     pub channels: Vec<Channel>,
     /// Exact model id -> channels that list it.
-    pub by_model: HashMap<String, Vec<usize>>,
+    pub by_model: HashMap<Arc<str>, Vec<usize>>,
     /// Alias -> channels that define it.
     pub by_alias: HashMap<String, Vec<usize>>,
     /// Tag -> models of enabled channels carrying it (model tags, `free`, channel tags), sorted. Makes a tag query
     /// over tens of thousands of models an intersection of short lists instead of a scan.
-    pub by_tag: HashMap<String, TagIndex>,
+    pub by_tag: HashMap<Arc<str>, TagIndex>,
     /// Lower-cased last path segment of a model id without a date suffix (`gpt-4o` of `openai/gpt-4o`,
     /// `claude-haiku-4-5` of `claude-haiku-4-5-20251001`) -> models of enabled channels.
-    pub by_suffix: HashMap<String, Vec<ModelRef>>,
+    pub by_suffix: HashMap<Arc<str>, Vec<ModelRef>>,
     /// Global number of the first model of each channel (models numbered across the whole snapshot).
     pub model_offsets: Vec<u32>,
     /// Number of models in the snapshot.
@@ -265,25 +346,68 @@ impl Snapshot {
         discovered: &Discovered,
         auto: bool,
     ) -> Snapshot {
-        let mut channels = Vec::new();
+        let mut strings = Interner::default();
+        let mut channels = Vec::with_capacity(config.raw.channels.len() + store_channels.len());
         let yaml_origin = if auto { Origin::Auto } else { Origin::Yaml };
-        for c in &config.raw.channels {
-            channels.push(build_channel(c, yaml_origin, discovered.get(&c.name)));
+        for (i, c) in config.raw.channels.iter().enumerate() {
+            let def = Definition::Yaml(config.clone(), i);
+            channels.push(build_channel(c, def, yaml_origin, discovered.get(&c.name), &mut strings));
         }
         for c in store_channels {
-            channels.push(build_channel(c, Origin::Store, discovered.get(&c.name)));
+            let def = Definition::Store(Arc::new(c.clone()));
+            channels.push(build_channel(c, def, Origin::Store, discovered.get(&c.name), &mut strings));
         }
-        let mut by_model: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_model: HashMap<Arc<str>, Vec<usize>> = HashMap::with_capacity(strings.tags.len());
         let mut by_alias: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_tag: HashMap<String, TagIndex> = HashMap::new();
-        let mut by_suffix: HashMap<String, Vec<ModelRef>> = HashMap::new();
+        let mut by_tag: HashMap<Arc<str>, TagIndex> = HashMap::new();
+        let mut by_suffix: HashMap<Arc<str>, Vec<ModelRef>> = HashMap::new();
         let mut model_offsets = Vec::with_capacity(channels.len());
         let mut model_count = 0u32;
-        for (i, ch) in channels.iter().enumerate() {
+        for ch in &channels {
             model_offsets.push(model_count);
             model_count += ch.models.len() as u32;
+        }
+        // The tag index in two passes: count, then fill lists of the exact size or bitsets. (Collecting every list
+        // first and turning the common ones into bitsets would allocate and free megabytes, which the allocator
+        // keeps as resident holes.)
+        let mut counts: HashMap<Arc<str>, (u32, ModelRef)> = HashMap::new();
+        for (r, ch, m) in enabled_models(&channels) {
+            for t in ch.tags_of(m) {
+                let (n, last) = match counts.get_mut(t) {
+                    Some(c) => c,
+                    None => counts.entry(strings.str(t)).or_insert((0, (u32::MAX, 0))),
+                };
+                // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
+                if *last != r {
+                    *last = r;
+                    *n += 1;
+                }
+            }
+        }
+        let words = (model_count as usize).div_ceil(64);
+        by_tag.reserve(counts.len());
+        for (t, (n, _)) in counts {
+            let index = if n as usize * 64 >= model_count as usize {
+                TagIndex { refs: Vec::new(), bits: Some(vec![0u64; words]), len: n }
+            } else {
+                TagIndex { refs: Vec::with_capacity(n as usize), bits: None, len: n }
+            };
+            by_tag.insert(t, index);
+        }
+        for (r, ch, m) in enabled_models(&channels) {
+            let g = (model_offsets[r.0 as usize] + r.1) as usize;
+            for t in ch.tags_of(m) {
+                let Some(index) = by_tag.get_mut(t) else { continue };
+                match &mut index.bits {
+                    Some(bits) => bits[g / 64] |= 1 << (g % 64),
+                    None if index.refs.last() != Some(&r) => index.refs.push(r),
+                    None => {}
+                }
+            }
+        }
+        for (i, ch) in channels.iter().enumerate() {
             for m in &ch.models {
-                match by_model.get_mut(&m.id) {
+                match by_model.get_mut(&*m.id) {
                     Some(l) => l.push(i),
                     None => {
                         by_model.insert(m.id.clone(), vec![i]);
@@ -298,39 +422,21 @@ impl Snapshot {
             }
             for (mi, m) in ch.models.iter().enumerate() {
                 let r = (i as u32, mi as u32);
-                for t in ch.tags_of(m) {
-                    let list = match by_tag.get_mut(t) {
-                        Some(l) => l,
-                        None => by_tag.entry(t.to_string()).or_default(),
-                    };
-                    // Channel tags may repeat a model tag; refs arrive in order, so a duplicate is the last one.
-                    if list.refs.last() != Some(&r) {
-                        list.refs.push(r);
-                    }
-                }
                 let last = undated(m.id.rsplit('/').next().unwrap_or(&m.id));
                 let list = if last.bytes().any(|b| b.is_ascii_uppercase()) {
-                    by_suffix.entry(last.to_ascii_lowercase()).or_default()
+                    by_suffix.entry(strings.str(&last.to_ascii_lowercase())).or_default()
                 } else {
                     match by_suffix.get_mut(last) {
                         Some(l) => l,
-                        None => by_suffix.entry(last.to_string()).or_default(),
+                        None => by_suffix.entry(strings.str(last)).or_default(),
                     }
                 };
                 list.push(r);
             }
         }
-        let words = (model_count as usize).div_ceil(64);
-        for t in by_tag.values_mut() {
-            if t.refs.len() * 64 >= model_count as usize {
-                let mut bits = vec![0u64; words];
-                for &(c, m) in &t.refs {
-                    let g = (model_offsets[c as usize] + m) as usize;
-                    bits[g / 64] |= 1 << (g % 64);
-                }
-                t.bits = Some(bits);
-            }
-        }
+        // Lists grow by doubling; a snapshot lives long, so the slack is given back.
+        by_model.values_mut().for_each(Vec::shrink_to_fit);
+        by_suffix.values_mut().for_each(Vec::shrink_to_fit);
         Snapshot { channels, by_model, by_alias, by_tag, by_suffix, model_offsets, model_count, config }
     }
 
@@ -362,7 +468,7 @@ impl Snapshot {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for ch in self.channels.iter().filter(|c| c.enabled) {
-            for id in ch.models.iter().map(|m| m.id.as_str()).chain(ch.aliases.keys().map(String::as_str)) {
+            for id in ch.models.iter().map(|m| &*m.id).chain(ch.aliases.keys().map(String::as_str)) {
                 if seen.insert(id) {
                     out.push((id, ch));
                 }
@@ -373,10 +479,74 @@ impl Snapshot {
     }
 }
 
+/// The models of enabled channels with their [`ModelRef`], in catalogue order.
+fn enabled_models(channels: &[Channel]) -> impl Iterator<Item = (ModelRef, &Channel, &Model)> {
+    channels
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.enabled)
+        .flat_map(|(ci, ch)| ch.models.iter().enumerate().map(move |(mi, m)| ((ci as u32, mi as u32), ch, m)))
+}
+
+/// Snapshot-wide sharing of strings while building: each distinct model id, tag and suffix is allocated once, and
+/// each distinct id's tag list is extracted and allocated once (ids repeat across channels: mirrors, resellers).
+#[derive(Default)]
+struct Interner {
+    strs: HashSet<Arc<str>>,
+    /// Model id -> its tags.
+    tags: HashMap<Arc<str>, Arc<[Arc<str>]>>,
+    /// Token visibility lists (the empty one included).
+    token_lists: HashMap<Vec<Arc<str>>, Arc<[Arc<str>]>>,
+    /// Prices by their bits.
+    prices: HashMap<PriceBits, Arc<Price>>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strs.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = s.into();
+        self.strs.insert(a.clone());
+        a
+    }
+
+    /// The interned id and its interned tags.
+    fn model(&mut self, id: &str) -> (Arc<str>, Arc<[Arc<str>]>) {
+        if let Some((id, tags)) = self.tags.get_key_value(id) {
+            return (id.clone(), tags.clone());
+        }
+        let id = self.str(id);
+        let tags: Arc<[Arc<str>]> = crate::tags::extract(&id).iter().map(|t| self.str(t)).collect();
+        self.tags.insert(id.clone(), tags.clone());
+        (id, tags)
+    }
+
+    fn tokens(&mut self, list: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
+        if let Some(l) = self.token_lists.get(&list) {
+            return l.clone();
+        }
+        let l: Arc<[Arc<str>]> = list.as_slice().into();
+        self.token_lists.insert(list, l.clone());
+        l
+    }
+
+    fn price(&mut self, p: Price) -> Arc<Price> {
+        let bits = |x: f64| x.to_bits();
+        let key = (bits(p.input), bits(p.output), p.cache_read.map(bits), p.cache_write.map(bits));
+        self.prices.entry(key).or_insert_with(|| Arc::new(p)).clone()
+    }
+}
+
+/// A price by the bits of its fields (exact: no float comparison).
+type PriceBits = (u64, u64, Option<u64>, Option<u64>);
+
 fn build_channel(
     c: &ChannelConfig,
+    definition: Definition,
     origin: Origin,
     discovered: Option<&HashMap<String, Vec<DiscoveredModel>>>,
+    strings: &mut Interner,
 ) -> Channel {
     let mut endpoints = Vec::new();
     let endpoint_defs: Vec<crate::config::EndpointConfig> = if c.endpoints.is_empty() {
@@ -437,39 +607,49 @@ fn build_channel(
         tags.push("local".into());
     }
     let free_channel = tags.iter().any(|t| t == "free");
-    let (patterns, listed): (Vec<String>, Vec<String>) = c.models.iter().cloned().partition(|m| m.ends_with('*'));
+    let (patterns, listed): (Vec<&String>, Vec<&String>) = c.models.iter().partition(|m| m.ends_with('*'));
+    let patterns: Vec<String> = patterns.into_iter().cloned().collect();
     let capacity = discovered.map(|d| d.values().map(Vec::len).max().unwrap_or(0)).unwrap_or(0) + listed.len();
     let mut models: Vec<Model> = Vec::with_capacity(capacity);
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(capacity);
-    let push = |models: &mut Vec<Model>,
-                index: &mut HashMap<String, usize>,
-                id: &str,
-                price: Option<Price>,
-                kind: Option<ModelKind>,
-                token: Option<&Arc<str>>| {
-        if let Some(m) = index.get(id).map(|&i| &mut models[i]) {
+    let mut index = ModelIndex::with_capacity(capacity);
+    // Token lists and prices while building, per model (interned into the models at the end).
+    let mut visible: Vec<Vec<Arc<str>>> = Vec::with_capacity(capacity);
+    let mut prices: Vec<Option<Price>> = Vec::with_capacity(capacity);
+    let no_tokens = strings.tokens(Vec::new());
+    let mut push = |models: &mut Vec<Model>,
+                    index: &mut ModelIndex,
+                    visible: &mut Vec<Vec<Arc<str>>>,
+                    id: &str,
+                    price: Option<Price>,
+                    kind: Option<ModelKind>,
+                    token: Option<&Arc<str>>| {
+        if let Some(i) = index.get(models, id).map(|i| i as usize) {
+            let tokens = &mut visible[i];
             if let Some(t) = token
-                && !m.tokens.is_empty()
-                && !m.tokens.iter().any(|x| x == t)
+                && !tokens.is_empty()
+                && !tokens.iter().any(|x| x == t)
             {
-                m.tokens.push(t.clone());
+                tokens.push(t.clone());
             }
-            if m.price.is_none() {
-                m.price = price;
+            if prices[i].is_none() {
+                prices[i] = price;
             }
             return;
         }
         let price = c.pricing.get(id).copied().or(price);
         let free = free_channel || is_free_id(id) || price.is_some_and(|p| p.input == 0.0 && p.output == 0.0);
-        index.insert(id.to_string(), models.len());
+        let (id, tags) = strings.model(id);
         models.push(Model {
-            id: id.to_string(),
-            kind: kind.unwrap_or_else(|| ModelKind::guess(id)),
-            tags: crate::tags::extract(id),
-            price,
+            kind: kind.unwrap_or_else(|| ModelKind::guess(&id)),
+            id,
+            tags,
+            price: None,
             free,
-            tokens: token.map(|t| vec![t.clone()]).unwrap_or_default(),
+            tokens: no_tokens.clone(),
         });
+        index.insert(models, (models.len() - 1) as u32);
+        visible.push(token.map(|t| vec![t.clone()]).unwrap_or_default());
+        prices.push(price);
     };
     // Discovered models are per token; configured ones are visible to every token.
     if let Some(d) = discovered {
@@ -480,21 +660,30 @@ fn build_channel(
             // One shared `Arc` per token, not one allocation per model.
             let fp: Arc<str> = fp.as_str().into();
             for m in list {
-                push(&mut models, &mut index, &m.id, m.price, m.kind, Some(&fp));
+                push(&mut models, &mut index, &mut visible, &m.id, m.price, m.kind, Some(&fp));
             }
         }
     }
     for id in &listed {
-        push(&mut models, &mut index, id, None, None, None);
-        if let Some(&i) = index.get(id) {
-            models[i].tokens.clear();
+        push(&mut models, &mut index, &mut visible, id, None, None, None);
+        if let Some(i) = index.get(&models, id) {
+            visible[i as usize].clear();
         }
     }
     for target in c.aliases.values() {
-        if !index.contains_key(target) && !patterns.iter().any(|p| pattern_matches(p, target)) {
-            push(&mut models, &mut index, target, None, None, None);
+        if index.get(&models, target).is_none() && !patterns.iter().any(|p| pattern_matches(p, target)) {
+            push(&mut models, &mut index, &mut visible, target, None, None, None);
         }
     }
+    for ((m, tokens), price) in models.iter_mut().zip(visible).zip(prices) {
+        if !tokens.is_empty() {
+            m.tokens = strings.tokens(tokens);
+        }
+        m.price = price.map(|p| strings.price(p));
+    }
+    // The capacity was a guess (discovered and configured lists overlap); a snapshot lives long.
+    models.shrink_to_fit();
+    index.shrink_to_fit(&models);
     Channel {
         name: c.name.as_str().into(),
         protocol: c.protocol,
@@ -512,8 +701,8 @@ fn build_channel(
         api_version: c.api_version.clone(),
         origin,
         local,
-        config: c.clone(),
-        model_index: index,
+        definition,
+        index,
     }
 }
 
@@ -537,6 +726,15 @@ fn token(k: &KeyConfig, endpoint_key: &str) -> Token {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build_channel(
+        c: &ChannelConfig,
+        origin: Origin,
+        discovered: Option<&HashMap<String, Vec<DiscoveredModel>>>,
+    ) -> Channel {
+        let def = Definition::Store(Arc::new(c.clone()));
+        super::build_channel(c, def, origin, discovered, &mut Interner::default())
+    }
 
     #[test]
     fn patterns() {
@@ -578,5 +776,55 @@ mod tests {
         let b: Vec<_> = ep.rotated_tokens().collect();
         assert_eq!(a, [0, 1, 2]);
         assert_eq!(b, [1, 2, 0]);
+    }
+
+    #[test]
+    fn ids_tags_and_definitions_are_shared_not_copied() {
+        let mut raw = crate::config::RawConfig::default();
+        for name in ["a", "b"] {
+            let mut c = ChannelConfig::new(name, ChannelProtocol::Openai);
+            c.models = vec!["qwen/qwen3-8b:free".into(), "gpt-4o".into()];
+            c.pricing.insert("gpt-4o".into(), Price { input: 2.5, output: 10.0, ..Default::default() });
+            raw.channels.push(c);
+        }
+        let mut store = ChannelConfig::new("s", ChannelProtocol::Anthropic);
+        store.models = vec!["gpt-4o".into()];
+        let config = Arc::new(Config { raw, ..Default::default() });
+        let snap = Snapshot::build(config.clone(), &[store], &Discovered::default(), false);
+        let (a, b, s) = (&snap.channels[0], &snap.channels[1], &snap.channels[2]);
+        // One allocation per distinct id and tag list, shared by the channels and the indexes.
+        assert!(Arc::ptr_eq(&a.models[1].id, &b.models[1].id));
+        assert!(Arc::ptr_eq(&a.models[1].id, &s.models[0].id));
+        assert!(Arc::ptr_eq(&a.models[0].tags, &b.models[0].tags));
+        let (key, _) = snap.by_model.get_key_value("gpt-4o").unwrap();
+        assert!(Arc::ptr_eq(key, &a.models[1].id));
+        assert!(Arc::ptr_eq(a.models[1].price.as_ref().unwrap(), b.models[1].price.as_ref().unwrap()));
+        assert_eq!(b.price("gpt-4o").map(|p| p.output), Some(10.0));
+        assert_eq!(&*a.models[0].tags, ["qwen", "qwen3", "8b", "free"].map(Arc::<str>::from));
+        assert_eq!(a.model_position("gpt-4o"), Some(1));
+        assert!(a.model("gpt-4").is_none());
+        // YAML definitions are read in place; store ones are kept by the channel.
+        assert!(std::ptr::eq(a.config(), &config.raw.channels[0]));
+        assert_eq!(s.config().name, "s");
+        assert_eq!(s.config().protocol, ChannelProtocol::Anthropic);
+    }
+
+    #[test]
+    fn common_tags_are_bitsets_listing_the_same_models_in_order() {
+        let mut raw = crate::config::RawConfig::default();
+        for i in 0..3 {
+            let mut c = ChannelConfig::new(format!("c{i}"), ChannelProtocol::Openai);
+            c.models = (0..40).map(|m| format!("v/m{m}-{}", if m % 2 == 0 { "even" } else { "odd" })).collect();
+            raw.channels.push(c);
+        }
+        let snap = Snapshot::build(Arc::new(Config { raw, ..Default::default() }), &[], &Discovered::default(), false);
+        let even = &snap.by_tag["even"];
+        assert!(even.bits.is_some() && even.refs.is_empty());
+        assert_eq!(even.len(), 60);
+        let refs: Vec<ModelRef> = even.iter(&snap).collect();
+        let want: Vec<ModelRef> = (0..3).flat_map(|c| (0..40).step_by(2).map(move |m| (c, m))).collect();
+        assert_eq!(refs, want);
+        assert!(refs.iter().all(|&r| even.contains(&snap, r)));
+        assert!(!even.contains(&snap, (1, 1)));
     }
 }

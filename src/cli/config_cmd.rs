@@ -67,7 +67,7 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
                     tokens: e.tokens.iter().map(|t| t.token_key.to_string()).collect(),
                 })
                 .collect(),
-            models: c.models.iter().map(|m| m.id.clone()).chain(c.patterns.iter().cloned()).collect(),
+            models: c.models.iter().map(|m| m.id.to_string()).chain(c.patterns.iter().cloned()).collect(),
             aliases: c.aliases.iter().map(|(k, v)| format!("{k} -> {v}")).collect(),
             tags: c.tags.clone(),
         })

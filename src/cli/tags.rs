@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::discover::{Loaded, check_channels, load, store};
 use super::{Global, output};
-use crate::catalog::{ModelKind, Snapshot};
+use crate::catalog::{ModelKind, Snapshot, TagIndex};
 use crate::config::Strategy;
 use crate::discover::{self, Options};
 use crate::error::user;
@@ -153,11 +153,11 @@ async fn list(global: &Global, args: ListArgs) -> anyhow::Result<()> {
     let wanted =
         |ci: u32| args.channels.is_empty() || args.channels.iter().any(|n| n == &*snap.channels[ci as usize].name);
     let mut rows: Vec<TagRow> = Vec::new();
-    let sorted: BTreeMap<&str, &Vec<_>> = snap.by_tag.iter().map(|(k, v)| (k.as_str(), &v.refs)).collect();
-    for (tag, refs) in sorted {
+    let sorted: BTreeMap<&str, &TagIndex> = snap.by_tag.iter().map(|(k, v)| (&**k, v)).collect();
+    for (tag, index) in sorted {
         let mut ids: BTreeSet<&str> = BTreeSet::new();
         let mut channels: Vec<String> = Vec::new();
-        for &r in refs.iter().filter(|r| wanted(r.0)) {
+        for r in index.iter(&snap).filter(|r| wanted(r.0)) {
             let (ch, m) = snap.model_ref(r);
             ids.insert(&m.id);
             if channels.last().map(String::as_str) != Some(&*ch.name) {

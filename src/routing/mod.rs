@@ -141,7 +141,7 @@ struct Match<'s> {
 
 impl<'s> Match<'s> {
     fn of(snap: &'s Snapshot, channel: usize, model: &'s str) -> Match<'s> {
-        let idx = snap.channels[channel].model_index.get(model).map(|&i| i as u32);
+        let idx = snap.channels[channel].model_position(model);
         Match { channel, model, idx }
     }
 
@@ -215,7 +215,7 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
     // `gpt-4o` finds `openai/gpt-4o`; a dated id (`claude-sonnet-4-5-20250929`) finds the undated one and the
     // reverse, as clients such as Claude Code send dated ids.
     let last = crate::catalog::undated(req.model.rsplit('/').next().unwrap_or(req.model)).to_ascii_lowercase();
-    out.extend(snap.by_suffix.get(&last).into_iter().flatten().map(|&r| Match::at(snap, r)));
+    out.extend(snap.by_suffix.get(last.as_str()).into_iter().flatten().map(|&r| Match::at(snap, r)));
     if !out.is_empty() {
         return (out, "suffix");
     }
@@ -249,7 +249,7 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
         }
     };
     let mut positive: Vec<&TagIndex> = expr.positive.iter().map(|t| index(t)).collect();
-    positive.sort_by_key(|t| t.refs.len());
+    positive.sort_by_key(|t| t.len());
     match positive.split_first() {
         None => {
             // Only negatives: every model of every enabled channel is a candidate.
@@ -300,9 +300,9 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
 /// Names offered when a model is not found: model ids, aliases and tags close to the request.
 pub fn suggestions(snap: &Snapshot, wanted: &str) -> Vec<String> {
     if let Some(expr) = TagExpr::parse(wanted) {
-        let tagset: Vec<&str> = snap.by_tag.keys().map(String::as_str).collect();
+        let tagset: Vec<&str> = snap.by_tag.keys().map(|k| &**k).collect();
         let mut out: Vec<String> = Vec::new();
-        for part in expr.positive.iter().filter(|p| !snap.by_tag.contains_key(*p)) {
+        for part in expr.positive.iter().filter(|p| !snap.by_tag.contains_key(p.as_str())) {
             for t in tags::closest(part, tagset.iter().copied(), 3) {
                 if !out.contains(&t) {
                     out.push(t);
@@ -415,7 +415,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.wire() == req.client;
-        let visible = g.model_in(snap).map(|m| m.tokens.as_slice()).unwrap_or(&[]);
+        let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
         for (ei, ep) in ch.endpoints.iter().enumerate() {
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe

@@ -285,7 +285,7 @@ fn tag_index_agrees_with_a_full_scan() {
         for (i, ch) in s.channels.iter().enumerate() {
             for m in ch.models.iter().filter(|m| kind_ok(ModelKind::Chat, m.kind)) {
                 if e.matches(model_tags(ch, &m.id).into_iter()) {
-                    scan.push((i, m.id.clone()));
+                    scan.push((i, m.id.to_string()));
                 }
             }
         }
@@ -338,7 +338,7 @@ fn sparse_and_dense_tag_lists_give_the_same_answers_as_a_scan() {
         for (i, ch) in s.channels.iter().enumerate() {
             for m in &ch.models {
                 if e.matches(model_tags(ch, &m.id).into_iter()) {
-                    scan.push((i, m.id.clone()));
+                    scan.push((i, m.id.to_string()));
                 }
             }
         }
