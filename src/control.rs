@@ -47,7 +47,18 @@ pub fn rebuild(live: &Live) -> anyhow::Result<()> {
     let snap = live.snapshot(config)?;
     tracing::info!("catalogue rebuilt: {} channels", snap.channels.len());
     live.state.snapshot.store(Arc::new(snap));
+    release_freed_memory();
     Ok(())
+}
+
+/// Hands memory freed while building a snapshot back to the OS. glibc keeps freed heap for reuse; after a
+/// rebuild of a large catalogue that is megabytes the process no longer needs.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The registry `serve` answers: the store's operations, plus live ones, plus a catalogue rebuild after any write.

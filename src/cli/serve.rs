@@ -91,6 +91,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new());
     let state = AppState::new(snapshot, health, record_sink);
+    control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     if let Some(path) = config_path {
         tokio::spawn(watch_config(live.clone(), path));
@@ -213,6 +214,7 @@ async fn watch_config(live: LiveCell, path: PathBuf) {
             Ok(snap) => {
                 output::note(&format!("config reloaded from {}: {} channels", path.display(), snap.channels.len()));
                 live.state.snapshot.store(Arc::new(snap));
+                control::release_freed_memory();
             }
             Err((e, hint)) => {
                 output::note(&format!("error: config reload failed, keeping the previous config: {e:#}"));

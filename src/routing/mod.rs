@@ -222,13 +222,11 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
     // `kimi-free` is read as `tag:kimi,free` — but not a name that begins a real model id: `gpt-4o` must never
     // quietly become `gpt-4o-mini` (it gets a 404 listing `gpt-4o-mini` instead).
     let expr = TagExpr { positive: tags::extract(req.model), negative: Vec::new() };
-    let names_a_model = {
-        let wanted = req.model.to_ascii_lowercase();
-        snap.channels.iter().filter(|c| c.enabled).flat_map(|c| c.models.iter()).any(|m| {
-            let last = m.id.rsplit('/').next().unwrap_or(&m.id).to_ascii_lowercase();
-            m.id.to_ascii_lowercase().starts_with(&wanted) || last.starts_with(&wanted)
-        })
-    };
+    let names_a_model = expr.positive.len() > 1
+        && snap.channels.iter().filter(|c| c.enabled).flat_map(|c| c.models.iter()).any(|m| {
+            let last = m.id.rsplit('/').next().unwrap_or(&m.id);
+            starts_with_ignore_case(&m.id, req.model) || starts_with_ignore_case(last, req.model)
+        });
     if expr.positive.len() > 1 && !names_a_model {
         return (tag_matches(snap, &expr, req.kind), "tags");
     }
@@ -237,6 +235,11 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
 
 /// Models of enabled channels matching a tag expression, in catalogue order. Uses the snapshot's tag index: the
 /// shortest positive list is walked and checked against the other lists by binary search.
+/// `s` begins with `prefix`, ASCII case ignored, without allocating (this runs over every model on a miss).
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
 fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<Match<'s>> {
     let empty = TagIndex::default();
     let index = |t: &str| snap.by_tag.get(t).unwrap_or(&empty);
