@@ -71,8 +71,11 @@ pub struct MeteredBody {
     done: bool,
     out_bytes: u64,
     /// The upstream body (shared, not copied; capped), tokenised only when the upstream reports no usage.
-    captured: Vec<Bytes>,
-    captured_len: usize,
+    /// A copy (not the network buffers themselves, which a `Bytes` handle would keep alive whole) of the
+    /// upstream body so far, kept only until the upstream reports usage, for a possible token estimate.
+    captured: BytesMut,
+    /// Capturing stopped: usage was reported, or the cap was reached.
+    capture_done: bool,
 }
 
 /// Upstream bytes kept for a possible token estimate (only until the upstream reports usage).
@@ -99,21 +102,25 @@ impl MeteredBody {
             reserve: None,
             done: false,
             out_bytes: 0,
-            captured: Vec::new(),
-            captured_len: 0,
+            captured: BytesMut::new(),
+            capture_done: false,
         }
     }
 
     /// Turns a chunk into the bytes to forward (possibly none).
     fn process(&mut self, chunk: Bytes) -> Option<Bytes> {
         self.out_bytes += chunk.len() as u64;
-        if self.captured_len < CAPTURE_CAP && !self.meter.has_usage() {
-            self.captured_len += chunk.len();
-            self.captured.push(chunk.clone());
-        } else if !self.captured.is_empty() && self.meter.has_usage() {
-            // The upstream reports usage: nothing to estimate, free what was kept.
-            self.captured = Vec::new();
-            self.captured_len = CAPTURE_CAP;
+        if !self.capture_done {
+            if self.meter.has_usage() {
+                // The upstream reports usage: nothing to estimate, free what was kept.
+                self.capture_done = true;
+                self.captured = BytesMut::new();
+            } else if self.captured.len() + chunk.len() > CAPTURE_CAP {
+                // Estimate from the first CAPTURE_CAP bytes.
+                self.capture_done = true;
+            } else {
+                self.captured.extend_from_slice(&chunk);
+            }
         }
         match &mut self.mode {
             Mode::Raw => {
@@ -184,7 +191,7 @@ impl MeteredBody {
     fn complete(&mut self, outcome: Outcome, error: Option<String>) -> Option<RequestRecord> {
         let f = self.finisher.take()?;
         let metered = self.meter.finish();
-        let captured = std::mem::take(&mut self.captured);
+        let captured = [std::mem::take(&mut self.captured).freeze()];
         let mut rec = f.record;
         rec.total_ms = f.started.elapsed().as_millis() as u32;
         rec.outcome = outcome;

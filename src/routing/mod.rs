@@ -220,15 +220,18 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
         return (out, "suffix");
     }
     // `kimi-free` is read as `tag:kimi,free` — but not a name that begins a real model id: `gpt-4o` must never
-    // quietly become `gpt-4o-mini` (it gets a 404 listing `gpt-4o-mini` instead).
+    // quietly become `gpt-4o-mini` (it gets a 404 listing `gpt-4o-mini` instead). A model the name begins shares
+    // all of the name's tags, so looking among the tag matches is enough (no scan of the catalogue).
     let expr = TagExpr { positive: tags::extract(req.model), negative: Vec::new() };
-    let names_a_model = expr.positive.len() > 1
-        && snap.channels.iter().filter(|c| c.enabled).flat_map(|c| c.models.iter()).any(|m| {
-            let last = m.id.rsplit('/').next().unwrap_or(&m.id);
-            starts_with_ignore_case(&m.id, req.model) || starts_with_ignore_case(last, req.model)
+    if expr.positive.len() > 1 {
+        let matches = tag_matches(snap, &expr, req.kind);
+        let names_a_model = matches.iter().any(|m| {
+            let last = m.model.rsplit('/').next().unwrap_or(m.model);
+            starts_with_ignore_case(m.model, req.model) || starts_with_ignore_case(last, req.model)
         });
-    if expr.positive.len() > 1 && !names_a_model {
-        return (tag_matches(snap, &expr, req.kind), "tags");
+        if !names_a_model {
+            return (matches, "tags");
+        }
     }
     (Vec::new(), "none")
 }
