@@ -58,6 +58,7 @@ pub async fn load_or_detect(global: &Global, probe_local: bool) -> anyhow::Resul
 }
 
 async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
+    control::limit_malloc_arenas();
     let probe_local = !args.no_local && std::env::var_os("ROUTER_NO_LOCAL_PROBE").is_none();
     let loaded = load_or_detect(global, probe_local).await?;
     let mut config = loaded.config;

@@ -147,7 +147,7 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { dir: dir.to_path_buf(), source })?;
         }
         check_magic(path)?;
-        let opened = std::panic::catch_unwind(|| redb::Builder::new().set_cache_size(64 * 1024 * 1024).create(path));
+        let opened = std::panic::catch_unwind(|| redb::Builder::new().set_cache_size(16 * 1024 * 1024).create(path));
         let database = match opened {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(open_error(path, e)),
