@@ -685,9 +685,6 @@ fn respond(
     request: Bytes,
     ttfb: Duration,
 ) -> Response<ProxyBody> {
-    let ch = &snap.channels[cand.channel];
-    let ep = &ch.endpoints[cand.endpoint];
-    let tok = &ep.tokens[cand.token];
     let status = resp.status();
     let is_sse = record_success(&mut record, snap, cand, &resp, ttfb);
     let mode = match (is_sse, injected && !peek.include_usage && op == Operation::ChatCompletions) {
@@ -710,6 +707,25 @@ fn respond(
             );
         }
     }
+    *out.body_mut() = metered(state, snap, ctx, cand, record, request, resp, mode);
+    out
+}
+
+/// The streamed response body: upstream bytes through the meter, the record emitted when it ends.
+#[allow(clippy::too_many_arguments)]
+fn metered(
+    state: &Arc<AppState>,
+    snap: &Snapshot,
+    ctx: &Ctx,
+    cand: &routing::Candidate,
+    record: RequestRecord,
+    request: Bytes,
+    resp: reqwest::Response,
+    mode: Mode,
+) -> ProxyBody {
+    let ch = &snap.channels[cand.channel];
+    let ep = &ch.endpoints[cand.endpoint];
+    let tok = &ep.tokens[cand.token];
     let finisher = Finisher {
         state: state.clone(),
         price: ch.price(&cand.model),
@@ -722,10 +738,8 @@ fn respond(
         started: ctx.started,
     };
     let idle = ep.idle_timeout.unwrap_or(snap.config.raw.upstream.idle_timeout.0);
-    let body =
-        MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher);
-    *out.body_mut() = body.boxed_unsync();
-    out
+    MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher)
+        .boxed_unsync()
 }
 
 /// A success from a channel of the other protocol: streams are translated event by event; whole bodies are
@@ -744,14 +758,11 @@ async fn respond_translated(
     ttfb: Duration,
 ) -> Response<ProxyBody> {
     let ch = &snap.channels[cand.channel];
-    let ep = &ch.endpoints[cand.endpoint];
-    let tok = &ep.tokens[cand.token];
     let status = resp.status();
     let is_sse = record_success(&mut record, snap, cand, &resp, ttfb);
     let client_model = record.requested_model.clone();
     // Custom / local shell tools of a Responses request, which the Chat upstream only knows as functions.
     let kinds = convert::tool_kinds(conv, &request);
-    let idle = ep.idle_timeout.unwrap_or(snap.config.raw.upstream.idle_timeout.0);
     let mut out = Response::builder().status(status).body(full(Bytes::new())).expect("valid response");
     if ctx.debug_headers {
         debug_headers(out.headers_mut(), ctx, &record);
@@ -760,21 +771,8 @@ async fn respond_translated(
         out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
         out.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
         let conv = StreamConverter::new(conv, &client_model).with_include_usage(wants_usage).with_tool_kinds(kinds);
-        let finisher = Finisher {
-            state: state.clone(),
-            price: ch.price(&cand.model),
-            channel: ch.name.clone(),
-            endpoint_key: ep.health_key.clone(),
-            token_key: tok.health_key.clone(),
-            client: ctx.protocol,
-            request,
-            record,
-            started: ctx.started,
-        };
         let mode = Mode::Convert { parser: Default::default(), conv: Box::new(conv) };
-        let body =
-            MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher);
-        *out.body_mut() = body.boxed_unsync();
+        *out.body_mut() = metered(state, snap, ctx, cand, record, request, resp, mode);
         return out;
     }
     let within = ctx.started + snap.config.raw.routing.total_timeout.0;
