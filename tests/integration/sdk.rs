@@ -1,11 +1,9 @@
 //! The official `openai` and `anthropic` Python SDKs against the real router and mock upstreams.
 //! The README's test command (scripts/test.sh) installs them into .venv and sets ROUTER_TEST_PYTHON.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn python() -> PathBuf {

@@ -1,9 +1,7 @@
 //! Cross-protocol: Anthropic clients on OpenAI-compatible channels, OpenAI clients on Anthropic channels,
 //! Responses clients on chat-only channels. Real binary, mock upstreams.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 fn events(text: &str) -> Vec<(String, Value)> {
