@@ -91,14 +91,7 @@ async fn openai_stream_hides_injected_usage_chunk_unless_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_non_stream_and_stream_with_headers() {
-    let up = Mock::start(|r, _| {
-        if r.json()["stream"] == true {
-            Reply::Sse(messages_sse("claude-sonnet-4-5", &["Hi", " there"]))
-        } else {
-            Reply::Json(200, messages_json("claude-sonnet-4-5", "Hi"))
-        }
-    })
-    .await;
+    let up = Mock::start(|r, _| claude_reply(r)).await;
     let cfg = format!(
         "channels:\n  - name: claude\n    protocol: anthropic\n    base_url: {}\n    keys: [{UPSTREAM_KEY_C}]\n    models: [claude-sonnet-4-5]\n",
         up.root_url()
@@ -163,11 +156,7 @@ async fn stream_events_reach_the_client_before_the_upstream_finishes() {
         tx.send(Ok(e.clone().into())).await.unwrap();
     }
     drop(tx);
-    let mut rest = String::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.push_str(&String::from_utf8_lossy(&c));
-    }
-    assert!(rest.contains("[DONE]"));
+    assert!(rest_of(&mut resp).await.contains("[DONE]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,11 +525,7 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
         tx.send(Ok(e.clone().into())).await.unwrap();
     }
     drop(tx);
-    let mut rest = String::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.push_str(&String::from_utf8_lossy(&c));
-    }
-    assert!(rest.contains("[DONE]"));
+    assert!(rest_of(&mut resp).await.contains("[DONE]"));
     let status = router.wait_exit(Duration::from_secs(15)).expect("router exits");
     assert!(status.success());
 }

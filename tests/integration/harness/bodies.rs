@@ -1,5 +1,7 @@
 //! Canned upstream bodies in the OpenAI and Anthropic shapes, for mocks to answer with.
 
+use super::{Recorded, Reply};
+
 /// An OpenAI chat completion with usage.
 pub fn chat_json(model: &str, text: &str, prompt: u64, completion: u64) -> serde_json::Value {
     serde_json::json!({
@@ -46,4 +48,14 @@ pub fn messages_sse(model: &str, words: &[&str]) -> Vec<String> {
     out.push(format!("event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{}}}}}\n\n", words.len()));
     out.push("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".into());
     out
+}
+
+/// An Anthropic upstream's answer from claude-sonnet-4-5: the stream `Hi there` when `r` asks for a stream, else the
+/// message `Hi`.
+pub fn claude_reply(r: &Recorded) -> Reply {
+    if r.json()["stream"] == true {
+        Reply::Sse(messages_sse("claude-sonnet-4-5", &["Hi", " there"]))
+    } else {
+        Reply::Json(200, messages_json("claude-sonnet-4-5", "Hi"))
+    }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use billing::Upstream;
-pub use bodies::{chat_json, chat_sse, messages_json, messages_sse};
+pub use bodies::{chat_json, chat_sse, claude_reply, messages_json, messages_sse};
 pub use cli::{Cli, Out, run_cli};
 pub use mock::{Mock, Recorded, Reply, dead_port};
 pub use router::Router;
@@ -46,4 +46,13 @@ pub fn client() -> reqwest::Client {
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
+}
+
+/// The rest of a streaming response, as text.
+pub async fn rest_of(resp: &mut reqwest::Response) -> String {
+    let mut rest = String::new();
+    while let Some(c) = resp.chunk().await.unwrap() {
+        rest.push_str(&String::from_utf8_lossy(&c));
+    }
+    rest
 }
