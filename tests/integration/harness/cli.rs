@@ -1,5 +1,6 @@
 //! One run of the `router` CLI: the real binary with the test defaults (no local probing, no config or store from
-//! the developer's environment), optionally checked for leaked secrets, with its exit code and output as text.
+//! the developer's environment or home), optionally checked for leaked secrets, with its exit code and output as
+//! text.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -11,6 +12,9 @@ use super::bin;
 pub struct Cli {
     cmd: Command,
     secrets: Vec<String>,
+    /// An empty HOME for the run, so the default config and store (`~/.config/router`, `~/.local/share/router`)
+    /// are never the developer's.
+    _home: tempfile::TempDir,
 }
 
 /// What a run printed, and how it ended.
@@ -43,11 +47,18 @@ impl Default for Cli {
 }
 
 impl Cli {
-    /// `router` with `ROUTER_NO_LOCAL_PROBE=1` and without `ROUTER_CONFIG` / `ROUTER_STORE` from the environment.
+    /// `router` with `ROUTER_NO_LOCAL_PROBE=1`, without `ROUTER_CONFIG` / `ROUTER_STORE` / `XDG_*_HOME` from the
+    /// environment, and with an empty HOME of its own (a test may set another).
     pub fn new() -> Cli {
+        let home = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(bin());
-        cmd.env("ROUTER_NO_LOCAL_PROBE", "1").env_remove("ROUTER_CONFIG").env_remove("ROUTER_STORE");
-        Cli { cmd, secrets: Vec::new() }
+        cmd.env("ROUTER_NO_LOCAL_PROBE", "1")
+            .env("HOME", home.path())
+            .env_remove("ROUTER_CONFIG")
+            .env_remove("ROUTER_STORE")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME");
+        Cli { cmd, secrets: Vec::new(), _home: home }
     }
 
     /// `--config PATH`, ahead of the arguments that follow.
