@@ -1,7 +1,6 @@
 //! The one test harness: mock upstreams ([`Mock`], and [`Upstream`] that bills per key), canned upstream bodies,
 //! the real `router` binary as a server ([`Router`]) and as a command ([`Cli`]), and bounded polling.
 //! Each area module of the integration binary uses it through `use crate::harness::*`.
-#![allow(dead_code)]
 
 mod billing;
 mod bodies;
