@@ -1268,7 +1268,7 @@ mod tests {
     #[test]
     fn in_process_config_is_open_and_bounded() {
         let mut cfg = Config { raw: RawConfig::default(), ..Default::default() };
-        cfg.gateway_keys.push(crate::config::GatewayKey { name: "g".into(), hash: [0; 32], allow: None });
+        cfg.gateway_keys.push(crate::config::GatewayKey { name: "g".into(), hash: [0; 32], ..Default::default() });
         let mut ch = ChannelConfig::new("a", ChannelProtocol::Openai);
         ch.keys = vec![KeyConfig::Bare(Secret::new("k"))];
         cfg.raw.channels.push(ch);

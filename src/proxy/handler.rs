@@ -838,7 +838,7 @@ mod tests {
 
     #[test]
     fn auth_accepts_bearer_and_x_api_key_only_for_known_keys() {
-        let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), allow: None }];
+        let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), ..Default::default() }];
         let mut h = HeaderMap::new();
         assert!(authenticate(&keys, &h).is_err());
         h.insert("authorization", "Bearer sk-gw".parse().unwrap());
