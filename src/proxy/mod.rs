@@ -77,6 +77,13 @@ impl AppState {
     }
 }
 
+/// Charges a finished request to its key's limits: tokens (input + output, cached included) to the tokens
+/// window, the recorded cost to the budget. Frees its parallel slot.
+pub(crate) fn settle(state: &AppState, ticket: crate::live::limits::Ticket, record: &crate::usage::RequestRecord) {
+    let tokens = record.tokens.total_input() + record.tokens.output;
+    state.limiter.settle(ticket, tokens, record.cost_usd, crate::usage::now_ms());
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish within `grace`.
 pub async fn serve(
     listener: TcpListener,
