@@ -208,6 +208,9 @@ struct KeyState {
     /// Same for the tokens window; charged when a request settles.
     tok_tat: AtomicI64,
     parallel: AtomicU32,
+    /// The limits the windows were last used with: a changed limit starts its window afresh.
+    rpm_seen: AtomicU32,
+    tpm_seen: AtomicI64,
     spend: Mutex<Spend>,
 }
 
@@ -270,6 +273,16 @@ impl Limiter {
         }
         let s = self.state(key);
         let now = now_ms.saturating_mul(1_000_000);
+        if let Some(rpm) = limits.rpm
+            && s.rpm_seen.swap(rpm, Ordering::AcqRel) != rpm
+        {
+            s.req_tat.store(0, Ordering::Release);
+        }
+        if let Some(tpm) = limits.tpm
+            && s.tpm_seen.swap(tpm as i64, Ordering::AcqRel) != tpm as i64
+        {
+            s.tok_tat.store(0, Ordering::Release);
+        }
         let rate = self.rate_of(&s, limits, now);
         let refused = |why| Err(Refused { why, rate });
         if let Some(b) = limits.budget {
@@ -440,6 +453,10 @@ mod tests {
         for _ in 0..5 {
             l.admit("k", &rpm5, T0 + 90_000).unwrap();
         }
+        // A changed limit starts its window afresh.
+        let rpm1 = lim(|l| l.rpm = Some(1));
+        assert!(l.admit("k", &rpm1, T0 + 90_000).is_ok());
+        assert!(l.admit("k", &rpm1, T0 + 90_000).is_err());
     }
 
     #[test]
