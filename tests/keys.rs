@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 
 const UPSTREAM_KEY: &str = "sk-upstream-keys-test-0001";
 
+/// Feeds one streamed upstream answer.
+type StreamFeed = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
 fn chat(model: &str, stream: bool) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
 }
@@ -129,7 +132,7 @@ async fn tpm_charges_the_real_tokens_of_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_parallel_counts_streams_until_they_end() {
-    let senders: Arc<Mutex<Vec<mpsc::Sender<Result<Bytes, std::io::Error>>>>> = Arc::default();
+    let senders: Arc<Mutex<Vec<StreamFeed>>> = Arc::default();
     let s2 = senders.clone();
     let up = Mock::start(move |_, _| {
         let (tx, rx) = mpsc::channel(16);
@@ -230,7 +233,7 @@ async fn budget_refuses_once_spent_overshoot_is_bounded_and_spend_matches_the_re
     };
     let burst = sum("burst");
     assert!((burst - admitted as f64 * 0.01).abs() < 1e-9, "{burst} for {admitted}");
-    assert!(burst >= 0.05 && burst < 0.05 + 20.0 * 0.01, "{burst}");
+    assert!((0.05..0.05 + 20.0 * 0.01).contains(&burst), "{burst}");
     assert_eq!(
         records.iter().filter(|r| r["gateway_key"] == "burst" && r["outcome"] == "budget").count(),
         21 - admitted
