@@ -346,12 +346,17 @@ fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
     };
     let access = ctx.access()?;
     let row = access.run(KeysCreate { key: row })?;
-    if a.json {
-        let mut v = serde_json::to_value(&row)?;
+    print_secret(&access, &row, &secret, "created", a.json)
+}
+
+/// A new secret, shown this once (JSON: the row plus `key`).
+fn print_secret(access: &Access, row: &StoredKey, secret: &str, what: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut v = serde_json::to_value(row)?;
         v["key"] = json!(secret);
         return output::json(&v);
     }
-    output::line(&format!("key `{}` created ({})", row.name, applied_note(&access)));
+    output::line(&format!("key `{}` {what} ({})", row.name, applied_note(access)));
     output::line(&format!("secret: {secret}"));
     output::note("hand the secret to its user now: it is not stored and cannot be shown again");
     Ok(())
@@ -514,15 +519,7 @@ fn rotate(ctx: &Ctx, a: NameArgs) -> anyhow::Result<()> {
     let (secret, hash, prefix) = keys::generate();
     let access = ctx.access()?;
     let row = access.run(KeysRotate { name: a.name, hash, prefix, now_ms: ctx.now_ms })?;
-    if a.json {
-        let mut v = serde_json::to_value(&row)?;
-        v["key"] = json!(secret);
-        return output::json(&v);
-    }
-    output::line(&format!("key `{}` rotated ({}); the old secret no longer works", row.name, applied_note(&access)));
-    output::line(&format!("secret: {secret}"));
-    output::note("hand the new secret to its user now: it is not stored and cannot be shown again");
-    Ok(())
+    print_secret(&access, &row, &secret, "rotated: the old secret no longer works", a.json)
 }
 
 #[cfg(test)]

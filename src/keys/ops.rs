@@ -30,6 +30,15 @@ fn load(store: &Store, name: &str) -> anyhow::Result<StoredKey> {
     store.get_json::<StoredKey>(KvTable::GatewayKeys, name)?.ok_or_else(|| not_found(name))
 }
 
+/// A key that may still change (not revoked).
+fn load_unrevoked(store: &Store, name: &str) -> anyhow::Result<StoredKey> {
+    let k = load(store, name)?;
+    if k.state == State::Revoked {
+        return Err(revoked(name));
+    }
+    Ok(k)
+}
+
 fn save(store: &Store, k: &StoredKey) -> anyhow::Result<()> {
     Ok(store.put_json(KvTable::GatewayKeys, &k.name, k)?)
 }
@@ -163,10 +172,7 @@ impl Op for KeysUpdate {
     const WRITES: bool = true;
     type Reply = StoredKey;
     fn run(self, store: &Store) -> anyhow::Result<StoredKey> {
-        let mut k = load(store, &self.name)?;
-        if k.state == State::Revoked {
-            return Err(revoked(&k.name));
-        }
+        let mut k = load_unrevoked(store, &self.name)?;
         let p = self.patch;
         k.limits = p.limits(&k.limits)?;
         if let Some(c) = p.allow {
@@ -229,10 +235,7 @@ impl Op for KeysRotate {
     const WRITES: bool = true;
     type Reply = StoredKey;
     fn run(self, store: &Store) -> anyhow::Result<StoredKey> {
-        let mut k = load(store, &self.name)?;
-        if k.state == State::Revoked {
-            return Err(revoked(&k.name));
-        }
+        let mut k = load_unrevoked(store, &self.name)?;
         k.hash = self.hash;
         k.prefix = self.prefix;
         k.updated_ms = self.now_ms;
