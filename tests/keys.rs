@@ -377,3 +377,24 @@ fn bad_input_exits_1_with_a_hint_and_writes_nothing() {
     assert_eq!(a["limits"]["budget"], json!({"usd": 5.0, "per": "month"}));
     assert!(a["expires_ms"].as_i64().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_key_limits_follow_a_config_reload() {
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5))).await;
+    let router = Router::start(&config(&up.openai_url(), "    - {name: y, key: sk-y, rpm: 1}\n"));
+    assert_eq!(post(&router, "/v1/chat/completions", "sk-y", &chat("gpt-4o", false)).await.status(), 200);
+    assert_eq!(post(&router, "/v1/chat/completions", "sk-y", &chat("gpt-4o", false)).await.status(), 429);
+    write(&router.config_path(), &config(&up.openai_url(), "    - {name: y, key: sk-y, rpm: 100}\n"));
+    router.signal("HUP");
+    let mut admitted = false;
+    for _ in 0..250 {
+        let r = post(&router, "/v1/chat/completions", "sk-y", &chat("gpt-4o", false)).await;
+        if r.status() == 200 {
+            assert_eq!(header(&r, "x-ratelimit-limit-requests"), "100");
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "the new limit applies after the reload: {}", router.stderr());
+}
