@@ -327,7 +327,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         }
         let hash = match (&k.key, &k.hash) {
             (Some(plain), None) if !plain.is_empty() => hash_key(plain.expose()),
-            (None, Some(h)) => parse_hash(h).ok_or_else(|| {
+            (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
                 err(
                     locate(text, h),
                     format!("{key}.hash"),
@@ -363,12 +363,6 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         })?;
     }
     Ok(Config { path: Some(path.to_path_buf()), raw, listen: Some(listen), gateway_keys })
-}
-
-fn parse_hash(h: &str) -> Option<[u8; 32]> {
-    let hex_part = h.strip_prefix("sha256:")?;
-    let bytes = hex::decode(hex_part).ok()?;
-    bytes.try_into().ok()
 }
 
 /// Checks one channel; on error returns (field, message, hint). `names` collects channel names for uniqueness.
