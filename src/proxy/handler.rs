@@ -2,7 +2,9 @@
 //!
 //! A request goes through these phases, each in its own place:
 //! 1. **route** the path to an operation and the client's protocol (here);
-//! 2. **authenticate** the gateway key (here); local answers (health, models) end here;
+//! 2. **authenticate** the gateway key against the key table, then **admit** it under its limits
+//!    (`live::limits`: a 429 that never reaches an upstream, or a ticket settled with the record) (here);
+//!    local answers (health, models) end before admission;
 //! 3. **read body**, **peek**, **plan** over one [`Exchange`] ([`super::exchange`]);
 //! 4. **attempt** the candidates with failover ([`super::failover`]);
 //! 5. **respond**: the upstream's answer, streamed or translated, through the meter ([`super::respond`],
