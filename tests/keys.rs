@@ -398,3 +398,50 @@ async fn yaml_key_limits_follow_a_config_reload() {
     }
     assert!(admitted, "the new limit applies after the reload: {}", router.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_keys_at_once_each_get_what_their_limits_allow() {
+    let up = slow_priced_upstream().await;
+    let keys = "    - {name: rpm10, key: sk-rpm10, rpm: 10}\n    - {name: par3, key: sk-par3, max_parallel: 3}\n    - {name: cents, key: sk-cents, budget: 0.04, per: month}\n    - {name: free, key: sk-free}\n";
+    let router = Router::start(&config(&up.openai_url(), keys));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for key in ["sk-rpm10", "sk-par3", "sk-cents", "sk-free"] {
+        for _ in 0..15 {
+            let url = router.url("/v1/chat/completions");
+            tasks.push(tokio::spawn(async move {
+                let r = client().post(url).bearer_auth(key).json(&chat("gpt-4o", true)).send().await.unwrap();
+                let status = r.status().as_u16();
+                r.text().await.unwrap();
+                (key, status)
+            }));
+        }
+    }
+    let mut admitted = std::collections::HashMap::new();
+    for t in tasks {
+        let (key, status) = t.await.unwrap();
+        assert!(status == 200 || status == 429, "{key}: {status}");
+        *admitted.entry(key).or_insert(0) += u32::from(status == 200);
+    }
+    // rpm 10: the burst of 10 (one more every 6 s of the run).
+    let refill = (started.elapsed().as_secs() / 6) as u32;
+    assert!((10..=10 + refill).contains(&admitted["sk-rpm10"]), "{admitted:?}");
+    // 3 at a time, each stream ~0.3 s: at least the first 3, never all 15 at once.
+    assert!((3..15).contains(&admitted["sk-par3"]), "{admitted:?}");
+    assert!(admitted["sk-cents"] >= 4, "{admitted:?}");
+    assert_eq!(admitted["sk-free"], 15);
+    // Billed: every admitted request has its cost in the records; refusals cost nothing and reached no upstream.
+    assert!(eventually(Duration::from_secs(10), || router.records().len() == 60).await, "{}", router.records().len());
+    let records = router.records();
+    for (name, key) in [("rpm10", "sk-rpm10"), ("par3", "sk-par3"), ("cents", "sk-cents"), ("free", "sk-free")] {
+        let mine: Vec<&Value> = records.iter().filter(|r| r["gateway_key"] == name).collect();
+        let ok = mine.iter().filter(|r| r["outcome"] == "ok").count() as u32;
+        let cost: f64 = mine.iter().filter_map(|r| r["cost_usd"].as_f64()).sum();
+        assert_eq!(ok, admitted[key], "{name}");
+        assert!((cost - f64::from(ok) * 0.01).abs() < 1e-9, "{name}: {cost}");
+        let refused = mine.iter().filter(|r| r["status"] == 429).count() as u32;
+        assert_eq!(ok + refused, 15, "{name}");
+    }
+    let total_admitted: u32 = admitted.values().sum();
+    assert_eq!(up.count() as u32, total_admitted, "refusals never reach the upstream");
+}
