@@ -14,6 +14,7 @@ mod config_example;
 mod discover;
 mod generated;
 mod import;
+mod keys;
 mod probe;
 mod proxy;
 mod real_clients;
