@@ -67,6 +67,15 @@ pub struct Config {
     pub raw: RawConfig,
     pub listen: Option<SocketAddr>,
     pub gateway_keys: Vec<GatewayKey>,
+    /// Keys of the admin API (`server.admin_keys`), hashed.
+    pub admin_keys: Vec<AdminKey>,
+}
+
+/// An admin API key as the server needs it: a name and the SHA-256 of the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminKey {
+    pub name: String,
+    pub hash: [u8; 32],
 }
 
 impl Config {
@@ -313,6 +322,38 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write an IANA name such as UTC, Europe/Berlin or America/New_York",
         )
     })?;
+    // A key given in plain text is hashed at load; a `hash` must be `sha256:<hex>`.
+    let key_hash = |plain: &Option<Secret>, hash: &Option<String>, name: &str, key: &str| match (plain, hash) {
+        (Some(plain), None) if !plain.is_empty() => Ok(hash_key(plain.expose())),
+        (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
+            err(
+                locate(text, h),
+                format!("{key}.hash"),
+                "not a `sha256:<64 hex digits>` hash".into(),
+                "generate one with `router keys hash`",
+            )
+        }),
+        _ => Err(err(
+            locate(text, name),
+            key.to_string(),
+            "give exactly one of `key` or `hash`, not empty".into(),
+            "key: ${ROUTER_KEY} (hashed at load) or hash: sha256:...",
+        )),
+    };
+    let mut admin_keys: Vec<AdminKey> = Vec::new();
+    for (i, k) in raw.server.admin_keys.iter().enumerate() {
+        let key = format!("server.admin_keys[{i}]");
+        if admin_keys.iter().any(|a| a.name == k.name) {
+            return Err(err(
+                locate(text, &k.name),
+                key,
+                format!("duplicate admin key name `{}`", k.name),
+                "give every key its own name",
+            ));
+        }
+        let hash = key_hash(&k.key, &k.hash, &k.name, &key)?;
+        admin_keys.push(AdminKey { name: k.name.clone(), hash });
+    }
     let mut gateway_keys = Vec::new();
     let mut key_names = HashSet::new();
     for (i, k) in raw.server.keys.iter().enumerate() {
@@ -325,25 +366,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
                 "give every key its own name",
             ));
         }
-        let hash = match (&k.key, &k.hash) {
-            (Some(plain), None) if !plain.is_empty() => hash_key(plain.expose()),
-            (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
-                err(
-                    locate(text, h),
-                    format!("{key}.hash"),
-                    "not a `sha256:<64 hex digits>` hash".into(),
-                    "generate one with `router keys hash`",
-                )
-            })?,
-            _ => {
-                return Err(err(
-                    locate(text, &k.name),
-                    key,
-                    "give exactly one of `key` or `hash`, not empty".into(),
-                    "key: ${ROUTER_KEY} (hashed at load) or hash: sha256:...",
-                ));
-            }
-        };
+        let hash = key_hash(&k.key, &k.hash, &k.name, &key)?;
         let (limits, expires_ms) = crate::keys::yaml_limits(k, &tz).map_err(|(field, message, hint)| {
             err(locate(text, &format!("{field}:")), format!("{key}.{field}"), message, &hint)
         })?;
@@ -362,7 +385,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             err(line, at(&field), message, &hint)
         })?;
     }
-    Ok(Config { path: Some(path.to_path_buf()), raw, listen: Some(listen), gateway_keys })
+    Ok(Config { path: Some(path.to_path_buf()), raw, listen: Some(listen), gateway_keys, admin_keys })
 }
 
 /// Checks one channel; on error returns (field, message, hint). `names` collects channel names for uniqueness.

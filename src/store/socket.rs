@@ -89,7 +89,9 @@ impl Registry {
         self
     }
 
-    async fn dispatch(&self, store: &Store, name: &str, args: Value) -> anyhow::Result<Value> {
+    /// Runs operation `name` with JSON `args` on `store` (or live), as the socket does: every door (the socket,
+    /// the admin API) goes through here.
+    pub async fn dispatch(&self, store: &Store, name: &str, args: Value) -> anyhow::Result<Value> {
         if let Some((h, writes)) = self.ops.get(name) {
             let (h, s, writes) = (h.clone(), store.clone(), *writes);
             let out = tokio::task::spawn_blocking(move || h(&s, args)).await.context("store operation panicked")??;

@@ -32,6 +32,15 @@ pub struct HealthView {
     pub errors: u64,
 }
 
+/// One cooling key, for the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooling {
+    pub key: String,
+    pub remaining: Duration,
+    pub reason: String,
+    pub failures: u32,
+}
+
 #[derive(Debug, Default)]
 pub struct Health {
     map: Mutex<HashMap<String, Entry>>,
@@ -89,6 +98,40 @@ impl Health {
         let mut map = self.map.lock().expect("health lock");
         match map.get_mut(key) {
             Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
+                e.failures = 0;
+                e.until = None;
+                e.reason = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every key cooling at `now`: (key, remaining, reason, consecutive failures), by key.
+    pub fn cooling_all(&self, now: Instant) -> Vec<Cooling> {
+        let map = self.map.lock().expect("health lock");
+        let mut out: Vec<Cooling> = map
+            .iter()
+            .filter_map(|(k, e)| {
+                let until = e.until.filter(|u| *u > now)?;
+                Some(Cooling {
+                    key: k.clone(),
+                    remaining: until - now,
+                    reason: e.reason.clone().unwrap_or_default(),
+                    failures: e.failures,
+                })
+            })
+            .collect();
+        drop(map);
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Ends the cooldown of `key` whatever its reason (an operator's decision); returns whether it was cooling.
+    pub fn clear(&self, key: &str) -> bool {
+        let mut map = self.map.lock().expect("health lock");
+        match map.get_mut(key) {
+            Some(e) if e.until.is_some_and(|u| u > Instant::now()) => {
                 e.failures = 0;
                 e.until = None;
                 e.reason = None;
