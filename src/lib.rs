@@ -22,6 +22,7 @@
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
 //! - `error`: user-facing errors and exit codes.
 
+pub mod admin;
 pub mod balance;
 pub mod catalog;
 pub mod cli;

@@ -85,6 +85,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
         since_ms: a.since.as_deref().map(|s| report::parse_when(s, a.utc, false, now)).transpose()?,
         until_ms: a.until.as_deref().map(|s| report::parse_when(s, a.utc, true, now)).transpose()?,
         filters: Filters { channel: a.channel, token: a.token, model: a.model, key: a.key },
+        before: None,
     };
     let records = access.run(query)?.records;
     if a.json {

@@ -73,8 +73,8 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
-    let recorder =
-        Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
+    let registry = control::registry(live.clone());
+    let recorder = Recorder::start(&store_path, config.raw.store.retention_days, records, registry.clone()).await?;
     let store_keys = recorder.store.list_raw(store::KvTable::GatewayKeys).map(|r| r.len()).unwrap_or(0);
     if config.gateway_keys.is_empty() && store_keys == 0 && !listen.ip().is_loopback() && !args.allow_open {
         recorder.shutdown().await;
@@ -96,6 +96,8 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let state = AppState::new(snapshot, health, record_sink);
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
+    // The admin API runs the socket's operations (one registry, two doors).
+    let _ = state.admin.set(crate::admin::Admin::new(registry, live.clone()));
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
     if let Some(l) = live.get() {
         control::reload_keys(l)?;

@@ -50,6 +50,9 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
 }
 
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
+    if req.uri().path().starts_with("/admin/") {
+        return crate::admin::handle(&state, req).await;
+    }
     let snap = state.snapshot.load_full();
     let (route, mut protocol) = route(req.method(), req.uri().path());
     // Anthropic clients announce themselves; answer them in their shape on shared paths.
@@ -100,7 +103,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
 }
 
 /// The gateway key a client presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -39,7 +39,7 @@ use crate::usage::sink::RecordSink;
 pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A whole body.
-fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
@@ -56,6 +56,8 @@ pub struct AppState {
     pub keys: ArcSwap<KeyTable>,
     /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
     pub limiter: Limiter,
+    /// The admin API's operations (`/admin/v1/`), set by `serve` once the store is open.
+    pub admin: std::sync::OnceLock<crate::admin::Admin>,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             client,
             sink,
             fasttest: FastTest::default(),
+            admin: std::sync::OnceLock::new(),
         })
     }
 }

@@ -238,6 +238,9 @@ pub struct RequestsQuery {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub filters: Filters,
+    /// Paging cursor: only records older than this request id (32 hex digits, the last one of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 /// Records on the wire: each as its JSON text (ids are u128, which JSON numbers in `serde_json::Value` cannot
@@ -278,7 +281,13 @@ impl Op for RequestsQuery {
             return Ok(RecordList { records });
         }
         let rest = Filters { model: None, ..self.filters.clone() };
-        store.scan_requests(id_range(self.since_ms, self.until_ms), true, |r| {
+        let mut range = id_range(self.since_ms, self.until_ms);
+        if let Some(c) = &self.before {
+            let id = parse_cursor(c)?;
+            range.end = range.end.min(id);
+            range.start = range.start.min(range.end);
+        }
+        store.scan_requests(range, true, |r| {
             let m = &self.filters.model;
             let model_ok = m.as_deref().is_none_or(|m| m == tables::record_model(&r) || m == r.requested_model);
             if model_ok && rest.matches_record(&r) {
@@ -287,6 +296,17 @@ impl Op for RequestsQuery {
             records.len() < self.limit
         })?;
         Ok(RecordList { records })
+    }
+}
+
+/// A paging cursor: a whole request id.
+fn parse_cursor(c: &str) -> anyhow::Result<u128> {
+    let c = c.trim();
+    match u128::from_str_radix(c, 16) {
+        Ok(id) if c.len() == 32 => Ok(id),
+        _ => Err(user(format!("`{c}` is not a cursor"))
+            .with_hint("pass the `next_cursor` of the previous page (a request id, 32 hex digits)")
+            .into()),
     }
 }
 
@@ -515,6 +535,12 @@ mod tests {
         s.write_records(&recs).unwrap();
         let list = RequestsQuery { limit: 3, ..Default::default() }.run(&s).unwrap().records;
         assert_eq!(list.iter().map(|r| r.time_ms).collect::<Vec<_>>(), vec![1004, 1003, 1002]);
+        // The next page starts below the last id of this one; the last page is short.
+        let before = Some(crate::usage::format_id(list[2].id));
+        let page = RequestsQuery { limit: 3, before, ..Default::default() }.run(&s).unwrap().records;
+        assert_eq!(page.iter().map(|r| r.time_ms).collect::<Vec<_>>(), vec![1001, 1000]);
+        let bad = RequestsQuery { limit: 3, before: Some("zz".into()), ..Default::default() }.run(&s).unwrap_err();
+        assert!(bad.downcast_ref::<crate::error::UserError>().is_some(), "{bad:#}");
         let id = crate::usage::format_id(recs[2].id);
         let one = ShowRequest { id: id[..24].to_string() }.run(&s).unwrap().records;
         assert_eq!(one[0].id, recs[2].id);
