@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod admin;
 mod balance;
 mod channels;
 mod config_example;
