@@ -10,6 +10,9 @@
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
+//! - `metrics`: Prometheus metrics counted from the event stream, served at `/metrics`.
+//! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).
 //! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
@@ -31,6 +34,7 @@ pub mod control;
 pub mod crypto;
 pub mod discover;
 pub mod error;
+pub mod events;
 pub mod import;
 pub mod keys;
 pub mod live;

@@ -385,9 +385,7 @@ impl Ctx<'_> {
                 let models = control::discover_now(self.admin.cell.clone()).await?;
                 ok(&json!({"models": models}))
             }
-            Action::Events => {
-                Err(Failure(StatusCode::NOT_IMPLEMENTED, "the event stream is not built yet".into(), None))
-            }
+            Action::Events => Ok(event_stream(&self.live.state)),
         }
     }
 
@@ -529,6 +527,61 @@ impl Ctx<'_> {
     }
 }
 
+/// How often an idle event stream sends a comment, so proxies and clients keep the connection.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `GET /events`: the server's event stream as server-sent events, from now on. Opens with a `: connected`
+/// comment (the subscription exists once it arrives); a subscriber that falls behind gets `event: lagged` with
+/// how many events it missed, never a slower server.
+fn event_stream(state: &AppState) -> Response<ProxyBody> {
+    use futures_util::StreamExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let rx = state.events.subscribe();
+    let hello = futures_util::stream::once(async { Bytes::from_static(b": connected\n\n") });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+            Err(_) => Bytes::from_static(b": keep-alive\n\n"),
+            Ok(Err(RecvError::Closed)) => return None,
+            Ok(Err(RecvError::Lagged(n))) => sse("lagged", &json!({ "missed": n })),
+            Ok(Ok(e)) => event_sse(&e),
+        };
+        Some((chunk, rx))
+    });
+    let body = StreamBody::new(hello.chain(events).map(|b| Ok::<_, std::io::Error>(Frame::data(b))));
+    let mut resp = Response::new(body.boxed_unsync());
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+fn sse(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// One event as SSE: `request` (the record as `router requests --json` shows it), `cooled`, `recovered`,
+/// `balance`, `reloaded`.
+fn event_sse(e: &crate::events::Event) -> Bytes {
+    use crate::events::Event;
+    match e {
+        Event::RequestFinished(r) => sse("request", &crate::cli::requests::record_json(r, true)),
+        Event::Cooled { key, level, reason, for_ms, failures } => sse(
+            "cooled",
+            &json!({"key": &**key, "level": level.as_str(), "reason": &**reason, "for_ms": for_ms, "failures": failures}),
+        ),
+        Event::Recovered { key, level } => sse("recovered", &json!({"key": &**key, "level": level.as_str()})),
+        Event::Balance { channel, endpoint, token_key, currency, amount } => sse(
+            "balance",
+            &json!({"channel": &**channel, "endpoint": &**endpoint, "token_key": &**token_key, "currency": &**currency, "amount": amount}),
+        ),
+        Event::Reloaded => sse("reloaded", &json!({})),
+    }
+}
+
 /// Every cooling key with its level, reason and time left.
 fn health_json(state: &AppState) -> Value {
     let now = std::time::Instant::now();
@@ -537,14 +590,10 @@ fn health_json(state: &AppState) -> Value {
         .cooling_all(now)
         .into_iter()
         .map(|c| {
-            let (level, channel) = match c.key.split_once('#') {
-                Some((ch, _)) => ("model", ch),
-                None if c.key.matches('/').count() >= 2 => ("token", c.key.split('/').next().unwrap_or("")),
-                None => ("endpoint", c.key.split('/').next().unwrap_or("")),
-            };
+            let channel = c.key.split(['/', '#']).next().unwrap_or("");
             json!({
                 "key": c.key,
-                "level": level,
+                "level": crate::events::CoolLevel::of_key(&c.key).as_str(),
                 "channel": channel,
                 "reason": c.reason,
                 "remaining_ms": c.remaining.as_millis() as u64,

@@ -230,6 +230,7 @@ async fn watch_config(live: LiveCell, path: PathBuf) {
             Ok(snap) => {
                 output::note(&format!("config reloaded from {}: {} channels", path.display(), snap.channels.len()));
                 live.state.snapshot.store(Arc::new(snap));
+                live.state.events.publish(crate::events::Event::Reloaded);
                 control::release_freed_memory();
                 if let Err(e) = tokio::task::block_in_place(|| control::reload_keys(live)) {
                     output::note(&format!("error: gateway keys not reloaded, keeping the previous ones: {e:#}"));

@@ -29,6 +29,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
+use crate::events::Events;
 use crate::keys::KeyTable;
 use crate::live::limits::Limiter;
 use crate::upstream::fasttest::FastTest;
@@ -58,10 +59,15 @@ pub struct AppState {
     pub limiter: Limiter,
     /// The admin API's operations (`/admin/v1/`), set by `serve` once the store is open.
     pub admin: std::sync::OnceLock<crate::admin::Admin>,
+    /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
+    pub events: Events,
 }
 
 impl AppState {
+    /// The state of a server; `health`'s event stream becomes the server's, and the sink publishes on it.
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
+        let events = health.events().clone();
+        let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
@@ -76,6 +82,7 @@ impl AppState {
             sink,
             fasttest: FastTest::default(),
             admin: std::sync::OnceLock::new(),
+            events,
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Owns the mutable state beside the immutable catalogue. Critical sections are short (a hash map lookup under
 //! a `std` mutex) and never span an await. Cooldowns double on repeated failures up to a cap and clear on
-//! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps.
+//! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps. Each cooldown and each
+//! recovery is published once on the event stream (`events`), after the lock is released.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::CoolTarget;
 use crate::config::CooldownConfig;
+use crate::events::{CoolLevel, Event, Events};
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -44,6 +46,7 @@ pub struct Cooling {
 #[derive(Debug, Default)]
 pub struct Health {
     map: Mutex<HashMap<String, Entry>>,
+    events: Events,
 }
 
 /// The key of a (channel, model) pair.
@@ -58,6 +61,24 @@ impl Health {
         Self::default()
     }
 
+    /// The stream cooldowns and recoveries are published on (the server's one event stream).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Cooldowns active now, by level (endpoint, token, model), for the metrics scrape.
+    pub fn cooling_by_level(&self, now: Instant) -> [(CoolLevel, u64); 3] {
+        let mut counts = CoolLevel::ALL.map(|l| (l, 0u64));
+        let map = self.map.lock().expect("health lock");
+        for key in map.iter().filter(|(_, e)| e.until.is_some_and(|u| u > now)).map(|(k, _)| k) {
+            let level = CoolLevel::of_key(key);
+            if let Some(c) = counts.iter_mut().find(|(l, _)| *l == level) {
+                c.1 += 1;
+            }
+        }
+        counts
+    }
+
     /// Remaining cooldown of `key`, if it is cooling.
     pub fn cooling(&self, key: &str, now: Instant) -> Option<Duration> {
         let map = self.map.lock().expect("health lock");
@@ -68,43 +89,71 @@ impl Health {
     /// Cools `key` down after a failure: `fixed` (e.g. Retry-After) when given, else `base` doubled per
     /// consecutive failure, capped at `cap`.
     pub fn fail(&self, key: &str, base: Duration, cap: Duration, fixed: Option<Duration>, reason: &str) {
-        let mut map = self.map.lock().expect("health lock");
-        let e = map.entry(key.to_string()).or_default();
-        e.failures = e.failures.saturating_add(1);
-        e.errors += 1;
-        let d = fixed.unwrap_or_else(|| {
-            let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-            base.saturating_mul(factor).min(cap.max(base))
+        let (d, failures) = {
+            let mut map = self.map.lock().expect("health lock");
+            let e = map.entry(key.to_string()).or_default();
+            e.failures = e.failures.saturating_add(1);
+            e.errors += 1;
+            let d = fixed.unwrap_or_else(|| {
+                let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+                base.saturating_mul(factor).min(cap.max(base))
+            });
+            e.until = Some(Instant::now() + d);
+            e.reason = Some(reason.to_string());
+            (d, e.failures)
+        };
+        self.events.publish_with(|| Event::Cooled {
+            key: key.into(),
+            level: CoolLevel::of_key(key),
+            reason: reason.into(),
+            for_ms: d.as_millis() as u64,
+            failures,
         });
-        e.until = Some(Instant::now() + d);
-        e.reason = Some(reason.to_string());
+    }
+
+    fn recovered(&self, key: &str) {
+        self.events.publish_with(|| Event::Recovered { key: key.into(), level: CoolLevel::of_key(key) });
     }
 
     /// Clears failures of `key` after a success.
     pub fn succeed(&self, key: &str) {
-        let mut map = self.map.lock().expect("health lock");
-        if let Some(e) = map.get_mut(key) {
-            e.failures = 0;
-            e.until = None;
-            e.reason = None;
-            e.ok += 1;
-        } else {
-            map.insert(key.to_string(), Entry { ok: 1, ..Default::default() });
+        let was_cooling = {
+            let mut map = self.map.lock().expect("health lock");
+            if let Some(e) = map.get_mut(key) {
+                let was = e.until.is_some();
+                e.failures = 0;
+                e.until = None;
+                e.reason = None;
+                e.ok += 1;
+                was
+            } else {
+                map.insert(key.to_string(), Entry { ok: 1, ..Default::default() });
+                false
+            }
+        };
+        if was_cooling {
+            self.recovered(key);
         }
     }
 
     /// Ends the cooldown of `key` if it is cooling for `reason` (and only then); returns whether it did.
     pub fn recover(&self, key: &str, reason: &str) -> bool {
-        let mut map = self.map.lock().expect("health lock");
-        match map.get_mut(key) {
-            Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
-                e.failures = 0;
-                e.until = None;
-                e.reason = None;
-                true
+        let done = {
+            let mut map = self.map.lock().expect("health lock");
+            match map.get_mut(key) {
+                Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
+                    e.failures = 0;
+                    e.until = None;
+                    e.reason = None;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
+        };
+        if done {
+            self.recovered(key);
         }
+        done
     }
 
     /// Every key cooling at `now`: (key, remaining, reason, consecutive failures), by key.
@@ -129,16 +178,22 @@ impl Health {
 
     /// Ends the cooldown of `key` whatever its reason (an operator's decision); returns whether it was cooling.
     pub fn clear(&self, key: &str) -> bool {
-        let mut map = self.map.lock().expect("health lock");
-        match map.get_mut(key) {
-            Some(e) if e.until.is_some_and(|u| u > Instant::now()) => {
-                e.failures = 0;
-                e.until = None;
-                e.reason = None;
-                true
+        let done = {
+            let mut map = self.map.lock().expect("health lock");
+            match map.get_mut(key) {
+                Some(e) if e.until.is_some_and(|u| u > Instant::now()) => {
+                    e.failures = 0;
+                    e.until = None;
+                    e.reason = None;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
+        };
+        if done {
+            self.recovered(key);
         }
+        done
     }
 
     /// Records a time to first byte for an endpoint.
@@ -222,6 +277,27 @@ mod tests {
         let h = Health::new();
         h.fail("t", Duration::from_secs(60), Duration::from_secs(60), Some(Duration::ZERO), "429");
         assert_eq!(h.cooling("t", Instant::now() + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn cooldowns_and_recoveries_are_published_once() {
+        let h = Health::new();
+        let mut rx = h.events().subscribe();
+        h.succeed("main/default");
+        h.fail("main/default", Duration::from_secs(10), Duration::from_secs(30), None, "HTTP 500");
+        h.succeed("main/default");
+        h.succeed("main/default");
+        match rx.try_recv().unwrap() {
+            Event::Cooled { key, level, for_ms, failures, .. } => {
+                assert_eq!((&*key, level, for_ms, failures), ("main/default", CoolLevel::Endpoint, 10_000, 1));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(rx.try_recv().unwrap(), Event::Recovered { level: CoolLevel::Endpoint, .. }));
+        assert!(rx.try_recv().is_err());
+        h.fail("main#m", Duration::from_secs(10), Duration::from_secs(30), None, "404");
+        let counts = h.cooling_by_level(Instant::now());
+        assert_eq!(counts, [(CoolLevel::Endpoint, 0), (CoolLevel::Token, 0), (CoolLevel::Model, 1)]);
     }
 
     #[test]

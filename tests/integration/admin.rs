@@ -216,3 +216,37 @@ async fn keys_channels_and_cooldowns_changed_through_the_api_apply_at_once() {
     assert_eq!(s, 200, "{b}");
     assert!(!router.stderr().contains(UPSTREAM_KEY) && !router.stdout().contains(UPSTREAM_KEY));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_carries_finished_requests_and_health_changes() {
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 7, 3))).await;
+    let flaky = Mock::start(|_, _| Reply::Json(503, json!({"error": {"message": "overloaded"}}))).await;
+    let router = Router::start(&config(&up.openai_url(), &flaky.openai_url()));
+    let r = client().get(router.url("/admin/v1/events")).bearer_auth(GATEWAY).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let mut events = client().get(router.url("/admin/v1/events")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    // Subscribed once the opening comment arrives.
+    let first = events.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b": connected\n\n");
+    assert_eq!(chat(&router, GATEWAY, "gpt-4o").await, 200);
+    assert_ne!(chat(&router, GATEWAY, "gpt-flaky").await, 200);
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(text.matches("event: request").count() == 2 && text.contains("event: cooled")) {
+        let chunk = tokio::time::timeout_at(deadline, events.chunk()).await.expect("events in time").unwrap().unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: request"))
+        .map(|e| serde_json::from_str(e.split_once("data: ").unwrap().1).unwrap())
+        .collect();
+    assert_eq!(data[0]["requested_model"], "gpt-4o");
+    assert_eq!(data[0]["tokens"]["input"], 7);
+    assert!(data[0]["id"].as_str().unwrap().len() == 32);
+    assert!(text.contains("\"level\":\"endpoint\""), "{text}");
+    assert!(!text.contains(UPSTREAM_KEY) && !text.contains(GATEWAY));
+    drop(events);
+}
