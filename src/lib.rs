@@ -23,6 +23,7 @@
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
+//! - `ui`: the web dashboard at `/ui/` (compiled-in page, admin-key login, session cookies); data via `admin`.
 //! - `error`: user-facing errors and exit codes.
 
 pub mod admin;
@@ -44,5 +45,6 @@ pub mod proxy;
 pub mod routing;
 pub mod store;
 pub mod tags;
+pub mod ui;
 pub mod upstream;
 pub mod usage;

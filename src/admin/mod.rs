@@ -126,6 +126,10 @@ fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
             "add server.admin_keys to the configuration (hash one with `router keys hash`)",
         ));
     }
+    // The dashboard's browsers: a live session of a configured admin key (`crate::ui`).
+    if presented.is_none() && crate::ui::session_admin(state, req.headers(), req.method()).is_some() {
+        return Ok(());
+    }
     let Some(presented) = presented else {
         return Err(unauthorised(
             "an admin key is required",
@@ -302,6 +306,8 @@ impl Ctx<'_> {
                 let b: Body = self.json_body(false)?;
                 self.toggle_channel(false, b.reason).await
             }
+            Action::ChannelTest => self.test_channel().await,
+            Action::Models => ok(&models_json(&self.live.state.snapshot.load())),
             Action::Health => ok(&health_json(&self.live.state)),
             Action::HealthClear => {
                 #[derive(serde::Deserialize, Default)]
@@ -395,7 +401,7 @@ impl Ctx<'_> {
         let mut group_by: Vec<GroupBy> = Vec::new();
         for g in q.get("group_by").unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let by: GroupBy = serde_json::from_value(json!(g)).map_err(|_| {
-                Failure::bad(format!("`group_by`: `{g}` is not one of day, channel, endpoint, token, model, key"))
+                Failure::bad(format!("`group_by`: `{g}` is not one of day, hour, channel, endpoint, token, model, key"))
             })?;
             if !group_by.contains(&by) {
                 group_by.push(by);
@@ -482,6 +488,31 @@ impl Ctx<'_> {
                 ok(&e.map_err(anyhow::Error::from)?.unwrap_or(Value::Null))
             }
         }
+    }
+
+    /// `router test NAME` in the server: reachability of every key of the channel's endpoints; the results
+    /// feed its health (latency, cooldowns) as a report from the CLI does.
+    async fn test_channel(&self) -> Answer {
+        use crate::probe::{self, Class, Options};
+        let snap = self.live.state.snapshot.load_full();
+        if !snap.channels.iter().any(|c| *c.name == *self.name) {
+            return Err(Failure(StatusCode::NOT_FOUND, format!("no channel named `{}`", self.name), None));
+        }
+        let sel = probe::select(&snap, std::slice::from_ref(&self.name))?;
+        let opts = Options::default();
+        let (jobs, notes) = probe::jobs(&snap, &sel, &opts);
+        let checks = probe::check_all(snap.clone(), &jobs, &opts, &|| {}).await;
+        let report = probe::report(&snap, &checks, &[]);
+        probe::apply(&report, &self.live.state.health, &snap.config.raw.routing.cooldown);
+        let passed = checks.iter().filter(|c| c.result == Class::Ok).count();
+        let summary = if checks.is_empty() {
+            "nothing to test: no enabled keys or endpoints".to_string()
+        } else {
+            format!("{passed} of {} checks passed", checks.len())
+        };
+        ok(
+            &json!({"ok": !checks.is_empty() && passed == checks.len(), "summary": summary, "checks": checks, "notes": notes}),
+        )
     }
 
     async fn latest_balances(&self) -> anyhow::Result<Value> {
@@ -580,6 +611,16 @@ fn event_sse(e: &crate::events::Event) -> Bytes {
         ),
         Event::Reloaded => sse("reloaded", &json!({})),
     }
+}
+
+/// Every channel's model ids in the live catalogue.
+fn models_json(snap: &crate::catalog::Snapshot) -> Value {
+    let rows: Vec<Value> = snap
+        .channels
+        .iter()
+        .map(|c| json!({"channel": &*c.name, "models": c.models.iter().map(|m| &*m.id).collect::<Vec<_>>()}))
+        .collect();
+    json!({ "channels": rows })
 }
 
 /// Every cooling key with its level, reason and time left.

@@ -15,6 +15,8 @@ pub enum Action {
     Channel,
     ChannelEnable,
     ChannelDisable,
+    ChannelTest,
+    Models,
     Health,
     HealthClear,
     Balances,
@@ -55,7 +57,7 @@ const FILTERS: [Param; 4] = [
 const USAGE_Q: [Param; 8] = [
     ("since", "start: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339"),
     ("until", "end (a date includes that whole day)"),
-    ("group_by", "comma-separated, in order: day, channel, endpoint, token, model, key"),
+    ("group_by", "comma-separated, in order: day, hour, channel, endpoint, token, model, key"),
     ("utc", "true (default) or false: days in UTC or the server's local time"),
     FILTERS[0],
     FILTERS[1],
@@ -123,6 +125,18 @@ pub static ROUTES: &[Route] = &[
         ChannelDisable,
         "Disable a store channel.",
         body = "{\"reason\"?: text shown by list and show}"
+    ),
+    route!(
+        "POST",
+        "/channels/{name}/test",
+        ChannelTest,
+        "Check every key of a channel's endpoints now (`router test NAME --json`); the server learns from it."
+    ),
+    route!(
+        "GET",
+        "/models",
+        Models,
+        "Every channel's models as the live catalogue has them (configured and discovered)."
     ),
     route!("GET", "/health", Health, "Cooling endpoints, tokens and (channel, model) pairs: reason, time left."),
     route!("POST", "/health/clear", HealthClear, "End one cooldown now.", body = "{\"key\": a key of GET /health}"),

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Keys of the admin API (`/admin/v1/`). Empty: the admin API refuses every request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_keys: Vec<AdminKeyConfig>,
+    /// Serve the web dashboard at `/ui/` (login with an admin key). Default: on when listening on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<bool>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Send `X-Router-*` headers on responses.
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:4000".into(),
             keys: Vec::new(),
             admin_keys: Vec::new(),
+            ui: None,
             max_body_bytes: 32 * 1024 * 1024,
             debug_headers: true,
             grace_period: Dur::secs(30),

@@ -53,6 +53,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
     if req.uri().path().starts_with("/admin/") {
         return crate::admin::handle(&state, req).await;
     }
+    if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
+        return crate::ui::handle(&state, req).await;
+    }
     let snap = state.snapshot.load_full();
     let (route, mut protocol) = route(req.method(), req.uri().path());
     // Anthropic clients announce themselves; answer them in their shape on shared paths.

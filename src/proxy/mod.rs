@@ -61,6 +61,8 @@ pub struct AppState {
     pub admin: std::sync::OnceLock<crate::admin::Admin>,
     /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
     pub events: Events,
+    /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
+    pub ui_sessions: crate::ui::Sessions,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             fasttest: FastTest::default(),
             admin: std::sync::OnceLock::new(),
             events,
+            ui_sessions: crate::ui::Sessions::default(),
         })
     }
 }

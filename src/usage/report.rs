@@ -20,6 +20,9 @@ use crate::store::{Op, Store};
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     Day,
+    /// The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day's first hour (whole
+    /// days only).
+    Hour,
     Channel,
     Endpoint,
     /// The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together).
@@ -33,6 +36,7 @@ impl GroupBy {
     pub fn as_str(self) -> &'static str {
         match self {
             GroupBy::Day => "day",
+            GroupBy::Hour => "hour",
             GroupBy::Channel => "channel",
             GroupBy::Endpoint => "endpoint",
             GroupBy::Token => "token",
@@ -126,6 +130,14 @@ fn day_label(ms: i64, utc: bool) -> String {
     }
 }
 
+fn hour_label(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:00").to_string()).unwrap_or_default()
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:00").to_string()).unwrap_or_default()
+    }
+}
+
 fn utc_day_label(day: u32) -> String {
     day_label(day as i64 * 86_400_000, true)
 }
@@ -184,6 +196,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                     .iter()
                     .map(|g| match g {
                         GroupBy::Day => day_label(r.time_ms, q.utc),
+                        GroupBy::Hour => hour_label(r.time_ms, q.utc),
                         GroupBy::Channel => or_dash(r.channel.as_deref().unwrap_or("")),
                         GroupBy::Endpoint => match (&r.channel, &r.endpoint) {
                             (Some(c), Some(e)) => format!("{c}/{e}"),
@@ -209,6 +222,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                 .iter()
                 .map(|g| match g {
                     GroupBy::Day => utc_day_label(k.day),
+                    GroupBy::Hour => hour_label(k.day as i64 * 86_400_000, true),
                     GroupBy::Channel => or_dash(&k.channel),
                     GroupBy::Endpoint if k.channel.is_empty() => "-".into(),
                     GroupBy::Endpoint => format!("{}/{}", k.channel, k.endpoint),
