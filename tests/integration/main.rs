@@ -12,6 +12,7 @@ mod admin;
 mod balance;
 mod channels;
 mod config_example;
+mod dashboard;
 mod discover;
 mod generated;
 mod import;
