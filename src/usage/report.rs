@@ -3,7 +3,7 @@
 //!
 //! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
 //! [`Op`], so it runs identically in this process or in the server that holds the store. Reads exact request
-//! records when the whole range is still retained, else the daily rollups (UTC days).
+//! records when the whole range is still retained and is not whole UTC days, else the daily rollups (UTC days).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -177,6 +177,8 @@ impl Acc {
     }
 }
 
+const DAY_MS: i64 = 86_400_000;
+
 /// Request-id bounds of a time range.
 fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u128> {
     let lo = since_ms.map(|s| (s.max(0) as u128) << 64).unwrap_or(0);
@@ -186,7 +188,13 @@ fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u12
 
 pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
     let pruned = store.pruned_before()?;
-    let exact = pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned);
+    // Whole UTC days are what the daily rollups hold, exactly: read them instead of every record of the range
+    // (a month of a busy gateway is millions of records; its rollup rows are thousands).
+    let whole_days = q.utc
+        && !q.group_by.contains(&GroupBy::Hour)
+        && q.since_ms.is_some_and(|s| s.rem_euclid(DAY_MS) == 0)
+        && q.until_ms.is_none_or(|u| u.rem_euclid(DAY_MS) == 0);
+    let exact = !whole_days && (pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned));
     let mut acc = Acc::default();
     if exact {
         store.scan_requests(id_range(q.since_ms, q.until_ms), false, |r| {
@@ -512,6 +520,33 @@ mod tests {
         assert_eq!(daily.source, Source::Daily);
         assert_eq!(daily.rows, r.rows);
         assert_eq!(daily.totals, r.totals);
+    }
+
+    #[test]
+    fn whole_utc_days_read_the_rollups_with_the_same_sums() {
+        let (_d, s) = store();
+        let t0 = 20_000 * DAY;
+        s.write_records(&[
+            rec(t0 + 5, "fp:a", "a", "one", 1, Some(0.5)),
+            rec(t0 + DAY + 7, "fp:b", "b", "two", 2, None),
+            rec(t0 + 2 * DAY + 9, "fp:a", "a", "one", 4, Some(0.25)),
+        ])
+        .unwrap();
+        let by = vec![GroupBy::Day, GroupBy::Channel, GroupBy::Token, GroupBy::Model, GroupBy::Key];
+        let days = UsageQuery { since_ms: Some(t0), group_by: by.clone(), utc: true, ..Default::default() };
+        let daily = usage(&s, &days).unwrap();
+        assert_eq!(daily.source, Source::Daily);
+        let exact = usage(&s, &UsageQuery { since_ms: Some(t0 - 1), ..days.clone() }).unwrap();
+        assert_eq!(exact.source, Source::Requests);
+        assert_eq!((daily.rows.clone(), daily.totals), (exact.rows, exact.totals));
+        // Hours, local days and ranges that cut a day read the records.
+        let hours = UsageQuery { group_by: vec![GroupBy::Hour], ..days.clone() };
+        let r = usage(&s, &hours).unwrap();
+        assert_eq!(r.source, Source::Requests);
+        assert_eq!(r.rows[0].group, vec!["2024-10-04 00:00".to_string()]);
+        assert_eq!(usage(&s, &UsageQuery { utc: false, ..days.clone() }).unwrap().source, Source::Requests);
+        let cut = UsageQuery { until_ms: Some(t0 + DAY + 8), ..days };
+        assert_eq!(usage(&s, &cut).unwrap().source, Source::Requests);
     }
 
     #[test]

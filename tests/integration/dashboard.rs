@@ -339,3 +339,97 @@ async fn eventually_js(b: &Browser, script: &str) -> bool {
     }
     false
 }
+
+/// What one overview load costs: the page, its assets, then its two API calls side by side (as the page does).
+async fn overview_load(router: &Router, cookie: &str, since: &str, bucket: &str) -> Duration {
+    let http = client();
+    let get = |path: String| {
+        let req = http.get(router.url(&path)).header("cookie", cookie);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.bytes().await.unwrap().len()
+        }
+    };
+    let t = std::time::Instant::now();
+    for p in ["/ui/", "/ui/app.js", "/ui/app.css"] {
+        get(p.to_string()).await;
+    }
+    let usage = format!("/admin/v1/usage?since={since}&group_by={bucket},channel,token,model,key");
+    let recent = format!("/admin/v1/requests?since={since}&limit=1000");
+    let (u, r) = tokio::join!(get(usage), get(recent));
+    assert!(u > 0 && r > 0);
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "seeds 1,000,000 records: cargo test --test integration dashboard::load -- --ignored --nocapture"]
+async fn load_time_with_a_million_records() {
+    use router::usage::{RequestRecord, Tokens, new_id, now_ms};
+    const N: usize = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("router.redb");
+    let up = upstream().await;
+    let cfg = dir.path().join("router.yaml");
+    write(&cfg, &config(&up.openai_url(), ""));
+    // 30 days of traffic, newest now: 3 channels, 6 upstream tokens, 8 models, 4 gateway keys.
+    let path = store.clone();
+    let seeded = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || {
+        let s = router::store::Store::open(&path).unwrap();
+        let now = now_ms();
+        let span = 30 * 86_400_000i64;
+        let mut batch = Vec::with_capacity(10_000);
+        for i in 0..N {
+            let t = now - span + (i as i64 * span / N as i64);
+            let ch = ["main", "disco", "extra"][i % 3];
+            batch.push(RequestRecord {
+                id: new_id(t),
+                time_ms: t,
+                gateway_key: Some(["team", "bot", "ci", "lab"][i % 4].into()),
+                client_protocol: "openai".into(),
+                path: "/v1/chat/completions".into(),
+                requested_model: format!("model-{}", i % 8),
+                channel: Some(ch.into()),
+                endpoint: Some("default".into()),
+                token_key: Some(format!("{ch}-{}", i % 2)),
+                token_fp: Some(format!("fp:{:016x}", (i % 6) as u64 * 0x1111)),
+                strategy: "priority".into(),
+                status: 200,
+                ttfb_ms: Some((i % 900) as u32 + 40),
+                total_ms: 1200,
+                tokens: Tokens { input: 900, cache_read: 3000, cache_write: 200, output: 350, ..Default::default() },
+                cost_usd: Some(0.0042),
+                ..Default::default()
+            });
+            if batch.len() == 10_000 {
+                s.write_records(&batch).unwrap();
+                batch.clear();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    eprintln!("seeded {N} records in {:.1} s", seeded.elapsed().as_secs_f64());
+    let router = Router::serve(dir.path(), &cfg, &store);
+    let r = no_redirects().post(router.url("/ui/login")).form(&[("key", ADMIN)]).send().await.unwrap();
+    let cookie = header(&r, "set-cookie").split(';').next().unwrap().to_string();
+    let today = utc_day(0);
+    let ranges = [("24h", "24h".to_string(), "hour"), ("7d", utc_day(6), "day"), ("30d", utc_day(29), "day")];
+    for (label, since, bucket) in &ranges {
+        let mut times: Vec<Duration> = Vec::new();
+        for _ in 0..3 {
+            times.push(overview_load(&router, &cookie, since, bucket).await);
+        }
+        times.sort();
+        eprintln!("overview {label}: best {:?}, median {:?} (today {today})", times[0], times[1]);
+        if !cfg!(debug_assertions) {
+            assert!(times[1] < Duration::from_millis(300), "{label}: {:?}", times[1]);
+        }
+    }
+}
+
+/// The UTC date `days_back` days ago, `YYYY-MM-DD`.
+fn utc_day(days_back: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(days_back)).format("%Y-%m-%d").to_string()
+}

@@ -70,6 +70,11 @@ function when(t) {
   const d = new Date(t);
   return isNaN(d) ? String(t) : d.toLocaleString();
 }
+function shortWhen(t) {
+  const d = new Date(t);
+  if (isNaN(d)) return '–';
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
 function ago(t) {
   if (!t) return 'never';
   const s = Math.round((Date.now() - t) / 1000);
@@ -160,15 +165,25 @@ function route() {
 
 const ov = { range: '24h', since: null, until: null, token: '', costBy: 'channel', rows: [], bucket: 'hour' };
 
+// 7d and 30d are whole UTC days (today included), which the server answers from its daily rollups; 24h is the
+// last 24 hours, hour by hour, from the records.
+function dayStart(daysBack) {
+  const now = new Date();
+  return Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - daysBack * 864e5;
+}
+
 function rangeParams() {
   if (ov.range === 'custom') return { since: ov.since, until: ov.until };
-  return { since: ov.range };
+  if (ov.range === '24h') return { since: '24h' };
+  const days = ov.range === '7d' ? 7 : 30;
+  return { since: new Date(dayStart(days - 1)).toISOString().slice(0, 10) };
 }
 
 function rangeBounds() {
   const now = Date.now();
-  const span = { '24h': 864e5, '7d': 7 * 864e5, '30d': 30 * 864e5 }[ov.range];
-  if (span) return [now - span, now];
+  if (ov.range === '24h') return [now - 864e5, now];
+  if (ov.range === '7d') return [dayStart(6), now];
+  if (ov.range === '30d') return [dayStart(29), now];
   return [Date.parse(ov.since), ov.until ? Date.parse(ov.until) : now];
 }
 
@@ -184,7 +199,7 @@ function bucketLabels(bucket, lo, hi) {
 }
 
 function tokenLabel(r) {
-  const names = (r.token_keys || []).join(', ');
+  const names = (r.token_keys || []).filter((n) => n !== r.token).join(', ');
   if (r.token === '-' || !r.token) return '(none)';
   return names ? names + ' (' + r.token + ')' : r.token;
 }
@@ -370,15 +385,15 @@ function rqRow(r, fresh) {
   const t = r.tokens || {};
   const open = () => { location.hash = '#request/' + encodeURIComponent(r.id); };
   return el('tr', { tabindex: 0, class: fresh ? 'fresh' : null, 'data-id': r.id, onclick: open, onkeydown: (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); open(); } } },
-    el('td', { title: r.time }, when(r.time_ms)),
+    el('td', { class: 'when', title: r.time }, shortWhen(r.time_ms)),
     el('td', {}, model),
-    el('td', {}, r.channel ? (r.endpoint ? `${r.channel}/${r.endpoint}` : r.channel) : '–'),
-    el('td', {}, r.gateway_key || '–'),
-    el('td', {}, r.status || '–'),
+    el('td', { class: 'hide-narrow' }, r.channel ? (r.endpoint ? `${r.channel}/${r.endpoint}` : r.channel) : '–'),
+    el('td', { class: 'hide-narrow' }, r.gateway_key || '–'),
+    el('td', { class: 'hide-narrow' }, r.status || '–'),
     el('td', {}, outcomePill(r.outcome)),
-    el('td', { class: 'num' }, `${compact((t.input || 0) + (t.cache_read || 0) + (t.cache_write || 0))} / ${compact(t.output || 0)}`),
+    el('td', { class: 'num hide-narrow' }, `${compact((t.input || 0) + (t.cache_read || 0) + (t.cache_write || 0))} / ${compact(t.output || 0)}`),
     el('td', { class: 'num' }, usd(r.cost_usd)),
-    el('td', { class: 'num' }, ms(r.ttfb_ms)));
+    el('td', { class: 'num hide-narrow' }, ms(r.ttfb_ms)));
 }
 
 function rqRender() {
@@ -696,6 +711,7 @@ function wire() {
   });
 
   for (const h of document.querySelectorAll('main h1')) h.setAttribute('tabindex', '-1');
+  $('#rq-filter-box').open = window.matchMedia('(min-width: 641px)').matches;
   window.addEventListener('hashchange', route);
   route();
 }
