@@ -23,6 +23,8 @@
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
+//! - `admin`: the admin API (`/admin/v1/`): admin-key auth, the CLI's operations over HTTP, the event stream as SSE.
+//! - `telemetry`: OpenTelemetry spans built from finished request records, exported over OTLP/HTTP.
 //! - `error`: user-facing errors and exit codes.
 
 pub mod admin;
@@ -44,5 +46,6 @@ pub mod proxy;
 pub mod routing;
 pub mod store;
 pub mod tags;
+pub mod telemetry;
 pub mod upstream;
 pub mod usage;

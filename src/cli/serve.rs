@@ -121,7 +121,11 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         |c| c.raw.balance.interval.map(|d| d.0),
         |cell| Box::pin(control::refresh_balances(cell)),
     ));
+    let traces = crate::telemetry::start(&state.snapshot.load().config.raw.telemetry, &state)?;
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
     discovery.abort();
     balances.abort();
     drop(state);

@@ -340,6 +340,16 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "key: ${ROUTER_KEY} (hashed at load) or hash: sha256:...",
         )),
     };
+    if let Some(e) = &raw.telemetry.otlp_endpoint
+        && let Err(message) = crate::telemetry::traces_url(e)
+    {
+        return Err(err(
+            locate(text, "otlp_endpoint:"),
+            "telemetry.otlp_endpoint".into(),
+            message,
+            "write the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318",
+        ));
+    }
     let mut admin_keys: Vec<AdminKey> = Vec::new();
     for (i, k) in raw.server.admin_keys.iter().enumerate() {
         let key = format!("server.admin_keys[{i}]");

@@ -20,7 +20,27 @@ pub struct RawConfig {
     pub upstream: UpstreamConfig,
     pub discovery: DiscoveryConfig,
     pub balance: BalanceSettings,
+    #[serde(skip_serializing_if = "TelemetryConfig::is_off")]
+    pub telemetry: TelemetryConfig,
     pub channels: Vec<ChannelConfig>,
+}
+
+/// OpenTelemetry traces: off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added unless the URL has a path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans. Default: `router`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+impl TelemetryConfig {
+    pub fn is_off(&self) -> bool {
+        self.otlp_endpoint.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

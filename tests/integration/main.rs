@@ -22,5 +22,6 @@ mod real_clients;
 mod sdk;
 mod store;
 mod tags;
+mod traces;
 mod translate;
 mod wire;
