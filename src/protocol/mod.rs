@@ -6,6 +6,7 @@
 pub mod convert;
 pub mod errors;
 pub mod request;
+pub mod session;
 pub mod sse;
 pub mod usage;
 
