@@ -447,8 +447,22 @@ pub struct Price {
     pub output: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read: Option<f64>,
+    /// Writing the cache with the default (5-minute) TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<f64>,
+    /// Writing the cache with a 1-hour TTL (Anthropic `ttl: "1h"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+}
+
+impl Price {
+    /// Anthropic's cache-write multipliers, applied where a price leaves them unset: a 5-minute write costs 1.25x
+    /// the input price, a 1-hour write 2x.
+    pub fn with_anthropic_cache_defaults(mut self) -> Price {
+        self.cache_write.get_or_insert(self.input * 1.25);
+        self.cache_write_1h.get_or_insert(self.input * 2.0);
+        self
+    }
 }
 
 /// A secret string: its `Debug` and `Display` never show it.

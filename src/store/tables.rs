@@ -295,7 +295,7 @@ mod tests {
             stream: false,
             ttfb_ms: Some(5),
             total_ms: 12,
-            tokens: Tokens { input, cache_read: 3, cache_write: 1, output: 7, reasoning: 2 },
+            tokens: Tokens { input, cache_read: 3, cache_write: 1, output: 7, reasoning: 2, cache_write_1h: 0 },
             usage_source: UsageSource::Upstream,
             cost_usd: cost,
             translated: None,
