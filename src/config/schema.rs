@@ -133,6 +133,24 @@ pub struct RoutingConfig {
     pub retry_on_timeout: bool,
     pub cooldown: CooldownConfig,
     pub balanced: BalancedWeights,
+    pub affinity: AffinityConfig,
+}
+
+/// Prompt-cache affinity: a conversation keeps the upstream candidate that served it, so provider caches hit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffinityConfig {
+    pub enabled: bool,
+    /// How long an unused binding lives; every use refreshes it (the longest provider cache TTL is 1 hour).
+    pub ttl: Dur,
+    /// Bindings kept at most; the least recently used go first.
+    pub max_sessions: usize,
+}
+
+impl Default for AffinityConfig {
+    fn default() -> Self {
+        Self { enabled: true, ttl: Dur::secs(3600), max_sessions: 100_000 }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -144,6 +162,7 @@ impl Default for RoutingConfig {
             retry_on_timeout: false,
             cooldown: CooldownConfig::default(),
             balanced: BalancedWeights::default(),
+            affinity: AffinityConfig::default(),
         }
     }
 }

@@ -300,6 +300,8 @@ mod tests {
             cost_usd: cost,
             translated: None,
             error: None,
+            session: Some("0123456789abcdef".into()),
+            affinity: Some("hit".into()),
         }
     }
 

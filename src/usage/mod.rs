@@ -160,6 +160,12 @@ pub struct RequestRecord {
     pub translated: Option<String>,
     /// Short error text (never a key).
     pub error: Option<String>,
+    /// The conversation this request belongs to: 16 hex digits of a one-way hash (never the raw id).
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Prompt-cache affinity: `new`, `hit`, `moved` or `off` (absent in records older than affinity).
+    #[serde(default)]
+    pub affinity: Option<String>,
 }
 
 /// A new time-ordered record id: unix ms in the high 64 bits, random in the low.
