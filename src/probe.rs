@@ -907,6 +907,7 @@ async fn send_through_proxy(
         health,
         sink,
         fasttest: crate::upstream::fasttest::FastTest::default(),
+        affinity: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

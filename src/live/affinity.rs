@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where a session is bound: a stable 64-bit hash of (channel, endpoint, token_key, upstream model). Names, not
@@ -160,9 +159,22 @@ impl Shard {
 pub struct Affinity {
     shards: Box<[Mutex<Shard>]>,
     base: Instant,
-    ttl_ms: AtomicU64,
+}
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Affinity::new()
+    }
+}
+
+/// How long bindings live and how many are kept: from the configuration of the request at hand, so a reload
+/// takes effect with the next request (existing bindings keep their expiry; a smaller maximum applies as new
+/// bindings arrive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub ttl: Duration,
     /// Bindings at most, over all shards.
-    max: AtomicUsize,
+    pub max: usize,
 }
 
 /// What happened to a binding on one request (the `X-Router-Affinity` header and the record).
@@ -190,20 +202,9 @@ impl Outcome {
 }
 
 impl Affinity {
-    pub fn new(ttl: Duration, max: usize) -> Affinity {
-        Affinity {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
-            base: Instant::now(),
-            ttl_ms: AtomicU64::new(ttl.as_millis() as u64),
-            max: AtomicUsize::new(max),
-        }
-    }
-
-    /// Applies a reloaded configuration. Existing bindings keep their expiry; a smaller maximum takes effect as
-    /// new bindings arrive.
-    pub fn configure(&self, ttl: Duration, max: usize) {
-        self.ttl_ms.store(ttl.as_millis() as u64, Ordering::Relaxed);
-        self.max.store(max, Ordering::Relaxed);
+    /// An empty table; it grows as sessions arrive (nothing is allocated up front).
+    pub fn new() -> Affinity {
+        Affinity { shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(), base: Instant::now() }
     }
 
     fn shard(&self, session: u64) -> &Mutex<Shard> {
@@ -215,14 +216,10 @@ impl Affinity {
         now.saturating_duration_since(self.base).as_millis() as u64
     }
 
-    fn cap_per_shard(&self) -> usize {
-        self.max.load(Ordering::Relaxed).div_ceil(SHARDS)
-    }
-
     /// The target `session` is bound to, if the binding has not expired; using it refreshes its TTL.
-    pub fn binding(&self, session: u64, now: Instant) -> Option<Target> {
+    pub fn binding(&self, session: u64, policy: &Policy, now: Instant) -> Option<Target> {
         let now_ms = self.ms(now);
-        let ttl = self.ttl_ms.load(Ordering::Relaxed);
+        let ttl = policy.ttl.as_millis() as u64;
         let mut s = self.shard(session).lock().expect("affinity lock");
         let i = *s.index.get(&session)?;
         if s.nodes[i as usize].expires_ms <= now_ms {
@@ -236,10 +233,10 @@ impl Affinity {
     }
 
     /// Binds `session` to `target` for the TTL (a new binding, or a move).
-    pub fn bind(&self, session: u64, target: Target, now: Instant) {
+    pub fn bind(&self, session: u64, target: Target, policy: &Policy, now: Instant) {
         let now_ms = self.ms(now);
-        let expires_ms = now_ms + self.ttl_ms.load(Ordering::Relaxed);
-        let cap = self.cap_per_shard();
+        let expires_ms = now_ms + policy.ttl.as_millis() as u64;
+        let cap = policy.max.div_ceil(SHARDS);
         if cap == 0 {
             return;
         }
@@ -303,25 +300,25 @@ mod tests {
 
     #[test]
     fn binds_and_refreshes_the_ttl_on_use() {
-        let a = Affinity::new(Duration::from_secs(10), 100);
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(10), max: 100 });
         let t0 = Instant::now();
         let target = Target::of("c", "e", "k", "m");
-        assert_eq!(a.binding(key(1), t0), None);
-        a.bind(key(1), target, t0);
-        assert_eq!(a.binding(key(1), t0 + Duration::from_secs(9)), Some(target));
+        assert_eq!(a.binding(key(1), &p, t0), None);
+        a.bind(key(1), target, &p, t0);
+        assert_eq!(a.binding(key(1), &p, t0 + Duration::from_secs(9)), Some(target));
         // Used at 9 s: now lives until 19 s.
-        assert_eq!(a.binding(key(1), t0 + Duration::from_secs(18)), Some(target));
-        assert_eq!(a.binding(key(1), t0 + Duration::from_secs(29)), None);
+        assert_eq!(a.binding(key(1), &p, t0 + Duration::from_secs(18)), Some(target));
+        assert_eq!(a.binding(key(1), &p, t0 + Duration::from_secs(29)), None);
         assert!(a.is_empty());
     }
 
     #[test]
     fn rebinding_moves_the_session() {
-        let a = Affinity::new(Duration::from_secs(10), 100);
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(10), max: 100 });
         let t0 = Instant::now();
-        a.bind(key(1), Target::of("a", "e", "k", "m"), t0);
-        a.bind(key(1), Target::of("b", "e", "k", "m"), t0);
-        assert_eq!(a.binding(key(1), t0), Some(Target::of("b", "e", "k", "m")));
+        a.bind(key(1), Target::of("a", "e", "k", "m"), &p, t0);
+        a.bind(key(1), Target::of("b", "e", "k", "m"), &p, t0);
+        assert_eq!(a.binding(key(1), &p, t0), Some(Target::of("b", "e", "k", "m")));
         assert_eq!(a.len(), 1);
     }
 
@@ -340,38 +337,38 @@ mod tests {
 
     #[test]
     fn size_is_bounded_and_the_least_recently_used_go_first() {
-        let a = Affinity::new(Duration::from_secs(3600), 160);
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(3600), max: 160 });
         let t0 = Instant::now();
         let t = Target(7);
         for n in 0..1000 {
-            a.bind(key(n), t, t0);
+            a.bind(key(n), t, &p, t0);
             // Keep session 0 in use: it must survive.
-            assert_eq!(a.binding(key(0), t0), Some(t), "lost at {n}");
+            assert_eq!(a.binding(key(0), &p, t0), Some(t), "lost at {n}");
         }
         assert!(a.len() <= 160, "{}", a.len());
         assert!(a.len() >= 100, "{}", a.len());
-        assert_eq!(a.binding(key(999), t0), Some(t));
-        assert_eq!(a.binding(key(1), t0), None);
+        assert_eq!(a.binding(key(999), &p, t0), Some(t));
+        assert_eq!(a.binding(key(1), &p, t0), None);
     }
 
     #[test]
     fn expired_bindings_are_dropped_as_new_ones_arrive() {
-        let a = Affinity::new(Duration::from_secs(1), 1000);
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(1), max: 1000 });
         let t0 = Instant::now();
         for n in 0..200 {
-            a.bind(key(n), Target(1), t0);
+            a.bind(key(n), Target(1), &p, t0);
         }
         let later = t0 + Duration::from_secs(2);
         for n in 200..232 {
-            a.bind(key(n), Target(1), later);
+            a.bind(key(n), Target(1), &p, later);
         }
         assert_eq!(a.len(), 32);
     }
 
     #[test]
     fn zero_maximum_binds_nothing() {
-        let a = Affinity::new(Duration::from_secs(1), 0);
-        a.bind(key(1), Target(1), Instant::now());
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(1), max: 0 });
+        a.bind(key(1), Target(1), &p, Instant::now());
         assert!(a.is_empty());
     }
 
@@ -380,10 +377,10 @@ mod tests {
     fn state_per_binding_is_small() {
         assert_eq!(std::mem::size_of::<Node>(), 32);
         let n = 100_000u64;
-        let a = Affinity::new(Duration::from_secs(3600), n as usize);
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(3600), max: n as usize });
         let t0 = Instant::now();
         for i in 0..n {
-            a.bind(key(i), Target(i), t0);
+            a.bind(key(i), Target(i), &p, t0);
         }
         // The bound is per shard (max / 16 each), so an uneven spread keeps slightly fewer than `max`.
         let len = a.len();
@@ -395,15 +392,15 @@ mod tests {
 
     #[test]
     fn lookups_are_fast() {
-        let a = Affinity::new(Duration::from_secs(3600), 100_000);
+        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(3600), max: 100_000 });
         let t0 = Instant::now();
         for i in 0..10_000 {
-            a.bind(key(i), Target(i), t0);
+            a.bind(key(i), Target(i), &p, t0);
         }
         let start = Instant::now();
         let mut hits = 0;
         for i in 0..100_000u64 {
-            hits += a.binding(key(i % 10_000), t0).is_some() as u32;
+            hits += a.binding(key(i % 10_000), &p, t0).is_some() as u32;
         }
         let per = start.elapsed() / 100_000;
         eprintln!("affinity: {per:?} per lookup");

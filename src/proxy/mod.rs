@@ -6,6 +6,7 @@
 //! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
 //! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
+mod affinity;
 pub mod body;
 mod exchange;
 mod failover;
@@ -29,6 +30,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
+use crate::live::affinity::Affinity;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub sink: RecordSink,
     /// Measures endpoints without observed latency before a `fastest` plan (cached; other strategies never use it).
     pub fasttest: FastTest,
+    /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
+    pub affinity: Affinity,
 }
 
 impl AppState {
@@ -61,6 +65,7 @@ impl AppState {
             client,
             sink,
             fasttest: FastTest::default(),
+            affinity: Affinity::new(),
         })
     }
 }
