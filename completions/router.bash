@@ -1524,7 +1524,7 @@ _router() {
             return 0
             ;;
         router__subcmd__requests)
-            opts="-n -h -V --limit --since --until --channel --token --model --key --json --utc --config --store --help --version show help"
+            opts="-n -h -V --limit --since --until --channel --token --model --key --session --json --utc --config --store --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1559,6 +1559,10 @@ _router() {
                     return 0
                     ;;
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1856,7 +1860,7 @@ _router() {
             return 0
             ;;
         router__subcmd__usage)
-            opts="-h -V --since --until --group-by --channel --token --model --key --json --csv --utc --config --store --help --version"
+            opts="-h -V --since --until --group-by --channel --token --model --key --session --top --json --csv --utc --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1871,7 +1875,7 @@ _router() {
                     return 0
                     ;;
                 --group-by)
-                    COMPREPLY=($(compgen -W "day channel endpoint token model key" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "day channel endpoint token model key session" -- "${cur}"))
                     return 0
                     ;;
                 --channel)
@@ -1887,6 +1891,14 @@ _router() {
                     return 0
                     ;;
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
