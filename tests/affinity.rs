@@ -240,8 +240,11 @@ fn filler(conv: &str, turn: usize) -> String {
     format!("{conv} turn {turn}: ") + &"please look at the failing test and fix it. ".repeat(8)
 }
 
-/// One turn of a conversation: path, headers, body. `models` = (anthropic model, openai model).
-fn request(kind: Kind, conv: &str, turn: usize, models: (&str, &str)) -> (&'static str, Vec<(String, String)>, Value) {
+/// The model each kind asks for: (Messages, Chat, Responses).
+type Models<'a> = (&'a str, &'a str, &'a str);
+
+/// One turn of a conversation: path, headers, body.
+fn request(kind: Kind, conv: &str, turn: usize, models: Models<'_>) -> (&'static str, Vec<(String, String)>, Value) {
     let system = format!("You are a coding agent. Conversation {conv}. ") + &"Follow the rules. ".repeat(30);
     let mut history = Vec::new();
     for t in 0..=turn {
@@ -280,7 +283,7 @@ fn request(kind: Kind, conv: &str, turn: usize, models: (&str, &str)) -> (&'stat
                 })
                 .collect();
             let body =
-                json!({"model": models.1, "instructions": system, "input": input, "stream": true, "store": false});
+                json!({"model": models.2, "instructions": system, "input": input, "stream": true, "store": false});
             ("/v1/responses", vec![("session_id".into(), format!("codex-{conv}"))], body)
         }
     }
@@ -361,20 +364,25 @@ struct Setup {
 }
 
 async fn setup(extra_routing: &str) -> Setup {
+    setup_with(extra_routing, "").await
+}
+
+async fn setup_with(extra_routing: &str, extra_channels: &str) -> Setup {
     let state: Shared = Arc::default();
     let mut mocks = Vec::new();
     for name in ["s0", "s1", "s2"] {
         mocks.push(cache_upstream(name, state.clone()).await);
     }
     let urls = [mocks[0].root_url(), mocks[1].root_url(), mocks[2].root_url()];
-    let router = Router::start(&config(&urls, extra_routing, None));
+    let extra_channels = extra_channels.replace("{s0}", &urls[0]).replace("{s1}", &urls[1]).replace("{s2}", &urls[2]);
+    let router = Router::start(&(config(&urls, extra_routing, None) + &extra_channels));
     Setup { state, _mocks: mocks, router, urls }
 }
 
 /// Runs `convs` interleaved conversations of `turns` turns for every kind; returns cached / achievable per kind.
 async fn traffic(
     s: &Setup,
-    models: (&str, &str),
+    models: Models<'_>,
     tag: &str,
     convs: usize,
     turns: usize,
@@ -391,6 +399,15 @@ async fn traffic(
                 let r = send(&s.router, path, &headers, &body, Some(GW)).await;
                 assert_eq!(r.status, 200, "{kind:?} {conv} turn {turn}: {}", r.text);
                 let rep = s.state.lock().unwrap().reported[before].clone();
+                // What the client is told equals what the upstream reported, translated or not.
+                if let Ok(v) = serde_json::from_str::<Value>(&r.text) {
+                    let u = &v["usage"];
+                    let told = u["prompt_tokens_details"]["cached_tokens"]
+                        .as_u64()
+                        .or(u["cache_read_input_tokens"].as_u64())
+                        .or(u["input_tokens_details"]["cached_tokens"].as_u64());
+                    assert_eq!(told, Some(rep.cache_read), "{kind:?}: {}", r.text);
+                }
                 let e = out.entry(kind).or_default();
                 e.0 += rep.cache_read;
                 e.1 += rep.achievable;
@@ -410,12 +427,12 @@ fn ratios(m: &HashMap<Kind, (u64, u64)>) -> (f64, Vec<(Kind, f64)>) {
 async fn interleaved_agent_traffic_reaches_the_achievable_cache_and_accounting_matches_the_upstream() {
     let s = setup("").await;
     // Three equal channels per protocol.
-    let channels = traffic(&s, ("claude-x", "gpt-x"), "ch", 5, 5, &[]).await;
+    let channels = traffic(&s, ("claude-x", "gpt-x", "gpt-x"), "ch", 5, 5, &[]).await;
     // One endpoint with three keys.
-    let keys = traffic(&s, ("claude-y", "gpt-y"), "key", 5, 5, &[]).await;
+    let keys = traffic(&s, ("claude-y", "gpt-y", "gpt-y"), "key", 5, 5, &[]).await;
     // The same traffic with affinity off, for comparison.
     let off = [("x-router-affinity".to_string(), "off".to_string())];
-    let without = traffic(&s, ("claude-x", "gpt-x"), "off", 5, 5, &off).await;
+    let without = traffic(&s, ("claude-x", "gpt-x", "gpt-x"), "off", 5, 5, &off).await;
     let (all_c, per_c) = ratios(&channels);
     let (all_k, per_k) = ratios(&keys);
     let (all_off, per_off) = ratios(&without);
@@ -476,10 +493,51 @@ async fn interleaved_agent_traffic_reaches_the_achievable_cache_and_accounting_m
     assert!(out.contains("hit rate"), "{out}");
 }
 
+/// Every kind through a channel of the other protocol (Messages <-> Chat, Responses -> Chat), streamed and not:
+/// the cache still follows the conversation, and records and client-visible usage equal the upstream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_traffic_keeps_affinity_and_exact_accounting() {
+    let keys = |p: &str| {
+        format!("[{{name: {p}1, key: sk-{p}-1}}, {{name: {p}2, key: sk-{p}-2}}, {{name: {p}3, key: sk-{p}-3}}]")
+    };
+    let channels = format!(
+        "  - {{name: to-anthropic, protocol: anthropic, base_url: {{s0}}, keys: {}, models: [gpt-t]}}\n\
+         \x20 - {{name: to-chat, protocol: openai, base_url: {{s1}}/v1, keys: {}, models: [claude-t]}}\n\
+         \x20 - {{name: responses-via-chat, protocol: openai, base_url: {{s2}}/v1, keys: {}, models: [resp-t], responses_api: chat}}\n",
+        keys("ta"),
+        keys("tc"),
+        keys("tr")
+    );
+    let s = setup_with("", &channels).await;
+    let got = traffic(&s, ("claude-t", "gpt-t", "resp-t"), "tr", 4, 4, &[]).await;
+    let (all, per) = ratios(&got);
+    eprintln!("cached / achievable, translated: {all:.3} {per:?}");
+    for (kind, r) in &per {
+        assert!(*r >= 0.95, "{kind:?}: {r:.3}");
+    }
+    let reported = s.state.lock().unwrap().reported.clone();
+    let mut records = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            records = s.router.records();
+            records.len() == reported.len()
+        })
+        .await
+    );
+    assert!(records.iter().all(|r| r["translated"].is_string()), "{records:?}");
+    let t = |k: &str| records.iter().map(|r| r["tokens"][k].as_u64().unwrap_or(0)).sum::<u64>();
+    let u = |f: fn(&Reported) -> u64| reported.iter().map(f).sum::<u64>();
+    assert_eq!(
+        (t("input"), t("cache_read"), t("cache_write"), t("cache_write_1h"), t("output")),
+        (u(|r| r.input), u(|r| r.cache_read), u(|r| r.cache_write), u(|r| r.cache_write_1h), u(|r| r.output))
+    );
+    assert!(u(|r| r.cache_write_1h) > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_key_moves_the_session_once_and_it_stays_on_its_new_key() {
     let s = setup("").await;
-    for models in [("claude-y", "gpt-y"), ("claude-x", "gpt-x")] {
+    for models in [("claude-y", "gpt-y", "gpt-y"), ("claude-x", "gpt-x", "gpt-x")] {
         let (path, headers, _) = request(Kind::PromptCacheKey, "fail", 0, models);
         let turn = |t: usize| request(Kind::PromptCacheKey, "fail", t, models).2;
         let first = send(&s.router, path, &headers, &turn(0), Some(GW)).await;
@@ -504,7 +562,7 @@ async fn a_failing_key_moves_the_session_once_and_it_stays_on_its_new_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binding_to_a_disabled_channel_or_a_key_not_allowed_is_not_used() {
     let s = setup("").await;
-    let body = |t: usize| request(Kind::ClaudeCode, "gone", t, ("claude-x", "gpt-x"));
+    let body = |t: usize| request(Kind::ClaudeCode, "gone", t, ("claude-x", "gpt-x", "gpt-x"));
     // Bound to a0 (pinned on the first turn).
     let (path, mut headers, b) = body(0);
     headers.push(("x-router-channel".into(), "a0".into()));
@@ -539,7 +597,7 @@ async fn bindings_expire_after_the_ttl_and_the_table_is_bounded() {
     let send_to = |model: &'static str, conv: String, t: usize| {
         let router = &s.router;
         async move {
-            let (path, headers, body) = request(Kind::PromptCacheKey, &conv, t, ("claude-y", model));
+            let (path, headers, body) = request(Kind::PromptCacheKey, &conv, t, ("claude-y", model, model));
             send(router, path, &headers, &body, Some(GW)).await
         }
     };
@@ -564,7 +622,7 @@ async fn bindings_expire_after_the_ttl_and_the_table_is_bounded() {
     assert!(per_target.values().all(|&n| (25..=75).contains(&n)), "{per_target:?}");
 
     // Off for one request: said so, recorded, and nothing is bound.
-    let (path, mut headers, body) = request(Kind::PromptCacheKey, "quiet", 0, ("claude-y", "gpt-y"));
+    let (path, mut headers, body) = request(Kind::PromptCacheKey, "quiet", 0, ("claude-y", "gpt-y", "gpt-y"));
     headers.push(("x-router-affinity".into(), "off".into()));
     assert_eq!(send(&s.router, path, &headers, &body, Some(GW)).await.affinity, "off");
     assert_eq!(send_turn("quiet".into(), 1).await.affinity, "new");
@@ -574,7 +632,7 @@ async fn bindings_expire_after_the_ttl_and_the_table_is_bounded() {
 async fn affinity_disabled_in_config_says_off_and_still_spreads() {
     let s = setup("  affinity: {enabled: false}\n").await;
     for t in 0..3 {
-        let (path, headers, body) = request(Kind::ClaudeCode, "cfg-off", t, ("claude-y", "gpt-y"));
+        let (path, headers, body) = request(Kind::ClaudeCode, "cfg-off", t, ("claude-y", "gpt-y", "gpt-y"));
         let r = send(&s.router, path, &headers, &body, Some(GW)).await;
         assert_eq!((r.status, r.affinity.as_str()), (200, "off"));
     }
