@@ -488,9 +488,10 @@ async fn interleaved_agent_traffic_reaches_the_achievable_cache_and_accounting_m
     assert_eq!(usage["rows"].as_array().unwrap().len(), 3);
     let rate = usage["totals"]["cache_hit_rate"].as_f64().unwrap();
     assert!(rate > 0.3 && rate < 1.0, "{rate}");
-    let (code, out, _) = run_cli(&["usage", "--store", store], &[]);
+    let (code, out, _) = run_cli(&["usage", "--group-by", "session", "--top", "4", "--store", store], &[]);
     assert_eq!(code, 0);
     assert!(out.contains("hit rate"), "{out}");
+    eprintln!("$ router usage --group-by session --top 4\n{out}");
 }
 
 /// Every kind through a channel of the other protocol (Messages <-> Chat, Responses -> Chat), streamed and not:
