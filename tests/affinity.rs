@@ -417,6 +417,27 @@ async fn traffic(
     out
 }
 
+/// Waits for one record per upstream request; checks that the recorded tokens (uncached input, cache reads,
+/// writes and their 1-hour part, output) add up to exactly what the upstreams reported. Returns the records.
+async fn records_equal_reported(s: &Setup) -> Vec<Value> {
+    let reported = s.state.lock().unwrap().reported.clone();
+    let mut records = Vec::new();
+    let all_there = eventually(Duration::from_secs(20), || {
+        records = s.router.records();
+        records.len() == reported.len()
+    })
+    .await;
+    assert!(all_there, "{} records for {} upstream requests", records.len(), reported.len());
+    let t = |k: &str| records.iter().map(|r| r["tokens"][k].as_u64().unwrap_or(0)).sum::<u64>();
+    let u = |f: fn(&Reported) -> u64| reported.iter().map(f).sum::<u64>();
+    assert_eq!(
+        (t("input"), t("cache_read"), t("cache_write"), t("cache_write_1h"), t("output")),
+        (u(|r| r.input), u(|r| r.cache_read), u(|r| r.cache_write), u(|r| r.cache_write_1h), u(|r| r.output))
+    );
+    assert!(u(|r| r.cache_write_1h) > 0, "the 1-hour split must be exercised");
+    records
+}
+
 fn ratios(m: &HashMap<Kind, (u64, u64)>) -> (f64, Vec<(Kind, f64)>) {
     let (c, a) = m.values().fold((0, 0), |(c, a), (x, y)| (c + x, a + y));
     let per = KINDS.iter().map(|k| (*k, m[k].0 as f64 / m[k].1.max(1) as f64)).collect();
@@ -444,27 +465,7 @@ async fn interleaved_agent_traffic_reaches_the_achievable_cache_and_accounting_m
     }
     assert!(all_off < 0.9, "the mock must punish bouncing between keys: {all_off:.3}");
 
-    // Records: every request's tokens equal what its upstream reported (reads, writes, 1-hour writes).
-    let reported = s.state.lock().unwrap().reported.clone();
-    let mut records = Vec::new();
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            records = s.router.records();
-            records.len() == reported.len()
-        })
-        .await,
-        "{} records for {} upstream requests",
-        records.len(),
-        reported.len()
-    );
-    let sum = |f: &dyn Fn(&Value) -> u64| records.iter().map(f).sum::<u64>();
-    let t = |r: &Value, k: &str| r["tokens"][k].as_u64().unwrap_or(0);
-    assert_eq!(sum(&|r| t(r, "cache_read")), reported.iter().map(|r| r.cache_read).sum::<u64>());
-    assert_eq!(sum(&|r| t(r, "cache_write")), reported.iter().map(|r| r.cache_write).sum::<u64>());
-    assert_eq!(sum(&|r| t(r, "cache_write_1h")), reported.iter().map(|r| r.cache_write_1h).sum::<u64>());
-    assert_eq!(sum(&|r| t(r, "input")), reported.iter().map(|r| r.input).sum::<u64>());
-    assert_eq!(sum(&|r| t(r, "output")), reported.iter().map(|r| r.output).sum::<u64>());
-    assert!(reported.iter().any(|r| r.cache_write_1h > 0));
+    let records = records_equal_reported(&s).await;
     // Sessions are recorded as hashes; the affinity outcome with them.
     assert!(records.iter().all(|r| r["session"].as_str().is_some_and(|s| s.len() == 16)), "{:?}", records[0]);
     let outcomes: HashSet<&str> = records.iter().filter_map(|r| r["affinity"].as_str()).collect();
@@ -516,23 +517,8 @@ async fn translated_traffic_keeps_affinity_and_exact_accounting() {
     for (kind, r) in &per {
         assert!(*r >= 0.95, "{kind:?}: {r:.3}");
     }
-    let reported = s.state.lock().unwrap().reported.clone();
-    let mut records = Vec::new();
-    assert!(
-        eventually(Duration::from_secs(20), || {
-            records = s.router.records();
-            records.len() == reported.len()
-        })
-        .await
-    );
+    let records = records_equal_reported(&s).await;
     assert!(records.iter().all(|r| r["translated"].is_string()), "{records:?}");
-    let t = |k: &str| records.iter().map(|r| r["tokens"][k].as_u64().unwrap_or(0)).sum::<u64>();
-    let u = |f: fn(&Reported) -> u64| reported.iter().map(f).sum::<u64>();
-    assert_eq!(
-        (t("input"), t("cache_read"), t("cache_write"), t("cache_write_1h"), t("output")),
-        (u(|r| r.input), u(|r| r.cache_read), u(|r| r.cache_write), u(|r| r.cache_write_1h), u(|r| r.output))
-    );
-    assert!(u(|r| r.cache_write_1h) > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
