@@ -131,7 +131,7 @@ async fn cache_upstream(server: &'static str, state: Shared) -> Mock {
         let model = body["model"].as_str().unwrap_or("m").to_string();
         let stream = body["stream"] == true;
         let rest = total - cached;
-        let reply = if path.ends_with("/messages") {
+        if path.ends_with("/messages") {
             // The last few tokens after the cache breakpoint are plain input; the rest is written, a third of it
             // with the 1-hour TTL.
             let input = rest.min(2);
@@ -216,8 +216,7 @@ async fn cache_upstream(server: &'static str, state: Shared) -> Mock {
                         "usage": usage}))
                 }
             }
-        };
-        reply
+        }
     })
     .await
 }
