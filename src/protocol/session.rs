@@ -296,6 +296,68 @@ mod tests {
         assert_eq!(id(&[], r#"{"model":"m","input":{"odd":true}}"#), None);
     }
 
+    /// The peek reads session hints and the head in its one pass: on a long conversation it costs about what the
+    /// peek cost before sessions (the rest of the list is skipped like any unknown field), and naming the session
+    /// from the head parses only the head.
+    #[test]
+    fn peek_stays_one_pass_on_long_conversations() {
+        let mut messages = vec![serde_json::json!({"role": "user", "content": "first question"})];
+        for i in 0..400 {
+            let role = if i % 2 == 0 { "assistant" } else { "user" };
+            messages.push(serde_json::json!({"role": role, "content": [{"type": "text", "text": "x".repeat(600)}]}));
+        }
+        let body = serde_json::json!({"model": "claude", "system": "You are terse.", "messages": messages,
+            "metadata": {"user_id": "user_ab_account__session_5e1f"}, "stream": true})
+        .to_string();
+        // The best of ten rounds: other work on the machine only ever adds time.
+        let time = |f: &dyn Fn()| {
+            (0..10)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..5 {
+                        f();
+                    }
+                    start.elapsed() / 5
+                })
+                .min()
+                .unwrap()
+        };
+        // The peek as it was before sessions: the same fields minus the session ones.
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Before<'a> {
+            #[serde(borrow)]
+            model: Option<&'a serde_json::value::RawValue>,
+            stream: Option<bool>,
+            #[serde(borrow)]
+            stream_options: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow)]
+            max_tokens: Option<&'a serde_json::value::RawValue>,
+        }
+        let before = time(&|| {
+            serde_json::from_slice::<Before>(body.as_bytes()).unwrap();
+        });
+        let peek = time(&|| {
+            Peek::parse(body.as_bytes()).unwrap();
+        });
+        let p = Peek::parse(body.as_bytes()).unwrap();
+        let named = time(&|| {
+            identify(&HeaderMap::new(), &p, body.as_bytes()).unwrap();
+        });
+        let mut no_hint = p.clone();
+        no_hint.user_id = None;
+        let head = time(&|| {
+            identify(&HeaderMap::new(), &no_hint, body.as_bytes()).unwrap();
+        });
+        eprintln!(
+            "{} KB body: peek before sessions {before:?}, peek {peek:?}; session from user_id {named:?}, from head {head:?}",
+            body.len() / 1024
+        );
+        // Generous: the machine is shared; the point is "about the same", not "twice".
+        assert!(peek < before * 3 / 2, "peek {peek:?} vs {before:?} before sessions");
+        assert!(head < before / 4, "head {head:?} vs peek {before:?}");
+    }
+
     #[test]
     fn filter_takes_a_hash_or_a_raw_id() {
         let s = Session { hash: hash_id("abc"), source: Source::Header };
