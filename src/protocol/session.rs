@@ -2,7 +2,7 @@
 //!
 //! Owns the order in which hints are trusted — `X-Router-Session`; Claude Code's session (the `session_<uuid>`
 //! part of `metadata.user_id`, or its JSON form, or `X-Claude-Code-Session-Id`); `prompt_cache_key`; Codex's
-//! `session_id` / `conversation_id` headers; `metadata.user_id` as a whole; else a hash of the conversation's
+//! `session_id` / `conversation_id` (now `session-id` / `thread-id`) headers; `metadata.user_id` as a whole; else a hash of the conversation's
 //! stable head (system / instructions + first user message, as text, the same for all three protocols) — and
 //! the one-way hash under which a session is bound and recorded. A raw session id never leaves this module.
 //! Reads only what the peek phase found (and, for the head, the byte ranges it noted); never parses the whole
@@ -23,7 +23,7 @@ pub enum Source {
     ClaudeCode,
     /// `prompt_cache_key` in the body.
     PromptCacheKey,
-    /// Codex's `session_id` / `conversation_id` header.
+    /// Codex's `session_id` / `conversation_id` (or `session-id` / `thread-id`) header.
     CodexHeader,
     /// `metadata.user_id` as a whole.
     UserId,
@@ -81,6 +81,10 @@ pub fn claude_code_session(user_id: &str) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
+/// Codex's conversation headers: `session_id` / `conversation_id` (before 0.1xx), `session-id` / `thread-id`
+/// (0.169).
+const CODEX_HEADERS: [&str; 4] = ["session_id", "session-id", "conversation_id", "thread-id"];
+
 /// The session of a request, from its headers and what the peek found; `None` when nothing identifies one (no
 /// hint and no head, e.g. an empty conversation).
 pub fn identify(headers: &HeaderMap, peek: &Peek, body: &[u8]) -> Option<Session> {
@@ -97,7 +101,7 @@ pub fn identify(headers: &HeaderMap, peek: &Peek, body: &[u8]) -> Option<Session
     if let Some(id) = peek.prompt_cache_key.as_deref().filter(|k| !k.is_empty()) {
         return named(id, Source::PromptCacheKey);
     }
-    if let Some(id) = header(headers, "session_id").or_else(|| header(headers, "conversation_id")) {
+    if let Some(id) = CODEX_HEADERS.iter().find_map(|h| header(headers, h)) {
         return named(id, Source::CodexHeader);
     }
     if let Some(id) = peek.user_id.as_deref().filter(|k| !k.is_empty()) {
@@ -213,6 +217,44 @@ mod tests {
     /// The OpenAI SDK, Responses API with a plain string input.
     const OPENAI_SDK_RESPONSES: &str =
         r#"{"model":"gpt-4.1","instructions":"You are a helpful assistant.","input":"Write a haiku about caches."}"#;
+
+    /// A request as a real client sent it (captured; see the fixture's `note`): its headers and body.
+    fn captured(fixture: &str) -> (HeaderMap, Vec<u8>) {
+        let v: Value = serde_json::from_str(fixture).unwrap();
+        let mut h = HeaderMap::new();
+        for (k, val) in v["headers"].as_object().unwrap() {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), val.as_str().unwrap().parse().unwrap());
+        }
+        (h, serde_json::to_vec(&v["body"]).unwrap())
+    }
+
+    #[test]
+    fn real_claude_code_request_names_its_session() {
+        let (h, body) = captured(include_str!("../../tests/fixtures/sessions/claude-code-2.1.197.json"));
+        let peek = Peek::parse(&body).unwrap();
+        let s = identify(&h, &peek, &body).unwrap();
+        // The `session_id` Claude Code printed for that run, from the JSON form of `metadata.user_id`.
+        assert_eq!((s.source, s.hash), (Source::ClaudeCode, hash_id("047bbf49-690d-44c0-8ddb-8f93daa83e4c")));
+        // Its header names the same session.
+        let mut no_meta: Value = serde_json::from_slice(&body).unwrap();
+        no_meta.as_object_mut().unwrap().remove("metadata");
+        let body = serde_json::to_vec(&no_meta).unwrap();
+        assert_eq!(identify(&h, &Peek::parse(&body).unwrap(), &body).unwrap().hash, s.hash);
+    }
+
+    #[test]
+    fn real_codex_request_names_its_conversation() {
+        let (h, body) = captured(include_str!("../../tests/fixtures/sessions/codex-0.169.0.json"));
+        let peek = Peek::parse(&body).unwrap();
+        let s = identify(&h, &peek, &body).unwrap();
+        assert_eq!((s.source, s.hash), (Source::PromptCacheKey, hash_id("01a2283e-e38d-7440-9447-07b66d551206")));
+        // Without `prompt_cache_key`, its `session-id` header names the same conversation.
+        let mut no_key: Value = serde_json::from_slice(&body).unwrap();
+        no_key.as_object_mut().unwrap().remove("prompt_cache_key");
+        let body = serde_json::to_vec(&no_key).unwrap();
+        let s2 = identify(&h, &Peek::parse(&body).unwrap(), &body).unwrap();
+        assert_eq!((s2.source, s2.hash), (Source::CodexHeader, s.hash));
+    }
 
     #[test]
     fn claude_code_legacy_user_id_gives_its_session_part() {
