@@ -1860,7 +1860,7 @@ _router() {
             return 0
             ;;
         router__subcmd__usage)
-            opts="-h -V --since --until --group-by --channel --token --model --key --session --top --json --csv --utc --config --store --help --version"
+            opts="-h -V --since --until --group-by --channel --token --model --key --session --top --sort --json --csv --utc --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1900,6 +1900,10 @@ _router() {
                     ;;
                 --top)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sort)
+                    COMPREPLY=($(compgen -W "tokens cache-read cost requests" -- "${cur}"))
                     return 0
                     ;;
                 --config)

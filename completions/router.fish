@@ -190,7 +190,11 @@ complete -c router -n "__fish_router_using_subcommand usage" -l token -d 'Only t
 complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l key -d 'Only this gateway key' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash or raw id (as for `router requests --session`)' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l top -d 'Only the N rows with the most tokens, largest first (e.g. `--group-by session --top 10`)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l top -d 'Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g. `--group-by session --top 10`' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l sort -d 'Order rows largest first by this' -r -f -a "tokens\t'All input (uncached, read, written) plus output'
+cache-read\t'Cache reads'
+cost\t''
+requests\t''"
 complete -c router -n "__fish_router_using_subcommand usage" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l json -d 'Print JSON'

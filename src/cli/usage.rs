@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{Global, output};
 use crate::store::tables::Counters;
 use crate::store::{self, Access};
-use crate::usage::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
+use crate::usage::report::{self, Filters, GroupBy, SortBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,9 +35,13 @@ pub struct Args {
     /// Only this conversation: its session hash or raw id (as for `router requests --session`).
     #[arg(long, value_name = "SESSION")]
     pub session: Option<String>,
-    /// Only the N rows with the most tokens, largest first (e.g. `--group-by session --top 10`).
+    /// Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g.
+    /// `--group-by session --top 10`.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// Order rows largest first by this.
+    #[arg(long, value_enum, value_name = "BY")]
+    pub sort: Option<SortBy>,
     /// Print JSON.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -72,6 +76,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         },
         utc: args.utc,
         top: args.top,
+        sort: args.sort,
     };
     let access = Access::open_existing(&store::path_for_cli(global)?)?;
     let report = access.run(query)?;

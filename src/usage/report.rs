@@ -45,6 +45,30 @@ impl GroupBy {
     }
 }
 
+/// How `--top` / `--sort` order report rows (largest first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    /// All input (uncached, read, written) plus output.
+    #[default]
+    Tokens,
+    /// Cache reads.
+    CacheRead,
+    Cost,
+    Requests,
+}
+
+impl SortBy {
+    fn key(self, c: &Counters) -> f64 {
+        match self {
+            SortBy::Tokens => (c.input + c.cache_read + c.cache_write + c.output) as f64,
+            SortBy::CacheRead => c.cache_read as f64,
+            SortBy::Cost => c.cost_usd,
+            SortBy::Requests => c.requests as f64,
+        }
+    }
+}
+
 /// Which records a report looks at. Every filter is an exact match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Filters {
@@ -96,9 +120,12 @@ pub struct UsageQuery {
     pub filters: Filters,
     /// Days are UTC days (else local days, when exact records are read).
     pub utc: bool,
-    /// Only the N rows with the most tokens (all input, cached included, plus output), largest first.
+    /// Only the first N rows in `sort` order.
     #[serde(default)]
     pub top: Option<usize>,
+    /// Rows largest first by this (with `top` and no `sort`: by tokens); none: in group order.
+    #[serde(default)]
+    pub sort: Option<SortBy>,
 }
 
 /// Where a report's numbers came from.
@@ -160,7 +187,8 @@ impl Acc {
         self.totals.add(c);
     }
 
-    fn finish(self, source: Source, group_by: Vec<GroupBy>, top: Option<usize>) -> UsageReport {
+    fn finish(self, source: Source, q: &UsageQuery) -> UsageReport {
+        let group_by = q.group_by.clone();
         let with_names = group_by.contains(&GroupBy::Token);
         let mut rows: Vec<UsageRow> = self
             .groups
@@ -171,9 +199,12 @@ impl Acc {
                 counters,
             })
             .collect();
-        if let Some(n) = top {
-            let size = |c: &Counters| c.input + c.cache_read + c.cache_write + c.output;
-            rows.sort_by(|a, b| size(&b.counters).cmp(&size(&a.counters)).then_with(|| a.group.cmp(&b.group)));
+        if let Some(by) = q.sort.or(q.top.map(|_| SortBy::Tokens)) {
+            rows.sort_by(|a, b| {
+                by.key(&b.counters).total_cmp(&by.key(&a.counters)).then_with(|| a.group.cmp(&b.group))
+            });
+        }
+        if let Some(n) = q.top {
             rows.truncate(n);
         }
         UsageReport { source, group_by, rows, totals: self.totals }
@@ -219,7 +250,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
             }
             true
         })?;
-        return Ok(acc.finish(Source::Requests, q.group_by.clone(), q.top));
+        return Ok(acc.finish(Source::Requests, q));
     }
     let first = q.since_ms.map(tables::day_of_ms).unwrap_or(0);
     let last = q.until_ms.map(|u| tables::day_of_ms(u - 1)).unwrap_or(u32::MAX);
@@ -242,7 +273,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
             acc.add(group, &k.token_key, &c);
         }
     })?;
-    Ok(acc.finish(Source::Daily, q.group_by.clone(), q.top))
+    Ok(acc.finish(Source::Daily, q))
 }
 
 impl Op for UsageQuery {
@@ -522,6 +553,10 @@ mod tests {
         let r = usage(&s, &q).unwrap();
         let groups: Vec<_> = r.rows.iter().map(|r| r.group[0].as_str()).collect();
         assert_eq!(groups, vec!["-", "00000000000000bb"]);
+        // By requests: session aa has two.
+        let q = UsageQuery { sort: Some(SortBy::Requests), ..q };
+        let r = usage(&s, &q).unwrap();
+        assert_eq!(r.rows[0].group[0], "00000000000000aa");
         assert_eq!(r.totals.requests, 4);
         let q = UsageQuery {
             filters: Filters { session: Some("00000000000000aa".into()), ..Default::default() },
