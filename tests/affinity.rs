@@ -578,7 +578,7 @@ async fn a_binding_to_a_disabled_channel_or_a_key_not_allowed_is_not_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bindings_expire_after_the_ttl_and_the_table_is_bounded() {
-    // Sixteen bindings at most (one per shard), forgotten 300 ms after their last use.
+    // Sixteen bindings at most, forgotten 300 ms after their last use.
     let s = setup("  affinity: {ttl: 300ms, max_sessions: 16}\n").await;
     let send_to = |model: &'static str, conv: String, t: usize| {
         let router = &s.router;

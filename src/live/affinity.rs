@@ -2,8 +2,10 @@
 //!
 //! Owns the in-memory binding table: session key -> [`Target`] (a stable hash of channel, endpoint, token and
 //! upstream model names), with a time to live refreshed on every use and a bounded size (least recently used
-//! bindings go first). The table is split into shards, each behind a `std` mutex held for one hash lookup and a
-//! few index writes; nothing here awaits, allocates per lookup, or knows about requests, HTTP or the catalogue.
+//! bindings go first). Each shard is behind a `std` mutex held for one hash lookup and a few index writes; nothing
+//! here awaits, allocates per lookup, or knows about requests, HTTP or the catalogue. Tables sized for fewer than
+//! [`SHARDED_FROM`] bindings are one shard, an exact LRU; larger ones are 16 shards, each an LRU of a sixteenth
+//! of the maximum (the table then fills to within a few percent of the maximum before the coldest go).
 //! Deciding whether a bound target may still be used (cooling, disabled, removed, not allowed) is the plan's job:
 //! a binding only says which candidate to try first.
 //!
@@ -82,7 +84,10 @@ impl Hasher for IdHasher {
 }
 
 const NIL: u32 = u32::MAX;
+/// Shards of a large table.
 const SHARDS: usize = 16;
+/// From this maximum on, the table is sharded.
+pub const SHARDED_FROM: usize = 65_536;
 
 /// One binding, in a shard's slab, linked into its recency list. 32 bytes.
 #[derive(Debug, Clone, Copy)]
@@ -162,8 +167,9 @@ pub struct Affinity {
 }
 
 impl Default for Affinity {
+    /// Sized for the default maximum (`routing.affinity.max_sessions`: 100,000).
     fn default() -> Self {
-        Affinity::new()
+        Affinity::new(100_000)
     }
 }
 
@@ -202,14 +208,16 @@ impl Outcome {
 }
 
 impl Affinity {
-    /// An empty table; it grows as sessions arrive (nothing is allocated up front).
-    pub fn new() -> Affinity {
-        Affinity { shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(), base: Instant::now() }
+    /// An empty table for about `max_sessions` bindings (which decides whether it is sharded; the maximum itself
+    /// comes with each call, so a reload applies). It grows as sessions arrive: nothing is allocated up front.
+    pub fn new(max_sessions: usize) -> Affinity {
+        let n = if max_sessions >= SHARDED_FROM { SHARDS } else { 1 };
+        Affinity { shards: (0..n).map(|_| Mutex::new(Shard::new())).collect(), base: Instant::now() }
     }
 
     fn shard(&self, session: u64) -> &Mutex<Shard> {
         // The high bits: the map inside the shard hashes by the low ones.
-        &self.shards[(session >> 60) as usize % SHARDS]
+        &self.shards[(session >> 60) as usize % self.shards.len()]
     }
 
     fn ms(&self, now: Instant) -> u64 {
@@ -236,7 +244,7 @@ impl Affinity {
     pub fn bind(&self, session: u64, target: Target, policy: &Policy, now: Instant) {
         let now_ms = self.ms(now);
         let expires_ms = now_ms + policy.ttl.as_millis() as u64;
-        let cap = policy.max.div_ceil(SHARDS);
+        let cap = policy.max.div_ceil(self.shards.len());
         if cap == 0 {
             return;
         }
@@ -300,7 +308,7 @@ mod tests {
 
     #[test]
     fn binds_and_refreshes_the_ttl_on_use() {
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(10), max: 100 });
+        let (a, p) = (Affinity::new(100), Policy { ttl: Duration::from_secs(10), max: 100 });
         let t0 = Instant::now();
         let target = Target::of("c", "e", "k", "m");
         assert_eq!(a.binding(key(1), &p, t0), None);
@@ -314,7 +322,7 @@ mod tests {
 
     #[test]
     fn rebinding_moves_the_session() {
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(10), max: 100 });
+        let (a, p) = (Affinity::new(100), Policy { ttl: Duration::from_secs(10), max: 100 });
         let t0 = Instant::now();
         a.bind(key(1), Target::of("a", "e", "k", "m"), &p, t0);
         a.bind(key(1), Target::of("b", "e", "k", "m"), &p, t0);
@@ -337,23 +345,42 @@ mod tests {
 
     #[test]
     fn size_is_bounded_and_the_least_recently_used_go_first() {
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(3600), max: 160 });
+        let (a, p) = (Affinity::new(3), Policy { ttl: Duration::from_secs(3600), max: 3 });
         let t0 = Instant::now();
-        let t = Target(7);
-        for n in 0..1000 {
-            a.bind(key(n), t, &p, t0);
-            // Keep session 0 in use: it must survive.
-            assert_eq!(a.binding(key(0), &p, t0), Some(t), "lost at {n}");
+        for n in 1..=3 {
+            a.bind(key(n), Target(n), &p, t0);
         }
-        assert!(a.len() <= 160, "{}", a.len());
-        assert!(a.len() >= 100, "{}", a.len());
-        assert_eq!(a.binding(key(999), &p, t0), Some(t));
-        assert_eq!(a.binding(key(1), &p, t0), None);
+        // 1 is used again, so 2 is now the least recently used, and goes when 4 arrives.
+        assert_eq!(a.binding(key(1), &p, t0), Some(Target(1)));
+        a.bind(key(4), Target(4), &p, t0);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.binding(key(2), &p, t0), None);
+        for n in [1, 3, 4] {
+            assert_eq!(a.binding(key(n), &p, t0), Some(Target(n)), "{n}");
+        }
+        // A smaller maximum after a reload applies as new bindings arrive.
+        let p2 = Policy { max: 2, ..p };
+        a.bind(key(5), Target(5), &p2, t0);
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn sharded_table_stays_within_its_maximum() {
+        let max = SHARDED_FROM;
+        let (a, p) = (Affinity::new(max), Policy { ttl: Duration::from_secs(3600), max });
+        let t0 = Instant::now();
+        for n in 0..(max as u64 * 2) {
+            a.bind(key(n), Target(n), &p, t0);
+        }
+        let len = a.len();
+        assert!(len <= max && len >= max * 97 / 100, "{len}");
+        // The most recent ones are all there.
+        assert!((max as u64 * 2 - 100..max as u64 * 2).all(|n| a.binding(key(n), &p, t0).is_some()));
     }
 
     #[test]
     fn expired_bindings_are_dropped_as_new_ones_arrive() {
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(1), max: 1000 });
+        let (a, p) = (Affinity::new(1000), Policy { ttl: Duration::from_secs(1), max: 1000 });
         let t0 = Instant::now();
         for n in 0..200 {
             a.bind(key(n), Target(1), &p, t0);
@@ -367,7 +394,7 @@ mod tests {
 
     #[test]
     fn zero_maximum_binds_nothing() {
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(1), max: 0 });
+        let (a, p) = (Affinity::new(0), Policy { ttl: Duration::from_secs(1), max: 0 });
         a.bind(key(1), Target(1), &p, Instant::now());
         assert!(a.is_empty());
     }
@@ -377,7 +404,7 @@ mod tests {
     fn state_per_binding_is_small() {
         assert_eq!(std::mem::size_of::<Node>(), 32);
         let n = 100_000u64;
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(3600), max: n as usize });
+        let (a, p) = (Affinity::new(n as usize), Policy { ttl: Duration::from_secs(3600), max: n as usize });
         let t0 = Instant::now();
         for i in 0..n {
             a.bind(key(i), Target(i), &p, t0);
@@ -392,7 +419,7 @@ mod tests {
 
     #[test]
     fn lookups_are_fast() {
-        let (a, p) = (Affinity::new(), Policy { ttl: Duration::from_secs(3600), max: 100_000 });
+        let (a, p) = (Affinity::new(100_000), Policy { ttl: Duration::from_secs(3600), max: 100_000 });
         let t0 = Instant::now();
         for i in 0..10_000 {
             a.bind(key(i), Target(i), &p, t0);

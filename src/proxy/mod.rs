@@ -59,13 +59,14 @@ pub struct AppState {
 impl AppState {
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
         Arc::new(AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             client,
             sink,
             fasttest: FastTest::default(),
-            affinity: Affinity::new(),
+            affinity,
         })
     }
 }
