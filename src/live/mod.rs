@@ -9,3 +9,4 @@
 //! Must not: do I/O on the request path, hold a lock across an await, or know about HTTP or protocols.
 
 pub mod affinity;
+pub mod limits;

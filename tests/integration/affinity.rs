@@ -7,15 +7,13 @@
 //! Claude Code (Anthropic, `metadata.user_id`), `prompt_cache_key` (Chat), Responses with Codex's `session_id`
 //! header, and Chat with no hint at all (the conversation's head identifies it).
 
-mod common;
-
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 /// What the upstream reported for one request, in the router's normalised terms.
