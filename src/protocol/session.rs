@@ -331,6 +331,16 @@ mod tests {
         assert_eq!(id(&[], body).unwrap().hash, id(&[], same).unwrap().hash);
     }
 
+    /// JavaScript clients can send unpaired surrogates (a string cut inside an emoji), escaped: the peek still
+    /// reads the body, and the head still names the session.
+    #[test]
+    fn unpaired_surrogates_do_not_make_a_body_unreadable() {
+        let body = r#"{"model":"m","system":"cut \ud83d","messages":[{"role":"user","content":"x \udc00 y"}]}"#;
+        let s = id(&[], body).unwrap();
+        assert_eq!(s.source, Source::Head);
+        assert_eq!(s, id(&[], body).unwrap());
+    }
+
     #[test]
     fn nothing_to_identify() {
         assert_eq!(id(&[], r#"{"model":"m"}"#), None);

@@ -324,6 +324,8 @@ mod tests {
         assert_eq!(r.tokens.output, 6);
         assert_eq!(r.translated, None);
         assert_eq!(r.error, None);
+        // Affinity's fields, added later, read as absent.
+        assert_eq!((r.session, r.affinity, r.tokens.cache_write_1h), (None, None, 0));
         assert_eq!(r.attempts[0].ms, 0);
     }
 
