@@ -28,6 +28,8 @@ struct Reported {
     output: u64,
     /// What one key per conversation would have had cached.
     achievable: u64,
+    /// The kind of traffic, as the upstream sees it.
+    kind: &'static str,
 }
 
 #[derive(Default)]
@@ -127,6 +129,15 @@ async fn cache_upstream(server: &'static str, state: Shared) -> Mock {
         seen.extend(pre.iter().map(|p| p.0));
         st.any.extend(pre.iter().map(|p| p.0));
         let model = body["model"].as_str().unwrap_or("m").to_string();
+        let kind = if path.ends_with("/messages") && body["metadata"].is_object() {
+            "claude-code"
+        } else if path.ends_with("/responses") {
+            "responses"
+        } else if body["prompt_cache_key"].is_string() {
+            "prompt-cache-key"
+        } else {
+            "no-hint"
+        };
         let stream = body["stream"] == true;
         let rest = total - cached;
         if path.ends_with("/messages") {
@@ -143,6 +154,7 @@ async fn cache_upstream(server: &'static str, state: Shared) -> Mock {
                 cache_write_1h: write_1h,
                 output: OUTPUT,
                 achievable,
+                kind,
             });
             let usage = json!({"input_tokens": input, "cache_read_input_tokens": cached,
                 "cache_creation_input_tokens": write,
@@ -175,6 +187,7 @@ async fn cache_upstream(server: &'static str, state: Shared) -> Mock {
                 cache_read: cached,
                 output: OUTPUT,
                 achievable,
+                kind,
                 ..Default::default()
             });
             if path.ends_with("/responses") {
@@ -516,6 +529,46 @@ async fn translated_traffic_keeps_affinity_and_exact_accounting() {
     }
     let records = records_equal_reported(&s).await;
     assert!(records.iter().all(|r| r["translated"].is_string()), "{records:?}");
+}
+
+/// Conversations running at the same time (each turn waits for the previous one, as agents do): the first turns
+/// race for keys, every later turn still finds its conversation's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_conversations_keep_their_caches() {
+    let s = setup("").await;
+    let conversation = |kind: Kind, c: usize, models: Models<'static>| {
+        let s = &s;
+        async move {
+            let conv = format!("par-{models:?}-{kind:?}-{c}");
+            for turn in 0..5 {
+                let (path, headers, body) = request(kind, &conv, turn, models);
+                let r = send(&s.router, path, &headers, &body, Some(GW)).await;
+                assert_eq!(r.status, 200, "{conv} turn {turn}: {}", r.text);
+            }
+        }
+    };
+    let mut all = Vec::new();
+    for models in [("claude-x", "gpt-x", "gpt-x"), ("claude-y", "gpt-y", "gpt-y")] {
+        for kind in KINDS {
+            for c in 0..4 {
+                all.push(conversation(kind, c, models));
+            }
+        }
+    }
+    futures_util::future::join_all(all).await;
+    let reported = s.state.lock().unwrap().reported.clone();
+    assert_eq!(reported.len(), 2 * 4 * 4 * 5);
+    let mut per: HashMap<&str, (u64, u64)> = HashMap::new();
+    for r in &reported {
+        let e = per.entry(r.kind).or_default();
+        e.0 += r.cache_read;
+        e.1 += r.achievable;
+    }
+    eprintln!("cached / achievable, 32 concurrent conversations: {per:?}");
+    assert_eq!(per.len(), 4);
+    for (kind, (cached, achievable)) in per {
+        assert!(cached as f64 >= 0.95 * achievable as f64, "{kind}: {cached} of {achievable}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
