@@ -233,6 +233,7 @@ impl Query {
             token: self.text("token"),
             model: self.text("model"),
             key: self.text("key"),
+            session: self.get("session").filter(|v| !v.is_empty()).map(crate::protocol::session::filter_value),
         }
     }
 }
@@ -395,7 +396,9 @@ impl Ctx<'_> {
         let mut group_by: Vec<GroupBy> = Vec::new();
         for g in q.get("group_by").unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let by: GroupBy = serde_json::from_value(json!(g)).map_err(|_| {
-                Failure::bad(format!("`group_by`: `{g}` is not one of day, channel, endpoint, token, model, key"))
+                Failure::bad(format!(
+                    "`group_by`: `{g}` is not one of day, channel, endpoint, token, model, key, session"
+                ))
             })?;
             if !group_by.contains(&by) {
                 group_by.push(by);
@@ -407,6 +410,19 @@ impl Ctx<'_> {
             group_by,
             filters: q.filters(),
             utc,
+            top: match q.get("top") {
+                None => None,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => return Err(Failure::bad(format!("`top={v}`: give a whole number of at least 1"))),
+                },
+            },
+            sort: match q.get("sort") {
+                None => None,
+                Some(v) => Some(serde_json::from_value(json!(v.replace('-', "_"))).map_err(|_| {
+                    Failure::bad(format!("`sort={v}`: give one of tokens, cache_read, cost, requests"))
+                })?),
+            },
         };
         let v = self.op("usage_report", serde_json::to_value(query).map_err(anyhow::Error::from)?).await?;
         let r: report::UsageReport = serde_json::from_value(v).map_err(anyhow::Error::from)?;

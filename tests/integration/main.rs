@@ -9,6 +9,7 @@
 mod harness;
 
 mod admin;
+mod affinity;
 mod balance;
 mod channels;
 mod config_example;
