@@ -62,6 +62,7 @@ impl Registry {
             .add::<KvPut>()
             .add::<KvList>()
             .add::<KvDelete>()
+            .add::<RecordsPut>()
             .add::<crate::usage::report::UsageQuery>()
             .add::<crate::usage::report::RequestsQuery>()
             .add::<crate::usage::report::ShowRequest>()
@@ -448,6 +449,21 @@ impl Op for KvDelete {
     type Reply = bool;
     fn run(self, store: &Store) -> anyhow::Result<bool> {
         Ok(store.delete(self.table, &self.key)?)
+    }
+}
+
+/// Request records made outside the server's proxy (the routed requests of `router test`), written at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordsPut {
+    pub records: Vec<crate::usage::RequestRecord>,
+}
+
+impl Op for RecordsPut {
+    const NAME: &'static str = "records_put";
+    type Reply = usize;
+    fn run(self, store: &Store) -> anyhow::Result<usize> {
+        store.write_records(&self.records)?;
+        Ok(self.records.len())
     }
 }
 
