@@ -69,6 +69,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         None => config.listen(),
     };
     config.listen = Some(listen);
+    let self_loops = if loaded.auto { autodetect::undo_self_loops(&mut config, listen) } else { Vec::new() };
     if config.gateway_keys.is_empty() && !listen.ip().is_loopback() && !args.allow_open {
         return Err(user(format!("refusing to listen on {listen} with no gateway keys: anyone who can reach it could spend your upstream credit"))
             .with_hint("add server.keys to the config, listen on 127.0.0.1, or pass --allow-open")
@@ -88,6 +89,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);
+    for n in &self_loops {
+        output::line(&format!("note: {n}"));
+    }
     output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
     let health = Arc::new(Health::new());
