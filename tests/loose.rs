@@ -146,3 +146,34 @@ async fn zero_config_honours_base_url_variables() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// 4. Endpoints of one priority carry a weight, and `tags query` shows priority / weight per candidate.
+#[test]
+fn tags_query_shows_endpoint_priority_and_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("router.yaml");
+    common::write(
+        &cfg,
+        "channels:\n  - name: c\n    models: [m]\n    endpoints:\n      - {name: a, base_url: https://a.example/v1, weight: 3, keys: [k1]}\n      - {name: b, base_url: https://b.example/v1, keys: [k2]}\n      - {name: z, base_url: https://z.example/v1, priority: 1, keys: [k3]}\n",
+    );
+    let st = dir.path().join("none.redb");
+    let args = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap(), "tags", "query", "m"];
+    let (code, out, err) = common::run_cli(&[&args[..], &["--json"]].concat(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows: Vec<(String, i64, u64)> = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let prio = c["endpoint_priority"].as_i64().unwrap_or(0);
+            (c["endpoint"].as_str().unwrap().to_string(), prio, c["endpoint_weight"].as_u64().unwrap_or(1))
+        })
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2], ("z".to_string(), 1, 1));
+    assert!(rows.contains(&("a".to_string(), 0, 3)), "{rows:?}");
+    let (code, out, _) = common::run_cli(&args, &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("prio/weight") && out.contains("0/3"), "{out}");
+}

@@ -73,6 +73,8 @@ pub struct Endpoint {
     /// Without a trailing slash.
     pub base_url: String,
     pub priority: i64,
+    /// Share of traffic among the channel's endpoints of the same priority (at least 1).
+    pub weight: u32,
     pub failover_enabled: bool,
     pub tokens: Vec<Token>,
     pub headers: Vec<(String, String)>,
@@ -555,6 +557,7 @@ fn build_channel(
             base_url: c.base_url.clone().or(c.protocol.default_base_url().map(str::to_string)).unwrap_or_default(),
             keys: c.keys.clone(),
             priority: 0,
+            weight: 1,
             failover_enabled: true,
             headers: Default::default(),
             connect_timeout: None,
@@ -589,6 +592,7 @@ fn build_channel(
             health_key,
             base_url,
             priority: e.priority,
+            weight: e.weight.max(1),
             failover_enabled: e.failover_enabled,
             tokens,
             headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

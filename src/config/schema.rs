@@ -328,6 +328,11 @@ pub struct ChannelConfig {
 fn one() -> u32 {
     1
 }
+
+fn is_one(w: &u32) -> bool {
+    *w == 1
+}
+
 fn yes() -> bool {
     true
 }
@@ -386,6 +391,9 @@ pub struct EndpointConfig {
     /// Lower is tried first inside the channel.
     #[serde(default)]
     pub priority: i64,
+    /// Share of the channel's traffic among endpoints of the same priority (weighted random order; default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
     /// false: only used when pinned with `X-Router-Channel: channel/endpoint`.
     #[serde(default = "yes")]
     pub failover_enabled: bool,

@@ -670,6 +670,7 @@ fn build_channel(flavour: Flavour, rows: Vec<Mapped>) -> ImportedChannel {
                     .flat_map(|r| r.keys.iter().map(|k| key_for(r, k)))
                     .collect(),
                 priority: i - 1,
+                weight: 1,
                 failover_enabled: true,
                 headers: BTreeMap::new(),
                 connect_timeout: None,

@@ -416,13 +416,15 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         return Err(all_cooling_or_none(req.model, excluded));
     }
     let scores = order(snap, health, req, &mut groups);
-    // Expand into endpoints and tokens.
+    // Expand into endpoints (by priority, weighted random inside a priority) and tokens.
     let mut candidates = Vec::new();
+    let mut rng = rand::thread_rng();
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.wire() == req.client;
         let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
-        for (ei, ep) in ch.endpoints.iter().enumerate() {
+        for ei in endpoint_order(ch, &mut rng) {
+            let ep = &ch.endpoints[ei];
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe
             {
@@ -667,6 +669,20 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
         }
     }
     Vec::new()
+}
+
+/// A channel's endpoints in trying order: by priority (the catalogue keeps them sorted so), and inside one
+/// priority weighted random by `weight` (Efraimidis-Spirakis, as for channels).
+fn endpoint_order(ch: &Channel, rng: &mut impl Rng) -> Vec<usize> {
+    let eps = &ch.endpoints;
+    let mut idx: Vec<usize> = (0..eps.len()).collect();
+    if eps.windows(2).all(|w| w[0].priority != w[1].priority) {
+        return idx;
+    }
+    let keys: Vec<f64> =
+        eps.iter().map(|e| rng.gen_range(f64::EPSILON..1.0).powf(1.0 / f64::from(e.weight.max(1)))).collect();
+    idx.sort_by(|&a, &b| eps[a].priority.cmp(&eps[b].priority).then(keys[b].total_cmp(&keys[a])));
+    idx
 }
 
 /// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so
