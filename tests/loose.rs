@@ -177,3 +177,55 @@ fn tags_query_shows_endpoint_priority_and_weight() {
     assert_eq!(code, 0);
     assert!(out.contains("prio/weight") && out.contains("0/3"), "{out}");
 }
+
+/// 6. Context windows from discovery (`context_length`) and from config: a long request skips the short-window
+/// model ("context too long") and `tags query --input-tokens N` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_windows_exclude_short_models_for_long_requests() {
+    let mock = Mock::start(|_, _| {
+        Reply::Json(
+            200,
+            json!({"object": "list", "data": [
+                {"id": "vendor/short-coder", "context_length": 8192},
+                {"id": "vendor/long-coder", "context_length": 1000000}
+            ]}),
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("router.yaml");
+    common::write(
+        &cfg,
+        &format!(
+            "channels:\n  - name: up\n    base_url: {}\n    keys: [sk-test-1]\n  - name: cfg\n    base_url: https://cfg.example/v1\n    priority: 5\n    models: [vendor/mid-coder]\n    context_window: {{vendor/mid-coder: 32000}}\n    keys: [sk-test-2]\n",
+            mock.openai_url()
+        ),
+    );
+    let st = dir.path().join("s.redb");
+    let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
+    let (code, out, err) = cli(&[&base[..], &["discover"]].concat(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let query = |n: &str| {
+        let (code, out, err) =
+            cli(&[&base[..], &["tags", "query", "tag:coder", "--input-tokens", n, "--json"]].concat(), &[]);
+        assert_eq!(code, 0, "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let models: Vec<String> =
+            v["candidates"].as_array().unwrap().iter().map(|c| c["model"].as_str().unwrap().to_string()).collect();
+        let excluded: Vec<String> = v["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}", e["model"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+            .collect();
+        (models, excluded)
+    };
+    let (models, _) = query("1000");
+    assert_eq!(models.len(), 3, "{models:?}");
+    let (models, excluded) = query("20000");
+    assert_eq!(models, ["vendor/long-coder", "vendor/mid-coder"]);
+    assert!(excluded.iter().any(|e| e.starts_with("vendor/short-coder context too long")), "{excluded:?}");
+    let (models, excluded) = query("100000");
+    assert_eq!(models, ["vendor/long-coder"]);
+    assert_eq!(excluded.len(), 2, "{excluded:?}");
+}

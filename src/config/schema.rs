@@ -302,6 +302,10 @@ pub struct ChannelConfig {
     /// USD per 1M tokens, by upstream model id (`*` for every model of the channel).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pricing: BTreeMap<String, Price>,
+    /// Context window in tokens, by upstream model id (`*` for every model of the channel); overrides discovery.
+    /// A request whose estimated input plus `max_tokens` exceeds it skips this candidate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_window: BTreeMap<String, u32>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Extra headers sent with every upstream request of this channel.
@@ -352,6 +356,7 @@ impl ChannelConfig {
             models: Vec::new(),
             aliases: BTreeMap::new(),
             pricing: BTreeMap::new(),
+            context_window: BTreeMap::new(),
             enabled: true,
             headers: BTreeMap::new(),
             api_version: None,

@@ -1,7 +1,7 @@
 //! Routing: from a requested model name to an ordered plan of attempts.
 //!
 //! Owns model resolution (tag query, alias, exact id, prefix pattern, last path segment, bare name as tags),
-//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, `failover_enabled`) and the
+//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, context window, `failover_enabled`) and the
 //! strategies. Pure: reads the snapshot and health, does no I/O, takes microseconds.
 
 use std::time::{Duration, Instant};
@@ -382,6 +382,13 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
             exclude(ch, m.model, None, None, "model not found here recently".into(), Some(d));
             continue;
         }
+        if let Some(window) = context_window(snap, &m)
+            && req.est_input + req.est_output > u64::from(window)
+        {
+            let need = req.est_input + req.est_output;
+            exclude(ch, m.model, None, None, format!("context too long (~{need} tokens, window {window})"), None);
+            continue;
+        }
         groups.push(m);
     }
     if groups.is_empty() {
@@ -483,6 +490,16 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         candidates = idx.into_iter().filter_map(|i| slots[i].take()).collect();
     }
     Ok(Plan { candidates, excluded, strategy: req.strategy, resolved_by })
+}
+
+/// The context window of a match when known ([`Channel::context_window`], without a lookup by name when the
+/// channel configures none).
+fn context_window(snap: &Snapshot, m: &Match<'_>) -> Option<u32> {
+    let ch = &snap.channels[m.channel];
+    if ch.context_window.is_empty() {
+        return m.model_in(snap).and_then(|x| x.context);
+    }
+    ch.context_window(m.model)
 }
 
 fn all_cooling_or_none(model: &str, excluded: Vec<Excluded>) -> PlanError {

@@ -187,6 +187,26 @@ fn endpoints_of_one_priority_share_load_by_weight() {
 }
 
 #[test]
+fn a_request_too_long_for_a_window_falls_back_to_a_longer_one() {
+    let s = snap(
+        "channels:\n  - name: short\n    base_url: http://127.0.0.1:1/v1\n    models: [m]\n    tags: [code]\n    context_window: {m: 8000}\n  - name: long\n    base_url: http://127.0.0.1:2/v1\n    priority: 1\n    models: [m-long]\n    tags: [code]\n    context_window: {'*': 200000}\n",
+    );
+    let h = Health::new();
+    let small = RouteRequest { est_input: 1000, est_output: 1000, ..req("tag:code") };
+    let p = plan(&s, &h, &small, Instant::now()).unwrap();
+    assert_eq!(names(&s, &p), ["short:m", "long:m-long"]);
+    let big = RouteRequest { est_input: 50_000, est_output: 1000, ..req("tag:code") };
+    let p = plan(&s, &h, &big, Instant::now()).unwrap();
+    assert_eq!(names(&s, &p), ["long:m-long"]);
+    assert!(p.excluded.iter().any(|e| e.channel == "short" && e.reason.starts_with("context too long")), "{p:?}");
+    let huge = RouteRequest { est_input: 500_000, est_output: 1000, ..req("tag:code") };
+    match plan(&s, &h, &huge, Instant::now()).unwrap_err() {
+        PlanError::NoneUsable { excluded, .. } => assert_eq!(excluded.len(), 2),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
 fn plan_takes_microseconds() {
     // Not a timing assertion: just exercise a larger catalogue for panics.
     let mut yaml = String::from("channels:\n");
