@@ -229,3 +229,56 @@ async fn context_windows_exclude_short_models_for_long_requests() {
     assert_eq!(models, ["vendor/long-coder"]);
     assert_eq!(excluded.len(), 2, "{excluded:?}");
 }
+
+/// 7. Two One-API instances imported into one store never update each other's channels, and a re-import keeps
+/// a channel disabled locally unless `--reset-state`.
+#[test]
+fn oneapi_imports_are_per_database_and_keep_local_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oneapi/one-api.db");
+    let (a, b) = (dir.path().join("a/one-api.db"), dir.path().join("b/one-api.db"));
+    for p in [&a, &b] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(&fixture, p).unwrap();
+    }
+    let st = dir.path().join("s.redb");
+    let nocfg = dir.path().join("router.yaml");
+    common::write(&nocfg, "channels: []\n");
+    let run = |args: &[&str]| {
+        let base = ["--store", st.to_str().unwrap(), "--config", nocfg.to_str().unwrap()];
+        let (code, out, err) = common::run_cli(&[&base[..], args].concat(), &[("ROUTER_MASTER_KEY", "")]);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        out
+    };
+    let list = || -> Vec<(String, bool, String)> {
+        let v: serde_json::Value = serde_json::from_str(&run(&["channels", "list", "--json"])).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let c = if e.get("channel").is_some() { &e["channel"] } else { e };
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["enabled"].as_bool().unwrap(),
+                    c["source"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    run(&["import", "oneapi", a, "--yes"]);
+    let first = list();
+    assert!(!first.is_empty());
+    run(&["import", "oneapi", b, "--yes", "--prefix", "b-"]);
+    let both = list();
+    assert_eq!(both.len(), 2 * first.len(), "the second instance's channels sit beside the first's: {both:?}");
+    for c in &first {
+        assert!(both.contains(c), "{c:?} was changed by importing another database");
+    }
+    let name = first.iter().find(|c| c.1).map(|c| c.0.clone()).unwrap();
+    run(&["channels", "disable", &name]);
+    run(&["import", "oneapi", a, "--yes"]);
+    assert!(list().iter().any(|c| c.0 == name && !c.1), "re-import re-enabled `{name}`");
+    run(&["import", "oneapi", a, "--yes", "--reset-state"]);
+    assert!(list().iter().any(|c| c.0 == name && c.1), "--reset-state did not take the database's state");
+}

@@ -321,7 +321,7 @@ pub struct ChannelConfig {
     /// How to ask this channel for its credit (default: guessed from the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<ChannelBalanceConfig>,
-    /// Where an imported channel came from (e.g. `oneapi:sqlite:/path#12`); re-import matches on it.
+    /// Where an imported channel came from (e.g. `oneapi:one-api:sqlite:/path/one-api.db#12`); re-import matches on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Why the channel is disabled, when it is.
