@@ -282,3 +282,36 @@ fn oneapi_imports_are_per_database_and_keep_local_state() {
     run(&["import", "oneapi", a, "--yes", "--reset-state"]);
     assert!(list().iter().any(|c| c.0 == name && c.1), "--reset-state did not take the database's state");
 }
+
+/// 8. `config check` lists the store's channels too, by origin, and warns about channels that can never be chosen.
+#[test]
+fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("router.yaml");
+    common::write(
+        &cfg,
+        "channels:\n  - name: ok\n    base_url: https://ok.example/v1\n    models: [m]\n    keys: [sk-1]\n  - name: nomodels\n    base_url: https://n.example/v1\n    keys: [sk-2]\n  - name: keysoff\n    base_url: https://k.example/v1\n    models: [m]\n    keys: [{name: k, key: sk-3, enabled: false}]\n  - name: pinned\n    models: [m]\n    endpoints:\n      - {name: e, base_url: https://p.example/v1, failover_enabled: false, keys: [sk-4]}\n",
+    );
+    let st = dir.path().join("s.redb");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oneapi/one-api.db");
+    let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
+    let env = [("ROUTER_MASTER_KEY", "")];
+    let (code, out, err) =
+        common::run_cli(&[&base[..], &["import", "oneapi", fixture.to_str().unwrap(), "--yes"]].concat(), &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = common::run_cli(&[&base[..], &["config", "check", "--json"]].concat(), &env);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let origin =
+        |name: &str| v["channels"].as_array().unwrap().iter().find(|c| c["name"] == name).map(|c| c["origin"].clone());
+    assert_eq!(origin("ok"), Some(json!("config")));
+    assert_eq!(origin("OpenAI 官方"), Some(json!("imported")));
+    let warnings = v["warnings"].to_string();
+    for name in ["nomodels", "keysoff", "pinned"] {
+        assert!(warnings.contains(&format!("`{name}` can never be chosen")), "{warnings}");
+    }
+    assert!(!warnings.contains("`ok`"), "{warnings}");
+    let (code, _, err) = common::run_cli(&[&base[..], &["config", "check"]].concat(), &env);
+    assert_eq!(code, 0);
+    assert!(err.contains("warning: channel `nomodels` can never be chosen"), "{err}");
+}
