@@ -315,3 +315,27 @@ fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
     assert_eq!(code, 0);
     assert!(err.contains("warning: channel `nomodels` can never be chosen"), "{err}");
 }
+
+/// 9. Discovery and fast-test timeouts are config keys: a hanging upstream costs what the config says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_fast_test_timeouts_come_from_the_config() {
+    let mock = Mock::start(|_, _| Reply::Hang).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("router.yaml");
+    common::write(
+        &cfg,
+        &format!(
+            "routing:\n  fast_test_timeout: 200ms\ndiscovery:\n  timeout: 300ms\nchannels:\n  - name: slow\n    base_url: {}\n    models: [m]\n    keys: [sk-test-1]\n",
+            mock.openai_url()
+        ),
+    );
+    let st = dir.path().join("s.redb");
+    let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
+    let t = std::time::Instant::now();
+    let (_, out, err) = cli(&[&base[..], &["discover", "--json"]].concat(), &[]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "discover took {:?}: {out}{err}", t.elapsed());
+    let t = std::time::Instant::now();
+    let (code, out, err) = cli(&[&base[..], &["tags", "query", "m", "--strategy", "fastest"]].concat(), &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(t.elapsed() < std::time::Duration::from_millis(1500), "fast test took {:?}", t.elapsed());
+}

@@ -104,7 +104,8 @@ fn check(global: &Global, args: CheckArgs, store: Option<&dyn BalanceStore>) -> 
     // Results are kept in the store (created when missing, as `serve` creates it, so `check` then `history` works
     // from cron), or sent to the server holding it.
     let loaded = rt.block_on(super::discover::load(global, true))?;
-    let own = loaded.access.as_ref().map(StoreBalances::new);
+    let keep = loaded.snapshot.config.raw.balance.history_days();
+    let own = loaded.access.as_ref().map(|a| StoreBalances::new(a).keep_days(keep));
     let store: Option<&dyn BalanceStore> = store.or(own.as_ref().map(|s| s as &dyn BalanceStore));
     let ttl = loaded.snapshot.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
     let snapshot = Arc::new(loaded.snapshot);

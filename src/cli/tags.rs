@@ -120,7 +120,8 @@ async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Loaded> {
         return Ok(loaded);
     }
     let snap = &loaded.snapshot;
-    let outcome = discover::discover(snap, &Options::default(), &|_| {}).await;
+    let opts = Options { timeout: snap.config.raw.discovery.timeout(), ..Options::default() };
+    let outcome = discover::discover(snap, &opts, &|_| {}).await;
     for r in outcome.reports.iter().filter(|r| r.status != "ok") {
         for t in r.tokens.iter().filter_map(|t| t.reason.as_ref().map(|reason| (t, reason))) {
             output::note(&format!(
@@ -309,7 +310,10 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             serde_json::from_value(v).context("unexpected reply from the server to `plan`")?
         }
         // Without one, a fresh health: nothing is cooling and latency is only what fast tests measure.
-        _ => answer(&loaded.snapshot, &Health::new(), &FastTest::default(), &plan_args).await,
+        _ => {
+            let fasttest = FastTest::with_timeout(loaded.snapshot.config.raw.routing.fast_test_timeout.0);
+            answer(&loaded.snapshot, &Health::new(), &fasttest, &plan_args).await
+        }
     };
     let out = match answer {
         Ok(out) => out,

@@ -133,6 +133,8 @@ pub struct RoutingConfig {
     pub retry_on_timeout: bool,
     pub cooldown: CooldownConfig,
     pub balanced: BalancedWeights,
+    /// Bound on the cheap GET (`fast_test_path`) `fastest` measures an endpoint with before it has traffic.
+    pub fast_test_timeout: Dur,
 }
 
 impl Default for RoutingConfig {
@@ -144,6 +146,7 @@ impl Default for RoutingConfig {
             retry_on_timeout: false,
             cooldown: CooldownConfig::default(),
             balanced: BalancedWeights::default(),
+            fast_test_timeout: Dur::secs(2),
         }
     }
 }
@@ -217,6 +220,14 @@ impl Default for UpstreamConfig {
 pub struct DiscoveryConfig {
     /// Re-discover models this often while serving. Absent: only on demand.
     pub interval: Option<Dur>,
+    /// Bound on each model-list request (default 20s; `router discover --timeout` overrides it).
+    pub timeout: Option<Dur>,
+}
+
+impl DiscoveryConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout.map_or(std::time::Duration::from_secs(20), |d| d.0)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -226,6 +237,15 @@ pub struct BalanceSettings {
     pub interval: Option<Dur>,
     /// Results younger than this are served from the store by `router balance check`.
     pub ttl: Option<Dur>,
+    /// Balance history older than this many days is deleted when new results are saved (default 180; 0: keep
+    /// everything).
+    pub history_days: Option<u32>,
+}
+
+impl BalanceSettings {
+    pub fn history_days(&self) -> u32 {
+        self.history_days.unwrap_or(180)
+    }
 }
 
 /// The wire an upstream speaks.

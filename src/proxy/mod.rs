@@ -55,12 +55,13 @@ pub struct AppState {
 impl AppState {
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         Arc::new(AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             client,
             sink,
-            fasttest: FastTest::default(),
+            fasttest: FastTest::with_timeout(fast_test_timeout),
         })
     }
 }
