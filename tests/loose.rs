@@ -339,3 +339,106 @@ async fn discovery_and_fast_test_timeouts_come_from_the_config() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(t.elapsed() < std::time::Duration::from_millis(1500), "fast test took {:?}", t.elapsed());
 }
+
+/// 5. Requests missing what their endpoint needs are 400 before routing, in the client's shape, and never reach
+/// an upstream; a valid request still goes through byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_missing_required_fields_are_400_before_routing() {
+    let oai = Mock::start(|_, _| Reply::Json(200, common::chat_json("gpt-4o", "hi", 3, 1))).await;
+    let ant = Mock::start(|_, _| Reply::Json(200, common::messages_json("claude-x", "hi"))).await;
+    let router = common::Router::start(&format!(
+        "channels:\n  - name: o\n    base_url: {}\n    models: [gpt-4o, text-embedding-3-small, gpt-4o-r]\n    responses_api: chat\n    keys: [sk-test-1]\n  - name: a\n    protocol: anthropic\n    base_url: {}\n    models: [claude-x]\n    keys: [sk-test-2]\n",
+        oai.openai_url(),
+        ant.root_url()
+    ));
+    let c = common::client();
+    let cases: [(&str, serde_json::Value, &str); 6] = [
+        ("/v1/chat/completions", json!({"model": "gpt-4o"}), "messages"),
+        ("/v1/messages", json!({"model": "claude-x", "max_tokens": 5}), "messages"),
+        ("/v1/messages", json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}), "max_tokens"),
+        ("/v1/messages/count_tokens", json!({"model": "claude-x"}), "messages"),
+        ("/v1/embeddings", json!({"model": "text-embedding-3-small"}), "input"),
+        ("/v1/responses", json!({"model": "gpt-4o-r", "instructions": "be brief"}), "input"),
+    ];
+    for (path, body, field) in cases {
+        let r = c.post(router.url(path)).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path} {body}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains(&format!("`{field}` is required")), "{v}");
+        if path.starts_with("/v1/messages") {
+            assert_eq!(v["type"], "error", "Anthropic shape: {v}");
+        } else {
+            assert!(v.get("type").is_none(), "OpenAI shape: {v}");
+        }
+    }
+    assert_eq!(oai.count() + ant.count(), 0, "no upstream saw an invalid request");
+    let body = r#"{"model":"gpt-4o",  "messages":[{"role":"user","content":"hi"}], "x_extra": 1}"#;
+    let r = c.post(router.url("/v1/chat/completions")).body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&oai.last().body[..], body.as_bytes(), "forwarded byte for byte");
+}
+
+/// 10. Legacy completions (with `suffix` for fill-in-the-middle) pass through to OpenAI-protocol channels,
+/// streaming included, with usage recorded; a model served only by Anthropic channels is a clear 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_completions_pass_through_and_are_metered() {
+    let oai = Mock::start(|r, _| {
+        let v = r.json();
+        if v["stream"] == true {
+            let mut ev = vec![
+                "data: {\"id\":\"c\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"x = \",\"index\":0,\"finish_reason\":null}],\"model\":\"codestral\"}\n\n".to_string(),
+                "data: {\"id\":\"c\",\"object\":\"text_completion\",\"choices\":[{\"text\":\"1\",\"index\":0,\"finish_reason\":\"stop\"}],\"model\":\"codestral\"}\n\n".to_string(),
+            ];
+            if v["stream_options"]["include_usage"] == true {
+                ev.push("data: {\"id\":\"c\",\"object\":\"text_completion\",\"choices\":[],\"model\":\"codestral\",\"usage\":{\"prompt_tokens\":21,\"completion_tokens\":2,\"total_tokens\":23}}\n\n".into());
+            }
+            ev.push("data: [DONE]\n\n".into());
+            Reply::Sse(ev)
+        } else {
+            Reply::Json(
+                200,
+                json!({"id": "cmpl-1", "object": "text_completion", "model": "codestral",
+                    "choices": [{"text": "x = 1", "index": 0, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24}}),
+            )
+        }
+    })
+    .await;
+    let ant = Mock::start(|_, _| Reply::Json(200, common::messages_json("claude-x", "hi"))).await;
+    let router = common::Router::start(&format!(
+        "channels:\n  - name: o\n    base_url: {}\n    models: [codestral]\n    keys: [sk-test-1]\n  - name: a\n    protocol: anthropic\n    base_url: {}\n    models: [claude-x]\n    keys: [sk-test-2]\n",
+        oai.openai_url(),
+        ant.root_url()
+    ));
+    let c = common::client();
+    let fim = json!({"model": "codestral", "prompt": "def f():\n    ", "suffix": "\n    return x", "max_tokens": 16});
+    let r = c.post(router.url("/v1/completions")).json(&fim).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["choices"][0]["text"], "x = 1");
+    assert!(oai.last().uri.ends_with("/v1/completions"), "{}", oai.last().uri);
+    assert_eq!(oai.last().json()["suffix"], "\n    return x");
+
+    let mut stream = fim.clone();
+    stream["stream"] = json!(true);
+    let r = c.post(router.url("/v1/completions")).json(&stream).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("x = ") && text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("\"usage\""), "the usage chunk the client did not ask for is hidden: {text}");
+
+    let r =
+        c.post(router.url("/v1/completions")).json(&json!({"model": "claude-x", "prompt": "hi"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let msg = r.json::<serde_json::Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("legacy completions") && msg.contains("anthropic"), "{msg}");
+    assert_eq!(ant.count(), 0);
+
+    let recs = router.records();
+    let tokens: Vec<(u64, u64)> = recs
+        .iter()
+        .filter(|r| r["path"] == "/v1/completions" && r["outcome"] == "ok")
+        .map(|r| (r["tokens"]["input"].as_u64().unwrap(), r["tokens"]["output"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(tokens.len(), 2, "{recs:?}");
+    assert!(tokens.contains(&(20, 4)) && tokens.contains(&(21, 2)), "{tokens:?}");
+}

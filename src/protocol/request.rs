@@ -1,6 +1,7 @@
 //! What the router reads from a client request body, and the only edits it makes to it.
 //!
-//! Owns the borrowed peek at `model`, `stream`, `stream_options` and the output cap (no tree is built), and splicing a new
+//! Owns the borrowed peek at `model`, `stream`, `stream_options`, the output cap and which of the fields endpoints
+//! require are present (no tree is built), and splicing a new
 //! model id or `stream_options.include_usage` into the original bytes, leaving everything else untouched.
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +22,22 @@ struct PeekWire<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_output_tokens: Option<&'a RawValue>,
+    // Only whether these are present (and not null): endpoints that need them answer 400 before routing.
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt: Option<&'a RawValue>,
+}
+
+/// Which required fields a body carries (present and not `null`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Present {
+    pub messages: bool,
+    pub input: bool,
+    pub prompt: bool,
+    pub max_tokens: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -38,6 +55,8 @@ pub struct Peek {
     /// The output cap the client set: `max_tokens` (chat, messages), `max_completion_tokens` (chat) or
     /// `max_output_tokens` (responses), when it is a non-negative integer. Used for cost estimates only.
     pub max_output: Option<u64>,
+    /// Which of `messages`, `input`, `prompt`, `max_tokens` the body has.
+    pub present: Present,
     /// Byte range of the `model` value (including its quotes) in the body.
     model_span: Option<(usize, usize)>,
     /// Byte range of the `stream_options` value in the body.
@@ -73,11 +92,19 @@ impl Peek {
         let cap = |r: Option<&RawValue>| r.and_then(|r| r.get().parse::<u64>().ok());
         let max_output =
             cap(wire.max_tokens).or_else(|| cap(wire.max_completion_tokens)).or_else(|| cap(wire.max_output_tokens));
+        let set = |r: Option<&RawValue>| r.is_some_and(|r| r.get() != "null");
+        let present = Present {
+            messages: set(wire.messages),
+            input: set(wire.input),
+            prompt: set(wire.prompt),
+            max_tokens: set(wire.max_tokens),
+        };
         Ok(Peek {
             model,
             stream: wire.stream.unwrap_or(false),
             include_usage,
             max_output,
+            present,
             model_span: wire.model.map(|r| span(body, r)),
             stream_options_span: wire.stream_options.map(|r| span(body, r)),
         })
@@ -178,6 +205,20 @@ mod tests {
     fn rejects_bad_json_and_non_string_model() {
         assert!(matches!(Peek::parse(b"{nope"), Err(PeekError::Json(_))));
         assert!(matches!(Peek::parse(br#"{"model":3}"#), Err(PeekError::ModelNotString)));
+    }
+
+    #[test]
+    fn sees_which_required_fields_are_present() {
+        let p = |b: &str| Peek::parse(b.as_bytes()).unwrap().present;
+        assert_eq!(
+            p(r#"{"model":"m","messages":[],"max_tokens":5}"#),
+            Present { messages: true, max_tokens: true, ..Default::default() }
+        );
+        assert_eq!(
+            p(r#"{"model":"m","messages":null,"input":"x","prompt":["a"]}"#),
+            Present { input: true, prompt: true, ..Default::default() }
+        );
+        assert_eq!(p(r#"{"model":"m"}"#), Present::default());
     }
 
     #[test]

@@ -180,6 +180,9 @@ impl Exchange {
         };
         self.record.requested_model = model.clone();
         self.record.stream = peek.stream;
+        if let Some(field) = missing_field(self.op, &peek.present) {
+            return Err(Rejection::bad_request(format!("`{field}` is required for {}", self.record.path)));
+        }
         Ok(peek)
     }
 
@@ -215,7 +218,19 @@ impl Exchange {
         {
             planned = routing::plan(snap, &state.health, &route_req, Instant::now());
         }
-        planned.map_err(Rejection::NoRoute)
+        let plan = planned.map_err(Rejection::NoRoute)?;
+        // A Responses request without `input` passes through to a native Responses API (which may accept it), but
+        // cannot be translated to chat completions.
+        if op == Operation::Responses
+            && !input.peek.present.input
+            && plan.candidates.iter().any(|c| snap.channels[c.channel].responses_via_chat())
+        {
+            return Err(Rejection::bad_request(format!(
+                "`input` is required for {} (the channels serving `{}` take it as chat completions)",
+                self.record.path, self.record.requested_model
+            )));
+        }
+        Ok(plan)
     }
 
     /// Ends a request that did not succeed: fills the record, sends it, answers in the client's shape.
@@ -231,7 +246,13 @@ impl Exchange {
                 (Outcome::BadRequest, status, message, resp)
             }
             Rejection::NoRoute(e) => {
-                let (status, code, message) = no_route(&e);
+                let (status, code, mut message) = no_route(&e);
+                if let (Operation::Completions, PlanError::WrongProtocol { model, protocol, .. }) = (self.op, &e) {
+                    message = format!(
+                        "`{model}` is served only by {protocol} channels; legacy completions (/v1/completions) go \
+                         only to OpenAI-protocol channels: use /v1/chat/completions or /v1/messages for it"
+                    );
+                }
                 let mut resp = self.error(status, &message, Some(code));
                 if let PlanError::AllCooling { retry_in, .. } = e {
                     headers::set(resp.headers_mut(), "retry-after", &retry_in.as_secs().max(1).to_string());
@@ -294,6 +315,19 @@ impl Exchange {
                 (StatusCode::GATEWAY_TIMEOUT, msg.to_string(), resp)
             }
         }
+    }
+}
+
+/// The field an operation cannot do without, when the body lacks it (checked before routing, so such a request
+/// costs no upstream attempt).
+fn missing_field(op: Operation, has: &crate::protocol::request::Present) -> Option<&'static str> {
+    match op {
+        Operation::ChatCompletions | Operation::CountTokens if !has.messages => Some("messages"),
+        Operation::Messages if !has.messages => Some("messages"),
+        Operation::Messages if !has.max_tokens => Some("max_tokens"),
+        Operation::Embeddings if !has.input => Some("input"),
+        Operation::Completions if !has.prompt => Some("prompt"),
+        _ => None,
     }
 }
 

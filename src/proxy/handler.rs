@@ -38,6 +38,7 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
     let p = p.trim_end_matches('/');
     match (method, p) {
         (&Method::POST, "/chat/completions") => (Route::Api(Operation::ChatCompletions), Protocol::Openai),
+        (&Method::POST, "/completions") => (Route::Api(Operation::Completions), Protocol::Openai),
         (&Method::POST, "/responses") => (Route::Api(Operation::Responses), Protocol::Openai),
         (&Method::POST, "/embeddings") => (Route::Api(Operation::Embeddings), Protocol::Openai),
         (&Method::POST, "/messages") => (Route::Api(Operation::Messages), Protocol::Anthropic),
@@ -122,6 +123,7 @@ mod tests {
             route(&Method::POST, "/v1/messages/count_tokens"),
             (Route::Api(Operation::CountTokens), Protocol::Anthropic)
         );
+        assert_eq!(route(&Method::POST, "/v1/completions"), (Route::Api(Operation::Completions), Protocol::Openai));
         assert_eq!(route(&Method::GET, "/v1/models").0, Route::Models);
         assert_eq!(route(&Method::GET, "/health").0, Route::Health);
         assert_eq!(route(&Method::GET, "/v1/messages/x"), (Route::NotFound, Protocol::Anthropic));

@@ -153,7 +153,9 @@ async fn run(
             stats.lost += n;
         }
         if rx.is_empty() {
-            waiting.drain(..).for_each(|w| drop(w.send(())));
+            for w in waiting.drain(..) {
+                let _ = w.send(());
+            }
         }
     }
     stats
