@@ -91,10 +91,13 @@ fn any(path: &'static str, reply: Reply) -> (&'static str, String, Reply) {
 }
 
 async fn router(config: &std::path::Path, args: &[&str]) -> Output {
+    // `balance check` keeps its results in the store (creating it): one next to the config, never the user's.
+    let store = config.with_file_name("router.redb");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_router"))
         .arg("--config")
         .arg(config)
         .args(args)
+        .env("ROUTER_STORE", &store)
         .env("ROUTER_NO_LOCAL_PROBE", "1")
         .env_remove("ROUTER_BALANCE_TIMEOUT")
         .env("NO_COLOR", "1")
@@ -416,7 +419,8 @@ async fn usage_errors_exit_1() {
     // clap rejects it before `run` (clap's own exit code).
     assert_ne!(out.status.code(), Some(0));
 
-    let out = router(&f.config, &["balance", "history", "--since", "7d"]).await;
+    let missing = f.config.with_file_name("missing.redb");
+    let out = router(&f.config, &["balance", "history", "--since", "7d", "--store", missing.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs the store"));
 }

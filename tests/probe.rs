@@ -29,7 +29,8 @@ async fn router_test(config: &str, args: &[&str]) -> (i32, String, String) {
         .env("NO_COLOR", "1")
         .env("ROUTER_TABLE_WIDTH", "400")
         .env_remove("ROUTER_CONFIG")
-        .env_remove("ROUTER_STORE")
+        // `router test` keeps its routed requests in the store (creating it): a temporary one, never the user's.
+        .env("ROUTER_STORE", dir.path().join("router.redb"))
         .output()
         .await
         .unwrap();
