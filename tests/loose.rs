@@ -442,3 +442,56 @@ async fn legacy_completions_pass_through_and_are_metered() {
     assert_eq!(tokens.len(), 2, "{recs:?}");
     assert!(tokens.contains(&(20, 4)) && tokens.contains(&(21, 2)), "{tokens:?}");
 }
+
+/// 11. `GET /api/v1/models[/{id}]`: an OpenRouter-shaped catalogue of every routable model, `?tag=` filters,
+/// `?sort=price` orders by price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openrouter_shaped_catalogue() {
+    let router = common::Router::start(
+        "server:\n  keys: [{name: me, key: sk-gw-1}]\nchannels:\n  - name: paid\n    base_url: https://paid.example/v1\n    models: [openai/gpt-4o, qwen/qwen3-8b, text-embedding-3-small]\n    pricing:\n      openai/gpt-4o: {input: 2.5, output: 10, cache_read: 1.25}\n      qwen/qwen3-8b: {input: 0.1, output: 0.2}\n    context_window: {openai/gpt-4o: 128000}\n    keys: [sk-test-1]\n  - name: cheap\n    base_url: https://cheap.example/v1\n    models: [qwen/qwen3-8b, qwen/qwen3-30b-a3b:free]\n    pricing: {qwen/qwen3-8b: {input: 0.05, output: 0.1}}\n    keys: [sk-test-2]\n",
+    );
+    let c = common::client();
+    let get = |path: &str| {
+        let c = c.clone();
+        let url = router.url(path);
+        async move {
+            let r = c.get(url).bearer_auth("sk-gw-1").send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    assert_eq!(c.get(router.url("/api/v1/models")).send().await.unwrap().status(), 401);
+    let (status, v) = get("/api/v1/models").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["openai/gpt-4o", "qwen/qwen3-30b-a3b:free", "qwen/qwen3-8b", "text-embedding-3-small"]);
+    let gpt = &v["data"][0];
+    assert_eq!(gpt["context_length"], 128000);
+    assert_eq!(
+        gpt["pricing"],
+        json!({"prompt": "0.0000025", "completion": "0.00001", "input_cache_read": "0.00000125"})
+    );
+    assert_eq!(gpt["architecture"]["output_modalities"], json!(["text"]));
+    assert_eq!(v["data"][3]["architecture"]["output_modalities"], json!(["embeddings"]));
+    let qwen = &v["data"][2];
+    assert_eq!(qwen["pricing"]["prompt"], "0.00000005", "the cheapest channel's price");
+    assert_eq!(qwen["channels"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][1]["free"], true);
+
+    let (_, v) = get("/api/v1/models?tag=free").await;
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["qwen/qwen3-30b-a3b:free"]);
+    let (_, v) = get("/api/v1/models?tag=qwen,!free&sort=price").await;
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["qwen/qwen3-8b"]);
+    let (_, v) = get("/api/v1/models?sort=price").await;
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["qwen/qwen3-30b-a3b:free", "qwen/qwen3-8b", "openai/gpt-4o", "text-embedding-3-small"]);
+
+    let (status, v) = get("/api/v1/models/openai/gpt-4o").await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["id"], "openai/gpt-4o");
+    let (status, v) = get("/api/v1/models/nope").await;
+    assert_eq!(status, 404);
+    assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
+}

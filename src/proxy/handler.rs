@@ -29,11 +29,18 @@ use crate::usage;
 enum Route {
     Api(Operation),
     Models,
+    /// `/api/v1/models[/{id}]`: the OpenRouter-shaped catalogue.
+    Catalogue,
     Health,
     NotFound,
 }
 
 fn route(method: &Method, path: &str) -> (Route, Protocol) {
+    if method == Method::GET
+        && path.strip_prefix(super::catalogue::PREFIX).is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    {
+        return (Route::Catalogue, Protocol::Openai);
+    }
     let p = path.strip_prefix("/v1").unwrap_or(path);
     let p = p.trim_end_matches('/');
     match (method, p) {
@@ -64,7 +71,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             let id = usage::new_id(usage::now_ms());
             return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
         }
-        Route::Models => None,
+        Route::Models | Route::Catalogue => None,
         Route::Api(op) => Some(op),
     };
     let key = match authenticate(&snap.config.gateway_keys, req.headers()) {
@@ -74,6 +81,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             return error_response(protocol, id, StatusCode::UNAUTHORIZED, msg, Some("invalid_api_key"));
         }
     };
+    if route == Route::Catalogue {
+        return super::catalogue::answer(&snap, req.uri().path(), req.uri().query(), key);
+    }
     let Some(op) = op else { return local::models(&snap, protocol, key) };
     let path = req.uri().path().to_string();
     Exchange::new(state.clone(), snap.clone(), protocol, op, key, &path).run(req).await
@@ -126,6 +136,9 @@ mod tests {
         assert_eq!(route(&Method::POST, "/v1/completions"), (Route::Api(Operation::Completions), Protocol::Openai));
         assert_eq!(route(&Method::GET, "/v1/models").0, Route::Models);
         assert_eq!(route(&Method::GET, "/health").0, Route::Health);
+        assert_eq!(route(&Method::GET, "/api/v1/models").0, Route::Catalogue);
+        assert_eq!(route(&Method::GET, "/api/v1/models/openai/gpt-4o").0, Route::Catalogue);
+        assert_eq!(route(&Method::GET, "/api/v1/modelsx").0, Route::NotFound);
         assert_eq!(route(&Method::GET, "/v1/messages/x"), (Route::NotFound, Protocol::Anthropic));
     }
 

@@ -7,6 +7,7 @@
 //! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
 pub mod body;
+mod catalogue;
 mod exchange;
 mod failover;
 pub mod handler;
