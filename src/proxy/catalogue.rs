@@ -13,7 +13,8 @@ use serde::Serialize;
 use super::ProxyBody;
 use super::exchange::error_response;
 use crate::catalog::{Channel, ModelKind, Snapshot};
-use crate::config::{GatewayKey, Price};
+use crate::config::Price;
+use crate::keys;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::tags::TagExpr;
@@ -100,7 +101,7 @@ pub(super) fn answer(
     snap: &Snapshot,
     path: &str,
     query: Option<&str>,
-    key: Option<&GatewayKey>,
+    key: Option<&keys::Entry>,
 ) -> Response<ProxyBody> {
     let fail = |status: StatusCode, msg: &str, code: &str| {
         error_response(Protocol::Openai, usage::new_id(usage::now_ms()), status, msg, Some(code))

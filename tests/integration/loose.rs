@@ -1,15 +1,14 @@
 //! Issue 20's loose ends, end to end through the real binary against mock upstreams on 127.0.0.1:0.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Mock, Reply};
 use serde_json::json;
+
+use crate::harness::*;
 
 /// The CLI, run without blocking the runtime the mocks live on.
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    tokio::task::block_in_place(|| common::run_cli(args, env))
+    tokio::task::block_in_place(|| run_cli(args, env))
 }
 
 /// 1. `balance check` on a machine where `serve` never ran creates the store at the usual path (private, like
@@ -26,7 +25,7 @@ async fn balance_check_creates_the_store_for_history() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    common::write(
+    write(
         &cfg,
         &format!(
             "channels:\n  - name: ds\n    base_url: https://api.deepseek.com\n    balance: {{kind: deepseek, url: \"{}\"}}\n    keys: [{{name: main, key: sk-test-1}}]\n",
@@ -55,13 +54,13 @@ async fn test_command_keeps_its_requests_in_a_new_store() {
         if r.uri.ends_with("/models") {
             Reply::Json(200, json!({"object": "list", "data": [{"id": "m1"}]}))
         } else {
-            Reply::Json(200, common::chat_json("m1", "hi", 7, 2))
+            Reply::Json(200, chat_json("m1", "hi", 7, 2))
         }
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    common::write(
+    write(
         &cfg,
         &format!(
             "channels:\n  - name: c\n    base_url: {}\n    models: [m1]\n    keys: [sk-test-1]\n",
@@ -84,7 +83,7 @@ async fn test_command_keeps_its_requests_in_a_new_store() {
 /// `env`. Returns the child, its address and its start-up summary.
 fn zero_config(dir: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> (std::process::Child, String, String) {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(common::bin());
+    let mut cmd = std::process::Command::new(bin());
     cmd.args(["serve", "--listen", listen, "--no-local", "--store"])
         .arg(dir.join("router.redb"))
         .current_dir(dir)
@@ -121,9 +120,9 @@ fn zero_config(dir: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> (st
 /// at the router itself (as the README exports it for Claude Code) is not followed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_config_honours_base_url_variables() {
-    let mock = Mock::start(|_, _| Reply::Json(200, common::chat_json("gpt-4o", "hi", 3, 1))).await;
+    let mock = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "hi", 3, 1))).await;
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", common::dead_port());
+    let listen = format!("127.0.0.1:{}", dead_port());
     let own = format!("http://{listen}");
     let openai = mock.openai_url();
     let env = [
@@ -135,7 +134,7 @@ async fn zero_config_honours_base_url_variables() {
     let (mut child, addr, out) = tokio::task::block_in_place(|| zero_config(dir.path(), &listen, &env));
     assert!(out.contains(&format!("openai from $OPENAI_API_KEY at {openai} ($OPENAI_BASE_URL)")), "{out}");
     assert!(out.contains("anthropic: ignoring $ANTHROPIC_BASE_URL"), "{out}");
-    let r = common::client()
+    let r = client()
         .post(format!("http://{addr}/v1/chat/completions"))
         .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -152,13 +151,13 @@ async fn zero_config_honours_base_url_variables() {
 fn tags_query_shows_endpoint_priority_and_weight() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    common::write(
+    write(
         &cfg,
         "channels:\n  - name: c\n    models: [m]\n    endpoints:\n      - {name: a, base_url: https://a.example/v1, weight: 3, keys: [k1]}\n      - {name: b, base_url: https://b.example/v1, keys: [k2]}\n      - {name: z, base_url: https://z.example/v1, priority: 1, keys: [k3]}\n",
     );
     let st = dir.path().join("none.redb");
     let args = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap(), "tags", "query", "m"];
-    let (code, out, err) = common::run_cli(&[&args[..], &["--json"]].concat(), &[]);
+    let (code, out, err) = run_cli(&[&args[..], &["--json"]].concat(), &[]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows: Vec<(String, i64, u64)> = v["candidates"]
@@ -173,7 +172,7 @@ fn tags_query_shows_endpoint_priority_and_weight() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2], ("z".to_string(), 1, 1));
     assert!(rows.contains(&("a".to_string(), 0, 3)), "{rows:?}");
-    let (code, out, _) = common::run_cli(&args, &[]);
+    let (code, out, _) = run_cli(&args, &[]);
     assert_eq!(code, 0);
     assert!(out.contains("prio/weight") && out.contains("0/3"), "{out}");
 }
@@ -194,7 +193,7 @@ async fn context_windows_exclude_short_models_for_long_requests() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    common::write(
+    write(
         &cfg,
         &format!(
             "channels:\n  - name: up\n    base_url: {}\n    keys: [sk-test-1]\n  - name: cfg\n    base_url: https://cfg.example/v1\n    priority: 5\n    models: [vendor/mid-coder]\n    context_window: {{vendor/mid-coder: 32000}}\n    keys: [sk-test-2]\n",
@@ -243,10 +242,10 @@ fn oneapi_imports_are_per_database_and_keep_local_state() {
     }
     let st = dir.path().join("s.redb");
     let nocfg = dir.path().join("router.yaml");
-    common::write(&nocfg, "channels: []\n");
+    write(&nocfg, "channels: []\n");
     let run = |args: &[&str]| {
         let base = ["--store", st.to_str().unwrap(), "--config", nocfg.to_str().unwrap()];
-        let (code, out, err) = common::run_cli(&[&base[..], args].concat(), &[("ROUTER_MASTER_KEY", "")]);
+        let (code, out, err) = run_cli(&[&base[..], args].concat(), &[("ROUTER_MASTER_KEY", "")]);
         assert_eq!(code, 0, "{args:?}: {out}{err}");
         out
     };
@@ -288,7 +287,7 @@ fn oneapi_imports_are_per_database_and_keep_local_state() {
 fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    common::write(
+    write(
         &cfg,
         "channels:\n  - name: ok\n    base_url: https://ok.example/v1\n    models: [m]\n    keys: [sk-1]\n  - name: nomodels\n    base_url: https://n.example/v1\n    keys: [sk-2]\n  - name: keysoff\n    base_url: https://k.example/v1\n    models: [m]\n    keys: [{name: k, key: sk-3, enabled: false}]\n  - name: pinned\n    models: [m]\n    endpoints:\n      - {name: e, base_url: https://p.example/v1, failover_enabled: false, keys: [sk-4]}\n",
     );
@@ -297,9 +296,9 @@ fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
     let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
     let env = [("ROUTER_MASTER_KEY", "")];
     let (code, out, err) =
-        common::run_cli(&[&base[..], &["import", "oneapi", fixture.to_str().unwrap(), "--yes"]].concat(), &env);
+        run_cli(&[&base[..], &["import", "oneapi", fixture.to_str().unwrap(), "--yes"]].concat(), &env);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = common::run_cli(&[&base[..], &["config", "check", "--json"]].concat(), &env);
+    let (code, out, err) = run_cli(&[&base[..], &["config", "check", "--json"]].concat(), &env);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let origin =
@@ -311,7 +310,7 @@ fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
         assert!(warnings.contains(&format!("`{name}` can never be chosen")), "{warnings}");
     }
     assert!(!warnings.contains("`ok`"), "{warnings}");
-    let (code, _, err) = common::run_cli(&[&base[..], &["config", "check"]].concat(), &env);
+    let (code, _, err) = run_cli(&[&base[..], &["config", "check"]].concat(), &env);
     assert_eq!(code, 0);
     assert!(err.contains("warning: channel `nomodels` can never be chosen"), "{err}");
 }
@@ -322,7 +321,7 @@ async fn discovery_and_fast_test_timeouts_come_from_the_config() {
     let mock = Mock::start(|_, _| Reply::Hang).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    common::write(
+    write(
         &cfg,
         &format!(
             "routing:\n  fast_test_timeout: 200ms\ndiscovery:\n  timeout: 300ms\nchannels:\n  - name: slow\n    base_url: {}\n    models: [m]\n    keys: [sk-test-1]\n",
@@ -344,14 +343,14 @@ async fn discovery_and_fast_test_timeouts_come_from_the_config() {
 /// an upstream; a valid request still goes through byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_missing_required_fields_are_400_before_routing() {
-    let oai = Mock::start(|_, _| Reply::Json(200, common::chat_json("gpt-4o", "hi", 3, 1))).await;
-    let ant = Mock::start(|_, _| Reply::Json(200, common::messages_json("claude-x", "hi"))).await;
-    let router = common::Router::start(&format!(
+    let oai = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "hi", 3, 1))).await;
+    let ant = Mock::start(|_, _| Reply::Json(200, messages_json("claude-x", "hi"))).await;
+    let router = Router::start(&format!(
         "channels:\n  - name: o\n    base_url: {}\n    models: [gpt-4o, text-embedding-3-small, gpt-4o-r]\n    responses_api: chat\n    keys: [sk-test-1]\n  - name: a\n    protocol: anthropic\n    base_url: {}\n    models: [claude-x]\n    keys: [sk-test-2]\n",
         oai.openai_url(),
         ant.root_url()
     ));
-    let c = common::client();
+    let c = client();
     let cases: [(&str, serde_json::Value, &str); 6] = [
         ("/v1/chat/completions", json!({"model": "gpt-4o"}), "messages"),
         ("/v1/messages", json!({"model": "claude-x", "max_tokens": 5}), "messages"),
@@ -404,13 +403,13 @@ async fn legacy_completions_pass_through_and_are_metered() {
         }
     })
     .await;
-    let ant = Mock::start(|_, _| Reply::Json(200, common::messages_json("claude-x", "hi"))).await;
-    let router = common::Router::start(&format!(
+    let ant = Mock::start(|_, _| Reply::Json(200, messages_json("claude-x", "hi"))).await;
+    let router = Router::start(&format!(
         "channels:\n  - name: o\n    base_url: {}\n    models: [codestral]\n    keys: [sk-test-1]\n  - name: a\n    protocol: anthropic\n    base_url: {}\n    models: [claude-x]\n    keys: [sk-test-2]\n",
         oai.openai_url(),
         ant.root_url()
     ));
-    let c = common::client();
+    let c = client();
     let fim = json!({"model": "codestral", "prompt": "def f():\n    ", "suffix": "\n    return x", "max_tokens": 16});
     let r = c.post(router.url("/v1/completions")).json(&fim).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -447,10 +446,10 @@ async fn legacy_completions_pass_through_and_are_metered() {
 /// `?sort=price` orders by price.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openrouter_shaped_catalogue() {
-    let router = common::Router::start(
+    let router = Router::start(
         "server:\n  keys: [{name: me, key: sk-gw-1}]\nchannels:\n  - name: paid\n    base_url: https://paid.example/v1\n    models: [openai/gpt-4o, qwen/qwen3-8b, text-embedding-3-small]\n    pricing:\n      openai/gpt-4o: {input: 2.5, output: 10, cache_read: 1.25}\n      qwen/qwen3-8b: {input: 0.1, output: 0.2}\n    context_window: {openai/gpt-4o: 128000}\n    keys: [sk-test-1]\n  - name: cheap\n    base_url: https://cheap.example/v1\n    models: [qwen/qwen3-8b, qwen/qwen3-30b-a3b:free]\n    pricing: {qwen/qwen3-8b: {input: 0.05, output: 0.1}}\n    keys: [sk-test-2]\n",
     );
-    let c = common::client();
+    let c = client();
     let get = |path: &str| {
         let c = c.clone();
         let url = router.url(path);
