@@ -11,7 +11,7 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     tokio::task::block_in_place(|| run_cli(args, env))
 }
 
-/// 1. `balance check` on a machine where `serve` never ran creates the store at the usual path (private, like
+/// Item 1: `balance check` on a machine where `serve` never ran creates the store at the usual path (private, like
 /// `serve`'s), so `balance history` in the next crontab line has something to show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn balance_check_creates_the_store_for_history() {
@@ -47,7 +47,7 @@ async fn balance_check_creates_the_store_for_history() {
     assert_eq!(rows[0]["channel"], "ds");
 }
 
-/// 1. `router test MODEL` spends tokens on a real request: its record is kept in the store (created when missing).
+/// Item 1: `router test MODEL` spends tokens on a real request: its record is kept in the store (created when missing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_command_keeps_its_requests_in_a_new_store() {
     let mock = Mock::start(|r, _| {
@@ -79,7 +79,7 @@ async fn test_command_keeps_its_requests_in_a_new_store() {
     assert_eq!(recs[0]["channel"], "c");
 }
 
-/// 3. Zero-config honours OPENAI_BASE_URL (the SDK's own variable) and shows it in the start-up summary. (That a
+/// Item 3: Zero-config honours OPENAI_BASE_URL (the SDK's own variable) and shows it in the start-up summary. (That a
 /// variable pointing at the router itself is ignored is `config::autodetect`'s unit test: it needs a fixed port.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_config_honours_base_url_variables() {
@@ -106,7 +106,7 @@ async fn zero_config_honours_base_url_variables() {
     assert_eq!(mock.last().header("authorization").as_deref(), Some("Bearer sk-test-openai"));
 }
 
-/// 4. Endpoints of one priority carry a weight, and `tags query` shows priority / weight per candidate.
+/// Item 4: Endpoints of one priority carry a weight, and `tags query` shows priority / weight per candidate.
 #[test]
 fn tags_query_shows_endpoint_priority_and_weight() {
     let dir = tempfile::tempdir().unwrap();
@@ -137,7 +137,7 @@ fn tags_query_shows_endpoint_priority_and_weight() {
     assert!(out.contains("prio/weight") && out.contains("0/3"), "{out}");
 }
 
-/// 6. Context windows from discovery (`context_length`) and from config: a long request skips the short-window
+/// Item 6: Context windows from discovery (`context_length`) and from config: a long request skips the short-window
 /// model ("context too long") and `tags query --input-tokens N` shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_windows_exclude_short_models_for_long_requests() {
@@ -189,7 +189,7 @@ async fn context_windows_exclude_short_models_for_long_requests() {
     assert_eq!(excluded.len(), 2, "{excluded:?}");
 }
 
-/// 7. Two One-API instances imported into one store never update each other's channels, and a re-import keeps
+/// Item 7: Two One-API instances imported into one store never update each other's channels, and a re-import keeps
 /// a channel disabled locally unless `--reset-state`.
 #[test]
 fn oneapi_imports_are_per_database_and_keep_local_state() {
@@ -242,7 +242,7 @@ fn oneapi_imports_are_per_database_and_keep_local_state() {
     assert!(list().iter().any(|c| c.0 == name && c.1), "--reset-state did not take the database's state");
 }
 
-/// 8. `config check` lists the store's channels too, by origin, and warns about channels that can never be chosen.
+/// Item 8: `config check` lists the store's channels too, by origin, and warns about channels that can never be chosen.
 #[test]
 fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +275,7 @@ fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
     assert!(err.contains("warning: channel `nomodels` can never be chosen"), "{err}");
 }
 
-/// 9. Discovery and fast-test timeouts are config keys: a hanging upstream costs what the config says.
+/// Item 9: Discovery and fast-test timeouts are config keys: a hanging upstream costs what the config says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_and_fast_test_timeouts_come_from_the_config() {
     let mock = Mock::start(|_, _| Reply::Hang).await;
@@ -299,7 +299,7 @@ async fn discovery_and_fast_test_timeouts_come_from_the_config() {
     assert!(t.elapsed() < std::time::Duration::from_millis(1500), "fast test took {:?}", t.elapsed());
 }
 
-/// 5. Requests missing what their endpoint needs are 400 before routing, in the client's shape, and never reach
+/// Item 5: Requests missing what their endpoint needs are 400 before routing, in the client's shape, and never reach
 /// an upstream; a valid request still goes through byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_missing_required_fields_are_400_before_routing() {
@@ -337,7 +337,7 @@ async fn requests_missing_required_fields_are_400_before_routing() {
     assert_eq!(&oai.last().body[..], body.as_bytes(), "forwarded byte for byte");
 }
 
-/// 10. Legacy completions (with `suffix` for fill-in-the-middle) pass through to OpenAI-protocol channels,
+/// Item 10: Legacy completions (with `suffix` for fill-in-the-middle) pass through to OpenAI-protocol channels,
 /// streaming included, with usage recorded; a model served only by Anthropic channels is a clear 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_completions_pass_through_and_are_metered() {
@@ -402,7 +402,7 @@ async fn legacy_completions_pass_through_and_are_metered() {
     assert!(tokens.contains(&(20, 4)) && tokens.contains(&(21, 2)), "{tokens:?}");
 }
 
-/// 11. `GET /api/v1/models[/{id}]`: an OpenRouter-shaped catalogue of every routable model, `?tag=` filters,
+/// Item 11: `GET /api/v1/models[/{id}]`: an OpenRouter-shaped catalogue of every routable model, `?tag=` filters,
 /// `?sort=price` orders by price.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openrouter_shaped_catalogue() {
