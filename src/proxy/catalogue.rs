@@ -208,9 +208,7 @@ pub(super) fn answer(
         Some(_) => serde_json::json!({ "data": entries.first().map(|e| &e.0) }),
         None => serde_json::json!({ "data": entries.iter().map(|e| &e.0).collect::<Vec<_>>() }),
     };
-    let mut resp = Response::new(super::full(body.to_string()));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    resp
+    super::local::json(body)
 }
 
 #[cfg(test)]

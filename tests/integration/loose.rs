@@ -11,6 +11,36 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     tokio::task::block_in_place(|| run_cli(args, env))
 }
 
+/// A temporary directory holding `router.yaml` and a store path: every CLI run gets `--config` and `--store`.
+struct Setup {
+    dir: tempfile::TempDir,
+    base: [String; 4],
+}
+
+impl Setup {
+    fn new(yaml: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, store) = (dir.path().join("router.yaml"), dir.path().join("s/router.redb"));
+        write(&cfg, yaml);
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let base = ["--config".into(), path(&cfg), "--store".into(), path(&store)];
+        Setup { dir, base }
+    }
+
+    /// `router --config .. --store .. ARGS` with `env`: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let all: Vec<&str> = self.base.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        cli(&all, env)
+    }
+
+    /// [`Setup::run`] that must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args, &[]);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        out
+    }
+}
+
 /// Item 1: `balance check` on a machine where `serve` never ran creates the store at the usual path (private, like
 /// `serve`'s), so `balance history` in the next crontab line has something to show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,21 +88,13 @@ async fn test_command_keeps_its_requests_in_a_new_store() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("router.yaml");
-    write(
-        &cfg,
-        &format!(
-            "channels:\n  - name: c\n    base_url: {}\n    models: [m1]\n    keys: [sk-test-1]\n",
-            mock.openai_url()
-        ),
-    );
-    let store = dir.path().join("s/router.redb");
-    let (cfg, st) = (cfg.to_str().unwrap(), store.to_str().unwrap());
-    let (code, out, err) = cli(&["--config", cfg, "--store", st, "test", "m1"], &[]);
-    assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = cli(&["--config", cfg, "--store", st, "requests", "--json"], &[]);
-    assert_eq!(code, 0, "{out}{err}");
+    let setup = Setup::new(&format!(
+        "channels:\n  - name: c\n    base_url: {}\n    models: [m1]\n    keys: [sk-test-1]\n",
+        mock.openai_url()
+    ));
+    setup.ok(&["test", "m1"]);
+    assert!(setup.dir.path().join("s/router.redb").exists());
+    let out = setup.ok(&["requests", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let recs = v.as_array().cloned().unwrap_or_else(|| v["requests"].as_array().cloned().unwrap_or_default());
     assert_eq!(recs.len(), 1, "{out}");
@@ -109,16 +131,10 @@ async fn zero_config_honours_base_url_variables() {
 /// Item 4: Endpoints of one priority carry a weight, and `tags query` shows priority / weight per candidate.
 #[test]
 fn tags_query_shows_endpoint_priority_and_weight() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("router.yaml");
-    write(
-        &cfg,
+    let setup = Setup::new(
         "channels:\n  - name: c\n    models: [m]\n    endpoints:\n      - {name: a, base_url: https://a.example/v1, weight: 3, keys: [k1]}\n      - {name: b, base_url: https://b.example/v1, keys: [k2]}\n      - {name: z, base_url: https://z.example/v1, priority: 1, keys: [k3]}\n",
     );
-    let st = dir.path().join("none.redb");
-    let args = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap(), "tags", "query", "m"];
-    let (code, out, err) = run_cli(&[&args[..], &["--json"]].concat(), &[]);
-    assert_eq!(code, 0, "{err}");
+    let out = setup.ok(&["tags", "query", "m", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows: Vec<(String, i64, u64)> = v["candidates"]
         .as_array()
@@ -132,8 +148,7 @@ fn tags_query_shows_endpoint_priority_and_weight() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2], ("z".to_string(), 1, 1));
     assert!(rows.contains(&("a".to_string(), 0, 3)), "{rows:?}");
-    let (code, out, _) = run_cli(&args, &[]);
-    assert_eq!(code, 0);
+    let out = setup.ok(&["tags", "query", "m"]);
     assert!(out.contains("prio/weight") && out.contains("0/3"), "{out}");
 }
 
@@ -151,23 +166,13 @@ async fn context_windows_exclude_short_models_for_long_requests() {
         )
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("router.yaml");
-    write(
-        &cfg,
-        &format!(
-            "channels:\n  - name: up\n    base_url: {}\n    keys: [sk-test-1]\n  - name: cfg\n    base_url: https://cfg.example/v1\n    priority: 5\n    models: [vendor/mid-coder]\n    context_window: {{vendor/mid-coder: 32000}}\n    keys: [sk-test-2]\n",
-            mock.openai_url()
-        ),
-    );
-    let st = dir.path().join("s.redb");
-    let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
-    let (code, out, err) = cli(&[&base[..], &["discover"]].concat(), &[]);
-    assert_eq!(code, 0, "{out}{err}");
+    let setup = Setup::new(&format!(
+        "channels:\n  - name: up\n    base_url: {}\n    keys: [sk-test-1]\n  - name: cfg\n    base_url: https://cfg.example/v1\n    priority: 5\n    models: [vendor/mid-coder]\n    context_window: {{vendor/mid-coder: 32000}}\n    keys: [sk-test-2]\n",
+        mock.openai_url()
+    ));
+    setup.ok(&["discover"]);
     let query = |n: &str| {
-        let (code, out, err) =
-            cli(&[&base[..], &["tags", "query", "tag:coder", "--input-tokens", n, "--json"]].concat(), &[]);
-        assert_eq!(code, 0, "{out}{err}");
+        let out = setup.ok(&["tags", "query", "tag:coder", "--input-tokens", n, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let models: Vec<String> =
             v["candidates"].as_array().unwrap().iter().map(|c| c["model"].as_str().unwrap().to_string()).collect();
@@ -193,22 +198,14 @@ async fn context_windows_exclude_short_models_for_long_requests() {
 /// a channel disabled locally unless `--reset-state`.
 #[test]
 fn oneapi_imports_are_per_database_and_keep_local_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oneapi/one-api.db");
-    let (a, b) = (dir.path().join("a/one-api.db"), dir.path().join("b/one-api.db"));
+    let setup = Setup::new("channels: []\n");
+    // Two instances: two copies of one database at two paths.
+    let (a, b) = (setup.dir.path().join("a/one-api.db"), setup.dir.path().join("b/one-api.db"));
     for p in [&a, &b] {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::copy(&fixture, p).unwrap();
+        std::fs::copy(fixture("oneapi/one-api.db"), p).unwrap();
     }
-    let st = dir.path().join("s.redb");
-    let nocfg = dir.path().join("router.yaml");
-    write(&nocfg, "channels: []\n");
-    let run = |args: &[&str]| {
-        let base = ["--store", st.to_str().unwrap(), "--config", nocfg.to_str().unwrap()];
-        let (code, out, err) = run_cli(&[&base[..], args].concat(), &[("ROUTER_MASTER_KEY", "")]);
-        assert_eq!(code, 0, "{args:?}: {out}{err}");
-        out
-    };
+    let run = |args: &[&str]| setup.ok(args);
     let list = || -> Vec<(String, bool, String)> {
         let v: serde_json::Value = serde_json::from_str(&run(&["channels", "list", "--json"])).unwrap();
         v.as_array()
@@ -245,20 +242,13 @@ fn oneapi_imports_are_per_database_and_keep_local_state() {
 /// Item 8: `config check` lists the store's channels too, by origin, and warns about channels that can never be chosen.
 #[test]
 fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("router.yaml");
-    write(
-        &cfg,
+    let setup = Setup::new(
         "channels:\n  - name: ok\n    base_url: https://ok.example/v1\n    models: [m]\n    keys: [sk-1]\n  - name: nomodels\n    base_url: https://n.example/v1\n    keys: [sk-2]\n  - name: keysoff\n    base_url: https://k.example/v1\n    models: [m]\n    keys: [{name: k, key: sk-3, enabled: false}]\n  - name: pinned\n    models: [m]\n    endpoints:\n      - {name: e, base_url: https://p.example/v1, failover_enabled: false, keys: [sk-4]}\n",
     );
-    let st = dir.path().join("s.redb");
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oneapi/one-api.db");
-    let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
     let env = [("ROUTER_MASTER_KEY", "")];
-    let (code, out, err) =
-        run_cli(&[&base[..], &["import", "oneapi", fixture.to_str().unwrap(), "--yes"]].concat(), &env);
+    let (code, out, err) = setup.run(&["import", "oneapi", &fixture("oneapi/one-api.db"), "--yes"], &env);
     assert_eq!(code, 0, "{out}{err}");
-    let (code, out, err) = run_cli(&[&base[..], &["config", "check", "--json"]].concat(), &env);
+    let (code, out, err) = setup.run(&["config", "check", "--json"], &env);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let origin =
@@ -270,7 +260,7 @@ fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
         assert!(warnings.contains(&format!("`{name}` can never be chosen")), "{warnings}");
     }
     assert!(!warnings.contains("`ok`"), "{warnings}");
-    let (code, _, err) = run_cli(&[&base[..], &["config", "check"]].concat(), &env);
+    let (code, _, err) = setup.run(&["config", "check"], &env);
     assert_eq!(code, 0);
     assert!(err.contains("warning: channel `nomodels` can never be chosen"), "{err}");
 }
@@ -279,23 +269,15 @@ fn config_check_lists_store_channels_and_warns_about_unreachable_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_and_fast_test_timeouts_come_from_the_config() {
     let mock = Mock::start(|_, _| Reply::Hang).await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("router.yaml");
-    write(
-        &cfg,
-        &format!(
-            "routing:\n  fast_test_timeout: 200ms\ndiscovery:\n  timeout: 300ms\nchannels:\n  - name: slow\n    base_url: {}\n    models: [m]\n    keys: [sk-test-1]\n",
-            mock.openai_url()
-        ),
-    );
-    let st = dir.path().join("s.redb");
-    let base = ["--config", cfg.to_str().unwrap(), "--store", st.to_str().unwrap()];
+    let setup = Setup::new(&format!(
+        "routing:\n  fast_test_timeout: 200ms\ndiscovery:\n  timeout: 300ms\nchannels:\n  - name: slow\n    base_url: {}\n    models: [m]\n    keys: [sk-test-1]\n",
+        mock.openai_url()
+    ));
     let t = std::time::Instant::now();
-    let (_, out, err) = cli(&[&base[..], &["discover", "--json"]].concat(), &[]);
+    let (_, out, err) = setup.run(&["discover", "--json"], &[]);
     assert!(t.elapsed() < std::time::Duration::from_secs(5), "discover took {:?}: {out}{err}", t.elapsed());
     let t = std::time::Instant::now();
-    let (code, out, err) = cli(&[&base[..], &["tags", "query", "m", "--strategy", "fastest"]].concat(), &[]);
-    assert_eq!(code, 0, "{out}{err}");
+    setup.ok(&["tags", "query", "m", "--strategy", "fastest"]);
     assert!(t.elapsed() < std::time::Duration::from_millis(1500), "fast test took {:?}", t.elapsed());
 }
 
