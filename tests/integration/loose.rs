@@ -436,3 +436,28 @@ async fn openrouter_shaped_catalogue() {
     assert_eq!(status, 404);
     assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
 }
+
+/// Item 2: a script that sends a request and at once runs `router requests` sees it (the socket query waits for
+/// the records already queued; without that, none of these were visible yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_read_their_own_writes() {
+    let mock = Mock::start(|_, _| Reply::Json(200, chat_json("m", "hi", 3, 1))).await;
+    let router = Router::start(&format!(
+        "channels:\n  - name: o\n    base_url: {}\n    models: [m]\n    keys: [sk-1]\n",
+        mock.openai_url()
+    ));
+    let store = router.store_path();
+    for _ in 0..5 {
+        let r = client()
+            .post(router.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-router-request-id"].to_str().unwrap().to_string();
+        r.bytes().await.unwrap();
+        let (code, out, err) = cli(&["requests", "--json", "--limit", "1", "--store", store.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&id[id.len() - 12..]), "request {id} not visible yet: {out}");
+    }
+}
