@@ -157,6 +157,24 @@ pub struct RoutingConfig {
     pub balanced: BalancedWeights,
     /// Bound on the cheap GET (`fast_test_path`) `fastest` measures an endpoint with before it has traffic.
     pub fast_test_timeout: Dur,
+    pub affinity: AffinityConfig,
+}
+
+/// Prompt-cache affinity: a conversation keeps the upstream candidate that served it, so provider caches hit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffinityConfig {
+    pub enabled: bool,
+    /// How long an unused binding lives; every use refreshes it (the longest provider cache TTL is 1 hour).
+    pub ttl: Dur,
+    /// Bindings kept at most; the least recently used go first.
+    pub max_sessions: usize,
+}
+
+impl Default for AffinityConfig {
+    fn default() -> Self {
+        Self { enabled: true, ttl: Dur::secs(3600), max_sessions: 100_000 }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -169,6 +187,7 @@ impl Default for RoutingConfig {
             cooldown: CooldownConfig::default(),
             balanced: BalancedWeights::default(),
             fast_test_timeout: Dur::secs(2),
+            affinity: AffinityConfig::default(),
         }
     }
 }
@@ -502,8 +521,22 @@ pub struct Price {
     pub output: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read: Option<f64>,
+    /// Writing the cache with the default (5-minute) TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<f64>,
+    /// Writing the cache with a 1-hour TTL (Anthropic `ttl: "1h"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+}
+
+impl Price {
+    /// Anthropic's cache-write multipliers, applied where a price leaves them unset: a 5-minute write costs 1.25x
+    /// the input price, a 1-hour write 2x.
+    pub fn with_anthropic_cache_defaults(mut self) -> Price {
+        self.cache_write.get_or_insert(self.input * 1.25);
+        self.cache_write_1h.get_or_insert(self.input * 2.0);
+        self
+    }
 }
 
 /// A secret string: its `Debug` and `Display` never show it.
