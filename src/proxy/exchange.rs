@@ -437,6 +437,16 @@ fn no_route(e: &PlanError) -> (StatusCode, &'static str, String) {
             "all_cooling_down",
             format!("{e} (retry in {}s): {}", retry_in.as_secs().max(1), excluded_summary(excluded, true)),
         ),
+        // Too long for every model that could take it: the client's request, not a passing condition.
+        PlanError::NoneUsable { excluded, model }
+            if !excluded.is_empty() && excluded.iter().all(|x| x.reason.starts_with("context too long")) =>
+        {
+            let msg = format!(
+                "the request is too long for every model `{model}` routes to: {}",
+                excluded_summary(excluded, false)
+            );
+            (StatusCode::BAD_REQUEST, "context_length_exceeded", msg)
+        }
         PlanError::NoneUsable { excluded, .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "no_candidate", format!("{e}: {}", excluded_summary(excluded, false)))
         }

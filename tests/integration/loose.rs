@@ -461,3 +461,30 @@ async fn scripts_read_their_own_writes() {
         assert!(out.contains(&id[id.len() - 12..]), "request {id} not visible yet: {out}");
     }
 }
+
+/// Item 6 through the server: a request too long for the short-window model goes to the long one; one too long for
+/// every model is the client's 400 (`context_length_exceeded`), not a 503 to retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_requests_fall_back_to_long_context_models() {
+    let short = Mock::start(|_, _| Reply::Json(200, chat_json("s", "short", 3, 1))).await;
+    let long = Mock::start(|_, _| Reply::Json(200, chat_json("l", "long", 3, 1))).await;
+    let router = Router::start(&format!(
+        "channels:\n  - name: short\n    base_url: {}\n    models: [coder-s]\n    tags: [coder]\n    context_window: {{coder-s: 4000}}\n    keys: [sk-1]\n  - name: long\n    base_url: {}\n    priority: 1\n    models: [coder-l]\n    tags: [coder]\n    context_window: {{coder-l: 40000}}\n    keys: [sk-2]\n",
+        short.openai_url(),
+        long.openai_url()
+    ));
+    let ask = |chars: usize| {
+        let body = json!({"model": "tag:coder", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "x".repeat(chars)}]});
+        let c = client();
+        let url = router.url("/v1/chat/completions");
+        async move { c.post(url).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(ask(100).await.headers()["x-router-channel"], "short");
+    assert_eq!(ask(40_000).await.headers()["x-router-channel"], "long");
+    let r = ask(400_000).await;
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    assert_eq!(short.count() + long.count(), 2);
+}
