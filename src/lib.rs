@@ -7,9 +7,10 @@
 //! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
-//! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
+//! - `protocol`: wire types, SSE, usage extraction, error shapes, translation, session identity. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
-//! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `proxy`: the hyper server, request phases (prompt-cache affinity among them), failover loop, streaming pump,
+//!   debug headers.
 //! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
 //! - `metrics`: Prometheus metrics counted from the event stream, served at `/metrics`.
 //! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).
@@ -23,6 +24,8 @@
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
+//! - `admin`: the admin API (`/admin/v1/`): admin-key auth, the CLI's operations over HTTP, the event stream as SSE.
+//! - `telemetry`: OpenTelemetry spans built from finished request records, exported over OTLP/HTTP.
 //! - `ui`: the web dashboard at `/ui/` (compiled-in page, admin-key login, session cookies); data via `admin`.
 //! - `error`: user-facing errors and exit codes.
 
@@ -45,6 +48,7 @@ pub mod proxy;
 pub mod routing;
 pub mod store;
 pub mod tags;
+pub mod telemetry;
 pub mod ui;
 pub mod upstream;
 pub mod usage;

@@ -224,11 +224,10 @@ impl Query {
 
     fn when(&self, name: &str, utc: bool, end: bool) -> Result<Option<i64>, Failure> {
         let now = crate::usage::now_ms();
-        Ok(self
-            .get(name)
+        self.get(name)
             .map(|v| report::parse_when(v, utc, end, now))
             .transpose()
-            .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("`{name}`: {}", e.message), e.hint))?)
+            .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("`{name}`: {}", e.message), e.hint))
     }
 
     fn filters(&self) -> Filters {
@@ -237,6 +236,7 @@ impl Query {
             token: self.text("token"),
             model: self.text("model"),
             key: self.text("key"),
+            session: self.get("session").filter(|v| !v.is_empty()).map(crate::protocol::session::filter_value),
         }
     }
 }
@@ -342,7 +342,7 @@ impl Ctx<'_> {
             }
             Action::Keys | Action::Key => {
                 let name = (route.action == Action::Key).then(|| self.name.clone());
-                let rows = self.keys(move |ctx| keycmd::reports(ctx, name.as_deref()).map(|r| json!(r))).await?;
+                let rows = self.keys(false, move |ctx| keycmd::reports(ctx, name.as_deref()).map(|r| json!(r))).await?;
                 match route.action {
                     Action::Key => ok(&rows[0]),
                     _ => ok(&rows),
@@ -363,7 +363,7 @@ impl Ctx<'_> {
                 let settings: keycmd::Settings = serde_json::from_value(Value::Object(b.settings))
                     .map_err(|e| Failure::bad(format!("bad JSON body: {e}")))?;
                 let v = self
-                    .keys_write(move |ctx| {
+                    .keys(true, move |ctx| {
                         let (_, row, secret) = keycmd::create_key(ctx, &b.name, &settings)?;
                         keycmd::with_secret(&row, &secret)
                     })
@@ -373,7 +373,7 @@ impl Ctx<'_> {
             Action::KeyUpdate => {
                 let settings: keycmd::Settings = self.json_body(true)?;
                 let name = self.name.clone();
-                ok(&self.keys_write(move |ctx| Ok(json!(keycmd::update_key(ctx, &name, &settings)?.1))).await?)
+                ok(&self.keys(true, move |ctx| Ok(json!(keycmd::update_key(ctx, &name, &settings)?.1))).await?)
             }
             Action::KeyDisable => self.key_state(State::Disabled).await,
             Action::KeyEnable => self.key_state(State::Active).await,
@@ -381,7 +381,7 @@ impl Ctx<'_> {
             Action::KeyRotate => {
                 let name = self.name.clone();
                 ok(&self
-                    .keys_write(move |ctx| {
+                    .keys(true, move |ctx| {
                         let (_, row, secret) = keycmd::rotate_key(ctx, &name)?;
                         keycmd::with_secret(&row, &secret)
                     })
@@ -401,7 +401,9 @@ impl Ctx<'_> {
         let mut group_by: Vec<GroupBy> = Vec::new();
         for g in q.get("group_by").unwrap_or("").split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let by: GroupBy = serde_json::from_value(json!(g)).map_err(|_| {
-                Failure::bad(format!("`group_by`: `{g}` is not one of day, hour, channel, endpoint, token, model, key"))
+                Failure::bad(format!(
+                    "`group_by`: `{g}` is not one of day, hour, channel, endpoint, token, model, key, session"
+                ))
             })?;
             if !group_by.contains(&by) {
                 group_by.push(by);
@@ -413,6 +415,19 @@ impl Ctx<'_> {
             group_by,
             filters: q.filters(),
             utc,
+            top: match q.get("top") {
+                None => None,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => return Err(Failure::bad(format!("`top={v}`: give a whole number of at least 1"))),
+                },
+            },
+            sort: match q.get("sort") {
+                None => None,
+                Some(v) => Some(serde_json::from_value(json!(v.replace('-', "_"))).map_err(|_| {
+                    Failure::bad(format!("`sort={v}`: give one of tokens, cache_read, cost, requests"))
+                })?),
+            },
         };
         let v = self.op("usage_report", serde_json::to_value(query).map_err(anyhow::Error::from)?).await?;
         let r: report::UsageReport = serde_json::from_value(v).map_err(anyhow::Error::from)?;
@@ -526,27 +541,19 @@ impl Ctx<'_> {
         Ok(json!(latest.into_values().collect::<Vec<_>>()))
     }
 
-    /// Runs a `router keys` reading with the server's configuration and store.
+    /// Runs a `router keys` command with the server's configuration and store; after a change (`writes`), reloads
+    /// the server's key table before answering, as the socket's key operations do.
     async fn keys(
         &self,
-        f: impl FnOnce(&keycmd::Ctx) -> anyhow::Result<Value> + Send + 'static,
-    ) -> anyhow::Result<Value> {
-        self.blocking(move |live| {
-            let config = live.state.snapshot.load().config.clone();
-            f(&keycmd::Ctx::serving(&config, live.store.clone())?)
-        })
-        .await
-    }
-
-    /// Runs a `router keys` change, then reloads the server's key table (as the socket's key operations do).
-    async fn keys_write(
-        &self,
+        writes: bool,
         f: impl FnOnce(&keycmd::Ctx) -> anyhow::Result<Value> + Send + 'static,
     ) -> anyhow::Result<Value> {
         self.blocking(move |live| {
             let config = live.state.snapshot.load().config.clone();
             let v = f(&keycmd::Ctx::serving(&config, live.store.clone())?)?;
-            control::reload_keys(live)?;
+            if writes {
+                control::reload_keys(live)?;
+            }
             Ok(v)
         })
         .await
@@ -554,7 +561,7 @@ impl Ctx<'_> {
 
     async fn key_state(&self, state: State) -> Answer {
         let name = self.name.clone();
-        ok(&self.keys_write(move |ctx| Ok(json!(keycmd::set_key_state(ctx, &name, state)?.1))).await?)
+        ok(&self.keys(true, move |ctx| Ok(json!(keycmd::set_key_state(ctx, &name, state)?.1))).await?)
     }
 }
 

@@ -48,23 +48,27 @@ pub struct Route {
     pub body: Option<&'static str>,
 }
 
-const FILTERS: [Param; 4] = [
+const FILTERS: [Param; 5] = [
     ("channel", "only this channel"),
     ("token", "only this upstream token (its name or fp:...)"),
     ("model", "only this model"),
     ("key", "only this gateway key"),
+    ("session", "only this conversation: its session hash or raw id"),
 ];
-const USAGE_Q: [Param; 8] = [
+const USAGE_Q: [Param; 11] = [
     ("since", "start: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339"),
     ("until", "end (a date includes that whole day)"),
-    ("group_by", "comma-separated, in order: day, hour, channel, endpoint, token, model, key"),
+    ("group_by", "comma-separated, in order: day, hour, channel, endpoint, token, model, key, session"),
     ("utc", "true (default) or false: days in UTC or the server's local time"),
+    ("top", "only the first N rows, largest first"),
+    ("sort", "rows largest first by: tokens, cache_read, cost, requests"),
     FILTERS[0],
     FILTERS[1],
     FILTERS[2],
     FILTERS[3],
+    FILTERS[4],
 ];
-const REQUESTS_Q: [Param; 9] = [
+const REQUESTS_Q: [Param; 10] = [
     ("limit", "records per page, 1-1000 (default 20)"),
     ("cursor", "the `next_cursor` of the previous page"),
     ("since", "only records from this time on"),
@@ -74,6 +78,7 @@ const REQUESTS_Q: [Param; 9] = [
     FILTERS[1],
     FILTERS[2],
     FILTERS[3],
+    FILTERS[4],
 ];
 const UTC_Q: [Param; 1] = [("utc", "true (default) or false: times in UTC or the server's local time")];
 const HISTORY_Q: [Param; 2] =

@@ -69,12 +69,13 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         None => config.listen(),
     };
     config.listen = Some(listen);
+    let self_loops = if loaded.auto { autodetect::undo_self_loops(&mut config, listen) } else { Vec::new() };
     // Store: request records, rollups and the control socket (see store::recorder).
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
-    let registry = control::registry(live.clone());
-    let recorder = Recorder::start(&store_path, config.raw.store.retention_days, records, registry.clone()).await?;
+    let recorder =
+        Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
     let store_keys = recorder.store.list_raw(store::KvTable::GatewayKeys).map(|r| r.len()).unwrap_or(0);
     if config.gateway_keys.is_empty() && store_keys == 0 && !listen.ip().is_loopback() && !args.allow_open {
         recorder.shutdown().await;
@@ -90,6 +91,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);
+    for n in &self_loops {
+        output::line(&format!("note: {n}"));
+    }
     output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
     let health = Arc::new(Health::new());
@@ -97,7 +101,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     // The admin API runs the socket's operations (one registry, two doors).
-    let _ = state.admin.set(crate::admin::Admin::new(registry, live.clone()));
+    let _ = state.admin.set(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
     if let Some(l) = live.get() {
         control::reload_keys(l)?;
@@ -121,7 +125,11 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         |c| c.raw.balance.interval.map(|d| d.0),
         |cell| Box::pin(control::refresh_balances(cell)),
     ));
+    let traces = crate::telemetry::start(&state.snapshot.load().config.raw.telemetry, &state)?;
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
     discovery.abort();
     balances.abort();
     drop(state);

@@ -340,6 +340,16 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "key: ${ROUTER_KEY} (hashed at load) or hash: sha256:...",
         )),
     };
+    if let Some(e) = &raw.telemetry.otlp_endpoint
+        && let Err(message) = crate::telemetry::traces_url(e)
+    {
+        return Err(err(
+            locate(text, "otlp_endpoint:"),
+            "telemetry.otlp_endpoint".into(),
+            message,
+            "write the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318",
+        ));
+    }
     let mut admin_keys: Vec<AdminKey> = Vec::new();
     for (i, k) in raw.server.admin_keys.iter().enumerate() {
         let key = format!("server.admin_keys[{i}]");
@@ -571,5 +581,29 @@ mod tests {
     fn gateway_keys_are_hashed() {
         let c = parse_str("server:\n  keys:\n    - name: me\n      key: ${KEY_A}\n").unwrap();
         assert_eq!(c.gateway_keys[0].hash, hash_key("sk-aaa"));
+    }
+
+    #[test]
+    fn admin_keys_are_hashed_and_checked() {
+        let hash = crate::keys::hash_line("sk-b");
+        let c = parse_str(&format!(
+            "server:\n  admin_keys:\n    - {{name: a, key: sk-a}}\n    - {{name: b, hash: \"{hash}\"}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.admin_keys,
+            vec![
+                AdminKey { name: "a".into(), hash: hash_key("sk-a") },
+                AdminKey { name: "b".into(), hash: hash_key("sk-b") }
+            ]
+        );
+        let e = parse_str("server:\n  admin_keys:\n    - {name: a, key: x}\n    - {name: a, key: y}\n").unwrap_err();
+        assert!(e.message.contains("duplicate admin key"), "{e}");
+        let e = parse_str("server:\n  admin_keys:\n    - {name: a, hash: md5:1}\n").unwrap_err();
+        assert_eq!(e.key, "server.admin_keys[0].hash");
+        let e = parse_str("server:\n  admin_keys:\n    - {name: a}\n").unwrap_err();
+        assert_eq!(e.key, "server.admin_keys[0]");
+        let e = parse_str("telemetry:\n  otlp_endpoint: ftp://x\n").unwrap_err();
+        assert_eq!(e.key, "telemetry.otlp_endpoint");
     }
 }

@@ -6,7 +6,9 @@
 //! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
 //! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
+mod affinity;
 pub mod body;
+mod catalogue;
 mod exchange;
 mod failover;
 pub mod handler;
@@ -31,6 +33,7 @@ use tokio::net::TcpListener;
 use crate::catalog::Snapshot;
 use crate::events::Events;
 use crate::keys::KeyTable;
+use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
@@ -61,6 +64,8 @@ pub struct AppState {
     pub admin: std::sync::OnceLock<crate::admin::Admin>,
     /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
     pub events: Events,
+    /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
+    pub affinity: Affinity,
     /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
     pub ui_sessions: crate::ui::Sessions,
 }
@@ -71,10 +76,12 @@ impl AppState {
         let events = health.events().clone();
         let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
         Arc::new(AppState {
             keys: ArcSwap::from_pointee(keys),
             limiter: Limiter::new(tz),
@@ -82,9 +89,10 @@ impl AppState {
             health,
             client,
             sink,
-            fasttest: FastTest::default(),
+            fasttest: FastTest::with_timeout(fast_test_timeout),
             admin: std::sync::OnceLock::new(),
             events,
+            affinity,
             ui_sessions: crate::ui::Sessions::default(),
         })
     }

@@ -38,11 +38,14 @@ pub(super) async fn respond(
     ok: Success<'_>,
 ) -> Result<Response<ProxyBody>, Rejection> {
     let is_sse = record_success(ex, &ok);
+    super::affinity::settle(ex, ok.cand);
     let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
     let mode = match ok.conv {
         None => {
             headers::downstream_headers(ok.resp.headers(), out.headers_mut());
-            let hide_usage = ok.injected && !input.peek.include_usage && ex.op == Operation::ChatCompletions;
+            let hide_usage = ok.injected
+                && !input.peek.include_usage
+                && matches!(ex.op, Operation::ChatCompletions | Operation::Completions);
             match (is_sse, hide_usage) {
                 (false, _) => Mode::Raw,
                 (true, true) => Mode::SseFiltered { parser: Default::default() },
@@ -165,4 +168,7 @@ pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord)
     }
     headers::set(h, "x-router-attempts", &record.attempts.len().to_string());
     headers::set(h, "x-router-strategy", &record.strategy);
+    if let Some(a) = &record.affinity {
+        headers::set(h, super::affinity::HEADER, a);
+    }
 }

@@ -138,10 +138,15 @@ impl Health {
 
     /// Ends the cooldown of `key` if it is cooling for `reason` (and only then); returns whether it did.
     pub fn recover(&self, key: &str, reason: &str) -> bool {
+        self.end_cooldown(key, |e| e.until.is_some() && e.reason.as_deref() == Some(reason))
+    }
+
+    /// Ends the cooldown of `key` when `cooling` says so of its entry; publishes the recovery.
+    fn end_cooldown(&self, key: &str, cooling: impl Fn(&Entry) -> bool) -> bool {
         let done = {
             let mut map = self.map.lock().expect("health lock");
             match map.get_mut(key) {
-                Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
+                Some(e) if cooling(e) => {
                     e.failures = 0;
                     e.until = None;
                     e.reason = None;
@@ -178,22 +183,8 @@ impl Health {
 
     /// Ends the cooldown of `key` whatever its reason (an operator's decision); returns whether it was cooling.
     pub fn clear(&self, key: &str) -> bool {
-        let done = {
-            let mut map = self.map.lock().expect("health lock");
-            match map.get_mut(key) {
-                Some(e) if e.until.is_some_and(|u| u > Instant::now()) => {
-                    e.failures = 0;
-                    e.until = None;
-                    e.reason = None;
-                    true
-                }
-                _ => false,
-            }
-        };
-        if done {
-            self.recovered(key);
-        }
-        done
+        let now = Instant::now();
+        self.end_cooldown(key, |e| e.until.is_some_and(|u| u > now))
     }
 
     /// Records a time to first byte for an endpoint.

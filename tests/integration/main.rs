@@ -9,6 +9,7 @@
 mod harness;
 
 mod admin;
+mod affinity;
 mod balance;
 mod channels;
 mod config_example;
@@ -17,11 +18,13 @@ mod discover;
 mod generated;
 mod import;
 mod keys;
+mod loose;
 mod probe;
 mod proxy;
 mod real_clients;
 mod sdk;
 mod store;
 mod tags;
+mod traces;
 mod translate;
 mod wire;
