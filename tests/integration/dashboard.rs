@@ -279,6 +279,10 @@ async fn in_a_real_browser() {
     assert_eq!(chat_recorded(&router, GATEWAY, XSS).await["requested_model"], XSS);
     b.js("document.querySelectorAll('details').forEach((d) => d.open = true)", json!([])).await;
     shoot(&b, "channels").await;
+    b.dark(true).await;
+    b.full_screenshot(&shots_dir().join("channels-dark-desktop.png"), 1280).await;
+    b.dark(false).await;
+    b.resize(1280, 900).await;
     b.goto(&router.url("/ui/#requests")).await;
     b.until(
         "the hostile model in the log",
@@ -297,6 +301,10 @@ async fn in_a_real_browser() {
         json!(0)
     );
     assert_eq!(b.dialog().await, None, "no alert ran");
+    b.dark(true).await;
+    b.full_screenshot(&shots_dir().join("overview-dark-desktop.png"), 1280).await;
+    b.dark(false).await;
+    b.resize(1280, 900).await;
 
     // Keys: create (the secret shown once), use, revoke, refused.
     b.goto(&router.url("/ui/#keys")).await;

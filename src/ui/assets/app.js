@@ -267,6 +267,14 @@ function stacked(box, labels, series, fmt, name) {
   box.append(el('div', { class: 'legend' }, series.map((s, si) => el('span', { class: 's' + (si % 6) }, s.name))));
 }
 
+// A record as a usage row, to sum with the same code.
+function recordCounters(r) {
+  const t = r.tokens || {};
+  return { session: r.session, requests: 1, errors: r.outcome === 'ok' || r.outcome === 'client_closed' ? 0 : 1, input: t.input || 0,
+    cache_read: t.cache_read || 0, cache_write: t.cache_write || 0, output: t.output || 0, cost_usd: r.cost_usd,
+    unknown_cost_requests: r.cost_usd === null || r.cost_usd === undefined ? 1 : 0 };
+}
+
 function topTable(title, groups, labelOf) {
   const rows = [...groups.entries()].map(([k, rs]) => [k, sumRows(rs), rs[0]]);
   rows.sort((a, b) => b[1].cost - a[1].cost || b[1].requests - a[1].requests);
@@ -354,7 +362,8 @@ pages.overview = {
       topTable('Top models', groupRows(rows, (r) => r.model)),
       topTable('Top channels', groupRows(rows, (r) => r.channel)),
       topTable('Top gateway keys', groupRows(rows, (r) => r.key)),
-      topTable('Top upstream tokens', groupRows(rows, (r) => r.token), tokenLabel));
+      topTable('Top upstream tokens', groupRows(rows, (r) => r.token), tokenLabel),
+      topTable(`Top sessions (latest ${ov.recent.length} requests)`, groupRows(ov.recent.filter((r) => r.session).map(recordCounters), (r) => r.session)));
   },
 };
 
@@ -362,7 +371,9 @@ pages.overview = {
 
 const rq = { filters: {}, cursors: [], cursor: null, next: null, events: null, shown: [] };
 
-function rqMatches(r) {
+// Pages come filtered by the server (time, key, channel, token, model, session); endpoint, status and outcome
+// are filtered here. A live row is checked against everything (a session filter as the hash it is stored as).
+function rqMatches(r, live) {
   const f = rq.filters;
   const model = r.upstream_model || r.requested_model;
   if (f.key && r.gateway_key !== f.key) return false;
@@ -371,6 +382,7 @@ function rqMatches(r) {
   if (f.token && r.token_key !== f.token && r.token_fp !== f.token) return false;
   if (f.model && model !== f.model && r.requested_model !== f.model) return false;
   if (f.status && String(r.status) !== f.status) return false;
+  if (live && f.session && r.session !== f.session) return false;
   if (f.outcome === '!ok' && r.outcome === 'ok') return false;
   if (f.outcome && f.outcome !== '!ok' && r.outcome !== f.outcome) return false;
   if (f.since && r.time_ms < Date.parse(f.since)) return false;
@@ -408,7 +420,7 @@ function rqRender() {
 async function rqLoad() {
   const f = rq.filters;
   const iso = (v) => (v ? new Date(v).toISOString() : '');
-  const page = await api('GET', '/requests' + qs({ limit: PAGE_SIZE, cursor: rq.cursor, since: iso(f.since), until: iso(f.until), key: f.key, channel: f.channel, token: f.token, model: f.model }));
+  const page = await api('GET', '/requests' + qs({ limit: PAGE_SIZE, cursor: rq.cursor, since: iso(f.since), until: iso(f.until), key: f.key, channel: f.channel, token: f.token, model: f.model, session: f.session }));
   rq.shown = page.requests;
   rq.next = page.next_cursor;
   rqRender();
@@ -423,7 +435,7 @@ function rqTail(on) {
     let r;
     try { r = JSON.parse(e.data); } catch (_) { return; }
     r.time_ms = r.time_ms || Date.parse(r.time);
-    if (!rqMatches(r)) return;
+    if (!rqMatches(r, true)) return;
     rq.shown.unshift(r);
     rq.shown.length = Math.min(rq.shown.length, PAGE_SIZE);
     const body = $('#rq-table tbody');

@@ -205,6 +205,14 @@ impl Browser {
         self.cmd("GET", "/cookie", None).await.as_array().cloned().unwrap_or_default()
     }
 
+    /// Emulates `prefers-color-scheme: dark` (or light) through the DevTools protocol.
+    pub async fn dark(&self, on: bool) {
+        let scheme = if on { "dark" } else { "light" };
+        let params = json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]});
+        self.cmd("POST", "/goog/cdp/execute", Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": params})))
+            .await;
+    }
+
     pub async fn screenshot(&self, path: &Path) {
         use base64::Engine;
         let v = self.cmd("GET", "/screenshot", None).await;
