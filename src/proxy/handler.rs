@@ -114,10 +114,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         id: ctx.id,
         time_ms: now_ms,
         gateway_key: key.map(|k| k.name.clone()),
-        client_protocol: match protocol {
-            Protocol::Openai => "openai".into(),
-            Protocol::Anthropic => "anthropic".into(),
-        },
+        client_protocol: protocol.as_str().into(),
         path: req.uri().path().to_string(),
         ..Default::default()
     };
@@ -279,6 +276,12 @@ fn models(snap: &Snapshot, ctx: &Ctx, key: Option<&GatewayKey>) -> Response<Prox
             "first_id": ids.first().map(|(id, _)| *id),
             "last_id": ids.last().map(|(id, _)| *id),
         }),
+        Protocol::Gemini => serde_json::json!({
+            "models": ids.iter().map(|(id, _)| serde_json::json!({
+                "name": format!("models/{id}"), "version": "001", "displayName": id,
+                "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+            })).collect::<Vec<_>>(),
+        }),
     };
     let mut resp = Response::new(full(body.to_string()));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -438,7 +441,7 @@ async fn attempt_all(
         };
         record.translated = conv.map(|c| translation_name(c).to_string());
         let mut hdrs = headers::upstream_headers(&client_headers);
-        upstream::auth_headers(ch, ep, tok, &mut hdrs);
+        upstream::auth_headers(ch, ep, tok, upstream_op, &mut hdrs);
         hdrs.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
         let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - now);
         let t0 = Instant::now();
