@@ -425,9 +425,11 @@ mod tests {
     #[test]
     fn gemini_non_stream_counts_thoughts_as_output_and_cached_as_read() {
         let mut m = UsageMeter::new(Protocol::Gemini);
-        m.body(br#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],
+        m.body(
+            br#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],
             "usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":40,"totalTokenCount":1290,
-            "cachedContentTokenCount":1000,"thoughtsTokenCount":50}}"#);
+            "cachedContentTokenCount":1000,"thoughtsTokenCount":50}}"#,
+        );
         let t = m.finish().tokens.unwrap();
         assert_eq!(t, Tokens { input: 200, cache_read: 1000, cache_write: 0, output: 90, reasoning: 50 });
     }

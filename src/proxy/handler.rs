@@ -416,8 +416,10 @@ async fn attempt_all(
         }
         let conv = conversion(op, ch);
         let upstream_op = match conv {
-            Some(Conversion::AnthropicToChat | Conversion::ResponsesToChat) => Operation::ChatCompletions,
-            Some(Conversion::ChatToAnthropic) => Operation::Messages,
+            Some(Conversion::AnthropicToChat | Conversion::ResponsesToChat | Conversion::GeminiToChat) => {
+                Operation::ChatCompletions
+            }
+            Some(Conversion::ChatToAnthropic | Conversion::GeminiToAnthropic) => Operation::Messages,
             None => op,
         };
         let mut url = upstream::url(ch, ep, upstream_op, &cand.model);
@@ -539,11 +541,7 @@ fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
 }
 
 fn translation_name(c: Conversion) -> &'static str {
-    match c {
-        Conversion::AnthropicToChat => "anthropic->openai",
-        Conversion::ChatToAnthropic => "openai->anthropic",
-        Conversion::ResponsesToChat => "responses->chat",
-    }
+    c.name()
 }
 
 /// Reads an error body, bounded in size and time.
