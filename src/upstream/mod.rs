@@ -36,6 +36,11 @@ impl Operation {
     pub fn is_gemini(self) -> bool {
         matches!(self, Operation::GenerateContent | Operation::StreamGenerateContent | Operation::GeminiCountTokens)
     }
+
+    /// `:streamGenerateContent`: the stream is asked for by the path, not the body.
+    pub fn is_gemini_stream(self) -> bool {
+        self == Operation::StreamGenerateContent
+    }
 }
 
 /// The shared client for proxied traffic: no overall timeout (streams may run long), connect timeout set,
