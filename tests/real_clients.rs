@@ -1,6 +1,6 @@
-//! Real Claude Code and Codex CLI, unchanged, through the router to a chat-completions-only upstream: a text
-//! answer and a full tool round trip each (the upstream asks for a shell command, the client runs it and sends
-//! the result back). scripts/test.sh installs pinned versions into .clients/ (npm).
+//! Real Claude Code, Codex CLI and Gemini CLI, unchanged, through the router to a chat-completions-only
+//! upstream: a text answer and a full tool round trip each (the upstream asks for a shell command, the client
+//! runs it and sends the result back). scripts/test.sh installs pinned versions into .clients/ (npm).
 
 mod common;
 
@@ -18,7 +18,7 @@ fn client_bin(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".clients/node_modules/.bin").join(name);
     assert!(
         p.exists(),
-        "{name} is not installed: run scripts/test.sh (it installs Claude Code and Codex CLI into .clients/), or set {var}"
+        "{name} is not installed: run scripts/test.sh (it installs Claude Code, Codex CLI and Gemini CLI into .clients/), or set {var}"
     );
     p
 }
@@ -43,7 +43,7 @@ async fn scripted_upstream() -> Mock {
         let tool_result = msgs.iter().rev().find(|m| m["role"] == "tool").map(|m| m["content"].to_string());
         let mut out = vec![sse_chunk(json!({"role": "assistant", "content": ""}), None)];
         let call = if tool_result.is_none() && user_text.contains("RUN_TOOL") {
-            [("Bash", json!({"command": "echo router-ok", "description": "print a marker"})), ("exec_command", json!({"cmd": "echo router-ok"})), ("shell", json!({"command": ["bash", "-lc", "echo router-ok"]}))]
+            [("Bash", json!({"command": "echo router-ok", "description": "print a marker"})), ("exec_command", json!({"cmd": "echo router-ok"})), ("shell", json!({"command": ["bash", "-lc", "echo router-ok"]})), ("run_shell_command", json!({"command": "echo router-ok", "description": "print a marker"}))]
                 .into_iter()
                 .find(|(n, _)| tools.iter().any(|t| t == n))
         } else {
@@ -163,4 +163,60 @@ async fn codex_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     assert!(out.contains("TOOL RESULT: router-ok"), "{out}\n{err}");
     let records = router.records();
     assert!(records.iter().any(|r| r["translated"] == "responses->chat"), "{records:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_runs_a_tool_loop_on_a_chat_only_channel() {
+    let up = scripted_upstream().await;
+    // Gemini CLI asks for Gemini model ids (its main model and its helpers'): aliases send them to the channel.
+    let config = format!(
+        "{}    aliases: {{gemini-2.5-pro: deepseek-chat, gemini-2.5-flash: deepseek-chat, gemini-2.5-flash-lite: deepseek-chat}}\n",
+        config(&up)
+    );
+    let router = Router::start(&config);
+    let home = tempfile::tempdir().unwrap();
+    // API-key auth (GOOGLE_GEMINI_BASE_URL alone selects the `gateway` auth type, which -p mode refuses), and a
+    // trusted folder so --yolo applies.
+    std::fs::create_dir_all(home.path().join(".gemini")).unwrap();
+    std::fs::write(
+        home.path().join(".gemini/settings.json"),
+        json!({"security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": false}},
+               "privacy": {"usageStatisticsEnabled": false}})
+        .to_string(),
+    )
+    .unwrap();
+    let run = |prompt: &str| {
+        let mut cmd = Command::new(client_bin("gemini"));
+        cmd.args(["-p", prompt, "--yolo", "--output-format", "json", "-m", "gemini-2.5-pro"])
+            .current_dir(home.path())
+            .env("HOME", home.path())
+            .env("GOOGLE_GEMINI_BASE_URL", format!("http://{}", router.addr))
+            .env("GEMINI_API_KEY", "sk-gw-real")
+            .env_remove("GOOGLE_API_KEY")
+            .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
+            .env_remove("GOOGLE_CLOUD_PROJECT");
+        cmd
+    };
+    let (ok, out, err) = output_of(run("Say hello")).await;
+    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["response"], "OK from upstream", "{out}");
+    let (ok, out, err) = output_of(run("RUN_TOOL please")).await;
+    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["response"], "TOOL RESULT: router-ok", "{out}");
+    let tool_turn =
+        up.all().into_iter().find(|r| r.json()["messages"].as_array().unwrap().iter().any(|m| m["role"] == "tool"));
+    let tool_turn = tool_turn.expect("the tool result went back upstream");
+    assert!(tool_turn.json()["messages"].to_string().contains("router-ok"), "{}", tool_turn.json());
+    assert!(up.all().iter().all(|r| r.header("authorization").unwrap() == "Bearer sk-upstream-secret-9876543210"));
+    let records = router.records();
+
+    assert!(
+        records.iter().any(|r| r["client_protocol"] == "gemini"
+            && r["translated"] == "gemini->openai"
+            && r["tokens"]["input"] == 123),
+        "{records:?}"
+    );
+    assert!(!out.contains("sk-upstream-secret") && !router.stderr().contains("sk-upstream-secret"));
 }
