@@ -384,3 +384,88 @@ async fn native_gemini_channel_gets_the_body_unchanged() {
     let whole = records.iter().find(|r| r["stream"] == false && r["client_protocol"] == "gemini").unwrap();
     assert_eq!((whole["tokens"]["input"].as_u64(), whole["tokens"]["cache_read"].as_u64()), (Some(3), Some(2)));
 }
+
+/// An Anthropic upstream with the same script as [`chat_upstream`]: a `tool_use` while tools are offered and
+/// no result came back, text otherwise; streamed when asked.
+async fn anthropic_upstream() -> Mock {
+    Mock::start(|r, _| {
+        let body = r.json();
+        let has_result = body["messages"].to_string().contains("tool_result");
+        let wants_tool = body["tools"].is_array() && !has_result;
+        let usage = json!({"input_tokens": 30, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "output_tokens": 5});
+        let (block, stop) = if wants_tool {
+            (json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}), "tool_use")
+        } else {
+            (json!({"type": "text", "text": "Sunny in Paris"}), "end_turn")
+        };
+        if body["stream"] != true {
+            return Reply::Json(200, json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage}));
+        }
+        let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut out = vec![ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "content": [], "model": "claude-x", "usage": usage}}))];
+        if wants_tool {
+            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}})));
+            for piece in ["{\"city\"", ": \"Paris\"}"] {
+                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}})));
+            }
+        } else {
+            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}})));
+            for w in ["Sunny ", "in ", "Paris"] {
+                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "text_delta", "text": w}})));
+            }
+        }
+        out.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 5}})));
+        out.push(ev("message_stop", json!({"type": "message_stop"})));
+        Reply::Sse(out)
+    })
+    .await
+}
+
+fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("ROUTER_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the SDK test needs Python with the google-genai package: run scripts/test.sh (it creates .venv), or set \
+         ROUTER_TEST_PYTHON"
+    );
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_google_genai_sdk_on_chat_and_anthropic_channels() {
+    let chat = chat_upstream().await;
+    let anthropic = anthropic_upstream().await;
+    let channels = channel("ds", "openai", &chat.openai_url(), "deepseek-chat")
+        + &channel("an", "anthropic", &anthropic.root_url(), "claude-x");
+    let router = Router::start(&config(&channels));
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/gemini_e2e.py");
+    for model in ["deepseek-chat", "claude-x"] {
+        let (script, base) = (script.clone(), format!("http://{}", router.addr));
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python()).arg(script).arg(base).arg("sk-gw-gemini").arg(model).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "google-genai on {model} failed:\n{}\n{}\nrouter:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            router.stderr()
+        );
+    }
+    let records = router.records();
+    assert!(records.iter().any(|r| r["translated"] == "gemini->openai" && r["tokens"]["input"] == 40));
+    assert!(records.iter().any(|r| r["translated"] == "gemini->anthropic" && r["tokens"]["input"] == 30));
+    assert!(records.iter().all(|r| r["client_protocol"] == "gemini"));
+}
