@@ -87,6 +87,11 @@ fn weather_request() -> Value {
     })
 }
 
+/// POSTs a Gemini request body with the gateway key in `x-goog-api-key`.
+async fn gemini_post(router: &Router, path: &str, body: Value) -> reqwest::Response {
+    client().post(router.url(path)).header("x-goog-api-key", "sk-gw-gemini").json(&body).send().await.unwrap()
+}
+
 /// SSE `data:` payloads of a body, as JSON.
 fn sse_chunks(body: &str) -> Vec<Value> {
     body.split("\n\n")
@@ -108,13 +113,7 @@ async fn gemini_client_on_a_chat_only_channel() {
     let http = client();
 
     // Non-stream, key in x-goog-api-key: a function call comes back as a whole `functionCall` part.
-    let resp = http
-        .post(router.url("/v1beta/models/deepseek-chat:generateContent"))
-        .header("x-goog-api-key", "sk-gw-gemini")
-        .json(&weather_request())
-        .send()
-        .await
-        .unwrap();
+    let resp = gemini_post(&router, "/v1beta/models/deepseek-chat:generateContent", weather_request()).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -262,19 +261,10 @@ async fn gemini_client_on_an_anthropic_channel() {
     })
     .await;
     let router = Router::start(&config(&channel("an", "anthropic", &up.root_url(), "claude-x")));
-    let http = client();
     let body = json!({"systemInstruction": {"parts": [{"text": "Be brief."}]},
         "contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 50}});
-    let v: Value = http
-        .post(router.url("/v1beta/models/claude-x:generateContent"))
-        .header("x-goog-api-key", "sk-gw-gemini")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value =
+        gemini_post(&router, "/v1beta/models/claude-x:generateContent", body.clone()).await.json().await.unwrap();
     assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello there");
     assert_eq!(v["usageMetadata"]["promptTokenCount"], 115);
     assert_eq!(v["usageMetadata"]["cachedContentTokenCount"], 100);
@@ -284,13 +274,7 @@ async fn gemini_client_on_an_anthropic_channel() {
     assert_eq!(sent.json()["system"], "Be brief.");
     assert_eq!(sent.json()["max_tokens"], 50);
 
-    let resp = http
-        .post(router.url("/v1beta/models/claude-x:streamGenerateContent?alt=sse"))
-        .header("x-goog-api-key", "sk-gw-gemini")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = gemini_post(&router, "/v1beta/models/claude-x:streamGenerateContent?alt=sse", body).await;
     let chunks = sse_chunks(&resp.text().await.unwrap());
     let text: String =
         chunks.iter().filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
@@ -344,16 +328,9 @@ async fn native_gemini_channel_gets_the_body_unchanged() {
     assert!(sent.header("authorization").is_none());
     assert_eq!(sent.body, raw.as_bytes(), "the body is forwarded unchanged");
 
-    let whole: Value = http
-        .post(router.url("/v1beta/models/gemini-2.5-flash:generateContent"))
-        .header("x-goog-api-key", "sk-gw-gemini")
-        .body(raw)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let whole =
+        gemini_post(&router, "/v1beta/models/gemini-2.5-flash:generateContent", serde_json::from_str(raw).unwrap());
+    let whole: Value = whole.await.json().await.unwrap();
     assert_eq!(whole["candidates"][0]["content"]["parts"][0]["text"], "whole");
     assert_eq!(up.last().uri, "/v1beta/models/gemini-2.5-flash:generateContent");
 
@@ -426,19 +403,6 @@ async fn anthropic_upstream() -> Mock {
         Reply::Sse(out)
     })
     .await
-}
-
-fn python() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("ROUTER_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the SDK test needs Python with the google-genai package: run scripts/test.sh (it creates .venv), or set \
-         ROUTER_TEST_PYTHON"
-    );
-    venv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,13 @@ impl Envelope {
     }
 }
 
+/// Keeps the latest reported value: `v` replaces `slot` when present.
+fn set(slot: &mut Option<u64>, v: Option<u64>) {
+    if v.is_some() {
+        *slot = v;
+    }
+}
+
 /// Accumulated usage: each field keeps its latest reported value.
 #[derive(Debug, Default, Clone, Copy)]
 struct Acc {
@@ -97,11 +104,6 @@ struct Acc {
 
 impl Acc {
     fn merge(&mut self, u: &UsageWire) {
-        fn set(slot: &mut Option<u64>, v: Option<u64>) {
-            if v.is_some() {
-                *slot = v;
-            }
-        }
         set(&mut self.prompt, u.prompt_tokens);
         set(&mut self.completion, u.completion_tokens);
         set(&mut self.input, u.input_tokens);
@@ -118,11 +120,6 @@ impl Acc {
     /// Gemini `usageMetadata`, stored in the OpenAI-shaped slots (prompt includes cached; completion excludes
     /// thoughts, which `tokens` adds back).
     fn merge_gemini(&mut self, u: &GeminiUsage) {
-        let set = |slot: &mut Option<u64>, v: Option<u64>| {
-            if v.is_some() {
-                *slot = v;
-            }
-        };
         set(&mut self.prompt, u.prompt_token_count);
         set(&mut self.completion, u.candidates_token_count);
         set(&mut self.cached, u.cached_content_token_count);

@@ -13,7 +13,7 @@
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
-use super::chat_stream::{ChatDecoder, Piece};
+use super::chat_stream::{ChatDecoder, Piece, PieceEncoder};
 use super::{ConvertError, Tokens, arguments_object, arguments_string, new_id, openai_content_text, str_field};
 use crate::protocol::sse::SseEvent;
 
@@ -602,48 +602,8 @@ impl GeminiStream {
         self.usage
     }
 
-    pub fn closed(&self) -> bool {
-        self.closed
-    }
-
     pub fn push(&mut self, ev: &SseEvent, out: &mut Vec<SseEvent>) {
-        if self.closed {
-            return;
-        }
-        let mut pieces = Vec::new();
-        self.decoder.decode(ev, &mut pieces);
-        for piece in pieces {
-            self.apply(piece, out);
-            if self.closed {
-                return;
-            }
-        }
-    }
-
-    fn apply(&mut self, piece: Piece, out: &mut Vec<SseEvent>) {
-        match piece {
-            Piece::Began => {}
-            Piece::Reasoning(text) => self.chunk(vec![json!({"text": text, "thought": true})], out),
-            Piece::Text(text) => self.chunk(vec![json!({"text": text})], out),
-            Piece::ToolStart { slot, id, name } => {
-                self.calls.push(PendingCall { slot, id, name, arguments: String::new() });
-            }
-            Piece::ToolArgs { slot, fragment } => {
-                if let Some(c) = self.calls.iter_mut().find(|c| c.slot == slot) {
-                    c.arguments.push_str(&fragment);
-                }
-            }
-            Piece::Finish(reason) => self.finish = Some(reason),
-            // The usage chunk that follows the finish chunk ends the answer; otherwise wait for [DONE].
-            Piece::Usage { tokens, usage_only } => {
-                self.usage = Some(tokens);
-                if usage_only && self.finish.is_some() {
-                    self.complete(out);
-                }
-            }
-            Piece::Error { message, .. } => self.error(&message, out),
-            Piece::Done => self.complete(out),
-        }
+        self.push_event(ev, out);
     }
 
     fn chunk(&self, parts: Vec<Value>, out: &mut Vec<SseEvent>) {
@@ -674,6 +634,42 @@ impl GeminiStream {
     fn error(&mut self, message: &str, out: &mut Vec<SseEvent>) {
         out.push(SseEvent::data(crate::protocol::errors::gemini_body(500, message).to_string()));
         self.closed = true;
+    }
+}
+
+impl PieceEncoder for GeminiStream {
+    fn decoder(&mut self) -> &mut ChatDecoder {
+        &mut self.decoder
+    }
+
+    fn closed(&self) -> bool {
+        self.closed
+    }
+
+    fn apply(&mut self, piece: Piece, out: &mut Vec<SseEvent>) {
+        match piece {
+            Piece::Began => {}
+            Piece::Reasoning(text) => self.chunk(vec![json!({"text": text, "thought": true})], out),
+            Piece::Text(text) => self.chunk(vec![json!({"text": text})], out),
+            Piece::ToolStart { slot, id, name } => {
+                self.calls.push(PendingCall { slot, id, name, arguments: String::new() });
+            }
+            Piece::ToolArgs { slot, fragment } => {
+                if let Some(c) = self.calls.iter_mut().find(|c| c.slot == slot) {
+                    c.arguments.push_str(&fragment);
+                }
+            }
+            Piece::Finish(reason) => self.finish = Some(reason),
+            // The usage chunk that follows the finish chunk ends the answer; otherwise wait for [DONE].
+            Piece::Usage { tokens, usage_only } => {
+                self.usage = Some(tokens);
+                if usage_only && self.finish.is_some() {
+                    self.complete(out);
+                }
+            }
+            Piece::Error { message, .. } => self.error(&message, out),
+            Piece::Done => self.complete(out),
+        }
     }
 }
 

@@ -306,7 +306,7 @@ impl StreamConverter {
                 for c in &chunks {
                     gemini.push(c, out);
                 }
-                if !gemini.closed() {
+                if !chat_stream::PieceEncoder::closed(gemini) {
                     gemini.finish(interrupted, out);
                 }
             }
