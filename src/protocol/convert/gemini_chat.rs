@@ -3,7 +3,7 @@
 //! Owns: `generateContent` request -> Chat request (`systemInstruction`, `contents`/`parts`: text, inline
 //! images and PDFs, image file URIs, `functionCall`/`functionResponse` <-> `tool_calls`/`tool` messages in
 //! order, `functionDeclarations` with Gemini `Schema` -> JSON Schema, `toolConfig`, `generationConfig`,
-//! `thinkingConfig` -> `reasoning_effort`), Chat response -> `GenerateContentResponse` (reasoning -> `thought`
+//! `thinkingConfig` -> thinking on Anthropic), Chat response -> `GenerateContentResponse` (reasoning -> `thought`
 //! parts, tool calls -> `functionCall` parts, finish reason, `usageMetadata`), and Chat chunks -> Gemini stream
 //! chunks ([`GeminiStream`]; function calls are sent whole, as Gemini does; usage rides on the last chunk).
 //! What a Chat upstream cannot do (several candidates, audio/video input, Google's own tools, cached content,
@@ -425,7 +425,12 @@ fn generation_config(
         out.insert("stop".into(), stop.clone());
     }
     json_output(cfg, target, out, system)?;
-    if let Some(effort) = field(cfg, "thinkingConfig").and_then(thinking_effort) {
+    // Gemini CLI asks every request to think. Claude models take that as extended thinking; on a Chat upstream
+    // `reasoning_effort` is refused by every model that does not reason (OpenAI answers 400), so there the
+    // model's own default applies. Either way, reasoning that comes back is returned as `thought` parts.
+    if target == Target::Anthropic
+        && let Some(effort) = field(cfg, "thinkingConfig").and_then(thinking_effort)
+    {
         out.insert("reasoning_effort".into(), effort.into());
     }
     Ok(())
@@ -738,7 +743,7 @@ mod tests {
         assert_eq!(chat["max_tokens"], 256);
         assert_eq!(chat["stop"], json!(["END"]));
         assert_eq!(chat["seed"], 7);
-        assert_eq!(chat["reasoning_effort"], "medium");
+        assert!(chat.get("reasoning_effort").is_none(), "non-reasoning chat models refuse it");
         assert_eq!(chat["stream"], true);
         assert_eq!(chat["stream_options"], json!({"include_usage": true}));
         assert!(chat.get("top_k").is_none(), "OpenAI rejects top_k");
@@ -750,7 +755,7 @@ mod tests {
         );
         assert_eq!(chat["messages"][0], json!({"role": "system", "content": "Plain."}));
         assert_eq!(chat["max_tokens"], 9);
-        assert!(chat.get("reasoning_effort").is_none() && chat.get("stream").is_none());
+        assert!(chat.get("stream").is_none());
     }
 
     #[test]
@@ -1026,7 +1031,13 @@ mod tests {
             &convert_gemini_request(Conversion::GeminiToAnthropic, first_turn.to_string().as_bytes(), "c", false)
                 .unwrap(),
         );
-        assert_eq!(out["thinking"]["type"], "enabled");
+        assert_eq!(out["thinking"], json!({"type": "enabled", "budget_tokens": 1024}));
+        let level = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"thinkingConfig": {"includeThoughts": true, "thinkingLevel": "HIGH"}}});
+        let out = to_value(
+            &convert_gemini_request(Conversion::GeminiToAnthropic, level.to_string().as_bytes(), "c", false).unwrap(),
+        );
+        assert_eq!(out["thinking"]["budget_tokens"], 24576);
 
         let msg = json!({"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "tool_use",
             "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}, {"type": "text", "text": "ok"},
