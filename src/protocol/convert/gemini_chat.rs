@@ -308,11 +308,9 @@ fn tools_to_chat(req: &Value) -> Result<Vec<Value>, ConvertError> {
                 if let Some(d) = str_field(decl, "description") {
                     function.insert("description".into(), d.into());
                 }
-                let params = match (field(decl, "parametersJsonSchema"), field(decl, "parameters")) {
-                    (Some(schema), _) => schema.clone(),
-                    (None, Some(schema)) => json_schema(schema),
-                    (None, None) => json!({"type": "object", "properties": {}}),
-                };
+                let params = field(decl, "parametersJsonSchema")
+                    .or_else(|| field(decl, "parameters"))
+                    .map_or_else(|| json!({"type": "object", "properties": {}}), json_schema);
                 function.insert("parameters".into(), params);
                 out.push(json!({"type": "function", "function": function}));
             }
@@ -321,7 +319,9 @@ fn tools_to_chat(req: &Value) -> Result<Vec<Value>, ConvertError> {
     Ok(out)
 }
 
-/// Gemini `Schema` (OpenAPI subset: upper-case `type`, `nullable`, `propertyOrdering`) -> JSON Schema.
+/// Gemini `Schema` (OpenAPI subset: upper-case `type`, `nullable`, `propertyOrdering`) -> JSON Schema. Also
+/// applied to `parametersJsonSchema` / `responseJsonSchema`, which Gemini CLI fills with upper-case types too;
+/// a JSON Schema already in shape passes unchanged.
 fn json_schema(schema: &Value) -> Value {
     let Some(obj) = schema.as_object() else {
         return schema.clone();
@@ -331,7 +331,10 @@ fn json_schema(schema: &Value) -> Value {
     for (k, v) in obj {
         match k.as_str() {
             "type" => {
-                let t = v.as_str().unwrap_or_default().to_ascii_lowercase();
+                let Some(t) = v.as_str().map(str::to_ascii_lowercase) else {
+                    out.insert(k.clone(), v.clone());
+                    continue;
+                };
                 if t.is_empty() || t == "type_unspecified" {
                     continue;
                 }
@@ -380,8 +383,8 @@ fn tool_choice(req: &Value) -> (Option<Value>, Option<Vec<String>>) {
     }
 }
 
-/// `generationConfig` -> Chat sampling fields. JSON output becomes `response_format` on a Chat upstream; an
-/// Anthropic upstream has no such field, so the schema is stated in the system prompt instead.
+/// `generationConfig` -> Chat sampling fields. JSON output: the schema is stated in the system prompt, and a
+/// Chat upstream also gets `response_format: json_object`.
 fn generation_config(
     cfg: &Value,
     target: Target,
@@ -443,33 +446,23 @@ fn json_output(
     system: &mut String,
 ) -> Result<(), ConvertError> {
     let mime = str_field(cfg, "responseMimeType").or_else(|| str_field(cfg, "response_mime_type"));
-    let schema = match (field(cfg, "responseJsonSchema"), field(cfg, "responseSchema")) {
-        (Some(s), _) => Some(s.clone()),
-        (None, Some(s)) => Some(json_schema(s)),
-        (None, None) => None,
-    };
+    let schema = field(cfg, "responseJsonSchema").or_else(|| field(cfg, "responseSchema")).map(json_schema);
     match mime {
         None | Some("text/plain") if schema.is_none() => return Ok(()),
         None | Some("text/plain") | Some("application/json") => {}
         Some(other) => return Err(unsupported(format!("`responseMimeType: {other}` cannot be translated"))),
     }
-    match target {
-        Target::Chat => {
-            let format = match schema {
-                Some(schema) => json!({"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}),
-                None => json!({"type": "json_object"}),
-            };
-            out.insert("response_format".into(), format);
-        }
-        Target::Anthropic => {
-            if !system.is_empty() {
-                system.push_str("\n\n");
-            }
-            system.push_str("Answer with a single JSON value and nothing else: no prose, no code fences.");
-            if let Some(schema) = schema {
-                system.push_str(&format!(" It must match this JSON Schema: {schema}"));
-            }
-        }
+    // `json_object` is the JSON mode every OpenAI-compatible provider takes (DeepSeek, for one, refuses
+    // `json_schema`); the schema itself goes in the system prompt, which is also all Anthropic has.
+    if target == Target::Chat {
+        out.insert("response_format".into(), json!({"type": "json_object"}));
+    }
+    if !system.is_empty() {
+        system.push_str("\n\n");
+    }
+    system.push_str("Answer with a single JSON value and nothing else: no prose, no code fences.");
+    if let Some(schema) = schema {
+        system.push_str(&format!(" It must match this JSON Schema: {schema}"));
     }
     Ok(())
 }
@@ -854,14 +847,27 @@ mod tests {
                 "responseSchema": {"type": "OBJECT", "properties": {"n": {"type": "NUMBER"}}}}}),
             false,
         );
-        assert_eq!(
-            chat["response_format"],
-            json!({"type": "json_schema", "json_schema": {"name": "response",
-                   "schema": {"type": "object", "properties": {"n": {"type": "number"}}}}})
-        );
-        let chat =
-            to_chat(json!({"contents": [], "generationConfig": {"responseMimeType": "application/json"}}), false);
         assert_eq!(chat["response_format"], json!({"type": "json_object"}));
+        let system = chat["messages"][0]["content"].as_str().unwrap();
+        assert!(
+            system
+                .ends_with(r#"It must match this JSON Schema: {"properties":{"n":{"type":"number"}},"type":"object"}"#),
+            "{system}"
+        );
+        // What Gemini CLI sends: a JSON schema with upper-case types; array types stay as they are.
+        let chat = to_chat(
+            json!({"systemInstruction": {"parts": [{"text": "Rate it."}]}, "contents": [],
+                   "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema":
+                   {"type": "OBJECT", "properties": {"score": {"type": "INTEGER"}, "why": {"type": ["string", "null"]}}}}}),
+            false,
+        );
+        assert_eq!(chat["response_format"], json!({"type": "json_object"}));
+        let system = chat["messages"][0]["content"].as_str().unwrap();
+        assert!(system.starts_with("Rate it.\n\nAnswer with a single JSON value"), "{system}");
+        assert!(
+            system.contains(r#""score":{"type":"integer"}"#) && system.contains(r#"["string","null"]"#),
+            "{system}"
+        );
     }
 
     #[test]
