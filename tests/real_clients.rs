@@ -165,6 +165,97 @@ async fn codex_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     assert!(records.iter().any(|r| r["translated"] == "responses->chat"), "{records:?}");
 }
 
+/// The Anthropic twin of [`scripted_upstream`]: a streamed `tool_use` (input in pieces) for RUN_TOOL when a shell
+/// tool is offered, else text reporting the tool result it got back.
+async fn scripted_anthropic_upstream() -> Mock {
+    Mock::start(|r, _| {
+        let body = r.json();
+        let tools: Vec<String> =
+            body["tools"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(String::from)).collect();
+        let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+        let results: Vec<String> = msgs
+            .iter()
+            .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+            .filter(|b| b["type"] == "tool_result")
+            .map(|b| b["content"].to_string())
+            .collect();
+        let asked = msgs.iter().any(|m| m["role"] == "user" && m["content"].to_string().contains("RUN_TOOL"));
+        let ev = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut out = vec![ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "content": [], "model": "claude-x", "usage": {"input_tokens": 321, "output_tokens": 1}}}))];
+        let stop = if asked && results.is_empty() && tools.iter().any(|t| t == "run_shell_command") {
+            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "run_shell_command", "input": {}}})));
+            let args = json!({"command": "echo router-ok", "description": "print a marker"}).to_string();
+            for piece in args.as_bytes().chunks(9) {
+                out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": String::from_utf8_lossy(piece)}})));
+            }
+            "tool_use"
+        } else {
+            let text = match results.first() {
+                Some(r) if r.contains("router-ok") => "TOOL RESULT: router-ok".to_string(),
+                Some(r) => format!("TOOL RESULT WITHOUT MARKER: {}", &r[..r.len().min(60)]),
+                None => "OK from upstream".to_string(),
+            };
+            out.push(ev("content_block_start", json!({"type": "content_block_start", "index": 0,
+                "content_block": {"type": "text", "text": ""}})));
+            out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": text}})));
+            "end_turn"
+        };
+        out.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+        out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 9}})));
+        out.push(ev("message_stop", json!({"type": "message_stop"})));
+        Reply::Sse(out)
+    })
+    .await
+}
+
+/// `gemini -p PROMPT` against the router, signed in with the gateway key (API-key sign-in: with only
+/// GOOGLE_GEMINI_BASE_URL set Gemini CLI picks its `gateway` sign-in, which -p refuses), in a trusted folder so
+/// --yolo applies.
+fn gemini_cli(router: &Router, home: &std::path::Path, prompt: &str) -> Command {
+    std::fs::create_dir_all(home.join(".gemini")).unwrap();
+    std::fs::write(
+        home.join(".gemini/settings.json"),
+        json!({"security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": false}},
+               "privacy": {"usageStatisticsEnabled": false}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut cmd = Command::new(client_bin("gemini"));
+    cmd.args(["-p", prompt, "--yolo", "--output-format", "json", "-m", "gemini-2.5-pro"])
+        .current_dir(home)
+        .env("HOME", home)
+        .env("GOOGLE_GEMINI_BASE_URL", format!("http://{}", router.addr))
+        .env("GEMINI_API_KEY", "sk-gw-real")
+        .env_remove("GOOGLE_API_KEY")
+        .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
+        .env_remove("GOOGLE_CLOUD_PROJECT");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_runs_a_tool_loop_on_an_anthropic_channel() {
+    let up = scripted_anthropic_upstream().await;
+    let router = Router::start(&format!(
+        "server:\n  keys:\n    - {{name: me, key: sk-gw-real}}\nchannels:\n  - name: an\n    protocol: anthropic\n    base_url: {}\n    keys: [{{name: an-key, key: sk-upstream-secret-9876543210}}]\n    models: [claude-x]\n    aliases: {{gemini-2.5-pro: claude-x}}\n",
+        up.root_url()
+    ));
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out, err) = output_of(gemini_cli(&router, home.path(), "RUN_TOOL please")).await;
+    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["response"], "TOOL RESULT: router-ok", "{out}");
+    assert!(up.all().iter().all(|r| r.header("x-api-key").unwrap() == "sk-upstream-secret-9876543210"));
+    let records = router.records();
+    assert!(
+        records.iter().any(|r| r["translated"] == "gemini->anthropic" && r["tokens"]["input"] == 321),
+        "{records:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     let up = scripted_upstream().await;
@@ -175,28 +266,7 @@ async fn gemini_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     );
     let router = Router::start(&config);
     let home = tempfile::tempdir().unwrap();
-    // API-key auth (GOOGLE_GEMINI_BASE_URL alone selects the `gateway` auth type, which -p mode refuses), and a
-    // trusted folder so --yolo applies.
-    std::fs::create_dir_all(home.path().join(".gemini")).unwrap();
-    std::fs::write(
-        home.path().join(".gemini/settings.json"),
-        json!({"security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": false}},
-               "privacy": {"usageStatisticsEnabled": false}})
-        .to_string(),
-    )
-    .unwrap();
-    let run = |prompt: &str| {
-        let mut cmd = Command::new(client_bin("gemini"));
-        cmd.args(["-p", prompt, "--yolo", "--output-format", "json", "-m", "gemini-2.5-pro"])
-            .current_dir(home.path())
-            .env("HOME", home.path())
-            .env("GOOGLE_GEMINI_BASE_URL", format!("http://{}", router.addr))
-            .env("GEMINI_API_KEY", "sk-gw-real")
-            .env_remove("GOOGLE_API_KEY")
-            .env_remove("GOOGLE_GENAI_USE_VERTEXAI")
-            .env_remove("GOOGLE_CLOUD_PROJECT");
-        cmd
-    };
+    let run = |prompt: &str| gemini_cli(&router, home.path(), prompt);
     let (ok, out, err) = output_of(run("Say hello")).await;
     assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
