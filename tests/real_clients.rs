@@ -290,3 +290,49 @@ async fn gemini_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     );
     assert!(!out.contains("sk-upstream-secret") && !router.stderr().contains("sk-upstream-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_runs_a_tool_loop_on_a_native_gemini_channel() {
+    // Google's own API, scripted: a `functionCall` for RUN_TOOL, then text reporting the function response.
+    let up = Mock::start(|r, _| {
+        let body = r.json();
+        let contents = body["contents"].to_string();
+        let result = body["contents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["parts"].as_array().cloned().unwrap_or_default())
+            .find(|p| p.get("functionResponse").is_some());
+        let part = match result {
+            None if contents.contains("RUN_TOOL") => json!({"functionCall": {"name": "run_shell_command",
+                "args": {"command": "echo router-ok", "description": "print a marker"}}}),
+            None => json!({"text": "OK from upstream"}),
+            Some(p) if p.to_string().contains("router-ok") => json!({"text": "TOOL RESULT: router-ok"}),
+            Some(_) => json!({"text": "TOOL RESULT WITHOUT MARKER"}),
+        };
+        let chunk = json!({"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 77, "candidatesTokenCount": 5, "totalTokenCount": 82}});
+        Reply::Raw(200, vec![("content-type", "text/event-stream".into())], format!("data: {chunk}\r\n\r\n"))
+    })
+    .await;
+    let router = Router::start(&format!(
+        "server:\n  keys:\n    - {{name: me, key: sk-gw-real}}\nchannels:\n  - name: google\n    protocol: gemini\n    base_url: {}/v1beta\n    keys: [{{name: g-key, key: sk-upstream-secret-9876543210}}]\n    models: [gemini-2.5-pro]\n",
+        up.root_url()
+    ));
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out, err) = output_of(gemini_cli(&router, home.path(), "RUN_TOOL please")).await;
+    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["response"], "TOOL RESULT: router-ok", "{out}");
+    for r in up.all() {
+        assert_eq!(r.uri, "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse");
+        assert_eq!(r.header("x-goog-api-key").as_deref(), Some("sk-upstream-secret-9876543210"));
+    }
+    let records = router.records();
+    assert!(
+        records
+            .iter()
+            .all(|r| r["client_protocol"] == "gemini" && r["translated"].is_null() && r["tokens"]["input"] == 77),
+        "{records:?}"
+    );
+}
