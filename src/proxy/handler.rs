@@ -121,8 +121,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());
     let mut path_model = None;
+    // `/v1beta/...` and `models/{model}:method` are Google's alone; `/v1/models[/{id}]` is shared with OpenAI
+    // and goes to Gemini only for a Google client.
     if let Some((r, model)) = gemini_route(req.method(), req.uri().path())
-        && (route == Route::NotFound || speaks_gemini(req.headers(), req.uri().query()))
+        && (req.uri().path().starts_with("/v1beta/")
+            || matches!(r, Route::Api(_))
+            || speaks_gemini(req.headers(), req.uri().query()))
     {
         (route, protocol, path_model) = (r, Protocol::Gemini, model);
     }
