@@ -30,11 +30,14 @@ fn unsupported(what: impl Into<String>) -> ConvertError {
 
 /// A field under its REST (camelCase) name or its proto (snake_case) name; both are accepted by Google.
 fn field<'a>(v: &'a Value, camel: &str) -> Option<&'a Value> {
-    if let Some(found) = v.get(camel).filter(|x| !x.is_null()) {
+    v.as_object().and_then(|m| field_in(m, camel))
+}
+
+fn field_in<'a>(m: &'a Map<String, Value>, camel: &str) -> Option<&'a Value> {
+    if let Some(found) = m.get(camel).filter(|x| !x.is_null()) {
         return Some(found);
     }
-    let snake = camel_to_snake(camel);
-    v.get(snake.as_str()).filter(|x| !x.is_null())
+    m.get(camel_to_snake(camel).as_str()).filter(|x| !x.is_null())
 }
 
 fn camel_to_snake(s: &str) -> String {
@@ -61,16 +64,15 @@ pub(super) fn request_to_chat(
     stream: bool,
     target: Target,
 ) -> Result<Value, ConvertError> {
-    let req_v = Value::Object(req.clone());
-    if field(&req_v, "cachedContent").is_some() {
+    if field_in(req, "cachedContent").is_some() {
         return Err(unsupported("`cachedContent` refers to a Google context cache, which this channel does not have"));
     }
     let mut out = Map::new();
     out.insert("model".into(), upstream_model.into());
     let mut messages = Vec::new();
-    let mut system = field(&req_v, "systemInstruction").map(system_text).unwrap_or_default();
+    let mut system = field_in(req, "systemInstruction").map(system_text).unwrap_or_default();
     let mut calls = CallIds::default();
-    let contents = field(&req_v, "contents").and_then(Value::as_array).cloned().unwrap_or_default();
+    let contents = field_in(req, "contents").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (turn, content) in contents.iter().enumerate() {
         let parts = content.get("parts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         match content.get("role").and_then(Value::as_str) {
@@ -79,9 +81,9 @@ pub(super) fn request_to_chat(
         }
     }
 
-    let tools = tools_to_chat(&req_v)?;
+    let tools = tools_to_chat(req)?;
     if !tools.is_empty() {
-        let (choice, allowed) = tool_choice(&req_v);
+        let (choice, allowed) = tool_choice(req);
         let tools: Vec<Value> = match &allowed {
             Some(names) => tools.into_iter().filter(|t| names.iter().any(|n| t["function"]["name"] == *n)).collect(),
             None => tools,
@@ -91,7 +93,7 @@ pub(super) fn request_to_chat(
             out.insert("tool_choice".into(), c);
         }
     }
-    if let Some(cfg) = field(&req_v, "generationConfig") {
+    if let Some(cfg) = field_in(req, "generationConfig") {
         generation_config(cfg, target, &mut out, &mut system)?;
     }
     if !system.is_empty() {
@@ -289,9 +291,9 @@ fn inline_part(mime: &str, data: &str) -> Result<Value, ConvertError> {
 
 /// `tools[].functionDeclarations` -> Chat function tools. Google's own tools (search, code execution, URL
 /// context, ...) have no equivalent and are refused.
-fn tools_to_chat(req: &Value) -> Result<Vec<Value>, ConvertError> {
+fn tools_to_chat(req: &Map<String, Value>) -> Result<Vec<Value>, ConvertError> {
     let mut out = Vec::new();
-    for tool in field(req, "tools").and_then(Value::as_array).into_iter().flatten() {
+    for tool in field_in(req, "tools").and_then(Value::as_array).into_iter().flatten() {
         let Some(obj) = tool.as_object() else { continue };
         for (key, value) in obj {
             if value.is_null() {
@@ -361,8 +363,8 @@ fn json_schema(schema: &Value) -> Value {
 }
 
 /// `toolConfig.functionCallingConfig` -> (`tool_choice`, the tools allowed when `mode: ANY` names several).
-fn tool_choice(req: &Value) -> (Option<Value>, Option<Vec<String>>) {
-    let Some(cfg) = field(req, "toolConfig").and_then(|t| field(t, "functionCallingConfig")) else {
+fn tool_choice(req: &Map<String, Value>) -> (Option<Value>, Option<Vec<String>>) {
+    let Some(cfg) = field_in(req, "toolConfig").and_then(|t| field(t, "functionCallingConfig")) else {
         return (None, None);
     };
     let allowed: Vec<String> = field(cfg, "allowedFunctionNames")
@@ -554,7 +556,8 @@ pub(super) fn response_from_chat(resp: &Map<String, Value>, client_model: &str) 
     }
     let finish = finish_to_gemini(choice.get("finish_reason").and_then(Value::as_str));
     let usage = resp.get("usage").and_then(Tokens::from_chat).unwrap_or_default();
-    let id = str_field(&Value::Object(resp.clone()), "id").map_or_else(|| new_id(""), str::to_string);
+    let id = resp.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let id = id.map_or_else(|| new_id(""), str::to_string);
     Ok(response_body(parts, Some(finish), Some(&usage), client_model, &id))
 }
 
