@@ -3,9 +3,10 @@
 //! A request goes through these phases, each in its own place:
 //! 1. **route** the path to an operation and the client's protocol (here; Gemini paths also name the model:
 //!    `/v1beta/models/{model}:generateContent`);
-//! 2. **authenticate** the gateway key (here: Bearer, `x-api-key`, `x-goog-api-key` or, on Gemini paths,
-//!    `?key=`, which is then dropped from everything forwarded or recorded); local answers (health, models) end
-//!    here;
+//! 2. **authenticate** the gateway key against the key table (Bearer, `x-api-key`, `x-goog-api-key` or, on
+//!    Gemini paths, `?key=`, which is then dropped from everything forwarded or recorded), then **admit** it under
+//!    its limits (`live::limits`: a 429 that never reaches an upstream, or a ticket settled with the record)
+//!    (here); local answers (health, models) end before admission;
 //! 3. **read body**, **peek**, **plan** over one [`Exchange`] ([`super::exchange`]);
 //! 4. **attempt** the candidates with failover ([`super::failover`]);
 //! 5. **respond**: the upstream's answer, streamed or translated, through the meter ([`super::respond`],
@@ -18,11 +19,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
-use super::exchange::{Exchange, error_response};
-use super::{AppState, ProxyBody, local};
-use crate::config::{GatewayKey, hash_key};
+use super::exchange::{Exchange, Rejection, error_response};
+use super::{AppState, ProxyBody, headers, local};
 use crate::protocol::Protocol;
 use crate::upstream::Operation;
 use crate::usage;
@@ -144,64 +143,64 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         Route::Models | Route::Model => None,
         Route::Api(op) => Some(op),
     };
+    let now_ms = usage::now_ms();
     let from_query = if protocol == Protocol::Gemini { query_key(req.uri().query()) } else { None };
-    let key = match authenticate(&snap.config.gateway_keys, req.headers(), from_query.as_deref()) {
-        Ok(k) => k,
-        Err(msg) => {
-            let id = usage::new_id(usage::now_ms());
-            return error_response(protocol, id, StatusCode::UNAUTHORIZED, msg, Some("invalid_api_key"));
+    let presented = presented_key(req.headers()).or(from_query.as_deref());
+    let key = match state.keys.load().authenticate(presented, now_ms) {
+        Ok(k) => k.cloned(),
+        Err(e) => {
+            let id = usage::new_id(now_ms);
+            return error_response(protocol, id, StatusCode::UNAUTHORIZED, e.message(), Some("invalid_api_key"));
         }
     };
     let Some(op) = op else {
         return match (route, path_model) {
-            (Route::Model, Some(model)) => local::gemini_model(&snap, &model, key),
-            _ => local::models(&snap, protocol, key),
+            (Route::Model, Some(model)) => local::gemini_model(&snap, &model, key.as_deref()),
+            _ => local::models(&snap, protocol, key.as_deref()),
         };
     };
     // The path only: a `?key=` never reaches a record.
     let path = req.uri().path().to_string();
-    let mut exchange = Exchange::new(state.clone(), snap.clone(), protocol, op, key, &path);
+    let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
     if let Some(model) = path_model {
-        exchange.record.requested_model = model;
+        ex.record.requested_model = model;
     }
+    // Admission: a key with limits gets a ticket (settled with its record) or a 429 that never goes upstream.
+    let rate = match key.as_deref().filter(|k| !k.limits.is_empty()) {
+        None => None,
+        Some(k) => match state.limiter.admit(&k.name, &k.limits, now_ms) {
+            Ok(admitted) => {
+                ex.ticket = admitted.ticket;
+                Some(admitted.rate)
+            }
+            Err(refused) => {
+                let mut resp = ex.reject(Rejection::Refused(refused.why)).await;
+                headers::rate_limits(resp.headers_mut(), &refused.rate);
+                return resp;
+            }
+        },
+    };
+    // The client's query as it may be forwarded: a Gemini client's `key` never leaves.
     let query = if protocol == Protocol::Gemini {
         query_without_key(req.uri().query())
     } else {
         req.uri().query().map(str::to_string)
     };
-    exchange.run(req, query).await
+    let mut resp = ex.run(req, query).await;
+    if let Some(rate) = rate {
+        headers::rate_limits(resp.headers_mut(), &rate);
+    }
+    resp
 }
 
-/// Checks the gateway key: `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, or (Gemini paths) the
-/// `?key=` of the URL, passed as `from_query`. `Ok(None)` when no keys are configured (open mode).
-fn authenticate<'a>(
-    keys: &'a [GatewayKey],
-    headers: &HeaderMap,
-    from_query: Option<&str>,
-) -> Result<Option<&'a GatewayKey>, &'static str> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
+/// The gateway key a client presents in a header: `Authorization: Bearer <key>`, `x-api-key: <key>` or
+/// (Google's clients) `x-goog-api-key: <key>`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let presented = header("authorization")
+    header("authorization")
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| header("x-api-key"))
         .or_else(|| header("x-goog-api-key"))
-        .or(from_query)
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err("missing API key: send it as `Authorization: Bearer <key>`, `x-api-key: <key>` or \
-                    `x-goog-api-key: <key>`");
-    };
-    let hash = hash_key(presented);
-    // Compare against every key so the time taken does not depend on which one matched.
-    let mut found = None;
-    for k in keys {
-        if bool::from(k.hash.ct_eq(&hash)) && found.is_none() {
-            found = Some(k);
-        }
-    }
-    found.map(Some).ok_or("invalid API key")
 }
 
 #[cfg(test)]
@@ -274,21 +273,21 @@ mod tests {
 
     #[test]
     fn auth_accepts_bearer_and_x_api_key_only_for_known_keys() {
-        let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), allow: None }];
+        use crate::config::{GatewayKey, hash_key};
+        let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), ..Default::default() }];
+        let table = crate::keys::KeyTable::build(&keys, &[]).unwrap();
+        let auth = |h: &HeaderMap| table.authenticate(presented_key(h), 0).map(|k| k.map(|k| k.name.to_string()));
         let mut h = HeaderMap::new();
-        assert!(authenticate(&keys, &h, None).is_err());
+        assert!(auth(&h).is_err());
         h.insert("authorization", "Bearer sk-gw".parse().unwrap());
-        assert_eq!(authenticate(&keys, &h, None).unwrap().unwrap().name, "me");
+        assert_eq!(auth(&h).unwrap().as_deref(), Some("me"));
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "sk-gw".parse().unwrap());
-        assert!(authenticate(&keys, &h, None).unwrap().is_some());
+        assert!(auth(&h).unwrap().is_some());
         h.insert("x-api-key", "wrong".parse().unwrap());
-        assert!(authenticate(&keys, &h, None).is_err());
-        assert!(authenticate(&[], &HeaderMap::new(), None).unwrap().is_none());
+        assert!(auth(&h).is_err());
         let mut h = HeaderMap::new();
         h.insert("x-goog-api-key", "sk-gw".parse().unwrap());
-        assert!(authenticate(&keys, &h, None).unwrap().is_some());
-        assert!(authenticate(&keys, &HeaderMap::new(), Some("sk-gw")).unwrap().is_some());
-        assert!(authenticate(&keys, &HeaderMap::new(), Some("nope")).is_err());
+        assert_eq!(auth(&h).unwrap().as_deref(), Some("me"));
     }
 }

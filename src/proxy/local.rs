@@ -7,7 +7,7 @@ use http::Response;
 
 use super::{ProxyBody, full, headers};
 use crate::catalog::Snapshot;
-use crate::config::GatewayKey;
+use crate::keys::Entry;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::usage;
@@ -28,7 +28,7 @@ pub(super) fn health(snap: &Snapshot) -> Response<ProxyBody> {
 }
 
 /// The served model ids the key may use, with the channel that serves each.
-fn visible_models<'a>(snap: &'a Snapshot, key: Option<&GatewayKey>) -> Vec<(&'a str, &'a str)> {
+fn visible_models<'a>(snap: &'a Snapshot, key: Option<&Entry>) -> Vec<(&'a str, &'a str)> {
     let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
     snap.model_ids()
         .into_iter()
@@ -51,7 +51,7 @@ fn gemini_model_json(id: &str) -> serde_json::Value {
 }
 
 /// Gemini `GET /v1beta/models/{model}`: the model if the key may use it, else Google's 404.
-pub(super) fn gemini_model(snap: &Snapshot, model: &str, key: Option<&GatewayKey>) -> Response<ProxyBody> {
+pub(super) fn gemini_model(snap: &Snapshot, model: &str, key: Option<&Entry>) -> Response<ProxyBody> {
     let model = model.strip_prefix("models/").unwrap_or(model);
     if visible_models(snap, key).iter().any(|(id, _)| *id == model) {
         return json(gemini_model_json(model));
@@ -64,7 +64,7 @@ pub(super) fn gemini_model(snap: &Snapshot, model: &str, key: Option<&GatewayKey
 }
 
 /// `GET /v1/models` (`/v1beta/models` for Gemini): the models the key may use, in the client's list shape.
-pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&GatewayKey>) -> Response<ProxyBody> {
+pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&Entry>) -> Response<ProxyBody> {
     let ids = visible_models(snap, key);
     json(match protocol {
         Protocol::Openai => serde_json::json!({

@@ -1,4 +1,4 @@
-"""Drives the router with the official Google GenAI Python SDK (run by tests/gemini.rs).
+"""Drives the router with the official Google GenAI Python SDK (run by tests/integration/gemini.rs).
 
 Usage: gemini_e2e.py ROUTER_URL GATEWAY_KEY MODEL
 MODEL is served by a translated channel (chat-only or Anthropic). Exits non-zero (with a traceback) on the first

@@ -2,11 +2,9 @@
 //! chat-only channel, an Anthropic channel (translated both ways) and a native `gemini` channel (forwarded
 //! unchanged), with the gateway key in `x-goog-api-key`, `?key=` or Bearer.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 const UPSTREAM_KEY: &str = "sk-upstream-secret-9876543210";
