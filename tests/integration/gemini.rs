@@ -226,6 +226,11 @@ async fn gemini_local_answers_errors_and_refusals() {
     assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
     assert!(err["error"]["message"].as_str().unwrap().contains("googleSearch"), "{err}");
 
+    // A tag expression in the path, URL-encoded as the SDKs send it.
+    let tagged = post("/v1beta/models/tag%3Adeepseek%2C%21vision:generateContent", weather_request()).await.unwrap();
+    assert_eq!(tagged.status(), 200);
+    assert_eq!(up.last().json()["model"], "deepseek-chat");
+
     let limited =
         post("/v1beta/models/deepseek-chat:generateContent", json!({"contents": [{"parts": [{"text": "slow down"}]}]}))
             .await
