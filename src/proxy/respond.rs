@@ -69,7 +69,16 @@ pub(super) async fn respond(
             if ex.debug_headers() {
                 debug_headers(out.headers_mut(), ex.id, &ex.record);
             }
-            out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            // A Gemini stream the upstream answered whole: one chunk, framed as the client asked.
+            let (body, content_type) = match ex.op.is_gemini_stream() {
+                true if wants_sse(input.query.as_deref()) => (
+                    crate::protocol::sse::SseEvent::data(String::from_utf8_lossy(&body)).to_bytes(),
+                    "text/event-stream",
+                ),
+                true => ([&b"["[..], &body, b"]"].concat().into(), "application/json"),
+                false => (body, "application/json"),
+            };
+            out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             *out.body_mut() = full(body);
             super::settle(&ex.state, std::mem::take(&mut ex.ticket), &ex.record);
             ex.state.sink.send(std::mem::take(&mut ex.record)).await;

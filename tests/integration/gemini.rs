@@ -226,6 +226,16 @@ async fn gemini_local_answers_errors_and_refusals() {
     assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
     assert!(err["error"]["message"].as_str().unwrap().contains("googleSearch"), "{err}");
 
+    // An upstream that answers a stream request whole: the client still gets its stream framing.
+    let whole = post("/v1beta/models/deepseek-chat:streamGenerateContent?alt=sse", weather_request()).await.unwrap();
+    assert_eq!(whole.headers()["content-type"], "text/event-stream");
+    let chunks = sse_chunks(&whole.text().await.unwrap());
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0]["candidates"][0]["content"]["parts"][0]["text"], "hi");
+    let whole = post("/v1beta/models/deepseek-chat:streamGenerateContent", weather_request()).await.unwrap();
+    let arr: Vec<Value> = whole.json().await.unwrap();
+    assert_eq!(arr[0]["candidates"][0]["finishReason"], "STOP");
+
     // A tag expression in the path, URL-encoded as the SDKs send it.
     let tagged = post("/v1beta/models/tag%3Adeepseek%2C%21vision:generateContent", weather_request()).await.unwrap();
     assert_eq!(tagged.status(), 200);
