@@ -265,20 +265,16 @@ async fn gemini_local_answers_errors_and_refusals() {
 
 #[tokio::test]
 async fn gemini_client_on_an_anthropic_channel() {
-    let up = Mock::start(|r, _| {
-        if r.json()["stream"] == true {
-            Reply::Sse(messages_sse("claude-x", &["Hello", " there"]))
-        } else {
-            Reply::Json(200, messages_json("claude-x", "Hello there"))
-        }
-    })
-    .await;
-    let router = Router::start(&config(&channel("an", "anthropic", &up.root_url(), "claude-x")));
+    let up = Mock::start(|r, _| claude_reply(r)).await;
+    let router = Router::start(&config(&channel("an", "anthropic", &up.root_url(), "claude-sonnet-4-5")));
     let body = json!({"systemInstruction": {"parts": [{"text": "Be brief."}]},
         "contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": {"maxOutputTokens": 50}});
-    let v: Value =
-        gemini_post(&router, "/v1beta/models/claude-x:generateContent", body.clone()).await.json().await.unwrap();
-    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hello there");
+    let v: Value = gemini_post(&router, "/v1beta/models/claude-sonnet-4-5:generateContent", body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["candidates"][0]["content"]["parts"][0]["text"], "Hi");
     assert_eq!(v["usageMetadata"]["promptTokenCount"], 115);
     assert_eq!(v["usageMetadata"]["cachedContentTokenCount"], 100);
     let sent = up.last();
@@ -287,11 +283,11 @@ async fn gemini_client_on_an_anthropic_channel() {
     assert_eq!(sent.json()["system"], "Be brief.");
     assert_eq!(sent.json()["max_tokens"], 50);
 
-    let resp = gemini_post(&router, "/v1beta/models/claude-x:streamGenerateContent?alt=sse", body).await;
+    let resp = gemini_post(&router, "/v1beta/models/claude-sonnet-4-5:streamGenerateContent?alt=sse", body).await;
     let chunks = sse_chunks(&resp.text().await.unwrap());
     let text: String =
         chunks.iter().filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
-    assert_eq!(text, "Hello there");
+    assert_eq!(text, "Hi there");
     assert_eq!(chunks.last().unwrap()["usageMetadata"]["candidatesTokenCount"], 2);
 
     let records = records_where(&router, 2).await;

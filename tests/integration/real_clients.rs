@@ -234,6 +234,16 @@ fn gemini_cli(router: &Router, home: &std::path::Path, prompt: &str) -> Command 
     cmd
 }
 
+/// Gemini CLI asked for a task that needs its shell tool: the scripted upstream calls it, and reports the
+/// result it gets back.
+async fn gemini_cli_tool_loop(router: &Router) {
+    let home = tempfile::tempdir().unwrap();
+    let (ok, out, err) = output_of(gemini_cli(router, home.path(), "RUN_TOOL please")).await;
+    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["response"], "TOOL RESULT: router-ok", "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_cli_runs_a_tool_loop_on_an_anthropic_channel() {
     let up = scripted_anthropic_upstream().await;
@@ -241,11 +251,7 @@ async fn gemini_cli_runs_a_tool_loop_on_an_anthropic_channel() {
         "server:\n  keys:\n    - {{name: me, key: sk-gw-real}}\nchannels:\n  - name: an\n    protocol: anthropic\n    base_url: {}\n    keys: [{{name: an-key, key: sk-upstream-secret-9876543210}}]\n    models: [claude-x]\n    aliases: {{gemini-2.5-pro: claude-x}}\n",
         up.root_url()
     ));
-    let home = tempfile::tempdir().unwrap();
-    let (ok, out, err) = output_of(gemini_cli(&router, home.path(), "RUN_TOOL please")).await;
-    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(v["response"], "TOOL RESULT: router-ok", "{out}");
+    gemini_cli_tool_loop(&router).await;
     assert!(up.all().iter().all(|r| r.header("x-api-key").unwrap() == "sk-upstream-secret-9876543210"));
     let records = router.records();
     assert!(
@@ -317,11 +323,7 @@ async fn gemini_cli_runs_a_tool_loop_on_a_native_gemini_channel() {
         "server:\n  keys:\n    - {{name: me, key: sk-gw-real}}\nchannels:\n  - name: google\n    protocol: gemini\n    base_url: {}/v1beta\n    keys: [{{name: g-key, key: sk-upstream-secret-9876543210}}]\n    models: [gemini-2.5-pro]\n",
         up.root_url()
     ));
-    let home = tempfile::tempdir().unwrap();
-    let (ok, out, err) = output_of(gemini_cli(&router, home.path(), "RUN_TOOL please")).await;
-    assert!(ok, "gemini failed:\n{out}\n{err}\nrouter:\n{}", router.stderr());
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(v["response"], "TOOL RESULT: router-ok", "{out}");
+    gemini_cli_tool_loop(&router).await;
     for r in up.all() {
         assert_eq!(r.uri, "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse");
         assert_eq!(r.header("x-goog-api-key").as_deref(), Some("sk-upstream-secret-9876543210"));
