@@ -348,6 +348,33 @@ mod tests {
     }
 
     #[test]
+    fn gemini_channels_go_native_for_gemini_operations_only() {
+        use std::sync::Arc;
+        let yaml = "channels:\n  - name: old\n    protocol: gemini\n    keys: [AIza-secret-key-123]\n    models: [g]\n  \
+                    - name: root\n    protocol: gemini\n    base_url: https://proxy.example/v1beta/\n    keys: [k2-secret-key-456]\n    models: [g]\n";
+        let cfg = crate::config::parse(std::path::Path::new("t.yaml"), yaml, &|_| None).unwrap();
+        let snap = crate::catalog::Snapshot::build(Arc::new(cfg), &[], &Default::default(), false);
+        let (old, root) = (&snap.channels[0], &snap.channels[1]);
+        let google = "https://generativelanguage.googleapis.com/v1beta";
+        let url = |ch: &Channel, op| super::url(ch, &ch.endpoints[0], op, "models/g");
+        assert_eq!(url(old, Operation::StreamGenerateContent), format!("{google}/models/g:streamGenerateContent"));
+        assert_eq!(url(old, Operation::GeminiCountTokens), format!("{google}/models/g:countTokens"));
+        assert_eq!(url(old, Operation::ChatCompletions), format!("{google}/openai/chat/completions"));
+        assert_eq!(url(old, Operation::Models), format!("{google}/openai/models"), "discovery as before");
+        assert_eq!(url(root, Operation::GenerateContent), "https://proxy.example/v1beta/models/g:generateContent");
+        assert_eq!(url(root, Operation::ChatCompletions), "https://proxy.example/v1beta/openai/chat/completions");
+        let (ep, tok) = (&old.endpoints[0], &old.endpoints[0].tokens[0]);
+        let mut h = HeaderMap::new();
+        auth_headers(old, ep, tok, Operation::GenerateContent, &mut h);
+        assert_eq!(h["x-goog-api-key"], "AIza-secret-key-123");
+        assert!(h.get("authorization").is_none());
+        let mut h = HeaderMap::new();
+        auth_headers(old, ep, tok, Operation::ChatCompletions, &mut h);
+        assert_eq!(h["authorization"], "Bearer AIza-secret-key-123");
+        assert!(h.get("x-goog-api-key").is_none());
+    }
+
+    #[test]
     fn scrub_removes_echoed_keys() {
         let secret = crate::config::Secret::new("sk-live-0123456789");
         let body = bytes::Bytes::from_static(b"{\"error\":\"Incorrect key sk-live-0123456789 provided\"}");
