@@ -18,6 +18,8 @@ use crate::config::{ChannelProtocol, UpstreamConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     ChatCompletions,
+    /// Legacy text completions (`prompt`, `suffix` for fill-in-the-middle): OpenAI-protocol channels only.
+    Completions,
     Responses,
     Embeddings,
     Messages,
@@ -103,6 +105,7 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
                 _ => {
                     let path = match op {
                         Operation::Embeddings => "embeddings",
+                        Operation::Completions => "completions",
                         _ => "chat/completions",
                     };
                     format!("{base}/openai/deployments/{model}/{path}?api-version={version}")
@@ -117,6 +120,7 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
 /// chat completions).
 fn openai_path(op: Operation) -> &'static str {
     match op {
+        Operation::Completions => "/completions",
         Operation::Responses => "/responses",
         Operation::Embeddings => "/embeddings",
         Operation::Models => "/models",
