@@ -136,6 +136,10 @@ async fn the_page_and_its_data_are_only_for_admin_sessions() {
     assert_eq!(r.json(&new_key).send().await.unwrap().status(), 401, "a change from another origin");
     let r = http.post(router.url("/admin/v1/keys")).header("cookie", &cookie).header("origin", &origin);
     assert_eq!(r.json(&new_key).send().await.unwrap().status(), 201);
+    // The Channels page's Test button: `router test main` in the server.
+    let r = http.post(router.url("/admin/v1/channels/main/test")).header("cookie", &cookie).header("origin", &origin);
+    let test: Value = r.send().await.unwrap().json().await.unwrap();
+    assert_eq!((test["ok"].as_bool(), test["summary"].as_str()), (Some(true), Some("1 of 1 checks passed")), "{test}");
     let forged = format!("router_ui={}", "ab".repeat(32));
     assert_eq!(http.get(router.url("/admin/v1/usage")).header("cookie", forged).send().await.unwrap().status(), 401);
 

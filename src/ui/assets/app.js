@@ -60,7 +60,7 @@ function compact(n) {
 }
 function usd(v) {
   if (v === null || v === undefined) return '–';
-  if (v !== 0 && Math.abs(v) < 0.01) return '$' + v.toFixed(4);
+  if (v !== 0 && Math.abs(v) < 0.01) return '$' + v.toPrecision(2);
   return '$' + v.toFixed(2);
 }
 function pct(a, b) { return b ? (100 * a / b).toFixed(1) + '%' : '–'; }
