@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::balance::store::{BalanceHistory, SaveBalances};
 use crate::balance::{self, BalanceResult};
-use crate::catalog::{self, Snapshot};
+use crate::catalog::Snapshot;
 use crate::config::Config;
 use crate::discover::{self, SaveDiscovered};
 use crate::probe::{self, ProbeReport};
@@ -37,7 +37,7 @@ impl Live {
 
     /// A snapshot for `config` from the store as it is now.
     pub fn snapshot(&self, config: Arc<Config>) -> anyhow::Result<Snapshot> {
-        catalog::load::snapshot(config, &self.access(), &self.store_path, self.auto)
+        crate::settings::snapshot(config, &self.access(), &self.store_path, self.auto)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - `cli`: one file per subcommand (Args + run); `cli::output` is the only place that prints.
-//! - `config`: YAML schema, `${VAR}` interpolation, validation, zero-config autodetection.
+//! - `config`: YAML schema, `${VAR}` interpolation, validation, zero-config channels from the environment.
+//! - `settings`: where the configuration, the store and the master key are; the snapshot every command builds.
 //! - `catalog`: channels, endpoints, tokens, models -> an immutable routing `Snapshot`.
 //! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
@@ -34,6 +35,7 @@ pub mod probe;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod settings;
 pub mod store;
 pub mod tags;
 pub mod upstream;

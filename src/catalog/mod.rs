@@ -13,8 +13,6 @@ use std::time::Duration;
 use crate::config::{ChannelConfig, ChannelProtocol, Config, KeyConfig, Price, Secret};
 use crate::usage::fingerprint;
 
-pub mod load;
-
 /// Where a channel is defined; YAML channels are read-only at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use super::{Global, output};
+use super::output;
 use crate::catalog::Snapshot;
+use crate::settings::Settings;
 use std::sync::Arc;
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,9 +41,9 @@ struct EndpointSummary {
     tokens: Vec<String>,
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
     let Command::Check(args) = cmd;
-    let loaded = super::runtime()?.block_on(super::serve::load_or_detect(global, false))?;
+    let loaded = super::runtime()?.block_on(settings.clone().no_local().config())?;
     let source = match &loaded.config.path {
         Some(p) => p.display().to_string(),
         None => "zero-config (environment)".into(),

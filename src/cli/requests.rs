@@ -7,8 +7,9 @@
 use chrono::{DateTime, Local, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::{Global, output};
-use crate::store::{self, Access};
+use super::output;
+use crate::settings::Settings;
+use crate::store::Access;
 use crate::usage::report::{self, Filters, RequestsQuery, ShowRequest};
 use crate::usage::{RequestRecord, UsageSource, format_id};
 
@@ -70,8 +71,8 @@ pub struct ListArgs {
     pub utc: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let access = Access::open_existing(&store::path_for_cli(global)?)?;
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    let access = Access::open_existing(&settings.store_path()?)?;
     match args.command {
         Some(Sub::Show(a)) => show(&access, a),
         None => list(&access, args.list),

@@ -11,14 +11,14 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::discover::{Loaded, check_channels, load, store};
-use super::{Global, output};
+use super::{check_channels, output};
 use crate::catalog::{ModelKind, Snapshot, TagIndex};
 use crate::config::Strategy;
 use crate::discover::{self, Options};
 use crate::error::user;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow, Plan, PlanError, RouteRequest, Score};
+use crate::settings::{Routing, Settings};
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 
@@ -103,19 +103,19 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
     }
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
         match cmd {
-            Command::List(args) => list(global, args).await,
-            Command::Query(args) => query(global, args).await,
+            Command::List(args) => list(settings, args).await,
+            Command::Query(args) => query(settings, args).await,
         }
     })
 }
 
 /// The snapshot `serve` would route on (with the store, or the server holding it, when there is one), optionally
 /// with a fresh discovery run.
-async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Loaded> {
-    let mut loaded = load(global, false).await?;
+async fn snapshot(settings: &Settings, live: bool) -> anyhow::Result<Routing> {
+    let mut loaded = settings.routing(false).await?;
     if !live {
         return Ok(loaded);
     }
@@ -129,13 +129,9 @@ async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Loaded> {
             ));
         }
     }
-    let mut discovered = store(loaded.access.as_ref()).load()?;
+    let mut discovered = loaded.discovery().load()?;
     outcome.merge_into(&mut discovered);
-    let stored = match &loaded.access {
-        Some(a) => crate::catalog::load::store_channels(a, &loaded.store_path)?,
-        None => Vec::new(),
-    };
-    loaded.snapshot = Snapshot::build(snap.config.clone(), &stored, &discovered, loaded.auto);
+    loaded.snapshot = loaded.with_discovered(&discovered)?;
     Ok(loaded)
 }
 
@@ -146,8 +142,8 @@ struct TagRow {
     channels: Vec<String>,
 }
 
-async fn list(global: &Global, args: ListArgs) -> anyhow::Result<()> {
-    let loaded = snapshot(global, args.discover).await?;
+async fn list(settings: &Settings, args: ListArgs) -> anyhow::Result<()> {
+    let loaded = snapshot(settings, args.discover).await?;
     let snap = loaded.snapshot;
     check_channels(&snap, &args.channels)?;
     let wanted =
@@ -281,8 +277,8 @@ pub struct PlanFailure {
 /// The live operation `tags query` asks a running server: the plan on the server's own snapshot and health.
 pub const PLAN_OP: &str = "plan";
 
-async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
-    let loaded = snapshot(global, args.discover).await?;
+async fn query(settings: &Settings, args: QueryArgs) -> anyhow::Result<()> {
+    let loaded = snapshot(settings, args.discover).await?;
     let plan_args = PlanArgs::from(&args);
     let answer: Result<QueryOut, PlanFailure> = match loaded.remote() {
         // A running server knows what is cooling and how fast each endpoint answered: ask it.

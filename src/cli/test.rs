@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Global, output};
+use super::output;
 use crate::config::{Dur, Strategy};
 use crate::error::{Exit, user};
 use crate::probe::{self, CheckKind, CheckResult, Class, Options, ProbeReport, RouteResult};
+use crate::settings::Settings;
 use crate::usage::Tokens;
 
 #[derive(Debug, clap::Args)]
@@ -54,8 +55,8 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     })
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    run_with(global, args, None)
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    run_with(settings, args, None)
 }
 
 /// Sends a report to the server over the control socket; a server that cannot take it is a note, not a failure.
@@ -69,13 +70,13 @@ fn send_report(server: &crate::store::Access, report: &ProbeReport) {
 }
 
 /// Runs `router test`; `feed` receives what the test learnt (latency, failures) for a running server's health.
-pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>) -> anyhow::Result<()> {
+pub fn run_with(settings: &Settings, args: Args, feed: Option<&dyn Fn(&ProbeReport)>) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
     // The snapshot `serve` routes on (store channels and discovered models included).
-    let mut loaded = rt.block_on(super::discover::load(global, false))?;
+    let mut loaded = rt.block_on(settings.routing(false))?;
     let in_process = loaded.snapshot_for(probe::in_process_config(&loaded.snapshot.config, args.timeout.0))?;
     if loaded.remote().is_none() {
         // Do not hold the store file while testing: a server may start meanwhile.

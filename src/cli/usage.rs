@@ -4,9 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Global, output};
+use super::output;
+use crate::settings::Settings;
+use crate::store::Access;
 use crate::store::tables::Counters;
-use crate::store::{self, Access};
 use crate::usage::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +44,7 @@ pub struct Args {
     pub utc: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let now = crate::usage::now_ms();
     let since_ms = args.since.as_deref().map(|s| report::parse_when(s, args.utc, false, now)).transpose()?;
     let until_ms = args.until.as_deref().map(|s| report::parse_when(s, args.utc, true, now)).transpose()?;
@@ -60,7 +61,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         filters: Filters { channel: args.channel, token: args.token, model: args.model, key: args.key },
         utc: args.utc,
     };
-    let access = Access::open_existing(&store::path_for_cli(global)?)?;
+    let access = Access::open_existing(&settings.store_path()?)?;
     let report = access.run(query)?;
     if report.source == Source::Daily {
         output::note("note: the range reaches past store.retention_days; totals come from daily rollups (UTC days)");
