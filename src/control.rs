@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::discover::{self, SaveDiscovered};
 use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
+use crate::report::{RequestsQuery, ShowRequest, UsageQuery};
 use crate::store::{Access, Op, Registry, Store};
 
 /// The server's live state, as control operations see it.
@@ -71,7 +72,9 @@ pub fn release_freed_memory() {
     }
 }
 
-/// The registry `serve` answers: the store's operations, plus live ones, plus a catalogue rebuild after any write.
+/// The registry `serve` answers (the composition root of the control socket): the store's own operations, the
+/// other modules' store operations (reports, discovery, balances), the live ones, and a catalogue rebuild after
+/// any write.
 pub fn registry(cell: LiveCell) -> Registry {
     let mut r = Registry::builtin();
     let c = cell.clone();
@@ -126,6 +129,7 @@ pub fn balance_hold(config: &Config) -> Duration {
 const BALANCE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
+    r.add::<UsageQuery>().add::<RequestsQuery>().add::<ShowRequest>();
     r.add::<SaveDiscovered>().add::<SaveBalances>().add::<BalanceHistory>();
     // `router test`: latency and failures feed the health `fastest` and cooldowns use.
     r.add_live(

@@ -15,6 +15,7 @@
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
+//! - `report`: usage totals and request lists read from the store (store operations).
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
@@ -34,6 +35,7 @@ pub mod live;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;
+pub mod report;
 pub mod routing;
 pub mod settings;
 pub mod store;

@@ -8,9 +8,9 @@ use chrono::{DateTime, Local, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::output;
+use crate::report::{self, Filters, RequestsQuery, ShowRequest};
 use crate::settings::Settings;
 use crate::store::Access;
-use crate::usage::report::{self, Filters, RequestsQuery, ShowRequest};
 use crate::usage::{RequestRecord, UsageSource, format_id};
 
 #[derive(Debug, clap::Args)]

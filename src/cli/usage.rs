@@ -5,10 +5,10 @@
 use serde_json::{Map, Value, json};
 
 use super::output;
+use crate::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
 use crate::settings::Settings;
 use crate::store::Access;
 use crate::store::tables::Counters;
-use crate::usage::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

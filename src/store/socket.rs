@@ -54,7 +54,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The store's own operations plus usage reports.
+    /// The store's own operations. Other modules' operations are added by the composition root (`control`).
     pub fn builtin() -> Registry {
         let mut r = Registry::default();
         r.add::<Ping>()
@@ -62,9 +62,6 @@ impl Registry {
             .add::<KvPut>()
             .add::<KvList>()
             .add::<KvDelete>()
-            .add::<crate::usage::report::UsageQuery>()
-            .add::<crate::usage::report::RequestsQuery>()
-            .add::<crate::usage::report::ShowRequest>()
             .add::<super::channels::ChannelsApply>();
         r
     }
@@ -456,6 +453,18 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// An operation that always fails with a user error.
+    #[derive(Serialize, Deserialize)]
+    struct Refuse;
+
+    impl Op for Refuse {
+        const NAME: &'static str = "refuse";
+        type Reply = ();
+        fn run(self, _: &Store) -> anyhow::Result<()> {
+            Err(crate::error::user("refused").with_hint("ask nicely").into())
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn remote_and_direct_answer_alike_and_the_socket_is_private() {
         let dir = tempfile::tempdir().unwrap();
@@ -465,6 +474,7 @@ mod tests {
         std::fs::write(socket_path(&path), b"").unwrap();
         let changes = Arc::new(AtomicUsize::new(0));
         let mut reg = Registry::builtin();
+        reg.add::<Refuse>();
         let c2 = changes.clone();
         reg.on_change(Arc::new(move |_| {
             c2.fetch_add(1, Ordering::SeqCst);
@@ -486,8 +496,9 @@ mod tests {
             let e = access.call_live("nope", Value::Null).unwrap_err();
             assert!(e.to_string().contains("nope"));
             // A user error in the server arrives as a user error with its hint.
-            let e = access.run(crate::usage::report::ShowRequest { id: "zz".into() }).unwrap_err();
+            let e = access.run(Refuse).unwrap_err();
             assert!(e.downcast_ref::<crate::error::UserError>().is_some(), "{e:#}");
+            assert_eq!(crate::error::classify(&e).hint, Some("ask nicely"));
         })
         .await
         .unwrap();

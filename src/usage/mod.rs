@@ -2,10 +2,9 @@
 //!
 //! Owns the [`RequestRecord`] every request produces (success, error, client gone, cut stream), the
 //! fingerprint of upstream keys (the only form in which a key is ever recorded) and cost arithmetic.
-//! Persisting records and reporting on them are `store`'s and `cli`'s business.
+//! Must not depend on `store`: persisting records is `store`'s business, reporting on them `report`'s.
 
 pub mod estimate;
-pub mod report;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};

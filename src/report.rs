@@ -2,7 +2,8 @@
 //! key, recent request records, one record by id prefix, and the time expressions the CLI accepts.
 //!
 //! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
-//! [`Op`], so it runs identically in this process or in the server that holds the store. Reads exact request
+//! [`Op`], so it runs identically in this process or in the server that holds the store (`control` registers them).
+//! Reads the store; must not write it. Reads exact request
 //! records when the whole range is still retained, else the daily rollups (UTC days).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::RequestRecord;
 use crate::error::{UserError, user};
 use crate::store::tables::{self, Counters, DailyKey};
 use crate::store::{Op, Store};
+use crate::usage::RequestRecord;
 
 /// What a usage report can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
