@@ -21,6 +21,7 @@ use crate::catalog::{Channel, Endpoint, ModelKind, Snapshot, Token};
 use crate::config::{ChannelProtocol, Config, CooldownConfig, Dur, Secret, Strategy};
 use crate::error::{UserError, user};
 use crate::protocol::Protocol;
+use crate::protocol::convert::Conversion;
 use crate::protocol::sse::SseParser;
 use crate::protocol::usage::UsageMeter;
 use crate::routing::{self, PlanError, RouteRequest};
@@ -726,7 +727,7 @@ pub struct RoutedRequest {
     pub total_ms: u32,
     pub tokens: Tokens,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub translated: Option<String>,
+    pub translated: Option<Conversion>,
     /// What went wrong (the proxy's summary, or the upstream's message), never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

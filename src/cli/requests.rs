@@ -144,11 +144,11 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
             _ => "-".into(),
         },
     );
-    line("strategy", r.strategy.clone());
+    line("strategy", r.strategy.map(|s| s.to_string()).unwrap_or_default());
     line("status", format!("{} {}", status(&r), r.outcome.as_str()));
     line("stream", r.stream.to_string());
     if let Some(t) = &r.translated {
-        line("translated", t.clone());
+        line("translated", t.to_string());
     }
     line(
         "time to first",

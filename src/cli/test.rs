@@ -240,10 +240,7 @@ fn print_checks(checks: &[CheckResult]) {
 }
 
 fn print_route(r: &RouteResult) {
-    let client = match r.client {
-        crate::protocol::Protocol::Openai => "openai",
-        crate::protocol::Protocol::Anthropic => "anthropic",
-    };
+    let client = r.client;
     let resolved = r.resolved_by.as_deref().map(|b| format!(", resolved by {b}")).unwrap_or_default();
     output::line("");
     output::line(&format!("route {}: strategy {}{resolved}, client protocol {client}", r.target, r.strategy));
@@ -305,7 +302,7 @@ fn print_route(r: &RouteResult) {
             req.token_key.as_deref().unwrap_or("?"),
             req.model.as_deref().unwrap_or("?")
         );
-        let translated = req.translated.as_deref().map(|t| format!(", translated {t}")).unwrap_or_default();
+        let translated = req.translated.map(|t| format!(", translated {t}")).unwrap_or_default();
         output::line(&format!(
             "result: ok via {via}{translated}; ttfb {}, total {} ms, tokens {}",
             millis(req.ttfb_ms.map(u64::from)),

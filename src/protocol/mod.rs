@@ -9,12 +9,29 @@ pub mod request;
 pub mod sse;
 pub mod usage;
 
-/// The protocol a client speaks (by path) or a channel speaks upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// The protocol a client speaks (by path) or a channel speaks upstream. Serialised `openai` / `anthropic` (as in
+/// request records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// OpenAI-compatible HTTP API (chat completions, responses, embeddings).
+    #[default]
     Openai,
     /// Anthropic Messages API.
     Anthropic,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Openai => "openai",
+            Protocol::Anthropic => "anthropic",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

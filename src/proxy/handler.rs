@@ -114,10 +114,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         id: ctx.id,
         time_ms: now_ms,
         gateway_key: key.map(|k| k.name.clone()),
-        client_protocol: match protocol {
-            Protocol::Openai => "openai".into(),
-            Protocol::Anthropic => "anthropic".into(),
-        },
+        client_protocol: protocol,
         path: req.uri().path().to_string(),
         ..Default::default()
     };
@@ -167,7 +164,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         },
         None => snap.config.raw.routing.strategy,
     };
-    record.strategy = strategy.as_str().into();
+    record.strategy = Some(strategy);
     let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
     let pin = parts.headers.get("x-router-channel").and_then(|v| v.to_str().ok()).map(str::to_string);
     let route_req = RouteRequest {
@@ -436,7 +433,7 @@ async fn attempt_all(
                 }
             },
         };
-        record.translated = conv.map(|c| translation_name(c).to_string());
+        record.translated = conv;
         let mut hdrs = headers::upstream_headers(&client_headers);
         upstream::auth_headers(ch, ep, tok, &mut hdrs);
         hdrs.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -532,14 +529,6 @@ fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
         (Operation::ChatCompletions, Protocol::Anthropic) => Some(Conversion::ChatToAnthropic),
         (Operation::Responses, Protocol::Openai) if ch.responses_via_chat() => Some(Conversion::ResponsesToChat),
         _ => None,
-    }
-}
-
-fn translation_name(c: Conversion) -> &'static str {
-    match c {
-        Conversion::AnthropicToChat => "anthropic->openai",
-        Conversion::ChatToAnthropic => "openai->anthropic",
-        Conversion::ResponsesToChat => "responses->chat",
     }
 }
 
@@ -644,7 +633,7 @@ fn debug_headers(h: &mut HeaderMap, ctx: &Ctx, record: &RequestRecord) {
         headers::set(h, "x-router-token", t);
     }
     headers::set(h, "x-router-attempts", &record.attempts.len().to_string());
-    headers::set(h, "x-router-strategy", &record.strategy);
+    headers::set(h, "x-router-strategy", record.strategy.map(Strategy::as_str).unwrap_or_default());
 }
 
 /// Fills the record with where a successful attempt went; returns whether the response is an SSE stream.

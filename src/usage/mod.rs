@@ -10,7 +10,9 @@ pub mod sink;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::Price;
+use crate::config::{Price, Strategy};
+use crate::protocol::Protocol;
+use crate::protocol::convert::Conversion;
 
 /// `fp:` + the first 16 hex digits of SHA-256(key). Safe to log, store and show.
 pub fn fingerprint(key: &str) -> String {
@@ -18,27 +20,9 @@ pub fn fingerprint(key: &str) -> String {
     format!("fp:{}", &hex::encode(digest)[..16])
 }
 
-/// Token counts, normalised across protocols: `input` excludes cached tokens, which are counted in
-/// `cache_read` / `cache_write`; `output` includes `reasoning`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tokens {
-    pub input: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-    pub output: u64,
-    pub reasoning: u64,
-}
+pub use crate::protocol::usage::Tokens;
 
 impl Tokens {
-    pub fn is_zero(&self) -> bool {
-        *self == Tokens::default()
-    }
-
-    /// Every input token, cached or not.
-    pub fn total_input(&self) -> u64 {
-        self.input + self.cache_read + self.cache_write
-    }
-
     /// USD for these tokens at `price` (USD per 1M). Cache prices default to the input price.
     pub fn cost(&self, price: &Price) -> f64 {
         let read = price.cache_read.unwrap_or(price.input);
@@ -48,14 +32,6 @@ impl Tokens {
             + self.cache_write as f64 * write
             + self.output as f64 * price.output)
             / 1_000_000.0
-    }
-
-    pub fn add(&mut self, o: &Tokens) {
-        self.input += o.input;
-        self.cache_read += o.cache_read;
-        self.cache_write += o.cache_write;
-        self.output += o.output;
-        self.reasoning += o.reasoning;
     }
 }
 
@@ -127,7 +103,7 @@ pub struct RequestRecord {
     pub time_ms: i64,
     pub gateway_key: Option<String>,
     /// `openai` or `anthropic`.
-    pub client_protocol: String,
+    pub client_protocol: Protocol,
     pub path: String,
     pub requested_model: String,
     pub upstream_model: Option<String>,
@@ -135,7 +111,9 @@ pub struct RequestRecord {
     pub endpoint: Option<String>,
     pub token_key: Option<String>,
     pub token_fp: Option<String>,
-    pub strategy: String,
+    /// The strategy that ordered the candidates; `None` (stored as `""`) when the request was rejected first.
+    #[serde(with = "blank_is_none")]
+    pub strategy: Option<Strategy>,
     pub attempts: Vec<Attempt>,
     pub status: u16,
     pub outcome: Outcome,
@@ -147,9 +125,30 @@ pub struct RequestRecord {
     /// `None`: the price is unknown (shown as `-`, never as 0).
     pub cost_usd: Option<f64>,
     /// e.g. `anthropic->openai` when the request was translated.
-    pub translated: Option<String>,
+    pub translated: Option<Conversion>,
     /// Short error text (never a key).
     pub error: Option<String>,
+}
+
+/// An optional enum stored as its name, or as `""` when absent (the record format before it was typed).
+mod blank_is_none {
+    use serde::de::IntoDeserializer;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        T::deserialize(s.into_deserializer()).map(Some)
+    }
 }
 
 /// A new time-ordered record id: unix ms in the high 64 bits, random in the low.
@@ -185,6 +184,31 @@ mod tests {
         assert!((t.cost(&p) - (2.0 + 0.5 + 4.0)).abs() < 1e-9);
         let p = Price { input: 2.0, output: 8.0, cache_read: None, cache_write: None };
         assert!((t.cost(&p) - (2.0 + 2.0 + 4.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn typed_fields_keep_the_stored_format() {
+        let r = RequestRecord {
+            client_protocol: Protocol::Anthropic,
+            strategy: Some(Strategy::CostFirst),
+            translated: Some(Conversion::AnthropicToChat),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["client_protocol"], "anthropic");
+        assert_eq!(v["strategy"], "cost_first");
+        assert_eq!(v["translated"], "anthropic->openai");
+        assert_eq!(serde_json::from_value::<RequestRecord>(v).unwrap(), r);
+        // A request rejected before routing has no strategy: stored as "", as before.
+        let v = serde_json::to_value(RequestRecord::default()).unwrap();
+        assert_eq!(v["strategy"], "");
+        assert_eq!(v["translated"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<RequestRecord>(v).unwrap().strategy, None);
+        for (c, s) in
+            [(Conversion::ChatToAnthropic, "openai->anthropic"), (Conversion::ResponsesToChat, "responses->chat")]
+        {
+            assert_eq!(serde_json::to_value(c).unwrap(), s);
+        }
     }
 
     #[test]
