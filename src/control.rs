@@ -1,23 +1,28 @@
 //! What the running server answers over the control socket beyond the store's own operations: the operations
 //! that need its live state (routing snapshot, health), and applying store changes to the live catalogue.
 //!
-//! Owns [`Live`] (filled once the server is up) and [`rebuild`]: every change that affects routing (a config
-//! reload, an import, a channel change, new discovery results) goes through it, so the server always routes
-//! on YAML + store channels + discovered models. Must not run on the request path.
+//! Owns the control socket's registry (the composition root: store operations of every module, and what the
+//! server does for each `store::LiveOp`: `plan`, `probe_report`, `balance_report`), [`Live`] (filled once the
+//! server is up) and [`rebuild`]: every change that affects routing (a config reload, an import, a channel change,
+//! new discovery results) goes through it, so the server always routes on YAML + store channels + discovered
+//! models. Must not run on the request path.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::balance::store::{BalanceHistory, SaveBalances};
-use crate::balance::{self, BalanceResult};
+use crate::balance;
+use crate::balance::store::{BalanceHistory, BalanceReport, SaveBalances};
 use crate::catalog::Snapshot;
-use crate::config::Config;
+use crate::config::{Config, Strategy};
 use crate::discover::{self, SaveDiscovered};
 use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
 use crate::report::{RequestsQuery, ShowRequest, UsageQuery};
-use crate::store::{Access, Op, Registry, Store};
+use crate::routing::view::{self, PlanFailure, PlanQuery, PlanView};
+use crate::store::{Access, LiveOp, Op, Registry, Store};
+use crate::upstream::fasttest::FastTest;
+use crate::upstream::health::Health;
 
 /// The server's live state, as control operations see it.
 pub struct Live {
@@ -95,25 +100,40 @@ pub fn registry(cell: LiveCell) -> Registry {
 
 // ---- Discovery, balances, probe reports and plans against the live server ----
 
-/// A live handler: parses the arguments, waits for nothing (answers "starting" until the server is up), runs `f`.
-fn live_op<A, R, F, Fut>(cell: &LiveCell, f: F) -> crate::store::socket::LiveHandler
-where
-    A: serde::de::DeserializeOwned + Send + 'static,
-    R: serde::Serialize,
-    F: Fn(LiveCell, A) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
-{
-    let cell = cell.clone();
-    Arc::new(move |v| {
-        let cell = cell.clone();
-        Box::pin(async move {
-            if cell.get().is_none() {
-                anyhow::bail!("the server is starting; try again in a moment");
-            }
-            let args: A = serde_json::from_value(v)?;
-            Ok(serde_json::to_value(f(cell, args).await?)?)
-        })
-    })
+/// The live state, or "starting" while `serve` has not filled it yet.
+fn started(cell: &LiveCell) -> anyhow::Result<&Live> {
+    cell.get().ok_or_else(|| anyhow::anyhow!("the server is starting; try again in a moment"))
+}
+
+/// `router tags query` while serving: the plan on the server's own snapshot and health.
+impl LiveOp for PlanQuery {
+    const NAME: &'static str = "plan";
+    type Reply = Result<PlanView, PlanFailure>;
+}
+
+/// `router test` while serving: latency and failures feed the health `fastest` and cooldowns use. Replies with
+/// how many entries were applied.
+impl LiveOp for ProbeReport {
+    const NAME: &'static str = "probe_report";
+    type Reply = usize;
+}
+
+/// Plans `q` as `serve` would on `snap` and `health`, measuring unknown endpoints first for `fastest` (which
+/// then plans again on what it learnt). The CLI calls it with a fresh health when no server runs.
+pub async fn plan(
+    snap: &Snapshot,
+    health: &Health,
+    fasttest: &FastTest,
+    q: &PlanQuery,
+) -> Result<PlanView, PlanFailure> {
+    let mut plan = view::plan_query(snap, health, q);
+    if q.strategy_on(snap) == Strategy::Fastest
+        && let Ok(p) = &plan
+        && fasttest.measure_unknown(snap, health, &p.endpoints()).await > 0
+    {
+        plan = view::plan_query(snap, health, q);
+    }
+    plan.map(|p| PlanView::new(snap, health, &q.expr, &p))
 }
 
 /// How long a key whose balance ran dry stays cooled: until the next periodic check (its interval plus the time a
@@ -131,47 +151,46 @@ const BALANCE_TIMEOUT: Duration = Duration::from_secs(15);
 fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
     r.add::<UsageQuery>().add::<RequestsQuery>().add::<ShowRequest>();
     r.add::<SaveDiscovered>().add::<SaveBalances>().add::<BalanceHistory>();
-    // `router test`: latency and failures feed the health `fastest` and cooldowns use.
-    r.add_live(
-        PROBE_REPORT_OP,
-        live_op(cell, |cell, report: ProbeReport| async move {
-            let live = cell.get().expect("checked");
+    let c = cell.clone();
+    r.add_live(move |report: ProbeReport| {
+        let c = c.clone();
+        async move {
+            let live = started(&c)?;
             let snap = live.state.snapshot.load();
             probe::apply(&report, &live.state.health, &snap.config.raw.routing.cooldown);
             Ok(report.entries.len())
-        }),
-    );
-    // `router balance check` while serving: keep the results and cool down keys that ran dry.
-    r.add_live(
-        balance::store::REPORT_OP,
-        live_op(cell, |cell, results: Vec<BalanceResult>| async move {
-            let c = cell.clone();
+        }
+    });
+    // Keep the results and cool down keys that ran dry.
+    let c = cell.clone();
+    r.add_live(move |BalanceReport(results): BalanceReport| {
+        let c = c.clone();
+        async move {
+            started(&c)?;
             let saved = results.clone();
+            let c2 = c.clone();
             tokio::task::spawn_blocking(move || {
-                SaveBalances { results: saved }.run(&c.get().expect("checked").store).map(|_| ())
+                SaveBalances { results: saved }.run(&c2.get().expect("checked").store).map(|_| ())
             })
             .await??;
-            let live = cell.get().expect("checked");
+            let live = started(&c)?;
             let snap = live.state.snapshot.load();
             let applied =
                 balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
             log_balance(&applied);
             Ok(())
-        }),
-    );
-    // `router tags query` while serving: the plan on the server's own snapshot and health.
-    r.add_live(
-        crate::cli::tags::PLAN_OP,
-        live_op(cell, |cell, args: crate::cli::tags::PlanArgs| async move {
-            let live = cell.get().expect("checked");
+        }
+    });
+    let c = cell.clone();
+    r.add_live(move |q: PlanQuery| {
+        let c = c.clone();
+        async move {
+            let live = started(&c)?;
             let snap = live.state.snapshot.load_full();
-            Ok(crate::cli::tags::answer(&snap, &live.state.health, &live.state.fasttest, &args).await)
-        }),
-    );
+            Ok(plan(&snap, &live.state.health, &live.state.fasttest, &q).await)
+        }
+    });
 }
-
-/// The live operation `router test` sends its [`ProbeReport`] to.
-pub const PROBE_REPORT_OP: &str = "probe_report";
 
 fn log_balance(applied: &balance::store::Applied) {
     for k in &applied.cooled {

@@ -61,10 +61,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
 
 /// Sends a report to the server over the control socket; a server that cannot take it is a note, not a failure.
 fn send_report(server: &crate::store::Access, report: &ProbeReport) {
-    let sent = serde_json::to_value(report)
-        .map_err(anyhow::Error::from)
-        .and_then(|v| server.call_live(crate::control::PROBE_REPORT_OP, v));
-    if let Err(e) = sent {
+    if let Err(e) = server.run_live(report.clone()) {
         output::note(&format!("note: the running server did not take the results: {e:#}"));
     }
 }
@@ -248,17 +245,17 @@ fn print_route(r: &RouteResult) {
         let mut t = output::table(&["#", "channel", "endpoint", "token", "model", "note"]);
         for (i, c) in r.candidates.iter().enumerate() {
             let mut note = Vec::new();
-            if !c.native {
+            if c.translated {
                 note.push("translated".to_string());
             }
             if let Some(s) = c.score {
-                note.push(format!("score {s:.3}"));
+                note.push(format!("score {:.3}", s.total));
             }
             t.add_row(vec![
                 (i + 1).to_string(),
                 c.channel.clone(),
                 c.endpoint.clone(),
-                c.token_key.clone(),
+                c.token.clone(),
                 c.model.clone(),
                 note.join(", "),
             ]);
@@ -266,7 +263,7 @@ fn print_route(r: &RouteResult) {
         output::print_table(&t);
     }
     for x in &r.excluded {
-        let place = match (&x.endpoint, &x.token_key) {
+        let place = match (&x.endpoint, &x.token) {
             (Some(e), Some(t)) => format!("{}/{e} [{t}]", x.channel),
             (Some(e), None) => format!("{}/{e}", x.channel),
             _ => x.channel.clone(),

@@ -23,7 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use socket::{Access, Op, Registry, SocketClient};
+pub use socket::{Access, LiveOp, Op, Registry, SocketClient};
 use tables::{Counters, DailyKey, DecodeError};
 
 use crate::usage::RequestRecord;

@@ -4,8 +4,9 @@
 //! `<store>.sock` (mode 0600) and read one JSON line back: `{"ok": value}` or `{"error": {message, hint, code}}`.
 //! Operations are types implementing [`Op`]: the same `run` executes in this process ([`Access::Direct`]) or in
 //! the server ([`Access::Remote`]), so every command prints the same output either way. Modules add their own
-//! operations to the [`Registry`]; operations that need the live server (not just its store) register a live
-//! handler, and `on_change` lets the server react to store writes made through the socket.
+//! operations to the [`Registry`]; operations that need the live server (not just its store) are [`LiveOp`]s,
+//! whose handler the server registers, and `on_change` lets the server react to store writes made through the
+//! socket.
 //! Must not expose anything to other users: the socket is created 0600 and removed on clean shutdown.
 
 use std::collections::HashMap;
@@ -39,9 +40,18 @@ pub trait Op: Serialize + DeserializeOwned + Send + 'static {
     fn run(self, store: &Store) -> anyhow::Result<Self::Reply>;
 }
 
+/// An operation only the running server answers: it needs live state (routing snapshot, health), not only the
+/// store. Like [`Op`], typed arguments and reply under one wire name; what it does is the server's handler
+/// ([`Registry::add_live`]), and [`Access::run_live`] sends it.
+pub trait LiveOp: Serialize + DeserializeOwned + Send + 'static {
+    /// Wire name; unique across the program.
+    const NAME: &'static str;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
 type Handler = Arc<dyn Fn(&Store, Value) -> anyhow::Result<Value> + Send + Sync>;
 /// A handler that needs the running server (its live state), not only the store.
-pub type LiveHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
+type LiveHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
 /// Called in the server after an operation with `WRITES` succeeded, with its name.
 pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -49,7 +59,7 @@ pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Registry {
     ops: HashMap<&'static str, (Handler, bool)>,
-    live: HashMap<String, LiveHandler>,
+    live: HashMap<&'static str, LiveHandler>,
     on_change: Option<OnChange>,
 }
 
@@ -75,9 +85,22 @@ impl Registry {
         self
     }
 
-    /// Registers an operation only the running server can answer (it needs live state).
-    pub fn add_live(&mut self, name: impl Into<String>, handler: LiveHandler) -> &mut Self {
-        self.live.insert(name.into(), handler);
+    /// Registers what the running server does for a [`LiveOp`].
+    pub fn add_live<O, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        O: LiveOp,
+        F: Fn(O) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<O::Reply>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let h: LiveHandler = Arc::new(move |args| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let op: O = serde_json::from_value(args).with_context(|| format!("bad arguments for `{}`", O::NAME))?;
+                Ok(serde_json::to_value(handler(op).await?)?)
+            })
+        });
+        self.live.insert(O::NAME, h);
         self
     }
 
@@ -343,10 +366,13 @@ impl Access {
     }
 
     /// Runs an operation only the live server answers.
-    pub fn call_live(&self, name: &str, args: Value) -> anyhow::Result<Value> {
+    pub fn run_live<O: LiveOp>(&self, op: O) -> anyhow::Result<O::Reply> {
         match self {
-            Access::Remote(c) => c.call_raw(name, args),
-            Access::Direct(_) => Err(crate::error::user(format!("`{name}` needs a running server"))
+            Access::Remote(c) => {
+                let v = c.call_raw(O::NAME, serde_json::to_value(op)?)?;
+                serde_json::from_value(v).with_context(|| format!("unexpected reply to `{}`", O::NAME))
+            }
+            Access::Direct(_) => Err(crate::error::user(format!("`{}` needs a running server", O::NAME))
                 .with_hint("start `router serve` with this store first")
                 .into()),
         }
@@ -453,6 +479,23 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    #[derive(Serialize, Deserialize)]
+    struct Echo(Vec<u32>);
+
+    impl LiveOp for Echo {
+        const NAME: &'static str = "echo";
+        type Reply = Vec<u32>;
+    }
+
+    /// A live operation the server does not know.
+    #[derive(Serialize, Deserialize)]
+    struct Nope;
+
+    impl LiveOp for Nope {
+        const NAME: &'static str = "nope";
+        type Reply = ();
+    }
+
     /// An operation that always fails with a user error.
     #[derive(Serialize, Deserialize)]
     struct Refuse;
@@ -479,7 +522,7 @@ mod tests {
         reg.on_change(Arc::new(move |_| {
             c2.fetch_add(1, Ordering::SeqCst);
         }));
-        reg.add_live("echo", Arc::new(|v| Box::pin(async move { Ok(v) })));
+        reg.add_live(|e: Echo| async move { Ok(e.0) });
         let server = serve(store.clone(), reg).await.unwrap();
         let mode = std::fs::metadata(server.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -492,8 +535,8 @@ mod tests {
             let got: Option<Value> = access.get_json(KvTable::Channels, "a").unwrap();
             assert_eq!(got.unwrap()["x"], 1);
             assert_eq!(access.list_json::<Value>(KvTable::Channels).unwrap().len(), 1);
-            assert_eq!(access.call_live("echo", serde_json::json!([1, 2])).unwrap(), serde_json::json!([1, 2]));
-            let e = access.call_live("nope", Value::Null).unwrap_err();
+            assert_eq!(access.run_live(Echo(vec![1, 2])).unwrap(), vec![1, 2]);
+            let e = access.run_live(Nope).unwrap_err();
             assert!(e.to_string().contains("nope"));
             // A user error in the server arrives as a user error with its hint.
             let e = access.run(Refuse).unwrap_err();
