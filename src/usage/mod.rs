@@ -130,6 +130,19 @@ pub struct RequestRecord {
     pub error: Option<String>,
 }
 
+impl RequestRecord {
+    /// Attributes a request that failed to where its last attempt went.
+    pub fn locate_last_attempt(&mut self) {
+        if let Some(a) = self.attempts.last() {
+            self.channel = Some(a.channel.clone());
+            self.endpoint = Some(a.endpoint.clone());
+            self.token_key = Some(a.token_key.clone());
+            self.token_fp = Some(a.token_fp.clone());
+            self.upstream_model = Some(a.model.clone());
+        }
+    }
+}
+
 /// An optional enum stored as its name, or as `""` when absent (the record format before it was typed).
 mod blank_is_none {
     use serde::de::IntoDeserializer;
