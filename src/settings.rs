@@ -248,12 +248,26 @@ fn snapshot_over(config: Config, access: Option<&Access>, store_path: &Path, aut
     }
 }
 
-/// The snapshot `serve` routes on: YAML channels + store channels + discovered models.
+/// The snapshot `serve` routes on: YAML channels + store channels + discovered models. In zero-config a store
+/// channel takes the place of a detected channel of the same name (the user added it on purpose, e.g. `openai`
+/// with another base URL); a YAML channel of the same name is an error.
 pub fn snapshot(config: Arc<Config>, access: &Access, store_path: &Path, auto: bool) -> anyhow::Result<Snapshot> {
     let store = store_channels(access, store_path)?;
+    let config = if auto { without_shadowed(config, &store) } else { config };
     check_collisions(&config, &store)?;
     let discovered = StoreDiscovery(access).load()?;
     Ok(Snapshot::build(config, &store, &discovered, auto))
+}
+
+/// `config` without the detected channels whose names store channels use.
+fn without_shadowed(config: Arc<Config>, store: &[ChannelConfig]) -> Arc<Config> {
+    let taken: HashSet<&str> = store.iter().map(|c| c.name.as_str()).collect();
+    if !config.raw.channels.iter().any(|c| taken.contains(c.name.as_str())) {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.raw.channels.retain(|ch| !taken.contains(ch.name.as_str()));
+    Arc::new(c)
 }
 
 #[cfg(test)]
@@ -286,6 +300,26 @@ mod tests {
         assert!(format!("{e:#}").contains("nope.yaml"), "{e:#}");
         // The store path alone does not need the file when --store says where the store is.
         assert_eq!(s.store_path().unwrap(), dir.path().join("s.redb"));
+    }
+
+    #[test]
+    fn a_store_channel_takes_the_place_of_a_detected_one_but_not_of_a_yaml_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let access = Access::Direct(crate::store::Store::open(&path).unwrap());
+        let mut mine = ChannelConfig::new("openai", crate::config::ChannelProtocol::Openai);
+        mine.base_url = Some("http://127.0.0.1:9/v1".into());
+        access.put_json(KvTable::Channels, "openai", &mine).unwrap();
+        let env = |k: &str| (k == "OPENAI_API_KEY").then(|| "sk-env".to_string());
+        let detected = Arc::new(autodetect::detect(&env, &[]).config);
+        let snap = snapshot(detected.clone(), &access, &path, true).unwrap();
+        assert_eq!(snap.channels.len(), 1);
+        assert_eq!(snap.channels[0].endpoints[0].base_url, "http://127.0.0.1:9/v1");
+        // The same channels as a YAML file: a collision, named.
+        let mut yaml = (*detected).clone();
+        yaml.path = Some("router.yaml".into());
+        let e = snapshot(Arc::new(yaml), &access, &path, false).unwrap_err();
+        assert!(e.to_string().contains("defined both in router.yaml and in the store"), "{e}");
     }
 
     #[tokio::test]
