@@ -5,19 +5,19 @@
 //! - `config`: YAML schema, `${VAR}` interpolation, validation, zero-config channels from the environment.
 //! - `settings`: where the configuration, the store and the master key are; the snapshot every command builds.
 //! - `catalog`: channels, endpoints, tokens, models -> an immutable routing `Snapshot`.
-//! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
+//! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan, and its one view. Pure.
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
-//! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
+//! - `control`: the control socket's registry (composition root), live operations, rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `report`: usage totals and request lists read from the store (store operations).
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
-//! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
+//! - `import`: One-API / New-API databases -> an import plan of store channels, and committing it to the store.
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
 //! - `error`: user-facing errors and exit codes.
