@@ -65,7 +65,8 @@ impl Settings {
 
     /// The configuration file, loaded; `None` when there is none (zero-config channels are not included).
     pub fn yaml(&self) -> anyhow::Result<Option<Config>> {
-        Ok(self.config_file().map(|p| config::load(&p)).transpose()?)
+        let loaded = self.config_file().map(|p| config::load(&p)).transpose();
+        Ok(loaded.map_err(|e| crate::error::from_hinted(&e))?)
     }
 
     /// The configuration in force: the file, or zero-config's channels from the environment and local servers.
