@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::catalog::{Channel, Model, ModelKind, ModelRef, Snapshot, TagIndex, is_free_id};
+use crate::catalog::{Channel, Endpoint, Model, ModelKind, ModelRef, Snapshot, TagIndex, Token, is_free_id};
 use crate::config::{Price, Strategy};
 use crate::protocol::Protocol;
 use crate::tags::{self, TagExpr};
@@ -71,6 +71,16 @@ pub struct Candidate {
     pub native: bool,
     /// The `balanced` score and its parts, when computed.
     pub score: Option<Score>,
+}
+
+/// Here rather than in `catalog`, so the catalogue does not depend on routing.
+impl Snapshot {
+    /// The channel, endpoint and token a planned candidate names.
+    pub fn candidate(&self, c: &Candidate) -> (&Channel, &Endpoint, &Token) {
+        let ch = &self.channels[c.channel];
+        let ep = &ch.endpoints[c.endpoint];
+        (ch, ep, &ep.tokens[c.token])
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]

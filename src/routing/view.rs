@@ -97,15 +97,14 @@ impl PlanView {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ch = &snap.channels[c.channel];
-                let ep = &ch.endpoints[c.endpoint];
+                let (ch, ep, tok) = snap.candidate(c);
                 let free = ch.model(&c.model).map(|m| m.free).unwrap_or_else(|| crate::catalog::is_free_id(&c.model))
                     || ch.tags.iter().any(|t| t == "free");
                 CandidateView {
                     rank: i + 1,
                     channel: ch.name.to_string(),
                     endpoint: ep.name.to_string(),
-                    token: ep.tokens[c.token].token_key.to_string(),
+                    token: tok.token_key.to_string(),
                     model: c.model.clone(),
                     price: ch.price(&c.model).map(|p| PriceView { input: p.input, output: p.output }),
                     free,
