@@ -77,3 +77,69 @@ fn store_path_from_the_config_is_used_by_store_commands() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(store.exists(), "channels add wrote the store named by store.path");
 }
+
+/// The library's modules import each other without circles, and only `cli` (and `main.rs`) know the command line:
+/// `crate::X` paths outside comments and test modules, per top-level module of `src/`.
+#[test]
+fn the_module_graph_has_no_circles_and_the_library_does_not_import_cli() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+            let module = rel.split('/').next().unwrap().trim_end_matches(".rs").to_string();
+            if module == "main" || module == "lib" || !rel.ends_with(".rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for line in code.lines().map(|l| l.split("//").next().unwrap()) {
+                for (i, _) in line.match_indices("crate::") {
+                    let name: String =
+                        line[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                    if !name.is_empty() && name != module {
+                        edges.entry(module.clone()).or_default().insert(name);
+                    }
+                }
+            }
+        }
+    }
+    let importers: Vec<&String> =
+        edges.iter().filter(|(m, to)| *m != "cli" && to.contains("cli")).map(|e| e.0).collect();
+    assert!(importers.is_empty(), "modules importing crate::cli: {importers:?}");
+    // Depth-first search for a back edge.
+    fn visit<'a>(
+        m: &'a str,
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            return Some(path[i..].iter().map(|s| s.to_string()).chain([m.to_string()]).collect());
+        }
+        if !done.insert(m) {
+            return None;
+        }
+        path.push(m);
+        for to in edges.get(m).into_iter().flatten() {
+            if let Some(circle) = visit(to, edges, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    for m in edges.keys() {
+        if let Some(circle) = visit(m, &edges, &mut Vec::new(), &mut done) {
+            panic!("import circle: {}", circle.join(" -> "));
+        }
+    }
+}
