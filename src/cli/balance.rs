@@ -109,17 +109,7 @@ fn check(settings: &Settings, args: CheckArgs, store: Option<&dyn BalanceStore>)
     let store: Option<&dyn BalanceStore> = store.or(own.as_ref().map(|s| s as &dyn BalanceStore));
     let ttl = loaded.snapshot.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
     let snapshot = Arc::new(loaded.snapshot);
-    for name in &args.channels {
-        if snapshot.channel(name).is_none() {
-            let known: Vec<&str> = snapshot.channels.iter().map(|c| &*c.name).collect();
-            let hint = if known.is_empty() {
-                "no channels are configured".to_string()
-            } else {
-                format!("channels: {}", known.join(", "))
-            };
-            return Err(user(format!("no channel named `{name}`")).with_hint(hint).into());
-        }
-    }
+    super::check_channels(&snapshot, &args.channels)?;
     let opts = CheckOptions {
         channels: args.channels.clone(),
         concurrency: args.concurrency,

@@ -108,7 +108,9 @@ pub fn check_channels(snap: &Snapshot, names: &[String]) -> anyhow::Result<()> {
         if snap.channel(n).is_none() {
             let known: Vec<&str> = snap.channels.iter().map(|c| &*c.name).collect();
             let close = crate::tags::closest(n, known.iter().copied(), 3);
-            let hint = if close.is_empty() {
+            let hint = if known.is_empty() {
+                "no channels are configured".to_string()
+            } else if close.is_empty() {
                 format!("channels: {}", known.join(", "))
             } else {
                 format!("did you mean {}?", close.join(", "))
