@@ -13,6 +13,8 @@
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `control`: the control socket's registry (composition root), live operations, rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
+//! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
+//!   `router keys` store operations and the spend report.
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `report`: usage totals and request lists read from the store (store operations).
@@ -31,6 +33,7 @@ pub mod crypto;
 pub mod discover;
 pub mod error;
 pub mod import;
+pub mod keys;
 pub mod live;
 pub mod probe;
 pub mod protocol;

@@ -92,15 +92,36 @@ impl Registry {
         F: Fn(O) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = anyhow::Result<O::Reply>> + Send + 'static,
     {
+        self.insert_live(O::NAME, handler)
+    }
+
+    /// Registers a store [`Op`] that the server answers with its live state instead of on the store alone (e.g.
+    /// to reload what it holds in memory before answering). Clients still send it with [`Access::run`].
+    pub fn add_in_server<O, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        O: Op,
+        F: Fn(O) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<O::Reply>> + Send + 'static,
+    {
+        self.insert_live(O::NAME, handler)
+    }
+
+    fn insert_live<A, R, F, Fut>(&mut self, name: &'static str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
+    {
         let handler = Arc::new(handler);
         let h: LiveHandler = Arc::new(move |args| {
             let handler = handler.clone();
             Box::pin(async move {
-                let op: O = serde_json::from_value(args).with_context(|| format!("bad arguments for `{}`", O::NAME))?;
+                let op: A = serde_json::from_value(args).with_context(|| format!("bad arguments for `{name}`"))?;
                 Ok(serde_json::to_value(handler(op).await?)?)
             })
         });
-        self.live.insert(O::NAME, h);
+        self.live.insert(name, h);
         self
     }
 
