@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::{ChannelConfig, ChannelProtocol, Config, KeyConfig, Price, Secret};
-use crate::usage::fingerprint;
+use crate::crypto::fingerprint;
 
 /// Where a channel is defined; YAML channels are read-only at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -240,7 +240,7 @@ impl ChannelReport {
 }
 
 fn token_report(k: &KeyConfig) -> TokenReport {
-    let fingerprint = crate::usage::fingerprint(k.secret().expose());
+    let fingerprint = crate::crypto::fingerprint(k.secret().expose());
     TokenReport {
         token_key: k.name().map(str::to_string).unwrap_or_else(|| fingerprint.clone()),
         fingerprint,

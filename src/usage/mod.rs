@@ -8,17 +8,13 @@ pub mod estimate;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Price, Strategy};
 use crate::protocol::Protocol;
 use crate::protocol::convert::Conversion;
 
-/// `fp:` + the first 16 hex digits of SHA-256(key). Safe to log, store and show.
-pub fn fingerprint(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    format!("fp:{}", &hex::encode(digest)[..16])
-}
+/// The form in which a key is recorded (defined beside the other things done to upstream keys).
+pub use crate::crypto::fingerprint;
 
 pub use crate::protocol::usage::Tokens;
 
