@@ -2,9 +2,9 @@
 //! key, recent request records, one record by id prefix, and the time expressions the CLI accepts.
 //!
 //! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
-//! [`Op`], so it runs identically in this process or in the server that holds the store (`control` registers them).
-//! Reads the store; must not write it. Reads exact request
-//! records when the whole range is still retained, else the daily rollups (UTC days).
+//! [`Op`], so it runs identically in this process or in the server that holds the store (`control` registers
+//! them). Reads exact request records when the whole range is still retained, else the daily rollups (UTC
+//! days). Must not write the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 
