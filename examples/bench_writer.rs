@@ -47,7 +47,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
         translated: None,
         error: None,
         session: Some(format!("{:016x}", i / 20)),
-        affinity: Some("hit".into()),
+        affinity: Some(router::live::affinity::Outcome::Hit),
     }
 }
 

@@ -540,7 +540,7 @@ mod tests {
         let t0 = 20_000 * DAY;
         let with = |t: i64, session: Option<&str>, input: u64| RequestRecord {
             session: session.map(Into::into),
-            affinity: Some("hit".into()),
+            affinity: Some(crate::live::affinity::Outcome::Hit),
             ..rec(t, "fp:a", "a", "one", input, Some(0.0))
         };
         s.write_records(&[

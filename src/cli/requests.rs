@@ -157,7 +157,7 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
     line("strategy", r.strategy.map(|s| s.to_string()).unwrap_or_default());
     if r.session.is_some() || r.affinity.is_some() {
         let s = r.session.as_deref().unwrap_or("-");
-        line("session", format!("{s} (affinity {})", r.affinity.as_deref().unwrap_or("-")));
+        line("session", format!("{s} (affinity {})", r.affinity.map(|a| a.as_str()).unwrap_or("-")));
     }
     line("status", format!("{} {}", status(&r), r.outcome.as_str()));
     line("stream", r.stream.to_string());

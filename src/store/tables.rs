@@ -301,7 +301,7 @@ mod tests {
             translated: None,
             error: None,
             session: Some("0123456789abcdef".into()),
-            affinity: Some("hit".into()),
+            affinity: Some(crate::live::affinity::Outcome::Hit),
         }
     }
 

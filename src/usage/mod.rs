@@ -10,6 +10,7 @@ pub mod sink;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Price, Strategy};
+use crate::live::affinity::Outcome as AffinityOutcome;
 use crate::protocol::Protocol;
 use crate::protocol::convert::Conversion;
 
@@ -139,7 +140,7 @@ pub struct RequestRecord {
     pub session: Option<String>,
     /// Prompt-cache affinity: `new`, `hit`, `moved` or `off` (absent in records older than affinity).
     #[serde(default)]
-    pub affinity: Option<String>,
+    pub affinity: Option<AffinityOutcome>,
 }
 
 impl RequestRecord {
@@ -224,6 +225,8 @@ mod tests {
         assert_eq!(v["strategy"], "cost_first");
         assert_eq!(v["translated"], "anthropic->openai");
         assert_eq!(serde_json::from_value::<RequestRecord>(v).unwrap(), r);
+        let moved = RequestRecord { affinity: Some(AffinityOutcome::Moved), ..Default::default() };
+        assert_eq!(serde_json::to_value(moved).unwrap()["affinity"], "moved");
         // A request rejected before routing has no strategy: stored as "", as before.
         let v = serde_json::to_value(RequestRecord::default()).unwrap();
         assert_eq!(v["strategy"], "");
