@@ -32,9 +32,9 @@ pub struct Args {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
 
-    /// Bound on each model-list request, e.g. 20s.
-    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_dur)]
-    pub timeout: Dur,
+    /// Bound on each model-list request, e.g. 20s (default: discovery.timeout of the config, else 20s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
+    pub timeout: Option<Dur>,
 }
 
 fn parse_dur(s: &str) -> Result<Dur, String> {
@@ -65,7 +65,11 @@ async fn discover_cmd(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let routing = settings.routing(true).await?;
     let snap = &routing.snapshot;
     super::check_channels(snap, &args.channels)?;
-    let opts = Options { channels: args.channels.clone(), concurrency: args.concurrency, timeout: args.timeout.0 };
+    let opts = Options {
+        channels: args.channels.clone(),
+        concurrency: args.concurrency,
+        timeout: args.timeout.map_or(snap.config.raw.discovery.timeout(), |d| d.0),
+    };
     let total = discover::planned(snap, &opts.channels);
     if total == 0 {
         return Err(user("no enabled channel with a key to discover").with_hint("see `router config check`").into());

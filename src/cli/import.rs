@@ -38,6 +38,10 @@ pub struct OneapiArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// On re-import, take each channel's enabled / disabled state from the database again, dropping what was
+    /// set locally with `router channels enable|disable` (kept by default).
+    #[arg(long)]
+    pub reset_state: bool,
 }
 
 pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
@@ -80,7 +84,7 @@ pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
         output::note("import cancelled: nothing was changed");
         return Ok(());
     }
-    let done = commit(settings, &plan).context("importing the channels")?;
+    let done = commit(settings, &plan, args.reset_state).context("importing the channels")?;
     if args.json {
         return output::json(&serde_json::json!({ "dry_run": false, "plan": report, "commit": done }));
     }
@@ -102,11 +106,11 @@ pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
 
 /// Commits `plan` to the store `settings` name (directly, or through the server holding it), keeping clear of the
 /// configuration file's channel names.
-fn commit(settings: &Settings, plan: &ImportPlan) -> anyhow::Result<import::CommitReport> {
+fn commit(settings: &Settings, plan: &ImportPlan, reset_state: bool) -> anyhow::Result<import::CommitReport> {
     let yaml = settings.yaml()?;
     let store_path = settings.store_path_for(yaml.as_ref());
     let access = crate::store::Access::open(&store_path)?;
-    import::commit_to(&access, &store_path, yaml.as_ref(), plan)
+    import::commit_to(&access, &store_path, yaml.as_ref(), plan, reset_state)
 }
 
 fn confirm(plan: &ImportPlan) -> anyhow::Result<bool> {

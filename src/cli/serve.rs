@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use super::output;
 use crate::catalog::Snapshot;
-use crate::config;
+use crate::config::{self, autodetect};
 use crate::control::{self, Live, LiveCell};
 use crate::error::user;
 use crate::proxy::{self, AppState};
@@ -50,6 +50,7 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
         None => config.listen(),
     };
     config.listen = Some(listen);
+    let self_loops = if loaded.auto { autodetect::undo_self_loops(&mut config, listen) } else { Vec::new() };
     // Store: request records, rollups and the control socket (see store::recorder).
     let store_path = settings.store_path_for(Some(&config));
     let (record_sink, records) = RecordSink::new(4096);
@@ -71,6 +72,9 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);
+    for n in &self_loops {
+        output::line(&format!("note: {n}"));
+    }
     output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
     let health = Arc::new(Health::new());

@@ -121,7 +121,8 @@ async fn snapshot(settings: &Settings, live: bool) -> anyhow::Result<Routing> {
         return Ok(loaded);
     }
     let snap = &loaded.snapshot;
-    let outcome = discover::discover(snap, &Options::default(), &|_| {}).await;
+    let opts = Options { timeout: snap.config.raw.discovery.timeout(), ..Options::default() };
+    let outcome = discover::discover(snap, &opts, &|_| {}).await;
     for r in outcome.reports.iter().filter(|r| r.status != "ok") {
         for t in r.tokens.iter().filter_map(|t| t.reason.as_ref().map(|reason| (t, reason))) {
             output::note(&format!(
@@ -203,7 +204,10 @@ async fn query(settings: &Settings, args: QueryArgs) -> anyhow::Result<()> {
         // A running server knows what is cooling and how fast each endpoint answered: ask it.
         Some(server) if !args.discover => server.run_live(q)?,
         // Without one, a fresh health: nothing is cooling and latency is only what fast tests measure.
-        _ => control::plan(&loaded.snapshot, &Health::new(), &FastTest::default(), &q).await,
+        _ => {
+            let fasttest = FastTest::with_timeout(loaded.snapshot.config.raw.routing.fast_test_timeout.0);
+            control::plan(&loaded.snapshot, &Health::new(), &fasttest, &q).await
+        }
     };
     let out = match answer {
         Ok(out) => out,
@@ -229,14 +233,20 @@ async fn query(settings: &Settings, args: QueryArgs) -> anyhow::Result<()> {
         out.strategy,
         out.resolved_by
     ));
-    let mut t = output::table(&[
-        "#", "channel", "endpoint", "token", "model", "in $/M", "out $/M", "free", "local", "latency", "score",
-    ]);
+    // The endpoint's priority / weight inside its channel, only when some candidate's differ from the defaults.
+    let tiers = out.candidates.iter().any(|c| c.endpoint_priority != 0 || c.endpoint_weight != 1);
+    let mut header = vec!["#", "channel", "endpoint"];
+    if tiers {
+        header.push("prio/weight");
+    }
+    header.extend(["token", "model", "in $/M", "out $/M", "free", "local", "latency", "score"]);
+    let mut t = output::table(&header);
     for c in &out.candidates {
-        t.add_row(vec![
-            c.rank.to_string(),
-            c.channel.clone(),
-            c.endpoint.clone(),
+        let mut row = vec![c.rank.to_string(), c.channel.clone(), c.endpoint.clone()];
+        if tiers {
+            row.push(format!("{}/{}", c.endpoint_priority, c.endpoint_weight));
+        }
+        row.extend([
             c.token.clone(),
             c.model.clone(),
             price_text(c, |p| p.input),
@@ -246,6 +256,7 @@ async fn query(settings: &Settings, args: QueryArgs) -> anyhow::Result<()> {
             c.latency_ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "-".into()),
             c.score.map(score_text).unwrap_or_else(|| "-".into()),
         ]);
+        t.add_row(row);
     }
     output::print_table(&t);
     if out.candidates.iter().any(|c| c.score.is_some()) {

@@ -1,8 +1,8 @@
 //! Routing: from a requested model name to an ordered plan of attempts.
 //!
 //! Owns model resolution (tag query, alias, exact id, prefix pattern, last path segment, bare name as tags),
-//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, `failover_enabled`) and the
-//! strategies, and the serialisable view of a plan (`view`). Pure: reads the snapshot and health, does no I/O,
+//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, context window, `failover_enabled`) and
+//! the strategies, and the serialisable view of a plan (`view`). Pure: reads the snapshot and health, does no I/O,
 //! takes microseconds.
 
 pub mod view;
@@ -116,6 +116,8 @@ pub enum Exclusion {
     Speaks(Protocol),
     /// The channel answered "model not found" recently.
     ModelMissing,
+    /// The request (estimated input + output tokens) does not fit the model's context window.
+    ContextTooLong { need: u64, window: u32 },
     /// The endpoint is used only when pinned.
     FailoverDisabled,
     /// The endpoint is cooling down, for this reason.
@@ -131,6 +133,9 @@ impl fmt::Display for Exclusion {
             Exclusion::NotAllowed => f.write_str("not allowed for this key"),
             Exclusion::Speaks(p) => write!(f, "speaks {p}"),
             Exclusion::ModelMissing => f.write_str("model not found here recently"),
+            Exclusion::ContextTooLong { need, window } => {
+                write!(f, "context too long (~{need} tokens, window {window})")
+            }
             Exclusion::FailoverDisabled => f.write_str("failover disabled (pin to use)"),
             Exclusion::EndpointCooling(why) => write!(f, "endpoint cooling down ({why})"),
             Exclusion::TokenCooling(why) => write!(f, "token cooling down ({why})"),
@@ -423,6 +428,13 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
             exclude(ch, m.model, None, None, Exclusion::ModelMissing, Some(d));
             continue;
         }
+        if let Some(window) = context_window(snap, &m)
+            && req.est_input + req.est_output > u64::from(window)
+        {
+            let need = req.est_input + req.est_output;
+            exclude(ch, m.model, None, None, Exclusion::ContextTooLong { need, window }, None);
+            continue;
+        }
         groups.push(m);
     }
     if groups.is_empty() {
@@ -456,13 +468,15 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         return Err(all_cooling_or_none(req.model, excluded));
     }
     let scores = order(snap, health, req, &mut groups);
-    // Expand into endpoints and tokens.
+    // Expand into endpoints (by priority, weighted random inside a priority) and tokens.
     let mut candidates = Vec::new();
+    let mut rng = rand::thread_rng();
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.wire() == req.client;
         let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
-        for (ei, ep) in ch.endpoints.iter().enumerate() {
+        for ei in endpoint_order(ch, &mut rng) {
+            let ep = &ch.endpoints[ei];
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe
             {
@@ -521,6 +535,16 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         candidates = idx.into_iter().filter_map(|i| slots[i].take()).collect();
     }
     Ok(Plan { candidates, excluded, strategy: req.strategy, resolved_by })
+}
+
+/// The context window of a match when known ([`Channel::context_window`], without a lookup by name when the
+/// channel configures none).
+fn context_window(snap: &Snapshot, m: &Match<'_>) -> Option<u32> {
+    let ch = &snap.channels[m.channel];
+    if ch.context_window.is_empty() {
+        return m.model_in(snap).and_then(|x| x.context);
+    }
+    ch.context_window(m.model)
 }
 
 fn all_cooling_or_none(model: &str, excluded: Vec<Excluded>) -> PlanError {
@@ -707,6 +731,20 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
         }
     }
     Vec::new()
+}
+
+/// A channel's endpoints in trying order: by priority (the catalogue keeps them sorted so), and inside one
+/// priority weighted random by `weight` (Efraimidis-Spirakis, as for channels).
+fn endpoint_order(ch: &Channel, rng: &mut impl Rng) -> Vec<usize> {
+    let eps = &ch.endpoints;
+    let mut idx: Vec<usize> = (0..eps.len()).collect();
+    if eps.windows(2).all(|w| w[0].priority != w[1].priority) {
+        return idx;
+    }
+    let keys: Vec<f64> =
+        eps.iter().map(|e| rng.gen_range(f64::EPSILON..1.0).powf(1.0 / f64::from(e.weight.max(1)))).collect();
+    idx.sort_by(|&a, &b| eps[a].priority.cmp(&eps[b].priority).then(keys[b].total_cmp(&keys[a])));
+    idx
 }
 
 /// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so

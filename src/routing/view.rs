@@ -39,6 +39,12 @@ pub struct CandidateView {
     pub token: String,
     /// The upstream model id sent.
     pub model: String,
+    /// The endpoint's priority inside its channel and its weight among endpoints of that priority (left out
+    /// when 0 and 1, the defaults).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub endpoint_priority: i64,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub endpoint_weight: u32,
     pub price: Option<PriceView>,
     pub free: bool,
     pub local: bool,
@@ -49,6 +55,18 @@ pub struct CandidateView {
     /// The channel speaks the other protocol: the request is translated (shown only when true).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub translated: bool,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// USD per 1M tokens.
@@ -106,6 +124,8 @@ impl PlanView {
                     endpoint: ep.name.to_string(),
                     token: tok.token_key.to_string(),
                     model: c.model.clone(),
+                    endpoint_priority: ep.priority,
+                    endpoint_weight: ep.weight,
                     price: ch.price(&c.model).map(|p| PriceView { input: p.input, output: p.output }),
                     free,
                     local: ep.local,

@@ -16,6 +16,7 @@ mod discover;
 mod generated;
 mod import;
 mod keys;
+mod loose;
 mod probe;
 mod proxy;
 mod real_clients;
