@@ -256,7 +256,7 @@ fn print_checks(checks: &[CheckResult]) {
 }
 
 fn print_route(r: &RouteResult) {
-    let client = r.client;
+    let client = r.client.as_str();
     let resolved = r.resolved_by.as_deref().map(|b| format!(", resolved by {b}")).unwrap_or_default();
     output::line("");
     output::line(&format!("route {}: strategy {}{resolved}, client protocol {client}", r.target, r.strategy));
