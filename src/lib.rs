@@ -25,6 +25,7 @@
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
 //! - `error`: user-facing errors and exit codes.
 
+pub mod alerts;
 pub mod balance;
 pub mod catalog;
 pub mod cli;
@@ -37,6 +38,7 @@ pub mod events;
 pub mod import;
 pub mod keys;
 pub mod live;
+pub mod metrics;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;

@@ -94,6 +94,22 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new());
     let state = AppState::new(snapshot, health, record_sink);
+    // Metrics and alerts subscribe before the first request can finish.
+    let counting = crate::metrics::spawn(state.metrics.clone(), &state.events);
+    let alerting = crate::alerts::spawn(state.clone());
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_listen = state.snapshot.load().config.raw.server.metrics_listen.clone();
+    if let Some(addr) = metrics_listen {
+        let l = TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+        output::line(&format!("metrics: http://{}/metrics", l.local_addr()?));
+        tokio::spawn(crate::metrics::serve::listen(l, state.clone(), async {
+            let _ = metrics_stopped.await;
+        }));
+    } else {
+        output::line(&format!("metrics: http://{bound}/metrics"));
+    }
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
@@ -122,6 +138,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
     discovery.abort();
     balances.abort();
+    counting.abort();
+    alerting.abort();
+    let _ = metrics_stop.send(());
     drop(state);
     // In-flight requests are done: commit every queued record, then close the control socket.
     let stats = recorder.shutdown().await;

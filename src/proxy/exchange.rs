@@ -46,6 +46,8 @@ pub(super) struct Exchange {
     pub record: RequestRecord,
     /// The key's admission; settled (tokens, cost) with the record, wherever the record is finished.
     pub ticket: Ticket,
+    /// Counts the request in flight (metrics) until it ends: moved into the body of a streamed answer.
+    pub in_flight: crate::metrics::InFlight,
 }
 
 /// What the client sent, once read: the parts the attempts need.
@@ -115,7 +117,18 @@ impl Exchange {
             ..Default::default()
         };
         let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
-        Exchange { state, snap, id, started: Instant::now(), protocol, op, allow, record, ticket: Ticket::default() }
+        Exchange {
+            state,
+            snap,
+            id,
+            started: Instant::now(),
+            protocol,
+            op,
+            allow,
+            record,
+            ticket: Ticket::default(),
+            in_flight: Default::default(),
+        }
     }
 
     pub fn debug_headers(&self) -> bool {

@@ -30,6 +30,7 @@ enum Route {
     Api(Operation),
     Models,
     Health,
+    Metrics,
     NotFound,
 }
 
@@ -44,6 +45,7 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
         (&Method::POST, "/messages/count_tokens") => (Route::Api(Operation::CountTokens), Protocol::Anthropic),
         (&Method::GET, "/models") => (Route::Models, Protocol::Openai),
         (&Method::GET, "" | "/health" | "/healthz") if path != "/v1" => (Route::Health, Protocol::Openai),
+        (&Method::GET, "/metrics") if path == "/metrics" => (Route::Metrics, Protocol::Openai),
         (_, p) if p.starts_with("/messages") => (Route::NotFound, Protocol::Anthropic),
         _ => (Route::NotFound, Protocol::Openai),
     }
@@ -63,7 +65,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             let id = usage::new_id(usage::now_ms());
             return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
         }
-        Route::Models => None,
+        Route::Models | Route::Metrics => None,
         Route::Api(op) => Some(op),
     };
     let now_ms = usage::now_ms();
@@ -74,9 +76,22 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             return error_response(protocol, id, StatusCode::UNAUTHORIZED, e.message(), Some("invalid_api_key"));
         }
     };
-    let Some(op) = op else { return local::models(&snap, protocol, key.as_deref()) };
+    let Some(op) = op else {
+        return match route {
+            // With its own listener, the proxy port does not show metrics.
+            Route::Metrics if snap.config.raw.server.metrics_listen.is_none() => {
+                crate::metrics::serve::response(&state)
+            }
+            Route::Metrics => {
+                let msg = "metrics are served on server.metrics_listen";
+                error_response(protocol, usage::new_id(now_ms), StatusCode::NOT_FOUND, msg, Some("unknown_route"))
+            }
+            _ => local::models(&snap, protocol, key.as_deref()),
+        };
+    };
     let path = req.uri().path().to_string();
     let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
+    ex.in_flight = state.metrics.request_started();
     // Admission: a key with limits gets a ticket (settled with its record) or a 429 that never goes upstream.
     let rate = match key.as_deref().filter(|k| !k.limits.is_empty()) {
         None => None,
@@ -129,6 +144,8 @@ mod tests {
         );
         assert_eq!(route(&Method::GET, "/v1/models").0, Route::Models);
         assert_eq!(route(&Method::GET, "/health").0, Route::Health);
+        assert_eq!(route(&Method::GET, "/metrics").0, Route::Metrics);
+        assert_eq!(route(&Method::GET, "/v1/metrics").0, Route::NotFound);
         assert_eq!(route(&Method::GET, "/v1/messages/x"), (Route::NotFound, Protocol::Anthropic));
     }
 

@@ -40,7 +40,7 @@ use crate::usage::sink::RecordSink;
 pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A whole body.
-fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
@@ -59,6 +59,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
     pub events: Events,
+    /// Prometheus metrics (counted from `events` by `metrics::spawn`; in-flight gauges moved here).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             sink,
             fasttest: FastTest::default(),
             events,
+            metrics: Arc::default(),
         })
     }
 }
