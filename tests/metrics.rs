@@ -34,6 +34,10 @@ impl Prometheus {
     async fn start(target: &str) -> Option<Prometheus> {
         let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
         if Command::new(&bin).arg("--version").output().is_err() {
+            assert!(
+                std::env::var_os("ROUTER_REQUIRE_PROMETHEUS").is_none(),
+                "no `{bin}` binary, and ROUTER_REQUIRE_PROMETHEUS is set (scripts/test.sh installs it)"
+            );
             println!("SKIPPED: no `{bin}` binary (scripts/test.sh installs Debian's `prometheus` package)");
             return None;
         }
@@ -158,6 +162,19 @@ async fn prometheus_scrapes_counters_equal_to_what_the_upstream_billed() {
     assert_eq!(prom.until(q, sent as f64).await, Some(sent as f64));
     assert_eq!(prom.until("router_requests_in_flight", 0.0).await, Some(0.0));
     assert_eq!(prom.until("router_streams_in_flight", 0.0).await, Some(0.0));
+    // Every panel of the Grafana dashboard in contrib/ is a query this Prometheus accepts.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap().replace("$__rate_interval", "1m").replace("$__range", "1h");
+            let url = format!("http://127.0.0.1:{}/api/v1/query", prom.port);
+            let v: Value = client().get(url).query(&[("query", &expr)]).send().await.unwrap().json().await.unwrap();
+            assert_eq!(v["status"], "success", "{}: {expr}: {v}", panel["title"]);
+        }
+    }
     // The router's own records agree.
     let records = router.records();
     assert_eq!(records.len() as u64, sent + 1);
@@ -323,4 +340,20 @@ async fn alerts_test_sends_a_sample_to_each_target_and_names_the_one_that_failed
     let slack = got.iter().find(|(p, _)| p.starts_with("/slack")).unwrap();
     assert!(slack.1["text"].as_str().unwrap().contains("test alert"));
     assert_eq!(got.iter().filter(|(p, _)| p == "/refuse").count(), 2, "retried up to `attempts`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_off_counts_nothing_and_serves_no_metrics() {
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5))).await;
+    let config = format!(
+        "server:\n  metrics: false\nchannels:\n  - name: main\n    base_url: {}\n    keys: [sk-metrics-upstream-0003]\n    models: [gpt-4o]\n",
+        up.openai_url()
+    );
+    let router = Router::start(&config);
+    let r = client().post(router.url("/v1/chat/completions")).json(&chat("gpt-4o", false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(router.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("server.metrics: false"));
+    assert!(router.stdout().contains("metrics: off"));
 }

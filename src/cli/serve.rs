@@ -94,21 +94,28 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new());
     let state = AppState::new(snapshot, health, record_sink);
-    // Metrics and alerts subscribe before the first request can finish.
-    let counting = crate::metrics::spawn(state.metrics.clone(), &state.events);
-    let alerting = crate::alerts::spawn(state.clone());
+    // Metrics and alerts subscribe before the first request can finish; each only when configured.
+    let server_cfg = state.snapshot.load().config.raw.server.clone();
+    let counting = server_cfg.metrics.then(|| crate::metrics::spawn(state.metrics.clone(), &state.events));
+    let alerting =
+        (!state.snapshot.load().config.raw.alerts.webhooks.is_empty()).then(|| crate::alerts::spawn(state.clone()));
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_listen = state.snapshot.load().config.raw.server.metrics_listen.clone();
-    if let Some(addr) = metrics_listen {
-        let l = TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
-        output::line(&format!("metrics: http://{}/metrics", l.local_addr()?));
-        tokio::spawn(crate::metrics::serve::listen(l, state.clone(), async {
-            let _ = metrics_stopped.await;
-        }));
-    } else {
-        output::line(&format!("metrics: http://{bound}/metrics"));
+    match server_cfg.metrics_listen.filter(|_| server_cfg.metrics) {
+        Some(addr) => {
+            let l = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+            output::line(&format!("metrics: http://{}/metrics", l.local_addr()?));
+            tokio::spawn(crate::metrics::serve::listen(l, state.clone(), async {
+                let _ = metrics_stopped.await;
+            }));
+        }
+        None if server_cfg.metrics => {
+            output::line(&format!("metrics: http://{bound}/metrics"));
+        }
+        None => {
+            output::line("metrics: off");
+        }
     }
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
@@ -138,8 +145,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
     discovery.abort();
     balances.abort();
-    counting.abort();
-    alerting.abort();
+    for task in [counting, alerting].into_iter().flatten() {
+        task.abort();
+    }
     let _ = metrics_stop.send(());
     drop(state);
     // In-flight requests are done: commit every queued record, then close the control socket.

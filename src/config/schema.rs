@@ -40,6 +40,8 @@ pub struct ServerConfig {
     /// IANA time zone budget periods (day / week / month) follow, e.g. `Europe/Berlin`. Default: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// Count Prometheus metrics and serve `/metrics` (false: nothing is counted; `/metrics` answers 404).
+    pub metrics: bool,
     /// Serve `/metrics` on this address instead of the proxy port (no gateway key asked there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             debug_headers: true,
             grace_period: Dur::secs(30),
             timezone: None,
+            metrics: true,
             metrics_listen: None,
         }
     }

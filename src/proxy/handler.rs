@@ -79,11 +79,15 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
     let Some(op) = op else {
         return match route {
             // With its own listener, the proxy port does not show metrics.
-            Route::Metrics if snap.config.raw.server.metrics_listen.is_none() => {
+            Route::Metrics if snap.config.raw.server.metrics && snap.config.raw.server.metrics_listen.is_none() => {
                 crate::metrics::serve::response(&state)
             }
             Route::Metrics => {
-                let msg = "metrics are served on server.metrics_listen";
+                let msg = if snap.config.raw.server.metrics {
+                    "metrics are served on server.metrics_listen"
+                } else {
+                    "metrics are off (server.metrics: false)"
+                };
                 error_response(protocol, usage::new_id(now_ms), StatusCode::NOT_FOUND, msg, Some("unknown_route"))
             }
             _ => local::models(&snap, protocol, key.as_deref()),
