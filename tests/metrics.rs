@@ -160,6 +160,7 @@ async fn prometheus_scrapes_counters_equal_to_what_the_upstream_billed() {
     assert_eq!(prom.until(q, sent as f64).await, Some(sent as f64));
     let q = r#"sum(router_request_duration_seconds_count{channel="main"})"#;
     assert_eq!(prom.until(q, sent as f64).await, Some(sent as f64));
+    assert_eq!(prom.until("router_store_batch_seconds_count > bool 0", 1.0).await, Some(1.0));
     assert_eq!(prom.until("router_requests_in_flight", 0.0).await, Some(0.0));
     assert_eq!(prom.until("router_streams_in_flight", 0.0).await, Some(0.0));
     // Every panel of the Grafana dashboard in contrib/ is a query this Prometheus accepts.

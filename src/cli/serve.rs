@@ -73,8 +73,11 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let batch_seconds = config.raw.server.metrics.then(|| metrics.store_batch_seconds());
+    let registry = control::registry(live.clone());
     let recorder =
-        Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
+        Recorder::start(&store_path, config.raw.store.retention_days, records, registry, batch_seconds).await?;
     let store_keys = recorder.store.list_raw(store::KvTable::GatewayKeys).map(|r| r.len()).unwrap_or(0);
     if config.gateway_keys.is_empty() && store_keys == 0 && !listen.ip().is_loopback() && !args.allow_open {
         recorder.shutdown().await;
@@ -93,7 +96,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
     let health = Arc::new(Health::new());
-    let state = AppState::new(snapshot, health, record_sink);
+    let state = AppState::with_metrics(snapshot, health, record_sink, metrics);
     // Metrics and alerts subscribe before the first request can finish; each only when configured.
     let server_cfg = state.snapshot.load().config.raw.server.clone();
     let counting = server_cfg.metrics.then(|| crate::metrics::spawn(state.metrics.clone(), &state.events));

@@ -137,6 +137,8 @@ pub struct Metrics {
     /// Read at scrape time.
     cooling: Family<LevelLabels, Gauge>,
     backlog: Gauge,
+    /// Observed by the store writer.
+    store_batch: Histogram,
 }
 
 impl Default for Metrics {
@@ -172,6 +174,7 @@ impl Metrics {
             streams: Gauge::default(),
             cooling: Family::default(),
             backlog: Gauge::default(),
+            store_batch: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         };
         let r = &mut m.registry;
         // Counters get `_total` from the encoder.
@@ -228,11 +231,21 @@ impl Metrics {
         r.register("router_streams_in_flight", "Streaming (SSE) responses being sent now", m.streams.clone());
         r.register("router_store_queue_depth", "Request records waiting for the store writer", m.backlog.clone());
         r.register(
+            "router_store_batch_seconds",
+            "Time the store writer took to commit one batch of records",
+            m.store_batch.clone(),
+        );
+        r.register(
             "router_metrics_events_lost",
             "Events the metrics consumer missed because it fell behind (counts are low by this much)",
             m.events_lost.clone(),
         );
         m
+    }
+
+    /// The histogram the store writer observes each batch's commit time in.
+    pub fn store_batch_seconds(&self) -> Histogram {
+        self.store_batch.clone()
     }
 
     /// A request starts: counted in flight until the guard drops.

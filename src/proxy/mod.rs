@@ -66,6 +66,16 @@ pub struct AppState {
 impl AppState {
     /// The state of a server; `health`'s event stream becomes the server's, and the sink publishes on it.
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
+        AppState::with_metrics(snapshot, health, sink, Arc::default())
+    }
+
+    /// [`AppState::new`] with metrics made earlier (the store writer observes into them before the state exists).
+    pub fn with_metrics(
+        snapshot: Snapshot,
+        health: Arc<Health>,
+        sink: RecordSink,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<AppState> {
         let events = health.events().clone();
         let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
@@ -82,7 +92,7 @@ impl AppState {
             sink,
             fasttest: FastTest::default(),
             events,
-            metrics: Arc::default(),
+            metrics,
         })
     }
 }

@@ -27,6 +27,7 @@ impl Recorder {
         retention_days: u32,
         records: mpsc::Receiver<RequestRecord>,
         registry: Registry,
+        batch_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> anyhow::Result<Recorder> {
         let p = path.to_path_buf();
         let store = match tokio::task::spawn_blocking(move || Store::open(&p)).await? {
@@ -42,7 +43,11 @@ impl Recorder {
             Err(e) => return Err(e.into_cli()),
         };
         let socket = socket::serve(store.clone(), registry).await?;
-        let writer = writer::spawn(store.clone(), records, WriterOptions { retention_days, ..Default::default() });
+        let writer = writer::spawn(
+            store.clone(),
+            records,
+            WriterOptions { retention_days, batch_seconds, ..Default::default() },
+        );
         Ok(Recorder { store, writer, socket })
     }
 
