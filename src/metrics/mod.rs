@@ -11,7 +11,7 @@
 
 pub mod serve;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -302,16 +302,46 @@ impl Capped {
     }
 
     /// `v` itself while it is among the first `cap` distinct values, else `other`.
-    fn label(&mut self, v: &str) -> String {
+    fn label<'a>(&mut self, v: &'a str) -> &'a str {
         if self.seen.contains(v) {
-            return v.to_string();
+            return v;
         }
         if self.seen.len() < self.cap {
             self.seen.insert(v.to_string());
-            return v.to_string();
+            return v;
         }
-        OTHER.to_string()
+        OTHER
     }
+}
+
+/// The handles of one request series, looked up once per record without allocating.
+struct Series {
+    requests: Counter,
+    /// input, cache_read, cache_write, output, reasoning: created at the first token of each kind.
+    tokens: [Option<Counter>; 5],
+    cost: Option<Counter<f64, AtomicU64>>,
+    duration: Histogram,
+    ttfb: Option<Histogram>,
+}
+
+/// The handles of one attempt series.
+struct AttemptSeries {
+    attempts: Counter,
+    ttfb: Histogram,
+    /// Created at the first failover of this class.
+    failovers: Option<Counter>,
+}
+
+const TOKEN_KINDS: [&str; 5] = ["input", "cache_read", "cache_write", "output", "reasoning"];
+
+/// Fills `buf` with `parts` joined by a separator no label value contains: a map key built without allocating.
+fn key_of<'a>(buf: &'a mut String, parts: &[&str]) -> &'a str {
+    buf.clear();
+    for p in parts {
+        buf.push_str(p);
+        buf.push('\u{1f}');
+    }
+    buf
 }
 
 /// The consumer: turns events into counts. Runs in one task off the request path.
@@ -319,11 +349,22 @@ pub struct Counting {
     metrics: Arc<Metrics>,
     models: Capped,
     keys: Capped,
+    /// Handles by label values, so a record costs lookups rather than label sets and family locks.
+    series: HashMap<Box<str>, Series>,
+    attempts: HashMap<Box<str>, AttemptSeries>,
+    buf: String,
 }
 
 impl Counting {
     pub fn new(metrics: Arc<Metrics>) -> Counting {
-        Counting { metrics, models: Capped::new(MAX_MODELS), keys: Capped::new(MAX_KEYS) }
+        Counting {
+            metrics,
+            models: Capped::new(MAX_MODELS),
+            keys: Capped::new(MAX_KEYS),
+            series: HashMap::new(),
+            attempts: HashMap::new(),
+            buf: String::new(),
+        }
     }
 
     /// Counts events until the stream closes.
@@ -365,52 +406,80 @@ impl Counting {
 
     fn request(&mut self, rec: &RequestRecord) {
         let m = &self.metrics;
-        let channel = rec.channel.as_deref().unwrap_or(NONE).to_string();
+        let channel = rec.channel.as_deref().unwrap_or(NONE);
+        let endpoint = rec.endpoint.as_deref().unwrap_or(NONE);
         let model = self.models.label(rec.upstream_model.as_deref().unwrap_or(&rec.requested_model));
         let key = self.keys.label(rec.gateway_key.as_deref().unwrap_or(NONE));
-        let labels = RequestLabels {
-            channel: channel.clone(),
-            endpoint: rec.endpoint.as_deref().unwrap_or(NONE).to_string(),
-            model: model.clone(),
-            key: key.clone(),
-            status_class: status_class(rec.status),
-            outcome: rec.outcome.as_str(),
-        };
-        m.requests.get_or_create(&labels).inc();
-        if matches!(rec.outcome, crate::usage::Outcome::Limited | crate::usage::Outcome::Budget) {
-            m.refusals.get_or_create(&RefusalLabels { key: key.clone(), reason: rec.outcome.as_str() }).inc();
+        let (status_class, outcome) = (status_class(rec.status), rec.outcome.as_str());
+        let id = key_of(&mut self.buf, &[channel, endpoint, model, key, status_class, outcome]);
+        if !self.series.contains_key(id) {
+            let labels = RequestLabels {
+                channel: channel.into(),
+                endpoint: endpoint.into(),
+                model: model.into(),
+                key: key.into(),
+                status_class,
+                outcome,
+            };
+            let series = Series {
+                requests: m.requests.get_or_create_owned(&labels),
+                tokens: Default::default(),
+                cost: None,
+                duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
+                ttfb: None,
+            };
+            self.series.insert(id.into(), series);
         }
-        let last = rec.attempts.len().saturating_sub(1);
-        for (i, a) in rec.attempts.iter().enumerate() {
-            let ep = EndpointLabels { channel: a.channel.clone(), endpoint: a.endpoint.clone() };
-            m.upstream_ttfb.get_or_create(&ep).observe(a.ms as f64 / 1000.0);
-            let class =
-                AttemptLabels { channel: a.channel.clone(), endpoint: a.endpoint.clone(), class: a.outcome.clone() };
-            m.attempts.get_or_create(&class).inc();
-            if i < last && a.outcome != "ok" {
-                m.failovers.get_or_create(&ClassLabels { class: a.outcome.clone() }).inc();
-            }
+        let s = self.series.get_mut(id).expect("inserted above");
+        s.requests.inc();
+        s.duration.observe(rec.total_ms as f64 / 1000.0);
+        if let Some(ms) = rec.ttfb_ms {
+            let ch = || ChannelLabels { channel: channel.into() };
+            s.ttfb.get_or_insert_with(|| m.ttfb.get_or_create_owned(&ch())).observe(ms as f64 / 1000.0);
         }
         let t = &rec.tokens;
-        for (kind, n) in [
-            ("input", t.input),
-            ("cache_read", t.cache_read),
-            ("cache_write", t.cache_write),
-            ("output", t.output),
-            ("reasoning", t.reasoning),
-        ] {
+        for (i, n) in [t.input, t.cache_read, t.cache_write, t.output, t.reasoning].into_iter().enumerate() {
             if n > 0 {
-                let l = TokenLabels { channel: channel.clone(), model: model.clone(), key: key.clone(), kind };
-                m.tokens.get_or_create(&l).inc_by(n);
+                let labels = || TokenLabels {
+                    channel: channel.into(),
+                    model: model.into(),
+                    key: key.into(),
+                    kind: TOKEN_KINDS[i],
+                };
+                s.tokens[i].get_or_insert_with(|| m.tokens.get_or_create_owned(&labels())).inc_by(n);
             }
         }
         if let Some(c) = rec.cost_usd.filter(|c| *c > 0.0) {
-            m.cost.get_or_create(&CostLabels { channel: channel.clone(), model, key }).inc_by(c);
+            let labels = || CostLabels { channel: channel.into(), model: model.into(), key: key.into() };
+            s.cost.get_or_insert_with(|| m.cost.get_or_create_owned(&labels())).inc_by(c);
         }
-        let ch = ChannelLabels { channel };
-        m.duration.get_or_create(&ch).observe(rec.total_ms as f64 / 1000.0);
-        if let Some(ms) = rec.ttfb_ms {
-            m.ttfb.get_or_create(&ch).observe(ms as f64 / 1000.0);
+        if matches!(rec.outcome, crate::usage::Outcome::Limited | crate::usage::Outcome::Budget) {
+            m.refusals.get_or_create(&RefusalLabels { key: key.into(), reason: outcome }).inc();
+        }
+        let last = rec.attempts.len().saturating_sub(1);
+        for (i, a) in rec.attempts.iter().enumerate() {
+            let id = key_of(&mut self.buf, &[&a.channel, &a.endpoint, &a.outcome]);
+            if !self.attempts.contains_key(id) {
+                let ep = EndpointLabels { channel: a.channel.clone(), endpoint: a.endpoint.clone() };
+                let class = AttemptLabels {
+                    channel: a.channel.clone(),
+                    endpoint: a.endpoint.clone(),
+                    class: a.outcome.clone(),
+                };
+                let series = AttemptSeries {
+                    attempts: m.attempts.get_or_create_owned(&class),
+                    ttfb: m.upstream_ttfb.get_or_create_owned(&ep),
+                    failovers: None,
+                };
+                self.attempts.insert(id.into(), series);
+            }
+            let s = self.attempts.get_mut(id).expect("inserted above");
+            s.attempts.inc();
+            s.ttfb.observe(a.ms as f64 / 1000.0);
+            if i < last && a.outcome != "ok" {
+                let class = || ClassLabels { class: a.outcome.clone() };
+                s.failovers.get_or_insert_with(|| m.failovers.get_or_create_owned(&class())).inc();
+            }
         }
     }
 }
@@ -497,6 +566,8 @@ mod tests {
         assert!(text.contains(r#"router_tokens_total{channel="main",model="gpt-4o",key="team",kind="reasoning"} 4"#));
         assert!(text.contains(r#"router_cost_usd_total{channel="main",model="gpt-4o",key="team"} 0.5"#));
         assert!(text.contains(r#"router_failovers_total{class="server_error"} 2"#));
+        assert!(!text.contains(r#"router_failovers_total{class="ok"}"#), "no failover series for successes");
+        assert!(!text.contains(r#"kind="cache_write""#), "no token series before a token of that kind");
         assert!(text.contains(r#"router_refusals_total{key="team",reason="budget"} 1"#));
         assert!(
             text.contains(r#"router_upstream_attempts_total{channel="bad",endpoint="default",class="server_error"} 2"#)
