@@ -7,9 +7,10 @@
 //! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
-//! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
+//! - `protocol`: wire types, SSE, usage extraction, error shapes, translation, session identity. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
-//! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `proxy`: the hyper server, request phases (prompt-cache affinity among them), failover loop, streaming pump,
+//!   debug headers.
 //! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
 //! - `metrics`: Prometheus metrics counted from the event stream, served at `/metrics`.
 //! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).

@@ -912,6 +912,7 @@ async fn send_through_proxy(
         limiter: Default::default(),
         events: crate::events::Events::new(1),
         metrics: Default::default(),
+        affinity: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

@@ -13,6 +13,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::affinity::{self, Affine};
 use super::failover::Failure;
 use super::{AppState, ProxyBody, full, headers, respond};
 use crate::catalog::{ModelKind, Snapshot};
@@ -48,6 +49,8 @@ pub(super) struct Exchange {
     pub ticket: Ticket,
     /// Counts the request in flight (metrics) until it ends: moved into the body of a streamed answer.
     pub in_flight: crate::metrics::InFlight,
+    /// Prompt-cache affinity, between its lookup (after the peek) and the success that settles it.
+    pub affinity: Option<Affine>,
 }
 
 /// What the client sent, once read: the parts the attempts need.
@@ -128,6 +131,7 @@ impl Exchange {
             record,
             ticket: Ticket::default(),
             in_flight: Default::default(),
+            affinity: None,
         }
     }
 
@@ -156,13 +160,17 @@ impl Exchange {
             Err(r) => return self.reject(r).await,
         };
         let input = Input { headers: parts.headers, query: parts.uri.query().map(str::to_string), body, peek };
-        let plan = match self.plan(&input).await {
+        self.affinity = affinity::lookup(&mut self, &input);
+        let mut plan = match self.plan(&input).await {
             Ok(p) => p,
             Err(Rejection::NoRoute(_)) if self.op == Operation::CountTokens => {
                 return super::local::count_tokens(self.id, &input.body);
             }
             Err(r) => return self.reject(r).await,
         };
+        if let Some(a) = &self.affinity {
+            affinity::prefer(&self, a, &mut plan);
+        }
         match super::failover::attempt_all(&mut self, &input, &plan).await {
             Ok(resp) => resp,
             Err(r) => self.reject(r).await,

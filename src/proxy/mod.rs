@@ -6,6 +6,7 @@
 //! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
 //! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
+mod affinity;
 pub mod body;
 mod exchange;
 mod failover;
@@ -31,6 +32,7 @@ use tokio::net::TcpListener;
 use crate::catalog::Snapshot;
 use crate::events::Events;
 use crate::keys::KeyTable;
+use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
@@ -61,6 +63,8 @@ pub struct AppState {
     pub events: Events,
     /// Prometheus metrics (counted from `events` by `metrics::spawn`; in-flight gauges moved here).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
+    pub affinity: Affinity,
 }
 
 impl AppState {
@@ -83,6 +87,7 @@ impl AppState {
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
         Arc::new(AppState {
             keys: ArcSwap::from_pointee(keys),
             limiter: Limiter::new(tz),
@@ -93,6 +98,7 @@ impl AppState {
             fasttest: FastTest::default(),
             events,
             metrics,
+            affinity,
         })
     }
 }

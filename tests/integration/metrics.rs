@@ -1,14 +1,12 @@
 //! Metrics and alerts end to end: a real Prometheus scrapes the real router while requests flow, and its numbers
 //! equal what the upstream answered and billed; a webhook receiver gets exactly one alert per condition.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 fn chat(model: &str, stream: bool) -> Value {

@@ -2,12 +2,10 @@
 //! answer and a full tool round trip each (the upstream asks for a shell command, the client runs it and sends
 //! the result back). scripts/test.sh installs pinned versions into .clients/ (npm).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 fn client_bin(name: &str) -> PathBuf {
@@ -129,6 +127,14 @@ async fn claude_code_runs_a_tool_loop_on_a_chat_only_channel() {
         records.iter().any(|r| r["translated"] == "anthropic->openai" && r["tokens"]["input"] == 123),
         "{records:?}"
     );
+    // Prompt-cache affinity recognised the session Claude Code reports: its tool round trip stayed on one key.
+    let session = router::protocol::session::filter_value(v["session_id"].as_str().unwrap());
+    let mut records = Vec::new();
+    let stayed = eventually(std::time::Duration::from_secs(10), || {
+        records = router.records();
+        records.iter().any(|r| r["session"] == session.as_str() && r["affinity"] == "hit")
+    });
+    assert!(stayed.await, "{session}: {records:?}");
     assert!(!out.contains("sk-upstream-secret") && !router.stderr().contains("sk-upstream-secret"));
 }
 
@@ -163,4 +169,12 @@ async fn codex_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     assert!(out.contains("TOOL RESULT: router-ok"), "{out}\n{err}");
     let records = router.records();
     assert!(records.iter().any(|r| r["translated"] == "responses->chat"), "{records:?}");
+    // Prompt-cache affinity recognised Codex's conversation (`prompt_cache_key`): its tool round trip stayed put.
+    let mut records = Vec::new();
+    let stayed = eventually(std::time::Duration::from_secs(10), || {
+        records = router.records();
+        records.iter().any(|r| r["affinity"] == "hit")
+    });
+    assert!(stayed.await, "{records:?}");
+    assert!(records.iter().all(|r| r["session"].is_string()), "{records:?}");
 }
