@@ -47,8 +47,8 @@ if ! my_up >/dev/null 2>&1; then
   wait_for my_up || say "warning: MariaDB is not reachable on 127.0.0.1:3306"
 fi
 
-# 4. Prometheus (Debian's package) for tests/metrics.rs, which starts its own on loopback: installed here so the
-#    test never skips (ROUTER_REQUIRE_PROMETHEUS makes a missing binary a failure, not a skip).
+# 4. Prometheus (Debian's package) for the integration module `metrics`, which starts its own on loopback:
+#    installed here so the test never skips (ROUTER_REQUIRE_PROMETHEUS makes a missing binary a failure).
 if ! command -v prometheus >/dev/null; then
   say "installing Prometheus"
   apt_install prometheus

@@ -101,6 +101,11 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AffinityLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LevelLabels {
     level: &'static str,
 }
@@ -127,6 +132,7 @@ pub struct Metrics {
     ttfb: HistogramFamily<ChannelLabels>,
     upstream_ttfb: HistogramFamily<EndpointLabels>,
     refusals: Family<RefusalLabels, Counter>,
+    affinity: Family<AffinityLabels, Counter>,
     cooldowns_started: Family<LevelLabels, Counter>,
     balance: Family<BalanceLabels, Gauge<f64, AtomicU64>>,
     rebuilds: Counter,
@@ -166,6 +172,7 @@ impl Metrics {
             ttfb: Family::new_with_constructor(seconds_histogram),
             upstream_ttfb: Family::new_with_constructor(seconds_histogram),
             refusals: Family::default(),
+            affinity: Family::default(),
             cooldowns_started: Family::default(),
             balance: Family::default(),
             rebuilds: Counter::default(),
@@ -195,7 +202,7 @@ impl Metrics {
         );
         r.register(
             "router_tokens",
-            "Tokens billed, by kind: input (uncached), cache_read, cache_write, output (reasoning included), reasoning",
+            "Tokens billed, by kind: input (uncached), cache_read, cache_write, output; reasoning (part of output) and cache_write_1h (part of cache_write)",
             m.tokens.clone(),
         );
         r.register("router_cost_usd", "Cost in USD of requests with a known price", m.cost.clone());
@@ -218,6 +225,11 @@ impl Metrics {
             "router_refusals",
             "Requests refused by their gateway key's limits (reason: limited, budget)",
             m.refusals.clone(),
+        );
+        r.register(
+            "router_affinity",
+            "Prompt-cache affinity outcomes of chat requests: new, hit, moved, off",
+            m.affinity.clone(),
         );
         r.register("router_cooldowns_started", "Cooldowns started, by level", m.cooldowns_started.clone());
         r.register("router_cooldowns_active", "Cooldowns in force now, by level", m.cooling.clone());
@@ -317,8 +329,8 @@ impl Capped {
 /// The handles of one request series, looked up once per record without allocating.
 struct Series {
     requests: Counter,
-    /// input, cache_read, cache_write, output, reasoning: created at the first token of each kind.
-    tokens: [Option<Counter>; 5],
+    /// input, cache_read, cache_write, output, reasoning, cache_write_1h: created at the first token of each kind.
+    tokens: [Option<Counter>; 6],
     cost: Option<Counter<f64, AtomicU64>>,
     duration: Histogram,
     ttfb: Option<Histogram>,
@@ -332,7 +344,7 @@ struct AttemptSeries {
     failovers: Option<Counter>,
 }
 
-const TOKEN_KINDS: [&str; 5] = ["input", "cache_read", "cache_write", "output", "reasoning"];
+const TOKEN_KINDS: [&str; 6] = ["input", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h"];
 
 /// Fills `buf` with `parts` joined by a separator no label value contains: a map key built without allocating.
 fn key_of<'a>(buf: &'a mut String, parts: &[&str]) -> &'a str {
@@ -352,6 +364,7 @@ pub struct Counting {
     /// Handles by label values, so a record costs lookups rather than label sets and family locks.
     series: HashMap<Box<str>, Series>,
     attempts: HashMap<Box<str>, AttemptSeries>,
+    affinity: HashMap<Box<str>, Counter>,
     buf: String,
 }
 
@@ -363,6 +376,7 @@ impl Counting {
             keys: Capped::new(MAX_KEYS),
             series: HashMap::new(),
             attempts: HashMap::new(),
+            affinity: HashMap::new(),
             buf: String::new(),
         }
     }
@@ -438,7 +452,8 @@ impl Counting {
             s.ttfb.get_or_insert_with(|| m.ttfb.get_or_create_owned(&ch())).observe(ms as f64 / 1000.0);
         }
         let t = &rec.tokens;
-        for (i, n) in [t.input, t.cache_read, t.cache_write, t.output, t.reasoning].into_iter().enumerate() {
+        let kinds = [t.input, t.cache_read, t.cache_write, t.output, t.reasoning, t.cache_write_1h];
+        for (i, n) in kinds.into_iter().enumerate() {
             if n > 0 {
                 let labels = || TokenLabels {
                     channel: channel.into(),
@@ -452,6 +467,13 @@ impl Counting {
         if let Some(c) = rec.cost_usd.filter(|c| *c > 0.0) {
             let labels = || CostLabels { channel: channel.into(), model: model.into(), key: key.into() };
             s.cost.get_or_insert_with(|| m.cost.get_or_create_owned(&labels())).inc_by(c);
+        }
+        if let Some(a) = rec.affinity.as_deref() {
+            if !self.affinity.contains_key(a) {
+                let c = m.affinity.get_or_create_owned(&AffinityLabels { outcome: a.into() });
+                self.affinity.insert(a.into(), c);
+            }
+            self.affinity[a].inc();
         }
         if matches!(rec.outcome, crate::usage::Outcome::Limited | crate::usage::Outcome::Budget) {
             m.refusals.get_or_create(&RefusalLabels { key: key.into(), reason: outcome }).inc();
@@ -549,7 +571,8 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let mut c = Counting::new(m.clone());
         c.count(&Event::RequestFinished(Arc::new(rec("gpt-4o", Some("team")))));
-        c.count(&Event::RequestFinished(Arc::new(rec("gpt-4o", Some("team")))));
+        let hit = RequestRecord { affinity: Some("hit".into()), ..rec("gpt-4o", Some("team")) };
+        c.count(&Event::RequestFinished(Arc::new(hit)));
         let refused = RequestRecord {
             status: 429,
             outcome: Outcome::Budget,
@@ -574,6 +597,7 @@ mod tests {
         );
         assert!(line(&text, r#"router_request_duration_seconds_count{channel="main"}"#).unwrap().ends_with(" 2"));
         assert!(text.contains("router_snapshot_rebuilds_total 1"));
+        assert!(text.contains(r#"router_affinity_total{outcome="hit"} 1"#));
         assert!(text.contains("router_store_queue_depth 3"));
         assert!(text.contains(r#"router_cooldowns_active{level="endpoint"} 0"#));
         assert!(text.ends_with("# EOF\n"));
