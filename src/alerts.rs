@@ -252,7 +252,8 @@ pub async fn deliver(
 /// Watches the server's events and sends alerts until the stream closes. Reads `alerts:` from the live config
 /// for every event, so a reload applies at once.
 pub async fn run(state: Arc<AppState>, mut rx: broadcast::Receiver<Event>) {
-    let client = reqwest::Client::new();
+    // Each delivery also sets the live config's timeout on its request.
+    let client = crate::upstream::probe_client(state.snapshot.load().config.raw.alerts.timeout.0);
     let mut watcher = Watcher::default();
     loop {
         let ev = match rx.recv().await {

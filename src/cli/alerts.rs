@@ -42,7 +42,7 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
     }
     let sample = Alert::sample();
     let results: Vec<Sent> = super::runtime()?.block_on(async {
-        let client = reqwest::Client::new();
+        let client = crate::upstream::probe_client(cfg.timeout.0);
         let sends = cfg.webhooks.iter().map(|w| {
             let (client, sample) = (&client, &sample);
             async move {
