@@ -8,6 +8,7 @@
 
 mod affinity;
 pub mod body;
+mod catalogue;
 mod exchange;
 mod failover;
 pub mod handler;
@@ -83,6 +84,7 @@ impl AppState {
         let events = health.events().clone();
         let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
@@ -95,7 +97,7 @@ impl AppState {
             health,
             client,
             sink,
-            fasttest: FastTest::default(),
+            fasttest: FastTest::with_timeout(fast_test_timeout),
             events,
             metrics,
             affinity,
