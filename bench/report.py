@@ -431,6 +431,7 @@ target(
 )
 target("usage writer", ">= 20,000 records/s", "see Internals", None)
 target("tag query over 50,000 models", "< 50 us", "see Internals", None)
+target("metrics: CPU per request added (issue 15)", "< 2%", "bench/results/metrics.txt (bench/metrics.sh, examples/bench_metrics.rs)", None)
 
 head = ["## Targets (issue 9), this run", ""]
 head.append("| target | goal | measured | |")

@@ -16,6 +16,9 @@ _router() {
             ",$1")
                 cmd="router"
                 ;;
+            router,alerts)
+                cmd="router__subcmd__alerts"
+                ;;
             router,balance)
                 cmd="router__subcmd__balance"
                 ;;
@@ -54,6 +57,18 @@ _router() {
                 ;;
             router,usage)
                 cmd="router__subcmd__usage"
+                ;;
+            router__subcmd__alerts,help)
+                cmd="router__subcmd__alerts__subcmd__help"
+                ;;
+            router__subcmd__alerts,test)
+                cmd="router__subcmd__alerts__subcmd__test"
+                ;;
+            router__subcmd__alerts__subcmd__help,help)
+                cmd="router__subcmd__alerts__subcmd__help__subcmd__help"
+                ;;
+            router__subcmd__alerts__subcmd__help,test)
+                cmd="router__subcmd__alerts__subcmd__help__subcmd__test"
                 ;;
             router__subcmd__balance,check)
                 cmd="router__subcmd__balance__subcmd__check"
@@ -127,6 +142,9 @@ _router() {
             router__subcmd__config__subcmd__help,help)
                 cmd="router__subcmd__config__subcmd__help__subcmd__help"
                 ;;
+            router__subcmd__help,alerts)
+                cmd="router__subcmd__help__subcmd__alerts"
+                ;;
             router__subcmd__help,balance)
                 cmd="router__subcmd__help__subcmd__balance"
                 ;;
@@ -165,6 +183,9 @@ _router() {
                 ;;
             router__subcmd__help,usage)
                 cmd="router__subcmd__help__subcmd__usage"
+                ;;
+            router__subcmd__help__subcmd__alerts,test)
+                cmd="router__subcmd__help__subcmd__alerts__subcmd__test"
                 ;;
             router__subcmd__help__subcmd__balance,check)
                 cmd="router__subcmd__help__subcmd__balance__subcmd__check"
@@ -350,8 +371,94 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config balance channels import test usage requests discover tags keys generate help"
+            opts="-h -V --config --store --help --version serve config balance channels import test usage requests discover tags keys alerts generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__alerts)
+            opts="-h -V --config --store --help --version test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__alerts__subcmd__help)
+            opts="test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__alerts__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__alerts__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__alerts__subcmd__test)
+            opts="-h -V --json --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -974,8 +1081,36 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config balance channels import test usage requests discover tags keys generate help"
+            opts="serve config balance channels import test usage requests discover tags keys alerts generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__alerts)
+            opts="test"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__alerts__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

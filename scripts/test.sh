@@ -54,6 +54,13 @@ if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; the
   apt_install chromium chromium-driver
 fi
 export ROUTER_REQUIRE_BROWSER=1
+# 4. Prometheus (Debian's package) for the integration module `metrics`, which starts its own on loopback:
+#    installed here so the test never skips (ROUTER_REQUIRE_PROMETHEUS makes a missing binary a failure).
+if ! command -v prometheus >/dev/null; then
+  say "installing Prometheus"
+  apt_install prometheus
+fi
+export ROUTER_REQUIRE_PROMETHEUS=1
 
 # 5. Everything.
 say "cargo test"

@@ -33,6 +33,7 @@
 //! - `error`: user-facing errors and exit codes.
 
 pub mod admin;
+pub mod alerts;
 pub mod balance;
 pub mod catalog;
 pub mod channels;
@@ -46,6 +47,7 @@ pub mod events;
 pub mod import;
 pub mod keys;
 pub mod live;
+pub mod metrics;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;

@@ -878,6 +878,7 @@ async fn send_through_proxy(
         limiter: Default::default(),
         admin: Default::default(),
         events: crate::events::Events::new(1),
+        metrics: Default::default(),
         affinity: Default::default(),
         ui_sessions: Default::default(),
     });

@@ -5,6 +5,7 @@
 //! not call each other (what two of them share is here or in the library). Commands that need no store never
 //! open it. `output` is the only module that prints.
 
+pub mod alerts;
 pub mod balance;
 pub mod channels;
 pub mod config_cmd;
@@ -73,6 +74,9 @@ pub enum Command {
     /// Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Webhook alerts: send a sample to each target.
+    #[command(subcommand)]
+    Alerts(alerts::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Discover(args) => discover::run(&global, args),
         Command::Tags(cmd) => tags::run(&global, cmd),
         Command::Keys(cmd) => keys::run(&global, cmd),
+        Command::Alerts(cmd) => alerts::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }

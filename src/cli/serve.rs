@@ -55,8 +55,11 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let store_path = settings.store_path_for(Some(&config));
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let batch_seconds = config.raw.server.metrics.then(|| metrics.store_batch_seconds());
+    let registry = control::registry(live.clone());
     let recorder =
-        Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
+        Recorder::start(&store_path, config.raw.store.retention_days, records, registry, batch_seconds).await?;
     let store_keys = recorder.store.list_raw(store::KvTable::GatewayKeys).map(|r| r.len()).unwrap_or(0);
     if config.gateway_keys.is_empty() && store_keys == 0 && !listen.ip().is_loopback() && !args.allow_open {
         recorder.shutdown().await;
@@ -78,7 +81,30 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
     let health = Arc::new(Health::new());
-    let state = AppState::new(snapshot, health, record_sink);
+    let state = AppState::with_metrics(snapshot, health, record_sink, metrics);
+    // Metrics and alerts subscribe before the first request can finish; each only when configured.
+    let server_cfg = state.snapshot.load().config.raw.server.clone();
+    let counting = server_cfg.metrics.then(|| crate::metrics::spawn(state.metrics.clone(), &state.events));
+    let alerting =
+        (!state.snapshot.load().config.raw.alerts.webhooks.is_empty()).then(|| crate::alerts::spawn(state.clone()));
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    match server_cfg.metrics_listen.filter(|_| server_cfg.metrics) {
+        Some(addr) => {
+            let l = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
+            output::line(&format!("metrics: http://{}/metrics", l.local_addr()?));
+            tokio::spawn(crate::metrics::serve::listen(l, state.clone(), async {
+                let _ = metrics_stopped.await;
+            }));
+        }
+        None if server_cfg.metrics => {
+            output::line(&format!("metrics: http://{bound}/metrics"));
+        }
+        None => {
+            output::line("metrics: off");
+        }
+    }
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     // The admin API runs the socket's operations (one registry, two doors).
@@ -113,6 +139,10 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     }
     discovery.abort();
     balances.abort();
+    for task in [counting, alerting].into_iter().flatten() {
+        task.abort();
+    }
+    let _ = metrics_stop.send(());
     drop(state);
     // In-flight requests are done: commit every queued record, then close the control socket.
     let stats = recorder.shutdown().await;

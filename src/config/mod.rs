@@ -364,6 +364,19 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         let hash = key_hash(&k.key, &k.hash, &k.name, &key)?;
         admin_keys.push(AdminKey { name: k.name.clone(), hash });
     }
+    if let Some(m) = &raw.server.metrics_listen
+        && m.parse::<SocketAddr>().is_err()
+    {
+        return Err(err(
+            locate(text, "metrics_listen:"),
+            "server.metrics_listen".into(),
+            format!("`{m}` is not an address"),
+            "write host:port, e.g. 127.0.0.1:9464",
+        ));
+    }
+    crate::alerts::validate(&raw.alerts).map_err(|(field, message, hint)| {
+        err(locate(text, &format!("{field}:")), format!("alerts.{field}"), message, hint)
+    })?;
     let mut gateway_keys = Vec::new();
     let mut key_names = HashSet::new();
     for (i, k) in raw.server.keys.iter().enumerate() {

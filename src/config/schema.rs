@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub balance: BalanceSettings,
     #[serde(skip_serializing_if = "TelemetryConfig::is_off")]
     pub telemetry: TelemetryConfig,
+    pub alerts: AlertsConfig,
     pub channels: Vec<ChannelConfig>,
 }
 
@@ -65,6 +66,11 @@ pub struct ServerConfig {
     /// IANA time zone budget periods (day / week / month) follow, e.g. `Europe/Berlin`. Default: UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// Count Prometheus metrics and serve `/metrics` (false: nothing is counted; `/metrics` answers 404).
+    pub metrics: bool,
+    /// Serve `/metrics` on this address instead of the proxy port (no gateway key asked there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +84,8 @@ impl Default for ServerConfig {
             debug_headers: true,
             grace_period: Dur::secs(30),
             timezone: None,
+            metrics: true,
+            metrics_listen: None,
         }
     }
 }
@@ -719,4 +727,65 @@ mod tests {
         }
         assert_eq!(Strategy::parse("cost-first"), Some(Strategy::CostFirst));
     }
+}
+
+/// `alerts:`: webhook targets and the conditions that send to them. Nothing is sent without a target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+    /// One alert per condition per this window (the same condition again inside it is not sent).
+    pub window: Dur,
+    /// A checked balance below this (in its own currency) alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_below: Option<f64>,
+    /// A channel or endpoint that starts cooling this many times within `window` alerts (0: off).
+    pub cooling_times: u32,
+    /// A request for which every candidate failed alerts (per model).
+    pub all_failed: bool,
+    /// A gateway key that has spent this percentage of its budget alerts (0: off).
+    pub budget_percent: f64,
+    /// Per delivery attempt.
+    pub timeout: Dur,
+    /// Attempts per alert and target (the first included).
+    pub attempts: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            window: Dur::secs(3600),
+            balance_below: None,
+            cooling_times: 5,
+            all_failed: true,
+            budget_percent: 80.0,
+            timeout: Dur::secs(5),
+            attempts: 3,
+        }
+    }
+}
+
+/// One webhook target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where alerts are POSTed. May hold a secret token (Slack): never logged.
+    pub url: Secret,
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// A name for logs and `router alerts test` (default: the URL's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The payload a webhook gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"alert": ..., "severity": ..., "summary": ..., "labels": {...}, "time": ...}`.
+    #[default]
+    Json,
+    /// `{"text": "..."}`: Slack incoming webhooks and the many services that accept the same.
+    Slack,
 }

@@ -57,6 +57,8 @@ pub struct Finisher {
     pub request: Bytes,
     /// The key's admission, settled with the finished record.
     pub ticket: crate::live::limits::Ticket,
+    /// Counts the request in flight until its record is complete.
+    pub in_flight: crate::metrics::InFlight,
 }
 
 pub struct MeteredBody {
@@ -77,6 +79,8 @@ pub struct MeteredBody {
     captured: BytesMut,
     /// Capturing stopped: usage was reported, or the cap was reached.
     capture_done: bool,
+    /// Counts an SSE body as a stream in flight while it lives.
+    _stream: crate::metrics::InFlight,
 }
 
 /// Upstream bytes kept for a possible token estimate (only until the upstream reports usage).
@@ -91,7 +95,10 @@ impl MeteredBody {
         finisher: Finisher,
     ) -> Self {
         let sink = finisher.state.sink.clone();
+        let stream =
+            if matches!(mode, Mode::Raw) { Default::default() } else { finisher.state.metrics.stream_started() };
         Self {
+            _stream: stream,
             sink,
             upstream: Some(upstream),
             mode,

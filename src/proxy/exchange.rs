@@ -47,6 +47,8 @@ pub(super) struct Exchange {
     pub record: RequestRecord,
     /// The key's admission; settled (tokens, cost) with the record, wherever the record is finished.
     pub ticket: Ticket,
+    /// Counts the request in flight (metrics) until it ends: moved into the body of a streamed answer.
+    pub in_flight: crate::metrics::InFlight,
     /// Prompt-cache affinity, between its lookup (after the peek) and the success that settles it.
     pub affinity: Option<Affine>,
 }
@@ -125,6 +127,7 @@ impl Exchange {
             allow,
             record,
             ticket: Ticket::default(),
+            in_flight: Default::default(),
             affinity: None,
         }
     }

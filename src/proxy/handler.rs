@@ -36,6 +36,7 @@ enum Route {
     /// `/api/v1/models[/{id}]`: the OpenRouter-shaped catalogue.
     Catalogue,
     Health,
+    Metrics,
     NotFound,
 }
 
@@ -119,6 +120,7 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
         (&Method::POST, "/messages/count_tokens") => (Route::Api(Operation::CountTokens), Protocol::Anthropic),
         (&Method::GET, "/models") => (Route::Models, Protocol::Openai),
         (&Method::GET, "" | "/health" | "/healthz") if path != "/v1" => (Route::Health, Protocol::Openai),
+        (&Method::GET, "/metrics") if path == "/metrics" => (Route::Metrics, Protocol::Openai),
         (_, p) if p.starts_with("/messages") => (Route::NotFound, Protocol::Anthropic),
         _ => (Route::NotFound, Protocol::Openai),
     }
@@ -154,7 +156,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             let id = usage::new_id(usage::now_ms());
             return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
         }
-        Route::Models | Route::Model | Route::Catalogue => None,
+        Route::Models | Route::Model | Route::Catalogue | Route::Metrics => None,
         Route::Api(op) => Some(op),
     };
     let now_ms = usage::now_ms();
@@ -173,12 +175,27 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
     let Some(op) = op else {
         return match (route, path_model) {
             (Route::Model, Some(model)) => local::gemini_model(&snap, &model, key.as_deref()),
+            // With its own listener, the proxy port does not show metrics.
+            (Route::Metrics, _)
+                if snap.config.raw.server.metrics && snap.config.raw.server.metrics_listen.is_none() =>
+            {
+                crate::metrics::serve::response(&state)
+            }
+            (Route::Metrics, _) => {
+                let msg = if snap.config.raw.server.metrics {
+                    "metrics are served on server.metrics_listen"
+                } else {
+                    "metrics are off (server.metrics: false)"
+                };
+                error_response(protocol, usage::new_id(now_ms), StatusCode::NOT_FOUND, msg, Some("unknown_route"))
+            }
             _ => local::models(&snap, protocol, key.as_deref()),
         };
     };
     // The path only: a `?key=` never reaches a record.
     let path = req.uri().path().to_string();
     let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
+    ex.in_flight = state.metrics.request_started();
     if let Some(model) = path_model {
         ex.record.requested_model = model;
     }
@@ -242,6 +259,8 @@ mod tests {
         assert_eq!(route(&Method::POST, "/v1/completions"), (Route::Api(Operation::Completions), Protocol::Openai));
         assert_eq!(route(&Method::GET, "/v1/models").0, Route::Models);
         assert_eq!(route(&Method::GET, "/health").0, Route::Health);
+        assert_eq!(route(&Method::GET, "/metrics").0, Route::Metrics);
+        assert_eq!(route(&Method::GET, "/v1/metrics").0, Route::NotFound);
         assert_eq!(route(&Method::GET, "/api/v1/models").0, Route::Catalogue);
         assert_eq!(route(&Method::GET, "/api/v1/models/openai/gpt-4o").0, Route::Catalogue);
         assert_eq!(route(&Method::GET, "/api/v1/modelsx").0, Route::NotFound);

@@ -43,7 +43,7 @@ use crate::usage::sink::RecordSink;
 pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A whole body.
-pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
@@ -64,6 +64,8 @@ pub struct AppState {
     pub admin: std::sync::OnceLock<crate::admin::Admin>,
     /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
     pub events: Events,
+    /// Prometheus metrics (counted from `events` by `metrics::spawn`; in-flight gauges moved here).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
     pub affinity: Affinity,
     /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
@@ -73,6 +75,16 @@ pub struct AppState {
 impl AppState {
     /// The state of a server; `health`'s event stream becomes the server's, and the sink publishes on it.
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
+        AppState::with_metrics(snapshot, health, sink, Arc::default())
+    }
+
+    /// [`AppState::new`] with metrics made earlier (the store writer observes into them before the state exists).
+    pub fn with_metrics(
+        snapshot: Snapshot,
+        health: Arc<Health>,
+        sink: RecordSink,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<AppState> {
         let events = health.events().clone();
         let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
@@ -92,6 +104,7 @@ impl AppState {
             fasttest: FastTest::with_timeout(fast_test_timeout),
             admin: std::sync::OnceLock::new(),
             events,
+            metrics,
             affinity,
             ui_sessions: crate::ui::Sessions::default(),
         })

@@ -147,6 +147,7 @@ fn metered(ex: &mut Exchange, input: &Input, ok: Success<'_>, mode: Mode) -> Pro
         record: std::mem::take(&mut ex.record),
         started: ex.started,
         ticket: std::mem::take(&mut ex.ticket),
+        in_flight: std::mem::take(&mut ex.in_flight),
     };
     let idle = ep.idle_timeout.unwrap_or(ex.snap.config.raw.upstream.idle_timeout.0);
     MeteredBody::new(Box::pin(ok.resp.bytes_stream()), mode, meter, idle, finisher).boxed_unsync()

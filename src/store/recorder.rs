@@ -30,6 +30,7 @@ impl Recorder {
         retention_days: u32,
         records: mpsc::Receiver<RequestRecord>,
         mut registry: Registry,
+        batch_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> anyhow::Result<Recorder> {
         let p = path.to_path_buf();
         let store = match tokio::task::spawn_blocking(move || Store::open(&p)).await? {
@@ -44,7 +45,11 @@ impl Recorder {
             }
             Err(e) => return Err(e.into_cli()),
         };
-        let writer = writer::spawn(store.clone(), records, WriterOptions { retention_days, ..Default::default() });
+        let writer = writer::spawn(
+            store.clone(),
+            records,
+            WriterOptions { retention_days, batch_seconds, ..Default::default() },
+        );
         // Reports through the socket first see every record already queued (read-your-writes for scripts).
         let flusher = writer.flusher();
         registry.barrier(Arc::new(move || {
@@ -92,7 +97,7 @@ mod tests {
         let (sink, records) = RecordSink::new(64);
         let mut registry = Registry::builtin();
         registry.add::<crate::report::RequestsQuery>();
-        let rec = Recorder::start(&path, 0, records, registry).await.unwrap();
+        let rec = Recorder::start(&path, 0, records, registry, None).await.unwrap();
         for i in 0..5 {
             let t = crate::usage::now_ms();
             sink.send(crate::usage::RequestRecord {

@@ -22,6 +22,8 @@ pub struct WriterOptions {
     pub retention_days: u32,
     /// How often the retention prune runs.
     pub prune_every: Duration,
+    /// Observes how long each batch took to commit, in seconds (the metrics' store histogram).
+    pub batch_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Default for WriterOptions {
@@ -31,6 +33,7 @@ impl Default for WriterOptions {
             window: Duration::from_millis(50),
             retention_days: 0,
             prune_every: Duration::from_secs(3600),
+            batch_seconds: None,
         }
     }
 }
@@ -143,7 +146,11 @@ async fn run(
             }
         }
         let n = batch.len() as u64;
+        let t0 = std::time::Instant::now();
         let (back, ok) = commit(&store, std::mem::take(&mut batch)).await;
+        if let Some(h) = &opts.batch_seconds {
+            h.observe(t0.elapsed().as_secs_f64());
+        }
         batch = back;
         batch.clear();
         if ok {

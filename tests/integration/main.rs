@@ -20,6 +20,7 @@ mod generated;
 mod import;
 mod keys;
 mod loose;
+mod metrics;
 mod probe;
 mod proxy;
 mod real_clients;
