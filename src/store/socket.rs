@@ -65,7 +65,8 @@ impl Registry {
             .add::<crate::usage::report::UsageQuery>()
             .add::<crate::usage::report::RequestsQuery>()
             .add::<crate::usage::report::ShowRequest>()
-            .add::<super::channels::ChannelsApply>();
+            .add::<super::channels::ChannelsApply>()
+            .add::<super::pending::RecordsImport>();
         r
     }
 
