@@ -14,6 +14,7 @@ use crate::config::{self, Config, autodetect};
 use crate::control::{self, Live, LiveCell};
 use crate::error::user;
 use crate::proxy::{self, AppState};
+use crate::store::writer::WriterOptions;
 use crate::store::{self, recorder::Recorder};
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -78,8 +79,21 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
-    let recorder =
-        Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
+    let store_cfg = &config.raw.store;
+    let writer_opts = WriterOptions {
+        retention_days: store_cfg.retention_days,
+        max_pending: store_cfg.max_pending_records,
+        pending_dir: store_cfg.pending_dir.as_deref().map(store::expand_home).unwrap_or_else(std::env::temp_dir),
+        ..Default::default()
+    };
+    let recorder = Recorder::start(
+        &store_path,
+        writer_opts,
+        records,
+        record_sink.health().clone(),
+        control::registry(live.clone()),
+    )
+    .await?;
 
     let grace = config.raw.server.grace_period.0;
     let config_path = config.path.clone();
@@ -117,8 +131,19 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     balances.abort();
     drop(state);
     // In-flight requests are done: commit every queued record, then close the control socket.
-    let stats = recorder.shutdown().await;
+    let stats = recorder.shutdown(grace).await;
     output::note(&format!("store: {} request records saved", stats.records));
+    if let Some(file) = &stats.pending_file {
+        output::note(&format!(
+            "store: {} request records could not be saved (the store cannot be written); they are in {}",
+            stats.unsaved,
+            file.display()
+        ));
+        output::note(&format!("hint: once the store has room, run `router store import-pending {}`", file.display()));
+    }
+    if stats.lost > 0 {
+        output::note(&format!("error: {} request records were lost (see the log for why)", stats.lost));
+    }
     output::note("router stopped");
     Ok(())
 }

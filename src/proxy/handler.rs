@@ -27,6 +27,7 @@ use crate::protocol::{Protocol, errors};
 use crate::routing::{self, Allow, PlanError, RouteRequest};
 use crate::upstream::health::{CoolKeys, model_key};
 use crate::upstream::{self, Operation, UpstreamError};
+use crate::usage::sink::SinkStatus;
 use crate::usage::{self, Attempt, Outcome, RequestRecord};
 
 /// Output tokens assumed for cost estimates when the request sets no `max_tokens` / `max_output_tokens`.
@@ -94,7 +95,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         ctx
     };
     match route {
-        Route::Health => return health(&snap),
+        Route::Health => return health(&snap, &state.sink.health().status()),
         Route::NotFound => {
             let msg = format!("no route for {} {}", req.method(), req.uri().path());
             return ctx.error(StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
@@ -238,11 +239,14 @@ fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<Optio
     found.map(Some).ok_or("invalid API key")
 }
 
-fn health(snap: &Snapshot) -> Response<ProxyBody> {
+/// `status` is `degraded` while request records cannot be saved (still 200: requests are served); `records`
+/// says why and how many wait.
+fn health(snap: &Snapshot, records: &SinkStatus) -> Response<ProxyBody> {
     let body = serde_json::json!({
-        "status": "ok",
+        "status": records.state,
         "channels": snap.channels.iter().filter(|c| c.enabled).count(),
         "version": env!("CARGO_PKG_VERSION"),
+        "records": records,
     });
     let mut resp = Response::new(full(body.to_string()));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));

@@ -188,9 +188,8 @@ impl Store {
     /// Opens a store whose file writes fail while `fault` says so (tests of the writer's recovery).
     #[cfg(test)]
     pub(crate) fn open_with_fault(path: &Path, fault: Arc<fault::Fault>) -> Result<Store, StoreError> {
-        let store = Store {
-            inner: Arc::new(Inner { path: path.to_path_buf(), db: RwLock::new(None), fault: Some(fault) }),
-        };
+        let store =
+            Store { inner: Arc::new(Inner { path: path.to_path_buf(), db: RwLock::new(None), fault: Some(fault) }) };
         store.reopen()?;
         Ok(store)
     }
@@ -271,14 +270,9 @@ fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
             meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION).map_err(db)?;
         }
     }
-    for t in [
-        KvTable::Channels,
-        KvTable::Models,
-        KvTable::Prices,
-        KvTable::Health,
-        KvTable::Balances,
-        KvTable::GatewayKeys,
-    ] {
+    for t in
+        [KvTable::Channels, KvTable::Models, KvTable::Prices, KvTable::Health, KvTable::Balances, KvTable::GatewayKeys]
+    {
         txn.open_table(t.def()).map_err(db)?;
     }
     txn.open_table(tables::REQUESTS).map_err(db)?;
@@ -562,7 +556,7 @@ pub fn resolve_path(flag: Option<&Path>, config_path: Option<&str>) -> PathBuf {
     default_path()
 }
 
-fn expand_home(p: &str) -> PathBuf {
+pub fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),

@@ -110,13 +110,9 @@ pub fn read_file(path: &Path) -> anyhow::Result<(Vec<RequestRecord>, usize)> {
             Ok(r) => recs.push(r),
             Err(e) if e.is_eof() && lines.peek().is_none() => cut += 1,
             Err(e) => {
-                return Err(crate::error::user(format!(
-                    "{}:{}: not a request record: {e}",
-                    path.display(),
-                    i + 1
-                ))
-                .with_hint("a pending file holds one JSON request record per line, as `router serve` wrote it")
-                .into());
+                return Err(crate::error::user(format!("{}:{}: not a request record: {e}", path.display(), i + 1))
+                    .with_hint("a pending file holds one JSON request record per line, as `router serve` wrote it")
+                    .into());
             }
         }
     }
@@ -157,7 +153,11 @@ mod tests {
     use super::*;
 
     fn rec(i: i64) -> RequestRecord {
-        RequestRecord { id: crate::usage::new_id(1_700_000_000_000 + i), time_ms: 1_700_000_000_000 + i, ..Default::default() }
+        RequestRecord {
+            id: crate::usage::new_id(1_700_000_000_000 + i),
+            time_ms: 1_700_000_000_000 + i,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -195,7 +195,15 @@ mod tests {
     fn a_bad_line_in_the_middle_is_an_error_naming_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.jsonl");
-        std::fs::write(&p, format!("{}\nnot json\n{}\n", serde_json::to_string(&rec(1)).unwrap(), serde_json::to_string(&rec(2)).unwrap())).unwrap();
+        std::fs::write(
+            &p,
+            format!(
+                "{}\nnot json\n{}\n",
+                serde_json::to_string(&rec(1)).unwrap(),
+                serde_json::to_string(&rec(2)).unwrap()
+            ),
+        )
+        .unwrap();
         let e = read_file(&p).unwrap_err().to_string();
         assert!(e.contains("p.jsonl:2"), "{e}");
     }

@@ -5,6 +5,8 @@
 //! of shutdown (drain the writer, then close the socket and remove its file). Nothing else.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -12,6 +14,7 @@ use super::socket::{self, Registry, SocketServer};
 use super::writer::{self, WriterHandle, WriterOptions, WriterStats};
 use super::{Store, StoreError};
 use crate::usage::RequestRecord;
+use crate::usage::sink::SinkHealth;
 
 pub struct Recorder {
     pub store: Store,
@@ -20,13 +23,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens the store at `path` (it must not be held by another process), starts the writer on `records` and
-    /// the control socket answering `registry`.
+    /// Opens the store at `path` (it must not be held by another process), starts the writer on `records`
+    /// (reporting in `health`) and the control socket answering `registry` (its replies say when records are
+    /// pending).
     pub async fn start(
         path: &Path,
-        retention_days: u32,
+        opts: WriterOptions,
         records: mpsc::Receiver<RequestRecord>,
-        registry: Registry,
+        health: Arc<SinkHealth>,
+        mut registry: Registry,
     ) -> anyhow::Result<Recorder> {
         let p = path.to_path_buf();
         let store = match tokio::task::spawn_blocking(move || Store::open(&p)).await? {
@@ -41,8 +46,10 @@ impl Recorder {
             }
             Err(e) => return Err(e.into_cli()),
         };
+        let h = health.clone();
+        registry.notice(Arc::new(move || h.notice()));
         let socket = socket::serve(store.clone(), registry).await?;
-        let writer = writer::spawn(store.clone(), records, WriterOptions { retention_days, ..Default::default() });
+        let writer = writer::spawn(store.clone(), records, opts, health);
         Ok(Recorder { store, writer, socket })
     }
 
@@ -50,9 +57,10 @@ impl Recorder {
         self.socket.path()
     }
 
-    /// Commits every queued record, then stops the socket (removing its file).
-    pub async fn shutdown(self) -> WriterStats {
-        let stats = self.writer.shutdown().await;
+    /// Commits every queued record (trying a failing store for up to `grace`, then writing what is left to a
+    /// pending file), then stops the socket (removing its file).
+    pub async fn shutdown(self, grace: Duration) -> WriterStats {
+        let stats = self.writer.shutdown(grace).await;
         self.socket.shutdown().await;
         stats
     }

@@ -1,16 +1,37 @@
-//! The one task that writes request records: drains the `usage::sink` channel in batches.
+//! The one task that writes request records: drains the `usage::sink` channel in batches, and keeps every
+//! record through a store that cannot be written (full disk, read-only or unwritable file).
 //!
 //! Owns batching (one durable write transaction per batch, committed when `batch_max` records are waiting or
-//! `window` after the first one arrived, whichever comes first), draining everything on shutdown, and the hourly
-//! retention prune. Must not drop records when busy: a full channel makes senders wait (see `usage::sink`).
+//! `window` after the first one arrived, whichever comes first), the recovery state machine below, draining on
+//! shutdown, and the hourly retention prune. Reports its state through the sink's [`SinkHealth`]. Must not drop
+//! a record: when it cannot keep one anywhere, it stops taking records, so requests wait at their end.
+//!
+//! Recovery: a failed commit puts its batch back at the front of the backlog; the writer marks the sink
+//! degraded (logged once), and retries with backoff (`retry_min` doubling up to `retry_max`), closing and
+//! reopening the store before each attempt (redb refuses every write after an I/O error until then). Records
+//! that arrive meanwhile queue behind it, in memory up to `max_pending`, then in a pending file in `pending_dir`
+//! (see `store::pending`); if that file cannot be written either, the writer stops taking records
+//! (back-pressure). After the first commit that works, the backlog and then the pending file are committed in
+//! order and the sink is healthy again (each change of state logged once). On shutdown the writer keeps trying
+//! until the grace deadline, then appends what is left to the pending file for `router store import-pending`.
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::Store;
+use super::pending::PendingFile;
 use crate::usage::RequestRecord;
+use crate::usage::sink::SinkHealth;
+
+/// Records kept in memory while the store cannot be written, by default: about 130 MB at ~1.3 KB a record,
+/// some 3 minutes of 500 requests a second.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -22,6 +43,13 @@ pub struct WriterOptions {
     pub retention_days: u32,
     /// How often the retention prune runs.
     pub prune_every: Duration,
+    /// Records kept in memory while the store cannot be written; later ones go to the pending file.
+    pub max_pending: usize,
+    /// Where the pending file goes (best on another filesystem than the store).
+    pub pending_dir: PathBuf,
+    /// First wait before retrying a failed commit; doubles up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 impl Default for WriterOptions {
@@ -31,127 +59,403 @@ impl Default for WriterOptions {
             window: Duration::from_millis(50),
             retention_days: 0,
             prune_every: Duration::from_secs(3600),
+            max_pending: DEFAULT_MAX_PENDING,
+            pending_dir: std::env::temp_dir(),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
         }
     }
 }
 
 /// What the writer did, reported when it stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterStats {
+    /// Records committed to the store.
     pub records: u64,
     pub batches: u64,
-    /// Records that could not be committed after retries (logged as errors).
+    /// Records that could be kept nowhere, not even in a pending file (each logged as an error).
     pub lost: u64,
     pub pruned: u64,
+    /// Records the store did not take before shutdown, left in `pending_file`.
+    pub unsaved: u64,
+    pub pending_file: Option<PathBuf>,
 }
 
 /// The running writer. Call [`WriterHandle::shutdown`] to drain and stop it.
 pub struct WriterHandle {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<Instant>>,
     task: JoinHandle<WriterStats>,
 }
 
 impl WriterHandle {
-    /// Stops accepting new records, commits everything queued (and anything sent with a permit already
-    /// reserved), and returns once the last batch is durable.
-    pub async fn shutdown(self) -> WriterStats {
-        let _ = self.stop.send(true);
+    /// Stops accepting new records and commits everything queued (and anything sent with a permit already
+    /// reserved). While the store cannot be written it keeps trying for `grace`, then writes what is left to
+    /// the pending file (see [`WriterStats::pending_file`]).
+    pub async fn shutdown(self, grace: Duration) -> WriterStats {
+        let _ = self.stop.send(Some(Instant::now() + grace));
         self.task.await.unwrap_or_default()
     }
 }
 
-/// Starts the writer on the current tokio runtime.
-pub fn spawn(store: Store, rx: mpsc::Receiver<RequestRecord>, opts: WriterOptions) -> WriterHandle {
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(store, rx, opts, stop_rx));
+/// Starts the writer on the current tokio runtime; it reports its state in `health`.
+pub fn spawn(
+    store: Store,
+    rx: mpsc::Receiver<RequestRecord>,
+    opts: WriterOptions,
+    health: Arc<SinkHealth>,
+) -> WriterHandle {
+    let (stop, stop_rx) = watch::channel(None);
+    let w = Writer {
+        store,
+        backlog: VecDeque::with_capacity(opts.batch_max),
+        opts,
+        health,
+        rx,
+        file: None,
+        file_failed: false,
+        failing: None,
+        catching_up: None,
+        stats: WriterStats::default(),
+        deadline: None,
+        closed: false,
+    };
+    let task = tokio::spawn(w.run(stop_rx));
     WriterHandle { stop, task }
 }
 
-async fn run(
+struct Writer {
     store: Store,
-    mut rx: mpsc::Receiver<RequestRecord>,
     opts: WriterOptions,
-    mut stop: watch::Receiver<bool>,
-) -> WriterStats {
-    let mut stats = WriterStats::default();
-    let mut batch: Vec<RequestRecord> = Vec::with_capacity(opts.batch_max);
-    let mut prune_tick = tokio::time::interval(opts.prune_every);
-    prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stopping = false;
-    loop {
-        let first = tokio::select! {
-            biased;
-            r = rx.recv() => r,
-            _ = stop.changed(), if !stopping => {
-                // Refuse new records; what is queued (and reserved permits) still arrives, then `recv` ends.
-                stopping = true;
-                rx.close();
-                continue;
+    health: Arc<SinkHealth>,
+    rx: mpsc::Receiver<RequestRecord>,
+    /// Records received and not yet committed, oldest first; all older than those in `file`.
+    backlog: VecDeque<RequestRecord>,
+    /// Records beyond `max_pending`, on disk; once it exists, new records go there until it is drained.
+    file: Option<PendingFile>,
+    /// The pending file could not be written: no records are taken while the backlog is full.
+    file_failed: bool,
+    failing: Option<Failing>,
+    /// Since the store took records again: when, and how many were pending then.
+    catching_up: Option<(Instant, u64)>,
+    stats: WriterStats,
+    /// Set when shutdown began: give up on a failing store at this time.
+    deadline: Option<Instant>,
+    /// The channel is closed and empty.
+    closed: bool,
+}
+
+/// The store cannot be written.
+struct Failing {
+    since: Instant,
+    next_try: Instant,
+    delay: Duration,
+    reason: String,
+}
+
+impl Writer {
+    async fn run(mut self, mut stop: watch::Receiver<Option<Instant>>) -> WriterStats {
+        let mut prune_tick = tokio::time::interval(self.opts.prune_every);
+        prune_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let idle = self.failing.is_none() && self.backlog.is_empty() && self.file.is_none();
+            if idle {
+                let first = tokio::select! {
+                    biased;
+                    r = self.rx.recv() => r,
+                    _ = stop.changed(), if self.deadline.is_none() => {
+                        self.begin_stop(&stop);
+                        continue;
+                    }
+                    _ = prune_tick.tick(), if self.opts.retention_days > 0 && self.deadline.is_none() => {
+                        self.stats.pruned += prune(&self.store, self.opts.retention_days).await;
+                        continue;
+                    }
+                };
+                let Some(first) = first else { break };
+                self.backlog.push_back(first);
+                // Let the window pass without waking for every record (each wake-up costs the proxy a
+                // cross-thread notification), then take what queued up. A full channel holds senders back.
+                let deadline = Instant::now() + self.opts.window;
+                if self.deadline.is_none() && self.rx.len() + 1 < self.opts.batch_max {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => {}
+                        _ = stop.changed() => self.begin_stop(&stop),
+                    }
+                }
+                let room = self.opts.batch_max - self.backlog.len();
+                self.take_queued(room);
+            } else if let Some(next_try) = self.failing.as_ref().map(|f| f.next_try) {
+                // The store fails: take records as they come until the next attempt (or the shutdown deadline).
+                let give_up = self.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+                tokio::select! {
+                    r = self.rx.recv(), if self.taking() => {
+                        match r {
+                            Some(rec) => self.accept(rec),
+                            None => self.closed = true,
+                        }
+                        self.publish();
+                        continue;
+                    }
+                    _ = stop.changed(), if self.deadline.is_none() => {
+                        self.begin_stop(&stop);
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(give_up), if self.deadline.is_some() => break,
+                    _ = tokio::time::sleep_until(next_try) => {}
+                }
+                if let Some(f) = &mut self.file {
+                    let _ = f.flush();
+                }
+                self.file_failed = false;
+                let s = self.store.clone();
+                match tokio::task::spawn_blocking(move || s.reopen()).await.expect("store reopen panicked") {
+                    Ok(()) => {}
+                    Err(e) => {
+                        self.fail(e.to_string());
+                        continue;
+                    }
+                }
+            } else {
+                // Catching up after the store came back: take what is queued without waiting.
+                self.take_queued(usize::MAX);
             }
-            _ = prune_tick.tick(), if opts.retention_days > 0 && !stopping => {
-                stats.pruned += prune(&store, opts.retention_days).await;
-                continue;
+            self.commit_next().await;
+            self.publish();
+        }
+        self.finish()
+    }
+
+    fn begin_stop(&mut self, stop: &watch::Receiver<Option<Instant>>) {
+        // Refuse new records; what is queued (and reserved permits) still arrives, then `recv` ends.
+        self.deadline = Some(stop.borrow().unwrap_or_else(Instant::now));
+        self.rx.close();
+    }
+
+    /// Whether to take records from the channel: not while the backlog is full and the pending file cannot be
+    /// written (senders then wait: back-pressure).
+    fn taking(&self) -> bool {
+        !self.closed && !(self.file_failed && self.backlog.len() >= self.opts.max_pending)
+    }
+
+    /// Takes up to `max` records already in the channel, without waiting.
+    fn take_queued(&mut self, max: usize) {
+        let mut n = 0;
+        while n < max && self.taking() {
+            match self.rx.try_recv() {
+                Ok(rec) => self.accept(rec),
+                Err(_) => break,
             }
-        };
-        let Some(first) = first else { break };
-        batch.push(first);
-        // Let the window pass without waking for every record (each wake-up costs the proxy a cross-thread
-        // notification), then take what queued up. A full channel holds senders back: back-pressure, not loss.
-        let deadline = tokio::time::Instant::now() + opts.window;
-        if !stopping && rx.len() + 1 < opts.batch_max {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = stop.changed() => {
-                    stopping = true;
-                    rx.close();
+            n += 1;
+        }
+    }
+
+    /// Queues one record: in memory, or in the pending file once memory is full (or the file is in use).
+    fn accept(&mut self, rec: RequestRecord) {
+        let to_file = self.file.is_some() || self.backlog.len() >= self.opts.max_pending;
+        if to_file && !self.file_failed {
+            match self.append_to_file(&rec) {
+                Ok(()) => {
+                    if self.health.status().holding_requests {
+                        tracing::warn!("request records go to the pending file again; requests no longer wait");
+                        self.health.set_holding(false);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.file_failed = true;
+                    if !self.health.status().holding_requests {
+                        tracing::error!(
+                            "cannot write request records to a pending file in {}: {e}; {} records are held in \
+                             memory and new requests now wait for the store (back-pressure)",
+                            self.opts.pending_dir.display(),
+                            self.backlog.len() + 1
+                        );
+                        self.health.set_holding(true);
+                    }
                 }
             }
         }
-        while batch.len() < opts.batch_max {
-            let room = opts.batch_max - batch.len();
-            if rx.is_empty() || rx.recv_many(&mut batch, room).await == 0 {
-                break;
-            }
-        }
-        let n = batch.len() as u64;
-        let (back, ok) = commit(&store, std::mem::take(&mut batch)).await;
-        batch = back;
-        batch.clear();
-        if ok {
-            stats.records += n;
-            stats.batches += 1;
-        } else {
-            stats.lost += n;
-        }
+        self.backlog.push_back(rec);
     }
-    stats
-}
 
-/// Commits one batch off the runtime threads, retrying a failed commit a few times. Returns the emptied vector
-/// for reuse and whether the batch is durable.
-async fn commit(store: &Store, batch: Vec<RequestRecord>) -> (Vec<RequestRecord>, bool) {
-    let mut batch = batch;
-    for attempt in 0..4u32 {
-        let s = store.clone();
-        let (b, res) = tokio::task::spawn_blocking(move || {
+    fn append_to_file(&mut self, rec: &RequestRecord) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let f = PendingFile::create(&self.opts.pending_dir)?;
+            tracing::warn!(
+                "{} request records are waiting in memory (store.max_pending_records); further ones go to {} \
+                 until the store takes them",
+                self.backlog.len(),
+                f.path().display()
+            );
+            self.health.set_pending_file(Some(f.path().to_path_buf()));
+            self.file = Some(f);
+        }
+        self.file.as_mut().expect("just created").append(rec)
+    }
+
+    /// Commits the oldest batch (from the backlog, else from the pending file).
+    async fn commit_next(&mut self) {
+        if self.backlog.is_empty() {
+            self.refill_from_file();
+        }
+        if self.backlog.is_empty() {
+            return;
+        }
+        let n = self.backlog.len().min(self.opts.batch_max);
+        let batch: Vec<RequestRecord> = self.backlog.drain(..n).collect();
+        let s = self.store.clone();
+        let (batch, res) = tokio::task::spawn_blocking(move || {
             let r = s.write_records(&batch);
             (batch, r)
         })
         .await
         .expect("store writer thread panicked");
-        batch = b;
         match res {
-            Ok(()) => return (batch, true),
-            Err(e) if attempt < 3 => {
-                tracing::warn!("usage store commit failed (will retry): {e}");
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            Ok(_) => {
+                self.stats.records += n as u64;
+                self.stats.batches += 1;
+                if let Some(f) = self.failing.take() {
+                    let pending = self.pending();
+                    tracing::warn!(
+                        "usage store writable again after {:.0?}; saving {pending} pending request records",
+                        f.since.elapsed()
+                    );
+                    self.health.set_degraded(None);
+                    self.health.set_holding(false);
+                    self.file_failed = false;
+                    self.catching_up = Some((Instant::now(), pending));
+                }
+                if self.backlog.is_empty()
+                    && self.file.is_none()
+                    && let Some((since, n)) = self.catching_up.take()
+                {
+                    tracing::info!("all {n} pending request records saved in {:.1?}", since.elapsed());
+                }
             }
             Err(e) => {
-                tracing::error!("usage store commit failed; {} request records were not saved: {e}", batch.len());
+                for rec in batch.into_iter().rev() {
+                    self.backlog.push_front(rec);
+                }
+                self.fail(e.to_string());
             }
         }
     }
-    (batch, false)
+
+    /// Moves the oldest records of the pending file into the (empty) backlog; removes the file once drained.
+    fn refill_from_file(&mut self) {
+        let Some(f) = &mut self.file else { return };
+        if f.unread() == 0 {
+            let f = self.file.take().expect("checked");
+            let path = f.path().display().to_string();
+            if let Err(e) = f.remove() {
+                tracing::warn!("cannot remove the drained pending file {path}: {e}");
+            }
+            self.health.set_pending_file(None);
+            return;
+        }
+        if let Err(e) = f.read_next(self.opts.batch_max, &mut self.backlog) {
+            let lost = f.unread();
+            tracing::error!(
+                "cannot read back the pending file {}: {e}; {lost} request records in it were not saved",
+                f.path().display()
+            );
+            self.stats.lost += lost;
+            self.file = None;
+            self.health.set_pending_file(None);
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        let now = Instant::now();
+        match &mut self.failing {
+            None => {
+                tracing::error!(
+                    "usage store cannot be written: {reason}. Request records are kept (up to {} in memory, then \
+                     in a pending file in {}) and the store is retried until it takes them",
+                    self.opts.max_pending,
+                    self.opts.pending_dir.display()
+                );
+                self.health.set_degraded(Some(reason.clone()));
+                let delay = self.opts.retry_min;
+                self.failing = Some(Failing { since: now, next_try: now + delay, delay, reason });
+                self.catching_up = None;
+            }
+            Some(f) => {
+                f.delay = (f.delay * 2).min(self.opts.retry_max);
+                f.next_try = now + f.delay;
+                if f.reason != reason {
+                    tracing::debug!("usage store still cannot be written: {reason}");
+                    self.health.set_degraded(Some(reason.clone()));
+                    f.reason = reason;
+                }
+            }
+        }
+    }
+
+    fn pending(&self) -> u64 {
+        self.backlog.len() as u64 + self.file.as_ref().map_or(0, |f| f.unread())
+    }
+
+    fn publish(&self) {
+        let in_file = self.file.as_ref().map_or(0, |f| f.unread());
+        self.health.set_pending(self.pending() + self.rx.len() as u64, in_file);
+    }
+
+    /// After the loop: what the store did not take goes to the pending file.
+    fn finish(mut self) -> WriterStats {
+        while let Ok(rec) = self.rx.try_recv() {
+            self.backlog.push_back(rec);
+        }
+        if self.backlog.is_empty() && self.file.is_none() {
+            self.publish();
+            return self.stats;
+        }
+        let reason = self.failing.as_ref().map_or_else(|| "shutting down".to_string(), |f| f.reason.clone());
+        let left = self.pending();
+        let mut file = self.file.take();
+        let mut written = Ok(());
+        for dir in [self.opts.pending_dir.clone(), std::env::temp_dir()] {
+            if file.is_none() {
+                match PendingFile::create(&dir) {
+                    Ok(f) => file = Some(f),
+                    Err(e) => {
+                        written = Err(format!("cannot create a pending file in {}: {e}", dir.display()));
+                        continue;
+                    }
+                }
+            }
+            let f = file.as_mut().expect("set above");
+            written = self
+                .backlog
+                .iter()
+                .try_for_each(|r| f.append(r))
+                .and_then(|()| f.sync())
+                .map_err(|e| format!("cannot write the pending file {}: {e}", f.path().display()));
+            if written.is_ok() {
+                break;
+            }
+            file = None;
+        }
+        match (written, file) {
+            (Ok(()), Some(f)) => {
+                tracing::error!(
+                    "usage store still cannot be written ({reason}); {left} request records were written to {} \
+                     instead: `router store import-pending {}` saves them once the store has room",
+                    f.path().display(),
+                    f.path().display()
+                );
+                self.stats.unsaved = left;
+                self.stats.pending_file = Some(f.path().to_path_buf());
+            }
+            (res, _) => {
+                let e = res.err().unwrap_or_else(|| "no pending file could be created".into());
+                tracing::error!("{left} request records could not be saved: the store fails ({reason}) and {e}");
+                self.stats.lost += left;
+            }
+        }
+        self.health.set_pending(0, 0);
+        self.stats
+    }
 }
 
 async fn prune(store: &Store, days: u32) -> u64 {
@@ -204,11 +508,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let (sink, rx) = RecordSink::new(64);
-        let w = spawn(store.clone(), rx, WriterOptions { batch_max: 16, ..Default::default() });
+        let w = spawn(store.clone(), rx, WriterOptions { batch_max: 16, ..Default::default() }, sink.health().clone());
         for i in 0..1000 {
             sink.send(rec(i)).await;
         }
-        let stats = w.shutdown().await;
+        let stats = w.shutdown(Duration::from_secs(5)).await;
         assert_eq!(stats.records, 1000);
         assert!(stats.batches >= 1000 / 16);
         assert_eq!(count(&store), (1000, (0..1000).sum()));
@@ -222,7 +526,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let (sink, rx) = RecordSink::new(64);
-        let w = spawn(store.clone(), rx, WriterOptions::default());
+        let w = spawn(store.clone(), rx, WriterOptions::default(), sink.health().clone());
         sink.send(rec(7)).await;
         let mut seen = false;
         for _ in 0..200 {
@@ -233,7 +537,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(seen, "a lone record was not committed within 2 s");
-        w.shutdown().await;
+        w.shutdown(Duration::from_secs(5)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,8 +548,9 @@ mod tests {
         let new_ms = crate::usage::now_ms();
         let new = RequestRecord { time_ms: new_ms, id: crate::usage::new_id(new_ms), ..Default::default() };
         store.write_records(&[old, new]).unwrap();
-        let (_sink, rx) = RecordSink::new(8);
-        let w = spawn(store.clone(), rx, WriterOptions { retention_days: 1, ..Default::default() });
+        let (sink, rx) = RecordSink::new(8);
+        let w =
+            spawn(store.clone(), rx, WriterOptions { retention_days: 1, ..Default::default() }, sink.health().clone());
         let mut pruned = false;
         for _ in 0..200 {
             if count(&store).0 == 1 {
@@ -258,6 +563,161 @@ mod tests {
         let mut daily = 0;
         store.scan_daily(0, u32::MAX, |_, c| daily += c.requests).unwrap();
         assert_eq!(daily, 2, "rollups stay");
-        assert_eq!(w.shutdown().await.pruned, 1);
+        assert_eq!(w.shutdown(Duration::from_secs(5)).await.pruned, 1);
+    }
+
+    // The recovery state machine, driven by a backend whose writes fail on demand (no root, no small disk).
+
+    use crate::store::Op;
+    use crate::store::fault::Fault;
+    use crate::usage::sink::SinkStatus;
+
+    fn fast(dir: &std::path::Path) -> WriterOptions {
+        WriterOptions {
+            batch_max: 16,
+            window: Duration::from_millis(2),
+            retry_min: Duration::from_millis(2),
+            retry_max: Duration::from_millis(20),
+            pending_dir: dir.join("pending"),
+            ..Default::default()
+        }
+    }
+
+    /// Waits (up to 10 s) until `f` holds for the sink's status.
+    async fn until(sink: &RecordSink, what: &str, f: impl Fn(&SinkStatus) -> bool) -> SinkStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = sink.health().status();
+            if f(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; status {s:?}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn daily(store: &Store) -> u64 {
+        let mut n = 0;
+        store.scan_daily(0, u32::MAX, |_, c| n += c.requests).unwrap();
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_store_keeps_every_record_and_recovers_without_restart() {
+        for errno in [libc::ENOSPC, libc::EROFS, libc::EACCES] {
+            let dir = tempfile::tempdir().unwrap();
+            let fault = Arc::new(Fault::default());
+            let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
+            let (sink, rx) = RecordSink::new(64);
+            let w = spawn(store.clone(), rx, fast(dir.path()), sink.health().clone());
+            for i in 0..100 {
+                sink.send(rec(i)).await;
+            }
+            until(&sink, "the first records", |s| s.pending == 0).await;
+            fault.set(errno);
+            for i in 100..400 {
+                sink.send(rec(i)).await;
+            }
+            let s = until(&sink, "degraded with 300 pending", |s| s.state == "degraded" && s.pending == 300).await;
+            let reason = s.reason.unwrap();
+            let os = std::io::Error::from_raw_os_error(errno).to_string();
+            assert!(reason.contains(&os) || reason.contains("Previous I/O") || reason.contains("closed"), "{reason}");
+            assert_eq!((s.pending_in_file, s.holding_requests), (0, false));
+            fault.set(0);
+            until(&sink, "recovered", |s| s.state == "ok" && s.pending == 0).await;
+            // Records sent after the recovery are saved too.
+            for i in 400..450 {
+                sink.send(rec(i)).await;
+            }
+            let stats = w.shutdown(Duration::from_secs(5)).await;
+            assert_eq!((stats.records, stats.lost, stats.unsaved), (450, 0, 0), "errno {errno}");
+            assert_eq!(count(&store), (450, (0..450).sum()), "errno {errno}");
+            assert_eq!(daily(&store), 450, "errno {errno}: each record rolled up once");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_memory_bound_records_wait_in_the_pending_file_then_reach_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = Arc::new(Fault::default());
+        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
+        let (sink, rx) = RecordSink::new(64);
+        let w = spawn(store.clone(), rx, WriterOptions { max_pending: 50, ..fast(dir.path()) }, sink.health().clone());
+        fault.set(libc::ENOSPC);
+        for i in 0..500 {
+            sink.send(rec(i)).await;
+        }
+        let s = until(&sink, "500 pending", |s| s.pending == 500).await;
+        assert_eq!(s.state, "degraded");
+        assert_eq!(s.pending_in_file, 450);
+        let file = s.pending_file.expect("a pending file");
+        assert!(file.starts_with(dir.path().join("pending")), "{}", file.display());
+        fault.set(0);
+        until(&sink, "all saved", |s| s.state == "ok" && s.pending == 0 && s.pending_file.is_none()).await;
+        assert!(!file.exists(), "the drained pending file is removed");
+        let stats = w.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((stats.records, stats.lost), (500, 0));
+        assert_eq!(count(&store), (500, (0..500).sum()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_while_the_store_fails_writes_the_backlog_to_a_pending_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = Arc::new(Fault::default());
+        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
+        let (sink, rx) = RecordSink::new(64);
+        let w = spawn(store.clone(), rx, WriterOptions { max_pending: 30, ..fast(dir.path()) }, sink.health().clone());
+        fault.set(libc::ENOSPC);
+        for i in 0..100 {
+            sink.send(rec(i)).await;
+        }
+        until(&sink, "100 pending", |s| s.pending == 100).await;
+        let stats = w.shutdown(Duration::from_millis(50)).await;
+        assert_eq!((stats.records, stats.unsaved, stats.lost), (0, 100, 0));
+        let file = stats.pending_file.expect("a pending file");
+        let (recs, cut) = crate::store::pending::read_file(&file).unwrap();
+        assert_eq!((recs.len(), cut), (100, 0));
+        // Space returns: the file is imported into the store, every record once.
+        fault.set(0);
+        store.reopen().unwrap();
+        let r = crate::store::pending::RecordsImport { records: recs }.run(&store).unwrap();
+        assert_eq!(r.new, 100);
+        assert_eq!(count(&store), (100, (0..100).sum()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn when_no_pending_file_can_be_written_requests_wait_instead_of_losing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = Arc::new(Fault::default());
+        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
+        // A pending directory that cannot be created (a file is in the way), even as root.
+        std::fs::write(dir.path().join("blocker"), b"").unwrap();
+        let opts =
+            WriterOptions { max_pending: 20, pending_dir: dir.path().join("blocker/pending"), ..fast(dir.path()) };
+        let (sink, rx) = RecordSink::new(4);
+        let w = spawn(store.clone(), rx, opts, sink.health().clone());
+        fault.set(libc::ENOSPC);
+        for i in 0..25 {
+            sink.send(rec(i)).await;
+        }
+        let s = until(&sink, "holding", |s| s.holding_requests).await;
+        assert_eq!(s.state, "degraded");
+        // The writer takes no more; the channel fills and the next sender waits.
+        let more = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                for i in 25..40 {
+                    sink.send(rec(i)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!more.is_finished(), "senders wait while no record can be kept");
+        fault.set(0);
+        more.await.unwrap();
+        until(&sink, "all saved", |s| s.state == "ok" && s.pending == 0 && !s.holding_requests).await;
+        let stats = w.shutdown(Duration::from_secs(5)).await;
+        assert_eq!((stats.records, stats.lost), (40, 0));
+        assert_eq!(count(&store), (40, (0..40).sum()));
     }
 }
