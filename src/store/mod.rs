@@ -49,7 +49,7 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Db(String),
-    #[error("the store {} is closed: it could not be opened again after a write error", path.display())]
+    #[error("the store {} cannot be read now: a write failed (disk full or read-only?) and it cannot be opened again yet", path.display())]
     Closed { path: PathBuf },
     #[error("`{key}` already exists in table {table}")]
     Exists { table: &'static str, key: String },
@@ -69,6 +69,9 @@ impl crate::error::Hinted for StoreError {
                 Some("run the newer router that wrote this store, or point --store at another file")
             }
             StoreError::Locked { .. } => Some("stop the other process, or use another store with --store"),
+            StoreError::Closed { .. } => {
+                Some("the server keeps request records until the store can be written again; see /health and its log")
+            }
             StoreError::Damaged { .. } => Some("restore the file from a backup, or move it away to start a new store"),
             _ => None,
         }

@@ -171,9 +171,22 @@ impl Server {
     }
 
     pub fn try_start(dir: &Path, config: &Path, store: &Path) -> Result<Server, String> {
+        Self::try_start_via(dir, config, store, &[])
+    }
+
+    /// Like [`Server::try_start`], run through `wrapper` (e.g. `setpriv --reuid ...` to drop root).
+    pub fn try_start_via(dir: &Path, config: &Path, store: &Path, wrapper: &[&str]) -> Result<Server, String> {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let stderr_path = dir.join(format!("serve-{n}.stderr"));
-        let mut child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
             .arg("--store")
