@@ -181,7 +181,10 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
     assert_eq!(log.matches("usage store writable again").count(), 1, "{log}");
     assert!(reason.to_lowercase().contains("space") || reason.contains("I/O"), "{reason}");
     assert!(server.stop().success());
-    assert!(server.stdout().contains("6200 request records saved") || server.stderr().contains("6200 request records saved"));
+    assert!(
+        server.stdout().contains("6200 request records saved")
+            || server.stderr().contains("6200 request records saved")
+    );
     assert!(std::fs::read_dir(dir.path().join("pending")).map(|d| d.count()).unwrap_or(0) == 0, "pending file removed");
 }
 
@@ -207,7 +210,8 @@ async fn sigterm_while_the_disk_is_full_writes_a_pending_file_that_import_pendin
     assert_eq!(saved_before + unsaved, 5000, "{out}");
 
     disk.remount("size=50m");
-    let (code, imported, err) = cli(&["store", "import-pending", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
+    let (code, imported, err) =
+        cli(&["store", "import-pending", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(imported.contains(&format!("{unsaved} request records saved")), "{imported}");
     assert!(!file.exists(), "the imported file is removed");

@@ -49,6 +49,8 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Db(String),
+    #[error("the store cannot be used until it is opened again: a write failed (disk full or read-only?)")]
+    AfterIoError,
     #[error("the store {} cannot be read now: a write failed (disk full or read-only?) and it cannot be opened again yet", path.display())]
     Closed { path: PathBuf },
     #[error("`{key}` already exists in table {table}")]
@@ -69,7 +71,7 @@ impl crate::error::Hinted for StoreError {
                 Some("run the newer router that wrote this store, or point --store at another file")
             }
             StoreError::Locked { .. } => Some("stop the other process, or use another store with --store"),
-            StoreError::Closed { .. } => {
+            StoreError::Closed { .. } | StoreError::AfterIoError => {
                 Some("the server keeps request records until the store can be written again; see /health and its log")
             }
             StoreError::Damaged { .. } => Some("restore the file from a backup, or move it away to start a new store"),
@@ -93,7 +95,10 @@ impl StoreError {
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into().to_string())
+    match e.into() {
+        redb::Error::PreviousIo => StoreError::AfterIoError,
+        e => StoreError::Db(e.to_string()),
+    }
 }
 
 /// The small JSON tables other modules keep (key: a string they choose, value: JSON).

@@ -295,7 +295,8 @@ impl SocketClient {
             anyhow::bail!("the server on {} closed the connection without answering", self.path.display());
         }
         let answer = serde_json::from_slice::<WireAnswer>(&line).context("unreadable reply from the server")?;
-        if let Some(n) = answer.notice {
+        // Said once per command: `connect` pings first, and that reply's notice is dropped.
+        if let Some(n) = answer.notice.filter(|_| op != Ping::NAME) {
             crate::cli::output::note(&n);
         }
         match answer.reply {
