@@ -215,9 +215,13 @@ impl Writer {
                         continue;
                     }
                 }
-            } else {
-                // Catching up after the store came back: take what is queued without waiting.
+            } else if self.catching_up.is_some() {
+                // Catching up after the store came back: take what is queued, so requests do not wait meanwhile.
                 self.take_queued(usize::MAX);
+            } else {
+                // More than a batch was waiting: fill the next one; the rest stays in the channel (back-pressure).
+                let room = self.opts.batch_max.saturating_sub(self.backlog.len());
+                self.take_queued(room);
             }
             self.commit_next().await;
             self.publish();
@@ -234,7 +238,8 @@ impl Writer {
     /// Whether to take records from the channel: not while the backlog is full and the pending file cannot be
     /// written (senders then wait: back-pressure).
     fn taking(&self) -> bool {
-        !self.closed && !(self.file_failed && self.backlog.len() >= self.opts.max_pending)
+        let held = self.file_failed && self.backlog.len() >= self.opts.max_pending;
+        !self.closed && !held
     }
 
     /// Takes up to `max` records already in the channel, without waiting.
