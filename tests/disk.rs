@@ -68,6 +68,15 @@ macro_rules! tmpfs_or_skip {
     };
 }
 
+/// Starts `router serve` (through `wrapper`, if any) with its store on `dir/disk` and a config from [`config`].
+fn serve(dir: &Path, upstream: &Upstream, extra_store: &str, wrapper: &[&str]) -> (Server, PathBuf) {
+    let cfg = config(dir, upstream, extra_store);
+    let store = dir.join("disk/router.redb");
+    let server =
+        Server::try_start_via(dir, &cfg, &store, wrapper).unwrap_or_else(|e| panic!("router did not start: {e}"));
+    (server, store)
+}
+
 fn config(dir: &Path, upstream: &Upstream, extra_store: &str) -> PathBuf {
     let yaml = format!(
         r#"
@@ -158,9 +167,7 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
     let disk = tmpfs_or_skip!(&dir.path().join("disk"), "3m");
     let upstream = Upstream::start().await;
     // A small memory bound, so the pending file is used too.
-    let cfg = config(dir.path(), &upstream, "  max_pending_records: 1000");
-    let store = dir.path().join("disk/router.redb");
-    let mut server = Server::start(dir.path(), &cfg, &store);
+    let (mut server, store) = serve(dir.path(), &upstream, "  max_pending_records: 1000", &[]);
 
     assert_eq!(load(&server, 6000, 8).await, 6000, "every request is served while the disk fills");
     let h = wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
@@ -193,9 +200,7 @@ async fn sigterm_while_the_disk_is_full_writes_a_pending_file_that_import_pendin
     let dir = tempfile::tempdir().unwrap();
     let disk = tmpfs_or_skip!(&dir.path().join("disk"), "3m");
     let upstream = Upstream::start().await;
-    let cfg = config(dir.path(), &upstream, "");
-    let store = dir.path().join("disk/router.redb");
-    let mut server = Server::start(dir.path(), &cfg, &store);
+    let (mut server, store) = serve(dir.path(), &upstream, "", &[]);
     assert_eq!(load(&server, 5000, 8).await, 5000);
     wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
 
@@ -238,9 +243,7 @@ async fn a_store_file_that_cannot_be_written_loses_no_record() {
     std::fs::create_dir(dir.path().join("pending")).unwrap();
     std::os::unix::fs::chown(dir.path().join("pending"), Some(65534), Some(65534)).unwrap();
     let upstream = Upstream::start().await;
-    let cfg = config(dir.path(), &upstream, "");
-    let store = dir.path().join("disk/router.redb");
-    let mut server = Server::try_start_via(dir.path(), &cfg, &store, &nobody).unwrap();
+    let (mut server, store) = serve(dir.path(), &upstream, "", &nobody);
 
     assert_eq!(load(&server, 5000, 8).await, 5000);
     wait_health(&server, "degraded", |h| h["status"] == "degraded").await;

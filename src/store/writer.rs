@@ -603,6 +603,30 @@ mod tests {
         }
     }
 
+    /// A writer over a store whose writes fail on demand.
+    struct Rig {
+        dir: tempfile::TempDir,
+        fault: Arc<Fault>,
+        store: Store,
+        sink: RecordSink,
+        writer: WriterHandle,
+    }
+
+    fn rig(capacity: usize, opts: impl FnOnce(&std::path::Path) -> WriterOptions) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = Arc::new(Fault::default());
+        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
+        let (sink, rx) = RecordSink::new(capacity);
+        let writer = spawn(store.clone(), rx, opts(dir.path()), sink.health().clone());
+        Rig { dir, fault, store, sink, writer }
+    }
+
+    async fn send_all(sink: &RecordSink, ids: std::ops::Range<u64>) {
+        for i in ids {
+            sink.send(rec(i)).await;
+        }
+    }
+
     fn daily(store: &Store) -> u64 {
         let mut n = 0;
         store.scan_daily(0, u32::MAX, |_, c| n += c.requests).unwrap();
@@ -612,19 +636,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_store_keeps_every_record_and_recovers_without_restart() {
         for errno in [libc::ENOSPC, libc::EROFS, libc::EACCES] {
-            let dir = tempfile::tempdir().unwrap();
-            let fault = Arc::new(Fault::default());
-            let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
-            let (sink, rx) = RecordSink::new(64);
-            let w = spawn(store.clone(), rx, fast(dir.path()), sink.health().clone());
-            for i in 0..100 {
-                sink.send(rec(i)).await;
-            }
+            let Rig { dir: _dir, fault, store, sink, writer: w } = rig(64, fast);
+            send_all(&sink, 0..100).await;
             until(&sink, "the first records", |s| s.pending == 0).await;
             fault.set(errno);
-            for i in 100..400 {
-                sink.send(rec(i)).await;
-            }
+            send_all(&sink, 100..400).await;
             let s = until(&sink, "degraded with 300 pending", |s| s.state == "degraded" && s.pending == 300).await;
             let reason = s.reason.unwrap();
             let os = std::io::Error::from_raw_os_error(errno).to_string();
@@ -633,9 +649,7 @@ mod tests {
             fault.set(0);
             until(&sink, "recovered", |s| s.state == "ok" && s.pending == 0).await;
             // Records sent after the recovery are saved too.
-            for i in 400..450 {
-                sink.send(rec(i)).await;
-            }
+            send_all(&sink, 400..450).await;
             let stats = w.shutdown(Duration::from_secs(5)).await;
             assert_eq!((stats.records, stats.lost, stats.unsaved), (450, 0, 0), "errno {errno}");
             assert_eq!(count(&store), (450, (0..450).sum()), "errno {errno}");
@@ -645,15 +659,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn past_the_memory_bound_records_wait_in_the_pending_file_then_reach_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let fault = Arc::new(Fault::default());
-        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
-        let (sink, rx) = RecordSink::new(64);
-        let w = spawn(store.clone(), rx, WriterOptions { max_pending: 50, ..fast(dir.path()) }, sink.health().clone());
+        let Rig { dir, fault, store, sink, writer: w } = rig(64, |d| WriterOptions { max_pending: 50, ..fast(d) });
         fault.set(libc::ENOSPC);
-        for i in 0..500 {
-            sink.send(rec(i)).await;
-        }
+        send_all(&sink, 0..500).await;
         let s = until(&sink, "500 pending", |s| s.pending == 500).await;
         assert_eq!(s.state, "degraded");
         assert_eq!(s.pending_in_file, 450);
@@ -669,15 +677,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_while_the_store_fails_writes_the_backlog_to_a_pending_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let fault = Arc::new(Fault::default());
-        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
-        let (sink, rx) = RecordSink::new(64);
-        let w = spawn(store.clone(), rx, WriterOptions { max_pending: 30, ..fast(dir.path()) }, sink.health().clone());
+        let Rig { dir: _dir, fault, store, sink, writer: w } =
+            rig(64, |d| WriterOptions { max_pending: 30, ..fast(d) });
         fault.set(libc::ENOSPC);
-        for i in 0..100 {
-            sink.send(rec(i)).await;
-        }
+        send_all(&sink, 0..100).await;
         until(&sink, "100 pending", |s| s.pending == 100).await;
         let stats = w.shutdown(Duration::from_millis(50)).await;
         assert_eq!((stats.records, stats.unsaved, stats.lost), (0, 100, 0));
@@ -694,29 +697,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn when_no_pending_file_can_be_written_requests_wait_instead_of_losing_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let fault = Arc::new(Fault::default());
-        let store = Store::open_with_fault(&dir.path().join("s.redb"), fault.clone()).unwrap();
         // A pending directory that cannot be created (a file is in the way), even as root.
-        std::fs::write(dir.path().join("blocker"), b"").unwrap();
-        let opts =
-            WriterOptions { max_pending: 20, pending_dir: dir.path().join("blocker/pending"), ..fast(dir.path()) };
-        let (sink, rx) = RecordSink::new(4);
-        let w = spawn(store.clone(), rx, opts, sink.health().clone());
+        let Rig { dir: _dir, fault, store, sink, writer: w } = rig(4, |d| {
+            std::fs::write(d.join("blocker"), b"").unwrap();
+            WriterOptions { max_pending: 20, pending_dir: d.join("blocker/pending"), ..fast(d) }
+        });
         fault.set(libc::ENOSPC);
-        for i in 0..25 {
-            sink.send(rec(i)).await;
-        }
+        send_all(&sink, 0..25).await;
         let s = until(&sink, "holding", |s| s.holding_requests).await;
         assert_eq!(s.state, "degraded");
         // The writer takes no more; the channel fills and the next sender waits.
         let more = {
             let sink = sink.clone();
-            tokio::spawn(async move {
-                for i in 25..40 {
-                    sink.send(rec(i)).await;
-                }
-            })
+            tokio::spawn(async move { send_all(&sink, 25..40).await })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!more.is_finished(), "senders wait while no record can be kept");
