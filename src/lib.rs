@@ -11,7 +11,8 @@
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
-//! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
+//! - `store`: the redb file (tables, batched record writer that keeps records through a failing disk, pending
+//!   file, control socket, direct-or-socket access).
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.

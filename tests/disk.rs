@@ -61,7 +61,8 @@ macro_rules! tmpfs_or_skip {
         match Tmpfs::mount($dir, $size) {
             Ok(t) => t,
             Err(why) => {
-                eprintln!("skipping {}: {why}", module_path!());
+                let name = std::thread::current().name().unwrap_or("this test").to_string();
+                eprintln!("skipping {name}: {why}");
                 return;
             }
         }

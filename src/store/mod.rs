@@ -2,7 +2,8 @@
 //! keep (channels, models, prices, health, balances, gateway keys).
 //!
 //! Owns opening the file (schema version check, clear errors for foreign, damaged, newer or locked files — never
-//! a panic or a silent reset), path resolution, the batched record writer (`writer`), the control socket that
+//! a panic or a silent reset) and reopening it after an I/O error, path resolution, the batched record writer
+//! (`writer`) and its pending file for records the store cannot take yet (`pending`), the control socket that
 //! lets other processes reach a store a running server holds (`socket`), and [`Access`], which picks the direct
 //! or the socket path. Must not be touched from the request hot path: records reach it only through the
 //! `usage::sink` channel.
