@@ -101,10 +101,10 @@ channels:
     p
 }
 
-/// Sends `n` chat requests, `concurrency` at a time; returns how many got a 200.
-async fn load(server: &Server, n: usize, concurrency: usize) -> usize {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let url = server.url("/v1/chat/completions");
+/// Sends `n` chat requests to `server` (its base URL), `concurrency` at a time; returns how many got a 200.
+async fn load(server: String, n: usize, concurrency: usize) -> usize {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let url = format!("{server}/v1/chat/completions");
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let (client, url) = (client.clone(), url.clone());
@@ -170,7 +170,7 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
     // A small memory bound, so the pending file is used too.
     let (mut server, store) = serve(dir.path(), &upstream, "  max_pending_records: 1000", &[]);
 
-    assert_eq!(load(&server, 6000, 8).await, 6000, "every request is served while the disk fills");
+    assert_eq!(load(server.url(""), 6000, 8).await, 6000, "every request is served while the disk fills");
     let h = wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
     let reason = h["records"]["reason"].as_str().unwrap().to_string();
     assert!(h["records"]["pending"].as_u64().unwrap() > 0, "{h}");
@@ -180,7 +180,7 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
 
     disk.remount("size=50m");
     wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
-    assert_eq!(load(&server, 200, 8).await, 200);
+    assert_eq!(load(server.url(""), 200, 8).await, 200);
     assert!(eventually(Duration::from_secs(30), || stored(&store).0 == 6200), "records: {:?}", stored(&store));
     assert_eq!(stored(&store), (6200, 6200), "6,200 served, 6,200 recorded, each rolled up once");
 
@@ -202,7 +202,7 @@ async fn sigterm_while_the_disk_is_full_writes_a_pending_file_that_import_pendin
     let disk = tmpfs_or_skip!(&dir.path().join("disk"), "3m");
     let upstream = Upstream::start().await;
     let (mut server, store) = serve(dir.path(), &upstream, "", &[]);
-    assert_eq!(load(&server, 5000, 8).await, 5000);
+    assert_eq!(load(server.url(""), 5000, 8).await, 5000);
     wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
 
     assert!(server.stop().success(), "a clean exit even with records unsaved");
@@ -246,7 +246,7 @@ async fn a_store_file_that_cannot_be_written_loses_no_record() {
     let upstream = Upstream::start().await;
     let (mut server, store) = serve(dir.path(), &upstream, "", &nobody);
 
-    assert_eq!(load(&server, 5000, 8).await, 5000);
+    assert_eq!(load(server.url(""), 5000, 8).await, 5000);
     wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o400)).unwrap();
     disk.remount("size=50m");
@@ -258,5 +258,27 @@ async fn a_store_file_that_cannot_be_written_loses_no_record() {
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
     wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
     assert_eq!(stored(&store), (5000, 5000));
+    assert!(server.stop().success());
+}
+
+/// The last resort: memory is at its bound and the pending file's disk is full as well. New requests then wait
+/// at their end (back-pressure) instead of losing records, `/health` says so, and everything arrives once the
+/// store has room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_pending_file_cannot_grow_either_requests_wait_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = tmpfs_or_skip!(&dir.path().join("disk"), "3m");
+    let _pending_disk = tmpfs_or_skip!(&dir.path().join("pending"), "256k");
+    let upstream = Upstream::start().await;
+    let (mut server, store) = serve(dir.path(), &upstream, "  max_pending_records: 500", &[]);
+    let load_task = tokio::spawn(load(server.url(""), 6000, 8));
+    let h = wait_health(&server, "holding requests", |h| h["records"]["holding_requests"] == true).await;
+    assert_eq!(h["status"], "degraded");
+    assert!(!load_task.is_finished(), "requests wait while no record can be kept");
+    disk.remount("size=50m");
+    assert_eq!(load_task.await.unwrap(), 6000, "every held request completes");
+    wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
+    assert_eq!(stored(&store), (6000, 6000));
+    assert_eq!(std::fs::read_dir(dir.path().join("pending")).unwrap().count(), 0, "pending file drained and removed");
     assert!(server.stop().success());
 }

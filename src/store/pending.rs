@@ -7,7 +7,7 @@
 //! the writer's business.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,10 +15,15 @@ use serde::{Deserialize, Serialize};
 use super::{Op, Store};
 use crate::usage::RequestRecord;
 
-/// A pending file being written, and read back once the store takes records again.
+/// A pending file being written, and read back once the store takes records again. Each record is one write of
+/// one whole line (no user-space buffer that could fail later); a write that fails is cut off again, so the file
+/// only ever holds whole records.
 pub struct PendingFile {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
+    /// Bytes of whole records in the file.
+    len: u64,
+    line: Vec<u8>,
     input: Option<BufReader<File>>,
     written: u64,
     read: u64,
@@ -31,7 +36,7 @@ impl PendingFile {
         let name = format!("router-pending-{}-{}.jsonl", crate::usage::now_ms(), std::process::id());
         let path = dir.join(name);
         let file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
-        Ok(PendingFile { path, out: BufWriter::with_capacity(64 * 1024, file), input: None, written: 0, read: 0 })
+        Ok(PendingFile { path, out: file, len: 0, line: Vec::with_capacity(2048), input: None, written: 0, read: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -43,27 +48,28 @@ impl PendingFile {
         self.written - self.read
     }
 
-    /// Appends one record (buffered: call [`PendingFile::flush`] to put it in the file).
+    /// Appends one record as one line. On failure (the directory's disk is full too) the file is cut back to
+    /// its last whole record and the record is not in it.
     pub fn append(&mut self, rec: &RequestRecord) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, rec)?;
-        self.out.write_all(b"\n")?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, rec)?;
+        self.line.push(b'\n');
+        if let Err(e) = self.out.write_all(&self.line) {
+            let _ = self.out.set_len(self.len);
+            return Err(e);
+        }
+        self.len += self.line.len() as u64;
         self.written += 1;
         Ok(())
     }
 
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-
-    /// Flushes and makes the file durable.
+    /// Makes the file durable.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()
+        self.out.sync_all()
     }
 
     /// Reads back up to `max` of the oldest unread records, in the order they were appended.
     pub fn read_next(&mut self, max: usize, into: &mut impl Extend<RequestRecord>) -> std::io::Result<usize> {
-        self.flush()?;
         if self.input.is_none() {
             self.input = Some(BufReader::new(File::open(&self.path)?));
         }

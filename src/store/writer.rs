@@ -113,6 +113,7 @@ pub fn spawn(
         rx,
         file: None,
         file_failed: false,
+        holding: false,
         failing: None,
         catching_up: None,
         stats: WriterStats::default(),
@@ -134,6 +135,8 @@ struct Writer {
     file: Option<PendingFile>,
     /// The pending file could not be written: no records are taken while the backlog is full.
     file_failed: bool,
+    /// Records are not taken (back-pressure); mirrored in the sink's health.
+    holding: bool,
     failing: Option<Failing>,
     /// Since the store took records again: when, and how many were pending then.
     catching_up: Option<(Instant, u64)>,
@@ -203,9 +206,6 @@ impl Writer {
                     _ = tokio::time::sleep_until(give_up), if self.deadline.is_some() => break,
                     _ = tokio::time::sleep_until(next_try) => {}
                 }
-                if let Some(f) = &mut self.file {
-                    let _ = f.flush();
-                }
                 self.file_failed = false;
                 let s = self.store.clone();
                 match tokio::task::spawn_blocking(move || s.reopen()).await.expect("store reopen panicked") {
@@ -260,22 +260,22 @@ impl Writer {
         if to_file && !self.file_failed {
             match self.append_to_file(&rec) {
                 Ok(()) => {
-                    if self.health.status().holding_requests {
+                    if self.holding {
                         tracing::warn!("request records go to the pending file again; requests no longer wait");
-                        self.health.set_holding(false);
+                        self.set_holding(false);
                     }
                     return;
                 }
                 Err(e) => {
                     self.file_failed = true;
-                    if !self.health.status().holding_requests {
+                    if !self.holding {
                         tracing::error!(
                             "cannot write request records to a pending file in {}: {e}; {} records are held in \
                              memory and new requests now wait for the store (back-pressure)",
                             self.opts.pending_dir.display(),
                             self.backlog.len() + 1
                         );
-                        self.health.set_holding(true);
+                        self.set_holding(true);
                     }
                 }
             }
@@ -326,7 +326,7 @@ impl Writer {
                         f.since.elapsed()
                     );
                     self.health.set_degraded(None);
-                    self.health.set_holding(false);
+                    self.set_holding(false);
                     self.file_failed = false;
                     self.catching_up = Some((Instant::now(), pending));
                 }
@@ -397,6 +397,11 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn set_holding(&mut self, holding: bool) {
+        self.holding = holding;
+        self.health.set_holding(holding);
     }
 
     fn pending(&self) -> u64 {
