@@ -216,12 +216,16 @@ async fn sigterm_while_the_disk_is_full_writes_a_pending_file_that_import_pendin
     assert_eq!(saved_before + unsaved, 5000, "{out}");
 
     disk.remount("size=50m");
+    // The next start reminds of the file; importing goes through that server's control socket.
+    let (mut again, _) = serve(dir.path(), &upstream, "", &[]);
+    assert!(again.stderr().contains("holds request records an earlier run could not save"), "{}", again.stderr());
     let (code, imported, err) =
         cli(&["store", "import-pending", file.to_str().unwrap(), "--store", store.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(imported.contains(&format!("{unsaved} request records saved")), "{imported}");
     assert!(!file.exists(), "the imported file is removed");
     assert_eq!(stored(&store), (5000, 5000));
+    assert!(again.stop().success());
 }
 
 /// A file that cannot be written makes the store fail only when it is opened again (an open file stays

@@ -86,6 +86,13 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         pending_dir: store_cfg.pending_dir.as_deref().map(store::expand_home).unwrap_or_else(std::env::temp_dir),
         ..Default::default()
     };
+    for file in store::pending::leftovers(&writer_opts.pending_dir, &store_path) {
+        output::note(&format!(
+            "note: {} holds request records an earlier run could not save; `router store import-pending {}` saves them",
+            file.display(),
+            file.display()
+        ));
+    }
     let recorder = Recorder::start(
         &store_path,
         writer_opts,

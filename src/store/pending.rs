@@ -29,11 +29,34 @@ pub struct PendingFile {
     read: u64,
 }
 
+/// The name prefix of the pending files of the store at `store`: `router-pending-<store file stem>-`.
+pub fn prefix(store: &Path) -> String {
+    let stem = store.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    format!("router-pending-{stem}-")
+}
+
+/// Pending files for the store at `store` left in `dir` (by a server that stopped with records unsaved, or was
+/// killed while its store failed), oldest first.
+pub fn leftovers(dir: &Path, store: &Path) -> Vec<PathBuf> {
+    let prefix = prefix(store);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".jsonl")))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
 impl PendingFile {
-    /// Creates a new pending file in `dir` (created when missing), named after the time and this process.
-    pub fn create(dir: &Path) -> std::io::Result<PendingFile> {
+    /// Creates a new pending file for the store at `store` in `dir` (created when missing), named after the
+    /// store, the time and this process.
+    pub fn create(dir: &Path, store: &Path) -> std::io::Result<PendingFile> {
         std::fs::create_dir_all(dir)?;
-        let name = format!("router-pending-{}-{}.jsonl", crate::usage::now_ms(), std::process::id());
+        let name = format!("{}{}-{}.jsonl", prefix(store), crate::usage::now_ms(), std::process::id());
         let path = dir.join(name);
         let file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
         Ok(PendingFile { path, out: file, len: 0, line: Vec::with_capacity(2048), input: None, written: 0, read: 0 })
@@ -129,6 +152,7 @@ pub fn read_file(path: &Path) -> anyhow::Result<(Vec<RequestRecord>, usize)> {
 /// Records already in the store are skipped, so importing a file twice counts it once.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RecordsImport {
+    #[serde(with = "crate::usage::report::records_as_text")]
     pub records: Vec<RequestRecord>,
 }
 
@@ -169,7 +193,9 @@ mod tests {
     #[test]
     fn appends_reads_back_in_order_and_imports_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut f = PendingFile::create(&dir.path().join("pending")).unwrap();
+        let pdir = dir.path().join("pending");
+        let mut f = PendingFile::create(&pdir, Path::new("/data/my store.redb")).unwrap();
+        assert!(f.path().file_name().unwrap().to_str().unwrap().starts_with("router-pending-my_store-"));
         for i in 0..10 {
             f.append(&rec(i)).unwrap();
         }
@@ -181,6 +207,8 @@ mod tests {
         assert_eq!(got.iter().map(|r| r.time_ms - 1_700_000_000_000).collect::<Vec<_>>(), (0..11).collect::<Vec<_>>());
         f.sync().unwrap();
         let path = f.path().to_path_buf();
+        assert_eq!(leftovers(&pdir, Path::new("/elsewhere/my store.redb")), vec![path.clone()]);
+        assert!(leftovers(&pdir, Path::new("/data/other.redb")).is_empty());
         // A line cut short at the end (a crash while writing) is skipped, not an error.
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"id\":1");

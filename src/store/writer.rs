@@ -285,7 +285,7 @@ impl Writer {
 
     fn append_to_file(&mut self, rec: &RequestRecord) -> std::io::Result<()> {
         if self.file.is_none() {
-            let f = PendingFile::create(&self.opts.pending_dir)?;
+            let f = PendingFile::create(&self.opts.pending_dir, self.store.path())?;
             tracing::warn!(
                 "{} request records are waiting in memory (store.max_pending_records); further ones go to {} \
                  until the store takes them",
@@ -428,7 +428,7 @@ impl Writer {
         let mut written = Ok(());
         for dir in [self.opts.pending_dir.clone(), std::env::temp_dir()] {
             if file.is_none() {
-                match PendingFile::create(&dir) {
+                match PendingFile::create(&dir, self.store.path()) {
                     Ok(f) => file = Some(f),
                     Err(e) => {
                         written = Err(format!("cannot create a pending file in {}: {e}", dir.display()));
