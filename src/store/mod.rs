@@ -234,6 +234,21 @@ impl Store {
         Ok(())
     }
 
+    /// Bytes an unprivileged writer may still use on the store's filesystem (None when unknown). The writer
+    /// looks before reopening a store that failed, since a reopen after an I/O error repairs the file (reads
+    /// all of it): pointless work while the disk is still full.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.inner.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+
     /// Whether the database is open (false after a failed [`Store::reopen`]).
     pub fn is_open(&self) -> bool {
         self.inner.db.read().unwrap_or_else(|e| e.into_inner()).is_some()

@@ -33,6 +33,9 @@ use crate::usage::sink::SinkHealth;
 /// some 3 minutes of 500 requests a second.
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
 
+/// A failing store is not reopened while its filesystem has less room than this.
+const MIN_FREE_TO_RETRY: u64 = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Commit once this many records are waiting.
@@ -207,6 +210,11 @@ impl Writer {
                     _ = tokio::time::sleep_until(next_try) => {}
                 }
                 self.file_failed = false;
+                // Still (nearly) full: a reopen would repair the whole file only to fail again.
+                if self.store.free_bytes().is_some_and(|b| b < MIN_FREE_TO_RETRY) {
+                    self.back_off();
+                    continue;
+                }
                 let s = self.store.clone();
                 match tokio::task::spawn_blocking(move || s.reopen()).await.expect("store reopen panicked") {
                     Ok(()) => {}
@@ -387,15 +395,22 @@ impl Writer {
                 self.catching_up = None;
             }
             Some(f) => {
-                f.delay = (f.delay * 2).min(self.opts.retry_max);
-                f.next_try = now + f.delay;
                 // "after an earlier I/O error" says nothing new: keep the cause.
                 if f.reason != reason && !matches!(e, StoreError::AfterIoError) {
                     tracing::debug!("usage store still cannot be written: {reason}");
                     self.health.set_degraded(Some(reason.clone()));
                     f.reason = reason;
                 }
+                self.back_off();
             }
+        }
+    }
+
+    /// Schedules the next attempt later, keeping the reason.
+    fn back_off(&mut self) {
+        if let Some(f) = &mut self.failing {
+            f.delay = (f.delay * 2).min(self.opts.retry_max);
+            f.next_try = Instant::now() + f.delay;
         }
     }
 
