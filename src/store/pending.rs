@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -58,7 +59,9 @@ impl PendingFile {
         std::fs::create_dir_all(dir)?;
         let name = format!("{}{}-{}.jsonl", prefix(store), crate::usage::now_ms(), std::process::id());
         let path = dir.join(name);
-        let file = std::fs::OpenOptions::new().create_new(true).append(true).open(&path)?;
+        // Private (usage records are the owner's business, and the default directory is shared) and never an
+        // existing file or link.
+        let file = std::fs::OpenOptions::new().create_new(true).append(true).mode(0o600).open(&path)?;
         Ok(PendingFile { path, out: file, len: 0, line: Vec::with_capacity(2048), input: None, written: 0, read: 0 })
     }
 
@@ -196,6 +199,8 @@ mod tests {
         let pdir = dir.path().join("pending");
         let mut f = PendingFile::create(&pdir, Path::new("/data/my store.redb")).unwrap();
         assert!(f.path().file_name().unwrap().to_str().unwrap().starts_with("router-pending-my_store-"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(f.path()).unwrap().permissions().mode() & 0o777, 0o600);
         for i in 0..10 {
             f.append(&rec(i)).unwrap();
         }
