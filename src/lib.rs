@@ -13,6 +13,8 @@
 //! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer that keeps records through a failing disk, pending
 //!   file, control socket, direct-or-socket access).
+//! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
+//!   `router keys` store operations and the spend report.
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
@@ -30,6 +32,7 @@ pub mod crypto;
 pub mod discover;
 pub mod error;
 pub mod import;
+pub mod keys;
 pub mod live;
 pub mod probe;
 pub mod protocol;
