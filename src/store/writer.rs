@@ -682,9 +682,9 @@ mod tests {
         let Rig { dir, fault, store, sink, writer: w } = rig(64, |d| WriterOptions { max_pending: 50, ..fast(d) });
         fault.set(libc::ENOSPC);
         send_all(&sink, 0..500).await;
-        let s = until(&sink, "500 pending", |s| s.pending == 500).await;
+        // (`pending` counts records still in the channel too, so wait for the writer to have taken them all.)
+        let s = until(&sink, "450 of 500 pending in the file", |s| s.pending == 500 && s.pending_in_file == 450).await;
         assert_eq!(s.state, "degraded");
-        assert_eq!(s.pending_in_file, 450);
         let file = s.pending_file.expect("a pending file");
         assert!(file.starts_with(dir.path().join("pending")), "{}", file.display());
         fault.set(0);
