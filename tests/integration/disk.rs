@@ -4,17 +4,17 @@
 //! import-pending`. Needs root (mount); without it each test prints why it skips. The same state machine is
 //! covered without root by the writer's unit tests (a fault-injecting redb backend).
 
-#![allow(clippy::disallowed_methods, reason = "test clients talk to the router and mocks directly")]
-
-#[path = "common/store_harness.rs"]
-mod harness;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Server, Upstream, cli, eventually};
 use serde_json::Value;
+
+use crate::harness::{Router, Upstream, eventually, run_cli};
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    run_cli(args, &[])
+}
 
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs {
@@ -70,11 +70,11 @@ macro_rules! tmpfs_or_skip {
 }
 
 /// Starts `router serve` (through `wrapper`, if any) with its store on `dir/disk` and a config from [`config`].
-fn serve(dir: &Path, upstream: &Upstream, extra_store: &str, wrapper: &[&str]) -> (Server, PathBuf) {
+fn serve(dir: &Path, upstream: &Upstream, extra_store: &str, wrapper: &[&str]) -> (Router, PathBuf) {
     let cfg = config(dir, upstream, extra_store);
     let store = dir.join("disk/router.redb");
     let server =
-        Server::try_start_via(dir, &cfg, &store, wrapper).unwrap_or_else(|e| panic!("router did not start: {e}"));
+        Router::try_serve_via(wrapper, dir, &cfg, &store).unwrap_or_else(|e| panic!("router did not start: {e}"));
     (server, store)
 }
 
@@ -133,11 +133,11 @@ async fn load(server: String, n: usize, concurrency: usize) -> usize {
     ok
 }
 
-async fn health(server: &Server) -> Value {
+async fn health(server: &Router) -> Value {
     reqwest::get(server.url("/health")).await.unwrap().json().await.unwrap()
 }
 
-async fn wait_health(server: &Server, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+async fn wait_health(server: &Router, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let h = health(server).await;
@@ -181,7 +181,7 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
     disk.remount("size=50m");
     wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
     assert_eq!(load(server.url(""), 200, 8).await, 200);
-    assert!(eventually(Duration::from_secs(30), || stored(&store).0 == 6200), "records: {:?}", stored(&store));
+    assert!(eventually(Duration::from_secs(30), || stored(&store).0 == 6200).await, "records: {:?}", stored(&store));
     assert_eq!(stored(&store), (6200, 6200), "6,200 served, 6,200 recorded, each rolled up once");
 
     let log = server.stderr();

@@ -1,13 +1,11 @@
 //! Team gateway keys end to end: `router keys` against the store and a running server, and their limits and
 //! budgets enforced by the real binary against mock upstreams.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::harness::*;
 use bytes::Bytes;
-use common::*;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
