@@ -120,6 +120,7 @@ pub fn spawn(
         failing: None,
         catching_up: None,
         stats: WriterStats::default(),
+        in_flight: 0,
         deadline: None,
         closed: false,
     };
@@ -144,6 +145,8 @@ struct Writer {
     /// Since the store took records again: when, and how many were pending then.
     catching_up: Option<(Instant, u64)>,
     stats: WriterStats,
+    /// Records of the batch being committed.
+    in_flight: u64,
     /// Set when shutdown began: give up on a failing store at this time.
     deadline: Option<Instant>,
     /// The channel is closed and empty.
@@ -316,6 +319,8 @@ impl Writer {
         }
         let n = self.backlog.len().min(self.opts.batch_max);
         let batch: Vec<RequestRecord> = self.backlog.drain(..n).collect();
+        self.in_flight = n as u64;
+        self.publish();
         let s = self.store.clone();
         let (batch, res) = tokio::task::spawn_blocking(move || {
             let r = s.write_records(&batch);
@@ -323,12 +328,13 @@ impl Writer {
         })
         .await
         .expect("store writer thread panicked");
+        self.in_flight = 0;
         match res {
             Ok(_) => {
                 self.stats.records += n as u64;
                 self.stats.batches += 1;
                 if let Some(f) = self.failing.take() {
-                    let pending = self.pending();
+                    let pending = self.pending() + n as u64;
                     tracing::warn!(
                         "usage store writable again after {:.0?}; saving {pending} pending request records",
                         f.since.elapsed()
@@ -420,7 +426,7 @@ impl Writer {
     }
 
     fn pending(&self) -> u64 {
-        self.backlog.len() as u64 + self.file.as_ref().map_or(0, |f| f.unread())
+        self.in_flight + self.backlog.len() as u64 + self.file.as_ref().map_or(0, |f| f.unread())
     }
 
     fn publish(&self) {
