@@ -249,7 +249,7 @@ impl Writer {
     /// Whether to take records from the channel: not while the backlog is full and the pending file cannot be
     /// written (senders then wait: back-pressure).
     fn taking(&self) -> bool {
-        let held = self.file_failed && self.backlog.len() >= self.opts.max_pending;
+        let held = self.failing.is_some() && self.file_failed && self.backlog.len() >= self.opts.max_pending;
         !self.closed && !held
     }
 
@@ -276,6 +276,11 @@ impl Writer {
                         self.set_holding(false);
                     }
                     return;
+                }
+                Err(e) if self.failing.is_none() => {
+                    // The store takes records again (it is catching up): memory holds them meanwhile.
+                    tracing::debug!("cannot append to the pending file ({e}); keeping records in memory");
+                    self.file_failed = true;
                 }
                 Err(e) => {
                     self.file_failed = true;
@@ -370,6 +375,7 @@ impl Writer {
                 tracing::warn!("cannot remove the drained pending file {path}: {e}");
             }
             self.health.set_pending_file(None);
+            self.file_failed = false;
             return;
         }
         if let Err(e) = f.read_next(self.opts.batch_max, &mut self.backlog) {
@@ -431,7 +437,9 @@ impl Writer {
 
     fn publish(&self) {
         let in_file = self.file.as_ref().map_or(0, |f| f.unread());
-        self.health.set_pending(self.pending() + self.rx.len() as u64, in_file);
+        // The channel's used slots: records queued, and those whose request reserved room and is sending it.
+        let queued = self.rx.max_capacity() - self.rx.capacity();
+        self.health.set_pending(self.pending() + queued as u64, in_file);
     }
 
     /// After the loop: what the store did not take goes to the pending file.

@@ -149,6 +149,13 @@ async fn wait_health(server: &Router, what: &str, f: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// Waits (30 s at most) until the store holds `n` records (a request's record may reach the writer just after
+/// its client saw the end of the response), then returns (records, requests counted by the daily rollups).
+async fn stored_once(store: &Path, n: usize) -> (usize, u64) {
+    eventually(Duration::from_secs(30), || stored(store).0 >= n).await;
+    stored(store)
+}
+
 /// (records, requests counted by the daily rollups), read with the CLI (socket or file).
 fn stored(store: &Path) -> (usize, u64) {
     let s = store.to_str().unwrap();
@@ -181,8 +188,7 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
     disk.remount("size=50m");
     wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
     assert_eq!(load(server.url(""), 200, 8).await, 200);
-    assert!(eventually(Duration::from_secs(30), || stored(&store).0 == 6200).await, "records: {:?}", stored(&store));
-    assert_eq!(stored(&store), (6200, 6200), "6,200 served, 6,200 recorded, each rolled up once");
+    assert_eq!(stored_once(&store, 6200).await, (6200, 6200), "6,200 served, 6,200 recorded, each rolled up once");
 
     let log = server.stderr();
     assert_eq!(log.matches("usage store cannot be written").count(), 1, "logged once, not per retry:\n{log}");
@@ -224,7 +230,7 @@ async fn sigterm_while_the_disk_is_full_writes_a_pending_file_that_import_pendin
     assert_eq!(code, 0, "{err}");
     assert!(imported.contains(&format!("{unsaved} request records saved")), "{imported}");
     assert!(!file.exists(), "the imported file is removed");
-    assert_eq!(stored(&store), (5000, 5000));
+    assert_eq!(stored_once(&store, 5000).await, (5000, 5000));
     assert!(again.stop().success());
 }
 
@@ -261,7 +267,7 @@ async fn a_store_file_that_cannot_be_written_loses_no_record() {
     assert_eq!(h["status"], "degraded");
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
     wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
-    assert_eq!(stored(&store), (5000, 5000));
+    assert_eq!(stored_once(&store, 5000).await, (5000, 5000));
     assert!(server.stop().success());
 }
 
@@ -282,7 +288,7 @@ async fn when_the_pending_file_cannot_grow_either_requests_wait_and_nothing_is_l
     disk.remount("size=50m");
     assert_eq!(load_task.await.unwrap(), 6000, "every held request completes");
     wait_health(&server, "healthy again", |h| h["status"] == "ok" && h["records"]["pending"] == 0).await;
-    assert_eq!(stored(&store), (6000, 6000));
+    assert_eq!(stored_once(&store, 6000).await, (6000, 6000));
     assert_eq!(std::fs::read_dir(dir.path().join("pending")).unwrap().count(), 0, "pending file drained and removed");
     assert!(server.stop().success());
 }
