@@ -1605,7 +1605,7 @@ _router() {
             return 0
             ;;
         router__subcmd__import__subcmd__oneapi)
-            opts="-y -h -V --flavor --prefix --dry-run --yes --json --config --store --help --version"
+            opts="-y -h -V --flavor --prefix --dry-run --yes --json --reset-state --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2109,7 +2109,7 @@ _router() {
             return 0
             ;;
         router__subcmd__requests)
-            opts="-n -h -V --limit --since --until --channel --token --model --key --json --utc --config --store --help --version show help"
+            opts="-n -h -V --limit --since --until --channel --token --model --key --session --json --utc --config --store --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2144,6 +2144,10 @@ _router() {
                     return 0
                     ;;
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2527,7 +2531,7 @@ _router() {
             return 0
             ;;
         router__subcmd__usage)
-            opts="-h -V --since --until --group-by --channel --token --model --key --json --csv --utc --config --store --help --version"
+            opts="-h -V --since --until --group-by --channel --token --model --key --session --top --sort --json --csv --utc --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2542,7 +2546,7 @@ _router() {
                     return 0
                     ;;
                 --group-by)
-                    COMPREPLY=($(compgen -W "day channel endpoint token model key" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "day channel endpoint token model key session" -- "${cur}"))
                     return 0
                     ;;
                 --channel)
@@ -2559,6 +2563,18 @@ _router() {
                     ;;
                 --key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sort)
+                    COMPREPLY=($(compgen -W "tokens cache-read cost requests" -- "${cur}"))
                     return 0
                     ;;
                 --config)

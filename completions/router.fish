@@ -163,6 +163,7 @@ complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_su
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l dry-run -d 'Show what would be imported, change nothing'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s y -l yes -d 'Import without asking'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l json -d 'Print the report as JSON'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l reset-state -d 'On re-import, take each channel\'s enabled / disabled state from the database again, dropping what was set locally with `router channels enable|disable` (kept by default)'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
@@ -184,11 +185,18 @@ channel\t''
 endpoint\t''
 token\t'The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together)'
 model\t''
-key\t'The gateway key clients used'"
+key\t'The gateway key clients used'
+session\t'The conversation (session hash); needs request records, not daily rollups'"
 complete -c router -n "__fish_router_using_subcommand usage" -l channel -d 'Only this channel' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l token -d 'Only this upstream token (its name or fp:...)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l key -d 'Only this gateway key' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash or raw id (as for `router requests --session`)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l top -d 'Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g. `--group-by session --top 10`' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l sort -d 'Order rows largest first by this' -r -f -a "tokens\t'All input (uncached, read, written) plus output'
+cache-read\t'Cache reads'
+cost\t''
+requests\t''"
 complete -c router -n "__fish_router_using_subcommand usage" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l json -d 'Print JSON'
@@ -203,6 +211,7 @@ complete -c router -n "__fish_router_using_subcommand requests; and not __fish_s
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l token -d 'Only this upstream token (its name or fp:...)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l model -d 'Only this model (requested or upstream)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l key -d 'Only this gateway key' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l json -d 'Print JSON'
@@ -234,7 +243,7 @@ complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_sub
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand discover" -l channel -d 'Only this channel (repeatable)' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l concurrency -d 'Model lists fetched at the same time' -r
-complete -c router -n "__fish_router_using_subcommand discover" -l timeout -d 'Bound on each model-list request, e.g. 20s' -r
+complete -c router -n "__fish_router_using_subcommand discover" -l timeout -d 'Bound on each model-list request, e.g. 20s (default: discovery.timeout of the config, else 20s)' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand discover" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand discover" -l json -d 'Print the report and the models found as JSON'

@@ -539,7 +539,7 @@ pub async fn reachability(
     let is_model_list = url == upstream::url(ch, ep, Operation::Models, "");
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Reachability, None, format!("GET {}", shown(&url)));
     let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
+    upstream::auth_headers(ch, ep, tok, Operation::Models, &mut headers);
     let t0 = Instant::now();
     let resp = match client.get(&url).headers(headers).send().await {
         Ok(resp) => resp,
@@ -586,6 +586,10 @@ pub fn chat_body(protocol: Protocol, model: &str) -> serde_json::Value {
         Protocol::Anthropic => serde_json::json!({
             "model": model, "messages": messages, "max_tokens": MAX_TOKENS, "stream": true,
         }),
+        Protocol::Gemini => serde_json::json!({
+            "contents": [{ "role": "user", "parts": [{ "text": PROMPT }] }],
+            "generationConfig": { "maxOutputTokens": MAX_TOKENS },
+        }),
     }
 }
 
@@ -602,11 +606,12 @@ pub async fn chat(
     let op = match wire {
         Protocol::Openai => Operation::ChatCompletions,
         Protocol::Anthropic => Operation::Messages,
+        Protocol::Gemini => Operation::StreamGenerateContent,
     };
     let url = upstream::url(ch, ep, op, model);
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Chat, Some(model), format!("POST {}", shown(&url)));
     let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
+    upstream::auth_headers(ch, ep, tok, op, &mut headers);
     let t0 = Instant::now();
     let sent = client.post(&url).headers(headers).json(&chat_body(wire, model)).send().await;
     let resp = match sent {
@@ -730,6 +735,9 @@ pub struct RoutedRequest {
     /// What went wrong (the proxy's summary, or the upstream's message), never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The proxy's own record of it (kept in the store by `router test`: test requests spend tokens too).
+    #[serde(skip)]
+    pub record: Option<Box<RequestRecord>>,
 }
 
 /// The routing decision for a model or tag target and what the real request did.
@@ -866,6 +874,7 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
             tokens: Tokens::default(),
             translated: None,
             error: Some(redact_all(&snap, &format!("{e:#}"))),
+            record: None,
         },
     });
     result
@@ -873,7 +882,8 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
 
 fn path_of(client: Protocol) -> &'static str {
     match client {
-        Protocol::Openai => "/v1/chat/completions",
+        // Route checks ask as an OpenAI or Anthropic client only.
+        Protocol::Openai | Protocol::Gemini => "/v1/chat/completions",
         Protocol::Anthropic => "/v1/messages",
     }
 }
@@ -910,6 +920,7 @@ async fn send_through_proxy(
         // Open: gateway keys are checked by the real server, not by `router test`.
         keys: Default::default(),
         limiter: Default::default(),
+        affinity: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;
@@ -962,16 +973,17 @@ async fn send_through_proxy(
         path: format!("POST {path}"),
         status: record.status,
         outcome: record.outcome,
-        attempts: record.attempts,
-        channel: record.channel,
-        endpoint: record.endpoint,
-        token_key: record.token_key,
-        model: record.upstream_model,
+        attempts: record.attempts.clone(),
+        channel: record.channel.clone(),
+        endpoint: record.endpoint.clone(),
+        token_key: record.token_key.clone(),
+        model: record.upstream_model.clone(),
         ttfb_ms: record.ttfb_ms,
         total_ms: record.total_ms,
         tokens: record.tokens,
-        translated: record.translated,
+        translated: record.translated.clone(),
         error,
+        record: Some(Box::new(record)),
     })
 }
 

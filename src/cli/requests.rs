@@ -62,6 +62,10 @@ pub struct ListArgs {
     /// Only this gateway key.
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
+    /// Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session
+    /// value, a Claude Code session id, a prompt_cache_key), which is hashed the same way.
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -84,7 +88,13 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
         limit: a.limit,
         since_ms: a.since.as_deref().map(|s| report::parse_when(s, a.utc, false, now)).transpose()?,
         until_ms: a.until.as_deref().map(|s| report::parse_when(s, a.utc, true, now)).transpose()?,
-        filters: Filters { channel: a.channel, token: a.token, model: a.model, key: a.key },
+        filters: Filters {
+            channel: a.channel,
+            token: a.token,
+            model: a.model,
+            key: a.key,
+            session: a.session.as_deref().map(crate::protocol::session::filter_value),
+        },
     };
     let records = access.run(query)?.records;
     if a.json {
@@ -144,6 +154,10 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
         },
     );
     line("strategy", r.strategy.clone());
+    if r.session.is_some() || r.affinity.is_some() {
+        let s = r.session.as_deref().unwrap_or("-");
+        line("session", format!("{s} (affinity {})", r.affinity.as_deref().unwrap_or("-")));
+    }
     line("status", format!("{} {}", status(&r), r.outcome.as_str()));
     line("stream", r.stream.to_string());
     if let Some(t) = &r.translated {
@@ -157,10 +171,11 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
     line(
         "tokens",
         format!(
-            "input {}  cache read {}  cache write {}  output {} (reasoning {})  [{}]",
+            "input {}  cache read {}  cache write {}{}  output {} (reasoning {})  [{}]",
             tk.input,
             tk.cache_read,
             tk.cache_write,
+            if tk.cache_write_1h > 0 { format!(" (1h {})", tk.cache_write_1h) } else { String::new() },
             tk.output,
             tk.reasoning,
             source(r.usage_source)

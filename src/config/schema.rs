@@ -171,6 +171,26 @@ pub struct RoutingConfig {
     pub retry_on_timeout: bool,
     pub cooldown: CooldownConfig,
     pub balanced: BalancedWeights,
+    /// Bound on the cheap GET (`fast_test_path`) `fastest` measures an endpoint with before it has traffic.
+    pub fast_test_timeout: Dur,
+    pub affinity: AffinityConfig,
+}
+
+/// Prompt-cache affinity: a conversation keeps the upstream candidate that served it, so provider caches hit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffinityConfig {
+    pub enabled: bool,
+    /// How long an unused binding lives; every use refreshes it (the longest provider cache TTL is 1 hour).
+    pub ttl: Dur,
+    /// Bindings kept at most; the least recently used go first.
+    pub max_sessions: usize,
+}
+
+impl Default for AffinityConfig {
+    fn default() -> Self {
+        Self { enabled: true, ttl: Dur::secs(3600), max_sessions: 100_000 }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -182,6 +202,8 @@ impl Default for RoutingConfig {
             retry_on_timeout: false,
             cooldown: CooldownConfig::default(),
             balanced: BalancedWeights::default(),
+            fast_test_timeout: Dur::secs(2),
+            affinity: AffinityConfig::default(),
         }
     }
 }
@@ -255,6 +277,14 @@ impl Default for UpstreamConfig {
 pub struct DiscoveryConfig {
     /// Re-discover models this often while serving. Absent: only on demand.
     pub interval: Option<Dur>,
+    /// Bound on each model-list request (default 20s; `router discover --timeout` overrides it).
+    pub timeout: Option<Dur>,
+}
+
+impl DiscoveryConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout.map_or(std::time::Duration::from_secs(20), |d| d.0)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -264,6 +294,15 @@ pub struct BalanceSettings {
     pub interval: Option<Dur>,
     /// Results younger than this are served from the store by `router balance check`.
     pub ttl: Option<Dur>,
+    /// Balance history older than this many days is deleted when new results are saved (default 180; 0: keep
+    /// everything).
+    pub history_days: Option<u32>,
+}
+
+impl BalanceSettings {
+    pub fn history_days(&self) -> u32 {
+        self.history_days.unwrap_or(180)
+    }
 }
 
 /// The wire an upstream speaks.
@@ -275,7 +314,7 @@ pub enum ChannelProtocol {
     Anthropic,
     /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
     Azure,
-    /// Google Gemini through its OpenAI-compatible endpoint.
+    /// Google Gemini: the native API for Gemini clients, its OpenAI-compatible endpoint for everything else.
     Gemini,
 }
 
@@ -289,12 +328,19 @@ impl ChannelProtocol {
         }
     }
 
-    /// The wire format requests and responses use.
+    /// The wire format requests and responses use (for a `gemini` channel: its OpenAI-compatible side, which
+    /// every client but a Gemini one reaches).
     pub fn wire(self) -> crate::protocol::Protocol {
         match self {
             ChannelProtocol::Anthropic => crate::protocol::Protocol::Anthropic,
             _ => crate::protocol::Protocol::Openai,
         }
+    }
+
+    /// Whether a client of `client` protocol reaches this channel untranslated: its wire, plus Gemini's native
+    /// API on a `gemini` channel.
+    pub fn speaks(self, client: crate::protocol::Protocol) -> bool {
+        self.wire() == client || (self == ChannelProtocol::Gemini && client == crate::protocol::Protocol::Gemini)
     }
 
     /// The base URL used when a channel gives none.
@@ -340,6 +386,10 @@ pub struct ChannelConfig {
     /// USD per 1M tokens, by upstream model id (`*` for every model of the channel).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pricing: BTreeMap<String, Price>,
+    /// Context window in tokens, by upstream model id (`*` for every model of the channel); overrides discovery.
+    /// A request whose estimated input plus `max_tokens` exceeds it skips this candidate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_window: BTreeMap<String, u32>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Extra headers sent with every upstream request of this channel.
@@ -355,7 +405,7 @@ pub struct ChannelConfig {
     /// How to ask this channel for its credit (default: guessed from the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<ChannelBalanceConfig>,
-    /// Where an imported channel came from (e.g. `oneapi:sqlite:/path#12`); re-import matches on it.
+    /// Where an imported channel came from (e.g. `oneapi:one-api:sqlite:/path/one-api.db#12`); re-import matches on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Why the channel is disabled, when it is.
@@ -366,6 +416,11 @@ pub struct ChannelConfig {
 fn one() -> u32 {
     1
 }
+
+fn is_one(w: &u32) -> bool {
+    *w == 1
+}
+
 fn yes() -> bool {
     true
 }
@@ -385,6 +440,7 @@ impl ChannelConfig {
             models: Vec::new(),
             aliases: BTreeMap::new(),
             pricing: BTreeMap::new(),
+            context_window: BTreeMap::new(),
             enabled: true,
             headers: BTreeMap::new(),
             api_version: None,
@@ -424,6 +480,9 @@ pub struct EndpointConfig {
     /// Lower is tried first inside the channel.
     #[serde(default)]
     pub priority: i64,
+    /// Share of the channel's traffic among endpoints of the same priority (weighted random order; default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
     /// false: only used when pinned with `X-Router-Channel: channel/endpoint`.
     #[serde(default = "yes")]
     pub failover_enabled: bool,
@@ -485,8 +544,22 @@ pub struct Price {
     pub output: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read: Option<f64>,
+    /// Writing the cache with the default (5-minute) TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<f64>,
+    /// Writing the cache with a 1-hour TTL (Anthropic `ttl: "1h"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+}
+
+impl Price {
+    /// Anthropic's cache-write multipliers, applied where a price leaves them unset: a 5-minute write costs 1.25x
+    /// the input price, a 1-hour write 2x.
+    pub fn with_anthropic_cache_defaults(mut self) -> Price {
+        self.cache_write.get_or_insert(self.input * 1.25);
+        self.cache_write_1h.get_or_insert(self.input * 2.0);
+        self
+    }
 }
 
 /// A secret string: its `Debug` and `Display` never show it.

@@ -1,8 +1,10 @@
-//! Usage extraction from upstream responses, streamed or not, for all three OpenAI-style APIs and Anthropic.
+//! Usage extraction from upstream responses, streamed or not, for all three OpenAI-style APIs, Anthropic and
+//! Gemini.
 //!
-//! Owns reading `usage` without parsing whole bodies: stream events are looked at only when their text mentions
-//! usage (or ends the stream), and only the usage fields are deserialised. Anthropic counts are cumulative: the
-//! latest value of each field wins, never a sum.
+//! Owns reading `usage` / `usageMetadata` without parsing whole bodies: stream events are looked at only when
+//! their text mentions usage (or ends the stream), and only the usage fields are deserialised. Anthropic and
+//! Gemini counts are cumulative: the latest value of each field wins, never a sum. A Gemini stream without
+//! `alt=sse` is one JSON array, read whole like a non-stream body.
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -10,6 +12,13 @@ use serde::de::IgnoredAny;
 use super::Protocol;
 use super::sse::SseEvent;
 use crate::usage::Tokens;
+
+/// Anthropic's split of `cache_creation_input_tokens` by TTL.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: Option<u64>,
+    ephemeral_1h_input_tokens: Option<u64>,
+}
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 struct Details {
@@ -26,11 +35,30 @@ struct UsageWire {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation: Option<CacheCreation>,
     prompt_cache_hit_tokens: Option<u64>,
     prompt_tokens_details: Option<Details>,
     completion_tokens_details: Option<Details>,
     input_tokens_details: Option<Details>,
     output_tokens_details: Option<Details>,
+}
+
+/// Gemini `usageMetadata`. `promptTokenCount` includes the cached tokens; `candidatesTokenCount` excludes the
+/// thoughts, which are billed as output.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct GeminiUsage {
+    prompt_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
+    tool_use_prompt_token_count: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GeminiCandidate {
+    #[serde(rename = "finishReason")]
+    finish_reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +76,23 @@ struct Envelope {
     response: Option<Inner>,
     choices: Option<Vec<IgnoredAny>>,
     error: Option<serde_json::Value>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<GeminiUsage>,
+    candidates: Option<Vec<GeminiCandidate>>,
+}
+
+impl Envelope {
+    /// A Gemini chunk whose candidate carries a finish reason (the last chunk of a stream).
+    fn gemini_finished(&self) -> bool {
+        self.candidates.iter().flatten().any(|c| c.finish_reason.as_deref().is_some_and(|r| !r.is_empty()))
+    }
+}
+
+/// Keeps the latest reported value: `v` replaces `slot` when present.
+fn set(slot: &mut Option<u64>, v: Option<u64>) {
+    if v.is_some() {
+        *slot = v;
+    }
 }
 
 /// Accumulated usage: each field keeps its latest reported value.
@@ -58,29 +103,40 @@ struct Acc {
     input: Option<u64>,
     output: Option<u64>,
     cache_write: Option<u64>,
+    cache_write_5m: Option<u64>,
+    cache_write_1h: Option<u64>,
     cache_read: Option<u64>,
     cached: Option<u64>,
     reasoning: Option<u64>,
+    /// Gemini `toolUsePromptTokenCount` (input, beside `promptTokenCount`).
+    tool_prompt: Option<u64>,
 }
 
 impl Acc {
     fn merge(&mut self, u: &UsageWire) {
-        fn set(slot: &mut Option<u64>, v: Option<u64>) {
-            if v.is_some() {
-                *slot = v;
-            }
-        }
         set(&mut self.prompt, u.prompt_tokens);
         set(&mut self.completion, u.completion_tokens);
         set(&mut self.input, u.input_tokens);
         set(&mut self.output, u.output_tokens);
         set(&mut self.cache_write, u.cache_creation_input_tokens);
         set(&mut self.cache_read, u.cache_read_input_tokens);
+        set(&mut self.cache_write_5m, u.cache_creation.and_then(|c| c.ephemeral_5m_input_tokens));
+        set(&mut self.cache_write_1h, u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens));
         set(&mut self.cached, u.prompt_tokens_details.and_then(|d| d.cached_tokens));
         set(&mut self.cached, u.input_tokens_details.and_then(|d| d.cached_tokens));
         set(&mut self.cached, u.prompt_cache_hit_tokens);
         set(&mut self.reasoning, u.completion_tokens_details.and_then(|d| d.reasoning_tokens));
         set(&mut self.reasoning, u.output_tokens_details.and_then(|d| d.reasoning_tokens));
+    }
+
+    /// Gemini `usageMetadata`, stored in the OpenAI-shaped slots (prompt includes cached; completion excludes
+    /// thoughts, which `tokens` adds back).
+    fn merge_gemini(&mut self, u: &GeminiUsage) {
+        set(&mut self.prompt, u.prompt_token_count);
+        set(&mut self.completion, u.candidates_token_count);
+        set(&mut self.cached, u.cached_content_token_count);
+        set(&mut self.reasoning, u.thoughts_token_count);
+        set(&mut self.tool_prompt, u.tool_use_prompt_token_count);
     }
 
     fn seen(&self) -> bool {
@@ -90,14 +146,20 @@ impl Acc {
     fn tokens(&self, protocol: Protocol) -> Tokens {
         let reasoning = self.reasoning.unwrap_or(0);
         match protocol {
-            // Anthropic: input excludes cache reads and writes, which are separate counters.
-            Protocol::Anthropic => Tokens {
-                input: self.input.unwrap_or(0),
-                cache_read: self.cache_read.unwrap_or(0),
-                cache_write: self.cache_write.unwrap_or(0),
-                output: self.output.unwrap_or(0),
-                reasoning,
-            },
+            // Anthropic: input excludes cache reads and writes, which are separate counters. Writes are split by
+            // TTL in `cache_creation`; the total is `cache_creation_input_tokens` (or the split's sum without it).
+            Protocol::Anthropic => {
+                let split = self.cache_write_5m.unwrap_or(0) + self.cache_write_1h.unwrap_or(0);
+                let cache_write = self.cache_write.unwrap_or(split);
+                Tokens {
+                    input: self.input.unwrap_or(0),
+                    cache_read: self.cache_read.unwrap_or(0),
+                    cache_write,
+                    output: self.output.unwrap_or(0),
+                    reasoning,
+                    cache_write_1h: self.cache_write_1h.unwrap_or(0).min(cache_write),
+                }
+            }
             // OpenAI: prompt/input tokens include the cached ones.
             Protocol::Openai => {
                 let total_in = self.prompt.or(self.input).unwrap_or(0);
@@ -108,6 +170,20 @@ impl Acc {
                     cache_write: 0,
                     output: self.completion.or(self.output).unwrap_or(0),
                     reasoning,
+                    cache_write_1h: 0,
+                }
+            }
+            // Gemini: the prompt includes cached tokens; thoughts are output beside the candidates.
+            Protocol::Gemini => {
+                let total_in = self.prompt.unwrap_or(0) + self.tool_prompt.unwrap_or(0);
+                let cached = self.cached.unwrap_or(0).min(total_in);
+                Tokens {
+                    input: total_in - cached,
+                    cache_read: cached,
+                    cache_write: 0,
+                    output: self.completion.unwrap_or(0) + reasoning,
+                    reasoning,
+                    cache_write_1h: 0,
                 }
             }
         }
@@ -171,6 +247,8 @@ impl UsageMeter {
         let interesting = terminal
             || is_error
             || data.contains("\"usage\"")
+            || data.contains("\"usageMetadata\"")
+            || data.contains("\"finishReason\"")
             || data.contains("\"error\"")
             || data.contains("response.completed")
             || data.contains("response.incomplete")
@@ -187,6 +265,12 @@ impl UsageMeter {
         }
         if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
             self.acc.merge(u);
+        }
+        if let Some(u) = &env.usage_metadata {
+            self.acc.merge_gemini(u);
+        }
+        if env.gemini_finished() {
+            self.completed = true;
         }
         let kind = env.kind.as_deref().unwrap_or(name);
         if matches!(kind, "message_stop" | "response.completed" | "response.incomplete") {
@@ -220,16 +304,32 @@ impl UsageMeter {
         }
     }
 
-    /// Parses a complete non-stream body.
+    /// Parses a complete non-stream body (for Gemini also a stream without `alt=sse`: a JSON array of chunks).
     pub fn body(&mut self, body: &[u8]) {
+        if self.protocol == Protocol::Gemini && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            if let Ok(chunks) = serde_json::from_slice::<Vec<Envelope>>(body) {
+                for env in &chunks {
+                    self.envelope(env);
+                }
+                self.completed = true;
+            }
+            return;
+        }
         if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-            if let Some(u) = &env.usage {
-                self.acc.merge(u);
-            }
-            if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
-                self.acc.merge(u);
-            }
+            self.envelope(&env);
             self.completed = true;
+        }
+    }
+
+    fn envelope(&mut self, env: &Envelope) {
+        if let Some(u) = &env.usage {
+            self.acc.merge(u);
+        }
+        if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
+            self.acc.merge(u);
+        }
+        if let Some(u) = &env.usage_metadata {
+            self.acc.merge_gemini(u);
         }
     }
 
@@ -279,7 +379,7 @@ mod tests {
         let mut m = UsageMeter::new(Protocol::Openai);
         m.body(br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":100}}}"#);
         let t = m.finish().tokens.unwrap();
-        assert_eq!(t, Tokens { input: 86, cache_read: 1920, cache_write: 0, output: 300, reasoning: 100 });
+        assert_eq!(t, Tokens { input: 86, cache_read: 1920, output: 300, reasoning: 100, ..Default::default() });
     }
 
     #[test]
@@ -311,7 +411,39 @@ mod tests {
                     event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let (m, _) = meter_stream(Protocol::Anthropic, wire);
         assert!(m.completed);
-        assert_eq!(m.tokens.unwrap(), Tokens { input: 12, cache_read: 100, cache_write: 5, output: 15, reasoning: 0 });
+        assert_eq!(
+            m.tokens.unwrap(),
+            Tokens { input: 12, cache_read: 100, cache_write: 5, output: 15, ..Default::default() }
+        );
+    }
+
+    #[test]
+    fn anthropic_cache_writes_split_by_ttl_stream_and_not() {
+        let body = br#"{"type":"message","usage":{"input_tokens":4,"cache_creation_input_tokens":300,"cache_read_input_tokens":9000,"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200},"output_tokens":50}}"#;
+        let mut m = UsageMeter::new(Protocol::Anthropic);
+        m.body(body);
+        let want =
+            Tokens { input: 4, cache_read: 9000, cache_write: 300, output: 50, reasoning: 0, cache_write_1h: 200 };
+        assert_eq!(m.finish().tokens.unwrap(), want);
+        let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":4,\"cache_creation_input_tokens\":300,\"cache_read_input_tokens\":9000,\"cache_creation\":{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":200},\"output_tokens\":1}}}\n\n\
+                    event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":50}}\n\n\
+                    event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert_eq!(meter_stream(Protocol::Anthropic, wire).0.tokens.unwrap(), want);
+        // Only the split, no total: the total is its sum.
+        let mut m = UsageMeter::new(Protocol::Anthropic);
+        m.body(br#"{"usage":{"input_tokens":1,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":70},"output_tokens":2}}"#);
+        let t = m.finish().tokens.unwrap();
+        assert_eq!((t.cache_write, t.cache_write_1h), (70, 70));
+    }
+
+    #[test]
+    fn openai_cached_tokens_with_null_details() {
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":null}}"#);
+        assert_eq!(m.finish().tokens.unwrap(), Tokens { input: 10, output: 2, ..Default::default() });
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":null,"audio_tokens":0}}}"#);
+        assert_eq!(m.finish().tokens.unwrap(), Tokens { input: 10, output: 2, ..Default::default() });
     }
 
     #[test]
@@ -321,7 +453,10 @@ mod tests {
         let (m, hidden) = meter_stream(Protocol::Openai, wire);
         assert_eq!(hidden, 0);
         assert!(m.completed);
-        assert_eq!(m.tokens.unwrap(), Tokens { input: 40, cache_read: 10, cache_write: 0, output: 20, reasoning: 4 });
+        assert_eq!(
+            m.tokens.unwrap(),
+            Tokens { input: 40, cache_read: 10, output: 20, reasoning: 4, ..Default::default() }
+        );
     }
 
     #[test]
@@ -337,6 +472,45 @@ mod tests {
         let wire = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
         let (m, _) = meter_stream(Protocol::Anthropic, wire);
         assert_eq!(m.stream_error.as_deref(), Some("Overloaded"));
+    }
+
+    #[test]
+    fn gemini_non_stream_counts_thoughts_as_output_and_cached_as_read() {
+        let mut m = UsageMeter::new(Protocol::Gemini);
+        m.body(
+            br#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":40,"totalTokenCount":1290,
+            "cachedContentTokenCount":1000,"thoughtsTokenCount":50}}"#,
+        );
+        let t = m.finish().tokens.unwrap();
+        assert_eq!(t, Tokens { input: 200, cache_read: 1000, output: 90, reasoning: 50, ..Default::default() });
+    }
+
+    #[test]
+    fn gemini_sse_usage_in_last_chunk_and_finish_reason_completes() {
+        // Google's own SSE output has spaces after colons.
+        let wire = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 8,\"totalTokenCount\": 8}}\r\n\r\n\
+                    data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 8,\"candidatesTokenCount\": 2,\"totalTokenCount\": 10,\"toolUsePromptTokenCount\": 3}}\r\n\r\n";
+        let (m, hidden) = meter_stream(Protocol::Gemini, wire);
+        assert_eq!(hidden, 0);
+        assert!(m.completed);
+        assert_eq!(m.tokens.unwrap(), Tokens { input: 11, output: 2, ..Default::default() });
+        // Cut before the finish reason: not completed, counts so far kept.
+        let (m, _) = meter_stream(Protocol::Gemini, wire.split("\r\n\r\n").next().unwrap());
+        assert!(!m.completed);
+    }
+
+    #[test]
+    fn gemini_json_array_stream_and_error_chunk() {
+        let mut m = UsageMeter::new(Protocol::Gemini);
+        m.body_chunk(b"[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}],\"usageMetadata\": {\"promptTokenCount\": 5}}\n,\r\n");
+        m.body_chunk(b"{\"candidates\": [{\"finishReason\": \"STOP\"}],\"usageMetadata\": {\"promptTokenCount\": 5,\"candidatesTokenCount\": 4}}\n]");
+        let got = m.finish();
+        assert!(got.completed);
+        assert_eq!(got.tokens.unwrap(), Tokens { input: 5, output: 4, ..Default::default() });
+        let wire = "data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded.\", \"status\": \"UNAVAILABLE\"}}\n\n";
+        let (m, _) = meter_stream(Protocol::Gemini, wire);
+        assert_eq!(m.stream_error.as_deref(), Some("The model is overloaded."));
     }
 
     #[test]

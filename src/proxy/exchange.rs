@@ -13,6 +13,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::affinity::{self, Affine};
 use super::failover::Failure;
 use super::{AppState, ProxyBody, full, headers, respond};
 use crate::catalog::{ModelKind, Snapshot};
@@ -46,6 +47,8 @@ pub(super) struct Exchange {
     pub record: RequestRecord,
     /// The key's admission; settled (tokens, cost) with the record, wherever the record is finished.
     pub ticket: Ticket,
+    /// Prompt-cache affinity, between its lookup (after the peek) and the success that settles it.
+    pub affinity: Option<Affine>,
 }
 
 /// What the client sent, once read: the parts the attempts need.
@@ -107,15 +110,23 @@ impl Exchange {
             id,
             time_ms,
             gateway_key: key.map(|k| k.name.to_string()),
-            client_protocol: match protocol {
-                Protocol::Openai => "openai".into(),
-                Protocol::Anthropic => "anthropic".into(),
-            },
+            client_protocol: protocol.as_str().into(),
             path: path.to_string(),
             ..Default::default()
         };
         let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
-        Exchange { state, snap, id, started: Instant::now(), protocol, op, allow, record, ticket: Ticket::default() }
+        Exchange {
+            state,
+            snap,
+            id,
+            started: Instant::now(),
+            protocol,
+            op,
+            allow,
+            record,
+            ticket: Ticket::default(),
+            affinity: None,
+        }
     }
 
     pub fn debug_headers(&self) -> bool {
@@ -131,8 +142,9 @@ impl Exchange {
         error_response(self.protocol, self.id, status, message, code)
     }
 
-    /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`].
-    pub async fn run(mut self, req: http::Request<Incoming>) -> Response<ProxyBody> {
+    /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`]. `query` is
+    /// the client's query as it may be forwarded (for Gemini, without `key`).
+    pub async fn run(mut self, req: http::Request<Incoming>, query: Option<String>) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -142,14 +154,18 @@ impl Exchange {
             Ok(p) => p,
             Err(r) => return self.reject(r).await,
         };
-        let input = Input { headers: parts.headers, query: parts.uri.query().map(str::to_string), body, peek };
-        let plan = match self.plan(&input).await {
+        let input = Input { headers: parts.headers, query, body, peek };
+        self.affinity = affinity::lookup(&mut self, &input);
+        let mut plan = match self.plan(&input).await {
             Ok(p) => p,
-            Err(Rejection::NoRoute(_)) if self.op == Operation::CountTokens => {
-                return super::local::count_tokens(self.id, &input.body);
+            Err(Rejection::NoRoute(_)) if matches!(self.op, Operation::CountTokens | Operation::GeminiCountTokens) => {
+                return super::local::count_tokens(self.protocol, self.id, &input.body);
             }
             Err(r) => return self.reject(r).await,
         };
+        if let Some(a) = &self.affinity {
+            affinity::prefer(&self, a, &mut plan);
+        }
         match super::failover::attempt_all(&mut self, &input, &plan).await {
             Ok(resp) => resp,
             Err(r) => self.reject(r).await,
@@ -177,15 +193,23 @@ impl Exchange {
         }
     }
 
-    /// Parses only what routing needs; records the model and stream flag.
+    /// Parses only what routing needs; records the model and stream flag. A Gemini request names its model in
+    /// the path (already recorded) and streams by path (`:streamGenerateContent`).
     fn peek(&mut self, body: &Bytes) -> Result<Peek, Rejection> {
         let peek = Peek::parse(body)
             .map_err(|e @ (PeekError::Json(_) | PeekError::ModelNotString)| Rejection::bad_request(e.to_string()))?;
+        if self.op.is_gemini() {
+            self.record.stream = self.op == Operation::StreamGenerateContent;
+            return Ok(peek);
+        }
         let Some(model) = &peek.model else {
             return Err(Rejection::bad_request("`model` is required"));
         };
         self.record.requested_model = model.clone();
         self.record.stream = peek.stream;
+        if let Some(field) = missing_field(self.op, &peek.present) {
+            return Err(Rejection::bad_request(format!("`{field}` is required for {}", self.record.path)));
+        }
         Ok(peek)
     }
 
@@ -208,7 +232,13 @@ impl Exchange {
             strategy,
             pin,
             allow: self.allow.as_ref(),
-            translate: matches!(op, Operation::ChatCompletions | Operation::Messages),
+            translate: matches!(
+                op,
+                Operation::ChatCompletions
+                    | Operation::Messages
+                    | Operation::GenerateContent
+                    | Operation::StreamGenerateContent
+            ),
             est_input: input.body.len() as u64 / 4,
             est_output: input.peek.max_output.unwrap_or(DEFAULT_EST_OUTPUT),
         };
@@ -221,7 +251,19 @@ impl Exchange {
         {
             planned = routing::plan(snap, &state.health, &route_req, Instant::now());
         }
-        planned.map_err(Rejection::NoRoute)
+        let plan = planned.map_err(Rejection::NoRoute)?;
+        // A Responses request without `input` passes through to a native Responses API (which may accept it), but
+        // cannot be translated to chat completions.
+        if op == Operation::Responses
+            && !input.peek.present.input
+            && plan.candidates.iter().any(|c| snap.channels[c.channel].responses_via_chat())
+        {
+            return Err(Rejection::bad_request(format!(
+                "`input` is required for {} (the channels serving `{}` take it as chat completions)",
+                self.record.path, self.record.requested_model
+            )));
+        }
+        Ok(plan)
     }
 
     /// Ends a request that did not succeed: fills the record, sends it, answers in the client's shape.
@@ -237,7 +279,13 @@ impl Exchange {
                 (Outcome::BadRequest, status, message, resp)
             }
             Rejection::NoRoute(e) => {
-                let (status, code, message) = no_route(&e);
+                let (status, code, mut message) = no_route(&e);
+                if let (Operation::Completions, PlanError::WrongProtocol { model, protocol, .. }) = (self.op, &e) {
+                    message = format!(
+                        "`{model}` is served only by {protocol} channels; legacy completions (/v1/completions) go \
+                         only to OpenAI-protocol channels: use /v1/chat/completions or /v1/messages for it"
+                    );
+                }
                 let mut resp = self.error(status, &message, Some(code));
                 if let PlanError::AllCooling { retry_in, .. } = e {
                     headers::set(resp.headers_mut(), "retry-after", &retry_in.as_secs().max(1).to_string());
@@ -314,6 +362,19 @@ impl Exchange {
     }
 }
 
+/// The field an operation cannot do without, when the body lacks it (checked before routing, so such a request
+/// costs no upstream attempt).
+fn missing_field(op: Operation, has: &crate::protocol::request::Present) -> Option<&'static str> {
+    match op {
+        Operation::ChatCompletions | Operation::CountTokens if !has.messages => Some("messages"),
+        Operation::Messages if !has.messages => Some("messages"),
+        Operation::Messages if !has.max_tokens => Some("max_tokens"),
+        Operation::Embeddings if !has.input => Some("input"),
+        Operation::Completions if !has.prompt => Some("prompt"),
+        _ => None,
+    }
+}
+
 /// Outcome, error code and message of a refusal: which limit, and when it frees; nothing about other keys.
 fn refusal(why: &Refusal, tz: &jiff::tz::TimeZone) -> (Outcome, &'static str, String) {
     let retry = |d: &Duration| format!("retry in {}", super::headers::duration_text(*d));
@@ -385,6 +446,16 @@ fn no_route(e: &PlanError) -> (StatusCode, &'static str, String) {
             "all_cooling_down",
             format!("{e} (retry in {}s): {}", retry_in.as_secs().max(1), excluded_summary(excluded, true)),
         ),
+        // Too long for every model that could take it: the client's request, not a passing condition.
+        PlanError::NoneUsable { excluded, model }
+            if !excluded.is_empty() && excluded.iter().all(|x| x.reason.starts_with("context too long")) =>
+        {
+            let msg = format!(
+                "the request is too long for every model `{model}` routes to: {}",
+                excluded_summary(excluded, false)
+            );
+            (StatusCode::BAD_REQUEST, "context_length_exceeded", msg)
+        }
         PlanError::NoneUsable { excluded, .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "no_candidate", format!("{e}: {}", excluded_summary(excluded, false)))
         }

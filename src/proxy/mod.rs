@@ -6,7 +6,9 @@
 //! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
 //! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
+mod affinity;
 pub mod body;
+mod catalogue;
 mod exchange;
 mod failover;
 pub mod handler;
@@ -30,6 +32,7 @@ use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
 use crate::keys::KeyTable;
+use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
@@ -56,15 +59,19 @@ pub struct AppState {
     pub keys: ArcSwap<KeyTable>,
     /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
     pub limiter: Limiter,
+    /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
+    pub affinity: Affinity,
 }
 
 impl AppState {
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
         Arc::new(AppState {
             keys: ArcSwap::from_pointee(keys),
             limiter: Limiter::new(tz),
@@ -72,7 +79,8 @@ impl AppState {
             health,
             client,
             sink,
-            fasttest: FastTest::default(),
+            fasttest: FastTest::with_timeout(fast_test_timeout),
+            affinity,
         })
     }
 }

@@ -48,8 +48,20 @@ impl Recorder {
         };
         let h = health.clone();
         registry.notice(Arc::new(move || h.notice()));
-        let socket = socket::serve(store.clone(), registry).await?;
         let writer = writer::spawn(store.clone(), records, opts, health);
+        // Reports through the socket first see every record already queued (read-your-writes for scripts).
+        let flusher = writer.flusher();
+        registry.barrier(Arc::new(move || {
+            let f = flusher.clone();
+            Box::pin(async move { f.flush().await })
+        }));
+        let socket = match socket::serve(store.clone(), registry).await {
+            Ok(s) => s,
+            Err(e) => {
+                writer.shutdown(Duration::ZERO).await;
+                return Err(e);
+            }
+        };
         Ok(Recorder { store, writer, socket })
     }
 
@@ -63,5 +75,42 @@ impl Recorder {
         let stats = self.writer.shutdown(grace).await;
         self.socket.shutdown().await;
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::sink::RecordSink;
+
+    /// A report through the socket right after a request finished sees that request, though the writer's batch
+    /// window (50 ms) has not passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn socket_reports_wait_for_queued_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (sink, records) = RecordSink::new(64);
+        let health = sink.health().clone();
+        let rec = Recorder::start(&path, WriterOptions::default(), records, health, Registry::builtin()).await.unwrap();
+        for i in 0..5 {
+            let t = crate::usage::now_ms();
+            sink.send(crate::usage::RequestRecord {
+                id: crate::usage::new_id(t + i),
+                time_ms: t,
+                ..Default::default()
+            })
+            .await;
+        }
+        let p = path.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            let access = super::super::Access::open(&p).unwrap();
+            assert!(access.is_remote());
+            let q = crate::usage::report::RequestsQuery { limit: 100, ..Default::default() };
+            access.run(q).unwrap().records.len()
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 5);
+        rec.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -88,9 +88,29 @@ pub struct WriterStats {
 pub struct WriterHandle {
     stop: watch::Sender<Option<Instant>>,
     task: JoinHandle<WriterStats>,
+    flush: Flusher,
+}
+
+/// Asks the writer to commit what is queued now (read-your-writes for reports). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Flusher(mpsc::UnboundedSender<oneshot::Sender<()>>);
+
+impl Flusher {
+    /// Returns once every record queued before the call is committed, at once while the store cannot be
+    /// written (the records are pending; the socket's notice says so), or when the writer is gone.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(tx).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 impl WriterHandle {
+    pub fn flusher(&self) -> Flusher {
+        self.flush.clone()
+    }
+
     /// Stops accepting new records and commits everything queued (and anything sent with a permit already
     /// reserved). While the store cannot be written it keeps trying for `grace`, then writes what is left to
     /// the pending file (see [`WriterStats::pending_file`]).
@@ -108,7 +128,10 @@ pub fn spawn(
     health: Arc<SinkHealth>,
 ) -> WriterHandle {
     let (stop, stop_rx) = watch::channel(None);
+    let (flush, flush_rx) = mpsc::unbounded_channel();
     let w = Writer {
+        flush_rx,
+        waiting: Vec::new(),
         store,
         backlog: VecDeque::with_capacity(opts.batch_max),
         opts,
@@ -125,10 +148,13 @@ pub fn spawn(
         closed: false,
     };
     let task = tokio::spawn(w.run(stop_rx));
-    WriterHandle { stop, task }
+    WriterHandle { stop, task, flush: Flusher(flush) }
 }
 
 struct Writer {
+    /// Flush barriers: answered once a commit leaves the queue empty, or at once while the store fails.
+    flush_rx: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    waiting: Vec<oneshot::Sender<()>>,
     store: Store,
     opts: WriterOptions,
     health: Arc<SinkHealth>,
@@ -179,15 +205,21 @@ impl Writer {
                         self.stats.pruned += prune(&self.store, self.opts.retention_days).await;
                         continue;
                     }
+                    Some(w) = self.flush_rx.recv() => {
+                        // Records sent before the barrier are in the queue now: answer when they are committed.
+                        if self.rx.is_empty() { let _ = w.send(()); } else { self.waiting.push(w); }
+                        continue;
+                    }
                 };
                 let Some(first) = first else { break };
                 self.backlog.push_back(first);
                 // Let the window pass without waking for every record (each wake-up costs the proxy a
                 // cross-thread notification), then take what queued up. A full channel holds senders back.
                 let deadline = Instant::now() + self.opts.window;
-                if self.deadline.is_none() && self.rx.len() + 1 < self.opts.batch_max {
+                if self.deadline.is_none() && self.waiting.is_empty() && self.rx.len() + 1 < self.opts.batch_max {
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {}
+                        Some(w) = self.flush_rx.recv() => self.waiting.push(w),
                         _ = stop.changed() => self.begin_stop(&stop),
                     }
                 }
@@ -210,6 +242,10 @@ impl Writer {
                         continue;
                     }
                     _ = tokio::time::sleep_until(give_up), if self.deadline.is_some() => break,
+                    Some(w) = self.flush_rx.recv() => {
+                        let _ = w.send(());
+                        continue;
+                    }
                     _ = tokio::time::sleep_until(next_try) => {}
                 }
                 self.file_failed = false;
@@ -236,6 +272,11 @@ impl Writer {
             }
             self.commit_next().await;
             self.publish();
+            if self.failing.is_some() || (self.rx.is_empty() && self.backlog.is_empty() && self.file.is_none()) {
+                for w in self.waiting.drain(..) {
+                    let _ = w.send(());
+                }
+            }
         }
         self.finish()
     }
@@ -582,6 +623,23 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_returns_once_queued_records_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (sink, rx) = RecordSink::new(64);
+        // A window far longer than the test: only the barrier can make the records visible.
+        let opts = WriterOptions { window: Duration::from_secs(3600), ..Default::default() };
+        let w = spawn(store.clone(), rx, opts, sink.health().clone());
+        w.flusher().flush().await; // nothing queued: answers at once
+        for i in 0..3 {
+            sink.send(rec(i)).await;
+        }
+        w.flusher().flush().await;
+        assert_eq!(count(&store).0, 3);
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn retention_prunes_old_records_in_the_background() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
@@ -676,6 +734,8 @@ mod tests {
             fault.set(errno);
             send_all(&sink, 100..400).await;
             let s = until(&sink, "degraded with 300 pending", |s| s.state == "degraded" && s.pending == 300).await;
+            // A report's flush barrier does not wait for a store that fails.
+            tokio::time::timeout(Duration::from_secs(5), w.flusher().flush()).await.expect("flush answers");
             let reason = s.reason.unwrap();
             let os = std::io::Error::from_raw_os_error(errno).to_string();
             assert!(reason.contains(&os), "the cause, not its consequences: {reason}");

@@ -8,14 +8,17 @@
 
 mod harness;
 
+mod affinity;
 mod balance;
 mod channels;
 mod config_example;
 mod discover;
 mod disk;
+mod gemini;
 mod generated;
 mod import;
 mod keys;
+mod loose;
 mod probe;
 mod proxy;
 mod real_clients;
