@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     let now = router::usage::now_ms();
     let (stats, elapsed, mut lat) = rt.block_on(async {
         let (sink, rx) = RecordSink::new(4096);
-        let w = writer::spawn(store.clone(), rx, WriterOptions::default());
+        let w = writer::spawn(store.clone(), rx, WriterOptions::default(), sink.health().clone());
         let mut lat = Vec::with_capacity(n as usize);
         let start = Instant::now();
         for i in 0..n {
@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
             lat.push(t.elapsed());
         }
         drop(sink);
-        let stats = w.shutdown().await;
+        let stats = w.shutdown(Duration::from_secs(30)).await;
         (stats, start.elapsed(), lat)
     });
     assert_eq!(stats.records, n);
@@ -92,5 +92,24 @@ fn main() -> anyhow::Result<()> {
     println!("sink.send p99:    {}", fmt(pct(0.99)));
     println!("sink.send max:    {}", fmt(*lat.last().unwrap()));
     println!("store file:       {:.1} MiB ({} bytes/record)", size as f64 / 1048576.0, size / n);
+    // What a record costs while the store cannot be written: in the writer's memory backlog, and as a line of
+    // the pending file.
+    let k = 100_000u64;
+    let before = rss_bytes();
+    let backlog: std::collections::VecDeque<RequestRecord> = (0..k).map(|i| record(i, now)).collect();
+    let held = rss_bytes().saturating_sub(before);
+    let line = serde_json::to_vec(&backlog[0])?.len() + 1;
+    println!("backlog memory:   {:.0} bytes/record (RSS growth holding {k} records)", held as f64 / k as f64);
+    println!("pending file:     {line} bytes/record");
+    drop(backlog);
     Ok(())
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .unwrap_or(0);
+    pages * 4096
 }

@@ -17,7 +17,8 @@
 //! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).
 //! - `control`: the control socket's registry (composition root), live operations, rebuilding the live catalogue.
 //! - `channels`: every channel with its origin, and enabling / disabling store channels (CLI and admin API).
-//! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
+//! - `store`: the redb file (tables, batched record writer that keeps records through a failing disk, pending
+//!   file, control socket, direct-or-socket access).
 //! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
 //!   `router keys` store operations and the spend report.
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).

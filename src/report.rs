@@ -331,7 +331,7 @@ pub struct RecordList {
     pub records: Vec<RequestRecord>,
 }
 
-mod records_as_text {
+pub(crate) mod records_as_text {
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
 
     use crate::usage::RequestRecord;

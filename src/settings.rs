@@ -178,7 +178,7 @@ pub fn resolve_store_path(flag: Option<&Path>, config_path: Option<&str>) -> Pat
     default_store_path()
 }
 
-fn expand_home(p: &str) -> PathBuf {
+pub fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),

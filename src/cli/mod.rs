@@ -16,6 +16,7 @@ pub mod keys;
 pub mod output;
 pub mod requests;
 pub mod serve;
+pub mod store_cmd;
 pub mod tags;
 pub mod test;
 pub mod usage;
@@ -66,6 +67,9 @@ pub enum Command {
     Usage(usage::Args),
     /// Recent request records; `requests show ID` for one with every attempt.
     Requests(requests::Args),
+    /// Store maintenance: save the records a server could not write (`store import-pending FILE`).
+    #[command(subcommand)]
+    Store(store_cmd::Command),
     /// Ask every channel's keys which models they reach, and their prices.
     Discover(discover::Args),
     /// List tags, or show the candidates a model name or tag expression routes to.
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test(args) => test::run(&global, args),
         Command::Usage(args) => usage::run(&global, args),
         Command::Requests(args) => requests::run(&global, args),
+        Command::Store(cmd) => store_cmd::run(&global, cmd),
         Command::Discover(args) => discover::run(&global, args),
         Command::Tags(cmd) => tags::run(&global, cmd),
         Command::Keys(cmd) => keys::run(&global, cmd),

@@ -15,6 +15,7 @@ use crate::control::{self, Live, LiveCell};
 use crate::error::user;
 use crate::proxy::{self, AppState};
 use crate::settings::{self, Settings};
+use crate::store::writer::WriterOptions;
 use crate::store::{self, recorder::Recorder};
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -56,13 +57,32 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let batch_seconds = config.raw.server.metrics.then(|| metrics.store_batch_seconds());
-    let registry = control::registry(live.clone());
-    let recorder =
-        Recorder::start(&store_path, config.raw.store.retention_days, records, registry, batch_seconds).await?;
+    let store_cfg = &config.raw.store;
+    let writer_opts = WriterOptions {
+        retention_days: store_cfg.retention_days,
+        max_pending: store_cfg.max_pending_records,
+        pending_dir: store_cfg.pending_dir.as_deref().map(settings::expand_home).unwrap_or_else(std::env::temp_dir),
+        batch_seconds: config.raw.server.metrics.then(|| metrics.store_batch_seconds()),
+        ..Default::default()
+    };
+    for file in store::pending::leftovers(&writer_opts.pending_dir, &store_path) {
+        output::note(&format!(
+            "note: {} holds request records an earlier run could not save; `router store import-pending {}` saves them",
+            file.display(),
+            file.display()
+        ));
+    }
+    let recorder = Recorder::start(
+        &store_path,
+        writer_opts,
+        records,
+        record_sink.health().clone(),
+        control::registry(live.clone()),
+    )
+    .await?;
     let store_keys = recorder.store.list_raw(store::KvTable::GatewayKeys).map(|r| r.len()).unwrap_or(0);
     if config.gateway_keys.is_empty() && store_keys == 0 && !listen.ip().is_loopback() && !args.allow_open {
-        recorder.shutdown().await;
+        recorder.shutdown(Duration::ZERO).await;
         return Err(user(format!("refusing to listen on {listen} with no gateway keys: anyone who can reach it could spend your upstream credit"))
             .with_hint("add server.keys to the config or `router keys create NAME`, listen on 127.0.0.1, or pass --allow-open")
             .into());
@@ -145,8 +165,19 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let _ = metrics_stop.send(());
     drop(state);
     // In-flight requests are done: commit every queued record, then close the control socket.
-    let stats = recorder.shutdown().await;
+    let stats = recorder.shutdown(grace).await;
     output::note(&format!("store: {} request records saved", stats.records));
+    if let Some(file) = &stats.pending_file {
+        output::note(&format!(
+            "store: {} request records could not be saved (the store cannot be written); they are in {}",
+            stats.unsaved,
+            file.display()
+        ));
+        output::note(&format!("hint: once the store has room, run `router store import-pending {}`", file.display()));
+    }
+    if stats.lost > 0 {
+        output::note(&format!("error: {} request records were lost (see the log for why)", stats.lost));
+    }
     output::note("router stopped");
     Ok(())
 }

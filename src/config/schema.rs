@@ -133,13 +133,29 @@ pub struct AdminKeyConfig {
     pub hash: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// redb file; default `~/.local/share/router/router.redb`.
     pub path: Option<String>,
     /// Request records older than this many days are pruned; daily rollups stay. 0 keeps everything.
     pub retention_days: u32,
+    /// Request records kept in memory while the store cannot be written (~1.3 KB each); later ones go to a
+    /// pending file in `pending_dir`.
+    pub max_pending_records: usize,
+    /// Where records go that the store cannot take and memory cannot hold; default: the system temp directory.
+    pub pending_dir: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: None,
+            retention_days: 0,
+            max_pending_records: crate::store::writer::DEFAULT_MAX_PENDING,
+            pending_dir: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

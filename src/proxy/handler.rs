@@ -150,7 +150,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         protocol = Protocol::Anthropic;
     }
     let op = match route {
-        Route::Health => return local::health(&snap),
+        Route::Health => return local::health(&snap, &state.sink.health().status()),
         Route::NotFound => {
             let msg = format!("no route for {} {}", req.method(), req.uri().path());
             let id = usage::new_id(usage::now_ms());

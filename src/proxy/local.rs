@@ -11,6 +11,7 @@ use crate::keys::Entry;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::usage;
+use crate::usage::sink::SinkStatus;
 
 /// A 200 JSON answer.
 pub(super) fn json(body: serde_json::Value) -> Response<ProxyBody> {
@@ -19,12 +20,14 @@ pub(super) fn json(body: serde_json::Value) -> Response<ProxyBody> {
     resp
 }
 
-/// `GET /health`: up, and how many channels are enabled.
-pub(super) fn health(snap: &Snapshot) -> Response<ProxyBody> {
+/// `GET /health`: up, how many channels are enabled, and whether request records are being saved. `status` is
+/// `degraded` while they cannot be (still 200: requests are served); `records` says why and how many wait.
+pub(super) fn health(snap: &Snapshot, records: &SinkStatus) -> Response<ProxyBody> {
     json(serde_json::json!({
-        "status": "ok",
+        "status": records.state,
         "channels": snap.channels.iter().filter(|c| c.enabled).count(),
         "version": env!("CARGO_PKG_VERSION"),
+        "records": records,
     }))
 }
 

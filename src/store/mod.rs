@@ -2,13 +2,17 @@
 //! keep (channels, models, prices, health, balances, gateway keys).
 //!
 //! Owns opening the file (schema version check, clear errors for foreign, damaged, newer or locked files — never
-//! a panic or a silent reset), the batched record writer (`writer`), the control socket that lets other
-//! processes reach a store a running server holds (`socket`), and [`Access`], which picks the direct or the
-//! socket path. Must not decide where the file is (`settings` does), know which operations exist beyond its own
-//! (the composition root registers them) or be touched from the request hot path: records reach it only through
-//! the `usage::sink` channel.
+//! a panic or a silent reset) and reopening it after an I/O error, the batched record writer (`writer`) and its
+//! pending file for records the store cannot take yet (`pending`), the control socket that lets other processes
+//! reach a store a running server holds (`socket`), and [`Access`], which picks the direct or the socket path.
+//! Must not decide where the file is (`settings` does), know which operations exist beyond its own (the
+//! composition root registers them) or be touched from the request hot path: records reach it only through the
+//! `usage::sink` channel.
 
 pub mod channels;
+#[cfg(test)]
+pub(crate) mod fault;
+pub mod pending;
 pub mod recorder;
 pub mod socket;
 pub mod tables;
@@ -17,7 +21,7 @@ pub mod writer;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
@@ -47,6 +51,10 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Db(String),
+    #[error("the store cannot be used until it is opened again: a write failed (disk full or read-only?)")]
+    AfterIoError,
+    #[error("the store {} cannot be read now: a write failed (disk full or read-only?) and it cannot be opened again yet", path.display())]
+    Closed { path: PathBuf },
     #[error("`{key}` already exists in table {table}")]
     Exists { table: &'static str, key: String },
     #[error(transparent)]
@@ -65,6 +73,9 @@ impl crate::error::Hinted for StoreError {
                 Some("run the newer router that wrote this store, or point --store at another file")
             }
             StoreError::Locked { .. } => Some("stop the other process, or use another store with --store"),
+            StoreError::Closed { .. } | StoreError::AfterIoError => {
+                Some("the server keeps request records until the store can be written again; see /health and its log")
+            }
             StoreError::Damaged { .. } => Some("restore the file from a backup, or move it away to start a new store"),
             _ => None,
         }
@@ -86,7 +97,10 @@ impl StoreError {
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Db(e.into().to_string())
+    match e.into() {
+        redb::Error::PreviousIo => StoreError::AfterIoError,
+        e => StoreError::Db(e.to_string()),
+    }
 }
 
 /// The small JSON tables other modules keep (key: a string they choose, value: JSON).
@@ -127,16 +141,37 @@ impl KvTable {
 
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
-/// An open store. Cheap to clone; every clone shares the one database handle.
+/// An open store. Cheap to clone; every clone shares the one database handle, which [`Store::reopen`] replaces
+/// (redb refuses every write after an I/O error until the file is closed and opened again).
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     path: PathBuf,
+    /// `None` after a reopen failed (the file could not be opened again yet): operations answer
+    /// [`StoreError::Closed`] until a later reopen succeeds. Each operation holds the read lock for its whole
+    /// transaction, so a reopen waits for them and never closes the file under a reader.
+    db: RwLock<Option<Database>>,
+    /// Test seam: a backend that fails writes on demand (see `fault`).
+    #[cfg(test)]
+    fault: Option<Arc<fault::Fault>>,
+}
+
+/// The database of an open store, borrowed for one operation.
+struct DbRef<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for DbRef<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("checked when borrowed")
+    }
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("path", &self.inner.path).finish()
     }
 }
 
@@ -159,7 +194,46 @@ impl Store {
             Err(source) => return Err(StoreError::Io { path: path.into(), source }),
         }
         check_magic(path)?;
-        let opened = std::panic::catch_unwind(|| redb::Builder::new().set_cache_size(16 * 1024 * 1024).create(path));
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: RwLock::new(None),
+                #[cfg(test)]
+                fault: None,
+            }),
+        };
+        store.reopen()?;
+        Ok(store)
+    }
+
+    /// Opens a store whose file writes fail while `fault` says so (tests of the writer's recovery).
+    #[cfg(test)]
+    pub(crate) fn open_with_fault(path: &Path, fault: Arc<fault::Fault>) -> Result<Store, StoreError> {
+        let store =
+            Store { inner: Arc::new(Inner { path: path.to_path_buf(), db: RwLock::new(None), fault: Some(fault) }) };
+        store.reopen()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Closes the database file and opens it again (redb's way out of an earlier I/O error; it recovers from
+    /// the last durable commit). Waits for running operations; while the file cannot be opened, operations
+    /// fail with [`StoreError::Closed`] and a later call may succeed.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+        // Drop the old handle first: it holds the file lock the new one takes.
+        drop(slot.take());
+        let path = &self.inner.path;
+        #[cfg(test)]
+        let opened = match &self.inner.fault {
+            Some(f) => std::panic::catch_unwind(|| f.open(path)),
+            None => std::panic::catch_unwind(|| open_database(path)),
+        };
+        #[cfg(not(test))]
+        let opened = std::panic::catch_unwind(|| open_database(path));
         let database = match opened {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return Err(open_error(path, e)),
@@ -167,81 +241,110 @@ impl Store {
                 return Err(StoreError::Damaged { path: path.into(), message: "redb could not read the file".into() });
             }
         };
-        let store = Store { db: Arc::new(database), path: path.to_path_buf() };
-        store.init_schema()?;
-        Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn init_schema(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db)?;
-        {
-            let known: Vec<String> = txn.list_tables().map_err(db)?.map(|t| t.name().to_string()).collect();
-            let mut meta = txn.open_table(tables::META).map_err(db)?;
-            let version = meta.get(tables::META_SCHEMA_VERSION).map_err(db)?.map(|v| v.value());
-            match version {
-                Some(v) if v > tables::SCHEMA_VERSION => {
-                    return Err(StoreError::Newer {
-                        path: self.path.clone(),
-                        found: v,
-                        supported: tables::SCHEMA_VERSION,
-                    });
-                }
-                Some(_) => {}
-                None if !known.is_empty() => {
-                    return Err(StoreError::Foreign { path: self.path.clone(), tables: known.join(", ") });
-                }
-                None => {}
-            }
-            // Version 1 is the first schema: nothing to migrate yet. Later versions migrate here, in this
-            // transaction, from `version` up to SCHEMA_VERSION.
-            if version != Some(tables::SCHEMA_VERSION) {
-                meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION).map_err(db)?;
-            }
-        }
-        for t in [
-            KvTable::Channels,
-            KvTable::Models,
-            KvTable::Prices,
-            KvTable::Health,
-            KvTable::Balances,
-            KvTable::GatewayKeys,
-        ] {
-            txn.open_table(t.def()).map_err(db)?;
-        }
-        txn.open_table(tables::REQUESTS).map_err(db)?;
-        txn.open_table(tables::USAGE_DAILY).map_err(db)?;
-        txn.commit().map_err(db)?;
+        init_schema(&database, path)?;
+        *slot = Some(database);
         Ok(())
     }
 
+    /// Bytes an unprivileged writer may still use on the store's filesystem (None when unknown). The writer
+    /// looks before reopening a store that failed, since a reopen after an I/O error repairs the file (reads
+    /// all of it): pointless work while the disk is still full.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.inner.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+
+    /// Whether the database is open (false after a failed [`Store::reopen`]).
+    pub fn is_open(&self) -> bool {
+        self.inner.db.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn db(&self) -> Result<DbRef<'_>, StoreError> {
+        let g = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            return Err(StoreError::Closed { path: self.inner.path.clone() });
+        }
+        Ok(DbRef(g))
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new().set_cache_size(16 * 1024 * 1024).create(path)
+}
+
+/// Checks the schema version of a freshly opened file and creates missing tables.
+fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = database.begin_write().map_err(db)?;
+    {
+        let known: Vec<String> = txn.list_tables().map_err(db)?.map(|t| t.name().to_string()).collect();
+        let mut meta = txn.open_table(tables::META).map_err(db)?;
+        let version = meta.get(tables::META_SCHEMA_VERSION).map_err(db)?.map(|v| v.value());
+        match version {
+            Some(v) if v > tables::SCHEMA_VERSION => {
+                return Err(StoreError::Newer {
+                    path: path.to_path_buf(),
+                    found: v,
+                    supported: tables::SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+            None if !known.is_empty() => {
+                return Err(StoreError::Foreign { path: path.to_path_buf(), tables: known.join(", ") });
+            }
+            None => {}
+        }
+        // Version 1 is the first schema: nothing to migrate yet. Later versions migrate here, in this
+        // transaction, from `version` up to SCHEMA_VERSION.
+        if version != Some(tables::SCHEMA_VERSION) {
+            meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION).map_err(db)?;
+        }
+    }
+    for t in
+        [KvTable::Channels, KvTable::Models, KvTable::Prices, KvTable::Health, KvTable::Balances, KvTable::GatewayKeys]
+    {
+        txn.open_table(t.def()).map_err(db)?;
+    }
+    txn.open_table(tables::REQUESTS).map_err(db)?;
+    txn.open_table(tables::USAGE_DAILY).map_err(db)?;
+    txn.commit().map_err(db)?;
+    Ok(())
+}
+
+impl Store {
     /// The schema version recorded in the file.
     pub fn schema_version(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
         let meta = txn.open_table(tables::META).map_err(db)?;
         Ok(meta.get(tables::META_SCHEMA_VERSION).map_err(db)?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// Unix ms before which request records may have been pruned (0: never pruned).
     pub fn pruned_before(&self) -> Result<i64, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
         let meta = txn.open_table(tables::META).map_err(db)?;
         Ok(meta.get(tables::META_PRUNED_BEFORE).map_err(db)?.map(|v| v.value() as i64).unwrap_or(0))
     }
 
-    /// Writes a batch of records and their rollups in one durable transaction.
-    pub fn write_records(&self, recs: &[RequestRecord]) -> Result<(), StoreError> {
+    /// Writes a batch of records and their rollups in one durable transaction. A record whose id is already
+    /// stored is skipped (rollups untouched), so writing the same records twice — a retried batch, a pending
+    /// file imported again — counts them once. Returns how many were new.
+    pub fn write_records(&self, recs: &[RequestRecord]) -> Result<u64, StoreError> {
         if recs.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut daily: HashMap<DailyKey, Counters> = HashMap::new();
-        for r in recs {
-            daily.entry(DailyKey::of(r)).or_default().add(&Counters::of(r));
-        }
-        let txn = self.db.begin_write().map_err(db)?;
+        let mut new = 0;
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
         {
             let mut requests = txn.open_table(tables::REQUESTS).map_err(db)?;
             let mut buf = Vec::with_capacity(1024);
@@ -249,7 +352,10 @@ impl Store {
                 buf.clear();
                 buf.push(1);
                 serde_json::to_writer(&mut buf, r).expect("a record always serialises");
-                requests.insert(r.id, buf.as_slice()).map_err(db)?;
+                if requests.insert(r.id, buf.as_slice()).map_err(db)?.is_none() {
+                    daily.entry(DailyKey::of(r)).or_default().add(&Counters::of(r));
+                    new += 1;
+                }
             }
             let mut rollup = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
             for (k, add) in daily {
@@ -262,13 +368,14 @@ impl Store {
             }
         }
         txn.commit().map_err(db)?;
-        Ok(())
+        Ok(new)
     }
 
     /// Deletes request records older than `before_ms` (daily rollups stay). Returns how many were removed.
     pub fn prune_requests(&self, before_ms: i64) -> Result<u64, StoreError> {
         let bound = (before_ms.max(0) as u128) << 64;
-        let txn = self.db.begin_write().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
         let removed;
         {
             let mut requests = txn.open_table(tables::REQUESTS).map_err(db)?;
@@ -291,7 +398,8 @@ impl Store {
         rev: bool,
         mut f: impl FnMut(RequestRecord) -> bool,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(tables::REQUESTS).map_err(db)?;
         let iter = t.range(range).map_err(db)?;
         let mut visit = |item: Result<(redb::AccessGuard<u128>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
@@ -319,7 +427,8 @@ impl Store {
         if first > last {
             return Ok(());
         }
-        let txn = self.db.begin_read().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
         let lo = (first, "", "", "", "", "", "");
         let iter = t.range(lo..).map_err(db)?;
@@ -343,7 +452,8 @@ impl Store {
 
     /// Stores already-encoded JSON under `key`.
     pub fn put_raw(&self, table: KvTable, key: &str, json: &[u8]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
         txn.open_table(table.def()).map_err(db)?.insert(key, json).map_err(db)?;
         txn.commit().map_err(db)
     }
@@ -358,7 +468,8 @@ impl Store {
     }
 
     pub fn get_raw(&self, table: KvTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(table.def()).map_err(db)?;
         Ok(t.get(key).map_err(db)?.map(|v| v.value().to_vec()))
     }
@@ -376,7 +487,8 @@ impl Store {
     }
 
     pub fn list_raw(&self, table: KvTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(table.def()).map_err(db)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db)? {
@@ -395,7 +507,8 @@ impl Store {
         removes: &[String],
         puts: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
         {
             let mut t = txn.open_table(table.def()).map_err(db)?;
             for k in absent {
@@ -415,7 +528,8 @@ impl Store {
 
     /// Removes `key`; returns whether it was there.
     pub fn delete(&self, table: KvTable, key: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
         let existed = txn.open_table(table.def()).map_err(db)?.remove(key).map_err(db)?.is_some();
         txn.commit().map_err(db)?;
         Ok(existed)
@@ -590,7 +704,8 @@ mod tests {
         let p = dir.path().join("s.redb");
         {
             let s = Store::open(&p).unwrap();
-            let t = s.db.begin_write().unwrap();
+            let d = s.db().unwrap();
+            let t = d.begin_write().unwrap();
             t.open_table(tables::META).unwrap().insert(tables::META_SCHEMA_VERSION, 99).unwrap();
             t.commit().unwrap();
         }

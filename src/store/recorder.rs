@@ -1,12 +1,12 @@
 //! What `router serve` runs of the store: the open file, the record writer and the control socket, started and
 //! stopped together.
 //!
-//! Owns the order of start-up (the file must be ours and free, else a clear error before the proxy listens), the
-//! wiring of the writer's flush barrier into the socket (reports wait for queued records), and the order of
-//! shutdown (drain the writer, then close the socket and remove its file). Nothing else.
+//! Owns the order of start-up (the file must be ours and free, else a clear error before the proxy listens) and
+//! of shutdown (drain the writer, then close the socket and remove its file). Nothing else.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -14,6 +14,7 @@ use super::socket::{self, Registry, SocketServer};
 use super::writer::{self, WriterHandle, WriterOptions, WriterStats};
 use super::{Store, StoreError};
 use crate::usage::RequestRecord;
+use crate::usage::sink::SinkHealth;
 
 pub struct Recorder {
     pub store: Store,
@@ -23,14 +24,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Opens the store at `path` (it must not be held by another process), starts the writer on `records` and
-    /// the control socket answering `registry`.
+    /// Opens the store at `path` (it must not be held by another process), starts the writer on `records`
+    /// (reporting in `health`) and the control socket answering `registry` (its replies say when records are
+    /// pending).
     pub async fn start(
         path: &Path,
-        retention_days: u32,
+        opts: WriterOptions,
         records: mpsc::Receiver<RequestRecord>,
+        health: Arc<SinkHealth>,
         mut registry: Registry,
-        batch_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> anyhow::Result<Recorder> {
         let p = path.to_path_buf();
         let store = match tokio::task::spawn_blocking(move || Store::open(&p)).await? {
@@ -45,11 +47,9 @@ impl Recorder {
             }
             Err(e) => return Err(e.into_cli()),
         };
-        let writer = writer::spawn(
-            store.clone(),
-            records,
-            WriterOptions { retention_days, batch_seconds, ..Default::default() },
-        );
+        let h = health.clone();
+        registry.notice(Arc::new(move || h.notice()));
+        let writer = writer::spawn(store.clone(), records, opts, health);
         // Reports through the socket first see every record already queued (read-your-writes for scripts).
         let flusher = writer.flusher();
         registry.barrier(Arc::new(move || {
@@ -59,7 +59,7 @@ impl Recorder {
         let socket = match socket::serve(store.clone(), registry.clone()).await {
             Ok(s) => s,
             Err(e) => {
-                writer.shutdown().await;
+                writer.shutdown(Duration::ZERO).await;
                 return Err(e);
             }
         };
@@ -75,9 +75,10 @@ impl Recorder {
         self.socket.path()
     }
 
-    /// Commits every queued record, then stops the socket (removing its file).
-    pub async fn shutdown(self) -> WriterStats {
-        let stats = self.writer.shutdown().await;
+    /// Commits every queued record (trying a failing store for up to `grace`, then writing what is left to a
+    /// pending file), then stops the socket (removing its file).
+    pub async fn shutdown(self, grace: Duration) -> WriterStats {
+        let stats = self.writer.shutdown(grace).await;
         self.socket.shutdown().await;
         stats
     }
@@ -97,7 +98,8 @@ mod tests {
         let (sink, records) = RecordSink::new(64);
         let mut registry = Registry::builtin();
         registry.add::<crate::report::RequestsQuery>();
-        let rec = Recorder::start(&path, 0, records, registry, None).await.unwrap();
+        let health = sink.health().clone();
+        let rec = Recorder::start(&path, WriterOptions::default(), records, health, registry).await.unwrap();
         for i in 0..5 {
             let t = crate::usage::now_ms();
             sink.send(crate::usage::RequestRecord {
@@ -117,6 +119,6 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(n, 5);
-        rec.shutdown().await;
+        rec.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -57,6 +57,8 @@ type Handler = Arc<dyn Fn(&Store, Value) -> anyhow::Result<Value> + Send + Sync>
 type LiveHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
 /// Called in the server after an operation with `WRITES` succeeded, with its name.
 pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
+/// A sentence the server adds to every reply while it has something to say (records pending).
+pub type Notice = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 /// Returns once the records queued so far are committed (the record writer's flush barrier).
 pub type Barrier = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
@@ -69,6 +71,7 @@ pub struct Registry {
     ops: HashMap<&'static str, (Handler, OpFlags)>,
     live: HashMap<&'static str, LiveHandler>,
     on_change: Option<OnChange>,
+    notice: Option<Notice>,
     barrier: Option<Barrier>,
 }
 
@@ -88,7 +91,8 @@ impl Registry {
             .add::<KvList>()
             .add::<KvDelete>()
             .add::<RecordsPut>()
-            .add::<super::channels::ChannelsApply>();
+            .add::<super::channels::ChannelsApply>()
+            .add::<super::pending::RecordsImport>();
         r
     }
 
@@ -152,6 +156,12 @@ impl Registry {
         self
     }
 
+    /// Adds `notice()` (when it says something) to every reply; the client prints it to stderr.
+    pub fn notice(&mut self, notice: Notice) -> &mut Self {
+        self.notice = Some(notice);
+        self
+    }
+
     /// Runs operation `name` with JSON `args` on `store` (or live), as the socket does: every door (the socket,
     /// the admin API) goes through here.
     pub async fn dispatch(&self, store: &Store, name: &str, args: Value) -> anyhow::Result<Value> {
@@ -190,6 +200,15 @@ struct WireError {
     hint: Option<String>,
     /// 1: the user's mistake; 2: unexpected.
     code: u8,
+}
+
+/// One reply line: the operation's result, and the server's notice when it has one.
+#[derive(Serialize, Deserialize)]
+struct WireAnswer {
+    #[serde(flatten)]
+    reply: WireReply,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notice: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -304,7 +323,8 @@ async fn handle(conn: tokio::net::UnixStream, store: &Store, registry: &Registry
         },
         Err(e) => WireReply::Error(WireError { message: format!("bad control request: {e}"), hint: None, code: 2 }),
     };
-    let mut out = serde_json::to_vec(&reply)?;
+    let notice = registry.notice.as_ref().and_then(|n| n());
+    let mut out = serde_json::to_vec(&WireAnswer { reply, notice })?;
     out.push(b'\n');
     wr.write_all(&out).await?;
     wr.shutdown().await?;
@@ -345,7 +365,12 @@ impl SocketClient {
         if line.is_empty() {
             anyhow::bail!("the server on {} closed the connection without answering", self.path.display());
         }
-        match serde_json::from_slice::<WireReply>(&line).context("unreadable reply from the server")? {
+        let answer = serde_json::from_slice::<WireAnswer>(&line).context("unreadable reply from the server")?;
+        // Said once per command: `connect` pings first, and that reply's notice is dropped.
+        if let Some(n) = answer.notice.filter(|_| op != Ping::NAME) {
+            crate::cli::output::note(&n);
+        }
+        match answer.reply {
             WireReply::Ok(v) => Ok(v),
             WireReply::Error(e) => Err(from_wire(e)),
         }

@@ -1,11 +1,16 @@
-//! Where finished request records go: a bounded channel drained by one consumer.
+//! Where finished request records go: a bounded channel drained by one consumer, and that consumer's health.
 //!
 //! Owns the hand-off from the hot path. Sending waits when the channel is full (back-pressure, never loss).
-//! The consumer is the store writer while serving with a store, or the log. Every record that enters is also
-//! published once as [`Event::RequestFinished`] (cloned into an `Arc` only when someone subscribes).
+//! The consumer is the store writer while serving with a store, or the log. [`SinkHealth`] is what the consumer
+//! reports about itself (degraded, why, how many records wait) for `/health`, the control socket and metrics;
+//! reading it takes a short lock and never touches the store. Every record that enters is also published once as
+//! [`Event::RequestFinished`] (cloned into an `Arc` only when someone subscribes).
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::RequestRecord;
@@ -15,6 +20,7 @@ use crate::events::{Event, Events};
 #[derive(Clone, Debug)]
 pub struct RecordSink {
     tx: mpsc::Sender<RequestRecord>,
+    health: Arc<SinkHealth>,
     events: Events,
 }
 
@@ -35,11 +41,107 @@ fn publish(events: &Events, rec: &RequestRecord) {
     events.publish_with(|| Event::RequestFinished(Arc::new(rec.clone())));
 }
 
+/// What the record consumer says about itself. Written by the consumer on each change of state, read by
+/// `/health`, the control socket and metrics.
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    /// Records accepted but not yet durable in the store (memory backlog plus pending file).
+    pending: AtomicU64,
+    /// Records written to the pending file and not yet saved in the store.
+    pending_in_file: AtomicU64,
+    state: Mutex<Degraded>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Degraded {
+    reason: Option<String>,
+    since_ms: i64,
+    pending_file: Option<PathBuf>,
+    holding: bool,
+}
+
+/// A snapshot of [`SinkHealth`], as `/health` and metrics show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SinkStatus {
+    /// `ok`, or `degraded` while records cannot be written.
+    pub state: &'static str,
+    /// Why records cannot be written (the store's error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix ms when the store stopped taking records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    /// Records served but not yet saved in the store.
+    pub pending: u64,
+    /// Of those, how many wait in the pending file (beyond `store.max_pending_records`).
+    pub pending_in_file: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_file: Option<PathBuf>,
+    /// True while new requests wait for room (the memory bound is reached and the pending file cannot be
+    /// written either).
+    pub holding_requests: bool,
+}
+
+impl SinkHealth {
+    pub fn status(&self) -> SinkStatus {
+        let d = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        SinkStatus {
+            state: if d.reason.is_some() { "degraded" } else { "ok" },
+            since_ms: d.reason.as_ref().map(|_| d.since_ms),
+            reason: d.reason,
+            pending: self.pending.load(Ordering::Relaxed),
+            pending_in_file: self.pending_in_file.load(Ordering::Relaxed),
+            pending_file: d.pending_file,
+            holding_requests: d.holding,
+        }
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).reason.is_some()
+    }
+
+    /// Sets the counts of records not yet saved.
+    pub fn set_pending(&self, total: u64, in_file: u64) {
+        self.pending.store(total, Ordering::Relaxed);
+        self.pending_in_file.store(in_file, Ordering::Relaxed);
+    }
+
+    /// Marks the consumer degraded with `reason` (keeps the first `since`), or healthy with `None`.
+    pub fn set_degraded(&self, reason: Option<String>) {
+        let mut d = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if d.reason.is_none() && reason.is_some() {
+            d.since_ms = super::now_ms();
+        }
+        d.reason = reason;
+    }
+
+    pub fn set_pending_file(&self, file: Option<PathBuf>) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).pending_file = file;
+    }
+
+    pub fn set_holding(&self, holding: bool) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).holding = holding;
+    }
+
+    /// One sentence for replies of the control socket while records wait, e.g. for `router usage`.
+    pub fn notice(&self) -> Option<String> {
+        let s = self.status();
+        if s.state == "ok" || s.pending == 0 {
+            return None;
+        }
+        Some(format!(
+            "note: {} request record(s) are pending and not in this answer yet: the server cannot write the store ({})",
+            s.pending,
+            s.reason.as_deref().unwrap_or("unknown error")
+        ))
+    }
+}
+
 impl RecordSink {
     /// A sink with room for `capacity` records and its receiving end.
     pub fn new(capacity: usize) -> (RecordSink, mpsc::Receiver<RequestRecord>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (RecordSink { tx, events: Events::new(1) }, rx)
+        (RecordSink { tx, health: Arc::default(), events: Events::new(1) }, rx)
     }
 
     /// The same sink, publishing finished requests on `events`.
@@ -51,6 +153,11 @@ impl RecordSink {
     /// Records waiting for the consumer (the store writer's backlog).
     pub fn backlog(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// The consumer's health, shared with it.
+    pub fn health(&self) -> &Arc<SinkHealth> {
+        &self.health
     }
 
     /// Sends a record, waiting for room when the channel is full.

@@ -15,6 +15,7 @@ mod channels;
 mod config_example;
 mod dashboard;
 mod discover;
+mod disk;
 mod gemini;
 mod generated;
 mod import;

@@ -36,7 +36,7 @@ impl Router {
         let cfg = dir.path().join("router.yaml");
         std::fs::write(&cfg, config).unwrap();
         let store = dir.path().join("router.redb");
-        let mut router = Self::spawn(dir.path(), Some(&cfg), &store, extra_args, env)
+        let mut router = Self::spawn(&[], dir.path(), Some(&cfg), &store, extra_args, env)
             .unwrap_or_else(|e| panic!("router did not start:\n{e}"));
         router._dir = Some(dir);
         router
@@ -50,7 +50,13 @@ impl Router {
 
     /// [`Router::serve`], returning the server's stderr when it does not come up.
     pub fn try_serve(dir: &Path, config: &Path, store: &Path) -> Result<Router, String> {
-        Self::spawn(dir, Some(config), store, &[], &[])
+        Self::spawn(&[], dir, Some(config), store, &[], &[])
+    }
+
+    /// [`Router::try_serve`] run through `wrapper` (a command that runs the rest of its command line, e.g.
+    /// `setpriv --reuid=65534 ...` to serve as another user).
+    pub fn try_serve_via(wrapper: &[&str], dir: &Path, config: &Path, store: &Path) -> Result<Router, String> {
+        Self::spawn(wrapper, dir, Some(config), store, &[], &[])
     }
 
     /// `router serve` without a config file, in `home` (its HOME and working directory, the store inside) with
@@ -69,13 +75,21 @@ impl Router {
     }
 
     fn spawn(
+        wrapper: &[&str],
         dir: &Path,
         config: Option<&Path>,
         store: &Path,
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Router, String> {
-        let mut cmd = Command::new(bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0"]);
         if let Some(config) = config {
             cmd.arg("--config").arg(config);
