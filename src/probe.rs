@@ -915,6 +915,7 @@ async fn send_through_proxy(
         keys: Default::default(),
         limiter: Default::default(),
         affinity: Default::default(),
+        shared: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

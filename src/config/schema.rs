@@ -16,6 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct RawConfig {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    /// State several instances share (cooldowns, rate windows, parallel slots); none: this process's memory.
+    pub shared_state: SharedStateConfig,
     pub routing: RoutingConfig,
     pub upstream: UpstreamConfig,
     pub discovery: DiscoveryConfig,
@@ -93,6 +95,15 @@ pub struct StoreConfig {
     pub path: Option<String>,
     /// Request records older than this many days are pruned; daily rollups stay. 0 keeps everything.
     pub retention_days: u32,
+}
+
+/// `shared_state:`: where instances behind one load balancer keep the live state they must agree on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedStateConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS); none keeps live state in this process only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -8,6 +8,7 @@ use http::Response;
 use super::{ProxyBody, full, headers};
 use crate::catalog::Snapshot;
 use crate::keys::Entry;
+use crate::live::shared::Shared;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::usage;
@@ -20,12 +21,19 @@ pub(super) fn json(body: serde_json::Value) -> Response<ProxyBody> {
 }
 
 /// `GET /health`: up, and how many channels are enabled.
-pub(super) fn health(snap: &Snapshot) -> Response<ProxyBody> {
-    json(serde_json::json!({
+pub(super) fn health(snap: &Snapshot, shared: Option<&Shared>) -> Response<ProxyBody> {
+    let mut body = serde_json::json!({
         "status": "ok",
         "channels": snap.channels.iter().filter(|c| c.enabled).count(),
         "version": env!("CARGO_PKG_VERSION"),
-    }))
+    });
+    // Still serving, on this instance's own cooldowns and limits: a load balancer should keep it in.
+    if let Some(sh) = shared {
+        let degraded = sh.degraded();
+        body["status"] = (if degraded { "degraded" } else { "ok" }).into();
+        body["shared_state"] = (if degraded { "redis unreachable" } else { "redis" }).into();
+    }
+    json(body)
 }
 
 /// `GET /v1/models`: the models the key may use, in the client's list shape.

@@ -34,6 +34,7 @@ use crate::catalog::Snapshot;
 use crate::keys::KeyTable;
 use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
+use crate::live::shared::Shared;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub limiter: Limiter,
     /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
     pub affinity: Affinity,
+    /// The Redis several instances share (`shared_state.redis`); `None`: live state is this process's alone.
+    pub shared: Option<Arc<Shared>>,
 }
 
 impl AppState {
@@ -72,7 +75,13 @@ impl AppState {
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
         let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
+        // The URL was checked when the configuration loaded.
+        let shared = snapshot.config.raw.shared_state.redis.as_deref().and_then(|url| Shared::open(url).ok());
+        if let Some(sh) = &shared {
+            sh.start(health.clone());
+        }
         Arc::new(AppState {
+            shared,
             keys: ArcSwap::from_pointee(keys),
             limiter: Limiter::new(tz),
             snapshot: ArcSwap::from_pointee(snapshot),
