@@ -20,6 +20,7 @@ mod loose;
 mod probe;
 mod proxy;
 mod real_clients;
+mod scaleout;
 mod sdk;
 mod store;
 mod tags;
