@@ -3,7 +3,9 @@
 //!
 //! Owns, over one Redis: cooldowns (every instance's [`CoolChange`]s are written as `router:cool:<key>` with
 //! their expiry and published on `router:events`; every instance applies the others' to its own
-//! [`Health`], and reads the live ones when it (re)connects), and the requests-per-minute window and parallel
+//! [`Health`], and reads the live ones when it (re)connects), affinity bindings (a new or moved binding is
+//! published and bound on every instance, so a session's turns keep their upstream whichever instance serves
+//! them; an instance that was disconnected does not learn the bindings made meanwhile), and the requests-per-minute window and parallel
 //! counter of gateway keys ([`admit`]: one Lua script, atomic across instances, one round trip per request of
 //! a key with `rpm` or `max_parallel`; keys without them never touch Redis). Tokens per minute and budgets stay
 //! in each instance's [`Limiter`].
@@ -16,16 +18,17 @@
 //! Must not: hold a lock across an await, wait for Redis on the request path except in [`admit`], or know about
 //! HTTP or protocols.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use super::affinity::{Affinity, Policy, Target};
 use super::limits::{Admit, Limiter, Limits, Rate, Refusal, Refused, Window};
 use crate::upstream::health::{CoolChange, Health};
 
@@ -68,17 +71,21 @@ end
 return {0, 0, 0}
 ";
 
-/// One message on `router:events`.
+/// One message on `router:events`; `from` is the sending instance (its own messages are skipped).
 #[derive(Debug, Serialize, Deserialize)]
-struct Event {
-    /// The sending instance (its own messages are skipped).
-    from: u64,
-    key: String,
-    /// Unix ms the cooldown ends; `None`: cleared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    until_ms: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Event {
+    /// A cooldown of health key `key` until unix ms `until_ms`; `None`: cleared.
+    Cool {
+        from: u64,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An affinity session (its key) bound to a target, new or moved.
+    Bind { from: u64, session: u64, target: u64 },
 }
 
 /// A connection to the shared Redis, and whether it answers.
@@ -90,6 +97,9 @@ pub struct Shared {
     down: AtomicBool,
     /// While down: unix ms before which requests do not try Redis.
     retry_at_ms: AtomicI64,
+    /// Affinity bindings made here, to publish (sender, and the receiver until [`Shared::start`] takes it).
+    binds: UnboundedSender<(u64, Target)>,
+    binds_rx: Mutex<Option<UnboundedReceiver<(u64, Target)>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -112,7 +122,10 @@ impl Shared {
             .set_number_of_retries(1)
             .set_max_delay(RETRY);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)?;
+        let (binds, binds_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Shared {
+            binds,
+            binds_rx: Mutex::new(Some(binds_rx)),
             client,
             conn,
             instance: rand::random(),
@@ -169,42 +182,67 @@ impl Shared {
         }
     }
 
-    /// Starts sharing `health`'s cooldowns: its changes go to Redis, the other instances' come back. Runs until
-    /// the process ends.
-    pub fn start(self: &Arc<Self>, health: Arc<Health>) {
+    /// Starts sharing `health`'s cooldowns and `affinity`'s bindings: this instance's changes go to Redis, the
+    /// other instances' come back (bindings under `policy`). Runs until the process ends.
+    pub fn start(self: &Arc<Self>, health: Arc<Health>, affinity: Arc<Affinity>, policy: Policy) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         health.publish_to(tx);
-        tokio::spawn(self.clone().publish(rx));
-        tokio::spawn(self.clone().subscribe(health));
+        let binds = self.binds_rx.lock().expect("binds lock").take();
+        tokio::spawn(self.clone().publish(rx, binds));
+        tokio::spawn(self.clone().subscribe(health, affinity, policy));
     }
 
-    async fn publish(self: Arc<Self>, mut rx: UnboundedReceiver<CoolChange>) {
-        while let Some(change) = rx.recv().await {
+    /// Tells the other instances that affinity session `session` is now bound to `target` (no waiting).
+    pub fn bound(&self, session: u64, target: Target) {
+        let _ = self.binds.send((session, target));
+    }
+
+    async fn publish(
+        self: Arc<Self>,
+        mut cools: UnboundedReceiver<CoolChange>,
+        mut binds: Option<UnboundedReceiver<(u64, Target)>>,
+    ) {
+        loop {
+            let (event, ttl_ms) = tokio::select! {
+                change = cools.recv() => match change {
+                    None => return,
+                    Some(CoolChange::Cool { key, until_ms, reason }) => {
+                        let ttl = until_ms - crate::usage::now_ms();
+                        (Event::Cool { from: self.instance, key, until_ms: Some(until_ms), reason: Some(reason) }, ttl)
+                    }
+                    Some(CoolChange::Clear { key }) => {
+                        (Event::Cool { from: self.instance, key, until_ms: None, reason: None }, 0)
+                    }
+                },
+                Some((session, target)) = async { match binds.as_mut() { Some(b) => b.recv().await, None => None } } => {
+                    (Event::Bind { from: self.instance, session, target: target.0 }, 0)
+                }
+            };
             if !self.available() {
                 continue;
             }
-            let (event, ttl_ms) = match change {
-                CoolChange::Cool { key, until_ms, reason } => {
-                    let ttl = until_ms - crate::usage::now_ms();
-                    if ttl <= 0 {
+            let msg = serde_json::to_string(&event).expect("event serialises");
+            let cool = match &event {
+                Event::Cool { key, until_ms, .. } => {
+                    if until_ms.is_some() && ttl_ms <= 0 {
                         continue;
                     }
-                    (Event { from: self.instance, key, until_ms: Some(until_ms), reason: Some(reason) }, ttl)
+                    Some(cool_key(key))
                 }
-                CoolChange::Clear { key } => (Event { from: self.instance, key, until_ms: None, reason: None }, 0),
+                Event::Bind { .. } => None,
             };
-            let msg = serde_json::to_string(&event).expect("event serialises");
-            let k = cool_key(&event.key);
-            self.call("publish cooldown", |mut c| async move {
+            self.call("publish", |mut c| async move {
                 let mut pipe = redis::pipe();
-                if ttl_ms > 0 {
+                if let Some(k) = &cool
+                    && ttl_ms > 0
+                {
                     pipe.set_options(
                         &k,
                         &msg,
                         redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms as u64)),
                     );
-                } else {
-                    pipe.del(&k);
+                } else if let Some(k) = &cool {
+                    pipe.del(k);
                 }
                 pipe.publish(EVENTS, &msg);
                 pipe.query_async::<()>(&mut c).await
@@ -214,7 +252,7 @@ impl Shared {
     }
 
     /// Listens on `router:events`; on every (re)connection first applies the cooldowns Redis holds.
-    async fn subscribe(self: Arc<Self>, health: Arc<Health>) {
+    async fn subscribe(self: Arc<Self>, health: Arc<Health>, affinity: Arc<Affinity>, policy: Policy) {
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut ps) => {
@@ -225,7 +263,7 @@ impl Shared {
                         let mut stream = ps.on_message();
                         while let Some(msg) = stream.next().await {
                             if let Ok(ev) = serde_json::from_slice::<Event>(msg.get_payload_bytes()) {
-                                self.apply(&health, ev);
+                                self.apply(&health, &affinity, &policy, ev);
                             }
                         }
                         self.failed("subscription", &"connection closed");
@@ -237,14 +275,15 @@ impl Shared {
         }
     }
 
-    fn apply(&self, health: &Health, ev: Event) {
-        if ev.from == self.instance {
-            return;
+    fn apply(&self, health: &Health, affinity: &Affinity, policy: &Policy, ev: Event) {
+        match ev {
+            Event::Cool { from, .. } | Event::Bind { from, .. } if from == self.instance => {}
+            Event::Cool { key, until_ms: Some(until_ms), reason, .. } => {
+                health.apply(CoolChange::Cool { key, until_ms, reason: reason.unwrap_or_default() })
+            }
+            Event::Cool { key, until_ms: None, .. } => health.apply(CoolChange::Clear { key }),
+            Event::Bind { session, target, .. } => affinity.bind(session, Target(target), policy, Instant::now()),
         }
-        health.apply(match ev.until_ms {
-            Some(until_ms) => CoolChange::Cool { key: ev.key, until_ms, reason: ev.reason.unwrap_or_default() },
-            None => CoolChange::Clear { key: ev.key },
-        });
     }
 
     /// Applies every cooldown still live in Redis (an instance that starts or reconnects learns them).
@@ -266,8 +305,10 @@ impl Shared {
             })
             .await
             .unwrap_or_default();
-        for ev in found.into_iter().flatten().filter_map(|m| serde_json::from_str::<Event>(&m).ok()) {
-            self.apply(health, Event { from: 0, ..ev });
+        for m in found.into_iter().flatten() {
+            if let Ok(Event::Cool { key, until_ms: Some(until_ms), reason, .. }) = serde_json::from_str(&m) {
+                health.apply(CoolChange::Cool { key, until_ms, reason: reason.unwrap_or_default() });
+            }
         }
     }
 

@@ -61,7 +61,7 @@ pub struct AppState {
     /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
     pub limiter: Limiter,
     /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
-    pub affinity: Affinity,
+    pub affinity: Arc<Affinity>,
     /// The Redis several instances share (`shared_state.redis`); `None`: live state is this process's alone.
     pub shared: Option<Arc<Shared>>,
 }
@@ -74,11 +74,13 @@ impl AppState {
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
-        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
+        let aff = &snapshot.config.raw.routing.affinity;
+        let affinity = Arc::new(Affinity::new(aff.max_sessions));
+        let policy = crate::live::affinity::Policy { ttl: aff.ttl.0, max: aff.max_sessions };
         // The URL was checked when the configuration loaded.
         let shared = snapshot.config.raw.shared_state.redis.as_deref().and_then(|url| Shared::open(url).ok());
         if let Some(sh) = &shared {
-            sh.start(health.clone());
+            sh.start(health.clone(), affinity.clone(), policy);
         }
         Arc::new(AppState {
             shared,

@@ -234,3 +234,55 @@ async fn redis_stopped_mid_load_fails_no_request_and_health_says_degraded_until_
         assert!(back, "{}", r.stderr());
     }
 }
+
+/// Waits (in a thread) for the next `router:events` message of `kind` on `redis`; subscribed before it returns.
+fn next_event(redis: &Redis, kind: &'static str) -> std::thread::JoinHandle<Value> {
+    let mut c = redis.conn().unwrap();
+    let (ready, subscribed) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let mut ps = c.as_pubsub();
+        ps.subscribe("router:events").unwrap();
+        ps.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        ready.send(()).unwrap();
+        loop {
+            let msg = ps.get_message().expect("an event within 10 s");
+            let v: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            if v["kind"] == kind {
+                return v;
+            }
+        }
+    });
+    subscribed.recv().unwrap();
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_affinity_session_keeps_its_upstream_key_across_instances() {
+    let redis = Redis::start().await;
+    let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5))).await;
+    // Four equal channels in random order: without shared bindings a session would wander between them.
+    let channels: String = (0..4)
+        .map(|i| {
+            format!("  - name: c{i}\n    base_url: {}\n    keys: [sk-up-{i}]\n    models: [gpt-4o]\n", up.openai_url())
+        })
+        .collect();
+    let config =
+        format!("shared_state:\n  redis: {}\nrouting:\n  strategy: weighted\nchannels:\n{channels}", redis.url());
+    let routers = three(&config);
+    let turn = |r: &Router, n: usize| {
+        let body = json!({"model": "gpt-4o", "prompt_cache_key": "conv-1",
+            "messages": [{"role": "user", "content": format!("turn {n}")}]});
+        client().post(r.url("/v1/chat/completions")).json(&body).send()
+    };
+    let bound = next_event(&redis, "bind");
+    let first = turn(&routers[0], 0).await.unwrap();
+    assert_eq!(first.headers()["x-router-affinity"], "new");
+    bound.join().unwrap();
+    let key = up.last().header("authorization").unwrap();
+    for n in 1..9 {
+        let r = turn(&routers[n % 3], n).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-router-affinity"], "hit", "turn {n} through instance {}", n % 3);
+        assert_eq!(up.last().header("authorization").unwrap(), key, "turn {n} kept its upstream key");
+    }
+}
