@@ -539,7 +539,7 @@ pub async fn reachability(
     let is_model_list = url == upstream::url(ch, ep, Operation::Models, "");
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Reachability, None, format!("GET {}", shown(&url)));
     let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
+    upstream::auth_headers(ch, ep, tok, Operation::Models, &mut headers);
     let t0 = Instant::now();
     let resp = match client.get(&url).headers(headers).send().await {
         Ok(resp) => resp,
@@ -586,6 +586,10 @@ pub fn chat_body(protocol: Protocol, model: &str) -> serde_json::Value {
         Protocol::Anthropic => serde_json::json!({
             "model": model, "messages": messages, "max_tokens": MAX_TOKENS, "stream": true,
         }),
+        Protocol::Gemini => serde_json::json!({
+            "contents": [{ "role": "user", "parts": [{ "text": PROMPT }] }],
+            "generationConfig": { "maxOutputTokens": MAX_TOKENS },
+        }),
     }
 }
 
@@ -602,11 +606,12 @@ pub async fn chat(
     let op = match wire {
         Protocol::Openai => Operation::ChatCompletions,
         Protocol::Anthropic => Operation::Messages,
+        Protocol::Gemini => Operation::StreamGenerateContent,
     };
     let url = upstream::url(ch, ep, op, model);
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Chat, Some(model), format!("POST {}", shown(&url)));
     let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
+    upstream::auth_headers(ch, ep, tok, op, &mut headers);
     let t0 = Instant::now();
     let sent = client.post(&url).headers(headers).json(&chat_body(wire, model)).send().await;
     let resp = match sent {
@@ -877,7 +882,8 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
 
 fn path_of(client: Protocol) -> &'static str {
     match client {
-        Protocol::Openai => "/v1/chat/completions",
+        // Route checks ask as an OpenAI or Anthropic client only.
+        Protocol::Openai | Protocol::Gemini => "/v1/chat/completions",
         Protocol::Anthropic => "/v1/messages",
     }
 }

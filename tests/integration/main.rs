@@ -13,6 +13,7 @@ mod balance;
 mod channels;
 mod config_example;
 mod discover;
+mod gemini;
 mod generated;
 mod import;
 mod keys;
