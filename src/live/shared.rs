@@ -237,7 +237,7 @@ impl Shared {
                     && ttl_ms > 0
                 {
                     pipe.set_options(
-                        &k,
+                        k,
                         &msg,
                         redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms as u64)),
                     );
