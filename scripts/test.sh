@@ -47,6 +47,9 @@ if ! my_up >/dev/null 2>&1; then
   wait_for my_up || say "warning: MariaDB is not reachable on 127.0.0.1:3306"
 fi
 
+# redis-server, for tests/integration/scaleout.rs (each test starts its own on a free loopback port).
+command -v redis-server >/dev/null || { say "installing redis-server"; apt_install redis-server; }
+
 # 4. Everything.
 say "cargo test"
 cargo test --locked "$@"
