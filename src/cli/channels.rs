@@ -10,15 +10,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::Serialize;
 
-use super::{Global, output};
-use crate::catalog::load::{sealing_key, store_channels, yaml_config};
+use super::output;
+use crate::channels::{ChannelEntry, Toggled, channel_entries, set_channel_enabled};
 use crate::config::{self, ChannelConfig, ChannelProtocol, Config, KeyConfig, Secret};
 use crate::error::user;
 use crate::import::ChannelReport;
+use crate::settings::{Settings, sealing_key};
 use crate::store::channels::ChannelsApply;
-use crate::store::{self, Access, KvTable};
+use crate::store::{Access, KvTable};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -125,8 +125,8 @@ impl AddArgs {
     }
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
-    let ctx = Ctx::load(global)?;
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
+    let ctx = Ctx::load(settings)?;
     match cmd {
         Command::List(a) => list(&ctx, a),
         Command::Show(a) => show(&ctx, a),
@@ -143,22 +143,10 @@ struct Ctx {
     store_path: PathBuf,
 }
 
-/// A channel as listed: where it is defined, and its key-free report.
-#[derive(Debug, Serialize)]
-struct Entry {
-    /// The configuration file, or `store`.
-    origin: String,
-    /// YAML channels are changed by editing their file.
-    read_only: bool,
-    #[serde(flatten)]
-    channel: ChannelReport,
-}
-
 impl Ctx {
-    fn load(global: &Global) -> anyhow::Result<Ctx> {
-        let yaml = yaml_config(global.config.as_deref())?;
-        let store_path =
-            store::resolve_path(global.store.as_deref(), yaml.as_ref().and_then(|c| c.raw.store.path.as_deref()));
+    fn load(settings: &Settings) -> anyhow::Result<Ctx> {
+        let yaml = settings.yaml()?;
+        let store_path = settings.store_path_for(yaml.as_ref());
         Ok(Ctx { yaml, store_path })
     }
 
@@ -194,20 +182,9 @@ impl Ctx {
     }
 
     /// Every channel, YAML first, store channels with their keys opened (a missing master key is an error).
-    fn entries(&self) -> anyhow::Result<Vec<Entry>> {
-        let file = self.yaml_file();
-        let mut out: Vec<Entry> = self
-            .yaml
-            .iter()
-            .flat_map(|c| c.raw.channels.iter())
-            .map(|c| Entry { origin: file.clone(), read_only: true, channel: ChannelReport::of(c) })
-            .collect();
-        if let Some(access) = self.read_access()? {
-            for c in store_channels(&access, &self.store_path)? {
-                out.push(Entry { origin: "store".into(), read_only: false, channel: ChannelReport::of(&c) });
-            }
-        }
-        Ok(out)
+    fn entries(&self) -> anyhow::Result<Vec<ChannelEntry>> {
+        let yaml = self.yaml.as_ref().map(|c| c.raw.channels.as_slice()).unwrap_or_default();
+        channel_entries(yaml, &self.yaml_file(), self.read_access()?.as_ref(), &self.store_path)
     }
 
     fn unknown(&self, name: &str, known: impl Iterator<Item = String>) -> anyhow::Error {
@@ -340,37 +317,21 @@ fn find_row(ctx: &Ctx, access: &Access, name: &str) -> anyhow::Result<(ChannelCo
     }
 }
 
-/// Writes a changed row back, sealing any key an older store kept in plaintext.
-fn put_row(ctx: &Ctx, access: &Access, row: ChannelConfig, all: &[ChannelConfig]) -> anyhow::Result<()> {
-    let row = if fully_sealed(&row) { row } else { sealing_key(&ctx.store_path, all)?.seal_channel(&row) };
-    access.run(ChannelsApply { upserts: vec![row], ..Default::default() })
-}
-
-fn fully_sealed(c: &ChannelConfig) -> bool {
-    c.keys
-        .iter()
-        .chain(c.endpoints.iter().flat_map(|e| e.keys.iter()))
-        .all(|k| crate::crypto::is_sealed(k.secret().expose()))
-}
-
 fn set_enabled(ctx: &Ctx, name: &str, enabled: bool, reason: Option<String>) -> anyhow::Result<()> {
     ctx.check_not_yaml(name)?;
     let Some(access) = ctx.read_access()? else { return Err(ctx.unknown(name, std::iter::empty())) };
-    let (mut row, all) = find_row(ctx, &access, name)?;
-    let reason = if enabled { None } else { reason.or_else(|| row.disabled_reason.clone()) };
-    if row.enabled == enabled && row.disabled_reason == reason {
-        output::note(&format!("channel `{name}` is already {}", if enabled { "enabled" } else { "disabled" }));
-        return Ok(());
+    let state = if enabled { "enabled" } else { "disabled" };
+    match set_channel_enabled(&access, &ctx.store_path, name, enabled, reason)? {
+        Toggled::Unknown(known) => Err(ctx.unknown(name, known.into_iter())),
+        Toggled::Already => {
+            output::note(&format!("channel `{name}` is already {state}"));
+            Ok(())
+        }
+        Toggled::Changed => {
+            output::note(&format!("channel `{name}` {state}; {}", applied_note(&access)));
+            Ok(())
+        }
     }
-    row.enabled = enabled;
-    row.disabled_reason = reason;
-    put_row(ctx, &access, row, &all)?;
-    output::note(&format!(
-        "channel `{name}` {}; {}",
-        if enabled { "enabled" } else { "disabled" },
-        applied_note(&access)
-    ));
-    Ok(())
 }
 
 fn remove(ctx: &Ctx, args: RemoveArgs) -> anyhow::Result<()> {

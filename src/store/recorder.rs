@@ -19,6 +19,7 @@ pub struct Recorder {
     pub store: Store,
     writer: WriterHandle,
     socket: SocketServer,
+    registry: Registry,
 }
 
 impl Recorder {
@@ -50,14 +51,19 @@ impl Recorder {
             let f = flusher.clone();
             Box::pin(async move { f.flush().await })
         }));
-        let socket = match socket::serve(store.clone(), registry).await {
+        let socket = match socket::serve(store.clone(), registry.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 writer.shutdown().await;
                 return Err(e);
             }
         };
-        Ok(Recorder { store, writer, socket })
+        Ok(Recorder { store, writer, socket, registry })
+    }
+
+    /// The operations the socket answers (with the flush barrier), for other doors onto them (the admin API).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -84,7 +90,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let (sink, records) = RecordSink::new(64);
-        let rec = Recorder::start(&path, 0, records, Registry::builtin()).await.unwrap();
+        let mut registry = Registry::builtin();
+        registry.add::<crate::report::RequestsQuery>();
+        let rec = Recorder::start(&path, 0, records, registry).await.unwrap();
         for i in 0..5 {
             let t = crate::usage::now_ms();
             sink.send(crate::usage::RequestRecord {
@@ -98,7 +106,7 @@ mod tests {
         let n = tokio::task::spawn_blocking(move || {
             let access = super::super::Access::open(&p).unwrap();
             assert!(access.is_remote());
-            let q = crate::usage::report::RequestsQuery { limit: 100, ..Default::default() };
+            let q = crate::report::RequestsQuery { limit: 100, ..Default::default() };
             access.run(q).unwrap().records.len()
         })
         .await

@@ -8,10 +8,12 @@
 
 mod harness;
 
+mod admin;
 mod affinity;
 mod balance;
 mod channels;
 mod config_example;
+mod dashboard;
 mod discover;
 mod gemini;
 mod generated;
@@ -23,7 +25,9 @@ mod proxy;
 mod real_clients;
 mod scaleout;
 mod sdk;
+mod settings;
 mod store;
 mod tags;
+mod traces;
 mod translate;
 mod wire;
