@@ -48,6 +48,9 @@ if ! my_up >/dev/null 2>&1; then
   wait_for my_up || say "warning: MariaDB is not reachable on 127.0.0.1:3306"
 fi
 
+# redis-server, for tests/integration/scaleout.rs (each test starts its own on a free loopback port).
+command -v redis-server >/dev/null || { say "installing redis-server"; apt_install redis-server; }
+
 # 4. Headless Chromium and its WebDriver, for the dashboard's browser tests (tests/integration/dashboard.rs).
 if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
   say "installing chromium and chromium-driver"

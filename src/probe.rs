@@ -880,6 +880,7 @@ async fn send_through_proxy(
         events: crate::events::Events::new(1),
         metrics: Default::default(),
         affinity: Default::default(),
+        shared: None,
         ui_sessions: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;

@@ -322,6 +322,17 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write an IANA name such as UTC, Europe/Berlin or America/New_York",
         )
     })?;
+    if let Some(url) = &raw.shared_state.redis
+        && let Err(e) = redis::Client::open(url.as_str())
+    {
+        // The URL may carry a password: name the field, not the value.
+        return Err(err(
+            locate(text, "redis:"),
+            "shared_state.redis".into(),
+            format!("not a Redis URL: {}", e.detail().unwrap_or(e.category())),
+            "write redis://host:6379/0 or rediss://host:6379/0 (TLS)",
+        ));
+    }
     // A key given in plain text is hashed at load; a `hash` must be `sha256:<hex>`.
     let key_hash = |plain: &Option<Secret>, hash: &Option<String>, name: &str, key: &str| match (plain, hash) {
         (Some(plain), None) if !plain.is_empty() => Ok(hash_key(plain.expose())),

@@ -16,6 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct RawConfig {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    /// State several instances share (cooldowns, rate windows, parallel slots); none: this process's memory.
+    pub shared_state: SharedStateConfig,
     pub routing: RoutingConfig,
     pub upstream: UpstreamConfig,
     pub discovery: DiscoveryConfig,
@@ -156,6 +158,15 @@ impl Default for StoreConfig {
             pending_dir: None,
         }
     }
+}
+
+/// `shared_state:`: where instances behind one load balancer keep the live state they must agree on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharedStateConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS); none keeps live state in this process only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -177,6 +177,8 @@ pub struct Rate {
 #[derive(Debug, Default)]
 pub struct Ticket {
     state: Option<Arc<KeyState>>,
+    /// Frees what a shared backend holds for this request (its parallel slot there).
+    release: Option<Release>,
     parallel: bool,
     /// Nanoseconds one token takes in the tokens window (0: no tokens window).
     tok_interval: i64,
@@ -184,8 +186,27 @@ pub struct Ticket {
     started_ms: i64,
 }
 
+/// Runs once when a [`Ticket`] ends, settled or dropped.
+pub struct Release(Box<dyn FnOnce() + Send + Sync>);
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Release")
+    }
+}
+
+impl Ticket {
+    /// Runs `f` when this ticket ends (settled or dropped), e.g. to free a parallel slot held elsewhere.
+    pub fn on_release(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
+        self.release = Some(Release(Box::new(f)));
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if let Some(r) = self.release.take() {
+            (r.0)();
+        }
         if self.parallel
             && let Some(s) = &self.state
         {
@@ -299,6 +320,7 @@ impl Limiter {
             budget: limits.budget.is_some(),
             started_ms: now_ms,
             parallel: false,
+            release: None,
         };
         if let Some(max) = limits.max_parallel {
             if s.parallel.fetch_add(1, Ordering::AcqRel) >= max {

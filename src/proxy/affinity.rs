@@ -83,6 +83,9 @@ pub(super) fn settle(ex: &mut Exchange, served: &Candidate) -> Option<Outcome> {
     if outcome != Outcome::Hit {
         // A hit was refreshed by the lookup already.
         ex.state.affinity.bind(a.key, t, &a.policy, Instant::now());
+        if let Some(sh) = &ex.state.shared {
+            sh.bound(a.key, t);
+        }
     }
     ex.record.affinity = Some(outcome);
     Some(outcome)

@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 
 use super::exchange::{Exchange, Rejection, error_response};
 use super::{AppState, ProxyBody, headers, local};
+use crate::live::shared;
 use crate::protocol::Protocol;
 use crate::upstream::Operation;
 use crate::usage;
@@ -150,7 +151,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         protocol = Protocol::Anthropic;
     }
     let op = match route {
-        Route::Health => return local::health(&snap, &state.sink.health().status()),
+        Route::Health => return local::health(&snap, &state.sink.health().status(), state.shared.as_deref()),
         Route::NotFound => {
             let msg = format!("no route for {} {}", req.method(), req.uri().path());
             let id = usage::new_id(usage::now_ms());
@@ -202,7 +203,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
     // Admission: a key with limits gets a ticket (settled with its record) or a 429 that never goes upstream.
     let rate = match key.as_deref().filter(|k| !k.limits.is_empty()) {
         None => None,
-        Some(k) => match state.limiter.admit(&k.name, &k.limits, now_ms) {
+        Some(k) => match shared::admit(&state.limiter, state.shared.as_ref(), &k.name, &k.limits, now_ms).await {
             Ok(admitted) => {
                 ex.ticket = admitted.ticket;
                 Some(admitted.rate)

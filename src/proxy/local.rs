@@ -8,6 +8,7 @@ use http::Response;
 use super::{ProxyBody, full, headers};
 use crate::catalog::Snapshot;
 use crate::keys::Entry;
+use crate::live::shared::Shared;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::usage;
@@ -20,15 +21,25 @@ pub(super) fn json(body: serde_json::Value) -> Response<ProxyBody> {
     resp
 }
 
-/// `GET /health`: up, how many channels are enabled, and whether request records are being saved. `status` is
-/// `degraded` while they cannot be (still 200: requests are served); `records` says why and how many wait.
-pub(super) fn health(snap: &Snapshot, records: &SinkStatus) -> Response<ProxyBody> {
-    json(serde_json::json!({
+/// `GET /health`: up, how many channels are enabled, whether request records are being saved and whether the
+/// shared state is reachable. `status` is `degraded` while records cannot be saved or Redis cannot be reached
+/// (still 200: requests are served, on this instance's own cooldowns and limits); `records` says why and how
+/// many wait.
+pub(super) fn health(snap: &Snapshot, records: &SinkStatus, shared: Option<&Shared>) -> Response<ProxyBody> {
+    let mut body = serde_json::json!({
         "status": records.state,
         "channels": snap.channels.iter().filter(|c| c.enabled).count(),
         "version": env!("CARGO_PKG_VERSION"),
         "records": records,
-    }))
+    });
+    if let Some(sh) = shared {
+        let degraded = sh.degraded();
+        if degraded {
+            body["status"] = "degraded".into();
+        }
+        body["shared_state"] = (if degraded { "redis unreachable" } else { "redis" }).into();
+    }
+    json(body)
 }
 
 /// The served model ids the key may use, with the channel that serves each.

@@ -35,6 +35,7 @@ use crate::events::Events;
 use crate::keys::KeyTable;
 use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
+use crate::live::shared::Shared;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -67,7 +68,9 @@ pub struct AppState {
     /// Prometheus metrics (counted from `events` by `metrics::spawn`; in-flight gauges moved here).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
-    pub affinity: Affinity,
+    pub affinity: Arc<Affinity>,
+    /// The Redis several instances share (`shared_state.redis`); `None`: live state is this process's alone.
+    pub shared: Option<Arc<Shared>>,
     /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
     pub ui_sessions: crate::ui::Sessions,
 }
@@ -93,8 +96,16 @@ impl AppState {
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
-        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
+        let aff = &snapshot.config.raw.routing.affinity;
+        let affinity = Arc::new(Affinity::new(aff.max_sessions));
+        let policy = crate::live::affinity::Policy { ttl: aff.ttl.0, max: aff.max_sessions };
+        // The URL was checked when the configuration loaded.
+        let shared = snapshot.config.raw.shared_state.redis.as_deref().and_then(|url| Shared::open(url).ok());
+        if let Some(sh) = &shared {
+            sh.start(health.clone(), affinity.clone(), policy);
+        }
         Arc::new(AppState {
+            shared,
             keys: ArcSwap::from_pointee(keys),
             limiter: Limiter::new(tz),
             snapshot: ArcSwap::from_pointee(snapshot),

@@ -4,10 +4,14 @@
 //! a `std` mutex) and never span an await. Cooldowns double on repeated failures up to a cap and clear on
 //! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps. Each cooldown and each
 //! recovery is published once on the event stream (`events`), after the lock is released.
+//!
+//! Several instances: every change of a cooldown (cooled, cleared) is also sent, without waiting, to the
+//! subscriber set with [`Health::publish_to`] (the shared backend, `live::shared`), and cooldowns learned by other
+//! instances come back through [`Health::apply`]. This module itself does no I/O.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::CoolTarget;
 use crate::config::CooldownConfig;
@@ -47,6 +51,21 @@ pub struct Cooling {
 pub struct Health {
     map: Mutex<HashMap<String, Entry>>,
     events: Events,
+    /// Where cooldown changes go for other instances (none: a single instance).
+    changes: OnceLock<tokio::sync::mpsc::UnboundedSender<CoolChange>>,
+}
+
+/// A cooldown that started or ended on this instance (or, through [`Health::apply`], on another one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CoolChange {
+    /// `key` cools until `until_ms` (unix ms) for `reason`.
+    Cool { key: String, until_ms: i64, reason: String },
+    /// `key` is usable again.
+    Clear { key: String },
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The key of a (channel, model) pair.
@@ -59,6 +78,44 @@ const EWMA_ALPHA: f64 = 0.3;
 impl Health {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sends every later cooldown change of this instance to `tx` (once; later calls are ignored).
+    pub fn publish_to(&self, tx: tokio::sync::mpsc::UnboundedSender<CoolChange>) {
+        let _ = self.changes.set(tx);
+    }
+
+    fn emit(&self, change: CoolChange) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send(change);
+        }
+    }
+
+    /// Applies a cooldown change learned from another instance, without sending it on. A cooldown ending
+    /// before one this instance already has does not shorten it.
+    pub fn apply(&self, change: CoolChange) {
+        let mut map = self.map.lock().expect("health lock");
+        match change {
+            CoolChange::Cool { key, until_ms, reason } => {
+                let left = until_ms - unix_ms();
+                if left <= 0 {
+                    return;
+                }
+                let until = Instant::now() + Duration::from_millis(left as u64);
+                let e = map.entry(key).or_default();
+                if e.until.is_none_or(|u| u < until) {
+                    e.until = Some(until);
+                    e.reason = Some(reason);
+                }
+            }
+            CoolChange::Clear { key } => {
+                if let Some(e) = map.get_mut(&key) {
+                    e.failures = 0;
+                    e.until = None;
+                    e.reason = None;
+                }
+            }
+        }
     }
 
     /// The stream cooldowns and recoveries are published on (the server's one event stream).
@@ -102,6 +159,8 @@ impl Health {
             e.reason = Some(reason.to_string());
             (d, e.failures)
         };
+        let until_ms = unix_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64);
+        self.emit(CoolChange::Cool { key: key.to_string(), until_ms, reason: reason.to_string() });
         self.events.publish_with(|| Event::Cooled {
             key: key.into(),
             level: CoolLevel::of_key(key),
@@ -112,6 +171,7 @@ impl Health {
     }
 
     fn recovered(&self, key: &str) {
+        self.emit(CoolChange::Clear { key: key.to_string() });
         self.events.publish_with(|| Event::Recovered { key: key.into(), level: CoolLevel::of_key(key) });
     }
 
@@ -289,6 +349,33 @@ mod tests {
         h.fail("main#m", Duration::from_secs(10), Duration::from_secs(30), None, "404");
         let counts = h.cooling_by_level(Instant::now());
         assert_eq!(counts, [(CoolLevel::Endpoint, 0), (CoolLevel::Token, 0), (CoolLevel::Model, 1)]);
+    }
+
+    #[test]
+    fn changes_are_sent_and_applied_without_echo() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let a = Health::new();
+        a.publish_to(tx);
+        a.fail("e", Duration::from_secs(30), Duration::from_secs(30), None, "HTTP 500");
+        a.succeed("e");
+        a.succeed("e"); // not cooling: nothing to tell
+        let cool = rx.try_recv().unwrap();
+        assert!(matches!(&cool, CoolChange::Cool { key, reason, .. } if key == "e" && reason == "HTTP 500"));
+        assert_eq!(rx.try_recv().unwrap(), CoolChange::Clear { key: "e".into() });
+        assert!(rx.try_recv().is_err());
+
+        let b = Health::new();
+        let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
+        b.publish_to(tx_b);
+        b.apply(cool);
+        let left = b.cooling("e", Instant::now()).unwrap();
+        assert!(left > Duration::from_secs(28) && left <= Duration::from_secs(30));
+        assert_eq!(b.view("e").reason.as_deref(), Some("HTTP 500"));
+        b.apply(CoolChange::Clear { key: "e".into() });
+        assert_eq!(b.cooling("e", Instant::now()), None);
+        assert!(rx_b.try_recv().is_err(), "applied changes are not sent on");
+        b.apply(CoolChange::Cool { key: "x".into(), until_ms: unix_ms() - 1, reason: "old".into() });
+        assert_eq!(b.cooling("x", Instant::now()), None);
     }
 
     #[test]

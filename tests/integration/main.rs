@@ -25,6 +25,7 @@ mod metrics;
 mod probe;
 mod proxy;
 mod real_clients;
+mod scaleout;
 mod sdk;
 mod settings;
 mod store;
