@@ -843,7 +843,7 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
                         channel: ch.name.to_string(),
                         endpoint: ep.name.to_string(),
                         token_key: ep.tokens[c.token].token_key.to_string(),
-                        model: c.model.clone(),
+                        model: c.model.to_string(),
                         native: c.native,
                         score: c.score.map(|s| s.total),
                     }

@@ -436,7 +436,7 @@ fn rows(snap: &Snapshot, health: &Health, query: &str, plan: &Plan, req: &RouteR
                 channel: ch.name.to_string(),
                 endpoint: ep.name.to_string(),
                 token: ep.tokens[c.token].token_key.to_string(),
-                model: c.model.clone(),
+                model: c.model.to_string(),
                 endpoint_priority: ep.priority,
                 endpoint_weight: ep.weight,
                 price: ch.price(&c.model).map(|p| JsonPrice { input: p.input, output: p.output }),

@@ -3,9 +3,13 @@
 //! Owns the mutable state beside the immutable catalogue. Critical sections are short (a hash map lookup under
 //! a `std` mutex) and never span an await. Cooldowns double on repeated failures up to a cap and clear on
 //! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps.
+//!
+//! Nearly always nothing cools: [`Health::nothing_cools`] answers that from two atomics, without the lock or a
+//! key, so routing and the attempt loop skip their per-candidate lookups (and the `model_key` they would format).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::CoolTarget;
@@ -32,9 +36,25 @@ pub struct HealthView {
     pub errors: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     map: Mutex<HashMap<String, Entry>>,
+    /// Entries whose `until` is set (cooling, or expired but not yet cleared by a success).
+    cooled: AtomicUsize,
+    /// The latest `until` ever set, in ns after `epoch` (0: never). Only grows: when it has passed, nothing cools.
+    latest_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            map: Mutex::default(),
+            cooled: AtomicUsize::new(0),
+            latest_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// The key of a (channel, model) pair.
@@ -49,8 +69,21 @@ impl Health {
         Self::default()
     }
 
+    /// No key is cooling at `now`: true when no cooldown was ever set, every one was cleared, or the latest one
+    /// has ended. Two atomic loads, no lock; when false, ask [`Health::cooling`] per key.
+    pub fn nothing_cools(&self, now: Instant) -> bool {
+        self.cooled.load(Ordering::Acquire) == 0 || self.ns(now) >= self.latest_until.load(Ordering::Acquire)
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Remaining cooldown of `key`, if it is cooling.
     pub fn cooling(&self, key: &str, now: Instant) -> Option<Duration> {
+        if self.nothing_cools(now) {
+            return None;
+        }
         let map = self.map.lock().expect("health lock");
         let until = map.get(key)?.until?;
         (until > now).then(|| until - now)
@@ -67,7 +100,13 @@ impl Health {
             let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
             base.saturating_mul(factor).min(cap.max(base))
         });
-        e.until = Some(Instant::now() + d);
+        let until = Instant::now() + d;
+        if e.until.is_none() {
+            self.cooled.fetch_add(1, Ordering::AcqRel);
+        }
+        // Rounded up, so `nothing_cools` is never true while `until` has not passed.
+        self.latest_until.fetch_max(self.ns(until).saturating_add(1), Ordering::AcqRel);
+        e.until = Some(until);
         e.reason = Some(reason.to_string());
     }
 
@@ -75,8 +114,10 @@ impl Health {
     pub fn succeed(&self, key: &str) {
         let mut map = self.map.lock().expect("health lock");
         if let Some(e) = map.get_mut(key) {
+            if e.until.take().is_some() {
+                self.cooled.fetch_sub(1, Ordering::AcqRel);
+            }
             e.failures = 0;
-            e.until = None;
             e.reason = None;
             e.ok += 1;
         } else {
@@ -89,6 +130,7 @@ impl Health {
         let mut map = self.map.lock().expect("health lock");
         match map.get_mut(key) {
             Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
+                self.cooled.fetch_sub(1, Ordering::AcqRel);
                 e.failures = 0;
                 e.until = None;
                 e.reason = None;
@@ -179,6 +221,27 @@ mod tests {
         let h = Health::new();
         h.fail("t", Duration::from_secs(60), Duration::from_secs(60), Some(Duration::ZERO), "429");
         assert_eq!(h.cooling("t", Instant::now() + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn nothing_cools_until_a_failure_and_again_after_success_or_expiry() {
+        let h = Health::new();
+        let now = Instant::now();
+        assert!(h.nothing_cools(now));
+        h.observe_ttfb("e", 10.0);
+        h.succeed("e");
+        assert!(h.nothing_cools(Instant::now()));
+        h.fail("e", Duration::from_secs(60), Duration::from_secs(60), None, "500");
+        h.fail("e", Duration::from_secs(60), Duration::from_secs(60), None, "500");
+        h.fail("t", Duration::from_secs(60), Duration::from_secs(60), None, "429");
+        assert!(!h.nothing_cools(Instant::now()));
+        assert!(h.nothing_cools(Instant::now() + Duration::from_secs(600)), "every cooldown has ended");
+        h.succeed("e");
+        assert!(!h.nothing_cools(Instant::now()), "`t` still cools");
+        assert!(h.cooling("t", Instant::now()).is_some());
+        assert!(h.recover("t", "429"));
+        assert!(h.nothing_cools(Instant::now()));
+        assert_eq!(h.cooling("t", Instant::now()), None);
     }
 
     #[test]
