@@ -2411,7 +2411,7 @@ _router() {
                     return 0
                     ;;
                 --group-by)
-                    COMPREPLY=($(compgen -W "day channel endpoint token model key session" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "day hour channel endpoint token model key session" -- "${cur}"))
                     return 0
                     ;;
                 --channel)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit, integration (real binary + mock upstreams), the official OpenAI / Anthropic / Google GenAI
-# Python SDKs end to end, and the One-API import from MySQL / PostgreSQL. Installs or starts what it needs where missing.
+# Python SDKs end to end, the One-API import from MySQL / PostgreSQL, and the dashboard in headless Chromium.
+# Installs or starts what it needs where missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,13 @@ if ! my_up >/dev/null 2>&1; then
   wait_for my_up || say "warning: MariaDB is not reachable on 127.0.0.1:3306"
 fi
 
-# 4. Everything.
+# 4. Headless Chromium and its WebDriver, for the dashboard's browser tests (tests/integration/dashboard.rs).
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  say "installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
+fi
+export ROUTER_REQUIRE_BROWSER=1
+
+# 5. Everything.
 say "cargo test"
 cargo test --locked "$@"

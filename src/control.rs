@@ -16,6 +16,7 @@ use crate::balance::{self, BalanceResult};
 use crate::catalog::{self, Snapshot};
 use crate::config::Config;
 use crate::discover::{self, SaveDiscovered};
+use crate::events::{Event, Events};
 use crate::keys::ops::{KeysCreate, KeysReport, KeysRotate, KeysSetState, KeysUpdate};
 use crate::keys::{KeyTable, StoredKey};
 use crate::live::limits::Period;
@@ -52,6 +53,7 @@ pub fn rebuild(live: &Live) -> anyhow::Result<()> {
     let snap = live.snapshot(config)?;
     tracing::info!("catalogue rebuilt: {} channels", snap.channels.len());
     live.state.snapshot.store(Arc::new(snap));
+    live.state.events.publish(Event::Reloaded);
     release_freed_memory();
     Ok(())
 }
@@ -164,6 +166,7 @@ fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
             let applied =
                 balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
             log_balance(&applied);
+            publish_balances(&live.state.events, &results);
             Ok(())
         }),
     );
@@ -282,7 +285,23 @@ pub async fn refresh_balances(cell: LiveCell) -> anyhow::Result<()> {
     .await??;
     let applied = balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
     log_balance(&applied);
+    publish_balances(&live.state.events, &results);
     Ok(())
+}
+
+/// One [`Event::Balance`] per key and currency a check answered (failed and n/a checks say nothing).
+pub fn publish_balances(events: &Events, results: &[BalanceResult]) {
+    for r in results.iter().filter(|r| r.status == balance::Status::Ok && !r.cached) {
+        for b in &r.balances {
+            events.publish(Event::Balance {
+                channel: r.channel.as_str().into(),
+                endpoint: r.endpoint.as_str().into(),
+                token_key: r.token_key.as_str().into(),
+                currency: b.currency.as_str().into(),
+                amount: b.amount,
+            });
+        }
+    }
 }
 
 /// Runs `task` every `interval` of the current configuration (re-read each round, so a reload applies), and once

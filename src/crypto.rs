@@ -87,6 +87,11 @@ pub fn channel_is_sealed(c: &ChannelConfig) -> bool {
     all_keys(c).any(|k| is_sealed(k.secret().expose()))
 }
 
+/// Whether every key of `c` is sealed (nothing to seal before storing it).
+pub fn channel_fully_sealed(c: &ChannelConfig) -> bool {
+    all_keys(c).all(|k| is_sealed(k.secret().expose()))
+}
+
 fn all_keys(c: &ChannelConfig) -> impl Iterator<Item = &KeyConfig> {
     c.keys.iter().chain(c.endpoints.iter().flat_map(|e| e.keys.iter()))
 }

@@ -11,6 +11,9 @@
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
 //! - `proxy`: the hyper server, request phases (prompt-cache affinity among them), failover loop, streaming pump,
 //!   debug headers.
+//! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
+//! - `metrics`: Prometheus metrics counted from the event stream, served at `/metrics`.
+//! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).
 //! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
@@ -21,8 +24,12 @@
 //! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
+//! - `admin`: the admin API (`/admin/v1/`): admin-key auth, the CLI's operations over HTTP, the event stream as SSE.
+//! - `telemetry`: OpenTelemetry spans built from finished request records, exported over OTLP/HTTP.
+//! - `ui`: the web dashboard at `/ui/` (compiled-in page, admin-key login, session cookies); data via `admin`.
 //! - `error`: user-facing errors and exit codes.
 
+pub mod admin;
 pub mod balance;
 pub mod catalog;
 pub mod cli;
@@ -31,6 +38,7 @@ pub mod control;
 pub mod crypto;
 pub mod discover;
 pub mod error;
+pub mod events;
 pub mod import;
 pub mod keys;
 pub mod live;
@@ -40,5 +48,7 @@ pub mod proxy;
 pub mod routing;
 pub mod store;
 pub mod tags;
+pub mod telemetry;
+pub mod ui;
 pub mod upstream;
 pub mod usage;

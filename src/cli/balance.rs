@@ -274,7 +274,7 @@ fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Resul
 }
 
 /// `7d` / `12h` back from `now_ms`, or a local date `YYYY-MM-DD`, or an RFC 3339 time -> unix ms.
-fn parse_since(s: &str, now_ms: i64) -> Result<i64, crate::error::UserError> {
+pub(crate) fn parse_since(s: &str, now_ms: i64) -> Result<i64, crate::error::UserError> {
     if let Some(d) = Dur::parse(s) {
         return Ok(now_ms - d.0.as_millis() as i64);
     }

@@ -10,10 +10,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::Serialize;
 
 use super::{Global, output};
-use crate::catalog::load::{sealing_key, store_channels, yaml_config};
+use crate::catalog::load::{ChannelEntry, Toggled, channel_entries, sealing_key, set_channel_enabled, yaml_config};
 use crate::config::{self, ChannelConfig, ChannelProtocol, Config, KeyConfig, Secret};
 use crate::error::user;
 use crate::import::ChannelReport;
@@ -143,17 +142,6 @@ struct Ctx {
     store_path: PathBuf,
 }
 
-/// A channel as listed: where it is defined, and its key-free report.
-#[derive(Debug, Serialize)]
-struct Entry {
-    /// The configuration file, or `store`.
-    origin: String,
-    /// YAML channels are changed by editing their file.
-    read_only: bool,
-    #[serde(flatten)]
-    channel: ChannelReport,
-}
-
 impl Ctx {
     fn load(global: &Global) -> anyhow::Result<Ctx> {
         let yaml = yaml_config(global.config.as_deref())?;
@@ -194,20 +182,9 @@ impl Ctx {
     }
 
     /// Every channel, YAML first, store channels with their keys opened (a missing master key is an error).
-    fn entries(&self) -> anyhow::Result<Vec<Entry>> {
-        let file = self.yaml_file();
-        let mut out: Vec<Entry> = self
-            .yaml
-            .iter()
-            .flat_map(|c| c.raw.channels.iter())
-            .map(|c| Entry { origin: file.clone(), read_only: true, channel: ChannelReport::of(c) })
-            .collect();
-        if let Some(access) = self.read_access()? {
-            for c in store_channels(&access, &self.store_path)? {
-                out.push(Entry { origin: "store".into(), read_only: false, channel: ChannelReport::of(&c) });
-            }
-        }
-        Ok(out)
+    fn entries(&self) -> anyhow::Result<Vec<ChannelEntry>> {
+        let yaml = self.yaml.as_ref().map(|c| c.raw.channels.as_slice()).unwrap_or_default();
+        channel_entries(yaml, &self.yaml_file(), self.read_access()?.as_ref(), &self.store_path)
     }
 
     fn unknown(&self, name: &str, known: impl Iterator<Item = String>) -> anyhow::Error {
@@ -340,37 +317,21 @@ fn find_row(ctx: &Ctx, access: &Access, name: &str) -> anyhow::Result<(ChannelCo
     }
 }
 
-/// Writes a changed row back, sealing any key an older store kept in plaintext.
-fn put_row(ctx: &Ctx, access: &Access, row: ChannelConfig, all: &[ChannelConfig]) -> anyhow::Result<()> {
-    let row = if fully_sealed(&row) { row } else { sealing_key(&ctx.store_path, all)?.seal_channel(&row) };
-    access.run(ChannelsApply { upserts: vec![row], ..Default::default() })
-}
-
-fn fully_sealed(c: &ChannelConfig) -> bool {
-    c.keys
-        .iter()
-        .chain(c.endpoints.iter().flat_map(|e| e.keys.iter()))
-        .all(|k| crate::crypto::is_sealed(k.secret().expose()))
-}
-
 fn set_enabled(ctx: &Ctx, name: &str, enabled: bool, reason: Option<String>) -> anyhow::Result<()> {
     ctx.check_not_yaml(name)?;
     let Some(access) = ctx.read_access()? else { return Err(ctx.unknown(name, std::iter::empty())) };
-    let (mut row, all) = find_row(ctx, &access, name)?;
-    let reason = if enabled { None } else { reason.or_else(|| row.disabled_reason.clone()) };
-    if row.enabled == enabled && row.disabled_reason == reason {
-        output::note(&format!("channel `{name}` is already {}", if enabled { "enabled" } else { "disabled" }));
-        return Ok(());
+    let state = if enabled { "enabled" } else { "disabled" };
+    match set_channel_enabled(&access, &ctx.store_path, name, enabled, reason)? {
+        Toggled::Unknown(known) => Err(ctx.unknown(name, known.into_iter())),
+        Toggled::Already => {
+            output::note(&format!("channel `{name}` is already {state}"));
+            Ok(())
+        }
+        Toggled::Changed => {
+            output::note(&format!("channel `{name}` {state}; {}", applied_note(&access)));
+            Ok(())
+        }
     }
-    row.enabled = enabled;
-    row.disabled_reason = reason;
-    put_row(ctx, &access, row, &all)?;
-    output::note(&format!(
-        "channel `{name}` {}; {}",
-        if enabled { "enabled" } else { "disabled" },
-        applied_note(&access)
-    ));
-    Ok(())
 }
 
 fn remove(ctx: &Ctx, args: RemoveArgs) -> anyhow::Result<()> {

@@ -78,21 +78,27 @@ pub struct RevokeArgs {
 }
 
 /// Settings shared by `create` and `update`. Numbers are read here (not by clap) so that a bad one is exit 1.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// The admin API takes the same fields as JSON (`{"rpm": "60", "budget": "5", "per": "week"}`; numbers too).
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Tag expression or comma-separated model list the key may reach (e.g. `tag:free`).
     #[arg(long, value_name = "EXPR")]
     pub allow: Option<String>,
     /// Requests per minute.
+    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub rpm: Option<String>,
     /// Tokens (input + output, as recorded) per minute.
+    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub tpm: Option<String>,
     /// Requests at the same time (streams count until they end).
+    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_parallel: Option<String>,
     /// Spend allowed per period, USD (needs --per).
+    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "USD", allow_hyphen_values = true)]
     pub budget: Option<String>,
     /// The budget's period, in server.timezone: day, week (from Monday), month or total.
@@ -128,24 +134,47 @@ pub struct UpdateArgs {
     pub json: bool,
 }
 
+/// A setting given as JSON text or as a JSON number (read like the flag's text either way).
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::Deserialize;
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(other) => return Err(serde::de::Error::custom(format!("expected a number or text, not {other}"))),
+    })
+}
+
 /// What every command needs: the store, the configuration's keys and the time zone.
-struct Ctx {
+pub(crate) struct Ctx {
     config: Option<Config>,
     tz: TimeZone,
     now_ms: i64,
     global: Global,
+    /// The store, when the caller holds it (the admin API in the server); else opened from `global`.
+    store: Option<store::Store>,
 }
 
 impl Ctx {
+    /// The server's view: its configuration and its own store.
+    pub(crate) fn serving(config: &Config, store: store::Store) -> anyhow::Result<Ctx> {
+        let tz = keys::timezone(config.raw.server.timezone.as_deref()).map_err(anyhow::Error::msg)?;
+        let config = config.path.is_some().then(|| config.clone());
+        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), global: Global::default(), store: Some(store) })
+    }
+
     fn new(global: &Global) -> anyhow::Result<Ctx> {
         let config = yaml_config(global.config.as_deref())?;
         let tz_name = config.as_ref().and_then(|c| c.raw.server.timezone.clone());
         let tz = keys::timezone(tz_name.as_deref()).map_err(|m| user(m).with_hint("fix server.timezone"))?;
-        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), global: global.clone() })
+        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), global: global.clone(), store: None })
     }
 
     fn access(&self) -> anyhow::Result<Access> {
-        Access::open(&store::path_for_cli(&self.global)?)
+        match &self.store {
+            Some(s) => Ok(Access::Direct(s.clone())),
+            None => Access::open(&store::path_for_cli(&self.global)?),
+        }
     }
 
     fn yaml_keys(&self) -> Vec<YamlKey> {
@@ -323,38 +352,48 @@ fn applied_note(access: &Access) -> &'static str {
 }
 
 fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
-    keys::check_name(&a.name)
-        .map_err(|m| user(m).with_hint("use letters, digits, `-`, `_`, `.` or `@` (at most 64)"))?;
-    ctx.check_not_yaml(&a.name)?;
-    let p = patch(ctx, &a.settings, false)?;
+    let (access, row, secret) = create_key(ctx, &a.name, &a.settings)?;
+    print_secret(&access, &row, &secret, "created", a.json)
+}
+
+/// Creates a store key; returns it with its secret (the only time the secret exists outside its user).
+pub(crate) fn create_key(ctx: &Ctx, name: &str, settings: &Settings) -> anyhow::Result<(Access, StoredKey, String)> {
+    keys::check_name(name).map_err(|m| user(m).with_hint("use letters, digits, `-`, `_`, `.` or `@` (at most 64)"))?;
+    ctx.check_not_yaml(name)?;
+    let p = patch(ctx, settings, false)?;
     let limits = p.limits(&Limits::default())?;
     let (secret, hash, prefix) = keys::generate();
     let row = StoredKey {
-        name: a.name.clone(),
+        name: name.to_string(),
         hash,
         prefix,
-        allow: a.settings.allow.clone().filter(|s| !s.trim().is_empty()),
+        allow: settings.allow.clone().filter(|s| !s.trim().is_empty()),
         limits,
         expires_ms: match p.expires_ms {
             Some(Change::Set(ms)) => Some(ms),
             _ => None,
         },
-        note: a.settings.note.clone().filter(|s| !s.trim().is_empty()),
+        note: settings.note.clone().filter(|s| !s.trim().is_empty()),
         state: State::Active,
         created_ms: ctx.now_ms,
         updated_ms: ctx.now_ms,
     };
     let access = ctx.access()?;
     let row = access.run(KeysCreate { key: row })?;
-    print_secret(&access, &row, &secret, "created", a.json)
+    Ok((access, row, secret))
+}
+
+/// A key with its new secret as `--json` prints it: the row plus `key`.
+pub(crate) fn with_secret(row: &StoredKey, secret: &str) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(row)?;
+    v["key"] = json!(secret);
+    Ok(v)
 }
 
 /// A new secret, shown this once (JSON: the row plus `key`).
 fn print_secret(access: &Access, row: &StoredKey, secret: &str, what: &str, json: bool) -> anyhow::Result<()> {
     if json {
-        let mut v = serde_json::to_value(row)?;
-        v["key"] = json!(secret);
-        return output::json(&v);
+        return output::json(&with_secret(row, secret)?);
     }
     output::line(&format!("key `{}` {what} ({})", row.name, applied_note(access)));
     output::line(&format!("secret: {secret}"));
@@ -362,7 +401,7 @@ fn print_secret(access: &Access, row: &StoredKey, secret: &str, what: &str, json
     Ok(())
 }
 
-fn reports(ctx: &Ctx, name: Option<&str>) -> anyhow::Result<Vec<KeyReport>> {
+pub(crate) fn reports(ctx: &Ctx, name: Option<&str>) -> anyhow::Result<Vec<KeyReport>> {
     let q = KeysReport { name: name.map(str::to_string), yaml: ctx.yaml_keys(), timezone: ctx.timezone_name() };
     ctx.access()?.run(q)
 }
@@ -470,28 +509,40 @@ fn print_row(access: &Access, row: &StoredKey, what: &str, json: bool) -> anyhow
 }
 
 fn update(ctx: &Ctx, a: UpdateArgs) -> anyhow::Result<()> {
-    ctx.check_not_yaml(&a.name)?;
-    let p = patch(ctx, &a.settings, true)?;
+    let (access, row) = update_key(ctx, &a.name, &a.settings)?;
+    print_row(&access, &row, "updated", a.json)
+}
+
+/// Changes a store key's settings.
+pub(crate) fn update_key(ctx: &Ctx, name: &str, settings: &Settings) -> anyhow::Result<(Access, StoredKey)> {
+    ctx.check_not_yaml(name)?;
+    let p = patch(ctx, settings, true)?;
     if p.is_empty() {
         return Err(user("nothing to change")
             .with_hint("give at least one of --allow, --rpm, --tpm, --max-parallel, --budget, --per, --expires, --note")
             .into());
     }
     let access = ctx.access()?;
-    let row = access.run(KeysUpdate { name: a.name, patch: p, now_ms: ctx.now_ms })?;
-    print_row(&access, &row, "updated", a.json)
+    let row = access.run(KeysUpdate { name: name.to_string(), patch: p, now_ms: ctx.now_ms })?;
+    Ok((access, row))
 }
 
 fn set_state(ctx: &Ctx, name: &str, state: State, json: bool) -> anyhow::Result<()> {
-    ctx.check_not_yaml(name)?;
-    let access = ctx.access()?;
-    let row = access.run(KeysSetState { name: name.to_string(), state, now_ms: ctx.now_ms })?;
+    let (access, row) = set_key_state(ctx, name, state)?;
     let what = match state {
         State::Active => "enabled",
         State::Disabled => "disabled",
         State::Revoked => "revoked",
     };
     print_row(&access, &row, what, json)
+}
+
+/// Disables, enables or revokes a store key.
+pub(crate) fn set_key_state(ctx: &Ctx, name: &str, state: State) -> anyhow::Result<(Access, StoredKey)> {
+    ctx.check_not_yaml(name)?;
+    let access = ctx.access()?;
+    let row = access.run(KeysSetState { name: name.to_string(), state, now_ms: ctx.now_ms })?;
+    Ok((access, row))
 }
 
 fn revoke(ctx: &Ctx, a: RevokeArgs) -> anyhow::Result<()> {
@@ -515,11 +566,17 @@ fn revoke(ctx: &Ctx, a: RevokeArgs) -> anyhow::Result<()> {
 }
 
 fn rotate(ctx: &Ctx, a: NameArgs) -> anyhow::Result<()> {
-    ctx.check_not_yaml(&a.name)?;
+    let (access, row, secret) = rotate_key(ctx, &a.name)?;
+    print_secret(&access, &row, &secret, "rotated: the old secret no longer works", a.json)
+}
+
+/// A new secret for a store key; returns the row and the secret.
+pub(crate) fn rotate_key(ctx: &Ctx, name: &str) -> anyhow::Result<(Access, StoredKey, String)> {
+    ctx.check_not_yaml(name)?;
     let (secret, hash, prefix) = keys::generate();
     let access = ctx.access()?;
-    let row = access.run(KeysRotate { name: a.name, hash, prefix, now_ms: ctx.now_ms })?;
-    print_secret(&access, &row, &secret, "rotated: the old secret no longer works", a.json)
+    let row = access.run(KeysRotate { name: name.to_string(), hash, prefix, now_ms: ctx.now_ms })?;
+    Ok((access, row, secret))
 }
 
 #[cfg(test)]
@@ -536,7 +593,13 @@ mod tests {
 
     #[test]
     fn bad_numbers_are_user_errors() {
-        let ctx = Ctx { config: None, tz: TimeZone::UTC, now_ms: crate::usage::now_ms(), global: Global::default() };
+        let ctx = Ctx {
+            config: None,
+            tz: TimeZone::UTC,
+            now_ms: crate::usage::now_ms(),
+            global: Global::default(),
+            store: None,
+        };
         for s in [
             Settings { rpm: Some("0".into()), ..Default::default() },
             Settings { rpm: Some("-5".into()), ..Default::default() },

@@ -95,6 +95,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
             key: a.key,
             session: a.session.as_deref().map(crate::protocol::session::filter_value),
         },
+        before: None,
     };
     let records = access.run(query)?.records;
     if a.json {

@@ -100,6 +100,8 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let state = AppState::new(snapshot, health, record_sink);
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
+    // The admin API runs the socket's operations (one registry, two doors).
+    let _ = state.admin.set(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
     if let Some(l) = live.get() {
         control::reload_keys(l)?;
@@ -123,7 +125,11 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         |c| c.raw.balance.interval.map(|d| d.0),
         |cell| Box::pin(control::refresh_balances(cell)),
     ));
+    let traces = crate::telemetry::start(&state.snapshot.load().config.raw.telemetry, &state)?;
     proxy::serve(listener, state.clone(), shutdown_signal(), grace).await?;
+    if let Some(t) = traces {
+        t.shutdown().await;
+    }
     discovery.abort();
     balances.abort();
     drop(state);
@@ -232,6 +238,7 @@ async fn watch_config(live: LiveCell, path: PathBuf) {
             Ok(snap) => {
                 output::note(&format!("config reloaded from {}: {} channels", path.display(), snap.channels.len()));
                 live.state.snapshot.store(Arc::new(snap));
+                live.state.events.publish(crate::events::Event::Reloaded);
                 control::release_freed_memory();
                 if let Err(e) = tokio::task::block_in_place(|| control::reload_keys(live)) {
                     output::note(&format!("error: gateway keys not reloaded, keeping the previous ones: {e:#}"));

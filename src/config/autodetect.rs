@@ -175,7 +175,7 @@ pub async fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[(String, Str
         ch.models = models;
         raw.channels.push(ch);
     }
-    let config = Config { path: None, raw, listen: None, gateway_keys: Vec::new() };
+    let config = Config { path: None, raw, listen: None, gateway_keys: Vec::new(), admin_keys: Vec::new() };
     Detected { config, found }
 }
 

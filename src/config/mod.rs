@@ -67,6 +67,15 @@ pub struct Config {
     pub raw: RawConfig,
     pub listen: Option<SocketAddr>,
     pub gateway_keys: Vec<GatewayKey>,
+    /// Keys of the admin API (`server.admin_keys`), hashed.
+    pub admin_keys: Vec<AdminKey>,
+}
+
+/// An admin API key as the server needs it: a name and the SHA-256 of the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminKey {
+    pub name: String,
+    pub hash: [u8; 32],
 }
 
 impl Config {
@@ -313,6 +322,48 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write an IANA name such as UTC, Europe/Berlin or America/New_York",
         )
     })?;
+    // A key given in plain text is hashed at load; a `hash` must be `sha256:<hex>`.
+    let key_hash = |plain: &Option<Secret>, hash: &Option<String>, name: &str, key: &str| match (plain, hash) {
+        (Some(plain), None) if !plain.is_empty() => Ok(hash_key(plain.expose())),
+        (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
+            err(
+                locate(text, h),
+                format!("{key}.hash"),
+                "not a `sha256:<64 hex digits>` hash".into(),
+                "generate one with `router keys hash`",
+            )
+        }),
+        _ => Err(err(
+            locate(text, name),
+            key.to_string(),
+            "give exactly one of `key` or `hash`, not empty".into(),
+            "key: ${ROUTER_KEY} (hashed at load) or hash: sha256:...",
+        )),
+    };
+    if let Some(e) = &raw.telemetry.otlp_endpoint
+        && let Err(message) = crate::telemetry::traces_url(e)
+    {
+        return Err(err(
+            locate(text, "otlp_endpoint:"),
+            "telemetry.otlp_endpoint".into(),
+            message,
+            "write the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318",
+        ));
+    }
+    let mut admin_keys: Vec<AdminKey> = Vec::new();
+    for (i, k) in raw.server.admin_keys.iter().enumerate() {
+        let key = format!("server.admin_keys[{i}]");
+        if admin_keys.iter().any(|a| a.name == k.name) {
+            return Err(err(
+                locate(text, &k.name),
+                key,
+                format!("duplicate admin key name `{}`", k.name),
+                "give every key its own name",
+            ));
+        }
+        let hash = key_hash(&k.key, &k.hash, &k.name, &key)?;
+        admin_keys.push(AdminKey { name: k.name.clone(), hash });
+    }
     let mut gateway_keys = Vec::new();
     let mut key_names = HashSet::new();
     for (i, k) in raw.server.keys.iter().enumerate() {
@@ -325,25 +376,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
                 "give every key its own name",
             ));
         }
-        let hash = match (&k.key, &k.hash) {
-            (Some(plain), None) if !plain.is_empty() => hash_key(plain.expose()),
-            (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
-                err(
-                    locate(text, h),
-                    format!("{key}.hash"),
-                    "not a `sha256:<64 hex digits>` hash".into(),
-                    "generate one with `router keys hash`",
-                )
-            })?,
-            _ => {
-                return Err(err(
-                    locate(text, &k.name),
-                    key,
-                    "give exactly one of `key` or `hash`, not empty".into(),
-                    "key: ${ROUTER_KEY} (hashed at load) or hash: sha256:...",
-                ));
-            }
-        };
+        let hash = key_hash(&k.key, &k.hash, &k.name, &key)?;
         let (limits, expires_ms) = crate::keys::yaml_limits(k, &tz).map_err(|(field, message, hint)| {
             err(locate(text, &format!("{field}:")), format!("{key}.{field}"), message, &hint)
         })?;
@@ -362,7 +395,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             err(line, at(&field), message, &hint)
         })?;
     }
-    Ok(Config { path: Some(path.to_path_buf()), raw, listen: Some(listen), gateway_keys })
+    Ok(Config { path: Some(path.to_path_buf()), raw, listen: Some(listen), gateway_keys, admin_keys })
 }
 
 /// Checks one channel; on error returns (field, message, hint). `names` collects channel names for uniqueness.
@@ -548,5 +581,29 @@ mod tests {
     fn gateway_keys_are_hashed() {
         let c = parse_str("server:\n  keys:\n    - name: me\n      key: ${KEY_A}\n").unwrap();
         assert_eq!(c.gateway_keys[0].hash, hash_key("sk-aaa"));
+    }
+
+    #[test]
+    fn admin_keys_are_hashed_and_checked() {
+        let hash = crate::keys::hash_line("sk-b");
+        let c = parse_str(&format!(
+            "server:\n  admin_keys:\n    - {{name: a, key: sk-a}}\n    - {{name: b, hash: \"{hash}\"}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.admin_keys,
+            vec![
+                AdminKey { name: "a".into(), hash: hash_key("sk-a") },
+                AdminKey { name: "b".into(), hash: hash_key("sk-b") }
+            ]
+        );
+        let e = parse_str("server:\n  admin_keys:\n    - {name: a, key: x}\n    - {name: a, key: y}\n").unwrap_err();
+        assert!(e.message.contains("duplicate admin key"), "{e}");
+        let e = parse_str("server:\n  admin_keys:\n    - {name: a, hash: md5:1}\n").unwrap_err();
+        assert_eq!(e.key, "server.admin_keys[0].hash");
+        let e = parse_str("server:\n  admin_keys:\n    - {name: a}\n").unwrap_err();
+        assert_eq!(e.key, "server.admin_keys[0]");
+        let e = parse_str("telemetry:\n  otlp_endpoint: ftp://x\n").unwrap_err();
+        assert_eq!(e.key, "telemetry.otlp_endpoint");
     }
 }

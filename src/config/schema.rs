@@ -20,7 +20,27 @@ pub struct RawConfig {
     pub upstream: UpstreamConfig,
     pub discovery: DiscoveryConfig,
     pub balance: BalanceSettings,
+    #[serde(skip_serializing_if = "TelemetryConfig::is_off")]
+    pub telemetry: TelemetryConfig,
     pub channels: Vec<ChannelConfig>,
+}
+
+/// OpenTelemetry traces: off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added unless the URL has a path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans. Default: `router`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+impl TelemetryConfig {
+    pub fn is_off(&self) -> bool {
+        self.otlp_endpoint.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +50,12 @@ pub struct ServerConfig {
     pub listen: String,
     /// Gateway keys clients must present. Empty: no auth (loopback only unless `--allow-open`).
     pub keys: Vec<GatewayKeyConfig>,
+    /// Keys of the admin API (`/admin/v1/`). Empty: the admin API refuses every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_keys: Vec<AdminKeyConfig>,
+    /// Serve the web dashboard at `/ui/` (login with an admin key). Default: on when listening on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<bool>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Send `X-Router-*` headers on responses.
@@ -46,6 +72,8 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:4000".into(),
             keys: Vec::new(),
+            admin_keys: Vec::new(),
+            ui: None,
             max_body_bytes: 32 * 1024 * 1024,
             debug_headers: true,
             grace_period: Dur::secs(30),
@@ -84,6 +112,17 @@ pub struct GatewayKeyConfig {
     /// When the key stops working: a date (valid through that day, in `server.timezone`) or an RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+}
+
+/// A key of the admin API. Give `key` (hashed at load) or `hash` (`sha256:<hex>`), like a gateway key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKeyConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc::OwnedPermit;
 use tokio::time::Sleep;
 
 use super::AppState;
@@ -30,7 +29,7 @@ use crate::usage::sink::RecordSink;
 use crate::usage::{Outcome, RequestRecord, Tokens, UsageSource};
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-type Reserve = Pin<Box<dyn Future<Output = Option<OwnedPermit<RequestRecord>>> + Send>>;
+type Reserve = Pin<Box<dyn Future<Output = Option<crate::usage::sink::Permit>> + Send>>;
 
 /// How upstream bytes become client bytes.
 pub enum Mode {

@@ -125,6 +125,12 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
 }
 
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
+    if req.uri().path().starts_with("/admin/") {
+        return crate::admin::handle(&state, req).await;
+    }
+    if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
+        return crate::ui::handle(&state, req).await;
+    }
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());
     let mut path_model = None;
@@ -206,7 +212,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
 
 /// The gateway key a client presents in a header: `Authorization: Bearer <key>`, `x-api-key: <key>` or
 /// (Google's clients) `x-goog-api-key: <key>`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     header("authorization")
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))

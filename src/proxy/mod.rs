@@ -31,6 +31,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
+use crate::events::Events;
 use crate::keys::KeyTable;
 use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
@@ -42,7 +43,7 @@ use crate::usage::sink::RecordSink;
 pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A whole body.
-fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
@@ -59,12 +60,21 @@ pub struct AppState {
     pub keys: ArcSwap<KeyTable>,
     /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
     pub limiter: Limiter,
+    /// The admin API's operations (`/admin/v1/`), set by `serve` once the store is open.
+    pub admin: std::sync::OnceLock<crate::admin::Admin>,
+    /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
+    pub events: Events,
     /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
     pub affinity: Affinity,
+    /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
+    pub ui_sessions: crate::ui::Sessions,
 }
 
 impl AppState {
+    /// The state of a server; `health`'s event stream becomes the server's, and the sink publishes on it.
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
+        let events = health.events().clone();
+        let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
         let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
@@ -80,7 +90,10 @@ impl AppState {
             client,
             sink,
             fasttest: FastTest::with_timeout(fast_test_timeout),
+            admin: std::sync::OnceLock::new(),
+            events,
             affinity,
+            ui_sessions: crate::ui::Sessions::default(),
         })
     }
 }

@@ -19,6 +19,7 @@ pub struct Recorder {
     pub store: Store,
     writer: WriterHandle,
     socket: SocketServer,
+    registry: Registry,
 }
 
 impl Recorder {
@@ -50,14 +51,19 @@ impl Recorder {
             let f = flusher.clone();
             Box::pin(async move { f.flush().await })
         }));
-        let socket = match socket::serve(store.clone(), registry).await {
+        let socket = match socket::serve(store.clone(), registry.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 writer.shutdown().await;
                 return Err(e);
             }
         };
-        Ok(Recorder { store, writer, socket })
+        Ok(Recorder { store, writer, socket, registry })
+    }
+
+    /// The operations the socket answers (with the flush barrier), for other doors onto them (the admin API).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn socket_path(&self) -> &Path {

@@ -111,7 +111,9 @@ impl Registry {
         self
     }
 
-    async fn dispatch(&self, store: &Store, name: &str, args: Value) -> anyhow::Result<Value> {
+    /// Runs operation `name` with JSON `args` on `store` (or live), as the socket does: every door (the socket,
+    /// the admin API) goes through here.
+    pub async fn dispatch(&self, store: &Store, name: &str, args: Value) -> anyhow::Result<Value> {
         if let Some((h, flags)) = self.ops.get(name) {
             let (h, s, writes) = (h.clone(), store.clone(), flags.writes);
             if flags.reads_records

@@ -2,7 +2,8 @@
 //!
 //! Owns the mutable state beside the immutable catalogue. Critical sections are short (a hash map lookup under
 //! a `std` mutex) and never span an await. Cooldowns double on repeated failures up to a cap and clear on
-//! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps.
+//! success. Keys are the catalogue's `health_key`s, so state survives snapshot swaps. Each cooldown and each
+//! recovery is published once on the event stream (`events`), after the lock is released.
 //!
 //! Nearly always nothing cools: [`Health::nothing_cools`] answers that from two atomics, without the lock or a
 //! key, so routing and the attempt loop skip their per-candidate lookups (and the `model_key` they would format).
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::CoolTarget;
 use crate::config::CooldownConfig;
+use crate::events::{CoolLevel, Event, Events};
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -36,10 +38,20 @@ pub struct HealthView {
     pub errors: u64,
 }
 
+/// One cooling key, for the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooling {
+    pub key: String,
+    pub remaining: Duration,
+    pub reason: String,
+    pub failures: u32,
+}
+
 #[derive(Debug)]
 pub struct Health {
     map: Mutex<HashMap<String, Entry>>,
-    /// Entries whose `until` is set (cooling, or expired but not yet cleared by a success).
+    events: Events,
+    /// Entries whose `until` is set (cooling, or expired but not yet cleared by a success). Changed under the lock.
     cooled: AtomicUsize,
     /// The latest `until` ever set, in ns after `epoch` (0: never). Only grows: when it has passed, nothing cools.
     latest_until: AtomicU64,
@@ -50,6 +62,7 @@ impl Default for Health {
     fn default() -> Self {
         Health {
             map: Mutex::default(),
+            events: Events::default(),
             cooled: AtomicUsize::new(0),
             latest_until: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -67,6 +80,24 @@ const EWMA_ALPHA: f64 = 0.3;
 impl Health {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The stream cooldowns and recoveries are published on (the server's one event stream).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Cooldowns active now, by level (endpoint, token, model), for the metrics scrape.
+    pub fn cooling_by_level(&self, now: Instant) -> [(CoolLevel, u64); 3] {
+        let mut counts = CoolLevel::ALL.map(|l| (l, 0u64));
+        let map = self.map.lock().expect("health lock");
+        for key in map.iter().filter(|(_, e)| e.until.is_some_and(|u| u > now)).map(|(k, _)| k) {
+            let level = CoolLevel::of_key(key);
+            if let Some(c) = counts.iter_mut().find(|(l, _)| *l == level) {
+                c.1 += 1;
+            }
+        }
+        counts
     }
 
     /// No key is cooling at `now`: true when no cooldown was ever set, every one was cleared, or the latest one
@@ -92,52 +123,112 @@ impl Health {
     /// Cools `key` down after a failure: `fixed` (e.g. Retry-After) when given, else `base` doubled per
     /// consecutive failure, capped at `cap`.
     pub fn fail(&self, key: &str, base: Duration, cap: Duration, fixed: Option<Duration>, reason: &str) {
-        let mut map = self.map.lock().expect("health lock");
-        let e = map.entry(key.to_string()).or_default();
-        e.failures = e.failures.saturating_add(1);
-        e.errors += 1;
-        let d = fixed.unwrap_or_else(|| {
-            let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-            base.saturating_mul(factor).min(cap.max(base))
+        let (d, failures) = {
+            let mut map = self.map.lock().expect("health lock");
+            let e = map.entry(key.to_string()).or_default();
+            e.failures = e.failures.saturating_add(1);
+            e.errors += 1;
+            let d = fixed.unwrap_or_else(|| {
+                let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
+                base.saturating_mul(factor).min(cap.max(base))
+            });
+            let until = Instant::now() + d;
+            if e.until.is_none() {
+                self.cooled.fetch_add(1, Ordering::AcqRel);
+            }
+            // Rounded up, so `nothing_cools` is never true while `until` has not passed.
+            self.latest_until.fetch_max(self.ns(until).saturating_add(1), Ordering::AcqRel);
+            e.until = Some(until);
+            e.reason = Some(reason.to_string());
+            (d, e.failures)
+        };
+        self.events.publish_with(|| Event::Cooled {
+            key: key.into(),
+            level: CoolLevel::of_key(key),
+            reason: reason.into(),
+            for_ms: d.as_millis() as u64,
+            failures,
         });
-        let until = Instant::now() + d;
-        if e.until.is_none() {
-            self.cooled.fetch_add(1, Ordering::AcqRel);
-        }
-        // Rounded up, so `nothing_cools` is never true while `until` has not passed.
-        self.latest_until.fetch_max(self.ns(until).saturating_add(1), Ordering::AcqRel);
-        e.until = Some(until);
-        e.reason = Some(reason.to_string());
+    }
+
+    fn recovered(&self, key: &str) {
+        self.events.publish_with(|| Event::Recovered { key: key.into(), level: CoolLevel::of_key(key) });
     }
 
     /// Clears failures of `key` after a success.
     pub fn succeed(&self, key: &str) {
-        let mut map = self.map.lock().expect("health lock");
-        if let Some(e) = map.get_mut(key) {
-            if e.until.take().is_some() {
-                self.cooled.fetch_sub(1, Ordering::AcqRel);
+        let was_cooling = {
+            let mut map = self.map.lock().expect("health lock");
+            if let Some(e) = map.get_mut(key) {
+                let was = e.until.take().is_some();
+                if was {
+                    self.cooled.fetch_sub(1, Ordering::AcqRel);
+                }
+                e.failures = 0;
+                e.reason = None;
+                e.ok += 1;
+                was
+            } else {
+                map.insert(key.to_string(), Entry { ok: 1, ..Default::default() });
+                false
             }
-            e.failures = 0;
-            e.reason = None;
-            e.ok += 1;
-        } else {
-            map.insert(key.to_string(), Entry { ok: 1, ..Default::default() });
+        };
+        if was_cooling {
+            self.recovered(key);
         }
     }
 
     /// Ends the cooldown of `key` if it is cooling for `reason` (and only then); returns whether it did.
     pub fn recover(&self, key: &str, reason: &str) -> bool {
-        let mut map = self.map.lock().expect("health lock");
-        match map.get_mut(key) {
-            Some(e) if e.until.is_some() && e.reason.as_deref() == Some(reason) => {
-                self.cooled.fetch_sub(1, Ordering::AcqRel);
-                e.failures = 0;
-                e.until = None;
-                e.reason = None;
-                true
+        self.end_cooldown(key, |e| e.until.is_some() && e.reason.as_deref() == Some(reason))
+    }
+
+    /// Ends the cooldown of `key` when `cooling` says so of its entry; publishes the recovery.
+    fn end_cooldown(&self, key: &str, cooling: impl Fn(&Entry) -> bool) -> bool {
+        let done = {
+            let mut map = self.map.lock().expect("health lock");
+            match map.get_mut(key) {
+                Some(e) if cooling(e) => {
+                    if e.until.take().is_some() {
+                        self.cooled.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    e.failures = 0;
+                    e.reason = None;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
+        };
+        if done {
+            self.recovered(key);
         }
+        done
+    }
+
+    /// Every key cooling at `now`: (key, remaining, reason, consecutive failures), by key.
+    pub fn cooling_all(&self, now: Instant) -> Vec<Cooling> {
+        let map = self.map.lock().expect("health lock");
+        let mut out: Vec<Cooling> = map
+            .iter()
+            .filter_map(|(k, e)| {
+                let until = e.until.filter(|u| *u > now)?;
+                Some(Cooling {
+                    key: k.clone(),
+                    remaining: until - now,
+                    reason: e.reason.clone().unwrap_or_default(),
+                    failures: e.failures,
+                })
+            })
+            .collect();
+        drop(map);
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Ends the cooldown of `key` whatever its reason (an operator's decision); returns whether it was cooling.
+    pub fn clear(&self, key: &str) -> bool {
+        let now = Instant::now();
+        self.end_cooldown(key, |e| e.until.is_some_and(|u| u > now))
     }
 
     /// Records a time to first byte for an endpoint.
@@ -221,6 +312,27 @@ mod tests {
         let h = Health::new();
         h.fail("t", Duration::from_secs(60), Duration::from_secs(60), Some(Duration::ZERO), "429");
         assert_eq!(h.cooling("t", Instant::now() + Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn cooldowns_and_recoveries_are_published_once() {
+        let h = Health::new();
+        let mut rx = h.events().subscribe();
+        h.succeed("main/default");
+        h.fail("main/default", Duration::from_secs(10), Duration::from_secs(30), None, "HTTP 500");
+        h.succeed("main/default");
+        h.succeed("main/default");
+        match rx.try_recv().unwrap() {
+            Event::Cooled { key, level, for_ms, failures, .. } => {
+                assert_eq!((&*key, level, for_ms, failures), ("main/default", CoolLevel::Endpoint, 10_000, 1));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(rx.try_recv().unwrap(), Event::Recovered { level: CoolLevel::Endpoint, .. }));
+        assert!(rx.try_recv().is_err());
+        h.fail("main#m", Duration::from_secs(10), Duration::from_secs(30), None, "404");
+        let counts = h.cooling_by_level(Instant::now());
+        assert_eq!(counts, [(CoolLevel::Endpoint, 0), (CoolLevel::Token, 0), (CoolLevel::Model, 1)]);
     }
 
     #[test]

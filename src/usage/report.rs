@@ -3,7 +3,7 @@
 //!
 //! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
 //! [`Op`], so it runs identically in this process or in the server that holds the store. Reads exact request
-//! records when the whole range is still retained, else the daily rollups (UTC days).
+//! records when the whole range is still retained and is not whole UTC days, else the daily rollups (UTC days).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +20,9 @@ use crate::store::{Op, Store};
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     Day,
+    /// The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day's first hour (whole
+    /// days only).
+    Hour,
     Channel,
     Endpoint,
     /// The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together).
@@ -35,6 +38,7 @@ impl GroupBy {
     pub fn as_str(self) -> &'static str {
         match self {
             GroupBy::Day => "day",
+            GroupBy::Hour => "hour",
             GroupBy::Channel => "channel",
             GroupBy::Endpoint => "endpoint",
             GroupBy::Token => "token",
@@ -163,6 +167,14 @@ fn day_label(ms: i64, utc: bool) -> String {
     }
 }
 
+fn hour_label(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:00").to_string()).unwrap_or_default()
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:00").to_string()).unwrap_or_default()
+    }
+}
+
 fn utc_day_label(day: u32) -> String {
     day_label(day as i64 * 86_400_000, true)
 }
@@ -211,6 +223,8 @@ impl Acc {
     }
 }
 
+const DAY_MS: i64 = 86_400_000;
+
 /// Request-id bounds of a time range.
 fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u128> {
     let lo = since_ms.map(|s| (s.max(0) as u128) << 64).unwrap_or(0);
@@ -220,7 +234,16 @@ fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u12
 
 pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
     let pruned = store.pruned_before()?;
-    let exact = pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned);
+    // Whole UTC days are what the daily rollups hold, exactly: read them instead of every record of the range
+    // (a month of a busy gateway is millions of records; its rollup rows are thousands). Sessions are only in
+    // the records.
+    let whole_days = q.utc
+        && !q.group_by.contains(&GroupBy::Hour)
+        && !q.group_by.contains(&GroupBy::Session)
+        && q.filters.session.is_none()
+        && q.since_ms.is_some_and(|s| s.rem_euclid(DAY_MS) == 0)
+        && q.until_ms.is_none_or(|u| u.rem_euclid(DAY_MS) == 0);
+    let exact = !whole_days && (pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned));
     if !exact && (q.group_by.contains(&GroupBy::Session) || q.filters.session.is_some()) {
         return Err(user("sessions are kept in request records only, and this range reaches past their retention")
             .with_hint("give a --since within store.retention_days")
@@ -235,6 +258,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                     .iter()
                     .map(|g| match g {
                         GroupBy::Day => day_label(r.time_ms, q.utc),
+                        GroupBy::Hour => hour_label(r.time_ms, q.utc),
                         GroupBy::Channel => or_dash(r.channel.as_deref().unwrap_or("")),
                         GroupBy::Endpoint => match (&r.channel, &r.endpoint) {
                             (Some(c), Some(e)) => format!("{c}/{e}"),
@@ -261,6 +285,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                 .iter()
                 .map(|g| match g {
                     GroupBy::Day => utc_day_label(k.day),
+                    GroupBy::Hour => hour_label(k.day as i64 * 86_400_000, true),
                     GroupBy::Channel => or_dash(&k.channel),
                     GroupBy::Endpoint if k.channel.is_empty() => "-".into(),
                     GroupBy::Endpoint => format!("{}/{}", k.channel, k.endpoint),
@@ -292,6 +317,9 @@ pub struct RequestsQuery {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub filters: Filters,
+    /// Paging cursor: only records older than this request id (32 hex digits, the last one of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
 }
 
 /// Records on the wire: each as its JSON text (ids are u128, which JSON numbers in `serde_json::Value` cannot
@@ -333,7 +361,13 @@ impl Op for RequestsQuery {
             return Ok(RecordList { records });
         }
         let rest = Filters { model: None, ..self.filters.clone() };
-        store.scan_requests(id_range(self.since_ms, self.until_ms), true, |r| {
+        let mut range = id_range(self.since_ms, self.until_ms);
+        if let Some(c) = &self.before {
+            let id = parse_cursor(c)?;
+            range.end = range.end.min(id);
+            range.start = range.start.min(range.end);
+        }
+        store.scan_requests(range, true, |r| {
             let m = &self.filters.model;
             let model_ok = m.as_deref().is_none_or(|m| m == tables::record_model(&r) || m == r.requested_model);
             if model_ok && rest.matches_record(&r) {
@@ -342,6 +376,17 @@ impl Op for RequestsQuery {
             records.len() < self.limit
         })?;
         Ok(RecordList { records })
+    }
+}
+
+/// A paging cursor: a whole request id.
+fn parse_cursor(c: &str) -> anyhow::Result<u128> {
+    let c = c.trim();
+    match u128::from_str_radix(c, 16) {
+        Ok(id) if c.len() == 32 => Ok(id),
+        _ => Err(user(format!("`{c}` is not a cursor"))
+            .with_hint("pass the `next_cursor` of the previous page (a request id, 32 hex digits)")
+            .into()),
     }
 }
 
@@ -537,6 +582,33 @@ mod tests {
     }
 
     #[test]
+    fn whole_utc_days_read_the_rollups_with_the_same_sums() {
+        let (_d, s) = store();
+        let t0 = 20_000 * DAY;
+        s.write_records(&[
+            rec(t0 + 5, "fp:a", "a", "one", 1, Some(0.5)),
+            rec(t0 + DAY + 7, "fp:b", "b", "two", 2, None),
+            rec(t0 + 2 * DAY + 9, "fp:a", "a", "one", 4, Some(0.25)),
+        ])
+        .unwrap();
+        let by = vec![GroupBy::Day, GroupBy::Channel, GroupBy::Token, GroupBy::Model, GroupBy::Key];
+        let days = UsageQuery { since_ms: Some(t0), group_by: by.clone(), utc: true, ..Default::default() };
+        let daily = usage(&s, &days).unwrap();
+        assert_eq!(daily.source, Source::Daily);
+        let exact = usage(&s, &UsageQuery { since_ms: Some(t0 - 1), ..days.clone() }).unwrap();
+        assert_eq!(exact.source, Source::Requests);
+        assert_eq!((daily.rows.clone(), daily.totals), (exact.rows, exact.totals));
+        // Hours, local days and ranges that cut a day read the records.
+        let hours = UsageQuery { group_by: vec![GroupBy::Hour], ..days.clone() };
+        let r = usage(&s, &hours).unwrap();
+        assert_eq!(r.source, Source::Requests);
+        assert_eq!(r.rows[0].group, vec!["2024-10-04 00:00".to_string()]);
+        assert_eq!(usage(&s, &UsageQuery { utc: false, ..days.clone() }).unwrap().source, Source::Requests);
+        let cut = UsageQuery { until_ms: Some(t0 + DAY + 8), ..days };
+        assert_eq!(usage(&s, &cut).unwrap().source, Source::Requests);
+    }
+
+    #[test]
     fn groups_by_session_top_first_and_filters_by_session() {
         let (_d, s) = store();
         let t0 = 20_000 * DAY;
@@ -607,6 +679,12 @@ mod tests {
         s.write_records(&recs).unwrap();
         let list = RequestsQuery { limit: 3, ..Default::default() }.run(&s).unwrap().records;
         assert_eq!(list.iter().map(|r| r.time_ms).collect::<Vec<_>>(), vec![1004, 1003, 1002]);
+        // The next page starts below the last id of this one; the last page is short.
+        let before = Some(crate::usage::format_id(list[2].id));
+        let page = RequestsQuery { limit: 3, before, ..Default::default() }.run(&s).unwrap().records;
+        assert_eq!(page.iter().map(|r| r.time_ms).collect::<Vec<_>>(), vec![1001, 1000]);
+        let bad = RequestsQuery { limit: 3, before: Some("zz".into()), ..Default::default() }.run(&s).unwrap_err();
+        assert!(bad.downcast_ref::<crate::error::UserError>().is_some(), "{bad:#}");
         let id = crate::usage::format_id(recs[2].id);
         let one = ShowRequest { id: id[..24].to_string() }.run(&s).unwrap().records;
         assert_eq!(one[0].id, recs[2].id);

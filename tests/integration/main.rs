@@ -8,10 +8,12 @@
 
 mod harness;
 
+mod admin;
 mod affinity;
 mod balance;
 mod channels;
 mod config_example;
+mod dashboard;
 mod discover;
 mod gemini;
 mod generated;
@@ -24,5 +26,6 @@ mod real_clients;
 mod sdk;
 mod store;
 mod tags;
+mod traces;
 mod translate;
 mod wire;

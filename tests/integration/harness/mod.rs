@@ -1,9 +1,11 @@
 //! The one test harness: mock upstreams ([`Mock`], and [`Upstream`] that bills per key), canned upstream bodies,
-//! the real `router` binary as a server ([`Router`]) and as a command ([`Cli`]), and bounded polling.
+//! the real `router` binary as a server ([`Router`]) and as a command ([`Cli`]), a headless Chromium ([`Browser`]),
+//! and bounded polling.
 //! Each area module of the integration binary uses it through `use crate::harness::*`.
 
 mod billing;
 mod bodies;
+mod browser;
 mod cli;
 mod mock;
 mod router;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub use billing::Upstream;
 pub use bodies::{chat_json, chat_sse, claude_reply, messages_json, messages_sse};
+pub use browser::Browser;
 pub use cli::{Cli, Out, run_cli};
 pub use mock::{Mock, Recorded, Reply, dead_port};
 pub use router::Router;
