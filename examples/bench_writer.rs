@@ -17,7 +17,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
         id: new_id(now + i as i64 / 100),
         time_ms: now + i as i64 / 100,
         gateway_key: Some("team".into()),
-        client_protocol: "openai".into(),
+        client_protocol: Default::default(),
         path: "/v1/chat/completions".into(),
         requested_model: "gpt-4o".into(),
         upstream_model: Some("openai/gpt-4o".into()),
@@ -25,7 +25,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
         endpoint: Some("default".into()),
         token_key: Some(tok.into()),
         token_fp: Some(format!("fp:{:016x}", i % 2)),
-        strategy: "priority".into(),
+        strategy: Some(Default::default()),
         attempts: vec![Attempt {
             channel: "openrouter".into(),
             endpoint: "default".into(),
@@ -47,7 +47,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
         translated: None,
         error: None,
         session: Some(format!("{:016x}", i / 20)),
-        affinity: Some("hit".into()),
+        affinity: Some(router::live::affinity::Outcome::Hit),
     }
 }
 

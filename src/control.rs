@@ -1,9 +1,11 @@
 //! What the running server answers over the control socket beyond the store's own operations: the operations
 //! that need its live state (routing snapshot, health), and applying store changes to the live catalogue.
 //!
-//! Owns [`Live`] (filled once the server is up) and [`rebuild`]: every change that affects routing (a config
-//! reload, an import, a channel change, new discovery results) goes through it, so the server always routes
-//! on YAML + store channels + discovered models. Must not run on the request path.
+//! Owns the control socket's registry (the composition root: store operations of every module, and what the
+//! server does for each `store::LiveOp`: `plan`, `probe_report`, `balance_report`), [`Live`] (filled once the
+//! server is up) and [`rebuild`]: every change that affects routing (a config reload, an import, a channel change,
+//! new discovery results) goes through it, so the server always routes on YAML + store channels + discovered
+//! models. Must not run on the request path.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -11,10 +13,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::balance::store::{BalanceHistory, SaveBalances};
-use crate::balance::{self, BalanceResult};
-use crate::catalog::{self, Snapshot};
-use crate::config::Config;
+use crate::balance;
+use crate::balance::BalanceResult;
+use crate::balance::store::{BalanceHistory, BalanceReport, SaveBalances};
+use crate::catalog::Snapshot;
+use crate::config::{Config, Strategy};
 use crate::discover::{self, SaveDiscovered};
 use crate::events::{Event, Events};
 use crate::keys::ops::{KeysCreate, KeysReport, KeysRotate, KeysSetState, KeysUpdate};
@@ -22,7 +25,11 @@ use crate::keys::{KeyTable, StoredKey};
 use crate::live::limits::Period;
 use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
-use crate::store::{Access, KvTable, Op, Registry, Store};
+use crate::report::{RequestsQuery, ShowRequest, UsageQuery};
+use crate::routing::view::{self, PlanFailure, PlanQuery, PlanView};
+use crate::store::{Access, KvTable, LiveOp, Op, Registry, Store};
+use crate::upstream::fasttest::FastTest;
+use crate::upstream::health::Health;
 
 /// The server's live state, as control operations see it.
 pub struct Live {
@@ -43,7 +50,7 @@ impl Live {
 
     /// A snapshot for `config` from the store as it is now.
     pub fn snapshot(&self, config: Arc<Config>) -> anyhow::Result<Snapshot> {
-        catalog::load::snapshot(config, &self.access(), &self.store_path, self.auto)
+        crate::settings::snapshot(config, &self.access(), &self.store_path, self.auto)
     }
 }
 
@@ -78,7 +85,9 @@ pub fn release_freed_memory() {
     }
 }
 
-/// The registry `serve` answers: the store's operations, plus live ones, plus a catalogue rebuild after any write.
+/// The registry `serve` answers (the composition root of the control socket): the store's own operations, the
+/// other modules' store operations (reports, discovery, balances), the live ones, and a catalogue rebuild after
+/// any write.
 pub fn registry(cell: LiveCell) -> Registry {
     let mut r = Registry::builtin();
     let c = cell.clone();
@@ -99,25 +108,40 @@ pub fn registry(cell: LiveCell) -> Registry {
 
 // ---- Discovery, balances, probe reports and plans against the live server ----
 
-/// A live handler: parses the arguments, waits for nothing (answers "starting" until the server is up), runs `f`.
-fn live_op<A, R, F, Fut>(cell: &LiveCell, f: F) -> crate::store::socket::LiveHandler
-where
-    A: serde::de::DeserializeOwned + Send + 'static,
-    R: serde::Serialize,
-    F: Fn(LiveCell, A) -> Fut + Send + Sync + Copy + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
-{
-    let cell = cell.clone();
-    Arc::new(move |v| {
-        let cell = cell.clone();
-        Box::pin(async move {
-            if cell.get().is_none() {
-                anyhow::bail!("the server is starting; try again in a moment");
-            }
-            let args: A = serde_json::from_value(v)?;
-            Ok(serde_json::to_value(f(cell, args).await?)?)
-        })
-    })
+/// The live state, or "starting" while `serve` has not filled it yet.
+fn started(cell: &LiveCell) -> anyhow::Result<&Live> {
+    cell.get().ok_or_else(|| anyhow::anyhow!("the server is starting; try again in a moment"))
+}
+
+/// `router tags query` while serving: the plan on the server's own snapshot and health.
+impl LiveOp for PlanQuery {
+    const NAME: &'static str = "plan";
+    type Reply = Result<PlanView, PlanFailure>;
+}
+
+/// `router test` while serving: latency and failures feed the health `fastest` and cooldowns use. Replies with
+/// how many entries were applied.
+impl LiveOp for ProbeReport {
+    const NAME: &'static str = "probe_report";
+    type Reply = usize;
+}
+
+/// Plans `q` as `serve` would on `snap` and `health`, measuring unknown endpoints first for `fastest` (which
+/// then plans again on what it learnt). The CLI calls it with a fresh health when no server runs.
+pub async fn plan(
+    snap: &Snapshot,
+    health: &Health,
+    fasttest: &FastTest,
+    q: &PlanQuery,
+) -> Result<PlanView, PlanFailure> {
+    let mut plan = view::plan_query(snap, health, q);
+    if q.strategy_on(snap) == Strategy::Fastest
+        && let Ok(p) = &plan
+        && fasttest.measure_unknown(snap, health, &p.endpoints()).await > 0
+    {
+        plan = view::plan_query(snap, health, q);
+    }
+    plan.map(|p| PlanView::new(snap, health, &q.expr, &p))
 }
 
 /// How long a key whose balance ran dry stays cooled: until the next periodic check (its interval plus the time a
@@ -133,62 +157,67 @@ pub fn balance_hold(config: &Config) -> Duration {
 const BALANCE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
+    r.add::<UsageQuery>().add::<RequestsQuery>().add::<ShowRequest>();
     r.add::<SaveDiscovered>().add::<SaveBalances>().add::<BalanceHistory>();
     add_keys_op::<KeysCreate>(r, cell);
     add_keys_op::<KeysUpdate>(r, cell);
     add_keys_op::<KeysSetState>(r, cell);
     add_keys_op::<KeysRotate>(r, cell);
     add_keys_op::<KeysReport>(r, cell);
-    // `router test`: latency and failures feed the health `fastest` and cooldowns use.
-    r.add_live(
-        PROBE_REPORT_OP,
-        live_op(cell, |cell, report: ProbeReport| async move {
-            let live = cell.get().expect("checked");
+    let c = cell.clone();
+    r.add_live(move |report: ProbeReport| {
+        let c = c.clone();
+        async move {
+            let live = started(&c)?;
             let snap = live.state.snapshot.load();
             probe::apply(&report, &live.state.health, &snap.config.raw.routing.cooldown);
             Ok(report.entries.len())
-        }),
-    );
-    // `router balance check` while serving: keep the results and cool down keys that ran dry.
-    r.add_live(
-        balance::store::REPORT_OP,
-        live_op(cell, |cell, results: Vec<BalanceResult>| async move {
-            let c = cell.clone();
+        }
+    });
+    // Keep the results and cool down keys that ran dry.
+    let c = cell.clone();
+    r.add_live(move |BalanceReport(results): BalanceReport| {
+        let c = c.clone();
+        async move {
+            started(&c)?;
             let saved = results.clone();
+            let c2 = c.clone();
             tokio::task::spawn_blocking(move || {
-                let live = c.get().expect("checked");
+                let live = c2.get().expect("checked");
                 let history_days = Some(live.state.snapshot.load().config.raw.balance.history_days());
                 SaveBalances { results: saved, history_days }.run(&live.store).map(|_| ())
             })
             .await??;
-            let live = cell.get().expect("checked");
+            let live = started(&c)?;
             let snap = live.state.snapshot.load();
             let applied =
                 balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
             log_balance(&applied);
             publish_balances(&live.state.events, &results);
             Ok(())
-        }),
-    );
-    // `router tags query` while serving: the plan on the server's own snapshot and health.
-    r.add_live(
-        crate::cli::tags::PLAN_OP,
-        live_op(cell, |cell, args: crate::cli::tags::PlanArgs| async move {
-            let live = cell.get().expect("checked");
+        }
+    });
+    let c = cell.clone();
+    r.add_live(move |q: PlanQuery| {
+        let c = c.clone();
+        async move {
+            let live = started(&c)?;
             let snap = live.state.snapshot.load_full();
-            Ok(crate::cli::tags::answer(&snap, &live.state.health, &live.state.fasttest, &args).await)
-        }),
-    );
+            Ok(plan(&snap, &live.state.health, &live.state.fasttest, &q).await)
+        }
+    });
 }
 
 /// A `router keys` operation answered by the server: run on its store, then (for writes) the key table and the
 /// limiter reloaded before the answer, so the change holds from the next request on.
 fn add_keys_op<O: Op>(r: &mut Registry, cell: &LiveCell) {
-    r.add_live(
-        O::NAME,
-        live_op(cell, |cell, op: O| async move {
+    let c = cell.clone();
+    r.add_in_server(move |op: O| {
+        let c = c.clone();
+        async move {
+            started(&c)?;
             tokio::task::spawn_blocking(move || {
-                let live = cell.get().expect("checked");
+                let live = c.get().expect("checked");
                 let reply = op.run(&live.store)?;
                 if O::WRITES {
                     reload_keys(live).context("saved, but the running server could not load the keys")?;
@@ -196,8 +225,8 @@ fn add_keys_op<O: Op>(r: &mut Registry, cell: &LiveCell) {
                 Ok::<_, anyhow::Error>(reply)
             })
             .await?
-        }),
-    );
+        }
+    });
 }
 
 /// Rebuilds the key table from the configuration's keys and the store's rows and swaps it in; sets the
@@ -229,9 +258,6 @@ pub fn reload_keys(live: &Live) -> anyhow::Result<()> {
     state.keys.store(Arc::new(table));
     Ok(())
 }
-
-/// The live operation `router test` sends its [`ProbeReport`] to.
-pub const PROBE_REPORT_OP: &str = "probe_report";
 
 fn log_balance(applied: &balance::store::Applied) {
     for k in &applied.cooled {

@@ -1,6 +1,6 @@
-//! Upstream keys encrypted at rest.
+//! Upstream keys encrypted at rest, and the fingerprint a key is known by.
 //!
-//! Owns the master key (32 bytes: `ROUTER_MASTER_KEY` as hex or base64, else the file `<store>.key`, created
+//! Owns [`fingerprint`] (the only form of a key that is ever logged, recorded or shown), the master key (32 bytes: `ROUTER_MASTER_KEY` as hex or base64, else the file `<store>.key`, created
 //! with mode 0600 from the OS random source on first use) and the sealed form of a key,
 //! `enc:v1:<base64(nonce || ciphertext)>` (XChaCha20-Poly1305, random 24-byte nonce). It must not decide *when*
 //! to encrypt (the store does) and never puts a key, plaintext or sealed, into an error message.
@@ -16,6 +16,13 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::config::{ChannelConfig, KeyConfig, Secret};
+
+/// `fp:` + the first 16 hex digits of SHA-256(key). Safe to log, store and show.
+pub fn fingerprint(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    format!("fp:{}", &hex::encode(digest)[..16])
+}
 
 /// Environment variable that overrides the key file.
 pub const ENV: &str = "ROUTER_MASTER_KEY";

@@ -4,7 +4,8 @@
 //! with paging, Azure `GET /openai/models`, Gemini through its OpenAI-compatible base), parsing ids, kinds and
 //! OpenRouter-style prices, and the per-channel report. A failed token simply has no entry in the result, so the
 //! catalogue falls back to the channel's configured `models`. It does not persist anything itself: results go
-//! through a [`DiscoveryStore`]. Never puts a key into a URL, a report or an error.
+//! through a [`DiscoveryStore`]. Never puts a key into a URL, a report or an error. Also asks the local servers
+//! zero-config looks for (Ollama, LM Studio) for their models ([`local_servers`]), with a short timeout.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::catalog::{Channel, Discovered, DiscoveredModel, Endpoint, ModelKind, Snapshot, Token, is_free_id};
+use crate::config::autodetect::LocalServer;
 use crate::config::{ChannelProtocol, Price};
 use crate::store::{Access, KvTable, Op, Store};
 use crate::upstream::{self, Operation};
@@ -54,7 +56,7 @@ pub struct StoreDiscovery<'a>(pub &'a Access);
 
 impl DiscoveryStore for StoreDiscovery<'_> {
     fn load(&self) -> anyhow::Result<Discovered> {
-        crate::catalog::load::discovered(self.0)
+        Ok(self.0.list_json::<HashMap<String, Vec<DiscoveredModel>>>(KvTable::Models)?.into_iter().collect())
     }
     fn save(&self, outcome: &Outcome) -> anyhow::Result<()> {
         self.0.run(SaveDiscovered::of(outcome)).map(|_| ())
@@ -246,6 +248,22 @@ pub async fn discover(snap: &Snapshot, opts: &Options, on_done: &(dyn Fn(&TokenR
         };
     }
     out
+}
+
+/// Asks each local server candidate (name, OpenAI-style base URL) for its model list, all at once, each bounded by
+/// `timeout`; the ones that answer in time with a list are returned, in the order given.
+pub async fn local_servers(candidates: &[(String, String)], timeout: Duration) -> Vec<LocalServer> {
+    let client = upstream::probe_client(timeout);
+    let asks = candidates.iter().map(|(name, url)| {
+        let client = &client;
+        async move {
+            let body = get_json(client, &format!("{url}/models"), &HeaderMap::new()).await.ok()?;
+            let page = parse_page(&body, ChannelProtocol::Openai).ok()?;
+            let models = page.models.into_iter().map(|m| m.id).collect();
+            Some(LocalServer { name: name.clone(), base_url: url.clone(), models })
+        }
+    });
+    futures_util::future::join_all(asks).await.into_iter().flatten().collect()
 }
 
 /// How many (channel, token) model lists a run with this channel filter will fetch.
@@ -544,6 +562,16 @@ fn per_million(per_token: f64) -> f64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_local_server_that_does_not_answer_is_skipped_quickly() {
+        // Port 9 (discard) on loopback is closed on test machines; the probe must fail fast.
+        let started = std::time::Instant::now();
+        let found =
+            local_servers(&[("ollama".into(), "http://127.0.0.1:9/v1".into())], Duration::from_millis(300)).await;
+        assert!(found.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     #[test]
     fn openrouter_prices_become_usd_per_million() {

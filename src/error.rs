@@ -1,7 +1,8 @@
 //! Errors a user can act on, and how they reach the terminal.
 //!
 //! Owns [`UserError`] (exit code 1, with a `hint:`) and the [`Hinted`] trait that lets typed errors of other
-//! layers (`ConfigError`, ...) carry a hint. `main` maps everything else to exit code 2.
+//! layers (`ConfigError`, `StoreError`, ...) carry a hint; they become a `UserError` where they reach a command
+//! ([`from_hinted`]). `main` maps everything else to exit code 2. Must not depend on other modules.
 
 use std::fmt;
 
@@ -55,11 +56,17 @@ pub fn classify(err: &anyhow::Error) -> Classified<'_> {
         if let Some(e) = cause.downcast_ref::<UserError>() {
             return Classified { code: 1, hint: e.hint() };
         }
-        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
-            return Classified { code: 1, hint: e.hint() };
-        }
     }
     Classified { code: 2, hint: None }
+}
+
+/// A typed error the user can act on, as a [`UserError`] with the same words and hint.
+pub fn from_hinted(e: &dyn Hinted) -> UserError {
+    let u = user(e.to_string());
+    match e.hint() {
+        Some(h) => u.with_hint(h),
+        None => u,
+    }
 }
 
 /// Shorthand: `return Err(user("...").with_hint("..."))`.

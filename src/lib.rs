@@ -2,9 +2,10 @@
 //!
 //! # Layout
 //! - `cli`: one file per subcommand (Args + run); `cli::output` is the only place that prints.
-//! - `config`: YAML schema, `${VAR}` interpolation, validation, zero-config autodetection.
+//! - `config`: YAML schema, `${VAR}` interpolation, validation, zero-config channels from the environment.
+//! - `settings`: where the configuration, the store and the master key are; the snapshot every command builds.
 //! - `catalog`: channels, endpoints, tokens, models -> an immutable routing `Snapshot`.
-//! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
+//! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan, and its one view. Pure.
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation, session identity. No I/O.
@@ -14,14 +15,16 @@
 //! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
 //! - `metrics`: Prometheus metrics counted from the event stream, served at `/metrics`.
 //! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).
-//! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
+//! - `control`: the control socket's registry (composition root), live operations, rebuilding the live catalogue.
+//! - `channels`: every channel with its origin, and enabling / disabling store channels (CLI and admin API).
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
 //!   `router keys` store operations and the spend report.
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
+//! - `report`: usage totals and request lists read from the store (store operations).
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
-//! - `import`: One-API / New-API databases -> an import plan of store channels (no printing, no store writes).
+//! - `import`: One-API / New-API databases -> an import plan of store channels, and committing it to the store.
 //! - `crypto`: upstream keys encrypted at rest (AEAD with a master key outside the store).
 //! - `probe`: `router test`: endpoint, key and model checks, routed test requests, the report for `serve`'s health.
 //! - `admin`: the admin API (`/admin/v1/`): admin-key auth, the CLI's operations over HTTP, the event stream as SSE.
@@ -32,6 +35,7 @@
 pub mod admin;
 pub mod balance;
 pub mod catalog;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -45,7 +49,9 @@ pub mod live;
 pub mod probe;
 pub mod protocol;
 pub mod proxy;
+pub mod report;
 pub mod routing;
+pub mod settings;
 pub mod store;
 pub mod tags;
 pub mod telemetry;

@@ -21,8 +21,10 @@ use crate::catalog::{Channel, Endpoint, ModelKind, Snapshot, Token};
 use crate::config::{ChannelProtocol, Config, CooldownConfig, Dur, Secret, Strategy};
 use crate::error::{UserError, user};
 use crate::protocol::Protocol;
+use crate::protocol::convert::Conversion;
 use crate::protocol::sse::SseParser;
 use crate::protocol::usage::UsageMeter;
+use crate::routing::view::{CandidateView, ExcludedView, PlanView};
 use crate::routing::{self, PlanError, RouteRequest};
 use crate::tags::{self, TagExpr};
 use crate::upstream::health::{CoolKeys, Health};
@@ -685,31 +687,6 @@ pub async fn chat(
     r
 }
 
-/// A candidate of a routing decision, by name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CandidateView {
-    pub channel: String,
-    pub endpoint: String,
-    pub token_key: String,
-    pub model: String,
-    /// The channel speaks the client's protocol (else the request is translated).
-    pub native: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub score: Option<f64>,
-}
-
-/// Something routing matched but left out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExcludedView {
-    pub channel: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_key: Option<String>,
-    pub model: String,
-    pub reason: String,
-}
-
 /// The one real request of a routed target, as the proxy recorded it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutedRequest {
@@ -731,7 +708,7 @@ pub struct RoutedRequest {
     pub total_ms: u32,
     pub tokens: Tokens,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub translated: Option<String>,
+    pub translated: Option<Conversion>,
     /// What went wrong (the proxy's summary, or the upstream's message), never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -822,38 +799,17 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
         plan_error: None,
         request: None,
     };
-    let excluded_view = |e: &routing::Excluded| ExcludedView {
-        channel: e.channel.clone(),
-        endpoint: e.endpoint.clone(),
-        token_key: e.token.clone(),
-        model: e.model.clone(),
-        reason: e.reason.clone(),
-    };
     match &plan {
         Ok(p) => {
-            result.resolved_by = Some(p.resolved_by.to_string());
-            result.excluded = p.excluded.iter().map(excluded_view).collect();
-            result.candidates = p
-                .candidates
-                .iter()
-                .map(|c| {
-                    let ch = &snap.channels[c.channel];
-                    let ep = &ch.endpoints[c.endpoint];
-                    CandidateView {
-                        channel: ch.name.to_string(),
-                        endpoint: ep.name.to_string(),
-                        token_key: ep.tokens[c.token].token_key.to_string(),
-                        model: c.model.to_string(),
-                        native: c.native,
-                        score: c.score.map(|s| s.total),
-                    }
-                })
-                .collect();
+            let view = PlanView::new(&snap, &health, target, p);
+            result.resolved_by = Some(view.resolved_by);
+            result.excluded = view.excluded;
+            result.candidates = view.candidates;
         }
         Err(e) => {
             result.plan_error = Some(e.to_string());
             if let PlanError::AllCooling { excluded, .. } | PlanError::NoneUsable { excluded, .. } = e {
-                result.excluded = excluded.iter().map(excluded_view).collect();
+                result.excluded = ExcludedView::all(excluded);
             }
         }
     }
@@ -984,7 +940,7 @@ async fn send_through_proxy(
         ttfb_ms: record.ttfb_ms,
         total_ms: record.total_ms,
         tokens: record.tokens,
-        translated: record.translated.clone(),
+        translated: record.translated,
         error,
         record: Some(Box::new(record)),
     })

@@ -25,8 +25,8 @@ use crate::config::hash_key;
 use crate::control::{self, Live, LiveCell};
 use crate::keys::State;
 use crate::proxy::{AppState, ProxyBody};
+use crate::report::{self, Filters, GroupBy};
 use crate::store::Registry;
-use crate::usage::report::{self, Filters, GroupBy};
 use routes::{Action, Route};
 
 /// Largest request body the admin API reads.
@@ -458,20 +458,20 @@ impl Ctx<'_> {
         ok(&json!({"requests": rows, "next_cursor": next.flatten()}))
     }
 
-    async fn channels(&self) -> anyhow::Result<Vec<crate::catalog::load::ChannelEntry>> {
+    async fn channels(&self) -> anyhow::Result<Vec<crate::channels::ChannelEntry>> {
         self.blocking(|live| {
             let config = live.state.snapshot.load().config.clone();
             let (yaml, file) = match &config.path {
                 Some(p) => (config.raw.channels.as_slice(), p.display().to_string()),
                 None => (&[][..], String::new()),
             };
-            crate::catalog::load::channel_entries(yaml, &file, Some(&live.access()), &live.store_path)
+            crate::channels::channel_entries(yaml, &file, Some(&live.access()), &live.store_path)
         })
         .await
     }
 
     async fn toggle_channel(&self, enabled: bool, reason: Option<String>) -> Answer {
-        use crate::catalog::load::{Toggled, set_channel_enabled};
+        use crate::channels::{Toggled, set_channel_enabled};
         let name = self.name.clone();
         let yaml = {
             let config = self.live.state.snapshot.load().config.clone();

@@ -14,15 +14,22 @@ use serde::{Deserialize, Serialize};
 
 use super::{BalanceResult, BalanceStore, StoreError, exhausted};
 use crate::catalog::Snapshot;
-use crate::store::{Access, KvTable, Op, Store};
+use crate::store::{Access, KvTable, LiveOp, Op, Store};
 use crate::upstream::health::Health;
 
 /// The cooldown reason of a key that ran dry (shown in `tags query` exclusions).
 pub const EXHAUSTED_REASON: &str = "balance at or below zero";
 
 /// The live operation a `balance check` sends its fresh results to while a server runs: the server saves them and
-/// applies [`apply_cooldowns`] to its health.
-pub const REPORT_OP: &str = "balance_report";
+/// applies [`apply_cooldowns`] to its health (`control` registers what it does).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BalanceReport(pub Vec<BalanceResult>);
+
+impl LiveOp for BalanceReport {
+    const NAME: &'static str = "balance_report";
+    type Reply = ();
+}
 
 /// The store key of one result.
 pub fn key(r: &BalanceResult) -> String {
@@ -94,7 +101,7 @@ impl Op for BalanceHistory {
     }
 }
 
-/// A [`BalanceStore`] over the store. Through a running server, saving goes to [`REPORT_OP`] so the server also
+/// A [`BalanceStore`] over the store. Through a running server, saving goes to [`BalanceReport`] so the server also
 /// cools down keys that ran dry.
 pub struct StoreBalances<'a> {
     access: &'a Access,
@@ -148,8 +155,7 @@ impl BalanceStore for StoreBalances<'_> {
     fn save(&self, results: &[BalanceResult]) -> Result<(), StoreError> {
         let err = |e: anyhow::Error| StoreError(format!("{e:#}"));
         if self.access.is_remote() {
-            let v = serde_json::to_value(results).map_err(|e| StoreError(e.to_string()))?;
-            self.access.call_live(REPORT_OP, v).map_err(err)?;
+            self.access.run_live(BalanceReport(results.to_vec())).map_err(err)?;
         } else {
             let op = SaveBalances { results: results.to_vec(), history_days: self.history_days };
             self.access.run(op).map_err(err)?;

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::{ChannelConfig, ChannelProtocol, Config, KeyConfig, Price, Secret};
-use crate::usage::fingerprint;
-
-pub mod load;
+use crate::crypto::fingerprint;
 
 /// Where a channel is defined; YAML channels are read-only at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -369,13 +367,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The channel, endpoint and token a planned candidate names.
-    pub fn candidate(&self, c: &crate::routing::Candidate) -> (&Channel, &Endpoint, &Token) {
-        let ch = &self.channels[c.channel];
-        let ep = &ch.endpoints[c.endpoint];
-        (ch, ep, &ep.tokens[c.token])
-    }
-
     /// Builds the snapshot from YAML channels, store channels and discovery results.
     pub fn build(
         config: Arc<Config>,

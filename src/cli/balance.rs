@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Global, output};
+use super::output;
 use crate::balance::store::StoreBalances;
 use crate::balance::{self, BalanceResult, BalanceStore, CheckOptions, Status};
 use crate::config::Dur;
 use crate::error::{Exit, user};
-use crate::store::{self, Access};
+use crate::settings::Settings;
+use crate::store::Access;
 
 /// How long a stored result counts as fresh when the config sets no `balance.ttl`.
 const DEFAULT_TTL: Dur = Dur::secs(600);
@@ -69,18 +70,18 @@ fn parse_dur(s: &str) -> Result<Dur, String> {
     Dur::parse(s).ok_or_else(|| format!("`{s}` is not a duration (use e.g. 500ms, 15s, 1m)"))
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
-    run_with(global, cmd, None)
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
+    run_with(settings, cmd, None)
 }
 
 /// Runs a `balance` command against an optional store (the TTL cache and history).
-pub fn run_with(global: &Global, cmd: Command, store: Option<&dyn BalanceStore>) -> anyhow::Result<()> {
+pub fn run_with(settings: &Settings, cmd: Command, store: Option<&dyn BalanceStore>) -> anyhow::Result<()> {
     match cmd {
-        Command::Check(args) => check(global, args, store),
+        Command::Check(args) => check(settings, args, store),
         Command::History(args) => match store {
             Some(s) => history(args, Some(s)),
             None => {
-                let path = store::path_for_cli(global)?;
+                let path = settings.store_path()?;
                 if !path.exists() {
                     return history(args, None);
                 }
@@ -91,7 +92,7 @@ pub fn run_with(global: &Global, cmd: Command, store: Option<&dyn BalanceStore>)
     }
 }
 
-fn check(global: &Global, args: CheckArgs, store: Option<&dyn BalanceStore>) -> anyhow::Result<()> {
+fn check(settings: &Settings, args: CheckArgs, store: Option<&dyn BalanceStore>) -> anyhow::Result<()> {
     if let Some(b) = args.below
         && !b.is_finite()
     {
@@ -103,23 +104,13 @@ fn check(global: &Global, args: CheckArgs, store: Option<&dyn BalanceStore>) -> 
     let rt = super::runtime()?;
     // Results are kept in the store (created when missing, as `serve` creates it, so `check` then `history` works
     // from cron), or sent to the server holding it.
-    let loaded = rt.block_on(super::discover::load(global, true))?;
+    let loaded = rt.block_on(settings.routing(true))?;
     let keep = loaded.snapshot.config.raw.balance.history_days();
     let own = loaded.access.as_ref().map(|a| StoreBalances::new(a).keep_days(keep));
     let store: Option<&dyn BalanceStore> = store.or(own.as_ref().map(|s| s as &dyn BalanceStore));
     let ttl = loaded.snapshot.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
     let snapshot = Arc::new(loaded.snapshot);
-    for name in &args.channels {
-        if snapshot.channel(name).is_none() {
-            let known: Vec<&str> = snapshot.channels.iter().map(|c| &*c.name).collect();
-            let hint = if known.is_empty() {
-                "no channels are configured".to_string()
-            } else {
-                format!("channels: {}", known.join(", "))
-            };
-            return Err(user(format!("no channel named `{name}`")).with_hint(hint).into());
-        }
-    }
+    super::check_channels(&snapshot, &args.channels)?;
     let opts = CheckOptions {
         channels: args.channels.clone(),
         concurrency: args.concurrency,
@@ -343,9 +334,9 @@ mod tests {
     #[test]
     fn history_without_store_is_a_user_error() {
         let dir = tempfile::tempdir().unwrap();
-        let global = Global { config: None, store: Some(dir.path().join("none.redb")) };
+        let settings = Settings::new(None, Some(dir.path().join("none.redb")));
         let cmd = parse(&["router", "balance", "history"]);
-        let e = run_with(&global, cmd, None).unwrap_err();
+        let e = run_with(&settings, cmd, None).unwrap_err();
         assert_eq!(crate::error::classify(&e).code, 1);
         assert!(e.to_string().contains("needs the store"), "{e}");
     }
@@ -368,7 +359,7 @@ mod tests {
             }])
             .unwrap();
         let cmd = parse(&["router", "balance", "history", "--channel", "ds", "--since", "1h", "--json"]);
-        run_with(&Global::default(), cmd, Some(&store)).unwrap();
+        run_with(&Settings::new(None, None), cmd, Some(&store)).unwrap();
     }
 
     #[test]

@@ -11,13 +11,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{Global, output};
-use crate::catalog::load::{ChannelEntry, Toggled, channel_entries, sealing_key, set_channel_enabled, yaml_config};
+use super::output;
+use crate::channels::{ChannelEntry, Toggled, channel_entries, set_channel_enabled};
 use crate::config::{self, ChannelConfig, ChannelProtocol, Config, KeyConfig, Secret};
 use crate::error::user;
 use crate::import::ChannelReport;
+use crate::settings::{Settings, sealing_key};
 use crate::store::channels::ChannelsApply;
-use crate::store::{self, Access, KvTable};
+use crate::store::{Access, KvTable};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -124,8 +125,8 @@ impl AddArgs {
     }
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
-    let ctx = Ctx::load(global)?;
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
+    let ctx = Ctx::load(settings)?;
     match cmd {
         Command::List(a) => list(&ctx, a),
         Command::Show(a) => show(&ctx, a),
@@ -143,10 +144,9 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn load(global: &Global) -> anyhow::Result<Ctx> {
-        let yaml = yaml_config(global.config.as_deref())?;
-        let store_path =
-            store::resolve_path(global.store.as_deref(), yaml.as_ref().and_then(|c| c.raw.store.path.as_deref()));
+    fn load(settings: &Settings) -> anyhow::Result<Ctx> {
+        let yaml = settings.yaml()?;
+        let store_path = settings.store_path_for(yaml.as_ref());
         Ok(Ctx { yaml, store_path })
     }
 

@@ -4,10 +4,9 @@
 
 use serde::Serialize;
 
-use super::{Global, output};
-use crate::catalog::{self, Channel, Origin, Snapshot};
-use crate::store::{self, Access};
-use std::sync::Arc;
+use super::output;
+use crate::catalog::{Channel, Origin};
+use crate::settings::Settings;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -48,20 +47,14 @@ struct EndpointSummary {
     tokens: Vec<String>,
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
     let Command::Check(args) = cmd;
-    let loaded = super::runtime()?.block_on(super::serve::load_or_detect(global, false))?;
-    let source = match &loaded.config.path {
+    // The store's channels too (directly, or through the server holding it), as `serve` would route on them.
+    let routing = super::runtime()?.block_on(settings.clone().no_local().routing(false))?;
+    let snap = routing.snapshot;
+    let source = match &snap.config.path {
         Some(p) => p.display().to_string(),
         None => "zero-config (environment)".into(),
-    };
-    // The store's channels too (directly, or through the server holding it), as `serve` would route on them.
-    let store_path = store::resolve_path(global.store.as_deref(), loaded.config.raw.store.path.as_deref());
-    let access = if store_path.exists() { Some(Access::open(&store_path)?) } else { None };
-    let config = Arc::new(loaded.config);
-    let snap = match &access {
-        Some(a) => catalog::load::snapshot(config, a, &store_path, loaded.auto)?,
-        None => Snapshot::build(config, &[], &Default::default(), loaded.auto),
     };
     let warnings: Vec<String> = snap.channels.iter().filter_map(never_chosen).collect();
     let channels: Vec<ChannelSummary> = snap

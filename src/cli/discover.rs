@@ -2,24 +2,21 @@
 //!
 //! Owns the command line and the report table only; the requests and parsing are `crate::discover`. Results are
 //! saved in the store (creating it when needed), through the running server when one holds it, which then routes
-//! on them at once. Also owns [`load`]: the snapshot every subcommand that routes builds, the same as `serve`'s.
+//! on them at once.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use super::{Global, output};
-use crate::catalog::{self, ModelKind, Snapshot};
-use crate::config::{Config, Dur, Price};
-use crate::discover::{self, ChannelReport, DiscoveryStore, MemoryStore, Options, StoreDiscovery};
+use super::output;
+use crate::catalog::ModelKind;
+use crate::config::{Dur, Price};
+use crate::discover::{self, ChannelReport, Options};
 use crate::error::user;
-use crate::store::{self, Access};
-use crate::tags;
+use crate::settings::Settings;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,54 +41,6 @@ fn parse_dur(s: &str) -> Result<Dur, String> {
     Dur::parse(s).ok_or_else(|| format!("invalid duration `{s}` (use e.g. 500ms, 20s, 1m)"))
 }
 
-/// What a subcommand routes on: the configuration in force (a file, or zero-config), the store when there is one
-/// (directly, or through the running server that holds it), and the snapshot built from both, the same one
-/// `serve` builds.
-pub struct Loaded {
-    pub snapshot: Snapshot,
-    /// `None` when no store file exists yet (and the command did not ask to create one).
-    pub access: Option<Access>,
-    pub store_path: PathBuf,
-    pub auto: bool,
-}
-
-impl Loaded {
-    /// A snapshot of another configuration over the same store channels and discovered models.
-    pub fn snapshot_for(&self, config: Config) -> anyhow::Result<Snapshot> {
-        match &self.access {
-            Some(a) => catalog::load::snapshot(Arc::new(config), a, &self.store_path, self.auto),
-            None => Ok(Snapshot::build(Arc::new(config), &[], &Default::default(), self.auto)),
-        }
-    }
-
-    /// Whether a running server answered for the store.
-    pub fn remote(&self) -> Option<&Access> {
-        self.access.as_ref().filter(|a| a.is_remote())
-    }
-}
-
-/// Loads the configuration the way `serve` does and builds its snapshot: YAML + store channels + discovered
-/// models. Without a store file the snapshot is YAML-only and no file is created, unless `create_store`.
-pub async fn load(global: &Global, create_store: bool) -> anyhow::Result<Loaded> {
-    let probe_local = std::env::var_os("ROUTER_NO_LOCAL_PROBE").is_none();
-    let loaded = super::serve::load_or_detect(global, probe_local).await?;
-    let store_path = store::resolve_path(global.store.as_deref(), loaded.config.raw.store.path.as_deref());
-    let access = if create_store || store_path.exists() { Some(Access::open(&store_path)?) } else { None };
-    let snapshot = match &access {
-        Some(a) => catalog::load::snapshot(Arc::new(loaded.config), a, &store_path, loaded.auto)?,
-        None => Snapshot::build(Arc::new(loaded.config), &[], &Default::default(), loaded.auto),
-    };
-    Ok(Loaded { snapshot, access, store_path, auto: loaded.auto })
-}
-
-/// Where discovery results are kept: the store when there is one, else this process's memory.
-pub fn store(access: Option<&Access>) -> Box<dyn DiscoveryStore + '_> {
-    match access {
-        Some(a) => Box::new(StoreDiscovery(a)),
-        None => Box::new(MemoryStore::default()),
-    }
-}
-
 #[derive(Serialize)]
 struct JsonModel<'a> {
     id: &'a str,
@@ -108,35 +57,18 @@ struct JsonOut<'a> {
     models: BTreeMap<&'a str, BTreeMap<&'a str, Vec<JsonModel<'a>>>>,
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    super::runtime()?.block_on(discover_cmd(global, args))
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    super::runtime()?.block_on(discover_cmd(settings, args))
 }
 
-/// Checks `--channel` names against the snapshot.
-pub fn check_channels(snap: &Snapshot, names: &[String]) -> anyhow::Result<()> {
-    for n in names {
-        if snap.channel(n).is_none() {
-            let known: Vec<&str> = snap.channels.iter().map(|c| &*c.name).collect();
-            let close = tags::closest(n, known.iter().copied(), 3);
-            let hint = if close.is_empty() {
-                format!("channels: {}", known.join(", "))
-            } else {
-                format!("did you mean {}?", close.join(", "))
-            };
-            return Err(user(format!("no channel named `{n}`")).with_hint(hint).into());
-        }
-    }
-    Ok(())
-}
-
-async fn discover_cmd(global: &Global, args: Args) -> anyhow::Result<()> {
-    let loaded = load(global, true).await?;
-    let snap = &loaded.snapshot;
-    check_channels(snap, &args.channels)?;
+async fn discover_cmd(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    let routing = settings.routing(true).await?;
+    let snap = &routing.snapshot;
+    super::check_channels(snap, &args.channels)?;
     let opts = Options {
         channels: args.channels.clone(),
         concurrency: args.concurrency,
-        timeout: args.timeout.map_or(loaded.snapshot.config.raw.discovery.timeout(), |d| d.0),
+        timeout: args.timeout.map_or(snap.config.raw.discovery.timeout(), |d| d.0),
     };
     let total = discover::planned(snap, &opts.channels);
     if total == 0 {
@@ -161,7 +93,7 @@ async fn discover_cmd(global: &Global, args: Args) -> anyhow::Result<()> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    store(loaded.access.as_ref()).save(&outcome).context("saving the discovered models")?;
+    routing.discovery().save(&outcome).context("saving the discovered models")?;
 
     if args.json {
         let mut models: BTreeMap<&str, BTreeMap<&str, Vec<JsonModel<'_>>>> = BTreeMap::new();

@@ -7,9 +7,10 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 
-use super::{Global, output};
+use super::output;
 use crate::error::user;
 use crate::import::{self, Flavour, ImportPlan, OneApiOptions, PlanReport};
+use crate::settings::Settings;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -43,7 +44,7 @@ pub struct OneapiArgs {
     pub reset_state: bool,
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
     let Command::Oneapi(args) = cmd;
     if let Some(p) = &args.prefix
         && p.contains('/')
@@ -83,7 +84,7 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
         output::note("import cancelled: nothing was changed");
         return Ok(());
     }
-    let done = import::commit(global, &plan, args.reset_state).context("importing the channels")?;
+    let done = commit(settings, &plan, args.reset_state).context("importing the channels")?;
     if args.json {
         return output::json(&serde_json::json!({ "dry_run": false, "plan": report, "commit": done }));
     }
@@ -101,6 +102,15 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
         done.unchanged.len()
     ));
     Ok(())
+}
+
+/// Commits `plan` to the store `settings` name (directly, or through the server holding it), keeping clear of the
+/// configuration file's channel names.
+fn commit(settings: &Settings, plan: &ImportPlan, reset_state: bool) -> anyhow::Result<import::CommitReport> {
+    let yaml = settings.yaml()?;
+    let store_path = settings.store_path_for(yaml.as_ref());
+    let access = crate::store::Access::open(&store_path)?;
+    import::commit_to(&access, &store_path, yaml.as_ref(), plan, reset_state)
 }
 
 fn confirm(plan: &ImportPlan) -> anyhow::Result<bool> {

@@ -11,8 +11,7 @@ use std::io::{IsTerminal, Read};
 use jiff::tz::TimeZone;
 use serde_json::json;
 
-use super::{Global, output};
-use crate::catalog::load::yaml_config;
+use super::output;
 use crate::config::Config;
 use crate::error::user;
 use crate::keys::ops::{
@@ -20,6 +19,7 @@ use crate::keys::ops::{
 };
 use crate::keys::{self, State, StoredKey};
 use crate::live::limits::{Budget, Limits, Period};
+use crate::settings;
 use crate::store::{self, Access};
 
 #[derive(Debug, clap::Subcommand)]
@@ -150,8 +150,8 @@ pub(crate) struct Ctx {
     config: Option<Config>,
     tz: TimeZone,
     now_ms: i64,
-    global: Global,
-    /// The store, when the caller holds it (the admin API in the server); else opened from `global`.
+    settings: settings::Settings,
+    /// The store, when the caller holds it (the admin API in the server); else opened from `settings`.
     store: Option<store::Store>,
 }
 
@@ -159,21 +159,22 @@ impl Ctx {
     /// The server's view: its configuration and its own store.
     pub(crate) fn serving(config: &Config, store: store::Store) -> anyhow::Result<Ctx> {
         let tz = keys::timezone(config.raw.server.timezone.as_deref()).map_err(anyhow::Error::msg)?;
+        let settings = settings::Settings::new(config.path.clone(), None);
         let config = config.path.is_some().then(|| config.clone());
-        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), global: Global::default(), store: Some(store) })
+        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), settings, store: Some(store) })
     }
 
-    fn new(global: &Global) -> anyhow::Result<Ctx> {
-        let config = yaml_config(global.config.as_deref())?;
+    fn new(settings: &settings::Settings) -> anyhow::Result<Ctx> {
+        let config = settings.yaml()?;
         let tz_name = config.as_ref().and_then(|c| c.raw.server.timezone.clone());
         let tz = keys::timezone(tz_name.as_deref()).map_err(|m| user(m).with_hint("fix server.timezone"))?;
-        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), global: global.clone(), store: None })
+        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), settings: settings.clone(), store: None })
     }
 
     fn access(&self) -> anyhow::Result<Access> {
         match &self.store {
             Some(s) => Ok(Access::Direct(s.clone())),
-            None => Access::open(&store::path_for_cli(&self.global)?),
+            None => Access::open(&self.settings.store_path_for(self.config.as_ref())),
         }
     }
 
@@ -207,18 +208,18 @@ impl Ctx {
     }
 }
 
-pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
+pub fn run(settings: &settings::Settings, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Hash { key } => hash(key),
         Command::Generate(a) => generate(a.json),
-        Command::Create(a) => create(&Ctx::new(global)?, a),
-        Command::List(a) => list(&Ctx::new(global)?, a.json),
-        Command::Show(a) => show(&Ctx::new(global)?, a),
-        Command::Update(a) => update(&Ctx::new(global)?, a),
-        Command::Disable(a) => set_state(&Ctx::new(global)?, &a.name, State::Disabled, a.json),
-        Command::Enable(a) => set_state(&Ctx::new(global)?, &a.name, State::Active, a.json),
-        Command::Revoke(a) => revoke(&Ctx::new(global)?, a),
-        Command::Rotate(a) => rotate(&Ctx::new(global)?, a),
+        Command::Create(a) => create(&Ctx::new(settings)?, a),
+        Command::List(a) => list(&Ctx::new(settings)?, a.json),
+        Command::Show(a) => show(&Ctx::new(settings)?, a),
+        Command::Update(a) => update(&Ctx::new(settings)?, a),
+        Command::Disable(a) => set_state(&Ctx::new(settings)?, &a.name, State::Disabled, a.json),
+        Command::Enable(a) => set_state(&Ctx::new(settings)?, &a.name, State::Active, a.json),
+        Command::Revoke(a) => revoke(&Ctx::new(settings)?, a),
+        Command::Rotate(a) => rotate(&Ctx::new(settings)?, a),
     }
 }
 
@@ -597,7 +598,7 @@ mod tests {
             config: None,
             tz: TimeZone::UTC,
             now_ms: crate::usage::now_ms(),
-            global: Global::default(),
+            settings: settings::Settings::new(None, None),
             store: None,
         };
         for s in [

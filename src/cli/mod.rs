@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand, each an `Args` struct and a `run`.
 //!
-//! Owns the clap definitions (also the source of `completions/` and `man/`) and dispatch. Commands that need no
-//! store never open it. `output` is the only module that prints.
+//! Owns the clap definitions (also the source of `completions/` and `man/`) and dispatch. The global flags become
+//! a `settings::Settings`, where every command finds its configuration, store and snapshot; subcommand files do
+//! not call each other (what two of them share is here or in the library). Commands that need no store never
+//! open it. `output` is the only module that prints.
 
 pub mod balance;
 pub mod channels;
@@ -20,6 +22,9 @@ pub mod usage;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+use crate::catalog::Snapshot;
+use crate::settings::Settings;
 
 /// One local endpoint for many LLM upstream accounts: an OpenAI- and Anthropic-compatible proxy with routing,
 /// failover and exact per-key usage.
@@ -75,7 +80,7 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let global = Global { config: cli.config, store: cli.store };
+    let global = Settings::new(cli.config, cli.store);
     match cli.command {
         Command::Serve(args) => serve::run(&global, args),
         Command::Config(cmd) => config_cmd::run(&global, cmd),
@@ -92,16 +97,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Options every subcommand sees.
-#[derive(Debug, Clone, Default)]
-pub struct Global {
-    pub config: Option<PathBuf>,
-    pub store: Option<PathBuf>,
-}
-
 /// A tokio runtime for commands that need one (two worker threads: this tool runs on small machines).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Checks `--channel` names against the snapshot: an unknown one is a user error naming the closest.
+pub fn check_channels(snap: &Snapshot, names: &[String]) -> anyhow::Result<()> {
+    for n in names {
+        if snap.channel(n).is_none() {
+            let known: Vec<&str> = snap.channels.iter().map(|c| &*c.name).collect();
+            let close = crate::tags::closest(n, known.iter().copied(), 3);
+            let hint = if known.is_empty() {
+                "no channels are configured".to_string()
+            } else if close.is_empty() {
+                format!("channels: {}", known.join(", "))
+            } else {
+                format!("did you mean {}?", close.join(", "))
+            };
+            return Err(crate::error::user(format!("no channel named `{n}`")).with_hint(hint).into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,9 +7,10 @@
 use chrono::{DateTime, Local, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::{Global, output};
-use crate::store::{self, Access};
-use crate::usage::report::{self, Filters, RequestsQuery, ShowRequest};
+use super::output;
+use crate::report::{self, Filters, RequestsQuery, ShowRequest};
+use crate::settings::Settings;
+use crate::store::Access;
 use crate::usage::{RequestRecord, UsageSource, format_id};
 
 #[derive(Debug, clap::Args)]
@@ -74,8 +75,8 @@ pub struct ListArgs {
     pub utc: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let access = Access::open_existing(&store::path_for_cli(global)?)?;
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    let access = Access::open_existing(&settings.store_path()?)?;
     match args.command {
         Some(Sub::Show(a)) => show(&access, a),
         None => list(&access, args.list),
@@ -154,15 +155,15 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
             _ => "-".into(),
         },
     );
-    line("strategy", r.strategy.clone());
+    line("strategy", r.strategy.map(|s| s.to_string()).unwrap_or_default());
     if r.session.is_some() || r.affinity.is_some() {
         let s = r.session.as_deref().unwrap_or("-");
-        line("session", format!("{s} (affinity {})", r.affinity.as_deref().unwrap_or("-")));
+        line("session", format!("{s} (affinity {})", r.affinity.map(|a| a.as_str()).unwrap_or("-")));
     }
     line("status", format!("{} {}", status(&r), r.outcome.as_str()));
     line("stream", r.stream.to_string());
     if let Some(t) = &r.translated {
-        line("translated", t.clone());
+        line("translated", t.to_string());
     }
     line(
         "time to first",

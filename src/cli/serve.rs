@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{Global, output};
-use crate::catalog::{self, Snapshot};
-use crate::config::{self, Config, autodetect};
+use super::output;
+use crate::catalog::Snapshot;
+use crate::config::{self, autodetect};
 use crate::control::{self, Live, LiveCell};
 use crate::error::user;
 use crate::proxy::{self, AppState};
+use crate::settings::{self, Settings};
 use crate::store::{self, recorder::Recorder};
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -33,34 +34,14 @@ pub struct Args {
     pub no_local: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    super::runtime()?.block_on(serve(global, args))
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    super::runtime()?.block_on(serve(settings, args))
 }
 
-/// The configuration in force: a file, or what zero-config found.
-pub struct Loaded {
-    pub config: Config,
-    pub auto: bool,
-    pub found: Vec<String>,
-}
-
-/// Loads the configuration file, or detects channels when there is none.
-pub async fn load_or_detect(global: &Global, probe_local: bool) -> anyhow::Result<Loaded> {
-    match config::find(global.config.as_deref()) {
-        Some(path) => Ok(Loaded { config: config::load(&path)?, auto: false, found: Vec::new() }),
-        None => {
-            let env = |k: &str| std::env::var(k).ok();
-            let locals = if probe_local { autodetect::local_candidates(&env) } else { Vec::new() };
-            let d = autodetect::detect(&env, &locals, Duration::from_millis(400)).await;
-            Ok(Loaded { config: d.config, auto: true, found: d.found })
-        }
-    }
-}
-
-async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
+async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     control::limit_malloc_arenas();
-    let probe_local = !args.no_local && std::env::var_os("ROUTER_NO_LOCAL_PROBE").is_none();
-    let loaded = load_or_detect(global, probe_local).await?;
+    let settings = if args.no_local { settings.clone().no_local() } else { settings.clone() };
+    let loaded = settings.config().await?;
     let mut config = loaded.config;
     let listen: SocketAddr = match &args.listen {
         Some(l) => l.parse().map_err(|_| {
@@ -71,7 +52,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     config.listen = Some(listen);
     let self_loops = if loaded.auto { autodetect::undo_self_loops(&mut config, listen) } else { Vec::new() };
     // Store: request records, rollups and the control socket (see store::recorder).
-    let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
+    let store_path = settings.store_path_for(Some(&config));
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
     let recorder =
@@ -87,7 +68,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let grace = config.raw.server.grace_period.0;
     let config_path = config.path.clone();
     let access = store::Access::Direct(recorder.store.clone());
-    let snapshot = catalog::load::snapshot(Arc::new(config), &access, &store_path, loaded.auto)?;
+    let snapshot = settings::snapshot(Arc::new(config), &access, &store_path, loaded.auto)?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);

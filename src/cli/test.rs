@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{Global, output};
+use super::output;
 use crate::config::{Dur, Strategy};
 use crate::error::{Exit, user};
 use crate::probe::{self, CheckKind, CheckResult, Class, Options, ProbeReport, RouteResult};
+use crate::settings::Settings;
 use crate::usage::Tokens;
 
 #[derive(Debug, clap::Args)]
@@ -54,8 +55,8 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     })
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    run_with(global, args, None)
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
+    run_with(settings, args, None)
 }
 
 /// Keeps the records of routed test requests (they spend tokens) in the store, or in the server holding it.
@@ -77,23 +78,20 @@ fn keep_records(access: Option<&crate::store::Access>, store_path: &std::path::P
 
 /// Sends a report to the server over the control socket; a server that cannot take it is a note, not a failure.
 fn send_report(server: &crate::store::Access, report: &ProbeReport) {
-    let sent = serde_json::to_value(report)
-        .map_err(anyhow::Error::from)
-        .and_then(|v| server.call_live(crate::control::PROBE_REPORT_OP, v));
-    if let Err(e) = sent {
+    if let Err(e) = server.run_live(report.clone()) {
         output::note(&format!("note: the running server did not take the results: {e:#}"));
     }
 }
 
 /// Runs `router test`; `feed` receives what the test learnt (latency, failures) for a running server's health.
-pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>) -> anyhow::Result<()> {
+pub fn run_with(settings: &Settings, args: Args, feed: Option<&dyn Fn(&ProbeReport)>) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
     // The snapshot `serve` routes on (store channels and discovered models included). The store is created when
     // missing, as `serve` creates it: the records of routed test requests are kept there.
-    let mut loaded = rt.block_on(super::discover::load(global, true))?;
+    let mut loaded = rt.block_on(settings.routing(true))?;
     let in_process = loaded.snapshot_for(probe::in_process_config(&loaded.snapshot.config, args.timeout.0))?;
     if loaded.remote().is_none() {
         // Do not hold the store file while testing: a server may start meanwhile.
@@ -266,17 +264,17 @@ fn print_route(r: &RouteResult) {
         let mut t = output::table(&["#", "channel", "endpoint", "token", "model", "note"]);
         for (i, c) in r.candidates.iter().enumerate() {
             let mut note = Vec::new();
-            if !c.native {
+            if c.translated {
                 note.push("translated".to_string());
             }
             if let Some(s) = c.score {
-                note.push(format!("score {s:.3}"));
+                note.push(format!("score {:.3}", s.total));
             }
             t.add_row(vec![
                 (i + 1).to_string(),
                 c.channel.clone(),
                 c.endpoint.clone(),
-                c.token_key.clone(),
+                c.token.clone(),
                 c.model.clone(),
                 note.join(", "),
             ]);
@@ -284,7 +282,7 @@ fn print_route(r: &RouteResult) {
         output::print_table(&t);
     }
     for x in &r.excluded {
-        let place = match (&x.endpoint, &x.token_key) {
+        let place = match (&x.endpoint, &x.token) {
             (Some(e), Some(t)) => format!("{}/{e} [{t}]", x.channel),
             (Some(e), None) => format!("{}/{e}", x.channel),
             _ => x.channel.clone(),
@@ -320,7 +318,7 @@ fn print_route(r: &RouteResult) {
             req.token_key.as_deref().unwrap_or("?"),
             req.model.as_deref().unwrap_or("?")
         );
-        let translated = req.translated.as_deref().map(|t| format!(", translated {t}")).unwrap_or_default();
+        let translated = req.translated.map(|t| format!(", translated {t}")).unwrap_or_default();
         output::line(&format!(
             "result: ok via {via}{translated}; ttfb {}, total {} ms, tokens {}",
             millis(req.ttfb_ms.map(u64::from)),

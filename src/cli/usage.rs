@@ -4,10 +4,11 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Global, output};
+use super::output;
+use crate::report::{self, Filters, GroupBy, SortBy, Source, UsageQuery, UsageReport};
+use crate::settings::Settings;
+use crate::store::Access;
 use crate::store::tables::Counters;
-use crate::store::{self, Access};
-use crate::usage::report::{self, Filters, GroupBy, SortBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,7 +54,7 @@ pub struct Args {
     pub utc: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     let now = crate::usage::now_ms();
     let since_ms = args.since.as_deref().map(|s| report::parse_when(s, args.utc, false, now)).transpose()?;
     let until_ms = args.until.as_deref().map(|s| report::parse_when(s, args.utc, true, now)).transpose()?;
@@ -78,7 +79,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         top: args.top,
         sort: args.sort,
     };
-    let access = Access::open_existing(&store::path_for_cli(global)?)?;
+    let access = Access::open_existing(&settings.store_path()?)?;
     let report = access.run(query)?;
     if report.source == Source::Daily {
         output::note("note: the range reaches past store.retention_days; totals come from daily rollups (UTC days)");

@@ -1,8 +1,8 @@
 //! Zero-config: channels from well-known environment variables and local Ollama / LM Studio.
 //!
-//! Owns the table of known providers and the short local probe. Used only when no config file exists.
-
-use std::time::Duration;
+//! Owns the table of known providers, where local servers are looked for, and turning what was found into a
+//! [`Config`]. Used only when no config file exists. Must not touch the network: asking the local servers for
+//! their models is `discover::local_servers`, and `settings` joins the two.
 
 use super::Config;
 use super::schema::{ChannelConfig, ChannelProtocol, KeyConfig, RawConfig, Secret};
@@ -141,8 +141,16 @@ pub fn local_candidates(env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, St
     vec![("ollama".into(), ollama), ("lmstudio".into(), lmstudio)]
 }
 
-/// Builds a configuration from the environment and whatever answers locally.
-pub async fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[(String, String)], timeout: Duration) -> Detected {
+/// A local OpenAI-style server that answered, with the model ids it listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalServer {
+    pub name: String,
+    pub base_url: String,
+    pub models: Vec<String>,
+}
+
+/// Builds a configuration from the environment and the local servers that answered.
+pub fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[LocalServer]) -> Detected {
     let mut raw = RawConfig::default();
     let mut found = Vec::new();
     for k in KNOWN {
@@ -166,13 +174,12 @@ pub async fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[(String, Str
         });
         raw.channels.push(ch);
     }
-    let probes = locals.iter().map(|(name, url)| probe_local(name, url, timeout));
-    for (name, url, models) in futures_util::future::join_all(probes).await.into_iter().flatten() {
-        let mut ch = ChannelConfig::new(name.clone(), ChannelProtocol::Openai);
-        ch.base_url = Some(url.clone());
-        ch.tags = vec!["local".into(), name.clone()];
-        found.push(format!("{name} at {url} ({} models)", models.len()));
-        ch.models = models;
+    for local in locals {
+        let mut ch = ChannelConfig::new(local.name.clone(), ChannelProtocol::Openai);
+        ch.base_url = Some(local.base_url.clone());
+        ch.tags = vec!["local".into(), local.name.clone()];
+        found.push(format!("{} at {} ({} models)", local.name, local.base_url, local.models.len()));
+        ch.models = local.models.clone();
         raw.channels.push(ch);
     }
     let config = Config { path: None, raw, listen: None, gateway_keys: Vec::new(), admin_keys: Vec::new() };
@@ -203,24 +210,12 @@ pub fn undo_self_loops(config: &mut Config, listen: std::net::SocketAddr) -> Vec
     notes
 }
 
-/// GET {url}/models; `Some` with the model ids when something OpenAI-like answers in time.
-async fn probe_local(name: &str, url: &str, timeout: Duration) -> Option<(String, String, Vec<String>)> {
-    let client = crate::upstream::probe_client(timeout);
-    let resp = client.get(format!("{url}/models")).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body: serde_json::Value = resp.json().await.ok()?;
-    let models = body["data"].as_array()?.iter().filter_map(|m| m["id"].as_str().map(str::to_string)).collect();
-    Some((name.to_string(), url.to_string(), models))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn base_url_variables_the_sdks_read_are_honoured_but_never_the_router_itself() {
+    #[test]
+    fn base_url_variables_the_sdks_read_are_honoured_but_never_the_router_itself() {
         let env = |v: &str| match v {
             "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GROQ_API_KEY" => Some("sk-x".to_string()),
             "OPENAI_BASE_URL" => Some("https://proxy.example/v1/".to_string()),
@@ -228,7 +223,7 @@ mod tests {
             "ANTHROPIC_BASE_URL" => Some("http://127.0.0.1:4000".to_string()),
             _ => None,
         };
-        let mut d = detect(&env, &[], Duration::from_millis(300)).await;
+        let mut d = detect(&env, &[]);
         let url = |d: &Detected, n: &str| {
             d.config.raw.channels.iter().find(|c| c.name == n).and_then(|c| c.base_url.clone()).unwrap()
         };
@@ -241,19 +236,25 @@ mod tests {
         assert_eq!(notes.len(), 1, "{notes:?}");
     }
 
-    #[tokio::test]
-    async fn env_keys_become_channels_and_dead_locals_are_skipped() {
+    #[test]
+    fn env_keys_and_local_servers_become_channels() {
         let env = |v: &str| match v {
             "DEEPSEEK_API_KEY" => Some("sk-ds".to_string()),
             "ANTHROPIC_API_KEY" => Some("sk-ant".to_string()),
             _ => None,
         };
-        // Port 9 (discard) on loopback is closed on test machines; the probe must fail fast.
-        let locals = vec![("ollama".to_string(), "http://127.0.0.1:9/v1".to_string())];
-        let d = detect(&env, &locals, Duration::from_millis(300)).await;
+        let ollama = LocalServer {
+            name: "ollama".into(),
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            models: vec!["qwen3:8b".into()],
+        };
+        let d = detect(&env, &[ollama]);
         let names: Vec<_> = d.config.raw.channels.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["anthropic", "deepseek"]);
+        assert_eq!(names, ["anthropic", "deepseek", "ollama"]);
         assert_eq!(d.config.raw.channels[0].protocol, ChannelProtocol::Anthropic);
+        assert_eq!(d.config.raw.channels[2].models, ["qwen3:8b"]);
+        assert_eq!(d.config.raw.channels[2].tags, ["local", "ollama"]);
         assert!(d.found.iter().all(|l| !l.contains("sk-")));
+        assert_eq!(d.found[2], "ollama at http://127.0.0.1:11434/v1 (1 models)");
     }
 }

@@ -1,8 +1,8 @@
 //! Configuration: finding the file, `${VAR}` interpolation, validation, zero-config autodetection.
 //!
 //! Owns turning text into a [`Config`] that cannot be wrong: every error names the file, the line, the key and
-//! what is wrong, with a hint. Must not open the store or start servers; `autodetect` is the one place that
-//! probes the network (local Ollama / LM Studio, with a short timeout).
+//! what is wrong, with a hint. Must not open the store, start servers or touch the network (`autodetect` builds
+//! zero-config channels from the environment and from local servers someone else found).
 
 pub mod autodetect;
 pub mod schema;

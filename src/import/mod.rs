@@ -3,7 +3,7 @@
 //! Owns the import plan: what will be imported ([`ImportedChannel`], as store-ready `ChannelConfig`s), what will
 //! not and why ([`Skipped`]), warnings, and the key-free report view of all that ([`PlanReport`]). Reading the
 //! foreign database lives in `source`, the One-API mapping in `oneapi`. This module never prints and never writes
-//! anywhere: committing a plan to the store is [`commit`]'s job, and the plan never serialises a plaintext key.
+//! anywhere: committing a plan to the store is [`commit_to`]'s job, and the plan never serialises a plaintext key.
 
 pub mod oneapi;
 pub mod source;
@@ -14,7 +14,6 @@ use std::path::Path;
 
 use serde::{Serialize, Serializer};
 
-use crate::cli::Global;
 use crate::config::{ChannelConfig, Config, KeyConfig};
 use crate::store::channels::ChannelsApply;
 use crate::store::{Access, KvTable};
@@ -84,24 +83,12 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// What [`commit`] did.
+/// What [`commit_to`] did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CommitReport {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
-}
-
-/// Writes `plan` to the store in one transaction: channels whose `source` already exists are updated, the others
-/// created; upstream keys are sealed with `crypto::seal_channel` first. An updated channel keeps the
-/// enabled / disabled state set locally (`router channels enable|disable`) unless `reset_state`. Works with the
-/// store file directly or through a running server's control socket (which then routes on the new channels at
-/// once).
-pub fn commit(global: &Global, plan: &ImportPlan, reset_state: bool) -> anyhow::Result<CommitReport> {
-    let store_path = crate::store::path_for_cli(global)?;
-    let yaml = crate::catalog::load::yaml_config(global.config.as_deref())?;
-    let access = Access::open(&store_path)?;
-    commit_to(&access, &store_path, yaml.as_ref(), plan, reset_state)
 }
 
 /// The `source` an import before database identities wrote for `source`: `oneapi:FLAVOUR:ID` for
@@ -113,7 +100,11 @@ fn legacy_source(source: &str) -> Option<String> {
     Some(format!("oneapi:{flavour}:{id}"))
 }
 
-/// [`commit`] on an open store; `yaml` is the configuration whose channel names must not be taken.
+/// Writes `plan` to the store in one transaction: channels whose `source` already exists are updated, the others
+/// created; upstream keys are sealed with the store's master key first. An updated channel keeps the enabled /
+/// disabled state set locally (`router channels enable|disable`) unless `reset_state`. Works on the store file
+/// directly or through a running server's control socket (which then routes on the new channels at once). `yaml`
+/// is the configuration whose channel names must not be taken.
 pub fn commit_to(
     access: &Access,
     store_path: &Path,
@@ -122,7 +113,7 @@ pub fn commit_to(
     reset_state: bool,
 ) -> anyhow::Result<CommitReport> {
     let rows: Vec<ChannelConfig> = access.list_json(KvTable::Channels)?.into_iter().map(|(_, c)| c).collect();
-    let key = crate::catalog::load::sealing_key(store_path, &rows)?;
+    let key = crate::settings::sealing_key(store_path, &rows)?;
     let by_name: HashMap<&str, &ChannelConfig> = rows.iter().map(|c| (c.name.as_str(), c)).collect();
     let by_source: HashMap<&str, &ChannelConfig> =
         rows.iter().filter_map(|c| Some((c.source.as_deref()?, c))).collect();
@@ -272,7 +263,7 @@ impl ChannelReport {
 }
 
 fn token_report(k: &KeyConfig) -> TokenReport {
-    let fingerprint = crate::usage::fingerprint(k.secret().expose());
+    let fingerprint = crate::crypto::fingerprint(k.secret().expose());
     TokenReport {
         token_key: k.name().map(str::to_string).unwrap_or_else(|| fingerprint.clone()),
         fingerprint,

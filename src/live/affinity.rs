@@ -183,8 +183,10 @@ pub struct Policy {
     pub max: usize,
 }
 
-/// What happened to a binding on one request (the `X-Router-Affinity` header and the record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happened to a binding on one request (the `X-Router-Affinity` header and the record, where it is stored
+/// as `new`, `hit`, `moved` or `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// No binding yet: the plan chose, and the session is now bound to what served it.
     New,

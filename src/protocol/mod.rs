@@ -11,11 +11,13 @@ pub mod session;
 pub mod sse;
 pub mod usage;
 
-/// The protocol a client speaks (by path) or a channel speaks upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// The protocol a client speaks (by path) or a channel speaks upstream. Serialised `openai` / `anthropic` /
+/// `gemini` (as in request records).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// OpenAI-compatible HTTP API (chat completions, responses, embeddings).
+    #[default]
     Openai,
     /// Anthropic Messages API.
     Anthropic,
@@ -31,5 +33,11 @@ impl Protocol {
             Protocol::Anthropic => "anthropic",
             Protocol::Gemini => "gemini",
         }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

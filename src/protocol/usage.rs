@@ -6,12 +6,46 @@
 //! Gemini counts are cumulative: the latest value of each field wins, never a sum. A Gemini stream without
 //! `alt=sse` is one JSON array, read whole like a non-stream body.
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 
 use super::Protocol;
 use super::sse::SseEvent;
-use crate::usage::Tokens;
+
+/// Token counts, normalised across protocols: `input` excludes cached tokens, which are counted in
+/// `cache_read` / `cache_write`; `output` includes `reasoning`; `cache_write_1h` is the part of `cache_write`
+/// written with a 1-hour TTL (billed at its own price).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub input: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub output: u64,
+    pub reasoning: u64,
+    /// Records written before this field existed read as 0.
+    #[serde(default)]
+    pub cache_write_1h: u64,
+}
+
+impl Tokens {
+    pub fn is_zero(&self) -> bool {
+        *self == Tokens::default()
+    }
+
+    /// Every input token, cached or not.
+    pub fn total_input(&self) -> u64 {
+        self.input + self.cache_read + self.cache_write
+    }
+
+    pub fn add(&mut self, o: &Tokens) {
+        self.input += o.input;
+        self.cache_read += o.cache_read;
+        self.cache_write += o.cache_write;
+        self.output += o.output;
+        self.reasoning += o.reasoning;
+        self.cache_write_1h += o.cache_write_1h;
+    }
+}
 
 /// Anthropic's split of `cache_creation_input_tokens` by TTL.
 #[derive(Debug, Default, Deserialize, Clone, Copy)]

@@ -49,7 +49,7 @@ pub(super) fn lookup(ex: &mut Exchange, input: &Input) -> Option<Affine> {
     ex.record.session = session.map(|s| s.hex());
     let cfg = &ex.snap.config.raw.routing.affinity;
     let Some(session) = session.filter(|_| cfg.enabled && cfg.max_sessions > 0 && !turned_off(&input.headers)) else {
-        ex.record.affinity = Some(Outcome::Off.as_str().into());
+        ex.record.affinity = Some(Outcome::Off);
         return None;
     };
     let policy = Policy { ttl: cfg.ttl.0, max: cfg.max_sessions };
@@ -84,7 +84,7 @@ pub(super) fn settle(ex: &mut Exchange, served: &Candidate) -> Option<Outcome> {
         // A hit was refreshed by the lookup already.
         ex.state.affinity.bind(a.key, t, &a.policy, Instant::now());
     }
-    ex.record.affinity = Some(outcome.as_str().into());
+    ex.record.affinity = Some(outcome);
     Some(outcome)
 }
 

@@ -110,7 +110,7 @@ impl Exchange {
             id,
             time_ms,
             gateway_key: key.map(|k| k.name.to_string()),
-            client_protocol: protocol.as_str().into(),
+            client_protocol: protocol,
             path: path.to_string(),
             ..Default::default()
         };
@@ -222,7 +222,7 @@ impl Exchange {
             })?,
             None => self.snap.config.raw.routing.strategy,
         };
-        self.record.strategy = strategy.as_str().into();
+        self.record.strategy = Some(strategy);
         let pin = input.headers.get("x-router-channel").and_then(|v| v.to_str().ok());
         let op = self.op;
         let route_req = RouteRequest {
@@ -448,7 +448,8 @@ fn no_route(e: &PlanError) -> (StatusCode, &'static str, String) {
         ),
         // Too long for every model that could take it: the client's request, not a passing condition.
         PlanError::NoneUsable { excluded, model }
-            if !excluded.is_empty() && excluded.iter().all(|x| x.reason.starts_with("context too long")) =>
+            if !excluded.is_empty()
+                && excluded.iter().all(|x| matches!(x.reason, routing::Exclusion::ContextTooLong { .. })) =>
         {
             let msg = format!(
                 "the request is too long for every model `{model}` routes to: {}",

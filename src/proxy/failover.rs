@@ -111,7 +111,7 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
             }
         },
     };
-    ex.record.translated = conv.map(|c| c.name().to_string());
+    ex.record.translated = conv;
     Ok(Outgoing { url, body, conv, injected, upstream_op })
 }
 

@@ -192,8 +192,8 @@ pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord)
         headers::set(h, "x-router-token", t);
     }
     headers::set(h, "x-router-attempts", &record.attempts.len().to_string());
-    headers::set(h, "x-router-strategy", &record.strategy);
-    if let Some(a) = &record.affinity {
-        headers::set(h, super::affinity::HEADER, a);
+    headers::set(h, "x-router-strategy", record.strategy.map(|s| s.as_str()).unwrap_or_default());
+    if let Some(a) = record.affinity {
+        headers::set(h, super::affinity::HEADER, a.as_str());
     }
 }

@@ -1,15 +1,19 @@
 //! Routing: from a requested model name to an ordered plan of attempts.
 //!
 //! Owns model resolution (tag query, alias, exact id, prefix pattern, last path segment, bare name as tags),
-//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, context window, `failover_enabled`) and the
-//! strategies. Pure: reads the snapshot and health, does no I/O, takes microseconds.
+//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, context window, `failover_enabled`) and
+//! the strategies, and the serialisable view of a plan (`view`). Pure: reads the snapshot and health, does no I/O,
+//! takes microseconds.
 
+pub mod view;
+
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::catalog::{Channel, Model, ModelKind, ModelRef, Snapshot, TagIndex, is_free_id};
+use crate::catalog::{Channel, Endpoint, Model, ModelKind, ModelRef, Snapshot, TagIndex, Token, is_free_id};
 use crate::config::{Price, Strategy};
 use crate::protocol::Protocol;
 use crate::tags::{self, TagExpr};
@@ -70,7 +74,17 @@ pub struct Candidate {
     pub score: Option<Score>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+/// Here rather than in `catalog`, so the catalogue does not depend on routing.
+impl Snapshot {
+    /// The channel, endpoint and token a planned candidate names.
+    pub fn candidate(&self, c: &Candidate) -> (&Channel, &Endpoint, &Token) {
+        let ch = &self.channels[c.channel];
+        let ep = &ch.endpoints[c.endpoint];
+        (ch, ep, &ep.tokens[c.token])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Score {
     pub total: f64,
     pub cost: f64,
@@ -86,9 +100,48 @@ pub struct Excluded {
     pub endpoint: Option<String>,
     pub token: Option<String>,
     pub model: String,
-    pub reason: String,
+    pub reason: Exclusion,
     /// Cooling down for this long (when that is the reason).
     pub cooling_for: Option<Duration>,
+}
+
+/// Why a match is not a candidate. Its words (`Display`) are what `tags query`, `router test` and the proxy's
+/// error bodies show.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exclusion {
+    /// An embedding model for a chat request, or the reverse: `embedding model, not usable here`.
+    WrongKind(ModelKind),
+    /// The gateway key's `allow` expression does not permit it.
+    NotAllowed,
+    /// The channel speaks this protocol, and the request cannot be translated for it.
+    Speaks(Protocol),
+    /// The channel answered "model not found" recently.
+    ModelMissing,
+    /// The request (estimated input + output tokens) does not fit the model's context window.
+    ContextTooLong { need: u64, window: u32 },
+    /// The endpoint is used only when pinned.
+    FailoverDisabled,
+    /// The endpoint is cooling down, for this reason.
+    EndpointCooling(String),
+    /// The token is cooling down, for this reason.
+    TokenCooling(String),
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exclusion::WrongKind(kind) => write!(f, "{} model, not usable here", format!("{kind:?}").to_lowercase()),
+            Exclusion::NotAllowed => f.write_str("not allowed for this key"),
+            Exclusion::Speaks(p) => write!(f, "speaks {p}"),
+            Exclusion::ModelMissing => f.write_str("model not found here recently"),
+            Exclusion::ContextTooLong { need, window } => {
+                write!(f, "context too long (~{need} tokens, window {window})")
+            }
+            Exclusion::FailoverDisabled => f.write_str("failover disabled (pin to use)"),
+            Exclusion::EndpointCooling(why) => write!(f, "endpoint cooling down ({why})"),
+            Exclusion::TokenCooling(why) => write!(f, "token cooling down ({why})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -154,10 +207,6 @@ impl<'s> Match<'s> {
     fn model_in(&self, snap: &'s Snapshot) -> Option<&'s Model> {
         self.idx.map(|i| &snap.channels[self.channel].models[i as usize])
     }
-}
-
-fn protocol_name(p: Protocol) -> &'static str {
-    p.as_str()
 }
 
 /// Tags of a model as routing sees them: the model's own, its channel's, `free` when free.
@@ -327,7 +376,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     }
     let mut excluded = Vec::new();
     let mut exclude =
-        |ch: &Channel, m: &str, ep: Option<&str>, tok: Option<&str>, reason: String, cooling: Option<Duration>| {
+        |ch: &Channel, m: &str, ep: Option<&str>, tok: Option<&str>, reason: Exclusion, cooling: Option<Duration>| {
             excluded.push(Excluded {
                 channel: ch.name.to_string(),
                 endpoint: ep.map(str::to_string),
@@ -361,7 +410,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         let kind = kind_of(snap, &m);
         if !kind_ok(req.kind, kind) {
             saw_kind_or_allow = true;
-            exclude(ch, m.model, None, None, format!("{kind:?} model, not usable here").to_lowercase(), None);
+            exclude(ch, m.model, None, None, Exclusion::WrongKind(kind), None);
             continue;
         }
         if let Some(allow) = req.allow
@@ -369,24 +418,24 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         {
             forbidden += 1;
             saw_kind_or_allow = true;
-            exclude(ch, m.model, None, None, "not allowed for this key".into(), None);
+            exclude(ch, m.model, None, None, Exclusion::NotAllowed, None);
             continue;
         }
         let native = ch.protocol.speaks(req.client);
         if !native && !req.translate {
-            wrong_protocol = Some(protocol_name(ch.protocol.wire()));
-            exclude(ch, m.model, None, None, format!("speaks {}", protocol_name(ch.protocol.wire())), None);
+            wrong_protocol = Some(ch.protocol.wire().as_str());
+            exclude(ch, m.model, None, None, Exclusion::Speaks(ch.protocol.wire()), None);
             continue;
         }
         if let Some(d) = cools.then(|| health.cooling(&model_key(&ch.name, m.model), now)).flatten() {
-            exclude(ch, m.model, None, None, "model not found here recently".into(), Some(d));
+            exclude(ch, m.model, None, None, Exclusion::ModelMissing, Some(d));
             continue;
         }
         if let Some(window) = context_window(snap, &m)
             && req.est_input + req.est_output > u64::from(window)
         {
             let need = req.est_input + req.est_output;
-            exclude(ch, m.model, None, None, format!("context too long (~{need} tokens, window {window})"), None);
+            exclude(ch, m.model, None, None, Exclusion::ContextTooLong { need, window }, None);
             continue;
         }
         groups.push(m);
@@ -400,18 +449,17 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                 model: req.model.to_string(),
             });
         }
-        if forbidden > 0
-            && excluded.iter().all(|e| e.reason == "not allowed for this key" || e.reason.ends_with("not usable here"))
+        if forbidden > 0 && excluded.iter().all(|e| matches!(e.reason, Exclusion::NotAllowed | Exclusion::WrongKind(_)))
         {
             return Err(PlanError::Forbidden { model: req.model.to_string() });
         }
         if let Some(protocol) = wrong_protocol
-            && excluded.iter().all(|e| e.reason.starts_with("speaks"))
+            && excluded.iter().all(|e| matches!(e.reason, Exclusion::Speaks(_)))
         {
             return Err(PlanError::WrongProtocol {
                 model: req.model.to_string(),
                 protocol,
-                client: protocol_name(req.client),
+                client: req.client.as_str(),
             });
         }
         if saw_kind_or_allow && excluded.iter().all(|e| e.cooling_for.is_none()) {
@@ -443,12 +491,12 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                 continue;
             }
             if !ep.failover_enabled && pin_endpoint.is_none() {
-                exclude(ch, g.model, Some(&ep.name), None, "failover disabled (pin to use)".into(), None);
+                exclude(ch, g.model, Some(&ep.name), None, Exclusion::FailoverDisabled, None);
                 continue;
             }
             if let Some(d) = cools.then(|| health.cooling(&ep.health_key, now)).flatten() {
                 let reason = health.view(&ep.health_key).reason.unwrap_or_default();
-                exclude(ch, g.model, Some(&ep.name), None, format!("endpoint cooling down ({reason})"), Some(d));
+                exclude(ch, g.model, Some(&ep.name), None, Exclusion::EndpointCooling(reason), Some(d));
                 continue;
             }
             for ti in ep.rotated_tokens() {
@@ -463,7 +511,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                         g.model,
                         Some(&ep.name),
                         Some(&tok.token_key),
-                        format!("token cooling down ({reason})"),
+                        Exclusion::TokenCooling(reason),
                         Some(d),
                     );
                     continue;

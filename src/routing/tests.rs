@@ -198,7 +198,10 @@ fn a_request_too_long_for_a_window_falls_back_to_a_longer_one() {
     let big = RouteRequest { est_input: 50_000, est_output: 1000, ..req("tag:code") };
     let p = plan(&s, &h, &big, Instant::now()).unwrap();
     assert_eq!(names(&s, &p), ["long:m-long"]);
-    assert!(p.excluded.iter().any(|e| e.channel == "short" && e.reason.starts_with("context too long")), "{p:?}");
+    assert!(
+        p.excluded.iter().any(|e| e.channel == "short" && e.reason.to_string().starts_with("context too long")),
+        "{p:?}"
+    );
     let huge = RouteRequest { est_input: 500_000, est_output: 1000, ..req("tag:code") };
     match plan(&s, &h, &huge, Instant::now()).unwrap_err() {
         PlanError::NoneUsable { excluded, .. } => assert_eq!(excluded.len(), 2),
@@ -381,5 +384,60 @@ fn sparse_and_dense_tag_lists_give_the_same_answers_as_a_scan() {
         }
         assert!(!scan.is_empty(), "{q}");
         assert_eq!(via_index, scan, "{q}");
+    }
+}
+
+#[test]
+fn the_plan_view_names_candidates_and_says_why_matches_are_excluded() {
+    use super::view::{PlanQuery, PlanView, plan_query};
+    let s = snap(TWO);
+    let health = Health::new();
+    let mut q = PlanQuery {
+        expr: "gpt-4o".into(),
+        strategy: None,
+        protocol: Protocol::Openai,
+        embedding: false,
+        key: None,
+        pin: None,
+        input_tokens: 100,
+        max_tokens: 100,
+    };
+    let p = plan_query(&s, &health, &q).unwrap();
+    let v = PlanView::new(&s, &health, &q.expr, &p);
+    let rows: Vec<(usize, &str, &str)> =
+        v.candidates.iter().map(|c| (c.rank, c.channel.as_str(), c.token.as_str())).collect();
+    assert_eq!(rows[0], (1, "main", s.channels[1].endpoints[0].tokens[0].token_key.as_ref()));
+    assert_eq!(v.resolved_by, "exact");
+    // Native candidates do not mention translation at all; the rows are what the socket carries back.
+    let json = serde_json::to_value(&v).unwrap();
+    assert!(json["candidates"][0].get("translated").is_none(), "{json}");
+    assert_eq!(serde_json::from_value::<PlanView>(json).unwrap(), v);
+    // A candidate of the other protocol, when the request can be translated, says so.
+    let translated = RouteRequest { client: Protocol::Anthropic, translate: true, ..req("gpt-4o") };
+    let p = plan(&s, &health, &translated, Instant::now()).unwrap();
+    let json = serde_json::to_value(PlanView::new(&s, &health, "gpt-4o", &p)).unwrap();
+    assert_eq!(json["candidates"][0]["translated"], true, "{json}");
+
+    // Every match excluded for the other protocol: the user's words, and the typed reason chose the error.
+    q.expr = "claude-sonnet-4-5".into();
+    let f = plan_query(&s, &health, &q).unwrap_err();
+    assert!(f.message.contains("served only by anthropic channels"), "{f:?}");
+    assert_eq!(f.hint.as_deref(), Some("to plan for a client of that protocol: --protocol anthropic"));
+}
+
+#[test]
+fn exclusion_reasons_read_as_before() {
+    let cases = [
+        (Exclusion::WrongKind(ModelKind::Embedding), "embedding model, not usable here"),
+        (Exclusion::NotAllowed, "not allowed for this key"),
+        (Exclusion::Speaks(Protocol::Anthropic), "speaks anthropic"),
+        (Exclusion::ModelMissing, "model not found here recently"),
+        (Exclusion::ContextTooLong { need: 9000, window: 8192 }, "context too long (~9000 tokens, window 8192)"),
+        (Exclusion::FailoverDisabled, "failover disabled (pin to use)"),
+        (Exclusion::EndpointCooling("rate limited".into()), "endpoint cooling down (rate limited)"),
+        (Exclusion::TokenCooling("auth".into()), "token cooling down (auth)"),
+    ];
+    for (e, words) in cases {
+        assert_eq!(e.to_string(), words);
     }
 }

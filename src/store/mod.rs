@@ -2,10 +2,11 @@
 //! keep (channels, models, prices, health, balances, gateway keys).
 //!
 //! Owns opening the file (schema version check, clear errors for foreign, damaged, newer or locked files — never
-//! a panic or a silent reset), path resolution, the batched record writer (`writer`), the control socket that
-//! lets other processes reach a store a running server holds (`socket`), and [`Access`], which picks the direct
-//! or the socket path. Must not be touched from the request hot path: records reach it only through the
-//! `usage::sink` channel.
+//! a panic or a silent reset), the batched record writer (`writer`), the control socket that lets other
+//! processes reach a store a running server holds (`socket`), and [`Access`], which picks the direct or the
+//! socket path. Must not decide where the file is (`settings` does), know which operations exist beyond its own
+//! (the composition root registers them) or be touched from the request hot path: records reach it only through
+//! the `usage::sink` channel.
 
 pub mod channels;
 pub mod recorder;
@@ -22,7 +23,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHand
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use socket::{Access, Op, Registry, SocketClient};
+pub use socket::{Access, LiveOp, Op, Registry, SocketClient};
 use tables::{Counters, DailyKey, DecodeError};
 
 use crate::usage::RequestRecord;
@@ -452,52 +453,6 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     }
 }
 
-/// Where the store lives when nothing says otherwise: `$XDG_DATA_HOME/router/router.redb`, else
-/// `~/.local/share/router/router.redb`.
-pub fn default_path() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("router").join("router.redb")
-}
-
-/// Resolution order: `--store`, `ROUTER_STORE`, `store.path` of the configuration, the default.
-pub fn resolve_path(flag: Option<&Path>, config_path: Option<&str>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_path_buf();
-    }
-    if let Some(p) = std::env::var_os("ROUTER_STORE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = config_path.filter(|p| !p.is_empty()) {
-        return expand_home(p);
-    }
-    default_path()
-}
-
-fn expand_home(p: &str) -> PathBuf {
-    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(p),
-    }
-}
-
-/// The store path for a subcommand: reads the configuration only when neither `--store` nor `ROUTER_STORE` is
-/// given (a broken config file is then an error, as for any command that needs it).
-pub fn path_for_cli(global: &crate::cli::Global) -> anyhow::Result<PathBuf> {
-    let env_set = std::env::var_os("ROUTER_STORE").is_some_and(|p| !p.is_empty());
-    if global.store.is_some() || env_set {
-        return Ok(resolve_path(global.store.as_deref(), None));
-    }
-    let from_config = match crate::config::find(global.config.as_deref()) {
-        Some(file) => crate::config::load(&file)?.raw.store.path,
-        None => None,
-    };
-    Ok(resolve_path(None, from_config.as_deref()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -662,14 +617,5 @@ mod tests {
         let p = dir.path().join("s.redb");
         let _s = Store::open(&p).unwrap();
         assert!(matches!(Store::open(&p).unwrap_err(), StoreError::Locked { .. }));
-    }
-
-    #[test]
-    fn path_resolution_order() {
-        assert_eq!(resolve_path(Some(Path::new("/x/flag.redb")), Some("/cfg.redb")), PathBuf::from("/x/flag.redb"));
-        if std::env::var_os("ROUTER_STORE").is_none() {
-            assert_eq!(resolve_path(None, Some("/cfg.redb")), PathBuf::from("/cfg.redb"));
-            assert!(resolve_path(None, None).ends_with("router/router.redb"));
-        }
     }
 }

@@ -90,7 +90,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let (sink, records) = RecordSink::new(64);
-        let rec = Recorder::start(&path, 0, records, Registry::builtin()).await.unwrap();
+        let mut registry = Registry::builtin();
+        registry.add::<crate::report::RequestsQuery>();
+        let rec = Recorder::start(&path, 0, records, registry).await.unwrap();
         for i in 0..5 {
             let t = crate::usage::now_ms();
             sink.send(crate::usage::RequestRecord {
@@ -104,7 +106,7 @@ mod tests {
         let n = tokio::task::spawn_blocking(move || {
             let access = super::super::Access::open(&p).unwrap();
             assert!(access.is_remote());
-            let q = crate::usage::report::RequestsQuery { limit: 100, ..Default::default() };
+            let q = crate::report::RequestsQuery { limit: 100, ..Default::default() };
             access.run(q).unwrap().records.len()
         })
         .await

@@ -4,8 +4,9 @@
 //! `<store>.sock` (mode 0600) and read one JSON line back: `{"ok": value}` or `{"error": {message, hint, code}}`.
 //! Operations are types implementing [`Op`]: the same `run` executes in this process ([`Access::Direct`]) or in
 //! the server ([`Access::Remote`]), so every command prints the same output either way. Modules add their own
-//! operations to the [`Registry`]; operations that need the live server (not just its store) register a live
-//! handler, and `on_change` lets the server react to store writes made through the socket.
+//! operations to the [`Registry`]; operations that need the live server (not just its store) are [`LiveOp`]s,
+//! whose handler the server registers, and `on_change` lets the server react to store writes made through the
+//! socket.
 //! Must not expose anything to other users: the socket is created 0600 and removed on clean shutdown.
 
 use std::collections::HashMap;
@@ -42,9 +43,18 @@ pub trait Op: Serialize + DeserializeOwned + Send + 'static {
     fn run(self, store: &Store) -> anyhow::Result<Self::Reply>;
 }
 
+/// An operation only the running server answers: it needs live state (routing snapshot, health), not only the
+/// store. Like [`Op`], typed arguments and reply under one wire name; what it does is the server's handler
+/// ([`Registry::add_live`]), and [`Access::run_live`] sends it.
+pub trait LiveOp: Serialize + DeserializeOwned + Send + 'static {
+    /// Wire name; unique across the program.
+    const NAME: &'static str;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
 type Handler = Arc<dyn Fn(&Store, Value) -> anyhow::Result<Value> + Send + Sync>;
 /// A handler that needs the running server (its live state), not only the store.
-pub type LiveHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
+type LiveHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
 /// Called in the server after an operation with `WRITES` succeeded, with its name.
 pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
 /// Returns once the records queued so far are committed (the record writer's flush barrier).
@@ -57,7 +67,7 @@ const BARRIER_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone, Default)]
 pub struct Registry {
     ops: HashMap<&'static str, (Handler, OpFlags)>,
-    live: HashMap<String, LiveHandler>,
+    live: HashMap<&'static str, LiveHandler>,
     on_change: Option<OnChange>,
     barrier: Option<Barrier>,
 }
@@ -69,7 +79,7 @@ struct OpFlags {
 }
 
 impl Registry {
-    /// The store's own operations plus usage reports.
+    /// The store's own operations. Other modules' operations are added by the composition root (`control`).
     pub fn builtin() -> Registry {
         let mut r = Registry::default();
         r.add::<Ping>()
@@ -78,9 +88,6 @@ impl Registry {
             .add::<KvList>()
             .add::<KvDelete>()
             .add::<RecordsPut>()
-            .add::<crate::usage::report::UsageQuery>()
-            .add::<crate::usage::report::RequestsQuery>()
-            .add::<crate::usage::report::ShowRequest>()
             .add::<super::channels::ChannelsApply>();
         r
     }
@@ -100,9 +107,43 @@ impl Registry {
         self
     }
 
-    /// Registers an operation only the running server can answer (it needs live state).
-    pub fn add_live(&mut self, name: impl Into<String>, handler: LiveHandler) -> &mut Self {
-        self.live.insert(name.into(), handler);
+    /// Registers what the running server does for a [`LiveOp`].
+    pub fn add_live<O, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        O: LiveOp,
+        F: Fn(O) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<O::Reply>> + Send + 'static,
+    {
+        self.insert_live(O::NAME, handler)
+    }
+
+    /// Registers a store [`Op`] that the server answers with its live state instead of on the store alone (e.g.
+    /// to reload what it holds in memory before answering). Clients still send it with [`Access::run`].
+    pub fn add_in_server<O, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        O: Op,
+        F: Fn(O) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<O::Reply>> + Send + 'static,
+    {
+        self.insert_live(O::NAME, handler)
+    }
+
+    fn insert_live<A, R, F, Fut>(&mut self, name: &'static str, handler: F) -> &mut Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let h: LiveHandler = Arc::new(move |args| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let op: A = serde_json::from_value(args).with_context(|| format!("bad arguments for `{name}`"))?;
+                Ok(serde_json::to_value(handler(op).await?)?)
+            })
+        });
+        self.live.insert(name, h);
         self
     }
 
@@ -376,10 +417,13 @@ impl Access {
     }
 
     /// Runs an operation only the live server answers.
-    pub fn call_live(&self, name: &str, args: Value) -> anyhow::Result<Value> {
+    pub fn run_live<O: LiveOp>(&self, op: O) -> anyhow::Result<O::Reply> {
         match self {
-            Access::Remote(c) => c.call_raw(name, args),
-            Access::Direct(_) => Err(crate::error::user(format!("`{name}` needs a running server"))
+            Access::Remote(c) => {
+                let v = c.call_raw(O::NAME, serde_json::to_value(op)?)?;
+                serde_json::from_value(v).with_context(|| format!("unexpected reply to `{}`", O::NAME))
+            }
+            Access::Direct(_) => Err(crate::error::user(format!("`{}` needs a running server", O::NAME))
                 .with_hint("start `router serve` with this store first")
                 .into()),
         }
@@ -501,6 +545,35 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    #[derive(Serialize, Deserialize)]
+    struct Echo(Vec<u32>);
+
+    impl LiveOp for Echo {
+        const NAME: &'static str = "echo";
+        type Reply = Vec<u32>;
+    }
+
+    /// A live operation the server does not know.
+    #[derive(Serialize, Deserialize)]
+    struct Nope;
+
+    impl LiveOp for Nope {
+        const NAME: &'static str = "nope";
+        type Reply = ();
+    }
+
+    /// An operation that always fails with a user error.
+    #[derive(Serialize, Deserialize)]
+    struct Refuse;
+
+    impl Op for Refuse {
+        const NAME: &'static str = "refuse";
+        type Reply = ();
+        fn run(self, _: &Store) -> anyhow::Result<()> {
+            Err(crate::error::user("refused").with_hint("ask nicely").into())
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn remote_and_direct_answer_alike_and_the_socket_is_private() {
         let dir = tempfile::tempdir().unwrap();
@@ -510,11 +583,12 @@ mod tests {
         std::fs::write(socket_path(&path), b"").unwrap();
         let changes = Arc::new(AtomicUsize::new(0));
         let mut reg = Registry::builtin();
+        reg.add::<Refuse>();
         let c2 = changes.clone();
         reg.on_change(Arc::new(move |_| {
             c2.fetch_add(1, Ordering::SeqCst);
         }));
-        reg.add_live("echo", Arc::new(|v| Box::pin(async move { Ok(v) })));
+        reg.add_live(|e: Echo| async move { Ok(e.0) });
         let server = serve(store.clone(), reg).await.unwrap();
         let mode = std::fs::metadata(server.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -527,12 +601,13 @@ mod tests {
             let got: Option<Value> = access.get_json(KvTable::Channels, "a").unwrap();
             assert_eq!(got.unwrap()["x"], 1);
             assert_eq!(access.list_json::<Value>(KvTable::Channels).unwrap().len(), 1);
-            assert_eq!(access.call_live("echo", serde_json::json!([1, 2])).unwrap(), serde_json::json!([1, 2]));
-            let e = access.call_live("nope", Value::Null).unwrap_err();
+            assert_eq!(access.run_live(Echo(vec![1, 2])).unwrap(), vec![1, 2]);
+            let e = access.run_live(Nope).unwrap_err();
             assert!(e.to_string().contains("nope"));
             // A user error in the server arrives as a user error with its hint.
-            let e = access.run(crate::usage::report::ShowRequest { id: "zz".into() }).unwrap_err();
+            let e = access.run(Refuse).unwrap_err();
             assert!(e.downcast_ref::<crate::error::UserError>().is_some(), "{e:#}");
+            assert_eq!(crate::error::classify(&e).hint, Some("ask nicely"));
         })
         .await
         .unwrap();

@@ -271,7 +271,7 @@ mod tests {
             id: crate::usage::new_id(time_ms),
             time_ms,
             gateway_key: Some("team".into()),
-            client_protocol: "openai".into(),
+            client_protocol: Default::default(),
             path: "/v1/chat/completions".into(),
             requested_model: "gpt-4o".into(),
             upstream_model: Some("openai/gpt-4o".into()),
@@ -279,7 +279,7 @@ mod tests {
             endpoint: Some("default".into()),
             token_key: Some(format!("name-{fp}")),
             token_fp: Some(fp.into()),
-            strategy: "priority".into(),
+            strategy: Some(Default::default()),
             attempts: vec![Attempt {
                 channel: "main".into(),
                 endpoint: "default".into(),
@@ -301,7 +301,7 @@ mod tests {
             translated: None,
             error: None,
             session: Some("0123456789abcdef".into()),
-            affinity: Some("hit".into()),
+            affinity: Some(crate::live::affinity::Outcome::Hit),
         }
     }
 

@@ -2,48 +2,24 @@
 //!
 //! Owns the [`RequestRecord`] every request produces (success, error, client gone, cut stream), the
 //! fingerprint of upstream keys (the only form in which a key is ever recorded) and cost arithmetic.
-//! Persisting records and reporting on them are `store`'s and `cli`'s business.
+//! Must not depend on `store`: persisting records is `store`'s business, reporting on them `report`'s.
 
 pub mod estimate;
-pub mod report;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::config::Price;
+use crate::config::{Price, Strategy};
+use crate::live::affinity::Outcome as AffinityOutcome;
+use crate::protocol::Protocol;
+use crate::protocol::convert::Conversion;
 
-/// `fp:` + the first 16 hex digits of SHA-256(key). Safe to log, store and show.
-pub fn fingerprint(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    format!("fp:{}", &hex::encode(digest)[..16])
-}
+/// The form in which a key is recorded (defined beside the other things done to upstream keys).
+pub use crate::crypto::fingerprint;
 
-/// Token counts, normalised across protocols: `input` excludes cached tokens, which are counted in
-/// `cache_read` / `cache_write`; `output` includes `reasoning`; `cache_write_1h` is the part of `cache_write`
-/// written with a 1-hour TTL (billed at its own price).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tokens {
-    pub input: u64,
-    pub cache_read: u64,
-    pub cache_write: u64,
-    pub output: u64,
-    pub reasoning: u64,
-    /// Records written before this field existed read as 0.
-    #[serde(default)]
-    pub cache_write_1h: u64,
-}
+pub use crate::protocol::usage::Tokens;
 
 impl Tokens {
-    pub fn is_zero(&self) -> bool {
-        *self == Tokens::default()
-    }
-
-    /// Every input token, cached or not.
-    pub fn total_input(&self) -> u64 {
-        self.input + self.cache_read + self.cache_write
-    }
-
     /// USD for these tokens at `price` (USD per 1M). Cache prices default to the input price (Anthropic channels
     /// fill in their multipliers first: `Price::with_anthropic_cache_defaults`).
     pub fn cost(&self, price: &Price) -> f64 {
@@ -57,15 +33,6 @@ impl Tokens {
             + hour as f64 * write_1h
             + self.output as f64 * price.output)
             / 1_000_000.0
-    }
-
-    pub fn add(&mut self, o: &Tokens) {
-        self.input += o.input;
-        self.cache_read += o.cache_read;
-        self.cache_write += o.cache_write;
-        self.output += o.output;
-        self.reasoning += o.reasoning;
-        self.cache_write_1h += o.cache_write_1h;
     }
 }
 
@@ -143,7 +110,7 @@ pub struct RequestRecord {
     pub time_ms: i64,
     pub gateway_key: Option<String>,
     /// `openai` or `anthropic`.
-    pub client_protocol: String,
+    pub client_protocol: Protocol,
     pub path: String,
     pub requested_model: String,
     pub upstream_model: Option<String>,
@@ -151,7 +118,9 @@ pub struct RequestRecord {
     pub endpoint: Option<String>,
     pub token_key: Option<String>,
     pub token_fp: Option<String>,
-    pub strategy: String,
+    /// The strategy that ordered the candidates; `None` (stored as `""`) when the request was rejected first.
+    #[serde(with = "blank_is_none")]
+    pub strategy: Option<Strategy>,
     pub attempts: Vec<Attempt>,
     pub status: u16,
     pub outcome: Outcome,
@@ -163,7 +132,7 @@ pub struct RequestRecord {
     /// `None`: the price is unknown (shown as `-`, never as 0).
     pub cost_usd: Option<f64>,
     /// e.g. `anthropic->openai` when the request was translated.
-    pub translated: Option<String>,
+    pub translated: Option<Conversion>,
     /// Short error text (never a key).
     pub error: Option<String>,
     /// The conversation this request belongs to: 16 hex digits of a one-way hash (never the raw id).
@@ -171,7 +140,7 @@ pub struct RequestRecord {
     pub session: Option<String>,
     /// Prompt-cache affinity: `new`, `hit`, `moved` or `off` (absent in records older than affinity).
     #[serde(default)]
-    pub affinity: Option<String>,
+    pub affinity: Option<AffinityOutcome>,
 }
 
 impl RequestRecord {
@@ -184,6 +153,27 @@ impl RequestRecord {
             self.token_fp = Some(a.token_fp.clone());
             self.upstream_model = Some(a.model.clone());
         }
+    }
+}
+
+/// An optional enum stored as its name, or as `""` when absent (the record format before it was typed).
+mod blank_is_none {
+    use serde::de::IntoDeserializer;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => v.serialize(s),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        T::deserialize(s.into_deserializer()).map(Some)
     }
 }
 
@@ -220,6 +210,33 @@ mod tests {
         assert!((t.cost(&p) - (2.0 + 0.5 + 4.0)).abs() < 1e-9);
         let p = Price { input: 2.0, output: 8.0, ..Default::default() };
         assert!((t.cost(&p) - (2.0 + 2.0 + 4.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn typed_fields_keep_the_stored_format() {
+        let r = RequestRecord {
+            client_protocol: Protocol::Anthropic,
+            strategy: Some(Strategy::CostFirst),
+            translated: Some(Conversion::AnthropicToChat),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["client_protocol"], "anthropic");
+        assert_eq!(v["strategy"], "cost_first");
+        assert_eq!(v["translated"], "anthropic->openai");
+        assert_eq!(serde_json::from_value::<RequestRecord>(v).unwrap(), r);
+        let moved = RequestRecord { affinity: Some(AffinityOutcome::Moved), ..Default::default() };
+        assert_eq!(serde_json::to_value(moved).unwrap()["affinity"], "moved");
+        // A request rejected before routing has no strategy: stored as "", as before.
+        let v = serde_json::to_value(RequestRecord::default()).unwrap();
+        assert_eq!(v["strategy"], "");
+        assert_eq!(v["translated"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<RequestRecord>(v).unwrap().strategy, None);
+        for (c, s) in
+            [(Conversion::ChatToAnthropic, "openai->anthropic"), (Conversion::ResponsesToChat, "responses->chat")]
+        {
+            assert_eq!(serde_json::to_value(c).unwrap(), s);
+        }
     }
 
     #[test]

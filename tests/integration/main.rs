@@ -24,6 +24,7 @@ mod probe;
 mod proxy;
 mod real_clients;
 mod sdk;
+mod settings;
 mod store;
 mod tags;
 mod traces;

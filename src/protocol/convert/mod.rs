@@ -29,19 +29,31 @@ use serde_json::{Map, Value, json};
 use crate::protocol::Protocol;
 use crate::protocol::sse::SseEvent;
 
-/// A translation direction, named client protocol first, upstream protocol second.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A translation direction, named client protocol first, upstream protocol second. Serialised as request records
+/// and `router test` show it: `anthropic->openai`, `openai->anthropic`, `responses->chat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Conversion {
     /// Client speaks Anthropic Messages, upstream speaks OpenAI Chat Completions.
+    #[serde(rename = "anthropic->openai")]
     AnthropicToChat,
     /// Client speaks OpenAI Chat Completions, upstream speaks Anthropic Messages.
+    #[serde(rename = "openai->anthropic")]
     ChatToAnthropic,
     /// Client speaks OpenAI Responses, upstream speaks OpenAI Chat Completions.
+    #[serde(rename = "responses->chat")]
     ResponsesToChat,
     /// Client speaks Gemini (`generateContent`), upstream speaks OpenAI Chat Completions.
+    #[serde(rename = "gemini->openai")]
     GeminiToChat,
     /// Client speaks Gemini, upstream speaks Anthropic Messages (through the Chat mapping both ways).
+    #[serde(rename = "gemini->anthropic")]
     GeminiToAnthropic,
+}
+
+impl std::fmt::Display for Conversion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Conversion {

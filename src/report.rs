@@ -2,18 +2,19 @@
 //! key, recent request records, one record by id prefix, and the time expressions the CLI accepts.
 //!
 //! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
-//! [`Op`], so it runs identically in this process or in the server that holds the store. Reads exact request
-//! records when the whole range is still retained and is not whole UTC days, else the daily rollups (UTC days).
+//! [`Op`], so it runs identically in this process or in the server that holds the store (`control` registers
+//! them). Reads exact request records when the whole range is still retained and is not whole UTC days, else
+//! the daily rollups (UTC days). Must not write the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::RequestRecord;
 use crate::error::{UserError, user};
 use crate::store::tables::{self, Counters, DailyKey};
 use crate::store::{Op, Store};
+use crate::usage::RequestRecord;
 
 /// What a usage report can be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -614,7 +615,7 @@ mod tests {
         let t0 = 20_000 * DAY;
         let with = |t: i64, session: Option<&str>, input: u64| RequestRecord {
             session: session.map(Into::into),
-            affinity: Some("hit".into()),
+            affinity: Some(crate::live::affinity::Outcome::Hit),
             ..rec(t, "fp:a", "a", "one", input, Some(0.0))
         };
         s.write_records(&[
