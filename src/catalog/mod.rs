@@ -190,14 +190,20 @@ impl Channel {
     /// The price of an upstream model: config override (exact, then `*`), else discovered. For Anthropic
     /// channels and Claude models, unset cache-write prices take Anthropic's multipliers (1.25x / 2x input).
     pub fn price(&self, model: &str) -> Option<Price> {
+        self.price_with(model, || self.model(model))
+    }
+
+    /// [`Channel::price`] with the listed model found by the caller (routing has its index already: no lookup by
+    /// name); `listed` is called only when no configured price applies.
+    pub fn price_with<'a>(&'a self, model: &str, listed: impl FnOnce() -> Option<&'a Model>) -> Option<Price> {
         let p = self
             .pricing
             .get(model)
             .or_else(|| self.pricing.get("*"))
             .copied()
-            .or_else(|| self.model(model).and_then(|m| m.price.as_deref().copied()))?;
+            .or_else(|| listed().and_then(|m| m.price.as_deref().copied()))?;
         let anthropic = self.protocol.wire() == crate::protocol::Protocol::Anthropic
-            || model.to_ascii_lowercase().contains("claude");
+            || model.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"claude"));
         Some(if anthropic { p.with_anthropic_cache_defaults() } else { p })
     }
 

@@ -72,6 +72,9 @@ pub(super) async fn attempt_all(
 fn cooling_now(ex: &Exchange, cand: &Candidate) -> bool {
     let (ch, ep, tok) = ex.snap.candidate(cand);
     let (h, now) = (&ex.state.health, Instant::now());
+    if h.nothing_cools(now) {
+        return false;
+    }
     h.cooling(&ep.health_key, now).is_some()
         || h.cooling(&tok.health_key, now).is_some()
         || h.cooling(&model_key(&ch.name, &cand.model), now).is_some()
@@ -140,7 +143,7 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
         endpoint: ep.name.to_string(),
         token_key: tok.token_key.to_string(),
         token_fp: tok.fingerprint.to_string(),
-        model: cand.model.clone(),
+        model: cand.model.to_string(),
         status: None,
         outcome: String::new(),
         ms: ttfb.as_millis() as u32,

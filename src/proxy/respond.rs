@@ -122,7 +122,7 @@ fn record_success(ex: &mut Exchange, ok: &Success<'_>) -> bool {
     record.endpoint = Some(ep.name.to_string());
     record.token_key = Some(tok.token_key.to_string());
     record.token_fp = Some(tok.fingerprint.to_string());
-    record.upstream_model = Some(ok.cand.model.clone());
+    record.upstream_model = Some(ok.cand.model.to_string());
     record.ttfb_ms = Some(ok.ttfb.as_millis() as u32);
     ok.resp
         .headers()

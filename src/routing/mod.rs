@@ -8,6 +8,7 @@
 pub mod view;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -65,8 +66,8 @@ pub struct Candidate {
     pub channel: usize,
     pub endpoint: usize,
     pub token: usize,
-    /// The upstream model id to send.
-    pub model: String,
+    /// The upstream model id to send (shared with the snapshot's interned id).
+    pub model: Arc<str>,
     /// The channel speaks the client's protocol.
     pub native: bool,
     /// The `balanced` score and its parts, when computed.
@@ -397,6 +398,8 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     let mut saw_kind_or_allow = false;
     let mut forbidden = 0usize;
     let mut wrong_protocol: Option<&'static str> = None;
+    // Nearly always nothing cools: then no per-candidate lookup (nor the `model_key` it formats) is made.
+    let cools = !health.nothing_cools(now);
     for m in matches {
         let ch = &snap.channels[m.channel];
         if let Some(pc) = pin_channel
@@ -424,7 +427,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
             exclude(ch, m.model, None, None, Exclusion::Speaks(ch.protocol.wire()), None);
             continue;
         }
-        if let Some(d) = health.cooling(&model_key(&ch.name, m.model), now) {
+        if let Some(d) = cools.then(|| health.cooling(&model_key(&ch.name, m.model), now)).flatten() {
             exclude(ch, m.model, None, None, Exclusion::ModelMissing, Some(d));
             continue;
         }
@@ -469,13 +472,18 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     }
     let scores = order(snap, health, req, &mut groups);
     // Expand into endpoints (by priority, weighted random inside a priority) and tokens.
-    let mut candidates = Vec::new();
+    let mut candidates = Vec::with_capacity(groups.len());
     let mut rng = rand::thread_rng();
+    let mut eps = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.speaks(req.client);
-        let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
-        for ei in endpoint_order(ch, &mut rng) {
+        let listed = g.model_in(snap);
+        let visible = listed.map(|m| &*m.tokens).unwrap_or(&[]);
+        // The upstream id, shared with the snapshot when the channel lists it (one allocation per plan otherwise).
+        let model: Arc<str> = listed.map(|m| m.id.clone()).unwrap_or_else(|| g.model.into());
+        endpoint_order(ch, &mut rng, &mut eps);
+        for &ei in &eps {
             let ep = &ch.endpoints[ei];
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe
@@ -486,7 +494,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                 exclude(ch, g.model, Some(&ep.name), None, Exclusion::FailoverDisabled, None);
                 continue;
             }
-            if let Some(d) = health.cooling(&ep.health_key, now) {
+            if let Some(d) = cools.then(|| health.cooling(&ep.health_key, now)).flatten() {
                 let reason = health.view(&ep.health_key).reason.unwrap_or_default();
                 exclude(ch, g.model, Some(&ep.name), None, Exclusion::EndpointCooling(reason), Some(d));
                 continue;
@@ -496,7 +504,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                 if !visible.is_empty() && !visible.iter().any(|v| **v == *tok.fingerprint) {
                     continue;
                 }
-                if let Some(d) = health.cooling(&tok.health_key, now) {
+                if let Some(d) = cools.then(|| health.cooling(&tok.health_key, now)).flatten() {
                     let reason = health.view(&tok.health_key).reason.unwrap_or_default();
                     exclude(
                         ch,
@@ -512,7 +520,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
                     channel: g.channel,
                     endpoint: ei,
                     token: ti,
-                    model: g.model.to_string(),
+                    model: model.clone(),
                     native,
                     score: scores.get(gi).copied(),
                 });
@@ -586,7 +594,8 @@ pub fn estimated_cost(price: Option<Price>, free: bool, est_input: u64, est_outp
 
 fn est_cost(snap: &Snapshot, g: &Match<'_>, req: &RouteRequest<'_>) -> Option<f64> {
     let ch = &snap.channels[g.channel];
-    estimated_cost(ch.price(g.model), is_free(snap, g), req.est_input, req.est_output)
+    let price = ch.price_with(g.model, || g.model_in(snap).or_else(|| ch.model(g.model)));
+    estimated_cost(price, is_free(snap, g), req.est_input, req.est_output)
 }
 
 /// A rough quality prior from a model id, in (0, 1]: parameter count when the id gives it (`70b`, `1.5b`;
@@ -735,16 +744,17 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
 
 /// A channel's endpoints in trying order: by priority (the catalogue keeps them sorted so), and inside one
 /// priority weighted random by `weight` (Efraimidis-Spirakis, as for channels).
-fn endpoint_order(ch: &Channel, rng: &mut impl Rng) -> Vec<usize> {
+/// Written into `idx` (reused across a plan's groups: no allocation per group).
+fn endpoint_order(ch: &Channel, rng: &mut impl Rng, idx: &mut Vec<usize>) {
     let eps = &ch.endpoints;
-    let mut idx: Vec<usize> = (0..eps.len()).collect();
+    idx.clear();
+    idx.extend(0..eps.len());
     if eps.windows(2).all(|w| w[0].priority != w[1].priority) {
-        return idx;
+        return;
     }
     let keys: Vec<f64> =
         eps.iter().map(|e| rng.gen_range(f64::EPSILON..1.0).powf(1.0 / f64::from(e.weight.max(1)))).collect();
     idx.sort_by(|&a, &b| eps[a].priority.cmp(&eps[b].priority).then(keys[b].total_cmp(&keys[a])));
-    idx
 }
 
 /// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so
@@ -754,16 +764,18 @@ fn weighted_shuffle(snap: &Snapshot, groups: &mut Vec<Match<'_>>, rng: &mut impl
     if groups.len() < 2 {
         return;
     }
-    let mut keys: std::collections::HashMap<usize, f64> = std::collections::HashMap::new();
+    // One key per channel, by channel index (a flat table: cheaper than hashing when hundreds of channels match).
+    let mut keys = vec![f64::NAN; snap.channels.len()];
     let mut keyed: Vec<(f64, Match<'_>)> = groups
         .drain(..)
         .map(|g| {
-            let k = *keys.entry(g.channel).or_insert_with(|| {
+            let k = &mut keys[g.channel];
+            if k.is_nan() {
                 let w = f64::from(snap.channels[g.channel].weight.max(1));
                 let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-                u.powf(1.0 / w)
-            });
-            (k, g)
+                *k = u.powf(1.0 / w);
+            }
+            (*k, g)
         })
         .collect();
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0));

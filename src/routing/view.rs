@@ -123,7 +123,7 @@ impl PlanView {
                     channel: ch.name.to_string(),
                     endpoint: ep.name.to_string(),
                     token: tok.token_key.to_string(),
-                    model: c.model.clone(),
+                    model: c.model.to_string(),
                     endpoint_priority: ep.priority,
                     endpoint_weight: ep.weight,
                     price: ch.price(&c.model).map(|p| PriceView { input: p.input, output: p.output }),

@@ -8,8 +8,12 @@
 //! Several instances: every change of a cooldown (cooled, cleared) is also sent, without waiting, to the
 //! subscriber set with [`Health::publish_to`] (the shared backend, `live::shared`), and cooldowns learned by other
 //! instances come back through [`Health::apply`]. This module itself does no I/O.
+//!
+//! Nearly always nothing cools: [`Health::nothing_cools`] answers that from two atomics, without the lock or a
+//! key, so routing and the attempt loop skip their per-candidate lookups (and the `model_key` they would format).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -47,12 +51,30 @@ pub struct Cooling {
     pub failures: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     map: Mutex<HashMap<String, Entry>>,
     events: Events,
     /// Where cooldown changes go for other instances (none: a single instance).
     changes: OnceLock<tokio::sync::mpsc::UnboundedSender<CoolChange>>,
+    /// Entries whose `until` is set (cooling, or expired but not yet cleared by a success). Changed under the lock.
+    cooled: AtomicUsize,
+    /// The latest `until` ever set, in ns after `epoch` (0: never). Only grows: when it has passed, nothing cools.
+    latest_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            map: Mutex::default(),
+            events: Events::default(),
+            changes: OnceLock::new(),
+            cooled: AtomicUsize::new(0),
+            latest_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 /// A cooldown that started or ended on this instance (or, through [`Health::apply`], on another one).
@@ -104,14 +126,20 @@ impl Health {
                 let until = Instant::now() + Duration::from_millis(left as u64);
                 let e = map.entry(key).or_default();
                 if e.until.is_none_or(|u| u < until) {
+                    if e.until.is_none() {
+                        self.cooled.fetch_add(1, Ordering::AcqRel);
+                    }
+                    self.latest_until.fetch_max(self.ns(until).saturating_add(1), Ordering::AcqRel);
                     e.until = Some(until);
                     e.reason = Some(reason);
                 }
             }
             CoolChange::Clear { key } => {
                 if let Some(e) = map.get_mut(&key) {
+                    if e.until.take().is_some() {
+                        self.cooled.fetch_sub(1, Ordering::AcqRel);
+                    }
                     e.failures = 0;
-                    e.until = None;
                     e.reason = None;
                 }
             }
@@ -136,8 +164,21 @@ impl Health {
         counts
     }
 
+    /// No key is cooling at `now`: true when no cooldown was ever set, every one was cleared, or the latest one
+    /// has ended. Two atomic loads, no lock; when false, ask [`Health::cooling`] per key.
+    pub fn nothing_cools(&self, now: Instant) -> bool {
+        self.cooled.load(Ordering::Acquire) == 0 || self.ns(now) >= self.latest_until.load(Ordering::Acquire)
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// Remaining cooldown of `key`, if it is cooling.
     pub fn cooling(&self, key: &str, now: Instant) -> Option<Duration> {
+        if self.nothing_cools(now) {
+            return None;
+        }
         let map = self.map.lock().expect("health lock");
         let until = map.get(key)?.until?;
         (until > now).then(|| until - now)
@@ -155,7 +196,13 @@ impl Health {
                 let factor = 1u32.checked_shl(e.failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
                 base.saturating_mul(factor).min(cap.max(base))
             });
-            e.until = Some(Instant::now() + d);
+            let until = Instant::now() + d;
+            if e.until.is_none() {
+                self.cooled.fetch_add(1, Ordering::AcqRel);
+            }
+            // Rounded up, so `nothing_cools` is never true while `until` has not passed.
+            self.latest_until.fetch_max(self.ns(until).saturating_add(1), Ordering::AcqRel);
+            e.until = Some(until);
             e.reason = Some(reason.to_string());
             (d, e.failures)
         };
@@ -180,9 +227,11 @@ impl Health {
         let was_cooling = {
             let mut map = self.map.lock().expect("health lock");
             if let Some(e) = map.get_mut(key) {
-                let was = e.until.is_some();
+                let was = e.until.take().is_some();
+                if was {
+                    self.cooled.fetch_sub(1, Ordering::AcqRel);
+                }
                 e.failures = 0;
-                e.until = None;
                 e.reason = None;
                 e.ok += 1;
                 was
@@ -207,8 +256,10 @@ impl Health {
             let mut map = self.map.lock().expect("health lock");
             match map.get_mut(key) {
                 Some(e) if cooling(e) => {
+                    if e.until.take().is_some() {
+                        self.cooled.fetch_sub(1, Ordering::AcqRel);
+                    }
                     e.failures = 0;
-                    e.until = None;
                     e.reason = None;
                     true
                 }
@@ -368,14 +419,37 @@ mod tests {
         let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
         b.publish_to(tx_b);
         b.apply(cool);
+        assert!(!b.nothing_cools(Instant::now()), "an applied cooldown counts");
         let left = b.cooling("e", Instant::now()).unwrap();
         assert!(left > Duration::from_secs(28) && left <= Duration::from_secs(30));
         assert_eq!(b.view("e").reason.as_deref(), Some("HTTP 500"));
         b.apply(CoolChange::Clear { key: "e".into() });
         assert_eq!(b.cooling("e", Instant::now()), None);
+        assert!(b.nothing_cools(Instant::now()), "an applied clear counts");
         assert!(rx_b.try_recv().is_err(), "applied changes are not sent on");
         b.apply(CoolChange::Cool { key: "x".into(), until_ms: unix_ms() - 1, reason: "old".into() });
         assert_eq!(b.cooling("x", Instant::now()), None);
+    }
+
+    #[test]
+    fn nothing_cools_until_a_failure_and_again_after_success_or_expiry() {
+        let h = Health::new();
+        let now = Instant::now();
+        assert!(h.nothing_cools(now));
+        h.observe_ttfb("e", 10.0);
+        h.succeed("e");
+        assert!(h.nothing_cools(Instant::now()));
+        h.fail("e", Duration::from_secs(60), Duration::from_secs(60), None, "500");
+        h.fail("e", Duration::from_secs(60), Duration::from_secs(60), None, "500");
+        h.fail("t", Duration::from_secs(60), Duration::from_secs(60), None, "429");
+        assert!(!h.nothing_cools(Instant::now()));
+        assert!(h.nothing_cools(Instant::now() + Duration::from_secs(600)), "every cooldown has ended");
+        h.succeed("e");
+        assert!(!h.nothing_cools(Instant::now()), "`t` still cools");
+        assert!(h.cooling("t", Instant::now()).is_some());
+        assert!(h.recover("t", "429"));
+        assert!(h.nothing_cools(Instant::now()));
+        assert_eq!(h.cooling("t", Instant::now()), None);
     }
 
     #[test]
