@@ -16,17 +16,17 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::balance::providers::{error_message, redact};
 use crate::catalog::{Channel, Endpoint, ModelKind, Snapshot, Token};
-use crate::config::{ChannelProtocol, Config, CooldownConfig, Dur, Secret, Strategy};
+use crate::config::{ChannelProtocol, Config, CooldownConfig, Dur, Strategy};
 use crate::error::{UserError, user};
 use crate::protocol::Protocol;
 use crate::protocol::sse::SseParser;
 use crate::protocol::usage::UsageMeter;
 use crate::routing::{self, PlanError, RouteRequest};
 use crate::tags::{self, TagExpr};
+use crate::upstream::failure::{self, FailureClass, describe, error_message, redact};
 use crate::upstream::health::{CoolKeys, Health};
-use crate::upstream::{self, Operation, UpstreamError};
+use crate::upstream::{self, Operation};
 use crate::usage::sink::RecordSink;
 use crate::usage::{Attempt, Outcome, RequestRecord, Tokens};
 
@@ -34,136 +34,6 @@ use crate::usage::{Attempt, Outcome, RequestRecord, Tokens};
 pub const PROMPT: &str = "Reply with OK";
 /// Output tokens a test request may use.
 pub const MAX_TOKENS: u32 = 8;
-
-/// How a check ended, in the user's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Class {
-    Ok,
-    /// 401 / 403, or an answer saying the key is invalid.
-    Auth,
-    /// 402, or an answer speaking of quota, balance, billing or credit.
-    Quota,
-    /// 404: the model or the path does not exist there.
-    NotFound,
-    /// 409 / 429 without quota words.
-    RateLimited,
-    /// No answer within the timeout (also 408 / 504).
-    Timeout,
-    /// The connection failed: refused, DNS, TLS.
-    Connect,
-    /// 5xx.
-    ServerError,
-    /// The upstream refused the test request itself (400 / 413 / 422).
-    BadRequest,
-    /// An answer that is not what the protocol promises (garbage, cut off, an error inside a 200 stream).
-    BadResponse,
-}
-
-impl Class {
-    /// The short code (`--json`, records).
-    pub fn code(self) -> &'static str {
-        match self {
-            Class::Ok => "ok",
-            Class::Auth => "auth",
-            Class::Quota => "quota",
-            Class::NotFound => "not_found",
-            Class::RateLimited => "rate_limited",
-            Class::Timeout => "timeout",
-            Class::Connect => "connect",
-            Class::ServerError => "server_error",
-            Class::BadRequest => "bad_request",
-            Class::BadResponse => "bad_response",
-        }
-    }
-
-    /// What it means, for the table.
-    pub fn words(self) -> &'static str {
-        match self {
-            Class::Ok => "ok",
-            Class::Auth => "auth: invalid key",
-            Class::Quota => "quota: no credit",
-            Class::NotFound => "not found",
-            Class::RateLimited => "rate limited",
-            Class::Timeout => "timeout",
-            Class::Connect => "connect: unreachable",
-            Class::ServerError => "server error",
-            Class::BadRequest => "bad request",
-            Class::BadResponse => "bad response",
-        }
-    }
-
-    /// The class of a recorded proxy attempt (`Attempt::outcome`, i.e. `UpstreamError::class`).
-    pub fn from_attempt(outcome: &str) -> Class {
-        match outcome {
-            "ok" => Class::Ok,
-            "auth" => Class::Auth,
-            "quota" => Class::Quota,
-            "not_found" => Class::NotFound,
-            "rate_limited" => Class::RateLimited,
-            "timeout" => Class::Timeout,
-            "connect" => Class::Connect,
-            "server_error" => Class::ServerError,
-            "bad_request" => Class::BadRequest,
-            _ => Class::BadResponse,
-        }
-    }
-}
-
-/// Classifies an HTTP answer that is not a success by its status and body.
-pub fn classify(status: u16, body: &[u8]) -> Class {
-    if (200..300).contains(&status) {
-        return Class::Ok;
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(8192)]).to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
-    let quota_words = || has(&["insufficient", "quota", "credit", "recharge", "balance"]);
-    if status == 402 || upstream::body_says_quota(body) || (matches!(status, 401 | 403 | 429) && quota_words()) {
-        return Class::Quota;
-    }
-    let bad_key = has(&["invalid_api_key", "invalid api key", "incorrect api key", "api key not valid"]);
-    match status {
-        401 | 403 => Class::Auth,
-        404 | 405 => Class::NotFound,
-        408 | 504 => Class::Timeout,
-        409 | 429 => Class::RateLimited,
-        s if s >= 500 => Class::ServerError,
-        _ if bad_key => Class::Auth,
-        400 | 422 if has(&["model_not_found", "does not exist", "model not found", "no such model"]) => Class::NotFound,
-        400 | 413 | 422 => Class::BadRequest,
-        _ => Class::BadResponse,
-    }
-}
-
-/// `HTTP 401: <upstream message>` with the key (and anything that looks like a key) removed.
-pub fn describe(status: u16, body: &[u8], secret: &Secret) -> String {
-    // Redact the whole body first: the message is cut to a length that could split a key.
-    let clean = redact(&String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]), secret);
-    match error_message(clean.as_bytes()) {
-        Some(m) => redact(&format!("HTTP {status}: {}", m.trim()), secret),
-        None => format!("HTTP {status}"),
-    }
-}
-
-fn transport(e: &reqwest::Error, timeout: Duration) -> (Class, String) {
-    if e.is_connect() {
-        // The innermost cause says what happened (`Connection refused`, a DNS or TLS error).
-        let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
-        while let Some(next) = cause.and_then(|c| c.source()) {
-            cause = Some(next);
-        }
-        let why = cause.map(|c| c.to_string()).unwrap_or_default();
-        let why = why.lines().next().unwrap_or("").to_string();
-        let detail = if why.is_empty() { "connection failed".to_string() } else { format!("connection failed: {why}") };
-        (Class::Connect, detail)
-    } else if e.is_timeout() {
-        (Class::Timeout, format!("no answer within {}", Dur(timeout)))
-    } else if e.is_body() || e.is_decode() {
-        (Class::BadResponse, "the body broke off".into())
-    } else {
-        (Class::Connect, "request failed".into())
-    }
-}
 
 /// Which check a result is of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +71,7 @@ pub struct CheckResult {
     /// Chat: what the upstream reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<Tokens>,
-    pub result: Class,
+    pub result: FailureClass,
     /// The class in words.
     pub message: String,
     /// What was seen (`HTTP 401: invalid api key`), never the key.
@@ -217,7 +87,7 @@ pub struct CheckResult {
 
 impl CheckResult {
     pub fn ok(&self) -> bool {
-        self.result == Class::Ok
+        self.result == FailureClass::Ok
     }
 
     fn new(ch: &Channel, ep: &Endpoint, tok: &Token, check: CheckKind, model: Option<&str>, request: String) -> Self {
@@ -233,7 +103,7 @@ impl CheckResult {
             ttfb_ms: None,
             total_ms: None,
             tokens: None,
-            result: Class::Ok,
+            result: FailureClass::Ok,
             message: String::new(),
             detail: None,
             retry_after_ms: None,
@@ -241,7 +111,7 @@ impl CheckResult {
         }
     }
 
-    fn set(&mut self, class: Class, detail: Option<String>) {
+    fn set(&mut self, class: FailureClass, detail: Option<String>) {
         self.result = class;
         self.message = class.words().to_string();
         self.detail = detail;
@@ -496,7 +366,7 @@ pub async fn check_all(
                 let ep = &ch.endpoints[job.endpoint];
                 let kind = if job.model.is_some() { CheckKind::Chat } else { CheckKind::Reachability };
                 let mut r = CheckResult::new(ch, ep, &ep.tokens[job.token], kind, job.model.as_deref(), String::new());
-                r.set(Class::BadResponse, Some("the check did not finish".into()));
+                r.set(FailureClass::BadResponse, Some("the check did not finish".into()));
                 r
             })
         })
@@ -544,7 +414,7 @@ pub async fn reachability(
     let resp = match client.get(&url).headers(headers).send().await {
         Ok(resp) => resp,
         Err(e) => {
-            let (class, detail) = transport(&e, timeout);
+            let (class, detail) = failure::transport(&e, Some(timeout));
             r.set(class, Some(detail));
             return r;
         }
@@ -558,19 +428,19 @@ pub async fn reachability(
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            let (class, detail) = transport(&e, timeout);
-            let class = if class == Class::Connect { Class::BadResponse } else { class };
+            let (class, detail) = failure::transport(&e, Some(timeout));
+            let class = if class == FailureClass::Connect { FailureClass::BadResponse } else { class };
             r.set(class, Some(format!("HTTP {status}, then {detail}")));
             return r;
         }
     };
-    let class = classify(status, &body);
-    if class != Class::Ok {
+    let class = FailureClass::of_answer(status, &body);
+    if class != FailureClass::Ok {
         r.set(class, Some(describe(status, &body, &tok.secret)));
     } else if is_model_list && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        r.set(Class::BadResponse, Some(format!("HTTP {status}, but not a model list (is base_url right?)")));
+        r.set(FailureClass::BadResponse, Some(format!("HTTP {status}, but not a model list (is base_url right?)")));
     } else {
-        r.set(Class::Ok, None);
+        r.set(FailureClass::Ok, None);
     }
     r
 }
@@ -612,7 +482,7 @@ pub async fn chat(
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
-            let (class, detail) = transport(&e, timeout);
+            let (class, detail) = failure::transport(&e, Some(timeout));
             r.set(class, Some(detail));
             return r;
         }
@@ -658,7 +528,7 @@ pub async fn chat(
     }
     r.total_ms = Some(ms(t0.elapsed()));
     if !ok_status {
-        r.set(classify(status, &error_body), Some(describe(status, &error_body, &tok.secret)));
+        r.set(FailureClass::of_answer(status, &error_body), Some(describe(status, &error_body, &tok.secret)));
         return r;
     }
     if sse && let Some(ev) = parser.finish() {
@@ -667,15 +537,15 @@ pub async fn chat(
     let metered = meter.finish();
     r.tokens = metered.tokens;
     if let Some(e) = broke {
-        let (class, detail) = transport(&e, timeout);
-        let class = if class == Class::Timeout { Class::Timeout } else { Class::BadResponse };
+        let (class, detail) = failure::transport(&e, Some(timeout));
+        let class = if class == FailureClass::Timeout { FailureClass::Timeout } else { FailureClass::BadResponse };
         r.set(class, Some(format!("HTTP {status}, then {detail}")));
     } else if let Some(err) = metered.stream_error {
-        r.set(Class::BadResponse, Some(redact(&format!("error inside the answer: {err}"), &tok.secret)));
+        r.set(FailureClass::BadResponse, Some(redact(&format!("error inside the answer: {err}"), &tok.secret)));
     } else if !metered.completed && metered.tokens.is_none() {
-        r.set(Class::BadResponse, Some(format!("HTTP {status}, but no complete answer")));
+        r.set(FailureClass::BadResponse, Some(format!("HTTP {status}, but no complete answer")));
     } else {
-        r.set(Class::Ok, None);
+        r.set(FailureClass::Ok, None);
     }
     r
 }
@@ -1002,31 +872,11 @@ pub struct ProbeEntry {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeFailure {
-    pub class: Class,
+    pub class: FailureClass,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
-}
-
-impl ProbeFailure {
-    /// The failure as the proxy's failover table sees it; `None` for what says nothing about the upstream's
-    /// health (a refused test request, an odd answer, a model list missing at its path).
-    fn as_upstream_error(&self, check: CheckKind) -> Option<UpstreamError> {
-        let status = |default: u16| self.status.filter(|s| *s >= 400).unwrap_or(default);
-        let retry_after = self.retry_after_ms.map(Duration::from_millis);
-        Some(match self.class {
-            Class::Ok | Class::BadRequest | Class::BadResponse => return None,
-            Class::NotFound if check == CheckKind::Reachability => return None,
-            Class::Connect => UpstreamError::Connect("test".into()),
-            Class::Timeout => UpstreamError::FirstByteTimeout(Duration::ZERO),
-            Class::Auth => UpstreamError::Status { status: status(401), retry_after, quota: false },
-            Class::Quota => UpstreamError::Status { status: 402, retry_after, quota: true },
-            Class::NotFound => UpstreamError::Status { status: 404, retry_after, quota: false },
-            Class::RateLimited => UpstreamError::Status { status: status(429), retry_after, quota: false },
-            Class::ServerError => UpstreamError::Status { status: status(500), retry_after, quota: false },
-        })
-    }
 }
 
 /// Builds the report of checks and of the attempts of routed requests.
@@ -1053,7 +903,7 @@ pub fn report(snap: &Snapshot, checks: &[CheckResult], routes: &[RouteResult]) -
         let Some(ch) = snap.channel(&a.channel) else { continue };
         let Some(ep) = ch.endpoints.iter().find(|e| *e.name == *a.endpoint) else { continue };
         let Some(tok) = ep.tokens.iter().find(|t| *t.token_key == *a.token_key) else { continue };
-        let class = Class::from_attempt(&a.outcome);
+        let class = a.outcome;
         entries.push(ProbeEntry {
             channel: a.channel.clone(),
             endpoint: a.endpoint.clone(),
@@ -1062,8 +912,12 @@ pub fn report(snap: &Snapshot, checks: &[CheckResult], routes: &[RouteResult]) -
             token_health_key: tok.health_key.to_string(),
             model: Some(a.model.clone()),
             check: CheckKind::Request,
-            latency_ms: (class == Class::Ok).then_some(f64::from(a.ms)),
-            failure: (class != Class::Ok).then_some(ProbeFailure { class, status: a.status, retry_after_ms: None }),
+            latency_ms: (class == FailureClass::Ok).then_some(f64::from(a.ms)),
+            failure: (class != FailureClass::Ok).then_some(ProbeFailure {
+                class,
+                status: a.status,
+                retry_after_ms: None,
+            }),
         });
     }
     ProbeReport { time_ms: crate::usage::now_ms(), entries }
@@ -1088,10 +942,13 @@ pub fn apply(report: &ProbeReport, health: &Health, cooldown: &CooldownConfig) {
             }
             None => {}
             Some(f) => {
-                let Some(err) = f.as_upstream_error(e.check) else { continue };
+                // A model list missing at its path says nothing about the upstream's health.
+                if f.class == FailureClass::NotFound && e.check == CheckKind::Reachability {
+                    continue;
+                }
+                let Some(cool) = f.class.cooldown(cooldown) else { continue };
                 let model = e.model.as_deref().unwrap_or("");
-                let target = err.cool_target();
-                if model.is_empty() && target == upstream::CoolTarget::ChannelModel {
+                if model.is_empty() && cool.target == failure::CoolTarget::ChannelModel {
                     continue;
                 }
                 let keys = CoolKeys {
@@ -1101,7 +958,7 @@ pub fn apply(report: &ProbeReport, health: &Health, cooldown: &CooldownConfig) {
                     model,
                 };
                 let reason = format!("router test: {}", f.class.words());
-                health.cool(target, cooldown, &keys, err.retry_after(), &reason);
+                health.cool(f.class, cooldown, &keys, f.retry_after_ms.map(Duration::from_millis), &reason);
             }
         }
     }
@@ -1110,50 +967,7 @@ pub fn apply(report: &ProbeReport, health: &Health, cooldown: &CooldownConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ChannelConfig, KeyConfig, RawConfig};
-
-    #[test]
-    fn classes_in_words() {
-        let c = |s, b: &str| classify(s, b.as_bytes());
-        assert_eq!(c(200, "{}"), Class::Ok);
-        assert_eq!(c(401, r#"{"error":{"message":"Incorrect API key provided"}}"#), Class::Auth);
-        assert_eq!(c(403, "forbidden"), Class::Auth);
-        assert_eq!(c(401, r#"{"error":{"message":"No auth credentials found"}}"#), Class::Auth);
-        assert_eq!(c(400, r#"{"error":{"message":"API key not valid. Please pass a valid API key."}}"#), Class::Auth);
-        assert_eq!(c(402, "{}"), Class::Quota);
-        assert_eq!(
-            c(429, r#"{"error":{"code":"insufficient_quota","message":"You exceeded your quota"}}"#),
-            Class::Quota
-        );
-        assert_eq!(c(403, r#"{"error":{"message":"Insufficient account balance"}}"#), Class::Quota);
-        assert_eq!(c(429, r#"{"error":{"message":"Rate limit reached for requests"}}"#), Class::RateLimited);
-        assert_eq!(c(404, "not found"), Class::NotFound);
-        assert_eq!(
-            c(400, r#"{"error":{"code":"model_not_found","message":"The model `x` does not exist"}}"#),
-            Class::NotFound
-        );
-        assert_eq!(c(400, r#"{"error":{"message":"max_tokens is too large"}}"#), Class::BadRequest);
-        assert_eq!(c(500, "boom"), Class::ServerError);
-        assert_eq!(c(529, "overloaded"), Class::ServerError);
-        assert_eq!(c(504, ""), Class::Timeout);
-        assert_eq!(c(418, ""), Class::BadResponse);
-        assert_eq!(Class::Quota.words(), "quota: no credit");
-    }
-
-    #[test]
-    fn descriptions_never_hold_the_key() {
-        let key = Secret::new("sk-live-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
-        // A message cut in the middle of the key still leaks nothing.
-        let long = format!("{}Your api key: {} is invalid", "x".repeat(130), key.expose());
-        let body = serde_json::json!({"error": {"message": long}}).to_string();
-        let d = describe(401, body.as_bytes(), &key);
-        assert!(!d.contains("ABCDEFGHIJ"), "{d}");
-        let plain = Secret::new("plainkey123456");
-        let body = serde_json::json!({"error": {"message": "bad key plainkey123456"}}).to_string();
-        let d = describe(401, body.as_bytes(), &plain);
-        assert_eq!(d, "HTTP 401: bad key *****");
-        assert_eq!(describe(500, b"<html>", &plain), "HTTP 500");
-    }
+    use crate::config::{ChannelConfig, KeyConfig, RawConfig, Secret};
 
     fn snapshot(yaml: &str) -> Snapshot {
         let cfg = crate::config::parse(std::path::Path::new("t.yaml"), yaml, &|_| None).unwrap();
@@ -1205,7 +1019,7 @@ mod tests {
         assert_eq!(reachability_url(&s.channels[1], &s.channels[1].endpoints[0]), "http://h/v1/health");
     }
 
-    fn entry(check: CheckKind, model: Option<&str>, latency: Option<f64>, failure: Option<Class>) -> ProbeEntry {
+    fn entry(check: CheckKind, model: Option<&str>, latency: Option<f64>, failure: Option<FailureClass>) -> ProbeEntry {
         ProbeEntry {
             channel: "a".into(),
             endpoint: "default".into(),
@@ -1231,8 +1045,8 @@ mod tests {
         let r = ProbeReport {
             time_ms: 0,
             entries: vec![
-                entry(CheckKind::Reachability, None, None, Some(Class::Auth)),
-                entry(CheckKind::Reachability, None, None, Some(Class::NotFound)),
+                entry(CheckKind::Reachability, None, None, Some(FailureClass::Auth)),
+                entry(CheckKind::Reachability, None, None, Some(FailureClass::NotFound)),
             ],
         };
         apply(&r, &h, &cfg);
@@ -1240,13 +1054,19 @@ mod tests {
         assert!(h.cooling("a/default", Instant::now()).is_none());
 
         apply(
-            &ProbeReport { time_ms: 0, entries: vec![entry(CheckKind::Chat, Some("m"), None, Some(Class::NotFound))] },
+            &ProbeReport {
+                time_ms: 0,
+                entries: vec![entry(CheckKind::Chat, Some("m"), None, Some(FailureClass::NotFound))],
+            },
             &h,
             &cfg,
         );
         assert!(h.cooling("a#m", Instant::now()).is_some());
         apply(
-            &ProbeReport { time_ms: 0, entries: vec![entry(CheckKind::Request, None, None, Some(Class::Connect))] },
+            &ProbeReport {
+                time_ms: 0,
+                entries: vec![entry(CheckKind::Request, None, None, Some(FailureClass::Connect))],
+            },
             &h,
             &cfg,
         );

@@ -178,7 +178,7 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
             at.token_key.clone(),
             at.model.clone(),
             at.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            at.outcome.clone(),
+            at.outcome.to_string(),
             at.ms.to_string(),
         ]);
     }

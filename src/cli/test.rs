@@ -14,7 +14,8 @@ use serde::Serialize;
 use super::{Global, output};
 use crate::config::{Dur, Strategy};
 use crate::error::{Exit, user};
-use crate::probe::{self, CheckKind, CheckResult, Class, Options, ProbeReport, RouteResult};
+use crate::probe::{self, CheckKind, CheckResult, Options, ProbeReport, RouteResult};
+use crate::upstream::FailureClass;
 use crate::usage::Tokens;
 
 #[derive(Debug, clap::Args)]
@@ -201,9 +202,9 @@ fn tokens(t: Option<&Tokens>) -> String {
 }
 
 /// `ok`, or the class in words with what was seen: `auth: invalid key (HTTP 401: Incorrect API key)`.
-fn result_words(class: Class, message: &str, detail: Option<&str>) -> String {
+fn result_words(class: FailureClass, message: &str, detail: Option<&str>) -> String {
     match (class, detail) {
-        (Class::Ok, _) => "ok".into(),
+        (FailureClass::Ok, _) => "ok".into(),
         (_, Some(d)) if !d.is_empty() => format!("{message} ({d})"),
         _ => message.to_string(),
     }
@@ -290,7 +291,7 @@ fn print_route(r: &RouteResult) {
                 a.token_key.clone(),
                 a.model.clone(),
                 a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                Class::from_attempt(&a.outcome).words().to_string(),
+                a.outcome.words().to_string(),
                 format!("{} ms", a.ms),
             ]);
         }
@@ -363,9 +364,9 @@ mod tests {
 
     #[test]
     fn words_and_summary() {
-        assert_eq!(result_words(Class::Ok, "ok", Some("x")), "ok");
+        assert_eq!(result_words(FailureClass::Ok, "ok", Some("x")), "ok");
         assert_eq!(
-            result_words(Class::Auth, Class::Auth.words(), Some("HTTP 401: bad key")),
+            result_words(FailureClass::Auth, FailureClass::Auth.words(), Some("HTTP 401: bad key")),
             "auth: invalid key (HTTP 401: bad key)"
         );
         assert_eq!(summary(4, 1, 0, 0), "1 of 4 check(s) failed");

@@ -452,7 +452,7 @@ async fn attempt_all(
             token_fp: tok.fingerprint.to_string(),
             model: cand.model.clone(),
             status: None,
-            outcome: String::new(),
+            outcome: upstream::FailureClass::Ok,
             ms: ms.as_millis() as u32,
         };
         let failure = match sent {
@@ -460,7 +460,7 @@ async fn attempt_all(
             Ok(Err(e)) => Failure { err: upstream::send_error(&e), response: None },
             Ok(Ok(resp)) if resp.status().is_success() => {
                 attempt.status = Some(resp.status().as_u16());
-                attempt.outcome = "ok".into();
+                attempt.outcome = upstream::FailureClass::Ok;
                 record.attempts.push(attempt);
                 h.succeed(&ep.health_key);
                 h.succeed(&tok.health_key);
@@ -489,28 +489,19 @@ async fn attempt_all(
                 let resp_headers = resp.headers().clone();
                 let remaining = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(30));
                 let err_body = upstream::scrub(read_capped(resp, 256 * 1024, remaining).await, &tok.secret);
-                let quota = status.as_u16() == 402 || (status.as_u16() == 429 && upstream::body_says_quota(&err_body));
+                let err = UpstreamError::status(status.as_u16(), retry_after, &err_body);
                 attempt.status = Some(status.as_u16());
                 // Errors reach the client in its own shape.
                 let err_body = match conv {
                     Some(c) => Bytes::from(convert::convert_error(c, status.as_u16(), &err_body)),
                     None => err_body,
                 };
-                Failure {
-                    err: UpstreamError::Status { status: status.as_u16(), retry_after, quota },
-                    response: Some((status, resp_headers, err_body)),
-                }
+                Failure { err, response: Some((status, resp_headers, err_body)) }
             }
         };
-        attempt.outcome = failure.err.class().into();
+        attempt.outcome = failure.err.class();
         let keys = CoolKeys { channel: &ch.name, endpoint: &ep.health_key, token: &tok.health_key, model: &cand.model };
-        h.cool(
-            failure.err.cool_target(),
-            &cfg.routing.cooldown,
-            &keys,
-            failure.err.retry_after(),
-            &failure.err.to_string(),
-        );
+        h.cool(failure.err.class(), &cfg.routing.cooldown, &keys, failure.err.retry_after(), &failure.err.to_string());
         tracing::info!(
             request = %usage::format_id(ctx.id), channel = %ch.name, endpoint = %ep.name, token = %tok.token_key,
             model = %cand.model, "attempt failed: {}", failure.err
@@ -621,7 +612,7 @@ fn summary(attempts: &[Attempt]) -> String {
         .map(|a| {
             let what = match a.status {
                 Some(s) => format!("HTTP {s}"),
-                None => a.outcome.clone(),
+                None => a.outcome.to_string(),
             };
             format!("{}/{} [{}] {}: {}", a.channel, a.endpoint, a.token_key, a.model, what)
         })

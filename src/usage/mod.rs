@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Price;
+use crate::upstream::FailureClass;
 
 /// `fp:` + the first 16 hex digits of SHA-256(key). Safe to log, store and show.
 pub fn fingerprint(key: &str) -> String {
@@ -115,7 +116,7 @@ pub struct Attempt {
     /// HTTP status, when the upstream answered.
     pub status: Option<u16>,
     /// `ok`, or the failure class (`connect`, `timeout`, `rate_limited`, `auth`, `server_error`, ...).
-    pub outcome: String,
+    pub outcome: FailureClass,
     pub ms: u32,
 }
 
