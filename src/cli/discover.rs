@@ -36,12 +36,8 @@ pub struct Args {
     pub concurrency: usize,
 
     /// Bound on each model-list request, e.g. 20s.
-    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = parse_dur)]
+    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = super::args::duration)]
     pub timeout: Dur,
-}
-
-fn parse_dur(s: &str) -> Result<Dur, String> {
-    Dur::parse(s).ok_or_else(|| format!("invalid duration `{s}` (use e.g. 500ms, 20s, 1m)"))
 }
 
 /// What a subcommand routes on: the configuration in force (a file, or zero-config), the store when there is one

@@ -3,6 +3,7 @@
 //! Owns the clap definitions (also the source of `completions/` and `man/`) and dispatch. Commands that need no
 //! store never open it. `output` is the only module that prints.
 
+pub mod args;
 pub mod balance;
 pub mod channels;
 pub mod config_cmd;

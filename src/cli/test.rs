@@ -37,15 +37,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub concurrency: usize,
     /// Bound on each request (and on each attempt of a routed request).
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_dur)]
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::args::duration)]
     pub timeout: Dur,
     /// Strategy for model and tag targets (default: routing.strategy of the config).
     #[arg(long, value_name = "NAME", value_parser = parse_strategy)]
     pub strategy: Option<Strategy>,
-}
-
-fn parse_dur(s: &str) -> Result<Dur, String> {
-    Dur::parse(s).filter(|d| !d.0.is_zero()).ok_or_else(|| format!("`{s}` is not a duration (use e.g. 500ms, 15s, 1m)"))
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {

@@ -4,62 +4,38 @@
 
 use serde_json::{Map, Value, json};
 
+use super::args::{RecordFilter, TimeRange};
 use super::{Global, output};
 use crate::store::tables::Counters;
 use crate::store::{self, Access};
-use crate::usage::report::{self, Filters, GroupBy, Source, UsageQuery, UsageReport};
+use crate::usage::report::{self, GroupBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Start of the range: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339.
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
-    /// End of the range (a date includes that whole day).
-    #[arg(long, value_name = "WHEN")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names.
     #[arg(long, value_enum, value_name = "BY")]
     pub group_by: Vec<GroupBy>,
-    /// Only this channel.
-    #[arg(long, value_name = "NAME")]
-    pub channel: Option<String>,
-    /// Only this upstream token (its name or fp:...).
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// Only this model.
-    #[arg(long, value_name = "MODEL")]
-    pub model: Option<String>,
-    /// Only this gateway key.
-    #[arg(long, value_name = "NAME")]
-    pub key: Option<String>,
+    #[command(flatten)]
+    pub filter: RecordFilter,
     /// Print JSON.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print CSV.
     #[arg(long)]
     pub csv: bool,
-    /// Dates and days in UTC instead of local time.
-    #[arg(long)]
-    pub utc: bool,
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let now = crate::usage::now_ms();
-    let since_ms = args.since.as_deref().map(|s| report::parse_when(s, args.utc, false, now)).transpose()?;
-    let until_ms = args.until.as_deref().map(|s| report::parse_when(s, args.utc, true, now)).transpose()?;
+    let (since_ms, until_ms) = args.range.resolve(crate::usage::now_ms())?;
     let mut group_by = Vec::new();
     for g in args.group_by {
         if !group_by.contains(&g) {
             group_by.push(g);
         }
     }
-    let query = UsageQuery {
-        since_ms,
-        until_ms,
-        group_by,
-        filters: Filters { channel: args.channel, token: args.token, model: args.model, key: args.key },
-        utc: args.utc,
-    };
+    let query = UsageQuery { since_ms, until_ms, group_by, filters: args.filter.into(), utc: args.range.utc };
     let access = Access::open_existing(&store::path_for_cli(global)?)?;
     let report = access.run(query)?;
     if report.source == Source::Daily {
