@@ -339,6 +339,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The channel, endpoint and token a planned candidate names.
+    pub fn candidate(&self, c: &crate::routing::Candidate) -> (&Channel, &Endpoint, &Token) {
+        let ch = &self.channels[c.channel];
+        let ep = &ch.endpoints[c.endpoint];
+        (ch, ep, &ep.tokens[c.token])
+    }
+
     /// Builds the snapshot from YAML channels, store channels and discovery results.
     pub fn build(
         config: Arc<Config>,

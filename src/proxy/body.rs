@@ -27,7 +27,7 @@ use crate::protocol::usage::UsageMeter;
 use crate::upstream::FailureClass;
 use crate::upstream::health::CoolKeys;
 use crate::usage::sink::RecordSink;
-use crate::usage::{Outcome, RequestRecord, UsageSource};
+use crate::usage::{Outcome, RequestRecord, Tokens, UsageSource};
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 type Reserve = Pin<Box<dyn Future<Output = Option<OwnedPermit<RequestRecord>>> + Send>>;
@@ -198,21 +198,8 @@ impl MeteredBody {
         if rec.error.is_none() {
             rec.error = error.or(metered.stream_error);
         }
-        match metered.tokens {
-            Some(t) => {
-                rec.tokens = t;
-                rec.usage_source = UsageSource::Upstream;
-            }
-            None if self.out_bytes > 0 && outcome != Outcome::UpstreamError => {
-                // The upstream said nothing: count the text with tiktoken (o200k_base) and say so.
-                let est = crate::usage::estimate::estimate(&f.request, &captured, self.is_sse());
-                rec.tokens.input = est.input;
-                rec.tokens.output = est.output;
-                rec.usage_source = UsageSource::Estimated;
-            }
-            None => {}
-        }
-        rec.cost_usd = f.price.map(|p| rec.tokens.cost(&p));
+        let produced = self.out_bytes > 0 && outcome != Outcome::UpstreamError;
+        account(&mut rec, metered.tokens, produced.then(|| (&f.request, &captured[..], self.is_sse())), f.price);
         if matches!(outcome, Outcome::Interrupted) {
             let cfg = &f.state.snapshot.load().config.raw.routing.cooldown;
             let keys = CoolKeys { channel: &f.channel, endpoint: &f.endpoint_key, token: &f.token_key, model: "" };
@@ -257,6 +244,30 @@ impl MeteredBody {
             self.start_finish(rec);
         }
     }
+}
+
+/// Tokens and cost of a finished request: the upstream's own usage; else, when a body came back
+/// (`exchanged`: request, upstream bytes, whether SSE), a tiktoken (o200k_base) estimate marked as such.
+pub(super) fn account(
+    rec: &mut RequestRecord,
+    reported: Option<Tokens>,
+    exchanged: Option<(&Bytes, &[Bytes], bool)>,
+    price: Option<Price>,
+) {
+    match (reported, exchanged) {
+        (Some(t), _) => {
+            rec.tokens = t;
+            rec.usage_source = UsageSource::Upstream;
+        }
+        (None, Some((request, received, sse))) => {
+            let est = crate::usage::estimate::estimate(request, received, sse);
+            rec.tokens.input = est.input;
+            rec.tokens.output = est.output;
+            rec.usage_source = UsageSource::Estimated;
+        }
+        (None, None) => {}
+    }
+    rec.cost_usd = price.map(|p| rec.tokens.cost(&p));
 }
 
 fn write_events(events: &[SseEvent]) -> Option<Bytes> {

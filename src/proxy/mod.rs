@@ -1,18 +1,27 @@
 //! The proxy server: accept, authenticate, route, forward, stream back, record.
 //!
-//! Owns the hyper server (bound listener + shutdown future in, so tests bind port 0), the named phases of one
-//! request (`handler`), the failover loop, the streaming pump that tees bytes through the usage meter (`body`)
-//! and the debug headers. Must not touch the store: records leave through the `RecordSink`.
+//! Owns the hyper server (bound listener + shutdown future in, so tests bind port 0) and the phases of one
+//! request: route and authenticate (`handler`), read, peek and plan over one `Exchange` and reject in the
+//! client's shape (`exchange`), attempt with failover (`failover`), respond (`respond`), the streaming pump that
+//! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
+//! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
 pub mod body;
+mod exchange;
+mod failover;
 pub mod handler;
 pub mod headers;
+mod local;
+mod respond;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -23,6 +32,14 @@ use crate::catalog::Snapshot;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
+
+/// The body of every response the proxy gives.
+pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A whole body.
+fn full(b: impl Into<Bytes>) -> ProxyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// Everything a request needs, shared by all connections.
 pub struct AppState {

@@ -154,6 +154,19 @@ pub struct RequestRecord {
     pub error: Option<String>,
 }
 
+impl RequestRecord {
+    /// Attributes a request that failed to where its last attempt went.
+    pub fn locate_last_attempt(&mut self) {
+        if let Some(a) = self.attempts.last() {
+            self.channel = Some(a.channel.clone());
+            self.endpoint = Some(a.endpoint.clone());
+            self.token_key = Some(a.token_key.clone());
+            self.token_fp = Some(a.token_fp.clone());
+            self.upstream_model = Some(a.model.clone());
+        }
+    }
+}
+
 /// A new time-ordered record id: unix ms in the high 64 bits, random in the low.
 pub fn new_id(time_ms: i64) -> u128 {
     ((time_ms as u128) << 64) | rand::random::<u64>() as u128

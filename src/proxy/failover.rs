@@ -1,0 +1,229 @@
+//! The attempt phase: try the planned candidates in order until one answers, cooling down what fails.
+//!
+//! Owns building one upstream request (URL, auth, model rewrite or translation, the client's query for native
+//! requests only), the first-byte timeout, reading an error body (bounded, scrubbed of the key) and the
+//! failover decision. Must not render client errors (it returns a [`Rejection`]) or meter bodies (that is
+//! [`super::respond`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+
+use super::exchange::{Exchange, Input, Rejection, error_read_budget};
+use super::{ProxyBody, headers, respond};
+use crate::catalog::Channel;
+use crate::protocol::Protocol;
+use crate::protocol::convert::{self, Conversion};
+use crate::routing::{Candidate, Plan};
+use crate::upstream::health::{CoolKeys, model_key};
+use crate::upstream::{self, FailureClass, Operation, UpstreamError};
+use crate::usage::Attempt;
+
+/// What the last failed attempt left, for the response when no candidate succeeds.
+pub(super) struct Failure {
+    pub err: UpstreamError,
+    /// An upstream error response that may be passed through (non-retryable 4xx).
+    pub response: Option<(StatusCode, reqwest::header::HeaderMap, Bytes)>,
+}
+
+/// One upstream request, ready to send.
+struct Outgoing {
+    url: String,
+    body: Bytes,
+    conv: Option<Conversion>,
+    /// `stream_options.include_usage` was added for metering.
+    injected: bool,
+}
+
+/// Tries each candidate until one succeeds, a failure is final, `max_attempts` or the deadline is reached.
+pub(super) async fn attempt_all(
+    ex: &mut Exchange,
+    input: &Input,
+    plan: &Plan,
+) -> Result<Response<ProxyBody>, Rejection> {
+    let max_attempts = ex.snap.config.raw.routing.max_attempts.max(1) as usize;
+    let deadline = ex.deadline();
+    let mut last: Option<Box<Failure>> = None;
+    for cand in &plan.candidates {
+        if ex.record.attempts.len() >= max_attempts || Instant::now() >= deadline {
+            break;
+        }
+        if cooling_now(ex, cand) {
+            // Something earlier in this request cooled this endpoint, token or model down.
+            continue;
+        }
+        let out = prepare(ex, input, cand)?;
+        let failure = match send(ex, input, cand, out).await {
+            Tried::Answered(answer) => return answer,
+            Tried::Failed(f) => f,
+        };
+        let retryable = failure.err.retryable(ex.snap.config.raw.routing.retry_on_timeout);
+        last = Some(Box::new(failure));
+        if !retryable {
+            break;
+        }
+    }
+    Err(Rejection::AllFailed(last))
+}
+
+fn cooling_now(ex: &Exchange, cand: &Candidate) -> bool {
+    let (ch, ep, tok) = ex.snap.candidate(cand);
+    let (h, now) = (&ex.state.health, Instant::now());
+    h.cooling(&ep.health_key, now).is_some()
+        || h.cooling(&tok.health_key, now).is_some()
+        || h.cooling(&model_key(&ch.name, &cand.model), now).is_some()
+}
+
+/// The URL and body for a candidate: the model rewritten in place, or the request translated.
+fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoing, Rejection> {
+    let (ch, ep, _) = ex.snap.candidate(cand);
+    let conv = conversion(ex.op, ch);
+    let upstream_op = match conv {
+        Some(Conversion::AnthropicToChat | Conversion::ResponsesToChat) => Operation::ChatCompletions,
+        Some(Conversion::ChatToAnthropic) => Operation::Messages,
+        None => ex.op,
+    };
+    let mut url = upstream::url(ch, ep, upstream_op, &cand.model);
+    // The client's query (Claude Code sends `?beta=true`) belongs to its protocol: forward it only natively.
+    if let Some(q) = input.query.as_ref().filter(|_| conv.is_none()) {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(q);
+    }
+    let injected = conv.is_none()
+        && ex.op == Operation::ChatCompletions
+        && input.peek.stream
+        && ch.protocol.wire() == Protocol::Openai;
+    let body = match conv {
+        None => input.peek.rewrite(&input.body, Some(&cand.model), injected),
+        Some(c) => match convert::convert_request(c, &input.body, &cand.model) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                let msg = format!("the request cannot be translated for channel `{}`: {e}", ch.name);
+                return Err(Rejection::bad_request(msg));
+            }
+        },
+    };
+    ex.record.translated = conv.map(|c| translation_name(c).to_string());
+    Ok(Outgoing { url, body, conv, injected })
+}
+
+/// How one attempt ended.
+enum Tried {
+    /// The upstream succeeded: the client's answer (or why it could not be given). Failover ends here.
+    Answered(Result<Response<ProxyBody>, Rejection>),
+    /// Classified and cooled down; the next candidate may be tried.
+    Failed(Failure),
+}
+
+/// Sends one attempt and records it. A success becomes the client's response; a failure is classified and
+/// cooled.
+async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing) -> Tried {
+    let snap = ex.snap.clone();
+    let cfg = &snap.config.raw;
+    let (ch, ep, tok) = snap.candidate(cand);
+    let mut hdrs = headers::upstream_headers(&input.headers);
+    upstream::auth_headers(ch, ep, tok, &mut hdrs);
+    hdrs.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let deadline = ex.deadline();
+    let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - Instant::now());
+    let t0 = Instant::now();
+    let sent = tokio::time::timeout(first_byte, ex.state.client.post(&out.url).headers(hdrs).body(out.body).send());
+    let sent = sent.await;
+    let ttfb = t0.elapsed();
+    let mut attempt = Attempt {
+        channel: ch.name.to_string(),
+        endpoint: ep.name.to_string(),
+        token_key: tok.token_key.to_string(),
+        token_fp: tok.fingerprint.to_string(),
+        model: cand.model.clone(),
+        status: None,
+        outcome: FailureClass::Ok,
+        ms: ttfb.as_millis() as u32,
+    };
+    let failure = match sent {
+        Err(_) => Failure { err: UpstreamError::FirstByteTimeout(first_byte), response: None },
+        Ok(Err(e)) => Failure { err: upstream::send_error(&e), response: None },
+        Ok(Ok(resp)) if resp.status().is_success() => {
+            attempt.status = Some(resp.status().as_u16());
+            attempt.outcome = FailureClass::Ok;
+            let h = &ex.state.health;
+            h.succeed(&ep.health_key);
+            h.succeed(&tok.health_key);
+            h.observe_ttfb(&ep.health_key, ttfb.as_secs_f64() * 1000.0);
+            ex.record.attempts.push(attempt);
+            let success = respond::Success { cand, resp, ttfb, conv: out.conv, injected: out.injected };
+            return Tried::Answered(respond::respond(ex, input, success).await);
+        }
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            attempt.status = Some(status.as_u16());
+            error_failure(resp, out.conv, &tok.secret, error_read_budget(deadline)).await
+        }
+    };
+    attempt.outcome = failure.err.class();
+    let keys = CoolKeys { channel: &ch.name, endpoint: &ep.health_key, token: &tok.health_key, model: &cand.model };
+    let err = &failure.err;
+    ex.state.health.cool(err.class(), &cfg.routing.cooldown, &keys, err.retry_after(), &err.to_string());
+    tracing::info!(
+        request = %crate::usage::format_id(ex.id), channel = %ch.name, endpoint = %ep.name, token = %tok.token_key,
+        model = %cand.model, "attempt failed: {err}"
+    );
+    ex.record.attempts.push(attempt);
+    Tried::Failed(failure)
+}
+
+/// An upstream error answer: classified, its body read (bounded), scrubbed and put in the client's shape.
+async fn error_failure(
+    resp: reqwest::Response,
+    conv: Option<Conversion>,
+    secret: &crate::config::Secret,
+    within: Duration,
+) -> Failure {
+    let status = resp.status();
+    let retry_after = upstream::parse_retry_after(resp.headers());
+    let resp_headers = resp.headers().clone();
+    let err_body = upstream::scrub(read_capped(resp, 256 * 1024, within).await, secret);
+    let err = UpstreamError::status(status.as_u16(), retry_after, &err_body);
+    // Errors reach the client in its own shape.
+    let err_body = match conv {
+        Some(c) => Bytes::from(convert::convert_error(c, status.as_u16(), &err_body)),
+        None => err_body,
+    };
+    Failure { err, response: Some((status, resp_headers, err_body)) }
+}
+
+/// Which translation a request needs on a channel, if any.
+fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
+    match (op, ch.protocol.wire()) {
+        (Operation::Messages, Protocol::Openai) => Some(Conversion::AnthropicToChat),
+        (Operation::ChatCompletions, Protocol::Anthropic) => Some(Conversion::ChatToAnthropic),
+        (Operation::Responses, Protocol::Openai) if ch.responses_via_chat() => Some(Conversion::ResponsesToChat),
+        _ => None,
+    }
+}
+
+fn translation_name(c: Conversion) -> &'static str {
+    match c {
+        Conversion::AnthropicToChat => "anthropic->openai",
+        Conversion::ChatToAnthropic => "openai->anthropic",
+        Conversion::ResponsesToChat => "responses->chat",
+    }
+}
+
+/// Reads a body, bounded in size and time.
+pub(super) async fn read_capped(resp: reqwest::Response, cap: usize, within: Duration) -> Bytes {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    let read = async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]);
+            if out.len() >= cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    Bytes::from(out)
+}

@@ -1,0 +1,166 @@
+//! The respond phase: an upstream success becomes the client's response.
+//!
+//! Owns choosing how upstream bytes reach the client (raw, SSE as is, SSE without the injected usage chunk,
+//! SSE translated event by event, or a whole body translated), the debug headers, and accounting of a whole
+//! translated body. Streams are metered and recorded by [`super::body::MeteredBody`]; this module builds it.
+//! Must not retry or classify failures (that is [`super::failover`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use http_body_util::BodyExt;
+
+use super::body::{self, Finisher, MeteredBody, Mode};
+use super::exchange::{Exchange, Input, Rejection};
+use super::failover::read_capped;
+use super::{ProxyBody, full, headers};
+use crate::protocol::convert::{self, Conversion, StreamConverter};
+use crate::protocol::usage::UsageMeter;
+use crate::routing::Candidate;
+use crate::upstream::Operation;
+use crate::usage::{self, RequestRecord};
+
+/// A successful attempt, as the attempt phase hands it over.
+pub(super) struct Success<'a> {
+    pub cand: &'a Candidate,
+    pub resp: reqwest::Response,
+    pub ttfb: Duration,
+    pub conv: Option<Conversion>,
+    /// `stream_options.include_usage` was added for metering: hide the usage chunk unless the client asked.
+    pub injected: bool,
+}
+
+/// Builds the client's response; the record leaves with the body (streams) or here (whole translated bodies).
+pub(super) async fn respond(
+    ex: &mut Exchange,
+    input: &Input,
+    ok: Success<'_>,
+) -> Result<Response<ProxyBody>, Rejection> {
+    let is_sse = record_success(ex, &ok);
+    let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
+    let mode = match ok.conv {
+        None => {
+            headers::downstream_headers(ok.resp.headers(), out.headers_mut());
+            let hide_usage = ok.injected && !input.peek.include_usage && ex.op == Operation::ChatCompletions;
+            match (is_sse, hide_usage) {
+                (false, _) => Mode::Raw,
+                (true, true) => Mode::SseFiltered { parser: Default::default() },
+                (true, false) => Mode::Sse { parser: Default::default() },
+            }
+        }
+        Some(conv) if is_sse => {
+            let h = out.headers_mut();
+            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+            h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+            let wants_usage = conv == Conversion::ChatToAnthropic && convert::chat_request_wants_usage(&input.body);
+            let conv = StreamConverter::new(conv, &ex.record.requested_model)
+                .with_include_usage(wants_usage)
+                // Custom / local shell tools of a Responses request, which the Chat upstream only knows as functions.
+                .with_tool_kinds(convert::tool_kinds(conv, &input.body));
+            Mode::Convert { parser: Default::default(), conv: Box::new(conv) }
+        }
+        Some(conv) => {
+            let body = translate_whole(ex, input, ok.cand, ok.resp, conv).await?;
+            if ex.debug_headers() {
+                debug_headers(out.headers_mut(), ex.id, &ex.record);
+            }
+            out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            *out.body_mut() = full(body);
+            ex.state.sink.send(std::mem::take(&mut ex.record)).await;
+            return Ok(out);
+        }
+    };
+    if ex.debug_headers() {
+        debug_headers(out.headers_mut(), ex.id, &ex.record);
+        if let Some(s) = ok.cand.score.filter(|_| ok.conv.is_none()) {
+            let score = format!(
+                "{:.3} (cost {:.2} speed {:.2} quality {:.2} reliability {:.2})",
+                s.total, s.cost, s.speed, s.quality, s.reliability
+            );
+            headers::set(out.headers_mut(), "x-router-score", &score);
+        }
+    }
+    *out.body_mut() = metered(ex, input, ok.cand, ok.resp, mode);
+    Ok(out)
+}
+
+/// Fills the record with where a successful attempt went; returns whether the response is an SSE stream.
+fn record_success(ex: &mut Exchange, ok: &Success<'_>) -> bool {
+    let (ch, ep, tok) = ex.snap.candidate(ok.cand);
+    let record = &mut ex.record;
+    record.status = ok.resp.status().as_u16();
+    record.channel = Some(ch.name.to_string());
+    record.endpoint = Some(ep.name.to_string());
+    record.token_key = Some(tok.token_key.to_string());
+    record.token_fp = Some(tok.fingerprint.to_string());
+    record.upstream_model = Some(ok.cand.model.clone());
+    record.ttfb_ms = Some(ok.ttfb.as_millis() as u32);
+    ok.resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// The streamed response body: upstream bytes through the meter, the record emitted when it ends.
+fn metered(ex: &mut Exchange, input: &Input, cand: &Candidate, resp: reqwest::Response, mode: Mode) -> ProxyBody {
+    let (ch, ep, tok) = ex.snap.candidate(cand);
+    let finisher = Finisher {
+        state: ex.state.clone(),
+        price: ch.price(&cand.model),
+        channel: ch.name.clone(),
+        endpoint_key: ep.health_key.clone(),
+        token_key: tok.health_key.clone(),
+        client: ex.protocol,
+        request: input.body.clone(),
+        record: std::mem::take(&mut ex.record),
+        started: ex.started,
+    };
+    let idle = ep.idle_timeout.unwrap_or(ex.snap.config.raw.upstream.idle_timeout.0);
+    MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher)
+        .boxed_unsync()
+}
+
+/// A whole (non-stream) answer from a channel of the other protocol: read, metered, translated.
+async fn translate_whole(
+    ex: &mut Exchange,
+    input: &Input,
+    cand: &Candidate,
+    resp: reqwest::Response,
+    conv: Conversion,
+) -> Result<Bytes, Rejection> {
+    let (ch, _, _) = ex.snap.candidate(cand);
+    let within = ex.deadline().saturating_duration_since(Instant::now());
+    let upstream_body = read_capped(resp, 64 * 1024 * 1024, within).await;
+    let mut meter = UsageMeter::new(ch.protocol.wire());
+    meter.body(&upstream_body);
+    let reported = meter.finish().tokens;
+    let exchanged = (!upstream_body.is_empty()).then(|| (&input.body, std::slice::from_ref(&upstream_body), false));
+    let record = &mut ex.record;
+    body::account(record, reported, exchanged, ch.price(&cand.model));
+    record.total_ms = ex.started.elapsed().as_millis() as u32;
+    let kinds = convert::tool_kinds(conv, &input.body);
+    convert::convert_response_with(conv, &upstream_body, &record.requested_model, &kinds).map(Bytes::from).map_err(
+        |e| Rejection::Untranslatable(format!("the response of channel `{}` could not be translated: {e}", ch.name)),
+    )
+}
+
+/// The `X-Router-*` headers that say where a request went.
+pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord) {
+    headers::set(h, "x-router-request-id", &usage::format_id(id));
+    if let Some(c) = &record.channel {
+        headers::set(h, "x-router-channel", c);
+    }
+    if let Some(e) = &record.endpoint {
+        headers::set(h, "x-router-endpoint", e);
+    }
+    if let Some(m) = &record.upstream_model {
+        headers::set(h, "x-router-model", m);
+    }
+    if let Some(t) = &record.token_key {
+        headers::set(h, "x-router-token", t);
+    }
+    headers::set(h, "x-router-attempts", &record.attempts.len().to_string());
+    headers::set(h, "x-router-strategy", &record.strategy);
+}
