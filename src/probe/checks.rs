@@ -161,6 +161,36 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// The key's auth headers for a check.
+fn auth(ch: &Channel, ep: &Endpoint, tok: &Token) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    upstream::auth_headers(ch, ep, tok, &mut headers);
+    headers
+}
+
+/// Sends a check's request. On an answer, its status, time to headers and `Retry-After` go into `r` and the
+/// response comes back with the time it was sent; on a transport error `r` says why and there is nothing.
+async fn send(
+    r: &mut CheckResult,
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Option<(reqwest::Response, Instant)> {
+    let t0 = Instant::now();
+    match req.send().await {
+        Ok(resp) => {
+            r.latency_ms = Some(ms(t0.elapsed()));
+            r.status = Some(resp.status().as_u16());
+            r.retry_after_ms = upstream::parse_retry_after(resp.headers()).map(ms);
+            Some((resp, t0))
+        }
+        Err(e) => {
+            let (class, detail) = failure::transport(&e, Some(timeout));
+            r.set(class, Some(detail));
+            None
+        }
+    }
+}
+
 /// The URL of the reachability check: the model list, or the endpoint's own `fast_test_path`.
 pub fn reachability_url(ch: &Channel, ep: &Endpoint) -> String {
     let default_path = match ch.protocol {
@@ -187,21 +217,8 @@ pub async fn reachability(
     let url = reachability_url(ch, ep);
     let is_model_list = url == upstream::url(ch, ep, Operation::Models, "");
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Reachability, None, format!("GET {}", shown(&url)));
-    let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
-    let t0 = Instant::now();
-    let resp = match client.get(&url).headers(headers).send().await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let (class, detail) = failure::transport(&e, Some(timeout));
-            r.set(class, Some(detail));
-            return r;
-        }
-    };
-    r.latency_ms = Some(ms(t0.elapsed()));
+    let Some((resp, t0)) = send(&mut r, client.get(&url).headers(auth(ch, ep, tok)), timeout).await else { return r };
     let status = resp.status().as_u16();
-    r.status = Some(status);
-    r.retry_after_ms = upstream::parse_retry_after(resp.headers()).map(ms);
     let body = resp.bytes().await;
     r.total_ms = Some(ms(t0.elapsed()));
     let body = match body {
@@ -254,22 +271,9 @@ pub async fn chat(
     };
     let url = upstream::url(ch, ep, op, model);
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Chat, Some(model), format!("POST {}", shown(&url)));
-    let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
-    let t0 = Instant::now();
-    let sent = client.post(&url).headers(headers).json(&chat_body(wire, model)).send().await;
-    let resp = match sent {
-        Ok(resp) => resp,
-        Err(e) => {
-            let (class, detail) = failure::transport(&e, Some(timeout));
-            r.set(class, Some(detail));
-            return r;
-        }
-    };
-    r.latency_ms = Some(ms(t0.elapsed()));
+    let req = client.post(&url).headers(auth(ch, ep, tok)).json(&chat_body(wire, model));
+    let Some((resp, t0)) = send(&mut r, req, timeout).await else { return r };
     let status = resp.status().as_u16();
-    r.status = Some(status);
-    r.retry_after_ms = upstream::parse_retry_after(resp.headers()).map(ms);
     let sse = resp
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
