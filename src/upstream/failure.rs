@@ -468,7 +468,9 @@ mod tests {
 
         // Per class: retried without / with retry_on_timeout, what cools, the code, the key validity.
         let cfg = CooldownConfig::default();
-        let classes: &[(FailureClass, bool, bool, Option<CoolTarget>, &str, KeyState)] = &[
+        // (class, retried, retried with retry_on_timeout, what cools, code, key validity)
+        type Meaning = (FailureClass, bool, bool, Option<CoolTarget>, &'static str, KeyState);
+        let classes: &[Meaning] = &[
             (Ok, false, false, None, "ok", KeyState::Ok),
             (Auth, true, true, Some(CoolTarget::Token), "auth", KeyState::Invalid),
             (Quota, true, true, Some(CoolTarget::Token), "quota", KeyState::NoQuota),
