@@ -102,10 +102,11 @@ const BAD_KEY_WORDS: &[&str] = &[
 const NO_MODEL_WORDS: &[&str] = &["model_not_found", "model not found", "no such model", "does not exist"];
 
 impl FailureClass {
-    /// Classifies an HTTP answer by its status and (error) body. In order: 2xx ok; 402 quota; 404 / 405 not
-    /// found and 5xx (504 timeout) whatever the body says; then quota phrases on any 4xx and quota words on
-    /// 401 / 403 / 429; then 401 / 403 and bad-key words auth; model words on 400 / 422 not found; 408 / 409 /
-    /// 429 rate limited; 400 / 413 / 422 bad request; anything else a client error.
+    /// Classifies an HTTP answer by its status and (error) body, the failure table of ARCHITECTURE.md. In
+    /// order: 2xx ok; 402 quota; 404 / 405 not found and 5xx (504 timeout) whatever the body says; then quota
+    /// phrases on any other 4xx and quota words on 401 / 403 / 429; then auth for 401 / 403 and for bad-key
+    /// words on any 4xx; not found for model words on 400 / 422; rate limited for 408 / 409 / 429; bad request
+    /// for 400 / 413 / 422; anything else a client error.
     pub fn of_answer(status: u16, body: &[u8]) -> FailureClass {
         match status {
             200..=299 => return FailureClass::Ok,
