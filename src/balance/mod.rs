@@ -319,16 +319,13 @@ pub async fn validate(client: &reqwest::Client, input: CheckInput<'_>, timeout: 
         }
         Err(_) => Default::default(),
     };
-    let mut v = classify_key(status, &body);
-    v.detail = failure::describe(status, &body, &token.secret);
-    v
+    classify_key(status, &body, &token.secret)
 }
 
 /// Classifies a model-list answer: the one failure classification ([`FailureClass::of_answer`]) seen as key
-/// validity.
-pub fn classify_key(status: u16, body: &[u8]) -> Validity {
-    let class = FailureClass::of_answer(status, body);
-    Validity { state: class.into(), detail: failure::describe(status, body, &crate::config::Secret::new("")) }
+/// validity, with what was seen (`HTTP 401: ...`, redacted against `secret`).
+pub fn classify_key(status: u16, body: &[u8], secret: &crate::config::Secret) -> Validity {
+    Validity { state: FailureClass::of_answer(status, body).into(), detail: failure::describe(status, body, secret) }
 }
 
 /// What to check and how.

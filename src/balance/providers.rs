@@ -179,7 +179,7 @@ fn root(base: &str) -> &str {
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Fail {
-    /// [`FailureClass::Auth`] (401 / 403 without quota words): the key was refused.
+    /// [`FailureClass::Auth`]: the key was refused.
     Auth(String),
     /// 404 / 405: the host does not offer this path.
     Missing(String),
