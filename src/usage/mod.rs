@@ -203,6 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn attempt_outcomes_keep_their_stored_form() {
+        // Records written when `outcome` was a string decode, and encode to the same bytes.
+        for code in ["ok", "auth", "quota", "not_found", "rate_limited", "timeout", "connect", "server_error"]
+            .into_iter()
+            .chain(["bad_request", "client_error"])
+        {
+            let stored = format!(
+                r#"{{"channel":"a","endpoint":"default","token_key":"k","token_fp":"fp:00","model":"m","status":null,"outcome":"{code}","ms":7}}"#
+            );
+            let a: Attempt = serde_json::from_str(&stored).unwrap();
+            assert_eq!(a.outcome.code(), code);
+            assert_eq!(serde_json::to_string(&a).unwrap(), stored);
+        }
+    }
+
+    #[test]
     fn ids_sort_by_time() {
         assert!(new_id(1000) < new_id(1001));
         assert_eq!(format_id(new_id(5)).len(), 32);
