@@ -87,14 +87,17 @@ const QUOTA_PHRASES: &[&str] = &[
 const MONEY: &[&str] = &["balance", "quota", "credit", "fund"];
 /// Quota words: out of credit only on the statuses resellers use for it (401 / 403 / 429).
 const QUOTA_WORDS: &[&str] = &["insufficient", "quota", "balance", "recharge", "额度", "余额"];
-/// The key is not valid, or its account is closed (any 4xx).
+/// The key is not valid, or its account is closed (on a 4xx that is not 408 / 409 / 429).
 const BAD_KEY_WORDS: &[&str] = &[
     "invalid_api_key",
     "invalid api key",
     "incorrect api key",
     "api key not valid",
     "access_terminated",
-    "terminated",
+    "account_deactivated",
+    "has been deactivated",
+    "was terminated",
+    "has been terminated",
     "banned",
     "suspended",
 ];
@@ -104,9 +107,9 @@ const NO_MODEL_WORDS: &[&str] = &["model_not_found", "model not found", "no such
 impl FailureClass {
     /// Classifies an HTTP answer by its status and (error) body, the failure table of ARCHITECTURE.md. In
     /// order: 2xx ok; 402 quota; 404 / 405 not found and 5xx (504 timeout) whatever the body says; then quota
-    /// phrases on any other 4xx and quota words on 401 / 403 / 429; then auth for 401 / 403 and for bad-key
-    /// words on any 4xx; not found for model words on 400 / 422; rate limited for 408 / 409 / 429; bad request
-    /// for 400 / 413 / 422; anything else a client error.
+    /// phrases on any other 4xx and quota words on 401 / 403 / 429; then auth for 401 / 403; rate limited for
+    /// 408 / 409 / 429; auth for bad-key words on any other 4xx; not found for model words on 400 / 422; bad
+    /// request for 400 / 413 / 422; anything else a client error.
     pub fn of_answer(status: u16, body: &[u8]) -> FailureClass {
         match status {
             200..=299 => return FailureClass::Ok,
@@ -125,9 +128,9 @@ impl FailureClass {
         }
         match status {
             401 | 403 => FailureClass::Auth,
+            408 | 409 | 429 => FailureClass::RateLimited,
             400..=499 if has(BAD_KEY_WORDS) => FailureClass::Auth,
             400 | 422 if has(NO_MODEL_WORDS) => FailureClass::NotFound,
-            408 | 409 | 429 => FailureClass::RateLimited,
             400 | 413 | 422 => FailureClass::BadRequest,
             _ => FailureClass::ClientError,
         }
@@ -448,6 +451,8 @@ mod tests {
             (413, EMPTY, BadRequest),
             (418, EMPTY, ClientError),
             (418, TERMINATED, Auth),
+            (400, r#"{"error":{"message":"the stream was cut: connection terminated"}}"#, BadRequest),
+            (429, TERMINATED, RateLimited),
             (422, NO_MODEL, NotFound),
             (422, EMPTY, BadRequest),
             (429, RATE, RateLimited),
