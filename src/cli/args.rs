@@ -1,17 +1,25 @@
 //! Flags several commands share, so they read the same everywhere: the duration parser of every `--timeout`,
-//! the `--since` / `--until` / `--utc` time range and the `--channel` / `--token` / `--model` / `--key` record
+//! the strategy parser of every `--strategy`, the `--since` / `--until` / `--utc` time range and the `--channel` / `--token` / `--model` / `--key` record
 //! filter (flattened into each command's `Args`).
 //!
 //! Owns only parsing; the grammar of a time is [`report::parse_when`], of a duration [`Dur::parse`]. Must not
 //! open the store or print.
 
-use crate::config::Dur;
+use crate::config::{Dur, Strategy};
 use crate::error::UserError;
 use crate::usage::report::{self, Filters};
 
 /// The value parser of every duration flag (`--timeout 500ms`, `15s`, `1m`): a [`Dur`] above zero.
 pub fn duration(s: &str) -> Result<Dur, String> {
     Dur::parse(s).filter(|d| !d.0.is_zero()).ok_or_else(|| format!("`{s}` is not a duration (use e.g. 500ms, 15s, 1m)"))
+}
+
+/// The value parser of every `--strategy`.
+pub fn strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown strategy `{s}`; use one of {}", names.join(", "))
+    })
 }
 
 /// `--since` / `--until` / `--utc`: one grammar for every command that reads a time range.

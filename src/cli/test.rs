@@ -40,15 +40,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::args::duration)]
     pub timeout: Dur,
     /// Strategy for model and tag targets (default: routing.strategy of the config).
-    #[arg(long, value_name = "NAME", value_parser = parse_strategy)]
+    #[arg(long, value_name = "NAME", value_parser = super::args::strategy)]
     pub strategy: Option<Strategy>,
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    Strategy::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown strategy `{s}`; use one of {}", names.join(", "))
-    })
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
