@@ -38,7 +38,7 @@ complete -c router -n "__fish_router_needs_command" -f -a "usage" -d 'Token and 
 complete -c router -n "__fish_router_needs_command" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
 complete -c router -n "__fish_router_needs_command" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
 complete -c router -n "__fish_router_needs_command" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
-complete -c router -n "__fish_router_needs_command" -f -a "keys" -d 'Gateway keys: generate one, or hash one for the config'
+complete -c router -n "__fish_router_needs_command" -f -a "keys" -d 'Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config'
 complete -c router -n "__fish_router_needs_command" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand serve" -l listen -d 'Address to listen on (overrides server.listen), e.g. 127.0.0.1:4000 or 127.0.0.1:0 for any free port' -r
@@ -258,24 +258,97 @@ complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subc
 complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
 complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
 complete -c router -n "__fish_router_using_subcommand tags; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -s h -l help -d 'Print help'
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -f -a "generate" -d 'Make a new random gateway key and print it with its hash'
-complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from hash generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "create" -d 'Create a store key; prints its secret once (only its hash is stored)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "list" -d 'Every key (configuration and store) with its limits, spend in the budget period, requests today, last use'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "show" -d 'One key in detail'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "update" -d 'Change a store key\'s settings (`none` removes a limit; `--allow \'\'` removes the allow expression)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "disable" -d 'Stop accepting a store key until `enable`'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "enable" -d 'Accept a disabled store key again'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "revoke" -d 'Refuse a store key for good (its history stays); asks first unless --yes'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "rotate" -d 'A new secret for a store key: same name, settings and history; the old secret stops working'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "generate" -d 'Make a new random gateway key and print it with its hash (for `server.keys` in the configuration)'
+complete -c router -n "__fish_router_using_subcommand keys; and not __fish_seen_subcommand_from create list show update disable enable revoke rotate hash generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l allow -d 'Tag expression or comma-separated model list the key may reach (e.g. `tag:free`)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l rpm -d 'Requests per minute' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l tpm -d 'Tokens (input + output, as recorded) per minute' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l max-parallel -d 'Requests at the same time (streams count until they end)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l budget -d 'Spend allowed per period, USD (needs --per)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l per -d 'The budget\'s period, in server.timezone: day, week (from Monday), month or total' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l expires -d 'When the key stops working: a date (valid through that day), an RFC 3339 time, or a duration (30d, 12h)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l note -d 'A note for people (who has it, what for)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -l json -d 'Print JSON (with the secret)'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from list" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from list" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from list" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from show" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from show" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from show" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l allow -d 'Tag expression or comma-separated model list the key may reach (e.g. `tag:free`)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l rpm -d 'Requests per minute' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l tpm -d 'Tokens (input + output, as recorded) per minute' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l max-parallel -d 'Requests at the same time (streams count until they end)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l budget -d 'Spend allowed per period, USD (needs --per)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l per -d 'The budget\'s period, in server.timezone: day, week (from Monday), month or total' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l expires -d 'When the key stops working: a date (valid through that day), an RFC 3339 time, or a duration (30d, 12h)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l note -d 'A note for people (who has it, what for)' -r
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from update" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from disable" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from disable" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from disable" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from disable" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from enable" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from enable" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from enable" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from enable" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from enable" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l yes -d 'Do not ask'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from revoke" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from revoke" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from revoke" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from rotate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from rotate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from rotate" -l json -d 'Print JSON'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from rotate" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from rotate" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from hash" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
-complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l json -d 'Print JSON: {"key": ..., "hash": ...}'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -l json -d 'Print JSON'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from generate" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a store key; prints its secret once (only its hash is stored)'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "list" -d 'Every key (configuration and store) with its limits, spend in the budget period, requests today, last use'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "show" -d 'One key in detail'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change a store key\'s settings (`none` removes a limit; `--allow \'\'` removes the allow expression)'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "disable" -d 'Stop accepting a store key until `enable`'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "enable" -d 'Accept a disabled store key again'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "revoke" -d 'Refuse a store key for good (its history stays); asks first unless --yes'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "rotate" -d 'A new secret for a store key: same name, settings and history; the old secret stops working'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
-complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "generate" -d 'Make a new random gateway key and print it with its hash'
+complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "generate" -d 'Make a new random gateway key and print it with its hash (for `server.keys` in the configuration)'
 complete -c router -n "__fish_router_using_subcommand keys; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand generate" -l out-dir -d 'The repository root: writes completions/ and man/ below it' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
@@ -292,7 +365,7 @@ complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_
 complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
 complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
 complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "keys" -d 'Gateway keys: generate one, or hash one for the config'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "keys" -d 'Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config'
 complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
 complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
@@ -308,5 +381,13 @@ complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subc
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "create" -d 'Create a store key; prints its secret once (only its hash is stored)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "list" -d 'Every key (configuration and store) with its limits, spend in the budget period, requests today, last use'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "show" -d 'One key in detail'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "update" -d 'Change a store key\'s settings (`none` removes a limit; `--allow \'\'` removes the allow expression)'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "disable" -d 'Stop accepting a store key until `enable`'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "enable" -d 'Accept a disabled store key again'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "revoke" -d 'Refuse a store key for good (its history stays); asks first unless --yes'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "rotate" -d 'A new secret for a store key: same name, settings and history; the old secret stops working'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "hash" -d 'Print `sha256:<hex>` of a gateway key (read from standard input when not given)'
-complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "generate" -d 'Make a new random gateway key and print it with its hash'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "generate" -d 'Make a new random gateway key and print it with its hash (for `server.keys` in the configuration)'

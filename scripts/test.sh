@@ -13,7 +13,7 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# 1. Python with the official SDKs, for tests/sdk.rs.
+# 1. Python with the official SDKs, for tests/integration/sdk.rs.
 if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
   say "installing the openai and anthropic Python SDKs into .venv"
   python3 -m venv .venv
@@ -21,7 +21,7 @@ if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
 fi
 export ROUTER_TEST_PYTHON="$PWD/.venv/bin/python"
 
-# 2. Real Claude Code and Codex CLI (pinned), for tests/real_clients.rs.
+# 2. Real Claude Code and Codex CLI (pinned), for tests/integration/real_clients.rs.
 if [ ! -x .clients/node_modules/.bin/claude ] || [ ! -x .clients/node_modules/.bin/codex ]; then
   say "installing Claude Code and Codex CLI into .clients (npm)"
   command -v npm >/dev/null || apt_install nodejs npm

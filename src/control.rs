@@ -9,14 +9,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use anyhow::Context;
+
 use crate::balance::store::{BalanceHistory, SaveBalances};
 use crate::balance::{self, BalanceResult};
 use crate::catalog::{self, Snapshot};
 use crate::config::Config;
 use crate::discover::{self, SaveDiscovered};
+use crate::keys::ops::{KeysCreate, KeysReport, KeysRotate, KeysSetState, KeysUpdate};
+use crate::keys::{KeyTable, StoredKey};
+use crate::live::limits::Period;
 use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
-use crate::store::{Access, Op, Registry, Store};
+use crate::store::{Access, KvTable, Op, Registry, Store};
 
 /// The server's live state, as control operations see it.
 pub struct Live {
@@ -127,6 +132,11 @@ const BALANCE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
     r.add::<SaveDiscovered>().add::<SaveBalances>().add::<BalanceHistory>();
+    add_keys_op::<KeysCreate>(r, cell);
+    add_keys_op::<KeysUpdate>(r, cell);
+    add_keys_op::<KeysSetState>(r, cell);
+    add_keys_op::<KeysRotate>(r, cell);
+    add_keys_op::<KeysReport>(r, cell);
     // `router test`: latency and failures feed the health `fastest` and cooldowns use.
     r.add_live(
         PROBE_REPORT_OP,
@@ -164,6 +174,55 @@ fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
             Ok(crate::cli::tags::answer(&snap, &live.state.health, &live.state.fasttest, &args).await)
         }),
     );
+}
+
+/// A `router keys` operation answered by the server: run on its store, then (for writes) the key table and the
+/// limiter reloaded before the answer, so the change holds from the next request on.
+fn add_keys_op<O: Op>(r: &mut Registry, cell: &LiveCell) {
+    r.add_live(
+        O::NAME,
+        live_op(cell, |cell, op: O| async move {
+            tokio::task::spawn_blocking(move || {
+                let live = cell.get().expect("checked");
+                let reply = op.run(&live.store)?;
+                if O::WRITES {
+                    reload_keys(live).context("saved, but the running server could not load the keys")?;
+                }
+                Ok::<_, anyhow::Error>(reply)
+            })
+            .await?
+        }),
+    );
+}
+
+/// Rebuilds the key table from the configuration's keys and the store's rows and swaps it in; sets the
+/// limiter's time zone, seeds the spend of keys whose budget period is new to it from the records, and forgets
+/// removed keys. On error (a name in both places) the old table stays.
+pub fn reload_keys(live: &Live) -> anyhow::Result<()> {
+    let state = &live.state;
+    let config = state.snapshot.load().config.clone();
+    let rows: Vec<StoredKey> =
+        live.store.list_json::<StoredKey>(KvTable::GatewayKeys)?.into_iter().map(|(_, k)| k).collect();
+    let table = KeyTable::build(&config.gateway_keys, &rows).map_err(|m| {
+        crate::error::user(m)
+            .with_hint("rename one of them, or `router keys revoke` the store one and remove it from the file")
+    })?;
+    let tz = crate::keys::timezone(config.raw.server.timezone.as_deref()).map_err(anyhow::Error::msg)?;
+    state.limiter.set_timezone(tz.clone());
+    let unseeded: Vec<(String, Period)> = table
+        .entries()
+        .filter_map(|e| e.limits.budget.map(|b| (e.name.to_string(), b.per)))
+        .filter(|(n, per)| state.limiter.budget_period(n) != Some(*per))
+        .collect();
+    let now = crate::usage::now_ms();
+    for (name, per, spent) in crate::keys::ops::budget_spend(&live.store, &unseeded, &tz, now)? {
+        state.limiter.seed(&name, per, now, spent);
+    }
+    let names: std::collections::HashSet<String> = table.entries().map(|e| e.name.to_string()).collect();
+    state.limiter.retain(|n| names.contains(n));
+    tracing::info!("gateway keys loaded: {}", table.len());
+    state.keys.store(Arc::new(table));
+    Ok(())
 }
 
 /// The live operation `router test` sends its [`ProbeReport`] to.

@@ -12,6 +12,8 @@
 //! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
 //! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
+//! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
+//!   `router keys` store operations and the spend report.
 //! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
@@ -29,6 +31,7 @@ pub mod crypto;
 pub mod discover;
 pub mod error;
 pub mod import;
+pub mod keys;
 pub mod live;
 pub mod probe;
 pub mod protocol;

@@ -66,7 +66,7 @@ pub enum Command {
     /// List tags, or show the candidates a model name or tag expression routes to.
     #[command(subcommand)]
     Tags(tags::Command),
-    /// Gateway keys: generate one, or hash one for the config.
+    /// Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config.
     #[command(subcommand)]
     Keys(keys::Command),
     /// Write shell completions and man pages (used to refresh completions/ and man/).
@@ -88,7 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Requests(args) => requests::run(&global, args),
         Command::Discover(args) => discover::run(&global, args),
         Command::Tags(cmd) => tags::run(&global, cmd),
-        Command::Keys(cmd) => keys::run(cmd),
+        Command::Keys(cmd) => keys::run(&global, cmd),
         Command::Generate(args) => generate::run(args),
     }
 }

@@ -69,17 +69,19 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         None => config.listen(),
     };
     config.listen = Some(listen);
-    if config.gateway_keys.is_empty() && !listen.ip().is_loopback() && !args.allow_open {
-        return Err(user(format!("refusing to listen on {listen} with no gateway keys: anyone who can reach it could spend your upstream credit"))
-            .with_hint("add server.keys to the config, listen on 127.0.0.1, or pass --allow-open")
-            .into());
-    }
     // Store: request records, rollups and the control socket (see store::recorder).
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
     let live: LiveCell = Arc::default();
     let recorder =
         Recorder::start(&store_path, config.raw.store.retention_days, records, control::registry(live.clone())).await?;
+    let store_keys = recorder.store.list_raw(store::KvTable::GatewayKeys).map(|r| r.len()).unwrap_or(0);
+    if config.gateway_keys.is_empty() && store_keys == 0 && !listen.ip().is_loopback() && !args.allow_open {
+        recorder.shutdown().await;
+        return Err(user(format!("refusing to listen on {listen} with no gateway keys: anyone who can reach it could spend your upstream credit"))
+            .with_hint("add server.keys to the config or `router keys create NAME`, listen on 127.0.0.1, or pass --allow-open")
+            .into());
+    }
 
     let grace = config.raw.server.grace_period.0;
     let config_path = config.path.clone();
@@ -94,6 +96,11 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let state = AppState::new(snapshot, health, record_sink);
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
+    // Store keys join the configuration's; budgets start from the spend the records show for this period.
+    if let Some(l) = live.get() {
+        control::reload_keys(l)?;
+    }
+    print_auth(&state);
     if let Some(path) = config_path {
         tokio::spawn(watch_config(live.clone(), path));
     }
@@ -161,12 +168,18 @@ fn print_summary(snap: &Snapshot, bound: SocketAddr, found: &[String], auto: boo
             if ch.enabled { "" } else { "  (disabled)" }
         ));
     }
-    let auth = if cfg.gateway_keys.is_empty() {
+    output::line(&format!("strategy: {}", cfg.raw.routing.strategy));
+}
+
+fn print_auth(state: &AppState) {
+    let keys = state.keys.load();
+    let auth = if keys.is_empty() {
         "open (no gateway keys; loopback only unless --allow-open)".to_string()
     } else {
-        format!("{} gateway key(s)", cfg.gateway_keys.len())
+        let limited = keys.entries().filter(|k| !k.limits.is_empty()).count();
+        format!("{} gateway key(s), {limited} with limits", keys.len())
     };
-    output::line(&format!("strategy: {}  auth: {auth}", cfg.raw.routing.strategy));
+    output::line(&format!("auth: {auth}"));
 }
 
 async fn shutdown_signal() {
@@ -216,6 +229,9 @@ async fn watch_config(live: LiveCell, path: PathBuf) {
                 output::note(&format!("config reloaded from {}: {} channels", path.display(), snap.channels.len()));
                 live.state.snapshot.store(Arc::new(snap));
                 control::release_freed_memory();
+                if let Err(e) = tokio::task::block_in_place(|| control::reload_keys(live)) {
+                    output::note(&format!("error: gateway keys not reloaded, keeping the previous ones: {e:#}"));
+                }
             }
             Err((e, hint)) => {
                 output::note(&format!("error: config reload failed, keeping the previous config: {e:#}"));

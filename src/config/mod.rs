@@ -48,12 +48,15 @@ impl crate::error::Hinted for ConfigError {
     }
 }
 
-/// A gateway key as the server needs it: a name and the SHA-256 of the key.
-#[derive(Debug, Clone)]
+/// A gateway key as the server needs it: a name, the SHA-256 of the key, what it may reach and its limits.
+#[derive(Debug, Clone, Default)]
 pub struct GatewayKey {
     pub name: String,
     pub hash: [u8; 32],
     pub allow: Option<String>,
+    pub limits: crate::live::limits::Limits,
+    /// Unix ms after which the key is refused.
+    pub expires_ms: Option<i64>,
 }
 
 /// A validated configuration.
@@ -302,6 +305,14 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write host:port, e.g. 127.0.0.1:4000",
         )
     })?;
+    let tz = crate::keys::timezone(raw.server.timezone.as_deref()).map_err(|message| {
+        err(
+            locate(text, "timezone:"),
+            "server.timezone".into(),
+            message,
+            "write an IANA name such as UTC, Europe/Berlin or America/New_York",
+        )
+    })?;
     let mut gateway_keys = Vec::new();
     let mut key_names = HashSet::new();
     for (i, k) in raw.server.keys.iter().enumerate() {
@@ -316,7 +327,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         }
         let hash = match (&k.key, &k.hash) {
             (Some(plain), None) if !plain.is_empty() => hash_key(plain.expose()),
-            (None, Some(h)) => parse_hash(h).ok_or_else(|| {
+            (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
                 err(
                     locate(text, h),
                     format!("{key}.hash"),
@@ -333,7 +344,10 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
                 ));
             }
         };
-        gateway_keys.push(GatewayKey { name: k.name.clone(), hash, allow: k.allow.clone() });
+        let (limits, expires_ms) = crate::keys::yaml_limits(k, &tz).map_err(|(field, message, hint)| {
+            err(locate(text, &format!("{field}:")), format!("{key}.{field}"), message, &hint)
+        })?;
+        gateway_keys.push(GatewayKey { name: k.name.clone(), hash, allow: k.allow.clone(), limits, expires_ms });
     }
     let mut names = HashSet::new();
     for (i, ch) in raw.channels.iter().enumerate() {
@@ -349,12 +363,6 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         })?;
     }
     Ok(Config { path: Some(path.to_path_buf()), raw, listen: Some(listen), gateway_keys })
-}
-
-fn parse_hash(h: &str) -> Option<[u8; 32]> {
-    let hex_part = h.strip_prefix("sha256:")?;
-    let bytes = hex::decode(hex_part).ok()?;
-    bytes.try_into().ok()
 }
 
 /// Checks one channel; on error returns (field, message, hint). `names` collects channel names for uniqueness.

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub debug_headers: bool,
     /// How long in-flight requests may run after SIGINT / SIGTERM.
     pub grace_period: Dur,
+    /// IANA time zone budget periods (day / week / month) follow, e.g. `Europe/Berlin`. Default: UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             debug_headers: true,
             grace_period: Dur::secs(30),
+            timezone: None,
         }
     }
 }
@@ -62,6 +66,24 @@ pub struct GatewayKeyConfig {
     /// Tag expression or comma-separated model list this key may reach (e.g. `tag:free`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow: Option<String>,
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens (input + output) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+    /// Requests at the same time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
+    /// Spend allowed per `per` period, USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
+    /// The budget's period: `day`, `week`, `month` or `total` (in `server.timezone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<crate::live::limits::Period>,
+    /// When the key stops working: a date (valid through that day, in `server.timezone`) or an RFC 3339 time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

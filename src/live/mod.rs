@@ -7,3 +7,5 @@
 //! `admit`, `settle`), not a generic key-value API.
 //!
 //! Must not: do I/O on the request path, hold a lock across an await, or know about HTTP or protocols.
+
+pub mod limits;

@@ -249,6 +249,9 @@ async fn send_through_proxy(
         health,
         sink,
         fasttest: crate::upstream::fasttest::FastTest::default(),
+        // Open: gateway keys are checked by the real server, not by `router test`.
+        keys: Default::default(),
+        limiter: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;
@@ -322,7 +325,7 @@ mod tests {
     #[test]
     fn in_process_config_is_open_and_bounded() {
         let mut cfg = Config { raw: RawConfig::default(), ..Default::default() };
-        cfg.gateway_keys.push(crate::config::GatewayKey { name: "g".into(), hash: [0; 32], allow: None });
+        cfg.gateway_keys.push(crate::config::GatewayKey { name: "g".into(), hash: [0; 32], ..Default::default() });
         let mut ch = ChannelConfig::new("a", ChannelProtocol::Openai);
         ch.keys = vec![KeyConfig::Bare(Secret::new("k"))];
         cfg.raw.channels.push(ch);

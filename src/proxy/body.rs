@@ -56,6 +56,8 @@ pub struct Finisher {
     pub client: Protocol,
     /// The client's request body, tokenised only when the upstream reports no usage.
     pub request: Bytes,
+    /// The key's admission, settled with the finished record.
+    pub ticket: crate::live::limits::Ticket,
 }
 
 pub struct MeteredBody {
@@ -200,6 +202,7 @@ impl MeteredBody {
         }
         let produced = self.out_bytes > 0 && outcome != Outcome::UpstreamError;
         account(&mut rec, metered.tokens, produced.then(|| (&f.request, &captured[..], self.is_sse())), f.price);
+        super::settle(&f.state, f.ticket, &rec);
         if matches!(outcome, Outcome::Interrupted) {
             let cfg = &f.state.snapshot.load().config.raw.routing.cooldown;
             let keys = CoolKeys { channel: &f.channel, endpoint: &f.endpoint_key, token: &f.token_key, model: "" };

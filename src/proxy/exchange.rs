@@ -16,7 +16,9 @@ use hyper::body::Incoming;
 use super::failover::Failure;
 use super::{AppState, ProxyBody, full, headers, respond};
 use crate::catalog::{ModelKind, Snapshot};
-use crate::config::{GatewayKey, Strategy};
+use crate::config::Strategy;
+use crate::keys::Entry;
+use crate::live::limits::{Period, Refusal, Ticket};
 use crate::protocol::request::{Peek, PeekError};
 use crate::protocol::{Protocol, errors};
 use crate::routing::{self, Allow, PlanError, RouteRequest};
@@ -42,6 +44,8 @@ pub(super) struct Exchange {
     pub allow: Option<Allow>,
     /// Filled as the phases learn things; handed to the sink exactly once.
     pub record: RequestRecord,
+    /// The key's admission; settled (tokens, cost) with the record, wherever the record is finished.
+    pub ticket: Ticket,
 }
 
 /// What the client sent, once read: the parts the attempts need.
@@ -63,6 +67,8 @@ pub(super) enum Rejection {
     AllFailed(Option<Box<Failure>>),
     /// The upstream succeeded but its answer could not be translated for the client.
     Untranslatable(String),
+    /// The key's limits refuse it (429); it never reaches an upstream.
+    Refused(Refusal),
 }
 
 impl Rejection {
@@ -92,7 +98,7 @@ impl Exchange {
         snap: Arc<Snapshot>,
         protocol: Protocol,
         op: Operation,
-        key: Option<&GatewayKey>,
+        key: Option<&Entry>,
         path: &str,
     ) -> Exchange {
         let time_ms = usage::now_ms();
@@ -100,7 +106,7 @@ impl Exchange {
         let record = RequestRecord {
             id,
             time_ms,
-            gateway_key: key.map(|k| k.name.clone()),
+            gateway_key: key.map(|k| k.name.to_string()),
             client_protocol: match protocol {
                 Protocol::Openai => "openai".into(),
                 Protocol::Anthropic => "anthropic".into(),
@@ -109,7 +115,7 @@ impl Exchange {
             ..Default::default()
         };
         let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
-        Exchange { state, snap, id, started: Instant::now(), protocol, op, allow, record }
+        Exchange { state, snap, id, started: Instant::now(), protocol, op, allow, record, ticket: Ticket::default() }
     }
 
     pub fn debug_headers(&self) -> bool {
@@ -238,6 +244,16 @@ impl Exchange {
                 }
                 (Outcome::NoRoute, status, message, resp)
             }
+            Rejection::Refused(why) => {
+                let (outcome, code, message) = refusal(&why, &self.state.limiter.timezone());
+                let mut resp = self.error(StatusCode::TOO_MANY_REQUESTS, &message, Some(code));
+                match why.retry_after_secs() {
+                    Some(s) => headers::set(resp.headers_mut(), "retry-after", &s.to_string()),
+                    // OpenAI SDKs retry a 429 unless told not to; a spent budget does not come back by retrying.
+                    None => headers::set(resp.headers_mut(), "x-should-retry", "false"),
+                }
+                (outcome, StatusCode::TOO_MANY_REQUESTS, message, resp)
+            }
             Rejection::Untranslatable(message) => {
                 let status = StatusCode::BAD_GATEWAY;
                 let resp = self.error(status, &message, Some("translation_failed"));
@@ -260,6 +276,7 @@ impl Exchange {
         resp.headers_mut().entry("x-router-request-id").or_insert_with(|| {
             http::HeaderValue::from_str(&usage::format_id(self.id)).expect("hex id is a valid header")
         });
+        super::settle(&self.state, std::mem::take(&mut self.ticket), &self.record);
         self.state.sink.send(self.record).await;
         resp
     }
@@ -293,6 +310,43 @@ impl Exchange {
                 let resp = self.error(StatusCode::GATEWAY_TIMEOUT, msg, Some("deadline"));
                 (StatusCode::GATEWAY_TIMEOUT, msg.to_string(), resp)
             }
+        }
+    }
+}
+
+/// Outcome, error code and message of a refusal: which limit, and when it frees; nothing about other keys.
+fn refusal(why: &Refusal, tz: &jiff::tz::TimeZone) -> (Outcome, &'static str, String) {
+    let retry = |d: &Duration| format!("retry in {}", super::headers::duration_text(*d));
+    match why {
+        Refusal::Requests { limit, retry_after } => (
+            Outcome::Limited,
+            "rate_limit_exceeded",
+            format!("this key's limit of {limit} requests per minute is reached; {}", retry(retry_after)),
+        ),
+        Refusal::Tokens { limit, retry_after } => (
+            Outcome::Limited,
+            "rate_limit_exceeded",
+            format!("this key's limit of {limit} tokens per minute is reached; {}", retry(retry_after)),
+        ),
+        Refusal::Parallel { limit, .. } => (
+            Outcome::Limited,
+            "rate_limit_exceeded",
+            format!("this key's limit of {limit} requests at the same time is reached; retry when one finishes"),
+        ),
+        Refusal::Budget { budget, spent, per, resets_at_ms } => {
+            let period = match per {
+                Period::Total => "in total".to_string(),
+                p => format!("per {}", p.as_str()),
+            };
+            let when = match resets_at_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) {
+                Some(t) => format!("it resets at {}", t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M %Z")),
+                None => "it does not reset; ask for a larger budget".to_string(),
+            };
+            (
+                Outcome::Budget,
+                "budget_exceeded",
+                format!("this key's budget of ${budget:.2} {period} is spent (${spent:.4}); {when}"),
+            )
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A request goes through these phases, each in its own place:
 //! 1. **route** the path to an operation and the client's protocol (here);
-//! 2. **authenticate** the gateway key (here); local answers (health, models) end here;
+//! 2. **authenticate** the gateway key against the key table, then **admit** it under its limits
+//!    (`live::limits`: a 429 that never reaches an upstream, or a ticket settled with the record) (here);
+//!    local answers (health, models) end before admission;
 //! 3. **read body**, **peek**, **plan** over one [`Exchange`] ([`super::exchange`]);
 //! 4. **attempt** the candidates with failover ([`super::failover`]);
 //! 5. **respond**: the upstream's answer, streamed or translated, through the meter ([`super::respond`],
@@ -15,11 +17,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
-use super::exchange::{Exchange, error_response};
-use super::{AppState, ProxyBody, local};
-use crate::config::{GatewayKey, hash_key};
+use super::exchange::{Exchange, Rejection, error_response};
+use super::{AppState, ProxyBody, headers, local};
 use crate::protocol::Protocol;
 use crate::upstream::Operation;
 use crate::usage;
@@ -66,41 +66,46 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
         Route::Models => None,
         Route::Api(op) => Some(op),
     };
-    let key = match authenticate(&snap.config.gateway_keys, req.headers()) {
-        Ok(k) => k,
-        Err(msg) => {
-            let id = usage::new_id(usage::now_ms());
-            return error_response(protocol, id, StatusCode::UNAUTHORIZED, msg, Some("invalid_api_key"));
+    let now_ms = usage::now_ms();
+    let key = match state.keys.load().authenticate(presented_key(req.headers()), now_ms) {
+        Ok(k) => k.cloned(),
+        Err(e) => {
+            let id = usage::new_id(now_ms);
+            return error_response(protocol, id, StatusCode::UNAUTHORIZED, e.message(), Some("invalid_api_key"));
         }
     };
-    let Some(op) = op else { return local::models(&snap, protocol, key) };
+    let Some(op) = op else { return local::models(&snap, protocol, key.as_deref()) };
     let path = req.uri().path().to_string();
-    Exchange::new(state.clone(), snap.clone(), protocol, op, key, &path).run(req).await
+    let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
+    // Admission: a key with limits gets a ticket (settled with its record) or a 429 that never goes upstream.
+    let rate = match key.as_deref().filter(|k| !k.limits.is_empty()) {
+        None => None,
+        Some(k) => match state.limiter.admit(&k.name, &k.limits, now_ms) {
+            Ok(admitted) => {
+                ex.ticket = admitted.ticket;
+                Some(admitted.rate)
+            }
+            Err(refused) => {
+                let mut resp = ex.reject(Rejection::Refused(refused.why)).await;
+                headers::rate_limits(resp.headers_mut(), &refused.rate);
+                return resp;
+            }
+        },
+    };
+    let mut resp = ex.run(req).await;
+    if let Some(rate) = rate {
+        headers::rate_limits(resp.headers_mut(), &rate);
+    }
+    resp
 }
 
-/// Checks the gateway key. `Ok(None)` when no keys are configured (open mode).
-fn authenticate<'a>(keys: &'a [GatewayKey], headers: &HeaderMap) -> Result<Option<&'a GatewayKey>, &'static str> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    let presented = headers
+/// The gateway key a client presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return Err("missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`");
-    };
-    let hash = hash_key(presented);
-    // Compare against every key so the time taken does not depend on which one matched.
-    let mut found = None;
-    for k in keys {
-        if bool::from(k.hash.ct_eq(&hash)) && found.is_none() {
-            found = Some(k);
-        }
-    }
-    found.map(Some).ok_or("invalid API key")
 }
 
 #[cfg(test)]
@@ -129,16 +134,18 @@ mod tests {
 
     #[test]
     fn auth_accepts_bearer_and_x_api_key_only_for_known_keys() {
-        let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), allow: None }];
+        use crate::config::{GatewayKey, hash_key};
+        let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), ..Default::default() }];
+        let table = crate::keys::KeyTable::build(&keys, &[]).unwrap();
+        let auth = |h: &HeaderMap| table.authenticate(presented_key(h), 0).map(|k| k.map(|k| k.name.to_string()));
         let mut h = HeaderMap::new();
-        assert!(authenticate(&keys, &h).is_err());
+        assert!(auth(&h).is_err());
         h.insert("authorization", "Bearer sk-gw".parse().unwrap());
-        assert_eq!(authenticate(&keys, &h).unwrap().unwrap().name, "me");
+        assert_eq!(auth(&h).unwrap().as_deref(), Some("me"));
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "sk-gw".parse().unwrap());
-        assert!(authenticate(&keys, &h).unwrap().is_some());
+        assert!(auth(&h).unwrap().is_some());
         h.insert("x-api-key", "wrong".parse().unwrap());
-        assert!(authenticate(&keys, &h).is_err());
-        assert!(authenticate(&[], &HeaderMap::new()).unwrap().is_none());
+        assert!(auth(&h).is_err());
     }
 }

@@ -68,6 +68,35 @@ pub fn downstream_headers(upstream: &reqwest::header::HeaderMap, out: &mut Heade
     }
 }
 
+/// The `X-RateLimit-*` headers of a key with limits (the convention OpenAI clients read), replacing those the
+/// upstream sent: they describe the shared upstream account, not this key.
+pub fn rate_limits(out: &mut HeaderMap, rate: &crate::live::limits::Rate) {
+    let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
+    for n in upstream {
+        out.remove(n);
+    }
+    if let Some(w) = rate.requests {
+        set(out, "x-ratelimit-limit-requests", &w.limit.to_string());
+        set(out, "x-ratelimit-remaining-requests", &w.remaining.to_string());
+        set(out, "x-ratelimit-reset-requests", &duration_text(w.reset));
+    }
+    if let Some(w) = rate.tokens {
+        set(out, "x-ratelimit-limit-tokens", &w.limit.to_string());
+        set(out, "x-ratelimit-remaining-tokens", &w.remaining.to_string());
+        set(out, "x-ratelimit-reset-tokens", &duration_text(w.reset));
+    }
+}
+
+/// A duration as OpenAI's reset headers write it: `250ms`, `12s`, `1m12s`.
+pub fn duration_text(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    if s < 60 { format!("{s}s") } else { format!("{}m{}s", s / 60, s % 60) }
+}
+
 /// Sets a header from text, skipping values that are not valid header text.
 pub fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -78,6 +107,23 @@ pub fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_headers_replace_the_upstream_ones() {
+        use crate::live::limits::{Rate, Window};
+        use std::time::Duration;
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit-requests", HeaderValue::from_static("10000"));
+        h.insert("x-ratelimit-remaining-tokens", HeaderValue::from_static("999999"));
+        let w = Window { limit: 5, remaining: 3, reset: Duration::from_millis(24_500) };
+        rate_limits(&mut h, &Rate { requests: Some(w), tokens: None });
+        assert_eq!(h["x-ratelimit-limit-requests"], "5");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "3");
+        assert_eq!(h["x-ratelimit-reset-requests"], "25s");
+        assert!(h.get("x-ratelimit-remaining-tokens").is_none());
+        assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration_text(Duration::from_secs(72)), "1m12s");
+    }
 
     #[test]
     fn client_auth_never_goes_upstream() {

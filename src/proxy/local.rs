@@ -7,7 +7,7 @@ use http::Response;
 
 use super::{ProxyBody, full, headers};
 use crate::catalog::Snapshot;
-use crate::config::GatewayKey;
+use crate::keys::Entry;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::usage;
@@ -28,7 +28,7 @@ pub(super) fn health(snap: &Snapshot) -> Response<ProxyBody> {
 }
 
 /// `GET /v1/models`: the models the key may use, in the client's list shape.
-pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&GatewayKey>) -> Response<ProxyBody> {
+pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&Entry>) -> Response<ProxyBody> {
     let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
     let ids: Vec<(&str, &str)> = snap
         .model_ids()

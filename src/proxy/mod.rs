@@ -29,6 +29,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
+use crate::keys::KeyTable;
+use crate::live::limits::Limiter;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
@@ -50,12 +52,22 @@ pub struct AppState {
     pub sink: RecordSink,
     /// Measures endpoints without observed latency before a `fastest` plan (cached; other strategies never use it).
     pub fasttest: FastTest,
+    /// The gateway keys clients may present (YAML + store); swapped whole when either changes.
+    pub keys: ArcSwap<KeyTable>,
+    /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
+    pub limiter: Limiter,
 }
 
 impl AppState {
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
+        let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
+        let tz =
+            crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
         Arc::new(AppState {
+            keys: ArcSwap::from_pointee(keys),
+            limiter: Limiter::new(tz),
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             client,
@@ -63,6 +75,13 @@ impl AppState {
             fasttest: FastTest::default(),
         })
     }
+}
+
+/// Charges a finished request to its key's limits: tokens (input + output, cached included) to the tokens
+/// window, the recorded cost to the budget. Frees its parallel slot.
+pub(crate) fn settle(state: &AppState, ticket: crate::live::limits::Ticket, record: &crate::usage::RequestRecord) {
+    let tokens = record.tokens.total_input() + record.tokens.output;
+    state.limiter.settle(ticket, tokens, record.cost_usd, crate::usage::now_ms());
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish within `grace`.

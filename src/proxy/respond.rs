@@ -67,6 +67,7 @@ pub(super) async fn respond(
             }
             out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
             *out.body_mut() = full(body);
+            super::settle(&ex.state, std::mem::take(&mut ex.ticket), &ex.record);
             ex.state.sink.send(std::mem::take(&mut ex.record)).await;
             return Ok(out);
         }
@@ -116,6 +117,7 @@ fn metered(ex: &mut Exchange, input: &Input, cand: &Candidate, resp: reqwest::Re
         request: input.body.clone(),
         record: std::mem::take(&mut ex.record),
         started: ex.started,
+        ticket: std::mem::take(&mut ex.ticket),
     };
     let idle = ep.idle_timeout.unwrap_or(ex.snap.config.raw.upstream.idle_timeout.0);
     MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher)

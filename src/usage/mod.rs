@@ -90,6 +90,10 @@ pub enum Outcome {
     Interrupted,
     /// The client's request was rejected before routing (bad JSON, auth, size).
     BadRequest,
+    /// Refused by its gateway key's rate limits (requests or tokens per minute, parallel requests).
+    Limited,
+    /// Refused because its gateway key's budget for the period is spent.
+    Budget,
 }
 
 impl Outcome {
@@ -101,6 +105,8 @@ impl Outcome {
             Outcome::ClientClosed => "client_closed",
             Outcome::Interrupted => "interrupted",
             Outcome::BadRequest => "bad_request",
+            Outcome::Limited => "limited",
+            Outcome::Budget => "budget",
         }
     }
 }

@@ -1,10 +1,8 @@
 //! Proxy core, end to end: the real binary against mock upstreams on random ports.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -93,14 +91,7 @@ async fn openai_stream_hides_injected_usage_chunk_unless_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_non_stream_and_stream_with_headers() {
-    let up = Mock::start(|r, _| {
-        if r.json()["stream"] == true {
-            Reply::Sse(messages_sse("claude-sonnet-4-5", &["Hi", " there"]))
-        } else {
-            Reply::Json(200, messages_json("claude-sonnet-4-5", "Hi"))
-        }
-    })
-    .await;
+    let up = Mock::start(|r, _| claude_reply(r)).await;
     let cfg = format!(
         "channels:\n  - name: claude\n    protocol: anthropic\n    base_url: {}\n    keys: [{UPSTREAM_KEY_C}]\n    models: [claude-sonnet-4-5]\n",
         up.root_url()
@@ -165,11 +156,7 @@ async fn stream_events_reach_the_client_before_the_upstream_finishes() {
         tx.send(Ok(e.clone().into())).await.unwrap();
     }
     drop(tx);
-    let mut rest = String::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.push_str(&String::from_utf8_lossy(&c));
-    }
-    assert!(rest.contains("[DONE]"));
+    assert!(rest_of(&mut resp).await.contains("[DONE]"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,11 +525,7 @@ async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
         tx.send(Ok(e.clone().into())).await.unwrap();
     }
     drop(tx);
-    let mut rest = String::new();
-    while let Some(c) = resp.chunk().await.unwrap() {
-        rest.push_str(&String::from_utf8_lossy(&c));
-    }
-    assert!(rest.contains("[DONE]"));
+    assert!(rest_of(&mut resp).await.contains("[DONE]"));
     let status = router.wait_exit(Duration::from_secs(15)).expect("router exits");
     assert!(status.success());
 }
@@ -648,31 +631,23 @@ async fn zero_config_serve_finds_local_ollama_and_routes_to_it() {
     })
     .await;
     let home = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(home.path().join("r.redb"))
-        .current_dir(home.path())
-        .env("HOME", home.path())
-        .env("OLLAMA_HOST", ollama.addr.to_string())
-        .env("LMSTUDIO_BASE_URL", format!("http://127.0.0.1:{}/v1", dead_port()))
-        .env_remove("ROUTER_CONFIG")
-        .env_remove("ROUTER_NO_LOCAL_PROBE")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).take(4).collect()
-    })
-    .await
-    .unwrap();
-    let text = lines.join("\n");
-    assert!(text.contains("zero-config") && text.contains("ollama at"), "{text}");
-    let addr = lines[0].split("http://").nth(1).unwrap().trim().to_string();
+    let lmstudio = format!("http://127.0.0.1:{}/v1", dead_port());
+    let router = Router::zero_config(
+        home.path(),
+        &[("OLLAMA_HOST", &ollama.addr.to_string()), ("LMSTUDIO_BASE_URL", &lmstudio)],
+    );
+    // What `serve` says first: its address, then what zero-config found.
+    let first_lines = || router.stdout().lines().take(4).collect::<Vec<_>>().join("\n");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let text = first_lines();
+            text.contains("zero-config") && text.contains("ollama at")
+        })
+        .await,
+        "{}",
+        first_lines()
+    );
+    let addr = router.addr;
     let r = client()
         .post(format!("http://{addr}/v1/chat/completions"))
         .json(&chat_body("qwen3:8b", false))
@@ -682,6 +657,4 @@ async fn zero_config_serve_finds_local_ollama_and_routes_to_it() {
     assert_eq!(r.headers()["x-router-channel"], "ollama");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "local answer");
-    let _ = child.kill();
-    let _ = child.wait();
 }

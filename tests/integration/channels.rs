@@ -2,14 +2,10 @@
 //! idempotent re-import, name collisions), `router channels ...` directly and through a running `router serve`
 //! (which routes on a change at once), and the missing master key error.
 
-#![allow(clippy::disallowed_methods, reason = "test clients talk to the router and mocks directly")]
-
-mod common;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Mock, Reply, Router, chat_json, client, dead_port, run_cli};
+use crate::harness::{Mock, Reply, Router, chat_json, client, dead_port, fixture, run_cli};
 use serde_json::{Value, json};
 
 /// Plaintext keys of the one-api fixture (tests/fixtures/oneapi/one-api.db).
@@ -22,10 +18,6 @@ const FIXTURE_KEYS: &[&str] = &[
     "AIzaSy-test-000000000000000000000000",
 ];
 const LIVE_KEY: &str = "sk-live-SECRET-5e7a1c9b3d";
-
-fn fixture() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oneapi/one-api.db").display().to_string()
-}
 
 /// Runs the CLI on `store` with `config` (a path that may not exist: then there are no YAML channels).
 fn cli(store: &Path, config: &Path, args: &[&str]) -> (i32, String, String) {
@@ -51,7 +43,7 @@ fn list(store: &Path, config: &Path) -> Vec<Value> {
 }
 
 fn import_json(store: &Path, config: &Path, extra: &[&str]) -> (i32, String, String) {
-    let f = fixture();
+    let f = fixture("oneapi/one-api.db");
     let mut args = vec!["import", "oneapi", f.as_str(), "--yes", "--json"];
     args.extend_from_slice(extra);
     cli(store, config, &args)

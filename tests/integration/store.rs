@@ -2,16 +2,11 @@
 //! and `router requests` read it through the control socket while the server runs and directly after it stops,
 //! with identical output; committed records survive kill -9; no key ever reaches the store file or any output.
 
-#![allow(clippy::disallowed_methods, reason = "test clients talk to the router and mocks directly")]
-
-#[path = "common/store_harness.rs"]
-mod harness;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{Server, Upstream, cli, eventually};
+use crate::harness::{Router, Upstream, eventually, run_cli};
 use serde_json::Value;
 
 const ALPHA: &str = "sk-alpha-SECRET-7f3a9c1e5b";
@@ -56,7 +51,7 @@ channels:
     p
 }
 
-async fn send(server: &Server, stream: bool, pin: Option<&str>) -> u16 {
+async fn send(server: &Router, stream: bool, pin: Option<&str>) -> u16 {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut req = client.post(server.url("/v1/chat/completions")).json(&serde_json::json!({
         "model": "gpt-test",
@@ -73,7 +68,8 @@ async fn send(server: &Server, stream: bool, pin: Option<&str>) -> u16 {
 }
 
 fn requests_json(store: &Path) -> Vec<Value> {
-    let (code, out, err) = cli(&["requests", "--json", "--limit", "10000", "--store", store.to_str().unwrap()]);
+    let (code, out, err) =
+        run_cli(&["requests", "--json", "--limit", "10000", "--store", store.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "router requests failed: {err}");
     serde_json::from_str::<Vec<Value>>(&out).unwrap()
 }
@@ -107,8 +103,8 @@ async fn usage_is_exact_per_token_and_identical_via_socket_and_direct() {
     let cfg = config(dir.path(), &upstream);
     let store = dir.path().join("data/router.redb");
     let s = store.to_str().unwrap().to_string();
-    let mut server = Server::start(dir.path(), &cfg, &store);
-    assert!(eventually(Duration::from_secs(10), || server.stdout().contains("store:")), "{}", server.stdout());
+    let mut server = Router::serve(dir.path(), &cfg, &store);
+    assert!(eventually(Duration::from_secs(10), || server.stdout().contains("store:")).await, "{}", server.stdout());
 
     // Unpinned requests first: the flaky endpoint fails over to alpha / beta. Then both tokens on purpose,
     // streaming and not.
@@ -125,15 +121,15 @@ async fn usage_is_exact_per_token_and_identical_via_socket_and_direct() {
     }
     // Through the control socket, while the server holds the store.
     assert!(
-        eventually(Duration::from_secs(10), || requests_json(&store).len() == sent),
+        eventually(Duration::from_secs(10), || requests_json(&store).len() == sent).await,
         "the records did not show up: {:?}",
         requests_json(&store).len()
     );
     let usage_args = ["usage", "--group-by", "token", "--json", "--store", &s];
-    let (code, live, err) = cli(&usage_args);
+    let (code, live, err) = run_cli(&usage_args, &[]);
     assert_eq!(code, 0, "{err}");
-    let live_requests = cli(&["requests", "--json", "--limit", "100", "--store", &s]);
-    let table = cli(&["usage", "--group-by", "token", "--group-by", "endpoint", "--store", &s]);
+    let live_requests = run_cli(&["requests", "--json", "--limit", "100", "--store", &s], &[]);
+    let table = run_cli(&["usage", "--group-by", "token", "--group-by", "endpoint", "--store", &s], &[]);
     assert_eq!(table.0, 0, "{}", table.2);
     assert!(table.1.contains("total") && table.1.contains("alpha"), "{}", table.1);
     // The socket exists while serving and only its owner may use it.
@@ -159,7 +155,7 @@ async fn usage_is_exact_per_token_and_identical_via_socket_and_direct() {
     let attempts = first["attempts"].as_array().unwrap();
     assert_eq!(attempts[0]["token_key"], "flaky");
     assert_eq!(attempts.len(), 2, "{first}");
-    let (code, shown, err) = cli(&["requests", "show", &first["id"].as_str().unwrap()[..24], "--store", &s]);
+    let (code, shown, err) = run_cli(&["requests", "show", &first["id"].as_str().unwrap()[..24], "--store", &s], &[]);
     assert_eq!(code, 0, "{err}");
     assert!(shown.contains("main/flaky") && (shown.contains("server_error") || shown.contains("503")), "{shown}");
 
@@ -168,12 +164,12 @@ async fn usage_is_exact_per_token_and_identical_via_socket_and_direct() {
     assert!(!sock.exists(), "the socket is removed on clean shutdown");
 
     // Directly, with the server gone: the same answers, byte for byte.
-    let (code, direct, err) = cli(&usage_args);
+    let (code, direct, err) = run_cli(&usage_args, &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(direct, live);
-    let direct_requests = cli(&["requests", "--json", "--limit", "100", "--store", &s]);
+    let direct_requests = run_cli(&["requests", "--json", "--limit", "100", "--store", &s], &[]);
     assert_eq!(direct_requests, live_requests);
-    let direct_table = cli(&["usage", "--group-by", "token", "--group-by", "endpoint", "--store", &s]);
+    let direct_table = run_cli(&["usage", "--group-by", "token", "--group-by", "endpoint", "--store", &s], &[]);
     assert_eq!(direct_table, table);
 
     // Secrets: no key bytes in the store file, the server's output, or any CLI output.
@@ -186,8 +182,8 @@ async fn usage_is_exact_per_token_and_identical_via_socket_and_direct() {
         live_requests.1,
         server.stdout(),
         server.stderr(),
-        cli(&["usage", "--csv", "--group-by", "token", "--store", &s]).1,
-        cli(&["requests", "--store", &s]).1,
+        run_cli(&["usage", "--csv", "--group-by", "token", "--store", &s], &[]).1,
+        run_cli(&["requests", "--store", &s], &[]).1,
     ];
     for key in [ALPHA, BETA, FLAKY, QUIET] {
         let needle = key.as_bytes();
@@ -207,7 +203,7 @@ async fn committed_records_survive_kill_9_and_the_store_reopens() {
     let cfg = config(dir.path(), &upstream);
     let store = dir.path().join("router.redb");
     let s = store.to_str().unwrap().to_string();
-    let mut server = Server::start(dir.path(), &cfg, &store);
+    let mut server = Router::serve(dir.path(), &cfg, &store);
     let n = 40;
     let mut tasks = Vec::new();
     let url = server.url("/v1/chat/completions");
@@ -230,12 +226,12 @@ async fn committed_records_survive_kill_9_and_the_store_reopens() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == n));
+    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == n).await);
     server.kill9();
     // The stale socket is still there; the CLI notices nobody answers and opens the file itself.
     let recs = requests_json(&store);
     assert_eq!(recs.len(), n);
-    let (code, out, err) = cli(&["usage", "--json", "--store", &s]);
+    let (code, out, err) = run_cli(&["usage", "--json", "--store", &s], &[]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     let billed = upstream.billed();
@@ -243,9 +239,9 @@ async fn committed_records_survive_kill_9_and_the_store_reopens() {
     assert_eq!(v["totals"]["requests"], n as u64);
     assert_eq!(v["totals"]["output"], completion);
     // A new server takes over the store and replaces the stale socket.
-    let mut again = Server::start(dir.path(), &cfg, &store);
+    let mut again = Router::serve(dir.path(), &cfg, &store);
     assert_eq!(send(&again, false, Some("main/alpha")).await, 200);
-    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == n + 1));
+    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == n + 1).await);
     assert!(again.stop().success());
 }
 
@@ -255,8 +251,8 @@ async fn a_second_server_on_the_same_store_is_refused_clearly() {
     let upstream = Upstream::start().await;
     let cfg = config(dir.path(), &upstream);
     let store = dir.path().join("router.redb");
-    let _first = Server::start(dir.path(), &cfg, &store);
-    let err = Server::try_start(dir.path(), &cfg, &store).err().expect("the second server must not start");
+    let _first = Router::serve(dir.path(), &cfg, &store);
+    let err = Router::try_serve(dir.path(), &cfg, &store).err().expect("the second server must not start");
     assert!(err.contains("held by another process"), "{err}");
     assert!(err.contains("hint:"), "{err}");
 }
@@ -266,14 +262,14 @@ fn a_foreign_file_is_a_clear_error_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("notes.txt");
     std::fs::write(&p, "my notes, not a database\n").unwrap();
-    let (code, out, err) = cli(&["usage", "--store", p.to_str().unwrap()]);
+    let (code, out, err) = run_cli(&["usage", "--store", p.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("not a router store") && err.contains("hint:"), "{err}");
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "my notes, not a database\n");
-    let (code, _, err) = cli(&["requests", "--store", dir.path().join("missing.redb").to_str().unwrap()]);
+    let (code, _, err) = run_cli(&["requests", "--store", dir.path().join("missing.redb").to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("no store at"), "{err}");
-    let (code, _, err) = cli(&["usage", "--since", "last tuesday", "--store", p.to_str().unwrap()]);
+    let (code, _, err) = run_cli(&["usage", "--since", "last tuesday", "--store", p.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("not a time"), "{err}");
 }
@@ -284,10 +280,10 @@ async fn without_upstream_usage_tokens_are_estimated_and_marked() {
     let upstream = Upstream::start().await;
     let cfg = config(dir.path(), &upstream);
     let store = dir.path().join("router.redb");
-    let mut server = Server::start(dir.path(), &cfg, &store);
+    let mut server = Router::serve(dir.path(), &cfg, &store);
     assert_eq!(send(&server, false, Some("main/quiet")).await, 200);
     assert_eq!(send(&server, true, Some("main/quiet")).await, 200);
-    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == 2));
+    assert!(eventually(Duration::from_secs(10), || requests_json(&store).len() == 2).await);
     for r in requests_json(&store) {
         assert_eq!(r["token_key"], "quiet");
         assert_eq!(r["usage_source"], "estimated", "{r}");
@@ -297,7 +293,7 @@ async fn without_upstream_usage_tokens_are_estimated_and_marked() {
         assert!((1..=12).contains(&output), "{r}");
     }
     let s = store.to_str().unwrap();
-    let (_, out, _) = cli(&["usage", "--json", "--store", s]);
+    let (_, out, _) = run_cli(&["usage", "--json", "--store", s], &[]);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["totals"]["estimated_requests"], 2);
     assert!(server.stop().success());

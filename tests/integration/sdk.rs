@@ -1,11 +1,9 @@
 //! The official `openai` and `anthropic` Python SDKs against the real router and mock upstreams.
 //! The README's test command (scripts/test.sh) installs them into .venv and sets ROUTER_TEST_PYTHON.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::harness::*;
 use serde_json::json;
 
 fn python() -> PathBuf {
@@ -117,11 +115,7 @@ async fn official_python_sdks_work_unchanged_through_the_router() {
         if r.uri.contains("count_tokens") {
             return Reply::Json(200, json!({"input_tokens": 7}));
         }
-        if r.json()["stream"] == true {
-            Reply::Sse(messages_sse("claude-sonnet-4-5", &["Hi", " there"]))
-        } else {
-            Reply::Json(200, messages_json("claude-sonnet-4-5", "Hi"))
-        }
+        claude_reply(r)
     })
     .await;
     let cfg = format!(

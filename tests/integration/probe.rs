@@ -1,11 +1,7 @@
 //! `router test` end to end: the real binary against mock upstreams on random ports that are healthy, slow,
 //! failing with each class (401, 402 / insufficient_quota, 404, 429, 500) and unreachable.
 
-mod common;
-
-use std::process::Output;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 /// Every key contains this, so a leak anywhere in the output is easy to find.
@@ -19,27 +15,17 @@ fn key(name: &str) -> String {
 async fn router_test(config: &str, args: &[&str]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("router.yaml");
-    std::fs::write(&cfg, config).unwrap();
-    let out: Output = tokio::process::Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
+    write(&cfg, config);
+    Cli::new()
+        .config(&cfg)
         .arg("test")
         .args(args)
-        .env("ROUTER_NO_LOCAL_PROBE", "1")
         .env("NO_COLOR", "1")
-        .env("ROUTER_TABLE_WIDTH", "400")
-        .env_remove("ROUTER_CONFIG")
-        .env_remove("ROUTER_STORE")
-        .output()
+        .table_width(400)
+        .hiding(&[MARK, "0123456789"])
+        .run_async()
         .await
-        .unwrap();
-    let (stdout, stderr) =
-        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
-    for text in [&stdout, &stderr] {
-        assert!(!text.contains(MARK), "a key leaked into the output:\n{text}");
-        assert!(!text.contains("0123456789"), "part of a key leaked into the output:\n{text}");
-    }
-    (out.status.code().unwrap_or(-1), stdout, stderr)
+        .into()
 }
 
 fn bearer(r: &Recorded) -> String {
@@ -267,7 +253,7 @@ async fn chat_failures_are_classified_per_model() {
         match r.json()["model"].as_str() {
             Some("gone") => Reply::Json(404, json!({"error": {"message": "The model `gone` does not exist"}})),
             Some("slow") => Reply::Hang,
-            _ => Reply::Raw(200, vec![("content-type", "application/json".into())], "<html>hi</html>".into()),
+            _ => Reply::json_text(200, "<html>hi</html>"),
         }
     })
     .await;

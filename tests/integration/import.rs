@@ -3,40 +3,31 @@
 //!
 //! The expectations were derived by reading the fixtures row by row (see the comments) and are hard-coded.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
+use crate::harness::{Cli, Out};
+
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oneapi").join(name).display().to_string()
+    crate::harness::fixture(&format!("oneapi/{name}"))
 }
 
-fn router(args: &[&str]) -> Output {
+/// `router ARGS` in a fresh directory with its own store, no config and no master key.
+fn router(args: &[&str]) -> Out {
     let dir = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_router"))
+    Cli::new()
         .args(args)
         .env("ROUTER_STORE", dir.path().join("router.redb"))
         .env("ROUTER_CONFIG", dir.path().join("none.yaml"))
         .env_remove("ROUTER_MASTER_KEY")
         .current_dir(dir.path())
-        .output()
-        .unwrap()
+        .run()
 }
 
 /// The `plan` of `router import oneapi SOURCE --dry-run --json`.
 fn dry_run(source: &str, extra: &[&str]) -> Value {
     let mut args = vec!["import", "oneapi", source, "--dry-run", "--json"];
     args.extend_from_slice(extra);
-    let out = router(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let v = router(&args).json();
     assert_eq!(v["dry_run"], true);
     v["plan"].clone()
 }
@@ -505,8 +496,8 @@ fn report_never_contains_a_plaintext_key() {
                 args.push("--json");
             }
             let out = router(&args);
-            assert!(out.status.success());
-            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.code, 0);
+            let all = format!("{}{}", out.stdout, out.stderr);
             for k in keys {
                 assert!(!all.contains(k), "{db} (json: {json}) printed a key: {all}");
             }
@@ -529,8 +520,8 @@ fn flavor_override_and_prefix() {
 #[test]
 fn no_terminal_and_no_yes_exits_1_with_a_hint() {
     let out = router(&["import", "oneapi", &fixture("one-api.db")]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.code, 1);
+    let err = &out.stderr;
     assert!(err.contains("--yes"), "{err}");
 }
 
@@ -548,8 +539,8 @@ fn foreign_missing_and_corrupt_sources_are_clear_errors() {
         ("mysql://root:pw@127.0.0.1:1/x".to_string(), "cannot connect to MySQL"),
     ] {
         let out = router(&["import", "oneapi", &src, "--dry-run"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{src}: {err}");
+        let err = &out.stderr;
+        assert_eq!(out.code, 1, "{src}: {err}");
         assert!(err.contains(needle), "{src}: {err}");
         assert!(err.contains("hint:"), "{src}: {err}");
         assert!(!err.contains(":pw@"), "the password is not shown: {err}");

@@ -2,13 +2,12 @@
 //! documented bodies, plus one refusing the key (401), one hanging past the timeout and one sending garbage.
 
 use std::collections::HashMap;
-use std::process::Output;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use crate::harness::{Cli, Mock, Out, Reply, dead_port};
 
 /// Every key contains this, so a leak anywhere in the output is easy to find.
 const MARK: &str = "SECRETKEYBYTES";
@@ -17,107 +16,66 @@ fn key(name: &str) -> String {
     format!("sk-{MARK}-{name}-0123456789")
 }
 
+/// What a route answers (a [`Reply`] that can be given more than once).
 #[derive(Clone)]
-enum Reply {
+enum Answer {
     Json(u16, Value),
-    Raw(u16, &'static str),
+    Html(u16, &'static str),
     Hang,
 }
 
 /// A mock answering by path (without query) and bearer key: `(path, key)` first, then `(path, "*")`, else 404.
-async fn mock(routes: Vec<(&'static str, String, Reply)>) -> u16 {
-    counted_mock(routes).await.0
-}
-
-/// [`mock`], also counting the requests it answers.
-async fn counted_mock(routes: Vec<(&'static str, String, Reply)>) -> (u16, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let routes: Arc<HashMap<(String, String), Reply>> =
-        Arc::new(routes.into_iter().map(|(p, k, r)| ((p.to_string(), k), r)).collect());
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            let routes = routes.clone();
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap().to_string();
-                let bearer = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("authorization")
-                            .then(|| v.trim().trim_start_matches("Bearer ").to_string())
-                    })
-                    .unwrap_or_default();
-                let reply = routes
-                    .get(&(path.clone(), bearer))
-                    .or_else(|| routes.get(&(path, "*".to_string())))
-                    .cloned()
-                    .unwrap_or(Reply::Json(404, json!({"error": {"message": "not found"}})));
-                let (status, ctype, body) = match reply {
-                    Reply::Json(s, v) => (s, "application/json", v.to_string()),
-                    Reply::Raw(s, t) => (s, "text/html", t.to_string()),
-                    Reply::Hang => {
-                        std::future::pending::<()>().await;
-                        return;
-                    }
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.shutdown().await;
-            });
+async fn mock(routes: Vec<(&'static str, String, Answer)>) -> Mock {
+    let routes: HashMap<(String, String), Answer> =
+        routes.into_iter().map(|(p, k, r)| ((p.to_string(), k), r)).collect();
+    Mock::start(move |r, _| {
+        let path = r.uri.split('?').next().unwrap().to_string();
+        let bearer =
+            r.header("authorization").map(|v| v.trim().trim_start_matches("Bearer ").to_string()).unwrap_or_default();
+        let answer = routes
+            .get(&(path.clone(), bearer))
+            .or_else(|| routes.get(&(path, "*".to_string())))
+            .cloned()
+            .unwrap_or(Answer::Json(404, json!({"error": {"message": "not found"}})));
+        match answer {
+            Answer::Json(s, v) => Reply::Json(s, v),
+            Answer::Html(s, t) => Reply::Raw(s, vec![("content-type", "text/html".into())], t.into()),
+            Answer::Hang => Reply::Hang,
         }
-    });
-    (port, hits)
+    })
+    .await
 }
 
-fn any(path: &'static str, reply: Reply) -> (&'static str, String, Reply) {
-    (path, "*".to_string(), reply)
+fn any(path: &'static str, answer: Answer) -> (&'static str, String, Answer) {
+    (path, "*".to_string(), answer)
 }
 
-async fn router(config: &std::path::Path, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_router"))
-        .arg("--config")
-        .arg(config)
+/// `router --config CONFIG ARGS`, without colours and with wide tables; fails the test when a key leaks.
+async fn router(config: &Path, args: &[&str]) -> Out {
+    Cli::new()
+        .config(config)
         .args(args)
-        .env("ROUTER_NO_LOCAL_PROBE", "1")
         .env_remove("ROUTER_BALANCE_TIMEOUT")
         .env("NO_COLOR", "1")
-        .env("ROUTER_TABLE_WIDTH", "400")
-        .output()
+        .table_width(400)
+        .hiding(&[MARK])
+        .run_async()
         .await
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains(MARK), "a key leaked into the output:\n{text}");
-    out
 }
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    config: std::path::PathBuf,
+    /// The providers, answering while the fixture lives.
+    _mocks: Vec<Mock>,
+    config: PathBuf,
 }
 
 async fn fixture() -> Fixture {
     let good = mock(vec![
-        any("/api/v1/credits", Reply::Json(200, json!({"data": {"total_credits": 100.5, "total_usage": 25.75}}))),
+        any("/api/v1/credits", Answer::Json(200, json!({"data": {"total_credits": 100.5, "total_usage": 25.75}}))),
         any(
             "/user/balance",
-            Reply::Json(
+            Answer::Json(
                 200,
                 json!({"is_available": true, "balance_infos": [
                     {"currency": "CNY", "total_balance": "110.00", "granted_balance": "10.00", "topped_up_balance": "100.00"},
@@ -126,7 +84,7 @@ async fn fixture() -> Fixture {
         ),
         any(
             "/v1/user/info",
-            Reply::Json(
+            Answer::Json(
                 200,
                 json!({"code": 20000, "message": "OK", "status": true, "data": {"id": "u", "name": "n", "image": "",
                     "email": "", "isAdmin": false, "balance": "0.88", "status": "normal", "introduction": "", "role": "",
@@ -135,7 +93,7 @@ async fn fixture() -> Fixture {
         ),
         any(
             "/v1/users/me/balance",
-            Reply::Json(
+            Answer::Json(
                 200,
                 json!({"code": 0, "data": {"available_balance": 49.58894, "voucher_balance": 46.58893,
                     "cash_balance": 3.00001}, "scode": "0x0", "status": true}),
@@ -143,16 +101,16 @@ async fn fixture() -> Fixture {
         ),
         any(
             "/v1/dashboard/billing/subscription",
-            Reply::Json(
+            Answer::Json(
                 200,
                 json!({"object": "billing_subscription", "has_payment_method": true, "soft_limit_usd": 100.0,
                     "hard_limit_usd": 100.0, "system_hard_limit_usd": 100.0, "access_until": 0}),
             ),
         ),
-        any("/v1/dashboard/billing/usage", Reply::Json(200, json!({"object": "list", "total_usage": 2550.0}))),
+        any("/v1/dashboard/billing/usage", Answer::Json(200, json!({"object": "list", "total_usage": 2550.0}))),
         any(
             "/api/usage/token",
-            Reply::Json(
+            Answer::Json(
                 200,
                 json!({"code": true, "message": "ok", "data": {"object": "token_usage", "name": "k",
                     "total_granted": 5_000_000, "total_used": 1_250_000, "total_available": 3_750_000,
@@ -160,22 +118,22 @@ async fn fixture() -> Fixture {
             ),
         ),
         // Key validity: the model list answers per key.
-        ("/v1/models", key("ok"), Reply::Json(200, json!({"object": "list", "data": [{"id": "m"}]}))),
-        ("/v1/models", key("quota"), Reply::Json(429, json!({"error": {"code": "insufficient_quota",
+        ("/v1/models", key("ok"), Answer::Json(200, json!({"object": "list", "data": [{"id": "m"}]}))),
+        ("/v1/models", key("quota"), Answer::Json(429, json!({"error": {"code": "insufficient_quota",
             "message": "You exceeded your current quota, please check your plan and billing details."}}))),
-        ("/v1/models", key("busy"), Reply::Json(429, json!({"error": {"message": "Rate limit reached for requests"}}))),
-        any("/v1/models", Reply::Json(401, json!({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}))),
+        ("/v1/models", key("busy"), Answer::Json(429, json!({"error": {"message": "Rate limit reached for requests"}}))),
+        any("/v1/models", Answer::Json(401, json!({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}))),
     ])
     .await;
     // A plain OpenRouter key: /credits wants a management key, /key answers.
     let plain = mock(vec![
         any(
             "/api/v1/credits",
-            Reply::Json(403, json!({"error": {"code": 403, "message": "Only management keys can fetch credits"}})),
+            Answer::Json(403, json!({"error": {"code": 403, "message": "Only management keys can fetch credits"}})),
         ),
         any(
             "/api/v1/key",
-            Reply::Json(
+            Answer::Json(
                 200,
                 json!({"data": {"label": "sk-or-v1-0a1...b2c", "limit": 10, "usage": 5.5, "limit_remaining": 4.5,
                     "is_free_tier": false, "rate_limit": {"requests": 10, "interval": "10s"}}}),
@@ -186,19 +144,18 @@ async fn fixture() -> Fixture {
     let refused = mock(vec![any(
         "/user/balance",
         // Providers echo the key they refused; it must not reach our output.
-        Reply::Json(
+        Answer::Json(
             401,
             json!({"error": {"message": format!("Authentication Fails, Your api key: {} is invalid", key("bad")),
             "type": "authentication_error", "code": "invalid_request_error"}}),
         ),
     )])
     .await;
-    let hang = mock(vec![any("/v1/user/info", Reply::Hang)]).await;
-    let junk = mock(vec![any("/v1/users/me/balance", Reply::Raw(200, "<html><body>It works!</body></html>"))]).await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let hang = mock(vec![any("/v1/user/info", Answer::Hang)]).await;
+    let junk = mock(vec![any("/v1/users/me/balance", Answer::Html(200, "<html><body>It works!</body></html>"))]).await;
+    let closed = dead_port();
+    let mocks = vec![good, plain, refused, hang, junk];
+    let [good, plain, refused, hang, junk] = [0, 1, 2, 3, 4].map(|i| mocks[i].port());
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.yaml");
@@ -285,12 +242,11 @@ channels:
         k_gone = k("gone"),
     );
     std::fs::write(&config, yaml).unwrap();
-    Fixture { _dir: dir, config }
+    Fixture { _dir: dir, _mocks: mocks, config }
 }
 
-fn by_channel(out: &Output) -> HashMap<String, Value> {
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+fn by_channel(out: &Out) -> HashMap<String, Value> {
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", out.stdout));
     v.as_array().unwrap().iter().map(|r| (r["channel"].as_str().unwrap().to_string(), r.clone())).collect()
 }
 
@@ -308,7 +264,7 @@ async fn every_provider_shape_and_failure() {
     let f = fixture().await;
     let started = std::time::Instant::now();
     let out = router(&f.config, &["balance", "check", "--json", "--timeout", "700ms"]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let r = by_channel(&out);
     // Disabled channels are not checked unless named.
     assert!(!r.contains_key("keys") && !r.contains_key("down"));
@@ -351,11 +307,11 @@ async fn below_threshold_exits_3_in_each_currency() {
     let f = fixture().await;
     // DeepSeek has 3.50 USD and 110 CNY: the USD balance is below 5.
     let out = router(&f.config, &["balance", "check", "--channel", "ds", "--below", "5"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let table = &out.stdout;
     assert!(table.contains("main") && table.contains("3.50") && table.contains("110.00"), "{table}");
     assert!(table.contains("below 5"), "{table}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("below 5"));
+    assert!(out.stderr.contains("below 5"));
 
     // 88.88 CNY and 74.75 USD are above 5; a failing provider does not change the exit code.
     let out = router(
@@ -363,7 +319,7 @@ async fn below_threshold_exits_3_in_each_currency() {
         &["balance", "check", "--channel", "sf", "--channel", "or", "--channel", "refused", "--below", "5", "--json"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let r = by_channel(&out);
     assert_eq!(r.len(), 3);
     assert_eq!(r["sf"]["below"], false);
@@ -371,7 +327,7 @@ async fn below_threshold_exits_3_in_each_currency() {
 
     // Amounts are compared in their own currency: 49.59 CNY is below 50, whatever that is in USD.
     let out = router(&f.config, &["balance", "check", "--channel", "kimi-cn", "--below", "50", "--json"]).await;
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.code, 3);
     assert_eq!(by_channel(&out)["kimi-cn"]["below"], true);
 }
 
@@ -383,8 +339,8 @@ async fn validate_classifies_keys() {
         &["balance", "check", "--channel", "keys", "--channel", "down", "--validate", "--json", "--timeout", "2s"],
     )
     .await;
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
     let states: HashMap<String, String> = v
         .as_array()
         .unwrap()
@@ -400,7 +356,7 @@ async fn validate_classifies_keys() {
     assert!(v.as_array().unwrap().iter().all(|r| r["status"] == "n/a"));
 
     let out = router(&f.config, &["balance", "check", "--channel", "keys", "--validate"]).await;
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = &out.stdout;
     assert!(table.contains("no quota") && table.contains("rate limited") && table.contains("invalid"), "{table}");
 }
 
@@ -408,17 +364,17 @@ async fn validate_classifies_keys() {
 async fn usage_errors_exit_1() {
     let f = fixture().await;
     let out = router(&f.config, &["balance", "check", "--channel", "nope"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.code, 1);
+    let err = out.stderr;
     assert!(err.contains("no channel named `nope`") && err.contains("hint:"), "{err}");
 
     let out = router(&f.config, &["balance", "check", "--below", "plenty"]).await;
     // clap rejects it before `run` (clap's own exit code).
-    assert_ne!(out.status.code(), Some(0));
+    assert_ne!(out.code, 0);
 
     let out = router(&f.config, &["balance", "history", "--since", "7d"]).await;
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the store"));
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("needs the store"));
 }
 
 /// The TTL cache seam: a stored result younger than the TTL is used instead of asking again, `refresh` asks
@@ -426,11 +382,12 @@ async fn usage_errors_exit_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_serves_recent_results_until_refresh() {
     use router::balance::{BalanceStore, CheckOptions, MemoryStore, check_all, exhausted};
-    let (port, hits) = counted_mock(vec![any(
+    let provider = mock(vec![any(
         "/v1/users/me/balance",
-        Reply::Json(200, json!({"code": 0, "data": {"available_balance": -0.25}, "status": true})),
+        Answer::Json(200, json!({"code": 0, "data": {"available_balance": -0.25}, "status": true})),
     )])
     .await;
+    let port = provider.port();
     let yaml = format!(
         "channels:\n  - name: kimi\n    base_url: https://api.moonshot.cn/v1\n    balance: {{kind: moonshot, url: \"http://127.0.0.1:{port}\"}}\n    keys: [\"{}\"]\n",
         key("kimi")
@@ -441,19 +398,19 @@ async fn store_serves_recent_results_until_refresh() {
     let mut opts = CheckOptions { ttl: Some(std::time::Duration::from_secs(600)), ..CheckOptions::default() };
 
     let first = check_all(snap.clone(), &opts, Some(&store), &|| {}).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.count(), 1);
     assert!(!first[0].cached);
     assert_eq!(first[0].balances[0].amount, -0.25);
     assert_eq!(exhausted(&first), vec![("kimi".to_string(), first[0].fingerprint.clone())]);
 
     let second = check_all(snap.clone(), &opts, Some(&store), &|| {}).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "a fresh stored result must not be asked again");
+    assert_eq!(provider.count(), 1, "a fresh stored result must not be asked again");
     assert!(second[0].cached);
     assert_eq!(second[0].balances, first[0].balances);
 
     opts.refresh = true;
     let third = check_all(snap, &opts, Some(&store), &|| {}).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(provider.count(), 2);
     assert!(!third[0].cached);
     assert_eq!(store.history(Some("kimi"), 0).unwrap().len(), 2);
     assert!(!serde_json::to_string(&third).unwrap().contains(MARK));

@@ -2,7 +2,8 @@
 //! fixed width), negatives, bare names, gateway-key limits and the exit-1 hint when nothing matches.
 
 use std::path::Path;
-use std::process::Command;
+
+use crate::harness::{Cli, Out};
 
 const CONFIG: &str = r#"
 server:
@@ -33,30 +34,9 @@ channels:
     models: [claude-sonnet-4-5]
 "#;
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// `router --config DIR/router.yaml ARGS` with tables 140 wide; fails the test when a key leaks.
 fn router(dir: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_router"))
-        .arg("--config")
-        .arg(dir.join("router.yaml"))
-        .args(args)
-        .env("ROUTER_TABLE_WIDTH", "140")
-        .env("ROUTER_NO_LOCAL_PROBE", "1")
-        .env_remove("ROUTER_CONFIG")
-        .env_remove("ROUTER_STORE")
-        .output()
-        .expect("router runs");
-    let o = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    };
-    assert!(!o.stdout.contains("secret") && !o.stderr.contains("secret"), "a key leaked:\n{}{}", o.stdout, o.stderr);
-    o
+    Cli::new().config(&dir.join("router.yaml")).args(args).table_width(140).hiding(&["secret"]).run()
 }
 
 fn setup() -> tempfile::TempDir {
@@ -65,15 +45,10 @@ fn setup() -> tempfile::TempDir {
     dir
 }
 
-fn json(o: &Out) -> serde_json::Value {
-    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
-    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
-}
-
 #[test]
 fn tags_list_json_snapshot() {
     let dir = setup();
-    let got = json(&router(dir.path(), &["tags", "list", "--channel", "silicon", "--channel", "ollama", "--json"]));
+    let got = router(dir.path(), &["tags", "list", "--channel", "silicon", "--channel", "ollama", "--json"]).json();
     let want = serde_json::json!([
         {"tag": "8b", "models": 2, "channels": ["silicon", "ollama"]},
         {"tag": "baai", "models": 1, "channels": ["silicon"]},
@@ -107,7 +82,7 @@ fn tags_list_table_snapshot() {
 #[test]
 fn query_with_a_negative_json_snapshot() {
     let dir = setup();
-    let got = json(&router(dir.path(), &["tags", "query", "tag:qwen,!free", "--json"]));
+    let got = router(dir.path(), &["tags", "query", "tag:qwen,!free", "--json"]).json();
     let want = serde_json::json!({
         "query": "tag:qwen,!free",
         "strategy": "priority",
@@ -156,14 +131,14 @@ fn models(v: &serde_json::Value) -> Vec<String> {
 #[test]
 fn negatives_and_strategies_change_the_candidates() {
     let dir = setup();
-    let v = json(&router(dir.path(), &["tags", "query", "tag:qwen,!local,!free", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "tag:qwen,!local,!free", "--json"]).json();
     assert_eq!(models(&v), ["openrouter:qwen/qwen3-235b-a22b", "silicon:Qwen/Qwen3-8B"]);
-    let v = json(&router(dir.path(), &["tags", "query", "tag:qwen", "--strategy", "local_first", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "tag:qwen", "--strategy", "local_first", "--json"]).json();
     assert_eq!(models(&v)[0], "ollama:qwen3:8b");
-    let v = json(&router(dir.path(), &["tags", "query", "tag:qwen", "--strategy", "free_first", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "tag:qwen", "--strategy", "free_first", "--json"]).json();
     assert_eq!(models(&v)[0], "openrouter:qwen/qwen3-30b-a3b:free");
     // Free first, then the known price, unknown prices last (in priority order).
-    let v = json(&router(dir.path(), &["tags", "query", "tag:qwen", "--strategy", "cost_first", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "tag:qwen", "--strategy", "cost_first", "--json"]).json();
     assert_eq!(
         models(&v),
         [
@@ -173,7 +148,7 @@ fn negatives_and_strategies_change_the_candidates() {
             "ollama:qwen3:8b"
         ]
     );
-    let v = json(&router(dir.path(), &["tags", "query", "tag:qwen,!free", "--strategy", "balanced", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "tag:qwen,!free", "--strategy", "balanced", "--json"]).json();
     let score = &v["candidates"][0]["score"];
     assert!(score["total"].as_f64().unwrap() > 0.0, "{v}");
     for part in ["cost", "speed", "quality", "reliability"] {
@@ -184,10 +159,10 @@ fn negatives_and_strategies_change_the_candidates() {
 #[test]
 fn bare_names_are_read_as_tags() {
     let dir = setup();
-    let v = json(&router(dir.path(), &["tags", "query", "kimi-free", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "kimi-free", "--json"]).json();
     assert_eq!(v["resolved_by"], "tags");
     assert_eq!(models(&v), ["openrouter:moonshotai/kimi-k2:free"]);
-    let v = json(&router(dir.path(), &["tags", "query", "gpt-4o", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "gpt-4o", "--json"]).json();
     assert_eq!(v["resolved_by"], "suffix");
     assert_eq!(models(&v), ["openrouter:openai/gpt-4o"]);
 }
@@ -203,7 +178,7 @@ fn nothing_matches_exits_1_with_close_tags() {
     // An embedding model is never a chat candidate.
     let o = router(dir.path(), &["tags", "query", "BAAI/bge-m3"]);
     assert_eq!(o.code, 1, "{}", o.stdout);
-    let v = json(&router(dir.path(), &["tags", "query", "BAAI/bge-m3", "--embedding", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "BAAI/bge-m3", "--embedding", "--json"]).json();
     assert_eq!(models(&v), ["silicon:BAAI/bge-m3"]);
 }
 
@@ -213,12 +188,12 @@ fn protocol_and_gateway_key_limits() {
     let o = router(dir.path(), &["tags", "query", "claude-sonnet-4-5"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("--protocol anthropic"), "{}", o.stderr);
-    let v = json(&router(dir.path(), &["tags", "query", "claude-sonnet-4-5", "--protocol", "anthropic", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "claude-sonnet-4-5", "--protocol", "anthropic", "--json"]).json();
     assert_eq!(models(&v), ["claude:claude-sonnet-4-5"]);
     let o = router(dir.path(), &["tags", "query", "openai/gpt-4o", "--key", "freebie"]);
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("may not use"), "{}", o.stderr);
-    let v = json(&router(dir.path(), &["tags", "query", "tag:qwen", "--key", "freebie", "--json"]));
+    let v = router(dir.path(), &["tags", "query", "tag:qwen", "--key", "freebie", "--json"]).json();
     assert_eq!(models(&v), ["openrouter:qwen/qwen3-30b-a3b:free"]);
     assert!(v["excluded"].as_array().unwrap().iter().all(|e| e["reason"] == "not allowed for this key"), "{v}");
     let o = router(dir.path(), &["tags", "query", "tag:qwen", "--key", "nobody"]);

@@ -2,12 +2,10 @@
 //! answer and a full tool round trip each (the upstream asks for a shell command, the client runs it and sends
 //! the result back). scripts/test.sh installs pinned versions into .clients/ (npm).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 fn client_bin(name: &str) -> PathBuf {

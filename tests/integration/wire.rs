@@ -1,34 +1,20 @@
 //! Discovery, balances, `router test` and `tags query` wired to the store and the running server: the real binary
 //! (`serve` and the CLI on one temp store) against mock upstreams on 127.0.0.1:0. Waits are bounded polls.
 
-#![allow(clippy::disallowed_methods, reason = "test clients talk to the router and mocks directly")]
-
-mod common;
-#[path = "common/store_harness.rs"]
-mod harness;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Mock, Reply, chat_json, client, dead_port};
-use harness::Server;
+use crate::harness::{Cli, Mock, Reply, Router, chat_json, client, dead_port};
 use serde_json::{Value, json};
 
 const KEY_A: &str = "sk-wire-SECRET-a1b2c3d4e5";
 const KEY_B: &str = "sk-wire-SECRET-f6a7b8c9d0";
 
-/// Runs the CLI off the async workers (the mocks keep answering meanwhile).
+/// Runs the CLI without blocking the async workers (the mocks keep answering meanwhile).
 async fn cli(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        harness::cli(&refs)
-    })
-    .await
-    .unwrap()
+    Cli::new().args(args).run_async().await.into()
 }
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf) {
@@ -83,7 +69,7 @@ async fn discover_while_serving_routes_new_models_at_once_and_they_survive_a_res
         ),
     )
     .unwrap();
-    let mut server = Server::start(dir.path(), &cfg, &store);
+    let mut server = Router::serve(dir.path(), &cfg, &store);
     assert_eq!(chat(server.addr, "fresh-model-x").await.status(), 404, "not known before discovery");
 
     let (code, out, err) = cli(&["discover", "--config", s(&cfg), "--store", s(&store)]).await;
@@ -109,7 +95,7 @@ async fn discover_while_serving_routes_new_models_at_once_and_they_survive_a_res
     // A restarted server routes on the stored results without discovering again.
     let list_calls = || up.all().iter().filter(|r| r.uri.starts_with("/v1/models")).count();
     let before = list_calls();
-    let server = Server::start(dir.path(), &cfg, &store);
+    let server = Router::serve(dir.path(), &cfg, &store);
     assert_eq!(chat(server.addr, "fresh-model-x").await.status(), 200, "{}", server.stderr());
     assert_eq!(list_calls(), before);
 }
@@ -128,33 +114,11 @@ async fn zero_config_discovers_at_start_up() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let stderr = dir.path().join("serve.stderr");
     // No config anywhere, no provider keys in the environment: zero-config finds only the mock Ollama.
-    let mut child = Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(dir.path().join("router.redb"))
-        .current_dir(dir.path())
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("OLLAMA_HOST", ollama.addr.to_string())
-        .env("LMSTUDIO_BASE_URL", format!("http://127.0.0.1:{}/v1", dead_port()))
-        .env("ROUTER_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        lines.find_map(|l| l.ok()?.split("listening on http://").nth(1).map(|a| a.trim().to_string()))
-    })
-    .await
-    .unwrap()
-    .expect("router starts");
-    let url = format!("http://{addr}/v1/models");
+    let lmstudio = format!("http://127.0.0.1:{}/v1", dead_port());
+    let router =
+        Router::zero_config(dir.path(), &[("OLLAMA_HOST", &ollama.addr.to_string()), ("LMSTUDIO_BASE_URL", &lmstudio)]);
+    let url = router.url("/v1/models");
     let mut ids: Vec<String> = Vec::new();
     for _ in 0..250 {
         let v: Value = client().get(&url).send().await.unwrap().json().await.unwrap();
@@ -164,9 +128,7 @@ async fn zero_config_discovers_at_start_up() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(ids.contains(&"qwen-late".to_string()), "{ids:?}\n{}", std::fs::read_to_string(&stderr).unwrap());
+    assert!(ids.contains(&"qwen-late".to_string()), "{ids:?}\n{}", router.stderr());
     assert!(ids.contains(&"llama-small".to_string()));
 }
 
@@ -204,7 +166,7 @@ async fn balances_are_kept_and_a_dry_key_is_cooled_until_it_has_credit_again() {
         ),
     )
     .unwrap();
-    let server = Server::start(dir.path(), &cfg, &store);
+    let server = Router::serve(dir.path(), &cfg, &store);
 
     // The periodic check finds key a dry: serve's own plan (asked through the socket) excludes it.
     let mut v = Value::Null;
@@ -279,7 +241,7 @@ async fn router_test_feeds_the_running_server_cooldowns_and_latency() {
         ),
     )
     .unwrap();
-    let _server = Server::start(dir.path(), &cfg, &store);
+    let _server = Router::serve(dir.path(), &cfg, &store);
     let v = query_json(&cfg, &store, "m1", &[]).await;
     assert_eq!(v["candidates"][0]["channel"], "bad", "nothing known yet: priority order\n{v}");
 
@@ -298,48 +260,21 @@ async fn router_test_feeds_the_running_server_cooldowns_and_latency() {
     assert!(v["candidates"][0]["latency_ms"].as_f64().is_some(), "{v}");
 }
 
-/// An upstream on its own threads whose model list takes 400 ms (slowness is what is measured here, not a way to
-/// wait for something; its own threads keep the test's runtime free). Counts chat requests. Returns its base URL.
-fn slow_upstream(chats: Arc<AtomicUsize>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let chats = chats.clone();
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let body = if buf.starts_with(b"GET") {
-                    std::thread::sleep(Duration::from_millis(400));
-                    json!({"data": [{"id": "m1"}]})
-                } else {
-                    chats.fetch_add(1, Ordering::SeqCst);
-                    chat_json("m1", "slow", 5, 1)
-                }
-                .to_string();
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(resp.as_bytes());
-            });
+/// An upstream whose model list takes 400 ms (slowness is what is measured here, not a way to wait for something).
+async fn slow_upstream() -> Mock {
+    Mock::start(|r, _| {
+        if r.method == "GET" {
+            Reply::After(Duration::from_millis(400), Box::new(Reply::Json(200, json!({"data": [{"id": "m1"}]}))))
+        } else {
+            Reply::Json(200, chat_json("m1", "slow", 5, 1))
         }
-    });
-    url
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fastest_measures_unknown_endpoints_and_routes_to_the_quicker_one() {
-    let slow_chats = Arc::new(AtomicUsize::new(0));
-    let slow = slow_upstream(slow_chats.clone());
+    let slow = slow_upstream().await;
     let fast = openai_mock(Arc::new(std::sync::Mutex::new(vec!["m1"]))).await;
     let dir = tempfile::tempdir().unwrap();
     let (cfg, store) = paths(dir.path());
@@ -347,16 +282,16 @@ async fn fastest_measures_unknown_endpoints_and_routes_to_the_quicker_one() {
         &cfg,
         format!(
             "routing:\n  strategy: fastest\nchannels:\n  - name: slow\n    base_url: {}\n    keys: [{KEY_A}]\n    models: [m1]\n  - name: fast\n    base_url: {}\n    keys: [{KEY_B}]\n    models: [m1]\n",
-            slow,
+            slow.openai_url(),
             fast.openai_url()
         ),
     )
     .unwrap();
-    let server = Server::start(dir.path(), &cfg, &store);
+    let server = Router::serve(dir.path(), &cfg, &store);
     let resp = chat(server.addr, "m1").await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers().get("x-router-channel").and_then(|v| v.to_str().ok()), Some("fast"));
-    assert_eq!(slow_chats.load(Ordering::SeqCst), 0);
+    assert_eq!(slow.all().iter().filter(|r| r.method != "GET").count(), 0, "no chat reached the slow upstream");
     // Both endpoints were fast-tested by the server: `tags query` through it shows the measured latencies.
     let v = query_json(&cfg, &store, "m1", &[]).await;
     let c = v["candidates"].as_array().unwrap();

@@ -1,13 +1,12 @@
 //! completions/ and man/ are generated from the clap definitions; this fails when the committed copies are stale.
 
-use std::process::Command;
+use crate::harness::Cli;
 
 #[test]
 fn completions_and_man_pages_are_up_to_date() {
     let dir = tempfile::tempdir().unwrap();
-    let status =
-        Command::new(env!("CARGO_BIN_EXE_router")).args(["generate", "--out-dir"]).arg(dir.path()).status().unwrap();
-    assert!(status.success());
+    let out = Cli::new().args(["generate", "--out-dir"]).arg(dir.path()).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
     for sub in ["completions", "man"] {

@@ -2,72 +2,25 @@
 //! key, OpenRouter-style prices, a failing channel that falls back to its configured models, and Anthropic
 //! paging. Also `tags query --discover`, so discovered prices and free models reach routing.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
 
-/// A request as the mock saw it.
-#[derive(Debug, Clone)]
-struct Req {
-    target: String,
-    headers: HashMap<String, String>,
-}
+use crate::harness::{Cli, Mock, Out, Recorded, Reply};
 
-type Handler = fn(&Req) -> (u16, String);
-
-/// The requests a mock saw, in order.
-type Seen = Arc<Mutex<Vec<Req>>>;
-
-/// Serves `handler` on 127.0.0.1:0 until the test process ends; returns the port and the requests seen.
-fn mock(handler: Handler) -> (u16, Seen) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
-                    return;
-                }
-                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let mut headers = HashMap::new();
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                    }
-                }
-                let req = Req { target, headers };
-                let (status, body) = handler(&req);
-                log.lock().unwrap().push(req);
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes());
-            });
-        }
-    });
-    (port, seen)
+/// Serves `handler`'s (status, JSON text) answers on 127.0.0.1:0.
+async fn mock(handler: fn(&Recorded) -> (u16, String)) -> Mock {
+    Mock::start(move |r, _| {
+        let (status, body) = handler(r);
+        Reply::json_text(status, body)
+    })
+    .await
 }
 
 /// OpenRouter-like: two keys see different lists; prices per token as strings.
-fn openrouter(r: &Req) -> (u16, String) {
-    if r.target != "/api/v1/models" {
+fn openrouter(r: &Recorded) -> (u16, String) {
+    if r.uri != "/api/v1/models" {
         return (404, "{}".into());
     }
-    match r.headers.get("authorization").map(String::as_str) {
+    match r.header("authorization").as_deref() {
         Some("Bearer sk-or-aaaa") => (
             200,
             r#"{"data": [
@@ -91,24 +44,24 @@ fn openrouter(r: &Req) -> (u16, String) {
     }
 }
 
-fn broken(_: &Req) -> (u16, String) {
+fn broken(_: &Recorded) -> (u16, String) {
     (500, r#"{"error": {"message": "upstream exploded, key sk-broken-cccc"}}"#.into())
 }
 
 /// Anthropic: checks the headers, pages of two with `after_id`.
-fn anthropic(r: &Req) -> (u16, String) {
-    if r.headers.get("x-api-key").map(String::as_str) != Some("sk-ant-dddd")
-        || r.headers.get("anthropic-version").map(String::as_str) != Some("2023-06-01")
+fn anthropic(r: &Recorded) -> (u16, String) {
+    if r.header("x-api-key").as_deref() != Some("sk-ant-dddd")
+        || r.header("anthropic-version").as_deref() != Some("2023-06-01")
     {
         return (
             401,
             r#"{"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}"#.into(),
         );
     }
-    if !r.target.starts_with("/v1/models") {
+    if !r.uri.starts_with("/v1/models") {
         return (404, "{}".into());
     }
-    if r.target.contains("after_id=claude-sonnet-4-5") {
+    if r.uri.contains("after_id=claude-sonnet-4-5") {
         (200, r#"{"data": [{"type": "model", "id": "claude-haiku-4-5"}], "has_more": false, "first_id": "claude-haiku-4-5", "last_id": "claude-haiku-4-5"}"#.into())
     } else {
         (200, r#"{"data": [{"type": "model", "id": "claude-opus-4-1"}, {"type": "model", "id": "claude-sonnet-4-5"}], "has_more": true, "first_id": "claude-opus-4-1", "last_id": "claude-sonnet-4-5"}"#.into())
@@ -146,51 +99,40 @@ channels:
     std::fs::write(dir.join("router.yaml"), yaml).unwrap();
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn router(dir: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_router"))
-        .arg("--config")
-        .arg(dir.join("router.yaml"))
+    Cli::new()
+        .config(&dir.join("router.yaml"))
         .args(args)
-        .env("ROUTER_TABLE_WIDTH", "140")
-        .env("ROUTER_NO_LOCAL_PROBE", "1")
-        .env_remove("ROUTER_CONFIG")
+        .table_width(140)
         // `router discover` saves its results in the store: keep it in the test's directory.
         .env("ROUTER_STORE", dir.join("router.redb"))
-        .output()
-        .expect("router runs");
-    let o = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    };
-    for key in ["sk-or-aaaa", "sk-or-bbbb", "sk-broken-cccc", "sk-ant-dddd", "sk-off-eeee"] {
-        assert!(!o.stdout.contains(key) && !o.stderr.contains(key), "{key} leaked:\n{}\n{}", o.stdout, o.stderr);
-    }
-    o
+        .hiding(&["sk-or-aaaa", "sk-or-bbbb", "sk-broken-cccc", "sk-ant-dddd", "sk-off-eeee"])
+        .run()
 }
 
-fn setup() -> (tempfile::TempDir, Seen, Seen) {
-    let (or, _) = mock(openrouter);
-    let (bad, bad_seen) = mock(broken);
-    let (ant, ant_seen) = mock(anthropic);
+/// The three upstreams (alive while this is) and a config naming them.
+struct Setup {
+    dir: tempfile::TempDir,
+    _openrouter: Mock,
+    broken: Mock,
+    anthropic: Mock,
+}
+
+async fn setup() -> Setup {
+    let (or, bad, ant) = (mock(openrouter).await, mock(broken).await, mock(anthropic).await);
     let dir = tempfile::tempdir().unwrap();
-    config(dir.path(), or, bad, ant);
-    (dir, bad_seen, ant_seen)
+    config(dir.path(), or.port(), bad.port(), ant.port());
+    Setup { dir, _openrouter: or, broken: bad, anthropic: ant }
 }
 
 fn ids(v: &serde_json::Value) -> Vec<&str> {
     v.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect()
 }
 
-#[test]
-fn discover_json_reports_per_token_models_prices_and_fallbacks() {
-    let (dir, bad_seen, ant_seen) = setup();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_json_reports_per_token_models_prices_and_fallbacks() {
+    let up = setup().await;
+    let (dir, broken, anthropic) = (&up.dir, &up.broken, &up.anthropic);
     let o = router(dir.path(), &["discover", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
@@ -237,17 +179,18 @@ fn discover_json_reports_per_token_models_prices_and_fallbacks() {
     assert_eq!(b["tokens"][0]["reason"], "HTTP 500: upstream exploded, key *****");
     assert!(b["tokens"][0]["token"].as_str().unwrap().starts_with("fp:"));
     assert!(v["models"].get("broken").is_none());
-    assert_eq!(bad_seen.lock().unwrap().len(), 1, "disabled channel `off` shares the port but is never asked");
+    assert_eq!(broken.count(), 1, "disabled channel `off` shares the port but is never asked");
 
     // Anthropic: two pages, followed with after_id.
     assert_eq!(ids(&v["models"]["claude"]["ant"]), ["claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5"]);
-    let targets: Vec<String> = ant_seen.lock().unwrap().iter().map(|r| r.target.clone()).collect();
+    let targets: Vec<String> = anthropic.all().iter().map(|r| r.uri.clone()).collect();
     assert_eq!(targets, ["/v1/models?limit=1000", "/v1/models?limit=1000&after_id=claude-sonnet-4-5"]);
 }
 
-#[test]
-fn discover_table_and_channel_filter() {
-    let (dir, bad_seen, _) = setup();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_table_and_channel_filter() {
+    let up = setup().await;
+    let (dir, broken) = (&up.dir, &up.broken);
     let o = router(dir.path(), &["discover", "--channel", "claude", "--channel", "openrouter"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let want = "\
@@ -261,7 +204,7 @@ fn discover_table_and_channel_filter() {
 ";
     assert_eq!(o.stdout, want);
     assert!(o.stderr.contains("3 token(s) asked, 3 ok, 0 failed; 10 models found"), "{}", o.stderr);
-    assert!(bad_seen.lock().unwrap().is_empty());
+    assert!(broken.count() == 0);
 
     let o = router(dir.path(), &["discover", "--channel", "broken"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -272,9 +215,10 @@ fn discover_table_and_channel_filter() {
     assert!(o.stderr.contains("hint: did you mean openrouter?"), "{}", o.stderr);
 }
 
-#[test]
-fn discovered_models_and_prices_reach_routing() {
-    let (dir, _, _) = setup();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_models_and_prices_reach_routing() {
+    let up = setup().await;
+    let dir = &up.dir;
     // Without discovery, openrouter lists nothing and `broken` only its configured models.
     let o = router(dir.path(), &["tags", "query", "tag:qwen3", "--json"]);
     assert_eq!(o.code, 1, "{}", o.stdout);

@@ -1,9 +1,7 @@
 //! Cross-protocol: Anthropic clients on OpenAI-compatible channels, OpenAI clients on Anthropic channels,
 //! Responses clients on chat-only channels. Real binary, mock upstreams.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 fn events(text: &str) -> Vec<(String, Value)> {
@@ -91,14 +89,7 @@ async fn anthropic_client_on_an_openai_channel_with_tools_streaming() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_client_on_an_anthropic_channel_stream_and_usage_chunk() {
-    let an = Mock::start(|r, _| {
-        if r.json()["stream"] == true {
-            Reply::Sse(messages_sse("claude-sonnet-4-5", &["Hi", " there"]))
-        } else {
-            Reply::Json(200, messages_json("claude-sonnet-4-5", "Hi"))
-        }
-    })
-    .await;
+    let an = Mock::start(|r, _| claude_reply(r)).await;
     let oa = Mock::start(|_, _| Reply::Json(500, json!({}))).await;
     let router = Router::start(&config(&oa.openai_url(), &an.root_url()));
     let v: Value = client()

@@ -1,0 +1,26 @@
+//! The integration tests: one binary (the library and its database drivers are linked once, not once per area),
+//! with a module per area. Every test drives the real `router` binary against mock upstreams on 127.0.0.1:0
+//! through [`harness`]; unit tests live beside their code in src/.
+//!
+//! Run one area with `cargo test --test integration proxy::`, one test by (part of) its name.
+
+#![allow(clippy::disallowed_methods, reason = "test clients talk to the router and mocks directly")]
+
+mod harness;
+
+mod balance;
+mod channels;
+mod config_example;
+mod discover;
+mod failure;
+mod generated;
+mod import;
+mod keys;
+mod probe;
+mod proxy;
+mod real_clients;
+mod sdk;
+mod store;
+mod tags;
+mod translate;
+mod wire;
