@@ -2064,7 +2064,7 @@ _router() {
             return 0
             ;;
         router__subcmd__requests)
-            opts="-n -h -V --limit --since --until --utc --channel --token --model --key --json --config --store --help --version show help"
+            opts="-n -h -V --limit --since --until --utc --channel --token --model --key --session --json --config --store --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2099,6 +2099,10 @@ _router() {
                     return 0
                     ;;
                 --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2396,7 +2400,7 @@ _router() {
             return 0
             ;;
         router__subcmd__usage)
-            opts="-h -V --since --until --utc --group-by --channel --token --model --key --json --csv --config --store --help --version"
+            opts="-h -V --since --until --utc --group-by --channel --token --model --key --session --top --sort --json --csv --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2411,7 +2415,7 @@ _router() {
                     return 0
                     ;;
                 --group-by)
-                    COMPREPLY=($(compgen -W "day channel endpoint token model key" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "day channel endpoint token model key session" -- "${cur}"))
                     return 0
                     ;;
                 --channel)
@@ -2428,6 +2432,18 @@ _router() {
                     ;;
                 --key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --session)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sort)
+                    COMPREPLY=($(compgen -W "tokens cache-read cost requests" -- "${cur}"))
                     return 0
                     ;;
                 --config)

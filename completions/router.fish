@@ -185,11 +185,18 @@ channel\t''
 endpoint\t''
 token\t'The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together)'
 model\t''
-key\t'The gateway key clients used'"
+key\t'The gateway key clients used'
+session\t'The conversation (session hash); needs request records, not daily rollups'"
 complete -c router -n "__fish_router_using_subcommand usage" -l channel -d 'Only this channel' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l token -d 'Only this upstream token (its name or fp:...)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model (requested or upstream)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l key -d 'Only this gateway key' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l top -d 'Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g. `--group-by session --top 10`' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l sort -d 'Order rows largest first by this' -r -f -a "tokens\t'All input (uncached, read, written) plus output'
+cache-read\t'Cache reads'
+cost\t''
+requests\t''"
 complete -c router -n "__fish_router_using_subcommand usage" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l utc -d 'Dates, days and times in UTC instead of local time'
@@ -204,6 +211,7 @@ complete -c router -n "__fish_router_using_subcommand requests; and not __fish_s
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l token -d 'Only this upstream token (its name or fp:...)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l model -d 'Only this model (requested or upstream)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l key -d 'Only this gateway key' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l utc -d 'Dates, days and times in UTC instead of local time'

@@ -41,11 +41,13 @@ fn record(i: u64, now: i64) -> RequestRecord {
         stream: i.is_multiple_of(3),
         ttfb_ms: Some(320),
         total_ms: 850,
-        tokens: Tokens { input: 1200 + i % 50, cache_read: 256, cache_write: 0, output: 300, reasoning: 0 },
+        tokens: Tokens { input: 1200 + i % 50, cache_read: 256, output: 300, ..Default::default() },
         usage_source: UsageSource::Upstream,
         cost_usd: Some(0.0042),
         translated: None,
         error: None,
+        session: Some(format!("{:016x}", i / 20)),
+        affinity: Some("hit".into()),
     }
 }
 

@@ -496,6 +496,7 @@ pub fn parse_price(item: &Value) -> Option<Price> {
         output,
         cache_read: per_token("input_cache_read"),
         cache_write: per_token("input_cache_write"),
+        cache_write_1h: None,
     })
 }
 

@@ -7,9 +7,10 @@
 //! - `routing`: model / alias / tag resolution, filters, strategies -> ordered attempt plan. Pure.
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
-//! - `protocol`: wire types, SSE, usage extraction, error shapes, translation. No I/O.
+//! - `protocol`: wire types, SSE, usage extraction, error shapes, translation, session identity. No I/O.
 //! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
-//! - `proxy`: the hyper server, request phases, failover loop, streaming pump, debug headers.
+//! - `proxy`: the hyper server, request phases (prompt-cache affinity among them), failover loop, streaming pump,
+//!   debug headers.
 //! - `control`: operations the running server answers with its live state; rebuilding the live catalogue.
 //! - `store`: the redb file (tables, batched record writer, control socket, direct-or-socket access).
 //! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the

@@ -183,13 +183,18 @@ impl Channel {
         }
     }
 
-    /// The price of an upstream model: config override (exact, then `*`), else discovered.
+    /// The price of an upstream model: config override (exact, then `*`), else discovered. For Anthropic
+    /// channels and Claude models, unset cache-write prices take Anthropic's multipliers (1.25x / 2x input).
     pub fn price(&self, model: &str) -> Option<Price> {
-        self.pricing
+        let p = self
+            .pricing
             .get(model)
             .or_else(|| self.pricing.get("*"))
             .copied()
-            .or_else(|| self.model(model).and_then(|m| m.price.as_deref().copied()))
+            .or_else(|| self.model(model).and_then(|m| m.price.as_deref().copied()))?;
+        let anthropic = self.protocol.wire() == crate::protocol::Protocol::Anthropic
+            || model.to_ascii_lowercase().contains("claude");
+        Some(if anthropic { p.with_anthropic_cache_defaults() } else { p })
     }
 
     /// `/v1/responses` requests are translated to chat completions for this channel.
@@ -540,13 +545,19 @@ impl Interner {
 
     fn price(&mut self, p: Price) -> Arc<Price> {
         let bits = |x: f64| x.to_bits();
-        let key = (bits(p.input), bits(p.output), p.cache_read.map(bits), p.cache_write.map(bits));
+        let key = (
+            bits(p.input),
+            bits(p.output),
+            p.cache_read.map(bits),
+            p.cache_write.map(bits),
+            p.cache_write_1h.map(bits),
+        );
         self.prices.entry(key).or_insert_with(|| Arc::new(p)).clone()
     }
 }
 
 /// A price by the bits of its fields (exact: no float comparison).
-type PriceBits = (u64, u64, Option<u64>, Option<u64>);
+type PriceBits = (u64, u64, Option<u64>, Option<u64>, Option<u64>);
 
 fn build_channel(
     c: &ChannelConfig,

@@ -1,6 +1,7 @@
 //! Flags several commands share, so they read the same everywhere: the duration parser of every `--timeout`,
-//! the strategy parser of every `--strategy`, the `--since` / `--until` / `--utc` time range and the `--channel` / `--token` / `--model` / `--key` record
-//! filter (flattened into each command's `Args`).
+//! the strategy parser of every `--strategy`, the `--since` / `--until` / `--utc` time range and the
+//! `--channel` / `--token` / `--model` / `--key` / `--session` record filter (flattened into each command's
+//! `Args`).
 //!
 //! Owns only parsing; the grammar of a time is [`report::parse_when`], of a duration [`Dur::parse`]. Must not
 //! open the store or print.
@@ -55,7 +56,7 @@ pub fn time(ms: i64, utc: bool) -> String {
     shown.unwrap_or_else(|| "-".into())
 }
 
-/// `--channel` / `--token` / `--model` / `--key`: which request records a report looks at.
+/// `--channel` / `--token` / `--model` / `--key` / `--session`: which request records a report looks at.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RecordFilter {
     /// Only this channel.
@@ -70,11 +71,16 @@ pub struct RecordFilter {
     /// Only this gateway key.
     #[arg(long, value_name = "NAME")]
     pub key: Option<String>,
+    /// Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session
+    /// value, a Claude Code session id, a prompt_cache_key), which is hashed the same way.
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
 }
 
 impl From<RecordFilter> for Filters {
     fn from(f: RecordFilter) -> Filters {
-        Filters { channel: f.channel, token: f.token, model: f.model, key: f.key }
+        let session = f.session.as_deref().map(crate::protocol::session::filter_value);
+        Filters { channel: f.channel, token: f.token, model: f.model, key: f.key, session }
     }
 }
 

@@ -124,6 +124,10 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
         },
     );
     line("strategy", r.strategy.clone());
+    if r.session.is_some() || r.affinity.is_some() {
+        let s = r.session.as_deref().unwrap_or("-");
+        line("session", format!("{s} (affinity {})", r.affinity.as_deref().unwrap_or("-")));
+    }
     line("status", format!("{} {}", status(&r), r.outcome.as_str()));
     line("stream", r.stream.to_string());
     if let Some(t) = &r.translated {
@@ -137,10 +141,11 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
     line(
         "tokens",
         format!(
-            "input {}  cache read {}  cache write {}  output {} (reasoning {})  [{}]",
+            "input {}  cache read {}  cache write {}{}  output {} (reasoning {})  [{}]",
             tk.input,
             tk.cache_read,
             tk.cache_write,
+            if tk.cache_write_1h > 0 { format!(" (1h {})", tk.cache_write_1h) } else { String::new() },
             tk.output,
             tk.reasoning,
             source(r.usage_source)

@@ -8,7 +8,7 @@ use super::args::{RecordFilter, TimeRange};
 use super::{Global, output};
 use crate::store::tables::Counters;
 use crate::store::{self, Access};
-use crate::usage::report::{self, GroupBy, Source, UsageQuery, UsageReport};
+use crate::usage::report::{self, GroupBy, SortBy, Source, UsageQuery, UsageReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,6 +19,13 @@ pub struct Args {
     pub group_by: Vec<GroupBy>,
     #[command(flatten)]
     pub filter: RecordFilter,
+    /// Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g.
+    /// `--group-by session --top 10`.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Order rows largest first by this.
+    #[arg(long, value_enum, value_name = "BY")]
+    pub sort: Option<SortBy>,
     /// Print JSON.
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -35,7 +42,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             group_by.push(g);
         }
     }
-    let query = UsageQuery { since_ms, until_ms, group_by, filters: args.filter.into(), utc: args.range.utc };
+    let query = UsageQuery {
+        since_ms,
+        until_ms,
+        group_by,
+        filters: args.filter.into(),
+        utc: args.range.utc,
+        top: args.top,
+        sort: args.sort,
+    };
     let access = Access::open_existing(&store::path_for_cli(global)?)?;
     let report = access.run(query)?;
     if report.source == Source::Daily {
@@ -52,6 +67,16 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
 }
 
+/// Cache reads over all input tokens (uncached, read, written); `None` without input.
+fn hit_rate(c: &Counters) -> Option<f64> {
+    let all = c.input + c.cache_read + c.cache_write;
+    (all > 0).then(|| c.cache_read as f64 / all as f64)
+}
+
+fn hit_rate_cell(c: &Counters) -> String {
+    hit_rate(c).map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".into())
+}
+
 fn counters_json(c: &Counters, m: &mut Map<String, Value>) {
     m.insert("requests".into(), json!(c.requests));
     m.insert("errors".into(), json!(c.errors));
@@ -60,6 +85,7 @@ fn counters_json(c: &Counters, m: &mut Map<String, Value>) {
     m.insert("cache_write".into(), json!(c.cache_write));
     m.insert("output".into(), json!(c.output));
     m.insert("reasoning".into(), json!(c.reasoning));
+    m.insert("cache_hit_rate".into(), json!(hit_rate(c)));
     m.insert("cost_usd".into(), json!(report::cost_json(c)));
     m.insert("unknown_cost_requests".into(), json!(c.unknown_cost));
     m.insert("estimated_requests".into(), json!(c.estimated));
@@ -123,7 +149,7 @@ fn print_table(r: &UsageReport) {
     if show_write {
         header.push("cache write".into());
     }
-    header.extend(["output", "cost $"].map(String::from));
+    header.extend(["hit rate", "output", "cost $"].map(String::from));
     let refs: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut t = output::table(&refs);
     let numbers = |c: &Counters| {
@@ -131,6 +157,7 @@ fn print_table(r: &UsageReport) {
         if show_write {
             v.push(c.cache_write.to_string());
         }
+        v.push(hit_rate_cell(c));
         v.push(c.output.to_string());
         v.push(report::format_cost(c));
         v
@@ -167,6 +194,7 @@ fn print_csv(r: &UsageReport) {
             "input",
             "cache_read",
             "cache_write",
+            "cache_hit_rate",
             "output",
             "reasoning",
             "cost_usd",
@@ -184,6 +212,7 @@ fn print_csv(r: &UsageReport) {
             c.input.to_string(),
             c.cache_read.to_string(),
             c.cache_write.to_string(),
+            hit_rate(c).map(|r| format!("{r:.4}")).unwrap_or_default(),
             c.output.to_string(),
             c.reasoning.to_string(),
             report::cost_json(c).map(|v| v.to_string()).unwrap_or_default(),

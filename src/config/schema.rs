@@ -155,6 +155,24 @@ pub struct RoutingConfig {
     pub retry_on_timeout: bool,
     pub cooldown: CooldownConfig,
     pub balanced: BalancedWeights,
+    pub affinity: AffinityConfig,
+}
+
+/// Prompt-cache affinity: a conversation keeps the upstream candidate that served it, so provider caches hit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AffinityConfig {
+    pub enabled: bool,
+    /// How long an unused binding lives; every use refreshes it (the longest provider cache TTL is 1 hour).
+    pub ttl: Dur,
+    /// Bindings kept at most; the least recently used go first.
+    pub max_sessions: usize,
+}
+
+impl Default for AffinityConfig {
+    fn default() -> Self {
+        Self { enabled: true, ttl: Dur::secs(3600), max_sessions: 100_000 }
+    }
 }
 
 impl Default for RoutingConfig {
@@ -166,6 +184,7 @@ impl Default for RoutingConfig {
             retry_on_timeout: false,
             cooldown: CooldownConfig::default(),
             balanced: BalancedWeights::default(),
+            affinity: AffinityConfig::default(),
         }
     }
 }
@@ -469,8 +488,22 @@ pub struct Price {
     pub output: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read: Option<f64>,
+    /// Writing the cache with the default (5-minute) TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<f64>,
+    /// Writing the cache with a 1-hour TTL (Anthropic `ttl: "1h"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_1h: Option<f64>,
+}
+
+impl Price {
+    /// Anthropic's cache-write multipliers, applied where a price leaves them unset: a 5-minute write costs 1.25x
+    /// the input price, a 1-hour write 2x.
+    pub fn with_anthropic_cache_defaults(mut self) -> Price {
+        self.cache_write.get_or_insert(self.input * 1.25);
+        self.cache_write_1h.get_or_insert(self.input * 2.0);
+        self
+    }
 }
 
 /// A secret string: its `Debug` and `Display` never show it.

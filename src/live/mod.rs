@@ -8,4 +8,5 @@
 //!
 //! Must not: do I/O on the request path, hold a lock across an await, or know about HTTP or protocols.
 
+pub mod affinity;
 pub mod limits;

@@ -252,6 +252,7 @@ async fn send_through_proxy(
         // Open: gateway keys are checked by the real server, not by `router test`.
         keys: Default::default(),
         limiter: Default::default(),
+        affinity: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

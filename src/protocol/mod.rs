@@ -1,11 +1,13 @@
 //! Wire protocols: what the router must understand of OpenAI and Anthropic traffic.
 //!
 //! Owns per-protocol wire types (only the fields routing and accounting need), SSE framing, usage extraction,
-//! error bodies in each protocol's shape, and translation between protocols. Must not do I/O.
+//! error bodies in each protocol's shape, translation between protocols, and which conversation a request belongs
+//! to (`session`). Must not do I/O.
 
 pub mod convert;
 pub mod errors;
 pub mod request;
+pub mod session;
 pub mod sse;
 pub mod usage;
 

@@ -1,10 +1,17 @@
 //! What the router reads from a client request body, and the only edits it makes to it.
 //!
 //! Owns the borrowed peek at `model`, `stream`, `stream_options` and the output cap (no tree is built), and splicing a new
-//! model id or `stream_options.include_usage` into the original bytes, leaving everything else untouched.
+//! model id or `stream_options.include_usage` into the original bytes, leaving everything else untouched. In the same
+//! single pass it notes what identifies a conversation (`metadata.user_id`, `prompt_cache_key`) and where its stable
+//! head lies (system / instructions, first user message) as byte ranges, read only when nothing better names the
+//! session (see [`super::session`]).
+
+use std::borrow::Cow;
+use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
@@ -21,6 +28,139 @@ struct PeekWire<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow)]
     max_output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt_cache_key: Option<&'a RawValue>,
+    /// Anthropic `system` (string or blocks).
+    #[serde(borrow)]
+    system: Option<&'a RawValue>,
+    /// Responses `instructions`.
+    #[serde(borrow)]
+    instructions: Option<&'a RawValue>,
+    /// Chat / Anthropic `messages`: only the first system and first user message are looked at.
+    #[serde(borrow)]
+    messages: Option<Head<'a>>,
+    /// Responses `input` (a string, or items): likewise.
+    #[serde(borrow)]
+    input: Option<Head<'a>>,
+}
+
+/// A piece of the body: a JSON value by reference, or (rarely) a string that had escapes, owned.
+#[derive(Debug)]
+enum Part<'a> {
+    Raw(&'a RawValue),
+    /// An unescaped string's content, borrowed from the body.
+    Str(&'a str),
+    Owned(String),
+}
+
+/// The first system-like and the first user message of a `messages` / `input` array, found while the array is
+/// read once; the rest of it is skipped without building anything.
+#[derive(Debug, Default)]
+struct Head<'a> {
+    system: Option<Part<'a>>,
+    user: Option<Part<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Head<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Head<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of messages")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Head<'a>, E> {
+                Ok(Head { system: None, user: Some(Part::Str(v)) })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Head<'a>, E> {
+                Ok(Head { system: None, user: Some(Part::Owned(v.to_string())) })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Head<'a>, A::Error> {
+                let mut head = Head::default();
+                while head.user.is_none() {
+                    // An element that is not an object (odd input) is simply not a message.
+                    let Some(item) = seq.next_element::<Option<ItemOrOther<'a>>>()? else { return Ok(head) };
+                    let Some(ItemOrOther::Item(item)) = item else { continue };
+                    match (item.role.as_deref(), item.content) {
+                        (Some("user"), Some(c)) => head.user = Some(Part::Raw(c)),
+                        (Some("system" | "developer"), Some(c)) if head.system.is_none() => {
+                            head.system = Some(Part::Raw(c))
+                        }
+                        _ => {}
+                    }
+                }
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(head)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Head<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Head::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Head<'a>, E> {
+                Ok(Head::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Head<'a>, E> {
+                Ok(Head::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Head<'a>, E> {
+                Ok(Head::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Head<'a>, E> {
+                Ok(Head::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Head<'a>, E> {
+                Ok(Head::default())
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A message object, or anything else (skipped).
+enum ItemOrOther<'a> {
+    Item(Item<'a>),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ItemOrOther<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: &'de RawValue = Deserialize::deserialize(d)?;
+        if !raw.get().starts_with('{') {
+            return Ok(ItemOrOther::Other);
+        }
+        Ok(serde_json::from_str::<Item<'de>>(raw.get()).map(ItemOrOther::Item).unwrap_or(ItemOrOther::Other))
+    }
+}
+
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+}
+
+/// Where a piece of the conversation's head is: a byte range of a JSON value in the body, or its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeadPart {
+    Span(usize, usize),
+    Text(String),
+}
+
+/// Where the conversation's stable head is in the body: the system prompt (Anthropic `system`, Responses
+/// `instructions`, or the first system / developer message) and the first user message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HeadSpans {
+    pub system: Option<HeadPart>,
+    pub user: Option<HeadPart>,
 }
 
 #[derive(Deserialize, Default)]
@@ -42,6 +182,12 @@ pub struct Peek {
     model_span: Option<(usize, usize)>,
     /// Byte range of the `stream_options` value in the body.
     stream_options_span: Option<(usize, usize)>,
+    /// Anthropic `metadata.user_id` (Claude Code puts its session id in it).
+    pub user_id: Option<String>,
+    /// OpenAI `prompt_cache_key` (Chat and Responses; Codex sends its conversation id).
+    pub prompt_cache_key: Option<String>,
+    /// Where the conversation's head is, for a session hash when nothing names the session.
+    pub(crate) head: HeadSpans,
 }
 
 /// Why a body could not be read.
@@ -70,6 +216,26 @@ impl Peek {
             .and_then(|r| serde_json::from_str::<StreamOptions>(r.get()).ok())
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        let string = |r: Option<&RawValue>| r.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+        let user_id = wire
+            .metadata
+            .and_then(|m| serde_json::from_str::<Metadata>(m.get()).ok())
+            .and_then(|m| m.user_id.map(Cow::into_owned));
+        let part = |p: Part<'_>| match p {
+            Part::Raw(r) => {
+                let (a, b) = span(body, r);
+                HeadPart::Span(a, b)
+            }
+            // Unescaped string content: its JSON value is the content with the quotes around it.
+            Part::Str(s) => {
+                let start = s.as_ptr() as usize - body.as_ptr() as usize;
+                HeadPart::Span(start - 1, start + s.len() + 1)
+            }
+            Part::Owned(s) => HeadPart::Text(s),
+        };
+        let head = wire.messages.or(wire.input).unwrap_or_default();
+        let system = wire.system.or(wire.instructions).map(Part::Raw).or(head.system);
+        let head = HeadSpans { system: system.map(part), user: head.user.map(part) };
         let cap = |r: Option<&RawValue>| r.and_then(|r| r.get().parse::<u64>().ok());
         let max_output =
             cap(wire.max_tokens).or_else(|| cap(wire.max_completion_tokens)).or_else(|| cap(wire.max_output_tokens));
@@ -80,6 +246,9 @@ impl Peek {
             max_output,
             model_span: wire.model.map(|r| span(body, r)),
             stream_options_span: wire.stream_options.map(|r| span(body, r)),
+            user_id,
+            prompt_cache_key: string(wire.prompt_cache_key),
+            head,
         })
     }
 

@@ -11,6 +11,13 @@ use super::Protocol;
 use super::sse::SseEvent;
 use crate::usage::Tokens;
 
+/// Anthropic's split of `cache_creation_input_tokens` by TTL.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: Option<u64>,
+    ephemeral_1h_input_tokens: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 struct Details {
     cached_tokens: Option<u64>,
@@ -26,6 +33,7 @@ struct UsageWire {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation: Option<CacheCreation>,
     prompt_cache_hit_tokens: Option<u64>,
     prompt_tokens_details: Option<Details>,
     completion_tokens_details: Option<Details>,
@@ -58,6 +66,8 @@ struct Acc {
     input: Option<u64>,
     output: Option<u64>,
     cache_write: Option<u64>,
+    cache_write_5m: Option<u64>,
+    cache_write_1h: Option<u64>,
     cache_read: Option<u64>,
     cached: Option<u64>,
     reasoning: Option<u64>,
@@ -76,6 +86,8 @@ impl Acc {
         set(&mut self.output, u.output_tokens);
         set(&mut self.cache_write, u.cache_creation_input_tokens);
         set(&mut self.cache_read, u.cache_read_input_tokens);
+        set(&mut self.cache_write_5m, u.cache_creation.and_then(|c| c.ephemeral_5m_input_tokens));
+        set(&mut self.cache_write_1h, u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens));
         set(&mut self.cached, u.prompt_tokens_details.and_then(|d| d.cached_tokens));
         set(&mut self.cached, u.input_tokens_details.and_then(|d| d.cached_tokens));
         set(&mut self.cached, u.prompt_cache_hit_tokens);
@@ -90,14 +102,20 @@ impl Acc {
     fn tokens(&self, protocol: Protocol) -> Tokens {
         let reasoning = self.reasoning.unwrap_or(0);
         match protocol {
-            // Anthropic: input excludes cache reads and writes, which are separate counters.
-            Protocol::Anthropic => Tokens {
-                input: self.input.unwrap_or(0),
-                cache_read: self.cache_read.unwrap_or(0),
-                cache_write: self.cache_write.unwrap_or(0),
-                output: self.output.unwrap_or(0),
-                reasoning,
-            },
+            // Anthropic: input excludes cache reads and writes, which are separate counters. Writes are split by
+            // TTL in `cache_creation`; the total is `cache_creation_input_tokens` (or the split's sum without it).
+            Protocol::Anthropic => {
+                let split = self.cache_write_5m.unwrap_or(0) + self.cache_write_1h.unwrap_or(0);
+                let cache_write = self.cache_write.unwrap_or(split);
+                Tokens {
+                    input: self.input.unwrap_or(0),
+                    cache_read: self.cache_read.unwrap_or(0),
+                    cache_write,
+                    output: self.output.unwrap_or(0),
+                    reasoning,
+                    cache_write_1h: self.cache_write_1h.unwrap_or(0).min(cache_write),
+                }
+            }
             // OpenAI: prompt/input tokens include the cached ones.
             Protocol::Openai => {
                 let total_in = self.prompt.or(self.input).unwrap_or(0);
@@ -108,6 +126,7 @@ impl Acc {
                     cache_write: 0,
                     output: self.completion.or(self.output).unwrap_or(0),
                     reasoning,
+                    cache_write_1h: 0,
                 }
             }
         }
@@ -279,7 +298,7 @@ mod tests {
         let mut m = UsageMeter::new(Protocol::Openai);
         m.body(br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":100}}}"#);
         let t = m.finish().tokens.unwrap();
-        assert_eq!(t, Tokens { input: 86, cache_read: 1920, cache_write: 0, output: 300, reasoning: 100 });
+        assert_eq!(t, Tokens { input: 86, cache_read: 1920, output: 300, reasoning: 100, ..Default::default() });
     }
 
     #[test]
@@ -311,7 +330,39 @@ mod tests {
                     event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let (m, _) = meter_stream(Protocol::Anthropic, wire);
         assert!(m.completed);
-        assert_eq!(m.tokens.unwrap(), Tokens { input: 12, cache_read: 100, cache_write: 5, output: 15, reasoning: 0 });
+        assert_eq!(
+            m.tokens.unwrap(),
+            Tokens { input: 12, cache_read: 100, cache_write: 5, output: 15, ..Default::default() }
+        );
+    }
+
+    #[test]
+    fn anthropic_cache_writes_split_by_ttl_stream_and_not() {
+        let body = br#"{"type":"message","usage":{"input_tokens":4,"cache_creation_input_tokens":300,"cache_read_input_tokens":9000,"cache_creation":{"ephemeral_5m_input_tokens":100,"ephemeral_1h_input_tokens":200},"output_tokens":50}}"#;
+        let mut m = UsageMeter::new(Protocol::Anthropic);
+        m.body(body);
+        let want =
+            Tokens { input: 4, cache_read: 9000, cache_write: 300, output: 50, reasoning: 0, cache_write_1h: 200 };
+        assert_eq!(m.finish().tokens.unwrap(), want);
+        let wire = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":4,\"cache_creation_input_tokens\":300,\"cache_read_input_tokens\":9000,\"cache_creation\":{\"ephemeral_5m_input_tokens\":100,\"ephemeral_1h_input_tokens\":200},\"output_tokens\":1}}}\n\n\
+                    event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":50}}\n\n\
+                    event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert_eq!(meter_stream(Protocol::Anthropic, wire).0.tokens.unwrap(), want);
+        // Only the split, no total: the total is its sum.
+        let mut m = UsageMeter::new(Protocol::Anthropic);
+        m.body(br#"{"usage":{"input_tokens":1,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":70},"output_tokens":2}}"#);
+        let t = m.finish().tokens.unwrap();
+        assert_eq!((t.cache_write, t.cache_write_1h), (70, 70));
+    }
+
+    #[test]
+    fn openai_cached_tokens_with_null_details() {
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":null}}"#);
+        assert_eq!(m.finish().tokens.unwrap(), Tokens { input: 10, output: 2, ..Default::default() });
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":null,"audio_tokens":0}}}"#);
+        assert_eq!(m.finish().tokens.unwrap(), Tokens { input: 10, output: 2, ..Default::default() });
     }
 
     #[test]
@@ -321,7 +372,10 @@ mod tests {
         let (m, hidden) = meter_stream(Protocol::Openai, wire);
         assert_eq!(hidden, 0);
         assert!(m.completed);
-        assert_eq!(m.tokens.unwrap(), Tokens { input: 40, cache_read: 10, cache_write: 0, output: 20, reasoning: 4 });
+        assert_eq!(
+            m.tokens.unwrap(),
+            Tokens { input: 40, cache_read: 10, output: 20, reasoning: 4, ..Default::default() }
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::affinity::{self, Affine};
 use super::failover::Failure;
 use super::{AppState, ProxyBody, full, headers, respond};
 use crate::catalog::{ModelKind, Snapshot};
@@ -46,6 +47,8 @@ pub(super) struct Exchange {
     pub record: RequestRecord,
     /// The key's admission; settled (tokens, cost) with the record, wherever the record is finished.
     pub ticket: Ticket,
+    /// Prompt-cache affinity, between its lookup (after the peek) and the success that settles it.
+    pub affinity: Option<Affine>,
 }
 
 /// What the client sent, once read: the parts the attempts need.
@@ -115,7 +118,18 @@ impl Exchange {
             ..Default::default()
         };
         let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
-        Exchange { state, snap, id, started: Instant::now(), protocol, op, allow, record, ticket: Ticket::default() }
+        Exchange {
+            state,
+            snap,
+            id,
+            started: Instant::now(),
+            protocol,
+            op,
+            allow,
+            record,
+            ticket: Ticket::default(),
+            affinity: None,
+        }
     }
 
     pub fn debug_headers(&self) -> bool {
@@ -143,13 +157,17 @@ impl Exchange {
             Err(r) => return self.reject(r).await,
         };
         let input = Input { headers: parts.headers, query: parts.uri.query().map(str::to_string), body, peek };
-        let plan = match self.plan(&input).await {
+        self.affinity = affinity::lookup(&mut self, &input);
+        let mut plan = match self.plan(&input).await {
             Ok(p) => p,
             Err(Rejection::NoRoute(_)) if self.op == Operation::CountTokens => {
                 return super::local::count_tokens(self.id, &input.body);
             }
             Err(r) => return self.reject(r).await,
         };
+        if let Some(a) = &self.affinity {
+            affinity::prefer(&self, a, &mut plan);
+        }
         match super::failover::attempt_all(&mut self, &input, &plan).await {
             Ok(resp) => resp,
             Err(r) => self.reject(r).await,

@@ -6,6 +6,7 @@
 //! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
 //! (`headers`). Must not touch the store: records leave through the `RecordSink`.
 
+mod affinity;
 pub mod body;
 mod exchange;
 mod failover;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
 use crate::keys::KeyTable;
+use crate::live::affinity::Affinity;
 use crate::live::limits::Limiter;
 use crate::upstream::fasttest::FastTest;
 use crate::upstream::health::Health;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub keys: ArcSwap<KeyTable>,
     /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
     pub limiter: Limiter,
+    /// Prompt-cache affinity bindings (session -> candidate); live state, in memory.
+    pub affinity: Affinity,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
             crate::keys::timezone(snapshot.config.raw.server.timezone.as_deref()).unwrap_or(jiff::tz::TimeZone::UTC);
+        let affinity = Affinity::new(snapshot.config.raw.routing.affinity.max_sessions);
         Arc::new(AppState {
             keys: ArcSwap::from_pointee(keys),
             limiter: Limiter::new(tz),
@@ -73,6 +78,7 @@ impl AppState {
             client,
             sink,
             fasttest: FastTest::default(),
+            affinity,
         })
     }
 }

@@ -38,6 +38,7 @@ pub(super) async fn respond(
     ok: Success<'_>,
 ) -> Result<Response<ProxyBody>, Rejection> {
     let is_sse = record_success(ex, &ok);
+    super::affinity::settle(ex, ok.cand);
     let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
     let mode = match ok.conv {
         None => {
@@ -165,4 +166,7 @@ pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord)
     }
     headers::set(h, "x-router-attempts", &record.attempts.len().to_string());
     headers::set(h, "x-router-strategy", &record.strategy);
+    if let Some(a) = &record.affinity {
+        headers::set(h, super::affinity::HEADER, a);
+    }
 }

@@ -295,11 +295,13 @@ mod tests {
             stream: false,
             ttfb_ms: Some(5),
             total_ms: 12,
-            tokens: Tokens { input, cache_read: 3, cache_write: 1, output: 7, reasoning: 2 },
+            tokens: Tokens { input, cache_read: 3, cache_write: 1, output: 7, reasoning: 2, cache_write_1h: 0 },
             usage_source: UsageSource::Upstream,
             cost_usd: cost,
             translated: None,
             error: None,
+            session: Some("0123456789abcdef".into()),
+            affinity: Some("hit".into()),
         }
     }
 
@@ -322,6 +324,8 @@ mod tests {
         assert_eq!(r.tokens.output, 6);
         assert_eq!(r.translated, None);
         assert_eq!(r.error, None);
+        // Affinity's fields, added later, read as absent.
+        assert_eq!((r.session, r.affinity, r.tokens.cache_write_1h), (None, None, 0));
         assert_eq!(r.attempts[0].ms, 0);
     }
 

@@ -21,7 +21,8 @@ pub fn fingerprint(key: &str) -> String {
 }
 
 /// Token counts, normalised across protocols: `input` excludes cached tokens, which are counted in
-/// `cache_read` / `cache_write`; `output` includes `reasoning`.
+/// `cache_read` / `cache_write`; `output` includes `reasoning`; `cache_write_1h` is the part of `cache_write`
+/// written with a 1-hour TTL (billed at its own price).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tokens {
     pub input: u64,
@@ -29,6 +30,9 @@ pub struct Tokens {
     pub cache_write: u64,
     pub output: u64,
     pub reasoning: u64,
+    /// Records written before this field existed read as 0.
+    #[serde(default)]
+    pub cache_write_1h: u64,
 }
 
 impl Tokens {
@@ -41,13 +45,17 @@ impl Tokens {
         self.input + self.cache_read + self.cache_write
     }
 
-    /// USD for these tokens at `price` (USD per 1M). Cache prices default to the input price.
+    /// USD for these tokens at `price` (USD per 1M). Cache prices default to the input price (Anthropic channels
+    /// fill in their multipliers first: `Price::with_anthropic_cache_defaults`).
     pub fn cost(&self, price: &Price) -> f64 {
         let read = price.cache_read.unwrap_or(price.input);
         let write = price.cache_write.unwrap_or(price.input);
+        let write_1h = price.cache_write_1h.unwrap_or(write);
+        let hour = self.cache_write_1h.min(self.cache_write);
         (self.input as f64 * price.input
             + self.cache_read as f64 * read
-            + self.cache_write as f64 * write
+            + (self.cache_write - hour) as f64 * write
+            + hour as f64 * write_1h
             + self.output as f64 * price.output)
             / 1_000_000.0
     }
@@ -58,6 +66,7 @@ impl Tokens {
         self.cache_write += o.cache_write;
         self.output += o.output;
         self.reasoning += o.reasoning;
+        self.cache_write_1h += o.cache_write_1h;
     }
 }
 
@@ -158,6 +167,12 @@ pub struct RequestRecord {
     pub translated: Option<String>,
     /// Short error text (never a key).
     pub error: Option<String>,
+    /// The conversation this request belongs to: 16 hex digits of a one-way hash (never the raw id).
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Prompt-cache affinity: `new`, `hit`, `moved` or `off` (absent in records older than affinity).
+    #[serde(default)]
+    pub affinity: Option<String>,
 }
 
 impl RequestRecord {
@@ -201,10 +216,10 @@ mod tests {
 
     #[test]
     fn cost_uses_cache_prices_or_input_price() {
-        let t = Tokens { input: 1_000_000, cache_read: 1_000_000, cache_write: 0, output: 500_000, reasoning: 0 };
-        let p = Price { input: 2.0, output: 8.0, cache_read: Some(0.5), cache_write: None };
+        let t = Tokens { input: 1_000_000, cache_read: 1_000_000, output: 500_000, ..Default::default() };
+        let p = Price { input: 2.0, output: 8.0, cache_read: Some(0.5), ..Default::default() };
         assert!((t.cost(&p) - (2.0 + 0.5 + 4.0)).abs() < 1e-9);
-        let p = Price { input: 2.0, output: 8.0, cache_read: None, cache_write: None };
+        let p = Price { input: 2.0, output: 8.0, ..Default::default() };
         assert!((t.cost(&p) - (2.0 + 2.0 + 4.0)).abs() < 1e-9);
     }
 
@@ -222,6 +237,22 @@ mod tests {
             assert_eq!(a.outcome.code(), code);
             assert_eq!(serde_json::to_string(&a).unwrap(), stored);
         }
+    }
+
+    #[test]
+    fn one_hour_cache_writes_are_billed_at_their_own_price() {
+        // 1M written: 400k with the 5-minute TTL, 600k with the 1-hour TTL.
+        let t = Tokens { cache_write: 1_000_000, cache_write_1h: 600_000, ..Default::default() };
+        let p = Price { input: 3.0, output: 15.0, ..Default::default() }.with_anthropic_cache_defaults();
+        assert_eq!((p.cache_write, p.cache_write_1h), (Some(3.75), Some(6.0)));
+        assert!((t.cost(&p) - (0.4 * 3.75 + 0.6 * 6.0)).abs() < 1e-9);
+        // Configured prices are kept.
+        let p = Price { input: 3.0, cache_write: Some(4.0), cache_write_1h: Some(5.0), ..Default::default() }
+            .with_anthropic_cache_defaults();
+        assert!((t.cost(&p) - (0.4 * 4.0 + 0.6 * 5.0)).abs() < 1e-9);
+        // Without a 1-hour price, a 1-hour write costs what a write costs (never plain input when one is set).
+        let p = Price { input: 3.0, cache_write: Some(4.0), ..Default::default() };
+        assert!((t.cost(&p) - 4.0).abs() < 1e-9);
     }
 
     #[test]

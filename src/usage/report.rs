@@ -27,6 +27,8 @@ pub enum GroupBy {
     Model,
     /// The gateway key clients used.
     Key,
+    /// The conversation (session hash); needs request records, not daily rollups.
+    Session,
 }
 
 impl GroupBy {
@@ -38,6 +40,31 @@ impl GroupBy {
             GroupBy::Token => "token",
             GroupBy::Model => "model",
             GroupBy::Key => "key",
+            GroupBy::Session => "session",
+        }
+    }
+}
+
+/// How `--top` / `--sort` order report rows (largest first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    /// All input (uncached, read, written) plus output.
+    #[default]
+    Tokens,
+    /// Cache reads.
+    CacheRead,
+    Cost,
+    Requests,
+}
+
+impl SortBy {
+    fn key(self, c: &Counters) -> f64 {
+        match self {
+            SortBy::Tokens => (c.input + c.cache_read + c.cache_write + c.output) as f64,
+            SortBy::CacheRead => c.cache_read as f64,
+            SortBy::Cost => c.cost_usd,
+            SortBy::Requests => c.requests as f64,
         }
     }
 }
@@ -53,6 +80,9 @@ pub struct Filters {
     pub model: Option<String>,
     /// Gateway key name.
     pub key: Option<String>,
+    /// Session hash (16 hex digits); request records only.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 fn eq(want: &Option<String>, have: &str) -> bool {
@@ -68,6 +98,7 @@ impl Filters {
                 .is_none_or(|t| r.token_key.as_deref() == Some(t) || r.token_fp.as_deref() == Some(t))
             && eq(&self.model, tables::record_model(r))
             && eq(&self.key, r.gateway_key.as_deref().unwrap_or(""))
+            && eq(&self.session, r.session.as_deref().unwrap_or(""))
     }
 
     pub fn matches_daily(&self, k: &DailyKey) -> bool {
@@ -89,6 +120,12 @@ pub struct UsageQuery {
     pub filters: Filters,
     /// Days are UTC days (else local days, when exact records are read).
     pub utc: bool,
+    /// Only the first N rows in `sort` order.
+    #[serde(default)]
+    pub top: Option<usize>,
+    /// Rows largest first by this (with `top` and no `sort`: by tokens); none: in group order.
+    #[serde(default)]
+    pub sort: Option<SortBy>,
 }
 
 /// Where a report's numbers came from.
@@ -150,9 +187,10 @@ impl Acc {
         self.totals.add(c);
     }
 
-    fn finish(self, source: Source, group_by: Vec<GroupBy>) -> UsageReport {
+    fn finish(self, source: Source, q: &UsageQuery) -> UsageReport {
+        let group_by = q.group_by.clone();
         let with_names = group_by.contains(&GroupBy::Token);
-        let rows = self
+        let mut rows: Vec<UsageRow> = self
             .groups
             .into_iter()
             .map(|(group, (counters, names))| UsageRow {
@@ -161,6 +199,14 @@ impl Acc {
                 counters,
             })
             .collect();
+        if let Some(by) = q.sort.or(q.top.map(|_| SortBy::Tokens)) {
+            rows.sort_by(|a, b| {
+                by.key(&b.counters).total_cmp(&by.key(&a.counters)).then_with(|| a.group.cmp(&b.group))
+            });
+        }
+        if let Some(n) = q.top {
+            rows.truncate(n);
+        }
         UsageReport { source, group_by, rows, totals: self.totals }
     }
 }
@@ -175,6 +221,11 @@ fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u12
 pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
     let pruned = store.pruned_before()?;
     let exact = pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned);
+    if !exact && (q.group_by.contains(&GroupBy::Session) || q.filters.session.is_some()) {
+        return Err(user("sessions are kept in request records only, and this range reaches past their retention")
+            .with_hint("give a --since within store.retention_days")
+            .into());
+    }
     let mut acc = Acc::default();
     if exact {
         store.scan_requests(id_range(q.since_ms, q.until_ms), false, |r| {
@@ -192,13 +243,14 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                         GroupBy::Token => or_dash(r.token_fp.as_deref().unwrap_or("")),
                         GroupBy::Model => or_dash(tables::record_model(&r)),
                         GroupBy::Key => or_dash(r.gateway_key.as_deref().unwrap_or("")),
+                        GroupBy::Session => or_dash(r.session.as_deref().unwrap_or("")),
                     })
                     .collect();
                 acc.add(group, r.token_key.as_deref().unwrap_or(""), &Counters::of(&r));
             }
             true
         })?;
-        return Ok(acc.finish(Source::Requests, q.group_by.clone()));
+        return Ok(acc.finish(Source::Requests, q));
     }
     let first = q.since_ms.map(tables::day_of_ms).unwrap_or(0);
     let last = q.until_ms.map(|u| tables::day_of_ms(u - 1)).unwrap_or(u32::MAX);
@@ -215,12 +267,13 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                     GroupBy::Token => or_dash(&k.token_fp),
                     GroupBy::Model => or_dash(&k.model),
                     GroupBy::Key => or_dash(&k.gateway_key),
+                    GroupBy::Session => unreachable!("refused above: rollups have no sessions"),
                 })
                 .collect();
             acc.add(group, &k.token_key, &c);
         }
     })?;
-    Ok(acc.finish(Source::Daily, q.group_by.clone()))
+    Ok(acc.finish(Source::Daily, q))
 }
 
 impl Op for UsageQuery {
@@ -475,6 +528,42 @@ mod tests {
         assert_eq!(daily.source, Source::Daily);
         assert_eq!(daily.rows, r.rows);
         assert_eq!(daily.totals, r.totals);
+    }
+
+    #[test]
+    fn groups_by_session_top_first_and_filters_by_session() {
+        let (_d, s) = store();
+        let t0 = 20_000 * DAY;
+        let with = |t: i64, session: Option<&str>, input: u64| RequestRecord {
+            session: session.map(Into::into),
+            affinity: Some("hit".into()),
+            ..rec(t, "fp:a", "a", "one", input, Some(0.0))
+        };
+        s.write_records(&[
+            with(t0, Some("00000000000000aa"), 10),
+            with(t0 + 1, Some("00000000000000bb"), 500),
+            with(t0 + 2, Some("00000000000000aa"), 20),
+            with(t0 + 3, None, 1000),
+        ])
+        .unwrap();
+        let q = UsageQuery { group_by: vec![GroupBy::Session], top: Some(2), ..Default::default() };
+        let r = usage(&s, &q).unwrap();
+        let groups: Vec<_> = r.rows.iter().map(|r| r.group[0].as_str()).collect();
+        assert_eq!(groups, vec!["-", "00000000000000bb"]);
+        // By requests: session aa has two.
+        let q = UsageQuery { sort: Some(SortBy::Requests), ..q };
+        let r = usage(&s, &q).unwrap();
+        assert_eq!(r.rows[0].group[0], "00000000000000aa");
+        assert_eq!(r.totals.requests, 4);
+        let q = UsageQuery {
+            filters: Filters { session: Some("00000000000000aa".into()), ..Default::default() },
+            ..Default::default()
+        };
+        assert_eq!(usage(&s, &q).unwrap().totals.input, 30);
+        // Rollups know no sessions: a range past retention is refused, not silently wrong.
+        s.prune_requests(t0 + DAY).unwrap();
+        let q = UsageQuery { since_ms: Some(0), group_by: vec![GroupBy::Session], ..Default::default() };
+        assert!(usage(&s, &q).unwrap_err().to_string().contains("request records only"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod affinity;
 mod balance;
 mod channels;
 mod config_example;

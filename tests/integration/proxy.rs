@@ -332,16 +332,21 @@ async fn cooldown_expires_and_success_clears_it() {
     let cfg = two_channels(&a.openai_url(), &b.openai_url(), "").replace("base: 60s", "base: 300ms");
     let router = Router::start(&cfg);
     let c = client();
-    let first = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    // Every request repeats one conversation: with affinity it would stay where the failover moved it. This test
+    // is about cooldowns, so affinity is off.
+    let send = || {
+        c.post(router.url("/v1/chat/completions")).header("x-router-affinity", "off").json(&chat_body("gpt-4o", false))
+    };
+    let first = send().send().await.unwrap();
     assert_eq!(first.headers()["x-router-channel"], "second");
     // While cooling, `first` is skipped without a call.
-    let next = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+    let next = send().send().await.unwrap();
     let served_by_second = next.headers()["x-router-channel"] == "second";
     assert!(served_by_second || a.count() == 2, "either still cooling, or it expired already");
     // After expiry the preferred channel serves again.
     let mut back = false;
     for _ in 0..100 {
-        let r = c.post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", false)).send().await.unwrap();
+        let r = send().send().await.unwrap();
         if r.headers()["x-router-channel"] == "first" {
             back = true;
             break;

@@ -127,6 +127,14 @@ async fn claude_code_runs_a_tool_loop_on_a_chat_only_channel() {
         records.iter().any(|r| r["translated"] == "anthropic->openai" && r["tokens"]["input"] == 123),
         "{records:?}"
     );
+    // Prompt-cache affinity recognised the session Claude Code reports: its tool round trip stayed on one key.
+    let session = router::protocol::session::filter_value(v["session_id"].as_str().unwrap());
+    let mut records = Vec::new();
+    let stayed = eventually(std::time::Duration::from_secs(10), || {
+        records = router.records();
+        records.iter().any(|r| r["session"] == session.as_str() && r["affinity"] == "hit")
+    });
+    assert!(stayed.await, "{session}: {records:?}");
     assert!(!out.contains("sk-upstream-secret") && !router.stderr().contains("sk-upstream-secret"));
 }
 
@@ -161,4 +169,12 @@ async fn codex_cli_runs_a_tool_loop_on_a_chat_only_channel() {
     assert!(out.contains("TOOL RESULT: router-ok"), "{out}\n{err}");
     let records = router.records();
     assert!(records.iter().any(|r| r["translated"] == "responses->chat"), "{records:?}");
+    // Prompt-cache affinity recognised Codex's conversation (`prompt_cache_key`): its tool round trip stayed put.
+    let mut records = Vec::new();
+    let stayed = eventually(std::time::Duration::from_secs(10), || {
+        records = router.records();
+        records.iter().any(|r| r["affinity"] == "hit")
+    });
+    assert!(stayed.await, "{records:?}");
+    assert!(records.iter().all(|r| r["session"].is_string()), "{records:?}");
 }
