@@ -1560,7 +1560,7 @@ _router() {
             return 0
             ;;
         router__subcmd__import__subcmd__oneapi)
-            opts="-y -h -V --flavor --prefix --dry-run --yes --json --config --store --help --version"
+            opts="-y -h -V --flavor --prefix --dry-run --yes --json --reset-state --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -164,6 +164,7 @@ complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_su
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l dry-run -d 'Show what would be imported, change nothing'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s y -l yes -d 'Import without asking'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l json -d 'Print the report as JSON'
+complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -l reset-state -d 'On re-import, take each channel\'s enabled / disabled state from the database again, dropping what was set locally with `router channels enable|disable` (kept by default)'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from oneapi" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand import; and __fish_seen_subcommand_from help" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
@@ -230,7 +231,7 @@ complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand discover" -l channel -d 'Only this channel (repeatable)' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l concurrency -d 'Model lists fetched at the same time' -r
-complete -c router -n "__fish_router_using_subcommand discover" -l timeout -d 'Bound on each model-list request, e.g. 20s' -r
+complete -c router -n "__fish_router_using_subcommand discover" -l timeout -d 'Bound on each model-list request, e.g. 20s (default: discovery.timeout of the config, else 20s)' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand discover" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand discover" -l json -d 'Print the report and the models found as JSON'

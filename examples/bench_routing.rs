@@ -105,7 +105,7 @@ fn catalogue() -> (Arc<Config>, Discovered) {
                 output: (rng.next() % 12000) as f64 / 1000.0,
                 ..Default::default()
             });
-            models.push(DiscoveredModel { id, kind: None, price });
+            models.push(DiscoveredModel { id, kind: None, price, context_length: None });
         }
         discovered.entry(name).or_default().insert(router::usage::fingerprint(&key), models);
         raw.channels.push(ch);

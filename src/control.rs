@@ -154,7 +154,9 @@ fn add_wired_ops(r: &mut Registry, cell: &LiveCell) {
             let c = cell.clone();
             let saved = results.clone();
             tokio::task::spawn_blocking(move || {
-                SaveBalances { results: saved }.run(&c.get().expect("checked").store).map(|_| ())
+                let live = c.get().expect("checked");
+                let history_days = Some(live.state.snapshot.load().config.raw.balance.history_days());
+                SaveBalances { results: saved, history_days }.run(&live.store).map(|_| ())
             })
             .await??;
             let live = cell.get().expect("checked");
@@ -244,7 +246,8 @@ pub async fn discover_now(cell: LiveCell) -> anyhow::Result<usize> {
     if discover::planned(&snap, &[]) == 0 {
         return Ok(0);
     }
-    let outcome = discover::discover(&snap, &discover::Options::default(), &|_| {}).await;
+    let opts = discover::Options { timeout: snap.config.raw.discovery.timeout(), ..Default::default() };
+    let outcome = discover::discover(&snap, &opts, &|_| {}).await;
     for r in outcome.reports.iter().flat_map(|r| &r.tokens).filter(|t| t.status != "ok") {
         tracing::warn!(
             "discovery: {} ({}) failed: {}; using configured models",
@@ -272,8 +275,11 @@ pub async fn refresh_balances(cell: LiveCell) -> anyhow::Result<()> {
     let results = balance::check_all(snap.clone(), &opts, None, &|| {}).await;
     let saved = results.clone();
     let c = cell.clone();
-    tokio::task::spawn_blocking(move || SaveBalances { results: saved }.run(&c.get().expect("set above").store))
-        .await??;
+    let history_days = Some(snap.config.raw.balance.history_days());
+    tokio::task::spawn_blocking(move || {
+        SaveBalances { results: saved, history_days }.run(&c.get().expect("set above").store)
+    })
+    .await??;
     let applied = balance::store::apply_cooldowns(&snap, &results, &live.state.health, balance_hold(&snap.config));
     log_balance(&applied);
     Ok(())

@@ -265,6 +265,7 @@ mod tests {
             base_url: "https://x".into(),
             keys: vec![KeyConfig::Bare(Secret::new("sk-three"))],
             priority: 0,
+            weight: 1,
             failover_enabled: true,
             headers: Default::default(),
             connect_timeout: None,

@@ -408,7 +408,12 @@ pub fn parse_page(body: &Value, protocol: ChannelProtocol) -> Result<Page, Disco
             ChannelProtocol::Gemini => id.strip_prefix("models/").unwrap_or(id),
             _ => id,
         };
-        models.push(DiscoveredModel { id: id.to_string(), kind: Some(parse_kind(item, id)), price: parse_price(item) });
+        models.push(DiscoveredModel {
+            id: id.to_string(),
+            kind: Some(parse_kind(item, id)),
+            price: parse_price(item),
+            context_length: parse_context(item),
+        });
     }
     let next = if body.get("has_more").and_then(Value::as_bool) == Some(true) {
         body.get("last_id").and_then(Value::as_str).map(str::to_string)
@@ -416,6 +421,18 @@ pub fn parse_page(body: &Value, protocol: ChannelProtocol) -> Result<Page, Disco
         None
     };
     Ok(Page { models, next })
+}
+
+/// The context window a model list states: `context_length` (OpenRouter, Together, SiliconFlow),
+/// `context_window` (Groq), `max_context_length` (Mistral), `max_model_len` (vLLM), `top_provider.context_length`.
+fn parse_context(item: &Value) -> Option<u32> {
+    ["context_length", "context_window", "max_context_length", "max_model_len"]
+        .iter()
+        .find_map(|k| item.get(*k))
+        .or_else(|| item.pointer("/top_provider/context_length"))
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+        .map(|n| n.min(u64::from(u32::MAX)) as u32)
 }
 
 /// What a listed model is for: from `type` / `task` / `model_type`, OpenRouter `architecture`, Azure
@@ -583,7 +600,7 @@ mod tests {
 
     #[test]
     fn merge_replaces_discovered_channels_only() {
-        let m = |id: &str| DiscoveredModel { id: id.into(), kind: None, price: None };
+        let m = |id: &str| DiscoveredModel { id: id.into(), kind: None, price: None, context_length: None };
         let mut prev: Discovered = HashMap::new();
         prev.entry("a".into()).or_default().insert("fp:1".into(), vec![m("old")]);
         prev.entry("b".into()).or_default().insert("fp:2".into(), vec![m("keep")]);
@@ -603,7 +620,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let access = Access::Direct(Store::open(&dir.path().join("s.redb")).unwrap());
         let store = StoreDiscovery(&access);
-        let m = |id: &str| DiscoveredModel { id: id.into(), kind: Some(ModelKind::Chat), price: None };
+        let m = |id: &str| DiscoveredModel {
+            id: id.into(),
+            kind: Some(ModelKind::Chat),
+            price: None,
+            context_length: None,
+        };
         let report = |c: &str| ChannelReport { channel: c.into(), status: "ok", tokens: vec![], configured_models: 0 };
         let mut first = Outcome::default();
         first.discovered.entry("a".into()).or_default().insert("fp:1".into(), vec![m("x")]);

@@ -29,22 +29,41 @@ pub fn key(r: &BalanceResult) -> String {
     format!("{}/{}/{}/{:016}", r.channel, r.endpoint, r.fingerprint, r.checked_at.max(0))
 }
 
-/// Appends results to the history.
+/// Appends results to the history, and deletes history older than `history_days` (`balance.history_days`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SaveBalances {
     pub results: Vec<BalanceResult>,
+    /// Days of history to keep; `None` or 0: keep everything.
+    #[serde(default)]
+    pub history_days: Option<u32>,
 }
 
 impl Op for SaveBalances {
     const NAME: &'static str = "balance_save";
     type Reply = ();
     fn run(self, store: &Store) -> anyhow::Result<()> {
+        let mut puts = Vec::with_capacity(self.results.len());
         for mut r in self.results {
             r.cached = false;
-            store.put_json(KvTable::Balances, &key(&r), &r)?;
+            puts.push((key(&r), serde_json::to_vec(&r)?));
         }
+        let removes = match self.history_days.filter(|d| *d > 0) {
+            Some(days) => expired(store, super::now_ms() - i64::from(days) * 86_400_000)?,
+            None => Vec::new(),
+        };
+        store.apply_kv(KvTable::Balances, &[], &removes, &puts)?;
         Ok(())
     }
+}
+
+/// Keys of results checked before `cutoff_ms` (the time is the key's last 16 digits).
+fn expired(store: &Store, cutoff_ms: i64) -> Result<Vec<String>, crate::store::StoreError> {
+    Ok(store
+        .list_raw(KvTable::Balances)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.rsplit('/').next().and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| t < cutoff_ms))
+        .collect())
 }
 
 /// Results checked at or after `since_ms`, of one channel or all, oldest first.
@@ -79,13 +98,21 @@ impl Op for BalanceHistory {
 /// cools down keys that ran dry.
 pub struct StoreBalances<'a> {
     access: &'a Access,
+    /// `balance.history_days` (applied when saving directly; a running server applies its own).
+    history_days: Option<u32>,
     /// Rows read once for `recent` (the TTL window at the first call).
     window: Mutex<Option<Vec<BalanceResult>>>,
 }
 
 impl<'a> StoreBalances<'a> {
     pub fn new(access: &'a Access) -> Self {
-        StoreBalances { access, window: Mutex::new(None) }
+        StoreBalances { access, history_days: None, window: Mutex::new(None) }
+    }
+
+    /// Deletes history older than `days` when saving (0: keep everything).
+    pub fn keep_days(mut self, days: u32) -> Self {
+        self.history_days = Some(days);
+        self
     }
 }
 
@@ -124,7 +151,8 @@ impl BalanceStore for StoreBalances<'_> {
             let v = serde_json::to_value(results).map_err(|e| StoreError(e.to_string()))?;
             self.access.call_live(REPORT_OP, v).map_err(err)?;
         } else {
-            self.access.run(SaveBalances { results: results.to_vec() }).map_err(err)?;
+            let op = SaveBalances { results: results.to_vec(), history_days: self.history_days };
+            self.access.run(op).map_err(err)?;
         }
         Ok(())
     }
@@ -217,6 +245,24 @@ mod tests {
         );
         let stale = StoreBalances::new(&access);
         assert!(stale.recent("a", "default", "fp:1", Duration::from_millis(500), 6_000).is_none());
+    }
+
+    #[test]
+    fn saving_prunes_history_older_than_history_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = Access::Direct(Store::open(&dir.path().join("s.redb")).unwrap());
+        let now = crate::balance::now_ms();
+        let day = 86_400_000;
+        StoreBalances::new(&access)
+            .save(&[result("a", "fp:1", 5.0, now - 200 * day), result("a", "fp:1", 4.0, now - 10 * day)])
+            .unwrap();
+        assert_eq!(StoreBalances::new(&access).history(None, 0).unwrap().len(), 2, "no pruning without a limit");
+        let s = StoreBalances::new(&access).keep_days(180);
+        s.save(&[result("a", "fp:1", 3.0, now)]).unwrap();
+        let left: Vec<f64> = s.history(None, 0).unwrap().iter().map(|r| r.balances[0].amount).collect();
+        assert_eq!(left, [4.0, 3.0]);
+        StoreBalances::new(&access).keep_days(0).save(&[result("a", "fp:1", 2.0, now - 999 * day)]).unwrap();
+        assert_eq!(s.history(None, 0).unwrap().len(), 3, "0 keeps everything");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Endpoint {
     /// Without a trailing slash.
     pub base_url: String,
     pub priority: i64,
+    /// Share of traffic among the channel's endpoints of the same priority (at least 1).
+    pub weight: u32,
     pub failover_enabled: bool,
     pub tokens: Vec<Token>,
     pub headers: Vec<(String, String)>,
@@ -109,6 +111,8 @@ pub struct Model {
     /// Fingerprints of the tokens that can see this model; empty = every token of the channel. Interned: equal
     /// lists (typically every model of a channel) share one allocation.
     pub tokens: Arc<[Arc<str>]>,
+    /// Context window in tokens, when discovery found it (see [`Channel::context_window`]).
+    pub context: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -124,6 +128,8 @@ pub struct Channel {
     pub patterns: Vec<String>,
     pub aliases: HashMap<String, String>,
     pub pricing: HashMap<String, Price>,
+    /// Configured context windows in tokens, by upstream model id (`*`: every model of the channel).
+    pub context_window: HashMap<String, u32>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub headers: Vec<(String, String)>,
@@ -197,6 +203,16 @@ impl Channel {
         Some(if anthropic { p.with_anthropic_cache_defaults() } else { p })
     }
 
+    /// The context window of `model` in tokens, when known: the configured one for that id, else what discovery
+    /// found, else the channel's configured `*`.
+    pub fn context_window(&self, model: &str) -> Option<u32> {
+        self.context_window
+            .get(model)
+            .copied()
+            .or_else(|| self.model(model).and_then(|m| m.context))
+            .or_else(|| self.context_window.get("*").copied())
+    }
+
     /// `/v1/responses` requests are translated to chat completions for this channel.
     pub fn responses_via_chat(&self) -> bool {
         match self.config().responses_api {
@@ -264,6 +280,9 @@ pub struct DiscoveredModel {
     pub kind: Option<ModelKind>,
     #[serde(default)]
     pub price: Option<Price>,
+    /// Context window in tokens, when the model list says (`context_length`, `context_window`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u32>,
 }
 
 /// Discovery results: channel name -> token fingerprint -> models.
@@ -573,6 +592,7 @@ fn build_channel(
             base_url: c.base_url.clone().or(c.protocol.default_base_url().map(str::to_string)).unwrap_or_default(),
             keys: c.keys.clone(),
             priority: 0,
+            weight: 1,
             failover_enabled: true,
             headers: Default::default(),
             connect_timeout: None,
@@ -607,6 +627,7 @@ fn build_channel(
             health_key,
             base_url,
             priority: e.priority,
+            weight: e.weight.max(1),
             failover_enabled: e.failover_enabled,
             tokens,
             headers: e.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -640,6 +661,7 @@ fn build_channel(
                     id: &str,
                     price: Option<Price>,
                     kind: Option<ModelKind>,
+                    context: Option<u32>,
                     token: Option<&Arc<str>>| {
         if let Some(i) = index.get(models, id).map(|i| i as usize) {
             let tokens = &mut visible[i];
@@ -651,6 +673,9 @@ fn build_channel(
             }
             if prices[i].is_none() {
                 prices[i] = price;
+            }
+            if models[i].context.is_none() {
+                models[i].context = context;
             }
             return;
         }
@@ -664,6 +689,7 @@ fn build_channel(
             price: None,
             free,
             tokens: no_tokens.clone(),
+            context,
         });
         index.insert(models, (models.len() - 1) as u32);
         visible.push(token.map(|t| vec![t.clone()]).unwrap_or_default());
@@ -678,19 +704,19 @@ fn build_channel(
             // One shared `Arc` per token, not one allocation per model.
             let fp: Arc<str> = fp.as_str().into();
             for m in list {
-                push(&mut models, &mut index, &mut visible, &m.id, m.price, m.kind, Some(&fp));
+                push(&mut models, &mut index, &mut visible, &m.id, m.price, m.kind, m.context_length, Some(&fp));
             }
         }
     }
     for id in &listed {
-        push(&mut models, &mut index, &mut visible, id, None, None, None);
+        push(&mut models, &mut index, &mut visible, id, None, None, None, None);
         if let Some(i) = index.get(&models, id) {
             visible[i as usize].clear();
         }
     }
     for target in c.aliases.values() {
         if index.get(&models, target).is_none() && !patterns.iter().any(|p| pattern_matches(p, target)) {
-            push(&mut models, &mut index, &mut visible, target, None, None, None);
+            push(&mut models, &mut index, &mut visible, target, None, None, None, None);
         }
     }
     for ((m, tokens), price) in models.iter_mut().zip(visible).zip(prices) {
@@ -713,6 +739,7 @@ fn build_channel(
         patterns,
         aliases: c.aliases.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         pricing: c.pricing.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        context_window: c.context_window.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         enabled: c.enabled,
         disabled_reason: c.disabled_reason.clone(),
         headers: c.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -97,10 +97,11 @@ fn check(global: &Global, args: CheckArgs, store: Option<&dyn BalanceStore>) -> 
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
-    // Results are kept in the store when there is one (`serve` and `discover` create it), or sent to the server
-    // holding it. Without one, every check asks the providers.
-    let loaded = rt.block_on(super::discover::load(global, false))?;
-    let own = loaded.access.as_ref().map(StoreBalances::new);
+    // Results are kept in the store (created when missing, as `serve` creates it, so `check` then `history` works
+    // from cron), or sent to the server holding it.
+    let loaded = rt.block_on(super::discover::load(global, true))?;
+    let keep = loaded.snapshot.config.raw.balance.history_days();
+    let own = loaded.access.as_ref().map(|a| StoreBalances::new(a).keep_days(keep));
     let store: Option<&dyn BalanceStore> = store.or(own.as_ref().map(|s| s as &dyn BalanceStore));
     let ttl = loaded.snapshot.config.raw.balance.ttl.unwrap_or(DEFAULT_TTL);
     let snapshot = Arc::new(loaded.snapshot);
@@ -230,7 +231,9 @@ fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Resul
     let (since, until) = args.range.resolve(balance::now_ms())?;
     let Some(store) = store else {
         return Err(user("`router balance history` needs the store, and there is none yet")
-            .with_hint("`router serve` creates it (see store.path, --store, ROUTER_STORE); `router balance check` records there once it exists")
+            .with_hint(
+                "`router balance check` (or `serve`, `discover`) creates it (see store.path, --store, ROUTER_STORE)",
+            )
             .into());
     };
     let mut rows = store.history(args.channel.as_deref(), since.unwrap_or(0))?;

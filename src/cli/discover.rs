@@ -35,9 +35,9 @@ pub struct Args {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub concurrency: usize,
 
-    /// Bound on each model-list request, e.g. 20s.
-    #[arg(long, default_value = "20s", value_name = "DURATION", value_parser = super::args::duration)]
-    pub timeout: Dur,
+    /// Bound on each model-list request, e.g. 20s (default: discovery.timeout of the config, else 20s).
+    #[arg(long, value_name = "DURATION", value_parser = super::args::duration)]
+    pub timeout: Option<Dur>,
 }
 
 /// What a subcommand routes on: the configuration in force (a file, or zero-config), the store when there is one
@@ -129,7 +129,11 @@ async fn discover_cmd(global: &Global, args: Args) -> anyhow::Result<()> {
     let loaded = load(global, true).await?;
     let snap = &loaded.snapshot;
     check_channels(snap, &args.channels)?;
-    let opts = Options { channels: args.channels.clone(), concurrency: args.concurrency, timeout: args.timeout.0 };
+    let opts = Options {
+        channels: args.channels.clone(),
+        concurrency: args.concurrency,
+        timeout: args.timeout.map_or(loaded.snapshot.config.raw.discovery.timeout(), |d| d.0),
+    };
     let total = discover::planned(snap, &opts.channels);
     if total == 0 {
         return Err(user("no enabled channel with a key to discover").with_hint("see `router config check`").into());

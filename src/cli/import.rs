@@ -37,6 +37,10 @@ pub struct OneapiArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// On re-import, take each channel's enabled / disabled state from the database again, dropping what was
+    /// set locally with `router channels enable|disable` (kept by default).
+    #[arg(long)]
+    pub reset_state: bool,
 }
 
 pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
@@ -79,7 +83,7 @@ pub fn run(global: &Global, cmd: Command) -> anyhow::Result<()> {
         output::note("import cancelled: nothing was changed");
         return Ok(());
     }
-    let done = import::commit(global, &plan).context("importing the channels")?;
+    let done = import::commit(global, &plan, args.reset_state).context("importing the channels")?;
     if args.json {
         return output::json(&serde_json::json!({ "dry_run": false, "plan": report, "commit": done }));
     }

@@ -69,6 +69,7 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
         None => config.listen(),
     };
     config.listen = Some(listen);
+    let self_loops = if loaded.auto { autodetect::undo_self_loops(&mut config, listen) } else { Vec::new() };
     // Store: request records, rollups and the control socket (see store::recorder).
     let store_path = store::resolve_path(global.store.as_deref(), config.raw.store.path.as_deref());
     let (record_sink, records) = RecordSink::new(4096);
@@ -90,6 +91,9 @@ async fn serve(global: &Global, args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     print_summary(&snapshot, bound, &loaded.found, loaded.auto);
+    for n in &self_loops {
+        output::line(&format!("note: {n}"));
+    }
     output::line(&format!("store: {} (control socket {})", store_path.display(), recorder.socket_path().display()));
 
     let health = Arc::new(Health::new());

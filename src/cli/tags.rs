@@ -113,7 +113,8 @@ async fn snapshot(global: &Global, live: bool) -> anyhow::Result<Loaded> {
         return Ok(loaded);
     }
     let snap = &loaded.snapshot;
-    let outcome = discover::discover(snap, &Options::default(), &|_| {}).await;
+    let opts = Options { timeout: snap.config.raw.discovery.timeout(), ..Options::default() };
+    let outcome = discover::discover(snap, &opts, &|_| {}).await;
     for r in outcome.reports.iter().filter(|r| r.status != "ok") {
         for t in r.tokens.iter().filter_map(|t| t.reason.as_ref().map(|reason| (t, reason))) {
             output::note(&format!(
@@ -191,11 +192,29 @@ pub struct CandidateRow {
     pub endpoint: String,
     pub token: String,
     pub model: String,
+    /// The endpoint's priority inside its channel and its weight among endpoints of that priority (left out
+    /// when 0 and 1, the defaults).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub endpoint_priority: i64,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub endpoint_weight: u32,
     pub price: Option<JsonPrice>,
     pub free: bool,
     pub local: bool,
     pub latency_ms: Option<f64>,
     pub score: Option<ScoreRow>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// The `balanced` score and its parts.
@@ -284,7 +303,10 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             serde_json::from_value(v).context("unexpected reply from the server to `plan`")?
         }
         // Without one, a fresh health: nothing is cooling and latency is only what fast tests measure.
-        _ => answer(&loaded.snapshot, &Health::new(), &FastTest::default(), &plan_args).await,
+        _ => {
+            let fasttest = FastTest::with_timeout(loaded.snapshot.config.raw.routing.fast_test_timeout.0);
+            answer(&loaded.snapshot, &Health::new(), &fasttest, &plan_args).await
+        }
     };
     let out = match answer {
         Ok(out) => out,
@@ -310,14 +332,20 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
         out.strategy,
         out.resolved_by
     ));
-    let mut t = output::table(&[
-        "#", "channel", "endpoint", "token", "model", "in $/M", "out $/M", "free", "local", "latency", "score",
-    ]);
+    // The endpoint's priority / weight inside its channel, only when some candidate's differ from the defaults.
+    let tiers = out.candidates.iter().any(|c| c.endpoint_priority != 0 || c.endpoint_weight != 1);
+    let mut header = vec!["#", "channel", "endpoint"];
+    if tiers {
+        header.push("prio/weight");
+    }
+    header.extend(["token", "model", "in $/M", "out $/M", "free", "local", "latency", "score"]);
+    let mut t = output::table(&header);
     for c in &out.candidates {
-        t.add_row(vec![
-            c.rank.to_string(),
-            c.channel.clone(),
-            c.endpoint.clone(),
+        let mut row = vec![c.rank.to_string(), c.channel.clone(), c.endpoint.clone()];
+        if tiers {
+            row.push(format!("{}/{}", c.endpoint_priority, c.endpoint_weight));
+        }
+        row.extend([
             c.token.clone(),
             c.model.clone(),
             price_text(c, |p| p.input),
@@ -327,6 +355,7 @@ async fn query(global: &Global, args: QueryArgs) -> anyhow::Result<()> {
             c.latency_ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "-".into()),
             c.score.map(score_text).unwrap_or_else(|| "-".into()),
         ]);
+        t.add_row(row);
     }
     output::print_table(&t);
     if out.candidates.iter().any(|c| c.score.is_some()) {
@@ -401,6 +430,8 @@ fn rows(snap: &Snapshot, health: &Health, query: &str, plan: &Plan, req: &RouteR
                 endpoint: ep.name.to_string(),
                 token: ep.tokens[c.token].token_key.to_string(),
                 model: c.model.clone(),
+                endpoint_priority: ep.priority,
+                endpoint_weight: ep.weight,
                 price: ch.price(&c.model).map(|p| JsonPrice { input: p.input, output: p.output }),
                 free,
                 local: ep.local,

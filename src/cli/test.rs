@@ -48,6 +48,23 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     run_with(global, args, None)
 }
 
+/// Keeps the records of routed test requests (they spend tokens) in the store, or in the server holding it.
+fn keep_records(access: Option<&crate::store::Access>, store_path: &std::path::Path, routes: &[RouteResult]) {
+    let records: Vec<_> = routes.iter().filter_map(|r| r.request.as_ref()?.record.as_deref().cloned()).collect();
+    if records.is_empty() {
+        return;
+    }
+    let kept = match access {
+        Some(a) => a.run(crate::store::socket::RecordsPut { records }),
+        None => {
+            crate::store::Access::open(store_path).and_then(|a| a.run(crate::store::socket::RecordsPut { records }))
+        }
+    };
+    if let Err(e) = kept {
+        output::note(&format!("note: the test requests were not recorded: {e:#}"));
+    }
+}
+
 /// Sends a report to the server over the control socket; a server that cannot take it is a note, not a failure.
 fn send_report(server: &crate::store::Access, report: &ProbeReport) {
     let sent = serde_json::to_value(report)
@@ -64,8 +81,9 @@ pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>
         return Err(user("--concurrency must be at least 1").into());
     }
     let rt = super::runtime()?;
-    // The snapshot `serve` routes on (store channels and discovered models included).
-    let mut loaded = rt.block_on(super::discover::load(global, false))?;
+    // The snapshot `serve` routes on (store channels and discovered models included). The store is created when
+    // missing, as `serve` creates it: the records of routed test requests are kept there.
+    let mut loaded = rt.block_on(super::discover::load(global, true))?;
     let in_process = loaded.snapshot_for(probe::in_process_config(&loaded.snapshot.config, args.timeout.0))?;
     if loaded.remote().is_none() {
         // Do not hold the store file while testing: a server may start meanwhile.
@@ -123,6 +141,7 @@ pub fn run_with(global: &Global, args: Args, feed: Option<&dyn Fn(&ProbeReport)>
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    keep_records(loaded.access.as_ref(), &loaded.store_path, &routes);
     let report = probe::report(&snapshot, &checks, &routes);
     match (feed, &loaded.access) {
         (Some(feed), _) => feed(&report),

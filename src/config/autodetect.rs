@@ -13,6 +13,9 @@ struct Known {
     name: &'static str,
     protocol: ChannelProtocol,
     base_url: &'static str,
+    /// The variable the provider's own SDK reads for another base URL, and what to append to its value to get
+    /// ours (the Groq SDK's base is the host; ours ends in `/openai/v1`).
+    base_var: Option<(&'static str, &'static str)>,
     /// Model patterns used until discovery knows better.
     models: &'static [&'static str],
     tags: &'static [&'static str],
@@ -24,6 +27,7 @@ const KNOWN: &[Known] = &[
         name: "openai",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.openai.com/v1",
+        base_var: Some(("OPENAI_BASE_URL", "")),
         models: &["gpt-*", "o1*", "o3*", "o4*", "chatgpt-*", "text-embedding-*", "codex-*"],
         tags: &["openai"],
     },
@@ -32,6 +36,7 @@ const KNOWN: &[Known] = &[
         name: "anthropic",
         protocol: ChannelProtocol::Anthropic,
         base_url: "https://api.anthropic.com",
+        base_var: Some(("ANTHROPIC_BASE_URL", "")),
         models: &["claude-*"],
         tags: &["anthropic", "claude"],
     },
@@ -40,6 +45,7 @@ const KNOWN: &[Known] = &[
         name: "openrouter",
         protocol: ChannelProtocol::Openai,
         base_url: "https://openrouter.ai/api/v1",
+        base_var: None,
         models: &["*/*"],
         tags: &["openrouter"],
     },
@@ -48,6 +54,7 @@ const KNOWN: &[Known] = &[
         name: "deepseek",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.deepseek.com/v1",
+        base_var: None,
         models: &["deepseek-*"],
         tags: &["deepseek"],
     },
@@ -56,6 +63,7 @@ const KNOWN: &[Known] = &[
         name: "groq",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.groq.com/openai/v1",
+        base_var: Some(("GROQ_BASE_URL", "/openai/v1")),
         models: &["llama*", "gemma*", "qwen*", "openai/gpt-oss*", "moonshotai/*", "meta-llama/*"],
         tags: &["groq"],
     },
@@ -64,6 +72,7 @@ const KNOWN: &[Known] = &[
         name: "gemini",
         protocol: ChannelProtocol::Gemini,
         base_url: "https://generativelanguage.googleapis.com/v1beta/openai",
+        base_var: None,
         models: &["gemini-*", "gemma-*"],
         tags: &["gemini", "google"],
     },
@@ -72,6 +81,7 @@ const KNOWN: &[Known] = &[
         name: "siliconflow",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.siliconflow.cn/v1",
+        base_var: None,
         models: &["*/*"],
         tags: &["siliconflow"],
     },
@@ -80,6 +90,7 @@ const KNOWN: &[Known] = &[
         name: "moonshot",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.moonshot.cn/v1",
+        base_var: None,
         models: &["moonshot-*", "kimi-*"],
         tags: &["moonshot", "kimi"],
     },
@@ -88,6 +99,7 @@ const KNOWN: &[Known] = &[
         name: "mistral",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.mistral.ai/v1",
+        base_var: None,
         models: &["mistral-*", "codestral-*", "magistral-*", "devstral-*", "pixtral-*", "ministral-*"],
         tags: &["mistral"],
     },
@@ -96,6 +108,7 @@ const KNOWN: &[Known] = &[
         name: "xai",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.x.ai/v1",
+        base_var: None,
         models: &["grok-*"],
         tags: &["xai", "grok"],
     },
@@ -104,6 +117,7 @@ const KNOWN: &[Known] = &[
         name: "together",
         protocol: ChannelProtocol::Openai,
         base_url: "https://api.together.xyz/v1",
+        base_var: Some(("TOGETHER_BASE_URL", "")),
         models: &["*/*"],
         tags: &["together"],
     },
@@ -134,7 +148,11 @@ pub async fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[(String, Str
     for k in KNOWN {
         let Some(key) = env(k.var).filter(|v| !v.trim().is_empty()) else { continue };
         let mut ch = ChannelConfig::new(k.name, k.protocol);
-        ch.base_url = Some(k.base_url.to_string());
+        let custom = k.base_var.and_then(|(var, suffix)| {
+            let url = env(var).filter(|v| !v.trim().is_empty())?;
+            Some((var, format!("{}{suffix}", url.trim().trim_end_matches('/'))))
+        });
+        ch.base_url = Some(custom.as_ref().map_or(k.base_url, |(_, u)| u.as_str()).to_string());
         ch.keys = vec![KeyConfig::Named {
             name: Some(k.var.to_ascii_lowercase()),
             key: Secret::new(key.trim()),
@@ -142,7 +160,10 @@ pub async fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[(String, Str
         }];
         ch.models = k.models.iter().map(|m| m.to_string()).collect();
         ch.tags = k.tags.iter().map(|t| t.to_string()).collect();
-        found.push(format!("{} from ${}", k.name, k.var));
+        found.push(match &custom {
+            Some((var, url)) => format!("{} from ${} at {url} (${var})", k.name, k.var),
+            None => format!("{} from ${}", k.name, k.var),
+        });
         raw.channels.push(ch);
     }
     let probes = locals.iter().map(|(name, url)| probe_local(name, url, timeout));
@@ -156,6 +177,30 @@ pub async fn detect(env: &dyn Fn(&str) -> Option<String>, locals: &[(String, Str
     }
     let config = Config { path: None, raw, listen: None, gateway_keys: Vec::new() };
     Detected { config, found }
+}
+
+/// Zero-config channels whose base-URL variable points at `listen` itself (the README exports
+/// `ANTHROPIC_BASE_URL=http://127.0.0.1:4000` for Claude Code; the router must not then call itself): their
+/// provider's default URL is used instead. Returns a note per channel changed.
+pub fn undo_self_loops(config: &mut Config, listen: std::net::SocketAddr) -> Vec<String> {
+    let mut notes = Vec::new();
+    for ch in &mut config.raw.channels {
+        let Some(k) = KNOWN.iter().find(|k| k.name == ch.name) else { continue };
+        let (Some((var, _)), Some(url)) = (k.base_var, ch.base_url.as_deref()) else { continue };
+        let Ok(u) = reqwest::Url::parse(url) else { continue };
+        let port = u.port_or_known_default();
+        let local = match u.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified() || listen.ip() == ip,
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified() || listen.ip() == ip,
+            None => false,
+        };
+        if local && port == Some(listen.port()) {
+            notes.push(format!("{}: ignoring ${var} ({url}): it is this router's own address", ch.name));
+            ch.base_url = Some(k.base_url.to_string());
+        }
+    }
+    notes
 }
 
 /// GET {url}/models; `Some` with the model ids when something OpenAI-like answers in time.
@@ -173,6 +218,28 @@ async fn probe_local(name: &str, url: &str, timeout: Duration) -> Option<(String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn base_url_variables_the_sdks_read_are_honoured_but_never_the_router_itself() {
+        let env = |v: &str| match v {
+            "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GROQ_API_KEY" => Some("sk-x".to_string()),
+            "OPENAI_BASE_URL" => Some("https://proxy.example/v1/".to_string()),
+            "GROQ_BASE_URL" => Some("https://groq.example".to_string()),
+            "ANTHROPIC_BASE_URL" => Some("http://127.0.0.1:4000".to_string()),
+            _ => None,
+        };
+        let mut d = detect(&env, &[], Duration::from_millis(300)).await;
+        let url = |d: &Detected, n: &str| {
+            d.config.raw.channels.iter().find(|c| c.name == n).and_then(|c| c.base_url.clone()).unwrap()
+        };
+        assert_eq!(url(&d, "openai"), "https://proxy.example/v1");
+        assert_eq!(url(&d, "groq"), "https://groq.example/openai/v1");
+        assert!(d.found.iter().any(|l| l.contains("$OPENAI_BASE_URL")), "{:?}", d.found);
+        let notes = undo_self_loops(&mut d.config, "127.0.0.1:4000".parse().unwrap());
+        assert_eq!(url(&d, "anthropic"), "https://api.anthropic.com");
+        assert_eq!(url(&d, "openai"), "https://proxy.example/v1");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+    }
 
     #[tokio::test]
     async fn env_keys_become_channels_and_dead_locals_are_skipped() {

@@ -155,6 +155,8 @@ pub struct RoutingConfig {
     pub retry_on_timeout: bool,
     pub cooldown: CooldownConfig,
     pub balanced: BalancedWeights,
+    /// Bound on the cheap GET (`fast_test_path`) `fastest` measures an endpoint with before it has traffic.
+    pub fast_test_timeout: Dur,
     pub affinity: AffinityConfig,
 }
 
@@ -184,6 +186,7 @@ impl Default for RoutingConfig {
             retry_on_timeout: false,
             cooldown: CooldownConfig::default(),
             balanced: BalancedWeights::default(),
+            fast_test_timeout: Dur::secs(2),
             affinity: AffinityConfig::default(),
         }
     }
@@ -258,6 +261,14 @@ impl Default for UpstreamConfig {
 pub struct DiscoveryConfig {
     /// Re-discover models this often while serving. Absent: only on demand.
     pub interval: Option<Dur>,
+    /// Bound on each model-list request (default 20s; `router discover --timeout` overrides it).
+    pub timeout: Option<Dur>,
+}
+
+impl DiscoveryConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout.map_or(std::time::Duration::from_secs(20), |d| d.0)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -267,6 +278,15 @@ pub struct BalanceSettings {
     pub interval: Option<Dur>,
     /// Results younger than this are served from the store by `router balance check`.
     pub ttl: Option<Dur>,
+    /// Balance history older than this many days is deleted when new results are saved (default 180; 0: keep
+    /// everything).
+    pub history_days: Option<u32>,
+}
+
+impl BalanceSettings {
+    pub fn history_days(&self) -> u32 {
+        self.history_days.unwrap_or(180)
+    }
 }
 
 /// The wire an upstream speaks.
@@ -343,6 +363,10 @@ pub struct ChannelConfig {
     /// USD per 1M tokens, by upstream model id (`*` for every model of the channel).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pricing: BTreeMap<String, Price>,
+    /// Context window in tokens, by upstream model id (`*` for every model of the channel); overrides discovery.
+    /// A request whose estimated input plus `max_tokens` exceeds it skips this candidate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_window: BTreeMap<String, u32>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Extra headers sent with every upstream request of this channel.
@@ -358,7 +382,7 @@ pub struct ChannelConfig {
     /// How to ask this channel for its credit (default: guessed from the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<ChannelBalanceConfig>,
-    /// Where an imported channel came from (e.g. `oneapi:sqlite:/path#12`); re-import matches on it.
+    /// Where an imported channel came from (e.g. `oneapi:one-api:sqlite:/path/one-api.db#12`); re-import matches on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Why the channel is disabled, when it is.
@@ -369,6 +393,11 @@ pub struct ChannelConfig {
 fn one() -> u32 {
     1
 }
+
+fn is_one(w: &u32) -> bool {
+    *w == 1
+}
+
 fn yes() -> bool {
     true
 }
@@ -388,6 +417,7 @@ impl ChannelConfig {
             models: Vec::new(),
             aliases: BTreeMap::new(),
             pricing: BTreeMap::new(),
+            context_window: BTreeMap::new(),
             enabled: true,
             headers: BTreeMap::new(),
             api_version: None,
@@ -427,6 +457,9 @@ pub struct EndpointConfig {
     /// Lower is tried first inside the channel.
     #[serde(default)]
     pub priority: i64,
+    /// Share of the channel's traffic among endpoints of the same priority (weighted random order; default 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
     /// false: only used when pinned with `X-Router-Channel: channel/endpoint`.
     #[serde(default = "yes")]
     pub failover_enabled: bool,

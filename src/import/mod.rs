@@ -93,13 +93,24 @@ pub struct CommitReport {
 }
 
 /// Writes `plan` to the store in one transaction: channels whose `source` already exists are updated, the others
-/// created; upstream keys are sealed with `crypto::seal_channel` first. Works with the store file directly or
-/// through a running server's control socket (which then routes on the new channels at once).
-pub fn commit(global: &Global, plan: &ImportPlan) -> anyhow::Result<CommitReport> {
+/// created; upstream keys are sealed with `crypto::seal_channel` first. An updated channel keeps the
+/// enabled / disabled state set locally (`router channels enable|disable`) unless `reset_state`. Works with the
+/// store file directly or through a running server's control socket (which then routes on the new channels at
+/// once).
+pub fn commit(global: &Global, plan: &ImportPlan, reset_state: bool) -> anyhow::Result<CommitReport> {
     let store_path = crate::store::path_for_cli(global)?;
     let yaml = crate::catalog::load::yaml_config(global.config.as_deref())?;
     let access = Access::open(&store_path)?;
-    commit_to(&access, &store_path, yaml.as_ref(), plan)
+    commit_to(&access, &store_path, yaml.as_ref(), plan, reset_state)
+}
+
+/// The `source` an import before database identities wrote for `source`: `oneapi:FLAVOUR:ID` for
+/// `oneapi:FLAVOUR:DATABASE#ID`. Stored rows with it are matched (and upgraded) by the next import.
+fn legacy_source(source: &str) -> Option<String> {
+    let rest = source.strip_prefix("oneapi:")?;
+    let (flavour, tail) = rest.split_once(':')?;
+    let (_, id) = tail.rsplit_once('#')?;
+    Some(format!("oneapi:{flavour}:{id}"))
 }
 
 /// [`commit`] on an open store; `yaml` is the configuration whose channel names must not be taken.
@@ -108,12 +119,19 @@ pub fn commit_to(
     store_path: &Path,
     yaml: Option<&Config>,
     plan: &ImportPlan,
+    reset_state: bool,
 ) -> anyhow::Result<CommitReport> {
     let rows: Vec<ChannelConfig> = access.list_json(KvTable::Channels)?.into_iter().map(|(_, c)| c).collect();
     let key = crate::catalog::load::sealing_key(store_path, &rows)?;
     let by_name: HashMap<&str, &ChannelConfig> = rows.iter().map(|c| (c.name.as_str(), c)).collect();
     let by_source: HashMap<&str, &ChannelConfig> =
         rows.iter().filter_map(|c| Some((c.source.as_deref()?, c))).collect();
+    // The stored channel an imported source updates: the same source, else the same row id written before
+    // sources named their database.
+    let stored = |source: Option<&str>| -> Option<&ChannelConfig> {
+        let s = source?;
+        by_source.get(s).or_else(|| legacy_source(s).and_then(|l| by_source.get(l.as_str()))).copied()
+    };
     // Where each imported source goes: a stored row of that source under another name is renamed away.
     let new_name: HashMap<&str, &str> =
         plan.channels.iter().filter_map(|ic| Some((ic.config.source.as_deref()?, ic.config.name.as_str()))).collect();
@@ -132,7 +150,7 @@ pub fn commit_to(
             continue;
         }
         if let Some(occupant) = by_name.get(c.name.as_str()) {
-            let same_source = occupant.source.is_some() && occupant.source == c.source;
+            let same_source = stored(c.source.as_deref()).is_some_and(|s| s.name == occupant.name);
             let moving_away =
                 occupant.source.as_deref().and_then(|s| new_name.get(s)).is_some_and(|n| *n != occupant.name.as_str());
             if !same_source && !moving_away {
@@ -160,8 +178,14 @@ pub fn commit_to(
     let mut report = CommitReport::default();
     for ic in &plan.channels {
         let c = &ic.config;
-        match c.source.as_deref().and_then(|s| by_source.get(s)) {
+        match stored(c.source.as_deref()) {
             Some(old) => {
+                let mut c = c.clone();
+                if !reset_state {
+                    c.enabled = old.enabled;
+                    c.disabled_reason = old.disabled_reason.clone();
+                }
+                let c = &c;
                 let opened = key.open_channel(old).map_err(|e| {
                     let u = crate::error::user(format!("store channel `{}`: {e}", old.name));
                     match e.hint() {
@@ -339,7 +363,7 @@ pub struct OneApiOptions {
 pub fn plan_oneapi(source: &str, opts: &OneApiOptions) -> Result<ImportPlan, source::SourceError> {
     let src = source::Source::parse(source)?;
     let table = src.read_channels()?;
-    Ok(oneapi::plan(&table, opts, &src.display()))
+    Ok(oneapi::plan(&table, opts, &src.display(), &src.identity()))
 }
 
 #[cfg(test)]

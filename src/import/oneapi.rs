@@ -271,7 +271,8 @@ struct Mapped {
 }
 
 /// Builds the plan from the rows of `channels` (sorted by id).
-pub fn plan(table: &Table, opts: &OneApiOptions, source: &str) -> ImportPlan {
+/// `database` is the source's identity ([`super::source::Source::identity`]), part of each channel's `source`.
+pub fn plan(table: &Table, opts: &OneApiOptions, source: &str, database: &str) -> ImportPlan {
     let mut warnings = Vec::new();
     let flavour = match opts.flavour {
         Some(f) => f,
@@ -306,7 +307,7 @@ pub fn plan(table: &Table, opts: &OneApiOptions, source: &str) -> ImportPlan {
     let mut taken: HashSet<String> = HashSet::new();
     let mut channels = Vec::new();
     for group in groups {
-        let mut ch = build_channel(flavour, group);
+        let mut ch = build_channel(flavour, database, group);
         let first_id = ch.source_ids[0];
         ch.config.name = unique_name(&format!("{prefix}{}", clean_name(&ch.config.name, first_id)), first_id, &taken);
         let mut names = HashSet::new();
@@ -662,7 +663,7 @@ fn signature(row: &Row) -> String {
 }
 
 /// One channel from rows with identical settings (one row unless One-API split a multi-key input).
-fn build_channel(flavour: Flavour, rows: Vec<Mapped>) -> ImportedChannel {
+fn build_channel(flavour: Flavour, database: &str, rows: Vec<Mapped>) -> ImportedChannel {
     let any_enabled = rows.iter().any(|r| r.enabled);
     let grouped = rows.len() > 1;
     let mut notes = rows[0].notes.clone();
@@ -719,6 +720,7 @@ fn build_channel(flavour: Flavour, rows: Vec<Mapped>) -> ImportedChannel {
                     .flat_map(|r| r.keys.iter().map(|k| key_for(r, k)))
                     .collect(),
                 priority: i - 1,
+                weight: 1,
                 failover_enabled: true,
                 headers: BTreeMap::new(),
                 connect_timeout: None,
@@ -742,7 +744,7 @@ fn build_channel(flavour: Flavour, rows: Vec<Mapped>) -> ImportedChannel {
     c.api_version = first.api_version.clone();
     c.enabled = any_enabled;
     c.disabled_reason = if any_enabled { None } else { first.disabled_reason.clone() };
-    c.source = Some(format!("oneapi:{flavour}:{}", first.id));
+    c.source = Some(format!("oneapi:{flavour}:{database}#{}", first.id));
     ImportedChannel { config: c, source_ids: rows.iter().map(|r| r.id).collect(), notes }
 }
 
@@ -820,7 +822,7 @@ mod tests {
         let mut a = base(1, 1, "a");
         a.push(("model_mapping", t("{not json")));
         let b = base(2, 1, "b");
-        let p = plan(&table(vec![row(&a), row(&b)]), &OneApiOptions::default(), "x");
+        let p = plan(&table(vec![row(&a), row(&b)]), &OneApiOptions::default(), "x", "sqlite:/x");
         assert_eq!(p.channels.len(), 2);
         assert!(p.warnings.iter().any(|w| w.contains("row 1 (a)") && w.contains("model_mapping")), "{:?}", p.warnings);
         assert!(!serde_json::to_string(&p).unwrap().contains("sk-secret-value"));
@@ -833,7 +835,7 @@ mod tests {
         let mut b = base(2, 1, "x/y");
         b[5] = ("models", t("m2")); // different settings: not merged
         let opts = OneApiOptions { flavour: None, prefix: Some("old-".into()) };
-        let p = plan(&table(vec![row(&a), row(&b)]), &opts, "x");
+        let p = plan(&table(vec![row(&a), row(&b)]), &opts, "x", "sqlite:/x");
         let names: Vec<&str> = p.channels.iter().map(|c| c.config.name.as_str()).collect();
         assert_eq!(names, ["old-x-y", "old-x-y-2"]);
     }
@@ -843,7 +845,7 @@ mod tests {
         let mut a = base(1, 1, "a");
         a.push(("priority", Value::Int(7)));
         let c = base(3, 8, "custom");
-        let p = plan(&table(vec![row(&a), row(&c)]), &OneApiOptions::default(), "x");
+        let p = plan(&table(vec![row(&a), row(&c)]), &OneApiOptions::default(), "x", "sqlite:/x");
         assert_eq!(p.channels[0].config.priority, -7);
         assert_eq!(p.skipped.len(), 1);
         assert!(p.skipped[0].reason.contains("base URL"));

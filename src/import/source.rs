@@ -150,6 +150,20 @@ impl Source {
         Ok(Source::Sqlite(path))
     }
 
+    /// Which database this is, stably and without credentials: `sqlite:<absolute path>`, or
+    /// `mysql://host:port/db` / `postgres://host:port/db`. Part of every imported channel's `source`, so two
+    /// instances imported into one store never update each other's channels.
+    pub fn identity(&self) -> String {
+        match self {
+            Source::Sqlite(p) => {
+                let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                format!("sqlite:{}", abs.display())
+            }
+            Source::Mysql(u) => server_identity("mysql", u, 3306),
+            Source::Postgres(u) => server_identity("postgres", u, 5432),
+        }
+    }
+
     /// For display: passwords replaced by `***`.
     pub fn display(&self) -> String {
         match self {
@@ -185,6 +199,19 @@ pub fn redact(u: &str) -> String {
             Some((_, host)) => format!("***@{host}"),
             None => u.to_string(),
         },
+    }
+}
+
+/// `scheme://host:port/db` of a database URL: no user, no password, no options.
+fn server_identity(scheme: &str, u: &str, default_port: u16) -> String {
+    match url::Url::parse(u) {
+        Ok(url) => format!(
+            "{scheme}://{}:{}{}",
+            url.host_str().unwrap_or("localhost").to_ascii_lowercase(),
+            url.port().unwrap_or(default_port),
+            url.path()
+        ),
+        Err(_) => format!("{scheme}://{}", u.rsplit_once('@').map_or(u, |(_, h)| h)),
     }
 }
 
@@ -350,6 +377,11 @@ mod tests {
         assert!(matches!(Source::parse("mysql://a@b/c").unwrap(), Source::Mysql(_)));
         assert!(matches!(Source::parse("postgresql://a@b/c").unwrap(), Source::Postgres(_)));
         assert!(matches!(Source::parse("/tmp/one-api.db").unwrap(), Source::Sqlite(_)));
+        let id = |s: &str| Source::parse(s).unwrap().identity();
+        assert_eq!(id("mysql://root:pw@DB.example/oneapi?tls=true"), "mysql://db.example:3306/oneapi");
+        assert_eq!(id("postgres://u:secret@10.0.0.2:6543/newapi"), "postgres://10.0.0.2:6543/newapi");
+        assert_ne!(id("mysql://u@a/oneapi"), id("mysql://u@b/oneapi"));
+        assert_eq!(id("sqlite:///nowhere/one-api.db"), "sqlite:/nowhere/one-api.db");
         assert!(matches!(Source::parse("root:pw@tcp(localhost:3306)/oneapi"), Err(SourceError::BadUrl(..))));
     }
 

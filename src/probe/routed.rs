@@ -72,6 +72,9 @@ pub struct RoutedRequest {
     /// What went wrong (the proxy's summary, or the upstream's message), never a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The proxy's own record of it (kept in the store by `router test`: test requests spend tokens too).
+    #[serde(skip)]
+    pub record: Option<Box<RequestRecord>>,
 }
 
 /// The routing decision for a model or tag target and what the real request did.
@@ -208,6 +211,7 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
             tokens: Tokens::default(),
             translated: None,
             error: Some(redact_all(&snap, &format!("{e:#}"))),
+            record: None,
         },
     });
     result
@@ -305,16 +309,17 @@ async fn send_through_proxy(
         path: format!("POST {path}"),
         status: record.status,
         outcome: record.outcome,
-        attempts: record.attempts,
-        channel: record.channel,
-        endpoint: record.endpoint,
-        token_key: record.token_key,
-        model: record.upstream_model,
+        attempts: record.attempts.clone(),
+        channel: record.channel.clone(),
+        endpoint: record.endpoint.clone(),
+        token_key: record.token_key.clone(),
+        model: record.upstream_model.clone(),
         ttfb_ms: record.ttfb_ms,
         total_ms: record.total_ms,
         tokens: record.tokens,
-        translated: record.translated,
+        translated: record.translated.clone(),
         error,
+        record: Some(Box::new(record)),
     })
 }
 

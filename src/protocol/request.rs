@@ -1,6 +1,7 @@
 //! What the router reads from a client request body, and the only edits it makes to it.
 //!
-//! Owns the borrowed peek at `model`, `stream`, `stream_options` and the output cap (no tree is built), and splicing a new
+//! Owns the borrowed peek at `model`, `stream`, `stream_options`, the output cap and which fields endpoints require
+//! are present (no tree is built), and splicing a new
 //! model id or `stream_options.include_usage` into the original bytes, leaving everything else untouched. In the same
 //! single pass it notes what identifies a conversation (`metadata.user_id`, `prompt_cache_key`) and where its stable
 //! head lies (system / instructions, first user message) as byte ranges, read only when nothing better names the
@@ -44,6 +45,19 @@ struct PeekWire<'a> {
     /// Responses `input` (a string, or items): likewise.
     #[serde(borrow)]
     input: Option<Head<'a>>,
+    /// Legacy completions `prompt`: only whether it is there.
+    #[serde(borrow)]
+    prompt: Option<&'a RawValue>,
+}
+
+/// Which required fields a body carries (present and not `null`): endpoints that need one answer 400 before
+/// routing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Present {
+    pub messages: bool,
+    pub input: bool,
+    pub prompt: bool,
+    pub max_tokens: bool,
 }
 
 /// A piece of the body: a JSON value by reference, or (rarely) a string that had escapes, owned.
@@ -178,6 +192,8 @@ pub struct Peek {
     /// The output cap the client set: `max_tokens` (chat, messages), `max_completion_tokens` (chat) or
     /// `max_output_tokens` (responses), when it is a non-negative integer. Used for cost estimates only.
     pub max_output: Option<u64>,
+    /// Which of `messages`, `input`, `prompt`, `max_tokens` the body has.
+    pub present: Present,
     /// Byte range of the `model` value (including its quotes) in the body.
     model_span: Option<(usize, usize)>,
     /// Byte range of the `stream_options` value in the body.
@@ -233,6 +249,13 @@ impl Peek {
             }
             Part::Owned(s) => HeadPart::Text(s),
         };
+        let set = |r: Option<&RawValue>| r.is_some_and(|r| r.get() != "null");
+        let present = Present {
+            messages: wire.messages.is_some(),
+            input: wire.input.is_some(),
+            prompt: set(wire.prompt),
+            max_tokens: set(wire.max_tokens),
+        };
         let head = wire.messages.or(wire.input).unwrap_or_default();
         let system = wire.system.or(wire.instructions).map(Part::Raw).or(head.system);
         let head = HeadSpans { system: system.map(part), user: head.user.map(part) };
@@ -244,6 +267,7 @@ impl Peek {
             stream: wire.stream.unwrap_or(false),
             include_usage,
             max_output,
+            present,
             model_span: wire.model.map(|r| span(body, r)),
             stream_options_span: wire.stream_options.map(|r| span(body, r)),
             user_id,
@@ -347,6 +371,20 @@ mod tests {
     fn rejects_bad_json_and_non_string_model() {
         assert!(matches!(Peek::parse(b"{nope"), Err(PeekError::Json(_))));
         assert!(matches!(Peek::parse(br#"{"model":3}"#), Err(PeekError::ModelNotString)));
+    }
+
+    #[test]
+    fn sees_which_required_fields_are_present() {
+        let p = |b: &str| Peek::parse(b.as_bytes()).unwrap().present;
+        assert_eq!(
+            p(r#"{"model":"m","messages":[],"max_tokens":5}"#),
+            Present { messages: true, max_tokens: true, ..Default::default() }
+        );
+        assert_eq!(
+            p(r#"{"model":"m","messages":null,"input":"x","prompt":["a"]}"#),
+            Present { input: true, prompt: true, ..Default::default() }
+        );
+        assert_eq!(p(r#"{"model":"m"}"#), Present::default());
     }
 
     #[test]

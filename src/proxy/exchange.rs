@@ -204,6 +204,9 @@ impl Exchange {
         };
         self.record.requested_model = model.clone();
         self.record.stream = peek.stream;
+        if let Some(field) = missing_field(self.op, &peek.present) {
+            return Err(Rejection::bad_request(format!("`{field}` is required for {}", self.record.path)));
+        }
         Ok(peek)
     }
 
@@ -239,7 +242,19 @@ impl Exchange {
         {
             planned = routing::plan(snap, &state.health, &route_req, Instant::now());
         }
-        planned.map_err(Rejection::NoRoute)
+        let plan = planned.map_err(Rejection::NoRoute)?;
+        // A Responses request without `input` passes through to a native Responses API (which may accept it), but
+        // cannot be translated to chat completions.
+        if op == Operation::Responses
+            && !input.peek.present.input
+            && plan.candidates.iter().any(|c| snap.channels[c.channel].responses_via_chat())
+        {
+            return Err(Rejection::bad_request(format!(
+                "`input` is required for {} (the channels serving `{}` take it as chat completions)",
+                self.record.path, self.record.requested_model
+            )));
+        }
+        Ok(plan)
     }
 
     /// Ends a request that did not succeed: fills the record, sends it, answers in the client's shape.
@@ -255,7 +270,13 @@ impl Exchange {
                 (Outcome::BadRequest, status, message, resp)
             }
             Rejection::NoRoute(e) => {
-                let (status, code, message) = no_route(&e);
+                let (status, code, mut message) = no_route(&e);
+                if let (Operation::Completions, PlanError::WrongProtocol { model, protocol, .. }) = (self.op, &e) {
+                    message = format!(
+                        "`{model}` is served only by {protocol} channels; legacy completions (/v1/completions) go \
+                         only to OpenAI-protocol channels: use /v1/chat/completions or /v1/messages for it"
+                    );
+                }
                 let mut resp = self.error(status, &message, Some(code));
                 if let PlanError::AllCooling { retry_in, .. } = e {
                     headers::set(resp.headers_mut(), "retry-after", &retry_in.as_secs().max(1).to_string());
@@ -332,6 +353,19 @@ impl Exchange {
     }
 }
 
+/// The field an operation cannot do without, when the body lacks it (checked before routing, so such a request
+/// costs no upstream attempt).
+fn missing_field(op: Operation, has: &crate::protocol::request::Present) -> Option<&'static str> {
+    match op {
+        Operation::ChatCompletions | Operation::CountTokens if !has.messages => Some("messages"),
+        Operation::Messages if !has.messages => Some("messages"),
+        Operation::Messages if !has.max_tokens => Some("max_tokens"),
+        Operation::Embeddings if !has.input => Some("input"),
+        Operation::Completions if !has.prompt => Some("prompt"),
+        _ => None,
+    }
+}
+
 /// Outcome, error code and message of a refusal: which limit, and when it frees; nothing about other keys.
 fn refusal(why: &Refusal, tz: &jiff::tz::TimeZone) -> (Outcome, &'static str, String) {
     let retry = |d: &Duration| format!("retry in {}", super::headers::duration_text(*d));
@@ -403,6 +437,16 @@ fn no_route(e: &PlanError) -> (StatusCode, &'static str, String) {
             "all_cooling_down",
             format!("{e} (retry in {}s): {}", retry_in.as_secs().max(1), excluded_summary(excluded, true)),
         ),
+        // Too long for every model that could take it: the client's request, not a passing condition.
+        PlanError::NoneUsable { excluded, model }
+            if !excluded.is_empty() && excluded.iter().all(|x| x.reason.starts_with("context too long")) =>
+        {
+            let msg = format!(
+                "the request is too long for every model `{model}` routes to: {}",
+                excluded_summary(excluded, false)
+            );
+            (StatusCode::BAD_REQUEST, "context_length_exceeded", msg)
+        }
         PlanError::NoneUsable { excluded, .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "no_candidate", format!("{e}: {}", excluded_summary(excluded, false)))
         }

@@ -91,7 +91,7 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
         url.push_str(q);
     }
     let injected = conv.is_none()
-        && ex.op == Operation::ChatCompletions
+        && matches!(ex.op, Operation::ChatCompletions | Operation::Completions)
         && input.peek.stream
         && ch.protocol.wire() == Protocol::Openai;
     let body = match conv {

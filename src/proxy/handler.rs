@@ -29,15 +29,23 @@ use crate::usage;
 enum Route {
     Api(Operation),
     Models,
+    /// `/api/v1/models[/{id}]`: the OpenRouter-shaped catalogue.
+    Catalogue,
     Health,
     NotFound,
 }
 
 fn route(method: &Method, path: &str) -> (Route, Protocol) {
+    if method == Method::GET
+        && path.strip_prefix(super::catalogue::PREFIX).is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    {
+        return (Route::Catalogue, Protocol::Openai);
+    }
     let p = path.strip_prefix("/v1").unwrap_or(path);
     let p = p.trim_end_matches('/');
     match (method, p) {
         (&Method::POST, "/chat/completions") => (Route::Api(Operation::ChatCompletions), Protocol::Openai),
+        (&Method::POST, "/completions") => (Route::Api(Operation::Completions), Protocol::Openai),
         (&Method::POST, "/responses") => (Route::Api(Operation::Responses), Protocol::Openai),
         (&Method::POST, "/embeddings") => (Route::Api(Operation::Embeddings), Protocol::Openai),
         (&Method::POST, "/messages") => (Route::Api(Operation::Messages), Protocol::Anthropic),
@@ -63,7 +71,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             let id = usage::new_id(usage::now_ms());
             return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
         }
-        Route::Models => None,
+        Route::Models | Route::Catalogue => None,
         Route::Api(op) => Some(op),
     };
     let now_ms = usage::now_ms();
@@ -74,6 +82,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             return error_response(protocol, id, StatusCode::UNAUTHORIZED, e.message(), Some("invalid_api_key"));
         }
     };
+    if route == Route::Catalogue {
+        return super::catalogue::answer(&snap, req.uri().path(), req.uri().query(), key.as_deref());
+    }
     let Some(op) = op else { return local::models(&snap, protocol, key.as_deref()) };
     let path = req.uri().path().to_string();
     let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
@@ -127,8 +138,12 @@ mod tests {
             route(&Method::POST, "/v1/messages/count_tokens"),
             (Route::Api(Operation::CountTokens), Protocol::Anthropic)
         );
+        assert_eq!(route(&Method::POST, "/v1/completions"), (Route::Api(Operation::Completions), Protocol::Openai));
         assert_eq!(route(&Method::GET, "/v1/models").0, Route::Models);
         assert_eq!(route(&Method::GET, "/health").0, Route::Health);
+        assert_eq!(route(&Method::GET, "/api/v1/models").0, Route::Catalogue);
+        assert_eq!(route(&Method::GET, "/api/v1/models/openai/gpt-4o").0, Route::Catalogue);
+        assert_eq!(route(&Method::GET, "/api/v1/modelsx").0, Route::NotFound);
         assert_eq!(route(&Method::GET, "/v1/messages/x"), (Route::NotFound, Protocol::Anthropic));
     }
 

@@ -12,7 +12,8 @@ use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
 use crate::usage;
 
-fn json(body: serde_json::Value) -> Response<ProxyBody> {
+/// A 200 JSON answer.
+pub(super) fn json(body: serde_json::Value) -> Response<ProxyBody> {
     let mut resp = Response::new(full(body.to_string()));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     resp

@@ -8,6 +8,7 @@
 
 mod affinity;
 pub mod body;
+mod catalogue;
 mod exchange;
 mod failover;
 pub mod handler;
@@ -65,6 +66,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(snapshot: Snapshot, health: Arc<Health>, sink: RecordSink) -> Arc<AppState> {
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
         let tz =
@@ -77,7 +79,7 @@ impl AppState {
             health,
             client,
             sink,
-            fasttest: FastTest::default(),
+            fasttest: FastTest::with_timeout(fast_test_timeout),
             affinity,
         })
     }

@@ -43,7 +43,9 @@ pub(super) async fn respond(
     let mode = match ok.conv {
         None => {
             headers::downstream_headers(ok.resp.headers(), out.headers_mut());
-            let hide_usage = ok.injected && !input.peek.include_usage && ex.op == Operation::ChatCompletions;
+            let hide_usage = ok.injected
+                && !input.peek.include_usage
+                && matches!(ex.op, Operation::ChatCompletions | Operation::Completions);
             match (is_sse, hide_usage) {
                 (false, _) => Mode::Raw,
                 (true, true) => Mode::SseFiltered { parser: Default::default() },

@@ -1,7 +1,7 @@
 //! Routing: from a requested model name to an ordered plan of attempts.
 //!
 //! Owns model resolution (tag query, alias, exact id, prefix pattern, last path segment, bare name as tags),
-//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, `failover_enabled`) and the
+//! the filters (enabled, kind, gateway-key allow list, protocol, cooldowns, context window, `failover_enabled`) and the
 //! strategies. Pure: reads the snapshot and health, does no I/O, takes microseconds.
 
 use std::time::{Duration, Instant};
@@ -382,6 +382,13 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
             exclude(ch, m.model, None, None, "model not found here recently".into(), Some(d));
             continue;
         }
+        if let Some(window) = context_window(snap, &m)
+            && req.est_input + req.est_output > u64::from(window)
+        {
+            let need = req.est_input + req.est_output;
+            exclude(ch, m.model, None, None, format!("context too long (~{need} tokens, window {window})"), None);
+            continue;
+        }
         groups.push(m);
     }
     if groups.is_empty() {
@@ -416,13 +423,15 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         return Err(all_cooling_or_none(req.model, excluded));
     }
     let scores = order(snap, health, req, &mut groups);
-    // Expand into endpoints and tokens.
+    // Expand into endpoints (by priority, weighted random inside a priority) and tokens.
     let mut candidates = Vec::new();
+    let mut rng = rand::thread_rng();
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.wire() == req.client;
         let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
-        for (ei, ep) in ch.endpoints.iter().enumerate() {
+        for ei in endpoint_order(ch, &mut rng) {
+            let ep = &ch.endpoints[ei];
             if let Some(pe) = pin_endpoint
                 && &*ep.name != pe
             {
@@ -481,6 +490,16 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         candidates = idx.into_iter().filter_map(|i| slots[i].take()).collect();
     }
     Ok(Plan { candidates, excluded, strategy: req.strategy, resolved_by })
+}
+
+/// The context window of a match when known ([`Channel::context_window`], without a lookup by name when the
+/// channel configures none).
+fn context_window(snap: &Snapshot, m: &Match<'_>) -> Option<u32> {
+    let ch = &snap.channels[m.channel];
+    if ch.context_window.is_empty() {
+        return m.model_in(snap).and_then(|x| x.context);
+    }
+    ch.context_window(m.model)
 }
 
 fn all_cooling_or_none(model: &str, excluded: Vec<Excluded>) -> PlanError {
@@ -667,6 +686,20 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
         }
     }
     Vec::new()
+}
+
+/// A channel's endpoints in trying order: by priority (the catalogue keeps them sorted so), and inside one
+/// priority weighted random by `weight` (Efraimidis-Spirakis, as for channels).
+fn endpoint_order(ch: &Channel, rng: &mut impl Rng) -> Vec<usize> {
+    let eps = &ch.endpoints;
+    let mut idx: Vec<usize> = (0..eps.len()).collect();
+    if eps.windows(2).all(|w| w[0].priority != w[1].priority) {
+        return idx;
+    }
+    let keys: Vec<f64> =
+        eps.iter().map(|e| rng.gen_range(f64::EPSILON..1.0).powf(1.0 / f64::from(e.weight.max(1)))).collect();
+    idx.sort_by(|&a, &b| eps[a].priority.cmp(&eps[b].priority).then(keys[b].total_cmp(&keys[a])));
+    idx
 }
 
 /// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so

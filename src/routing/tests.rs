@@ -170,6 +170,43 @@ fn weighted_random_inside_a_tier_follows_weights() {
 }
 
 #[test]
+fn endpoints_of_one_priority_share_load_by_weight() {
+    let s = snap(
+        "channels:\n  - name: c\n    models: [m]\n    endpoints:\n      - {name: backup, base_url: http://127.0.0.1:3/v1, priority: 1, keys: [k3]}\n      - {name: a, base_url: http://127.0.0.1:1/v1, weight: 3, keys: [k1]}\n      - {name: b, base_url: http://127.0.0.1:2/v1, keys: [k2]}\n",
+    );
+    let mut first_a = 0;
+    for _ in 0..4000 {
+        let p = plan(&s, &Health::new(), &req("m"), Instant::now()).unwrap();
+        let eps: Vec<&str> = p.candidates.iter().map(|c| &*s.channels[0].endpoints[c.endpoint].name).collect();
+        assert_eq!(eps.len(), 3);
+        assert_eq!(eps[2], "backup", "a lower priority stays last");
+        first_a += usize::from(eps[0] == "a");
+    }
+    // Weight 3 against 1: `a` goes first about 75% of the time.
+    assert!((2700..3300).contains(&first_a), "{first_a}");
+}
+
+#[test]
+fn a_request_too_long_for_a_window_falls_back_to_a_longer_one() {
+    let s = snap(
+        "channels:\n  - name: short\n    base_url: http://127.0.0.1:1/v1\n    models: [m]\n    tags: [code]\n    context_window: {m: 8000}\n  - name: long\n    base_url: http://127.0.0.1:2/v1\n    priority: 1\n    models: [m-long]\n    tags: [code]\n    context_window: {'*': 200000}\n",
+    );
+    let h = Health::new();
+    let small = RouteRequest { est_input: 1000, est_output: 1000, ..req("tag:code") };
+    let p = plan(&s, &h, &small, Instant::now()).unwrap();
+    assert_eq!(names(&s, &p), ["short:m", "long:m-long"]);
+    let big = RouteRequest { est_input: 50_000, est_output: 1000, ..req("tag:code") };
+    let p = plan(&s, &h, &big, Instant::now()).unwrap();
+    assert_eq!(names(&s, &p), ["long:m-long"]);
+    assert!(p.excluded.iter().any(|e| e.channel == "short" && e.reason.starts_with("context too long")), "{p:?}");
+    let huge = RouteRequest { est_input: 500_000, est_output: 1000, ..req("tag:code") };
+    match plan(&s, &h, &huge, Instant::now()).unwrap_err() {
+        PlanError::NoneUsable { excluded, .. } => assert_eq!(excluded.len(), 2),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
 fn plan_takes_microseconds() {
     // Not a timing assertion: just exercise a larger catalogue for panics.
     let mut yaml = String::from("channels:\n");

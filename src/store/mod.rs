@@ -142,9 +142,20 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating it and its directory when missing) the store at `path`, checks it is ours and not from a
     /// newer router, and creates missing tables.
+    /// A new file is created readable by its owner only (0600), its new directories 0700, whoever creates it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { dir: dir.to_path_buf(), source })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir { dir: dir.to_path_buf(), source })?;
+        }
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::Io { path: path.into(), source }),
         }
         check_magic(path)?;
         let opened = std::panic::catch_unwind(|| redb::Builder::new().set_cache_size(16 * 1024 * 1024).create(path));
@@ -553,6 +564,16 @@ mod tests {
         let mut input = 0;
         store.scan_daily(0, 10, |_, c| input += c.input).unwrap();
         assert_eq!(input, 6);
+    }
+
+    #[test]
+    fn a_new_store_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new/dir/s.redb");
+        let _s = Store::open(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! What `router serve` runs of the store: the open file, the record writer and the control socket, started and
 //! stopped together.
 //!
-//! Owns the order of start-up (the file must be ours and free, else a clear error before the proxy listens) and
-//! of shutdown (drain the writer, then close the socket and remove its file). Nothing else.
+//! Owns the order of start-up (the file must be ours and free, else a clear error before the proxy listens), the
+//! wiring of the writer's flush barrier into the socket (reports wait for queued records), and the order of
+//! shutdown (drain the writer, then close the socket and remove its file). Nothing else.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -26,7 +28,7 @@ impl Recorder {
         path: &Path,
         retention_days: u32,
         records: mpsc::Receiver<RequestRecord>,
-        registry: Registry,
+        mut registry: Registry,
     ) -> anyhow::Result<Recorder> {
         let p = path.to_path_buf();
         let store = match tokio::task::spawn_blocking(move || Store::open(&p)).await? {
@@ -41,8 +43,20 @@ impl Recorder {
             }
             Err(e) => return Err(e.into_cli()),
         };
-        let socket = socket::serve(store.clone(), registry).await?;
         let writer = writer::spawn(store.clone(), records, WriterOptions { retention_days, ..Default::default() });
+        // Reports through the socket first see every record already queued (read-your-writes for scripts).
+        let flusher = writer.flusher();
+        registry.barrier(Arc::new(move || {
+            let f = flusher.clone();
+            Box::pin(async move { f.flush().await })
+        }));
+        let socket = match socket::serve(store.clone(), registry).await {
+            Ok(s) => s,
+            Err(e) => {
+                writer.shutdown().await;
+                return Err(e);
+            }
+        };
         Ok(Recorder { store, writer, socket })
     }
 
@@ -55,5 +69,41 @@ impl Recorder {
         let stats = self.writer.shutdown().await;
         self.socket.shutdown().await;
         stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::sink::RecordSink;
+
+    /// A report through the socket right after a request finished sees that request, though the writer's batch
+    /// window (50 ms) has not passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn socket_reports_wait_for_queued_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (sink, records) = RecordSink::new(64);
+        let rec = Recorder::start(&path, 0, records, Registry::builtin()).await.unwrap();
+        for i in 0..5 {
+            let t = crate::usage::now_ms();
+            sink.send(crate::usage::RequestRecord {
+                id: crate::usage::new_id(t + i),
+                time_ms: t,
+                ..Default::default()
+            })
+            .await;
+        }
+        let p = path.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            let access = super::super::Access::open(&p).unwrap();
+            assert!(access.is_remote());
+            let q = crate::usage::report::RequestsQuery { limit: 100, ..Default::default() };
+            access.run(q).unwrap().records.len()
+        })
+        .await
+        .unwrap();
+        assert_eq!(n, 5);
+        rec.shutdown().await;
     }
 }

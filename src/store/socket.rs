@@ -35,6 +35,9 @@ pub trait Op: Serialize + DeserializeOwned + Send + 'static {
     const NAME: &'static str;
     /// Whether it changes the store (the server then calls its `on_change` hook with `NAME`).
     const WRITES: bool = false;
+    /// Whether it reads request records: the server first waits for records already queued to be committed,
+    /// so a script that sent a request and then asks for it sees it.
+    const READS_RECORDS: bool = false;
     type Reply: Serialize + DeserializeOwned + Send + 'static;
     fn run(self, store: &Store) -> anyhow::Result<Self::Reply>;
 }
@@ -44,13 +47,25 @@ type Handler = Arc<dyn Fn(&Store, Value) -> anyhow::Result<Value> + Send + Sync>
 pub type LiveHandler = Arc<dyn Fn(Value) -> BoxFuture<'static, anyhow::Result<Value>> + Send + Sync>;
 /// Called in the server after an operation with `WRITES` succeeded, with its name.
 pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
+/// Returns once the records queued so far are committed (the record writer's flush barrier).
+pub type Barrier = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// How long a report waits for queued records before answering with what is committed.
+const BARRIER_WAIT: Duration = Duration::from_secs(5);
 
 /// The operations a server answers.
 #[derive(Clone, Default)]
 pub struct Registry {
-    ops: HashMap<&'static str, (Handler, bool)>,
+    ops: HashMap<&'static str, (Handler, OpFlags)>,
     live: HashMap<String, LiveHandler>,
     on_change: Option<OnChange>,
+    barrier: Option<Barrier>,
+}
+
+#[derive(Clone, Copy)]
+struct OpFlags {
+    writes: bool,
+    reads_records: bool,
 }
 
 impl Registry {
@@ -62,6 +77,7 @@ impl Registry {
             .add::<KvPut>()
             .add::<KvList>()
             .add::<KvDelete>()
+            .add::<RecordsPut>()
             .add::<crate::usage::report::UsageQuery>()
             .add::<crate::usage::report::RequestsQuery>()
             .add::<crate::usage::report::ShowRequest>()
@@ -74,7 +90,13 @@ impl Registry {
             let op: O = serde_json::from_value(args).with_context(|| format!("bad arguments for `{}`", O::NAME))?;
             Ok(serde_json::to_value(op.run(store)?)?)
         });
-        self.ops.insert(O::NAME, (h, O::WRITES));
+        self.ops.insert(O::NAME, (h, OpFlags { writes: O::WRITES, reads_records: O::READS_RECORDS }));
+        self
+    }
+
+    /// What operations with `READS_RECORDS` wait for first.
+    pub fn barrier(&mut self, barrier: Barrier) -> &mut Self {
+        self.barrier = Some(barrier);
         self
     }
 
@@ -90,8 +112,14 @@ impl Registry {
     }
 
     async fn dispatch(&self, store: &Store, name: &str, args: Value) -> anyhow::Result<Value> {
-        if let Some((h, writes)) = self.ops.get(name) {
-            let (h, s, writes) = (h.clone(), store.clone(), *writes);
+        if let Some((h, flags)) = self.ops.get(name) {
+            let (h, s, writes) = (h.clone(), store.clone(), flags.writes);
+            if flags.reads_records
+                && let Some(barrier) = &self.barrier
+                && tokio::time::timeout(BARRIER_WAIT, barrier()).await.is_err()
+            {
+                tracing::warn!("`{name}`: queued records were not committed within {BARRIER_WAIT:?}; answering anyway");
+            }
             let out = tokio::task::spawn_blocking(move || h(&s, args)).await.context("store operation panicked")??;
             if writes && let Some(hook) = &self.on_change {
                 hook(name);
@@ -448,6 +476,21 @@ impl Op for KvDelete {
     type Reply = bool;
     fn run(self, store: &Store) -> anyhow::Result<bool> {
         Ok(store.delete(self.table, &self.key)?)
+    }
+}
+
+/// Request records made outside the server's proxy (the routed requests of `router test`), written at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordsPut {
+    pub records: Vec<crate::usage::RequestRecord>,
+}
+
+impl Op for RecordsPut {
+    const NAME: &'static str = "records_put";
+    type Reply = usize;
+    fn run(self, store: &Store) -> anyhow::Result<usize> {
+        store.write_records(&self.records)?;
+        Ok(self.records.len())
     }
 }
 

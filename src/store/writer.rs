@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::Store;
@@ -49,9 +49,28 @@ pub struct WriterStats {
 pub struct WriterHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<WriterStats>,
+    flush: Flusher,
+}
+
+/// Asks the writer to commit what is queued now (read-your-writes for reports). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Flusher(mpsc::UnboundedSender<oneshot::Sender<()>>);
+
+impl Flusher {
+    /// Returns once every record queued before the call is committed (or the writer is gone).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(tx).is_ok() {
+            let _ = rx.await;
+        }
+    }
 }
 
 impl WriterHandle {
+    pub fn flusher(&self) -> Flusher {
+        self.flush.clone()
+    }
+
     /// Stops accepting new records, commits everything queued (and anything sent with a permit already
     /// reserved), and returns once the last batch is durable.
     pub async fn shutdown(self) -> WriterStats {
@@ -63,8 +82,9 @@ impl WriterHandle {
 /// Starts the writer on the current tokio runtime.
 pub fn spawn(store: Store, rx: mpsc::Receiver<RequestRecord>, opts: WriterOptions) -> WriterHandle {
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(store, rx, opts, stop_rx));
-    WriterHandle { stop, task }
+    let (flush, flush_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(store, rx, opts, stop_rx, flush_rx));
+    WriterHandle { stop, task, flush: Flusher(flush) }
 }
 
 async fn run(
@@ -72,7 +92,10 @@ async fn run(
     mut rx: mpsc::Receiver<RequestRecord>,
     opts: WriterOptions,
     mut stop: watch::Receiver<bool>,
+    mut flush: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) -> WriterStats {
+    // Flush barriers waiting for the queue to be committed; answered once a commit leaves it empty.
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut stats = WriterStats::default();
     let mut batch: Vec<RequestRecord> = Vec::with_capacity(opts.batch_max);
     let mut prune_tick = tokio::time::interval(opts.prune_every);
@@ -92,15 +115,21 @@ async fn run(
                 stats.pruned += prune(&store, opts.retention_days).await;
                 continue;
             }
+            Some(w) = flush.recv() => {
+                // Records sent before the barrier are in the queue now: answer when they are committed.
+                if rx.is_empty() { let _ = w.send(()); } else { waiting.push(w); }
+                continue;
+            }
         };
         let Some(first) = first else { break };
         batch.push(first);
         // Let the window pass without waking for every record (each wake-up costs the proxy a cross-thread
         // notification), then take what queued up. A full channel holds senders back: back-pressure, not loss.
         let deadline = tokio::time::Instant::now() + opts.window;
-        if !stopping && rx.len() + 1 < opts.batch_max {
+        if !stopping && waiting.is_empty() && rx.len() + 1 < opts.batch_max {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
+                Some(w) = flush.recv() => waiting.push(w),
                 _ = stop.changed() => {
                     stopping = true;
                     rx.close();
@@ -122,6 +151,11 @@ async fn run(
             stats.batches += 1;
         } else {
             stats.lost += n;
+        }
+        if rx.is_empty() {
+            for w in waiting.drain(..) {
+                let _ = w.send(());
+            }
         }
     }
     stats
@@ -233,6 +267,22 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(seen, "a lone record was not committed within 2 s");
+        w.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_returns_once_queued_records_are_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (sink, rx) = RecordSink::new(64);
+        // A window far longer than the test: only the barrier can make the records visible.
+        let w = spawn(store.clone(), rx, WriterOptions { window: Duration::from_secs(3600), ..Default::default() });
+        w.flusher().flush().await; // nothing queued: answers at once
+        for i in 0..3 {
+            sink.send(rec(i)).await;
+        }
+        w.flusher().flush().await;
+        assert_eq!(count(&store).0, 3);
         w.shutdown().await;
     }
 

@@ -35,11 +35,16 @@ pub enum Probe {
 
 impl Default for FastTest {
     fn default() -> Self {
-        FastTest::new(Duration::from_secs(30), Duration::from_secs(2))
+        FastTest::with_timeout(Duration::from_secs(2))
     }
 }
 
 impl FastTest {
+    /// Tests bounded by `timeout` (`routing.fast_test_timeout`), each endpoint at most every 30 s.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        FastTest::new(Duration::from_secs(30), timeout)
+    }
+
     /// `ttl`: an endpoint is tested again only after this long; `timeout`: bound on each test.
     pub fn new(ttl: Duration, timeout: Duration) -> Self {
         FastTest { tested: Mutex::new(HashMap::new()), ttl, timeout, client: super::probe_client(timeout) }

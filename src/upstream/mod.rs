@@ -21,6 +21,8 @@ use crate::config::{ChannelProtocol, UpstreamConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     ChatCompletions,
+    /// Legacy text completions (`prompt`, `suffix` for fill-in-the-middle): OpenAI-protocol channels only.
+    Completions,
     Responses,
     Embeddings,
     Messages,
@@ -74,6 +76,7 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
                 _ => {
                     let path = match op {
                         Operation::Embeddings => "embeddings",
+                        Operation::Completions => "completions",
                         _ => "chat/completions",
                     };
                     format!("{base}/openai/deployments/{model}/{path}?api-version={version}")
@@ -83,6 +86,7 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
         ChannelProtocol::Openai | ChannelProtocol::Gemini => {
             let path = match op {
                 Operation::ChatCompletions | Operation::Messages | Operation::CountTokens => "/chat/completions",
+                Operation::Completions => "/completions",
                 Operation::Responses => "/responses",
                 Operation::Embeddings => "/embeddings",
                 Operation::Models => "/models",

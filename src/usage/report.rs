@@ -278,6 +278,7 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
 
 impl Op for UsageQuery {
     const NAME: &'static str = "usage_report";
+    const READS_RECORDS: bool = true;
     type Reply = UsageReport;
     fn run(self, store: &Store) -> anyhow::Result<UsageReport> {
         usage(store, &self)
@@ -324,6 +325,7 @@ mod records_as_text {
 
 impl Op for RequestsQuery {
     const NAME: &'static str = "requests_list";
+    const READS_RECORDS: bool = true;
     type Reply = RecordList;
     fn run(self, store: &Store) -> anyhow::Result<RecordList> {
         let mut records = Vec::new();
@@ -352,6 +354,7 @@ pub struct ShowRequest {
 
 impl Op for ShowRequest {
     const NAME: &'static str = "request_show";
+    const READS_RECORDS: bool = true;
     type Reply = RecordList;
     fn run(self, store: &Store) -> anyhow::Result<RecordList> {
         let p = self.id.trim().to_ascii_lowercase();

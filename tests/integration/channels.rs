@@ -73,10 +73,13 @@ fn import_is_sealed_idempotent_and_needs_its_key_file() {
     assert!(names(&second["commit"]["updated"]).is_empty());
     assert_eq!(list(&store, &no_config).len(), 11);
 
-    // A locally changed imported channel is updated (not duplicated) by the next import.
+    // A channel disabled locally stays so on re-import; `--reset-state` takes the database's state (an update,
+    // not a duplicate).
     ok(cli(&store, &no_config, &["channels", "disable", "DeepSeek", "--reason", "testing"]));
     let third = json_of(&ok(import_json(&store, &no_config, &[])));
-    assert_eq!(names(&third["commit"]["updated"]), ["DeepSeek"], "{third:#}");
+    assert_eq!(names(&third["commit"]["unchanged"]).len(), 11, "{third:#}");
+    let fourth = json_of(&ok(import_json(&store, &no_config, &["--reset-state"])));
+    assert_eq!(names(&fourth["commit"]["updated"]), ["DeepSeek"], "{fourth:#}");
     assert_eq!(list(&store, &no_config).len(), 11);
 
     // Keys are sealed at rest and never shown.

@@ -17,6 +17,7 @@ mod failure;
 mod generated;
 mod import;
 mod keys;
+mod loose;
 mod probe;
 mod proxy;
 mod real_clients;
