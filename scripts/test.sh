@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit, integration (real binary + mock upstreams), the official OpenAI / Anthropic Python SDKs
-# end to end, and the One-API import from MySQL / PostgreSQL. Installs or starts what it needs where missing.
+# Runs every test: unit, integration (real binary + mock upstreams), the official OpenAI / Anthropic / Google GenAI
+# Python SDKs end to end, and the One-API import from MySQL / PostgreSQL. Installs or starts what it needs where missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,18 +14,18 @@ apt_install() {
 }
 
 # 1. Python with the official SDKs, for tests/integration/sdk.rs.
-if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
-  say "installing the openai and anthropic Python SDKs into .venv"
+if ! .venv/bin/python -c 'import openai, anthropic, google.genai' 2>/dev/null; then
+  say "installing the openai, anthropic and google-genai Python SDKs into .venv"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'openai==3.54.0' 'anthropic==2.12.0'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'openai==3.54.0' 'anthropic==2.12.0' 'google-genai==3.3.0'
 fi
 export ROUTER_TEST_PYTHON="$PWD/.venv/bin/python"
 
-# 2. Real Claude Code and Codex CLI (pinned), for tests/integration/real_clients.rs.
-if [ ! -x .clients/node_modules/.bin/claude ] || [ ! -x .clients/node_modules/.bin/codex ]; then
-  say "installing Claude Code and Codex CLI into .clients (npm)"
+# 2. Real Claude Code, Codex CLI and Gemini CLI (pinned), for tests/integration/real_clients.rs.
+if [ ! -x .clients/node_modules/.bin/claude ] || [ ! -x .clients/node_modules/.bin/codex ] || [ ! -x .clients/node_modules/.bin/gemini ]; then
+  say "installing Claude Code, Codex CLI and Gemini CLI into .clients (npm)"
   command -v npm >/dev/null || apt_install nodejs npm
-  npm install --silent --no-fund --no-audit --prefix .clients '@anthropic-ai/claude-code@2.1.197' '@openai/codex@0.169.0' >/dev/null
+  npm install --silent --no-fund --no-audit --prefix .clients '@anthropic-ai/claude-code@2.1.197' '@openai/codex@0.169.0' '@google/gemini-cli@0.61.0' >/dev/null
 fi
 
 # 3. PostgreSQL and MariaDB on loopback, for the One-API import tests.

@@ -337,7 +337,7 @@ pub async fn fetch_models(
     }
     let base = upstream::url(ch, ep, Operation::Models, "");
     let mut headers = HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
+    upstream::auth_headers(ch, ep, tok, Operation::Models, &mut headers);
     let mut out: Vec<DiscoveredModel> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut after: Option<String> = None;

@@ -302,7 +302,7 @@ pub async fn validate(client: &reqwest::Client, input: CheckInput<'_>, timeout: 
     let CheckInput { channel, endpoint, token } = input;
     let url = crate::upstream::url(channel, endpoint, crate::upstream::Operation::Models, "");
     let mut headers = reqwest::header::HeaderMap::new();
-    crate::upstream::auth_headers(channel, endpoint, token, &mut headers);
+    crate::upstream::auth_headers(channel, endpoint, token, crate::upstream::Operation::Models, &mut headers);
     let shown = url.split('?').next().unwrap_or(&url).to_string();
     let resp = match client.get(&url).headers(headers).send().await {
         Ok(r) => r,

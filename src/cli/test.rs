@@ -248,10 +248,7 @@ fn print_checks(checks: &[CheckResult]) {
 }
 
 fn print_route(r: &RouteResult) {
-    let client = match r.client {
-        crate::protocol::Protocol::Openai => "openai",
-        crate::protocol::Protocol::Anthropic => "anthropic",
-    };
+    let client = r.client.as_str();
     let resolved = r.resolved_by.as_deref().map(|b| format!(", resolved by {b}")).unwrap_or_default();
     output::line("");
     output::line(&format!("route {}: strategy {}{resolved}, client protocol {client}", r.target, r.strategy));

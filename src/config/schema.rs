@@ -298,7 +298,7 @@ pub enum ChannelProtocol {
     Anthropic,
     /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
     Azure,
-    /// Google Gemini through its OpenAI-compatible endpoint.
+    /// Google Gemini: the native API for Gemini clients, its OpenAI-compatible endpoint for everything else.
     Gemini,
 }
 
@@ -312,12 +312,19 @@ impl ChannelProtocol {
         }
     }
 
-    /// The wire format requests and responses use.
+    /// The wire format requests and responses use (for a `gemini` channel: its OpenAI-compatible side, which
+    /// every client but a Gemini one reaches).
     pub fn wire(self) -> crate::protocol::Protocol {
         match self {
             ChannelProtocol::Anthropic => crate::protocol::Protocol::Anthropic,
             _ => crate::protocol::Protocol::Openai,
         }
+    }
+
+    /// Whether a client of `client` protocol reaches this channel untranslated: its wire, plus Gemini's native
+    /// API on a `gemini` channel.
+    pub fn speaks(self, client: crate::protocol::Protocol) -> bool {
+        self.wire() == client || (self == ChannelProtocol::Gemini && client == crate::protocol::Protocol::Gemini)
     }
 
     /// The base URL used when a channel gives none.

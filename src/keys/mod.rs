@@ -209,7 +209,9 @@ impl AuthError {
     /// The message the client sees; it names nothing but this key's own state.
     pub fn message(&self) -> &'static str {
         match self {
-            AuthError::Missing => "missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
+            AuthError::Missing => {
+                "missing API key: send it as `Authorization: Bearer <key>`, `x-api-key: <key>` or `x-goog-api-key: <key>`"
+            }
             AuthError::Unknown => "invalid API key",
             AuthError::Disabled => "this API key is disabled",
             AuthError::Revoked => "this API key has been revoked",

@@ -161,10 +161,10 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
-/// The key's auth headers for a check.
-fn auth(ch: &Channel, ep: &Endpoint, tok: &Token) -> reqwest::header::HeaderMap {
+/// The key's auth headers for a check sent for `op`.
+fn auth(ch: &Channel, ep: &Endpoint, tok: &Token, op: Operation) -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
-    upstream::auth_headers(ch, ep, tok, &mut headers);
+    upstream::auth_headers(ch, ep, tok, op, &mut headers);
     headers
 }
 
@@ -217,7 +217,10 @@ pub async fn reachability(
     let url = reachability_url(ch, ep);
     let is_model_list = url == upstream::url(ch, ep, Operation::Models, "");
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Reachability, None, format!("GET {}", shown(&url)));
-    let Some((resp, t0)) = send(&mut r, client.get(&url).headers(auth(ch, ep, tok)), timeout).await else { return r };
+    let Some((resp, t0)) = send(&mut r, client.get(&url).headers(auth(ch, ep, tok, Operation::Models)), timeout).await
+    else {
+        return r;
+    };
     let status = resp.status().as_u16();
     let body = resp.bytes().await;
     r.total_ms = Some(ms(t0.elapsed()));
@@ -252,6 +255,10 @@ pub fn chat_body(protocol: Protocol, model: &str) -> serde_json::Value {
         Protocol::Anthropic => serde_json::json!({
             "model": model, "messages": messages, "max_tokens": MAX_TOKENS, "stream": true,
         }),
+        Protocol::Gemini => serde_json::json!({
+            "contents": [{ "role": "user", "parts": [{ "text": PROMPT }] }],
+            "generationConfig": { "maxOutputTokens": MAX_TOKENS },
+        }),
     }
 }
 
@@ -268,10 +275,11 @@ pub async fn chat(
     let op = match wire {
         Protocol::Openai => Operation::ChatCompletions,
         Protocol::Anthropic => Operation::Messages,
+        Protocol::Gemini => Operation::StreamGenerateContent,
     };
     let url = upstream::url(ch, ep, op, model);
     let mut r = CheckResult::new(ch, ep, tok, CheckKind::Chat, Some(model), format!("POST {}", shown(&url)));
-    let req = client.post(&url).headers(auth(ch, ep, tok)).json(&chat_body(wire, model));
+    let req = client.post(&url).headers(auth(ch, ep, tok, op)).json(&chat_body(wire, model));
     let Some((resp, t0)) = send(&mut r, req, timeout).await else { return r };
     let status = resp.status().as_u16();
     let sse = resp

@@ -219,7 +219,8 @@ async fn route_one(snap: Arc<Snapshot>, target: &str, opts: &Options, seed: &Pro
 
 fn path_of(client: Protocol) -> &'static str {
     match client {
-        Protocol::Openai => "/v1/chat/completions",
+        // Route checks ask as an OpenAI or Anthropic client only.
+        Protocol::Openai | Protocol::Gemini => "/v1/chat/completions",
         Protocol::Anthropic => "/v1/messages",
     }
 }

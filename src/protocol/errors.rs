@@ -1,6 +1,7 @@
 //! Error bodies in each client protocol's own shape.
 //!
 //! OpenAI: `{"error":{"message","type","param","code"}}`. Anthropic: `{"type":"error","error":{"type","message"}}`.
+//! Gemini (Google APIs): `{"error":{"code","message","status"}}`.
 //! Owns the status -> error type mapping; never puts secrets in a message (callers pass only safe text).
 
 use bytes::Bytes;
@@ -37,6 +38,28 @@ pub fn openai_type(status: u16) -> &'static str {
     }
 }
 
+/// The Google RPC status name for an HTTP status (Gemini error bodies).
+pub fn gemini_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        402 | 429 => "RESOURCE_EXHAUSTED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        409 => "ABORTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        503 | 529 => "UNAVAILABLE",
+        _ => "INTERNAL",
+    }
+}
+
+/// `{"error":{"code":..,"message":..,"status":..}}`.
+pub fn gemini_body(status: u16, message: &str) -> serde_json::Value {
+    json!({"error": {"code": status, "message": message, "status": gemini_status(status)}})
+}
+
 /// An error body for `protocol`; `code` is a short machine-readable reason (OpenAI `code`).
 pub fn body(protocol: Protocol, status: u16, message: &str, code: Option<&str>) -> Bytes {
     let v = match protocol {
@@ -47,6 +70,7 @@ pub fn body(protocol: Protocol, status: u16, message: &str, code: Option<&str>) 
             "type": "error",
             "error": {"type": anthropic_type(status), "message": message}
         }),
+        Protocol::Gemini => gemini_body(status, message),
     };
     Bytes::from(v.to_string())
 }
@@ -63,6 +87,7 @@ pub fn stream_event(protocol: Protocol, message: &str) -> crate::protocol::sse::
             "error",
             json!({"type": "error", "error": {"type": "api_error", "message": message}}).to_string(),
         ),
+        Protocol::Gemini => SseEvent::data(gemini_body(500, message).to_string()),
     }
 }
 
@@ -79,5 +104,10 @@ mod tests {
         let a: serde_json::Value = serde_json::from_slice(&body(Protocol::Anthropic, 401, "bad key", None)).unwrap();
         assert_eq!(a["type"], "error");
         assert_eq!(a["error"]["type"], "authentication_error");
+        let g: serde_json::Value = serde_json::from_slice(&body(Protocol::Gemini, 429, "slow down", None)).unwrap();
+        assert_eq!(g, json!({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}));
+        let ev = stream_event(Protocol::Gemini, "cut");
+        assert_eq!(ev.event, None);
+        assert!(ev.data.contains("\"status\":\"INTERNAL\""));
     }
 }

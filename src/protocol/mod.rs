@@ -1,4 +1,4 @@
-//! Wire protocols: what the router must understand of OpenAI and Anthropic traffic.
+//! Wire protocols: what the router must understand of OpenAI, Anthropic and Gemini traffic.
 //!
 //! Owns per-protocol wire types (only the fields routing and accounting need), SSE framing, usage extraction,
 //! error bodies in each protocol's shape, translation between protocols, and which conversation a request belongs
@@ -19,4 +19,17 @@ pub enum Protocol {
     Openai,
     /// Anthropic Messages API.
     Anthropic,
+    /// Google Gemini API (`generateContent`, `streamGenerateContent`, `countTokens`).
+    Gemini,
+}
+
+impl Protocol {
+    /// The name used in records, errors and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Openai => "openai",
+            Protocol::Anthropic => "anthropic",
+            Protocol::Gemini => "gemini",
+        }
+    }
 }

@@ -1,8 +1,10 @@
-//! Usage extraction from upstream responses, streamed or not, for all three OpenAI-style APIs and Anthropic.
+//! Usage extraction from upstream responses, streamed or not, for all three OpenAI-style APIs, Anthropic and
+//! Gemini.
 //!
-//! Owns reading `usage` without parsing whole bodies: stream events are looked at only when their text mentions
-//! usage (or ends the stream), and only the usage fields are deserialised. Anthropic counts are cumulative: the
-//! latest value of each field wins, never a sum.
+//! Owns reading `usage` / `usageMetadata` without parsing whole bodies: stream events are looked at only when
+//! their text mentions usage (or ends the stream), and only the usage fields are deserialised. Anthropic and
+//! Gemini counts are cumulative: the latest value of each field wins, never a sum. A Gemini stream without
+//! `alt=sse` is one JSON array, read whole like a non-stream body.
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -41,6 +43,24 @@ struct UsageWire {
     output_tokens_details: Option<Details>,
 }
 
+/// Gemini `usageMetadata`. `promptTokenCount` includes the cached tokens; `candidatesTokenCount` excludes the
+/// thoughts, which are billed as output.
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct GeminiUsage {
+    prompt_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
+    tool_use_prompt_token_count: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GeminiCandidate {
+    #[serde(rename = "finishReason")]
+    finish_reason: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct Inner {
     usage: Option<UsageWire>,
@@ -56,6 +76,23 @@ struct Envelope {
     response: Option<Inner>,
     choices: Option<Vec<IgnoredAny>>,
     error: Option<serde_json::Value>,
+    #[serde(rename = "usageMetadata")]
+    usage_metadata: Option<GeminiUsage>,
+    candidates: Option<Vec<GeminiCandidate>>,
+}
+
+impl Envelope {
+    /// A Gemini chunk whose candidate carries a finish reason (the last chunk of a stream).
+    fn gemini_finished(&self) -> bool {
+        self.candidates.iter().flatten().any(|c| c.finish_reason.as_deref().is_some_and(|r| !r.is_empty()))
+    }
+}
+
+/// Keeps the latest reported value: `v` replaces `slot` when present.
+fn set(slot: &mut Option<u64>, v: Option<u64>) {
+    if v.is_some() {
+        *slot = v;
+    }
 }
 
 /// Accumulated usage: each field keeps its latest reported value.
@@ -71,15 +108,12 @@ struct Acc {
     cache_read: Option<u64>,
     cached: Option<u64>,
     reasoning: Option<u64>,
+    /// Gemini `toolUsePromptTokenCount` (input, beside `promptTokenCount`).
+    tool_prompt: Option<u64>,
 }
 
 impl Acc {
     fn merge(&mut self, u: &UsageWire) {
-        fn set(slot: &mut Option<u64>, v: Option<u64>) {
-            if v.is_some() {
-                *slot = v;
-            }
-        }
         set(&mut self.prompt, u.prompt_tokens);
         set(&mut self.completion, u.completion_tokens);
         set(&mut self.input, u.input_tokens);
@@ -93,6 +127,16 @@ impl Acc {
         set(&mut self.cached, u.prompt_cache_hit_tokens);
         set(&mut self.reasoning, u.completion_tokens_details.and_then(|d| d.reasoning_tokens));
         set(&mut self.reasoning, u.output_tokens_details.and_then(|d| d.reasoning_tokens));
+    }
+
+    /// Gemini `usageMetadata`, stored in the OpenAI-shaped slots (prompt includes cached; completion excludes
+    /// thoughts, which `tokens` adds back).
+    fn merge_gemini(&mut self, u: &GeminiUsage) {
+        set(&mut self.prompt, u.prompt_token_count);
+        set(&mut self.completion, u.candidates_token_count);
+        set(&mut self.cached, u.cached_content_token_count);
+        set(&mut self.reasoning, u.thoughts_token_count);
+        set(&mut self.tool_prompt, u.tool_use_prompt_token_count);
     }
 
     fn seen(&self) -> bool {
@@ -125,6 +169,19 @@ impl Acc {
                     cache_read: cached,
                     cache_write: 0,
                     output: self.completion.or(self.output).unwrap_or(0),
+                    reasoning,
+                    cache_write_1h: 0,
+                }
+            }
+            // Gemini: the prompt includes cached tokens; thoughts are output beside the candidates.
+            Protocol::Gemini => {
+                let total_in = self.prompt.unwrap_or(0) + self.tool_prompt.unwrap_or(0);
+                let cached = self.cached.unwrap_or(0).min(total_in);
+                Tokens {
+                    input: total_in - cached,
+                    cache_read: cached,
+                    cache_write: 0,
+                    output: self.completion.unwrap_or(0) + reasoning,
                     reasoning,
                     cache_write_1h: 0,
                 }
@@ -190,6 +247,8 @@ impl UsageMeter {
         let interesting = terminal
             || is_error
             || data.contains("\"usage\"")
+            || data.contains("\"usageMetadata\"")
+            || data.contains("\"finishReason\"")
             || data.contains("\"error\"")
             || data.contains("response.completed")
             || data.contains("response.incomplete")
@@ -206,6 +265,12 @@ impl UsageMeter {
         }
         if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
             self.acc.merge(u);
+        }
+        if let Some(u) = &env.usage_metadata {
+            self.acc.merge_gemini(u);
+        }
+        if env.gemini_finished() {
+            self.completed = true;
         }
         let kind = env.kind.as_deref().unwrap_or(name);
         if matches!(kind, "message_stop" | "response.completed" | "response.incomplete") {
@@ -239,16 +304,32 @@ impl UsageMeter {
         }
     }
 
-    /// Parses a complete non-stream body.
+    /// Parses a complete non-stream body (for Gemini also a stream without `alt=sse`: a JSON array of chunks).
     pub fn body(&mut self, body: &[u8]) {
+        if self.protocol == Protocol::Gemini && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            if let Ok(chunks) = serde_json::from_slice::<Vec<Envelope>>(body) {
+                for env in &chunks {
+                    self.envelope(env);
+                }
+                self.completed = true;
+            }
+            return;
+        }
         if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-            if let Some(u) = &env.usage {
-                self.acc.merge(u);
-            }
-            if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
-                self.acc.merge(u);
-            }
+            self.envelope(&env);
             self.completed = true;
+        }
+    }
+
+    fn envelope(&mut self, env: &Envelope) {
+        if let Some(u) = &env.usage {
+            self.acc.merge(u);
+        }
+        if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
+            self.acc.merge(u);
+        }
+        if let Some(u) = &env.usage_metadata {
+            self.acc.merge_gemini(u);
         }
     }
 
@@ -391,6 +472,45 @@ mod tests {
         let wire = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
         let (m, _) = meter_stream(Protocol::Anthropic, wire);
         assert_eq!(m.stream_error.as_deref(), Some("Overloaded"));
+    }
+
+    #[test]
+    fn gemini_non_stream_counts_thoughts_as_output_and_cached_as_read() {
+        let mut m = UsageMeter::new(Protocol::Gemini);
+        m.body(
+            br#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],
+            "usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":40,"totalTokenCount":1290,
+            "cachedContentTokenCount":1000,"thoughtsTokenCount":50}}"#,
+        );
+        let t = m.finish().tokens.unwrap();
+        assert_eq!(t, Tokens { input: 200, cache_read: 1000, output: 90, reasoning: 50, ..Default::default() });
+    }
+
+    #[test]
+    fn gemini_sse_usage_in_last_chunk_and_finish_reason_completes() {
+        // Google's own SSE output has spaces after colons.
+        let wire = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 8,\"totalTokenCount\": 8}}\r\n\r\n\
+                    data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"lo\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 8,\"candidatesTokenCount\": 2,\"totalTokenCount\": 10,\"toolUsePromptTokenCount\": 3}}\r\n\r\n";
+        let (m, hidden) = meter_stream(Protocol::Gemini, wire);
+        assert_eq!(hidden, 0);
+        assert!(m.completed);
+        assert_eq!(m.tokens.unwrap(), Tokens { input: 11, output: 2, ..Default::default() });
+        // Cut before the finish reason: not completed, counts so far kept.
+        let (m, _) = meter_stream(Protocol::Gemini, wire.split("\r\n\r\n").next().unwrap());
+        assert!(!m.completed);
+    }
+
+    #[test]
+    fn gemini_json_array_stream_and_error_chunk() {
+        let mut m = UsageMeter::new(Protocol::Gemini);
+        m.body_chunk(b"[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}],\"usageMetadata\": {\"promptTokenCount\": 5}}\n,\r\n");
+        m.body_chunk(b"{\"candidates\": [{\"finishReason\": \"STOP\"}],\"usageMetadata\": {\"promptTokenCount\": 5,\"candidatesTokenCount\": 4}}\n]");
+        let got = m.finish();
+        assert!(got.completed);
+        assert_eq!(got.tokens.unwrap(), Tokens { input: 5, output: 4, ..Default::default() });
+        let wire = "data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded.\", \"status\": \"UNAVAILABLE\"}}\n\n";
+        let (m, _) = meter_stream(Protocol::Gemini, wire);
+        assert_eq!(m.stream_error.as_deref(), Some("The model is overloaded."));
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl MeteredBody {
                     meter.event(&ev);
                     conv.push(&ev, &mut events);
                 });
-                write_events(&events)
+                conv.encode(&events, false)
             }
         }
     }
@@ -163,7 +163,7 @@ impl MeteredBody {
         let Mode::Convert { conv, .. } = &mut self.mode else { return None };
         let mut events = Vec::new();
         conv.finish(interrupted, &mut events);
-        write_events(&events)
+        conv.encode(&events, true)
     }
 
     /// Flushes an event left without its blank line at EOF.
@@ -179,7 +179,7 @@ impl MeteredBody {
             Mode::Convert { conv, .. } => {
                 let mut events = Vec::new();
                 conv.push(&ev, &mut events);
-                write_events(&events)
+                conv.encode(&events, false)
             }
             _ => None,
         }
@@ -271,17 +271,6 @@ pub(super) fn account(
         (None, None) => {}
     }
     rec.cost_usd = price.map(|p| rec.tokens.cost(&p));
-}
-
-fn write_events(events: &[SseEvent]) -> Option<Bytes> {
-    if events.is_empty() {
-        return None;
-    }
-    let mut out = BytesMut::new();
-    for ev in events {
-        ev.write_to(&mut out);
-    }
-    Some(out.freeze())
 }
 
 impl Body for MeteredBody {

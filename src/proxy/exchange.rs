@@ -110,10 +110,7 @@ impl Exchange {
             id,
             time_ms,
             gateway_key: key.map(|k| k.name.to_string()),
-            client_protocol: match protocol {
-                Protocol::Openai => "openai".into(),
-                Protocol::Anthropic => "anthropic".into(),
-            },
+            client_protocol: protocol.as_str().into(),
             path: path.to_string(),
             ..Default::default()
         };
@@ -145,8 +142,9 @@ impl Exchange {
         error_response(self.protocol, self.id, status, message, code)
     }
 
-    /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`].
-    pub async fn run(mut self, req: http::Request<Incoming>) -> Response<ProxyBody> {
+    /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`]. `query` is
+    /// the client's query as it may be forwarded (for Gemini, without `key`).
+    pub async fn run(mut self, req: http::Request<Incoming>, query: Option<String>) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -156,12 +154,12 @@ impl Exchange {
             Ok(p) => p,
             Err(r) => return self.reject(r).await,
         };
-        let input = Input { headers: parts.headers, query: parts.uri.query().map(str::to_string), body, peek };
+        let input = Input { headers: parts.headers, query, body, peek };
         self.affinity = affinity::lookup(&mut self, &input);
         let mut plan = match self.plan(&input).await {
             Ok(p) => p,
-            Err(Rejection::NoRoute(_)) if self.op == Operation::CountTokens => {
-                return super::local::count_tokens(self.id, &input.body);
+            Err(Rejection::NoRoute(_)) if matches!(self.op, Operation::CountTokens | Operation::GeminiCountTokens) => {
+                return super::local::count_tokens(self.protocol, self.id, &input.body);
             }
             Err(r) => return self.reject(r).await,
         };
@@ -195,10 +193,15 @@ impl Exchange {
         }
     }
 
-    /// Parses only what routing needs; records the model and stream flag.
+    /// Parses only what routing needs; records the model and stream flag. A Gemini request names its model in
+    /// the path (already recorded) and streams by path (`:streamGenerateContent`).
     fn peek(&mut self, body: &Bytes) -> Result<Peek, Rejection> {
         let peek = Peek::parse(body)
             .map_err(|e @ (PeekError::Json(_) | PeekError::ModelNotString)| Rejection::bad_request(e.to_string()))?;
+        if self.op.is_gemini() {
+            self.record.stream = self.op == Operation::StreamGenerateContent;
+            return Ok(peek);
+        }
         let Some(model) = &peek.model else {
             return Err(Rejection::bad_request("`model` is required"));
         };
@@ -229,7 +232,13 @@ impl Exchange {
             strategy,
             pin,
             allow: self.allow.as_ref(),
-            translate: matches!(op, Operation::ChatCompletions | Operation::Messages),
+            translate: matches!(
+                op,
+                Operation::ChatCompletions
+                    | Operation::Messages
+                    | Operation::GenerateContent
+                    | Operation::StreamGenerateContent
+            ),
             est_input: input.body.len() as u64 / 4,
             est_output: input.peek.max_output.unwrap_or(DEFAULT_EST_OUTPUT),
         };

@@ -34,6 +34,8 @@ struct Outgoing {
     conv: Option<Conversion>,
     /// `stream_options.include_usage` was added for metering.
     injected: bool,
+    /// What the upstream is asked (the client's operation, or the one it is translated to).
+    upstream_op: Operation,
 }
 
 /// Tries each candidate until one succeeds, a failure is final, `max_attempts` or the deadline is reached.
@@ -80,8 +82,10 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
     let (ch, ep, _) = ex.snap.candidate(cand);
     let conv = conversion(ex.op, ch);
     let upstream_op = match conv {
-        Some(Conversion::AnthropicToChat | Conversion::ResponsesToChat) => Operation::ChatCompletions,
-        Some(Conversion::ChatToAnthropic) => Operation::Messages,
+        Some(Conversion::AnthropicToChat | Conversion::ResponsesToChat | Conversion::GeminiToChat) => {
+            Operation::ChatCompletions
+        }
+        Some(Conversion::ChatToAnthropic | Conversion::GeminiToAnthropic) => Operation::Messages,
         None => ex.op,
     };
     let mut url = upstream::url(ch, ep, upstream_op, &cand.model);
@@ -96,7 +100,7 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
         && ch.protocol.wire() == Protocol::Openai;
     let body = match conv {
         None => input.peek.rewrite(&input.body, Some(&cand.model), injected),
-        Some(c) => match convert::convert_request(c, &input.body, &cand.model) {
+        Some(c) => match convert::convert_gemini_request(c, &input.body, &cand.model, ex.op.is_gemini_stream()) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 let msg = format!("the request cannot be translated for channel `{}`: {e}", ch.name);
@@ -104,8 +108,8 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
             }
         },
     };
-    ex.record.translated = conv.map(|c| translation_name(c).to_string());
-    Ok(Outgoing { url, body, conv, injected })
+    ex.record.translated = conv.map(|c| c.name().to_string());
+    Ok(Outgoing { url, body, conv, injected, upstream_op })
 }
 
 /// How one attempt ended.
@@ -123,7 +127,7 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     let cfg = &snap.config.raw;
     let (ch, ep, tok) = snap.candidate(cand);
     let mut hdrs = headers::upstream_headers(&input.headers);
-    upstream::auth_headers(ch, ep, tok, &mut hdrs);
+    upstream::auth_headers(ch, ep, tok, out.upstream_op, &mut hdrs);
     hdrs.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     let deadline = ex.deadline();
     let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - Instant::now());
@@ -193,21 +197,22 @@ async fn error_failure(
     Failure { err, response: Some((status, resp_headers, err_body)) }
 }
 
-/// Which translation a request needs on a channel, if any.
+/// Which translation a request needs on a channel, if any. A `gemini` channel takes Gemini requests natively.
 fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
+    if op.is_gemini() && ch.protocol.speaks(Protocol::Gemini) {
+        return None;
+    }
     match (op, ch.protocol.wire()) {
+        (Operation::GenerateContent | Operation::StreamGenerateContent, Protocol::Openai) => {
+            Some(Conversion::GeminiToChat)
+        }
+        (Operation::GenerateContent | Operation::StreamGenerateContent, Protocol::Anthropic) => {
+            Some(Conversion::GeminiToAnthropic)
+        }
         (Operation::Messages, Protocol::Openai) => Some(Conversion::AnthropicToChat),
         (Operation::ChatCompletions, Protocol::Anthropic) => Some(Conversion::ChatToAnthropic),
         (Operation::Responses, Protocol::Openai) if ch.responses_via_chat() => Some(Conversion::ResponsesToChat),
         _ => None,
-    }
-}
-
-fn translation_name(c: Conversion) -> &'static str {
-    match c {
-        Conversion::AnthropicToChat => "anthropic->openai",
-        Conversion::ChatToAnthropic => "openai->anthropic",
-        Conversion::ResponsesToChat => "responses->chat",
     }
 }
 

@@ -1,10 +1,12 @@
 //! The front of the request path: which route a path is, and who is asking.
 //!
 //! A request goes through these phases, each in its own place:
-//! 1. **route** the path to an operation and the client's protocol (here);
-//! 2. **authenticate** the gateway key against the key table, then **admit** it under its limits
-//!    (`live::limits`: a 429 that never reaches an upstream, or a ticket settled with the record) (here);
-//!    local answers (health, models) end before admission;
+//! 1. **route** the path to an operation and the client's protocol (here; Gemini paths also name the model:
+//!    `/v1beta/models/{model}:generateContent`);
+//! 2. **authenticate** the gateway key against the key table (Bearer, `x-api-key`, `x-goog-api-key` or, on
+//!    Gemini paths, `?key=`, which is then dropped from everything forwarded or recorded), then **admit** it under
+//!    its limits (`live::limits`: a 429 that never reaches an upstream, or a ticket settled with the record)
+//!    (here); local answers (health, models) end before admission;
 //! 3. **read body**, **peek**, **plan** over one [`Exchange`] ([`super::exchange`]);
 //! 4. **attempt** the candidates with failover ([`super::failover`]);
 //! 5. **respond**: the upstream's answer, streamed or translated, through the meter ([`super::respond`],
@@ -29,10 +31,75 @@ use crate::usage;
 enum Route {
     Api(Operation),
     Models,
+    /// Gemini `GET models/{model}`.
+    Model,
     /// `/api/v1/models[/{id}]`: the OpenRouter-shaped catalogue.
     Catalogue,
     Health,
     NotFound,
+}
+
+/// The Gemini API paths: `/v1beta/models[/{model}[:{method}]]`, and the same under `/v1/` (the GenAI SDKs'
+/// `api_version`). Returns the route and the URL-decoded model, if the path names one.
+fn gemini_route(method: &Method, path: &str) -> Option<(Route, Option<String>)> {
+    let rest = path.strip_prefix("/v1beta").or_else(|| path.strip_prefix("/v1"))?;
+    let rest = rest.strip_prefix("/models")?.trim_end_matches('/');
+    if rest.is_empty() {
+        return (method == Method::GET).then_some((Route::Models, None));
+    }
+    let name = rest.strip_prefix('/')?;
+    let (model, action) = match name.rsplit_once(':') {
+        // A tag expression may contain `:` (`tag:fast`); a Gemini method never does and always comes last.
+        Some((m, a)) if a.chars().all(|c| c.is_ascii_alphabetic()) && !a.is_empty() => (m, Some(a)),
+        _ => (name, None),
+    };
+    let model = percent_decode(model);
+    let op = match (method, action) {
+        (&Method::GET, None) => return Some((Route::Model, Some(model))),
+        (&Method::POST, Some("generateContent")) => Operation::GenerateContent,
+        (&Method::POST, Some("streamGenerateContent")) => Operation::StreamGenerateContent,
+        (&Method::POST, Some("countTokens")) => Operation::GeminiCountTokens,
+        _ => return Some((Route::NotFound, None)),
+    };
+    Some((Route::Api(op), Some(model)))
+}
+
+/// `%XX` escapes decoded (model ids and tag expressions such as `tag%3Afast%2C%21slow` in a path).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a request on a path both APIs share (`GET /v1/models`) comes from a Google client.
+fn speaks_gemini(headers: &HeaderMap, query: Option<&str>) -> bool {
+    headers.contains_key("x-goog-api-key") || headers.contains_key("x-goog-api-client") || query_key(query).is_some()
+}
+
+/// The `key` parameter of a query string (Google's API-key-in-the-URL convention).
+fn query_key(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "key").map(|(_, v)| v.into_owned())
+}
+
+/// The query without its `key` parameter: what may be forwarded (the gateway key never goes upstream).
+fn query_without_key(query: Option<&str>) -> Option<String> {
+    let q = query?;
+    let kept: Vec<&str> = q.split('&').filter(|p| !p.is_empty() && *p != "key" && !p.starts_with("key=")).collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 fn route(method: &Method, path: &str) -> (Route, Protocol) {
@@ -59,7 +126,17 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
 
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
     let snap = state.snapshot.load_full();
-    let (route, mut protocol) = route(req.method(), req.uri().path());
+    let (mut route, mut protocol) = route(req.method(), req.uri().path());
+    let mut path_model = None;
+    // `/v1beta/...` and `models/{model}:method` are Google's alone; `/v1/models[/{id}]` is shared with OpenAI
+    // and goes to Gemini only for a Google client.
+    if let Some((r, model)) = gemini_route(req.method(), req.uri().path())
+        && (req.uri().path().starts_with("/v1beta/")
+            || matches!(r, Route::Api(_))
+            || speaks_gemini(req.headers(), req.uri().query()))
+    {
+        (route, protocol, path_model) = (r, Protocol::Gemini, model);
+    }
     // Anthropic clients announce themselves; answer them in their shape on shared paths.
     if route == Route::Models && req.headers().contains_key("anthropic-version") {
         protocol = Protocol::Anthropic;
@@ -71,11 +148,13 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             let id = usage::new_id(usage::now_ms());
             return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
         }
-        Route::Models | Route::Catalogue => None,
+        Route::Models | Route::Model | Route::Catalogue => None,
         Route::Api(op) => Some(op),
     };
     let now_ms = usage::now_ms();
-    let key = match state.keys.load().authenticate(presented_key(req.headers()), now_ms) {
+    let from_query = if protocol == Protocol::Gemini { query_key(req.uri().query()) } else { None };
+    let presented = presented_key(req.headers()).or(from_query.as_deref());
+    let key = match state.keys.load().authenticate(presented, now_ms) {
         Ok(k) => k.cloned(),
         Err(e) => {
             let id = usage::new_id(now_ms);
@@ -85,9 +164,18 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
     if route == Route::Catalogue {
         return super::catalogue::answer(&snap, req.uri().path(), req.uri().query(), key.as_deref());
     }
-    let Some(op) = op else { return local::models(&snap, protocol, key.as_deref()) };
+    let Some(op) = op else {
+        return match (route, path_model) {
+            (Route::Model, Some(model)) => local::gemini_model(&snap, &model, key.as_deref()),
+            _ => local::models(&snap, protocol, key.as_deref()),
+        };
+    };
+    // The path only: a `?key=` never reaches a record.
     let path = req.uri().path().to_string();
     let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
+    if let Some(model) = path_model {
+        ex.record.requested_model = model;
+    }
     // Admission: a key with limits gets a ticket (settled with its record) or a 429 that never goes upstream.
     let rate = match key.as_deref().filter(|k| !k.limits.is_empty()) {
         None => None,
@@ -103,20 +191,27 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             }
         },
     };
-    let mut resp = ex.run(req).await;
+    // The client's query as it may be forwarded: a Gemini client's `key` never leaves.
+    let query = if protocol == Protocol::Gemini {
+        query_without_key(req.uri().query())
+    } else {
+        req.uri().query().map(str::to_string)
+    };
+    let mut resp = ex.run(req, query).await;
     if let Some(rate) = rate {
         headers::rate_limits(resp.headers_mut(), &rate);
     }
     resp
 }
 
-/// The gateway key a client presents: `Authorization: Bearer <key>` or `x-api-key: <key>`.
+/// The gateway key a client presents in a header: `Authorization: Bearer <key>`, `x-api-key: <key>` or
+/// (Google's clients) `x-goog-api-key: <key>`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("authorization")
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| header("x-api-key"))
+        .or_else(|| header("x-goog-api-key"))
 }
 
 #[cfg(test)]
@@ -148,6 +243,50 @@ mod tests {
     }
 
     #[test]
+    fn gemini_routes_name_the_model() {
+        let r = |m: &Method, p: &str| gemini_route(m, p);
+        let post = Method::POST;
+        assert_eq!(
+            r(&post, "/v1beta/models/gemini-2.5-pro:generateContent"),
+            Some((Route::Api(Operation::GenerateContent), Some("gemini-2.5-pro".into())))
+        );
+        assert_eq!(
+            r(&post, "/v1/models/gemini-2.5-flash:streamGenerateContent"),
+            Some((Route::Api(Operation::StreamGenerateContent), Some("gemini-2.5-flash".into())))
+        );
+        assert_eq!(
+            r(&post, "/v1beta/models/tag%3Afast%2C%21slow:countTokens"),
+            Some((Route::Api(Operation::GeminiCountTokens), Some("tag:fast,!slow".into())))
+        );
+        // An undecoded tag expression: the last `:` names the method.
+        assert_eq!(
+            r(&post, "/v1beta/models/tag:fast:generateContent"),
+            Some((Route::Api(Operation::GenerateContent), Some("tag:fast".into())))
+        );
+        assert_eq!(r(&Method::GET, "/v1beta/models"), Some((Route::Models, None)));
+        assert_eq!(
+            r(&Method::GET, "/v1beta/models/gemini-2.5-pro"),
+            Some((Route::Model, Some("gemini-2.5-pro".into())))
+        );
+        assert_eq!(r(&post, "/v1beta/models/x:embedContent"), Some((Route::NotFound, None)));
+        assert_eq!(r(&post, "/v1/chat/completions"), None);
+        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
+    }
+
+    #[test]
+    fn query_key_is_read_and_never_forwarded() {
+        assert_eq!(query_key(Some("alt=sse&key=sk-gw")), Some("sk-gw".into()));
+        assert_eq!(query_key(Some("alt=sse")), None);
+        assert_eq!(query_without_key(Some("alt=sse&key=sk-gw")), Some("alt=sse".into()));
+        assert_eq!(query_without_key(Some("key=sk-gw")), None);
+        assert_eq!(query_without_key(Some("keyword=1&key")), Some("keyword=1".into()));
+        let mut h = HeaderMap::new();
+        assert!(speaks_gemini(&h, Some("key=x")) && !speaks_gemini(&h, None));
+        h.insert("x-goog-api-client", "google-genai-sdk/1.0".parse().unwrap());
+        assert!(speaks_gemini(&h, None));
+    }
+
+    #[test]
     fn auth_accepts_bearer_and_x_api_key_only_for_known_keys() {
         use crate::config::{GatewayKey, hash_key};
         let keys = vec![GatewayKey { name: "me".into(), hash: hash_key("sk-gw"), ..Default::default() }];
@@ -162,5 +301,8 @@ mod tests {
         assert!(auth(&h).unwrap().is_some());
         h.insert("x-api-key", "wrong".parse().unwrap());
         assert!(auth(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.insert("x-goog-api-key", "sk-gw".parse().unwrap());
+        assert_eq!(auth(&h).unwrap().as_deref(), Some("me"));
     }
 }

@@ -28,11 +28,10 @@ pub(super) fn health(snap: &Snapshot) -> Response<ProxyBody> {
     }))
 }
 
-/// `GET /v1/models`: the models the key may use, in the client's list shape.
-pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&Entry>) -> Response<ProxyBody> {
+/// The served model ids the key may use, with the channel that serves each.
+fn visible_models<'a>(snap: &'a Snapshot, key: Option<&Entry>) -> Vec<(&'a str, &'a str)> {
     let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);
-    let ids: Vec<(&str, &str)> = snap
-        .model_ids()
+    snap.model_ids()
         .into_iter()
         .filter(|(id, ch)| {
             allow.as_ref().is_none_or(|a| match a {
@@ -41,7 +40,33 @@ pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&Entry>) -
             })
         })
         .map(|(id, ch)| (id, &*ch.name))
-        .collect();
+        .collect()
+}
+
+/// One model in Google's shape.
+fn gemini_model_json(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": format!("models/{id}"), "version": "001", "displayName": id,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+    })
+}
+
+/// Gemini `GET /v1beta/models/{model}`: the model if the key may use it, else Google's 404.
+pub(super) fn gemini_model(snap: &Snapshot, model: &str, key: Option<&Entry>) -> Response<ProxyBody> {
+    let model = model.strip_prefix("models/").unwrap_or(model);
+    if visible_models(snap, key).iter().any(|(id, _)| *id == model) {
+        return json(gemini_model_json(model));
+    }
+    let msg = format!("model `{model}` is not served by any enabled channel; GET /v1beta/models lists what is");
+    let mut resp = Response::new(full(crate::protocol::errors::body(Protocol::Gemini, 404, &msg, None)));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `GET /v1/models` (`/v1beta/models` for Gemini): the models the key may use, in the client's list shape.
+pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&Entry>) -> Response<ProxyBody> {
+    let ids = visible_models(snap, key);
     json(match protocol {
         Protocol::Openai => serde_json::json!({
             "object": "list",
@@ -57,13 +82,20 @@ pub(super) fn models(snap: &Snapshot, protocol: Protocol, key: Option<&Entry>) -
             "first_id": ids.first().map(|(id, _)| *id),
             "last_id": ids.last().map(|(id, _)| *id),
         }),
+        Protocol::Gemini => serde_json::json!({
+            "models": ids.iter().map(|(id, _)| gemini_model_json(id)).collect::<Vec<_>>(),
+        }),
     })
 }
 
-/// `count_tokens` with no Anthropic channel for the model: a local estimate (~4 bytes a token).
-pub(super) fn count_tokens(id: u128, body: &Bytes) -> Response<ProxyBody> {
+/// `count_tokens` (Anthropic) / `countTokens` (Gemini) with no channel of the client's protocol for the model:
+/// a local estimate (~4 bytes a token), in the client's shape.
+pub(super) fn count_tokens(protocol: Protocol, id: u128, body: &Bytes) -> Response<ProxyBody> {
     let n = (body.len() as u64).div_ceil(4);
-    let mut resp = json(serde_json::json!({ "input_tokens": n }));
+    let mut resp = json(match protocol {
+        Protocol::Gemini => serde_json::json!({ "totalTokens": n }),
+        _ => serde_json::json!({ "input_tokens": n }),
+    });
     headers::set(resp.headers_mut(), "x-router-request-id", &usage::format_id(id));
     resp
 }

@@ -15,6 +15,7 @@ use super::body::{self, Finisher, MeteredBody, Mode};
 use super::exchange::{Exchange, Input, Rejection};
 use super::failover::read_capped;
 use super::{ProxyBody, full, headers};
+use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion, StreamConverter};
 use crate::protocol::usage::UsageMeter;
 use crate::routing::Candidate;
@@ -53,14 +54,17 @@ pub(super) async fn respond(
             }
         }
         Some(conv) if is_sse => {
-            let h = out.headers_mut();
-            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-            h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
             let wants_usage = conv == Conversion::ChatToAnthropic && convert::chat_request_wants_usage(&input.body);
             let conv = StreamConverter::new(conv, &ex.record.requested_model)
                 .with_include_usage(wants_usage)
                 // Custom / local shell tools of a Responses request, which the Chat upstream only knows as functions.
-                .with_tool_kinds(convert::tool_kinds(conv, &input.body));
+                .with_tool_kinds(convert::tool_kinds(conv, &input.body))
+                // A Gemini stream without `alt=sse` is one JSON array.
+                .with_json_array(ex.op.is_gemini_stream() && !wants_sse(input.query.as_deref()));
+            let h = out.headers_mut();
+            let content_type = if conv.is_sse() { "text/event-stream" } else { "application/json" };
+            h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+            h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
             Mode::Convert { parser: Default::default(), conv: Box::new(conv) }
         }
         Some(conv) => {
@@ -68,7 +72,16 @@ pub(super) async fn respond(
             if ex.debug_headers() {
                 debug_headers(out.headers_mut(), ex.id, &ex.record);
             }
-            out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            // A Gemini stream the upstream answered whole: one chunk, framed as the client asked.
+            let (body, content_type) = match ex.op.is_gemini_stream() {
+                true if wants_sse(input.query.as_deref()) => (
+                    crate::protocol::sse::SseEvent::data(String::from_utf8_lossy(&body)).to_bytes(),
+                    "text/event-stream",
+                ),
+                true => ([&b"["[..], &body, b"]"].concat().into(), "application/json"),
+                false => (body, "application/json"),
+            };
+            out.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             *out.body_mut() = full(body);
             super::settle(&ex.state, std::mem::take(&mut ex.ticket), &ex.record);
             ex.state.sink.send(std::mem::take(&mut ex.record)).await;
@@ -85,8 +98,19 @@ pub(super) async fn respond(
             headers::set(out.headers_mut(), "x-router-score", &score);
         }
     }
-    *out.body_mut() = metered(ex, input, ok.cand, ok.resp, mode);
+    *out.body_mut() = metered(ex, input, ok, mode);
     Ok(out)
+}
+
+/// Whether a Gemini client asked for SSE (`alt=sse`) rather than one JSON array.
+fn wants_sse(query: Option<&str>) -> bool {
+    query.is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "alt" && v == "sse"))
+}
+
+/// The protocol of the upstream's answer: the channel's wire, or Gemini's native API for an untranslated Gemini
+/// request.
+fn upstream_protocol(ex: &Exchange, ch: &crate::catalog::Channel, conv: Option<Conversion>) -> Protocol {
+    if conv.is_none() && ex.op.is_gemini() { Protocol::Gemini } else { ch.protocol.wire() }
 }
 
 /// Fills the record with where a successful attempt went; returns whether the response is an SSE stream.
@@ -108,8 +132,10 @@ fn record_success(ex: &mut Exchange, ok: &Success<'_>) -> bool {
 }
 
 /// The streamed response body: upstream bytes through the meter, the record emitted when it ends.
-fn metered(ex: &mut Exchange, input: &Input, cand: &Candidate, resp: reqwest::Response, mode: Mode) -> ProxyBody {
+fn metered(ex: &mut Exchange, input: &Input, ok: Success<'_>, mode: Mode) -> ProxyBody {
+    let cand = ok.cand;
     let (ch, ep, tok) = ex.snap.candidate(cand);
+    let meter = UsageMeter::new(upstream_protocol(ex, ch, ok.conv));
     let finisher = Finisher {
         state: ex.state.clone(),
         price: ch.price(&cand.model),
@@ -123,8 +149,7 @@ fn metered(ex: &mut Exchange, input: &Input, cand: &Candidate, resp: reqwest::Re
         ticket: std::mem::take(&mut ex.ticket),
     };
     let idle = ep.idle_timeout.unwrap_or(ex.snap.config.raw.upstream.idle_timeout.0);
-    MeteredBody::new(Box::pin(resp.bytes_stream()), mode, UsageMeter::new(ch.protocol.wire()), idle, finisher)
-        .boxed_unsync()
+    MeteredBody::new(Box::pin(ok.resp.bytes_stream()), mode, meter, idle, finisher).boxed_unsync()
 }
 
 /// A whole (non-stream) answer from a channel of the other protocol: read, metered, translated.

@@ -156,10 +156,7 @@ impl<'s> Match<'s> {
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Openai => "openai",
-        Protocol::Anthropic => "anthropic",
-    }
+    p.as_str()
 }
 
 /// Tags of a model as routing sees them: the model's own, its channel's, `free` when free.
@@ -372,7 +369,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
             exclude(ch, m.model, None, None, "not allowed for this key".into(), None);
             continue;
         }
-        let native = ch.protocol.wire() == req.client;
+        let native = ch.protocol.speaks(req.client);
         if !native && !req.translate {
             wrong_protocol = Some(protocol_name(ch.protocol.wire()));
             exclude(ch, m.model, None, None, format!("speaks {}", protocol_name(ch.protocol.wire())), None);
@@ -428,7 +425,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     let mut rng = rand::thread_rng();
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
-        let native = ch.protocol.wire() == req.client;
+        let native = ch.protocol.speaks(req.client);
         let visible = g.model_in(snap).map(|m| &*m.tokens).unwrap_or(&[]);
         for ei in endpoint_order(ch, &mut rng) {
             let ep = &ch.endpoints[ei];
@@ -636,7 +633,7 @@ fn score(snap: &Snapshot, health: &Health, g: &Match<'_>, req: &RouteRequest<'_>
 /// scores in the new order (empty for other strategies).
 fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut Vec<Match<'_>>) -> Vec<Score> {
     let mut rng = rand::thread_rng();
-    let native = |g: &Match<'_>| u8::from(snap.channels[g.channel].protocol.wire() != req.client);
+    let native = |g: &Match<'_>| u8::from(!snap.channels[g.channel].protocol.speaks(req.client));
     let prio = |g: &Match<'_>| snap.channels[g.channel].priority;
     match req.strategy {
         Strategy::Priority => {

@@ -91,7 +91,7 @@ impl FastTest {
         let ep = &ch.endpoints[e];
         let mut headers = HeaderMap::new();
         if let Some(tok) = ep.tokens.iter().find(|t| t.enabled) {
-            super::auth_headers(ch, ep, tok, &mut headers);
+            super::auth_headers(ch, ep, tok, super::Operation::Models, &mut headers);
         }
         let path = &ep.fast_test_path;
         let url =

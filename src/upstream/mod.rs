@@ -28,6 +28,24 @@ pub enum Operation {
     Messages,
     CountTokens,
     Models,
+    /// Gemini `models/{model}:generateContent`.
+    GenerateContent,
+    /// Gemini `models/{model}:streamGenerateContent` (the client's `alt=sse` is forwarded with its query).
+    StreamGenerateContent,
+    /// Gemini `models/{model}:countTokens`.
+    GeminiCountTokens,
+}
+
+impl Operation {
+    /// A Gemini-API operation (the model is in the URL path, not the body).
+    pub fn is_gemini(self) -> bool {
+        matches!(self, Operation::GenerateContent | Operation::StreamGenerateContent | Operation::GeminiCountTokens)
+    }
+
+    /// `:streamGenerateContent`: the stream is asked for by the path, not the body.
+    pub fn is_gemini_stream(self) -> bool {
+        self == Operation::StreamGenerateContent
+    }
 }
 
 /// The shared client for proxied traffic: no overall timeout (streams may run long), connect timeout set,
@@ -56,10 +74,24 @@ pub fn probe_client(timeout: Duration) -> reqwest::Client {
         .expect("TLS backend initialises")
 }
 
-/// The URL for `op` on an endpoint; `model` is the upstream model (Azure puts it in the path).
+/// The URL for `op` on an endpoint; `model` is the upstream model (Azure and Gemini put it in the path).
+///
+/// A `gemini` channel speaks two wires under one API root (`https://generativelanguage.googleapis.com/v1beta`):
+/// Gemini operations go to the native `{root}/models/{model}:...`, everything else to the OpenAI-compatible
+/// `{root}/openai/...`. A base URL ending in `/openai` (the form earlier versions used) names the same root.
 pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -> String {
     let base = endpoint.base_url.as_str();
     match channel.protocol {
+        ChannelProtocol::Gemini => {
+            let root = gemini_root(base);
+            let model = model.strip_prefix("models/").unwrap_or(model);
+            match op {
+                Operation::GenerateContent => format!("{root}/models/{model}:generateContent"),
+                Operation::StreamGenerateContent => format!("{root}/models/{model}:streamGenerateContent"),
+                Operation::GeminiCountTokens => format!("{root}/models/{model}:countTokens"),
+                _ => format!("{root}/openai{}", openai_path(op)),
+            }
+        }
         ChannelProtocol::Anthropic => {
             let path = match op {
                 Operation::CountTokens => "/v1/messages/count_tokens",
@@ -83,27 +115,40 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
                 }
             }
         }
-        ChannelProtocol::Openai | ChannelProtocol::Gemini => {
-            let path = match op {
-                Operation::ChatCompletions | Operation::Messages | Operation::CountTokens => "/chat/completions",
-                Operation::Completions => "/completions",
-                Operation::Responses => "/responses",
-                Operation::Embeddings => "/embeddings",
-                Operation::Models => "/models",
-            };
-            format!("{base}{path}")
-        }
+        ChannelProtocol::Openai => format!("{base}{}", openai_path(op)),
     }
 }
 
-/// Auth and fixed headers for a token: Bearer (openai, gemini), `x-api-key` + `anthropic-version`
-/// (anthropic), `api-key` (azure). Channel and endpoint extra headers are added after.
-pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, headers: &mut HeaderMap) {
+/// The path of `op` under an OpenAI-compatible base URL (operations of other protocols reach it translated to
+/// chat completions).
+fn openai_path(op: Operation) -> &'static str {
+    match op {
+        Operation::Completions => "/completions",
+        Operation::Responses => "/responses",
+        Operation::Embeddings => "/embeddings",
+        Operation::Models => "/models",
+        _ => "/chat/completions",
+    }
+}
+
+/// The API root of a `gemini` channel: its base URL without a trailing `/` or `/openai`.
+pub fn gemini_root(base: &str) -> &str {
+    let base = base.trim_end_matches('/');
+    base.strip_suffix("/openai").unwrap_or(base)
+}
+
+/// Auth and fixed headers for a token sent for `op`: Bearer (openai; gemini's OpenAI-compatible side),
+/// `x-goog-api-key` (gemini's native operations), `x-api-key` + `anthropic-version` (anthropic), `api-key`
+/// (azure). Channel and endpoint extra headers are added after.
+pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, op: Operation, headers: &mut HeaderMap) {
     let key = token.secret.expose();
     if !key.is_empty() {
         let (name, value) = match channel.protocol {
             ChannelProtocol::Anthropic => (HeaderName::from_static("x-api-key"), HeaderValue::from_str(key)),
             ChannelProtocol::Azure => (HeaderName::from_static("api-key"), HeaderValue::from_str(key)),
+            ChannelProtocol::Gemini if op.is_gemini() => {
+                (HeaderName::from_static("x-goog-api-key"), HeaderValue::from_str(key))
+            }
             _ => (reqwest::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}"))),
         };
         if let Ok(mut v) = value {
@@ -118,5 +163,37 @@ pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, heade
         if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
             headers.insert(k, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemini_channels_go_native_for_gemini_operations_only() {
+        use std::sync::Arc;
+        let yaml = "channels:\n  - name: old\n    protocol: gemini\n    keys: [AIza-secret-key-123]\n    models: [g]\n  \
+                    - name: root\n    protocol: gemini\n    base_url: https://proxy.example/v1beta/\n    keys: [k2-secret-key-456]\n    models: [g]\n";
+        let cfg = crate::config::parse(std::path::Path::new("t.yaml"), yaml, &|_| None).unwrap();
+        let snap = crate::catalog::Snapshot::build(Arc::new(cfg), &[], &Default::default(), false);
+        let (old, root) = (&snap.channels[0], &snap.channels[1]);
+        let google = "https://generativelanguage.googleapis.com/v1beta";
+        let url = |ch: &Channel, op| super::url(ch, &ch.endpoints[0], op, "models/g");
+        assert_eq!(url(old, Operation::StreamGenerateContent), format!("{google}/models/g:streamGenerateContent"));
+        assert_eq!(url(old, Operation::GeminiCountTokens), format!("{google}/models/g:countTokens"));
+        assert_eq!(url(old, Operation::ChatCompletions), format!("{google}/openai/chat/completions"));
+        assert_eq!(url(old, Operation::Models), format!("{google}/openai/models"), "discovery as before");
+        assert_eq!(url(root, Operation::GenerateContent), "https://proxy.example/v1beta/models/g:generateContent");
+        assert_eq!(url(root, Operation::ChatCompletions), "https://proxy.example/v1beta/openai/chat/completions");
+        let (ep, tok) = (&old.endpoints[0], &old.endpoints[0].tokens[0]);
+        let mut h = HeaderMap::new();
+        auth_headers(old, ep, tok, Operation::GenerateContent, &mut h);
+        assert_eq!(h["x-goog-api-key"], "AIza-secret-key-123");
+        assert!(h.get("authorization").is_none());
+        let mut h = HeaderMap::new();
+        auth_headers(old, ep, tok, Operation::ChatCompletions, &mut h);
+        assert_eq!(h["authorization"], "Bearer AIza-secret-key-123");
+        assert!(h.get("x-goog-api-key").is_none());
     }
 }

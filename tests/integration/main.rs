@@ -14,6 +14,7 @@ mod channels;
 mod config_example;
 mod discover;
 mod failure;
+mod gemini;
 mod generated;
 mod import;
 mod keys;

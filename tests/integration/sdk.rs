@@ -6,19 +6,6 @@ use std::path::PathBuf;
 use crate::harness::*;
 use serde_json::json;
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("ROUTER_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "the SDK test needs Python with the openai and anthropic packages: run scripts/test.sh (it creates .venv), \
-         or set ROUTER_TEST_PYTHON"
-    );
-    venv
-}
-
 fn responses_sse() -> Vec<String> {
     let resp = |status: &str, output: serde_json::Value| {
         json!({"id": "resp_1", "object": "response", "created_at": 1700000000, "status": status, "model": "gpt-4o",

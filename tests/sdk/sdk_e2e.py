@@ -1,4 +1,4 @@
-"""Drives the router with the official OpenAI and Anthropic Python SDKs (run by tests/sdk.rs).
+"""Drives the router with the official OpenAI and Anthropic Python SDKs (run by tests/integration/sdk.rs).
 
 Usage: sdk_e2e.py ROUTER_URL GATEWAY_KEY
 Exits non-zero (with a traceback) on the first failed check.

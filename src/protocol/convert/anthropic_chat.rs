@@ -234,11 +234,7 @@ fn thinking_to_effort(thinking: &Value) -> Option<&'static str> {
         return None;
     }
     let budget = thinking.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0);
-    Some(match budget {
-        0..4096 => "low",
-        4096..16384 => "medium",
-        _ => "high",
-    })
+    Some(super::budget_to_effort(budget))
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -45,6 +45,29 @@ pub(super) enum Piece {
     Done,
 }
 
+/// A client-side encoder of Chat pieces: the stream loop every Chat-upstream direction shares.
+pub(super) trait PieceEncoder {
+    fn decoder(&mut self) -> &mut ChatDecoder;
+    /// The client stream is closed: nothing more goes out.
+    fn closed(&self) -> bool;
+    fn apply(&mut self, piece: Piece, out: &mut Vec<SseEvent>);
+
+    /// Decodes one upstream event and applies its pieces until the client stream closes.
+    fn push_event(&mut self, ev: &SseEvent, out: &mut Vec<SseEvent>) {
+        if self.closed() {
+            return;
+        }
+        let mut pieces = Vec::new();
+        self.decoder().decode(ev, &mut pieces);
+        for piece in pieces {
+            self.apply(piece, out);
+            if self.closed() {
+                return;
+            }
+        }
+    }
+}
+
 /// A tool call being assembled.
 #[derive(Debug, Default)]
 struct ToolCall {

@@ -7,7 +7,10 @@
 //! - [`anthropic_chat`]: Anthropic Messages client <-> OpenAI Chat upstream,
 //! - [`chat_anthropic`]: OpenAI Chat client <-> Anthropic Messages upstream,
 //! - [`responses_chat`]: OpenAI Responses client <-> OpenAI Chat upstream,
-//! - [`chat_stream`]: decoding of OpenAI Chat stream chunks, shared by the two Chat-upstream directions.
+//! - [`gemini_chat`]: Gemini client <-> OpenAI Chat upstream; onto an Anthropic upstream the same mapping is
+//!   composed with [`chat_anthropic`] (Gemini -> Chat -> Messages, and back), which is exact for everything
+//!   Gemini can express,
+//! - [`chat_stream`]: decoding of OpenAI Chat stream chunks, shared by every Chat-upstream direction.
 //!
 //! Everything here is pure (no I/O) and works on `serde_json::Value`: this is not the hot path, and unknown
 //! fields must never make a request fail.
@@ -15,6 +18,7 @@
 pub mod anthropic_chat;
 pub mod chat_anthropic;
 mod chat_stream;
+pub mod gemini_chat;
 pub mod responses_chat;
 
 use rand::Rng;
@@ -22,6 +26,7 @@ use rand::distributions::Alphanumeric;
 pub use responses_chat::ToolKinds;
 use serde_json::{Map, Value, json};
 
+use crate::protocol::Protocol;
 use crate::protocol::sse::SseEvent;
 
 /// A translation direction, named client protocol first, upstream protocol second.
@@ -33,12 +38,31 @@ pub enum Conversion {
     ChatToAnthropic,
     /// Client speaks OpenAI Responses, upstream speaks OpenAI Chat Completions.
     ResponsesToChat,
+    /// Client speaks Gemini (`generateContent`), upstream speaks OpenAI Chat Completions.
+    GeminiToChat,
+    /// Client speaks Gemini, upstream speaks Anthropic Messages (through the Chat mapping both ways).
+    GeminiToAnthropic,
 }
 
 impl Conversion {
-    /// Whether the client expects Anthropic-shaped bodies (otherwise OpenAI-shaped).
-    fn client_is_anthropic(self) -> bool {
-        matches!(self, Conversion::AnthropicToChat)
+    /// The protocol whose bodies the client expects.
+    pub fn client(self) -> Protocol {
+        match self {
+            Conversion::AnthropicToChat => Protocol::Anthropic,
+            Conversion::ChatToAnthropic | Conversion::ResponsesToChat => Protocol::Openai,
+            Conversion::GeminiToChat | Conversion::GeminiToAnthropic => Protocol::Gemini,
+        }
+    }
+
+    /// Short name for records: `client->upstream`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Conversion::AnthropicToChat => "anthropic->openai",
+            Conversion::ChatToAnthropic => "openai->anthropic",
+            Conversion::ResponsesToChat => "responses->chat",
+            Conversion::GeminiToChat => "gemini->openai",
+            Conversion::GeminiToAnthropic => "gemini->anthropic",
+        }
     }
 }
 
@@ -53,12 +77,37 @@ pub enum ConvertError {
 
 /// Client request body (client protocol) -> upstream request body (upstream protocol), with `model` set to
 /// `upstream_model`. For a streaming request to an OpenAI Chat upstream set `stream_options.include_usage=true`.
+/// A Gemini body says nothing about streaming (the path does): see [`convert_gemini_request`].
 pub fn convert_request(conv: Conversion, body: &[u8], upstream_model: &str) -> Result<Vec<u8>, ConvertError> {
+    convert_gemini_request(conv, body, upstream_model, false)
+}
+
+/// [`convert_request`], with `stream` telling a Gemini request whether it came as `:streamGenerateContent`
+/// (ignored for the other directions, whose bodies say it themselves).
+pub fn convert_gemini_request(
+    conv: Conversion,
+    body: &[u8],
+    upstream_model: &str,
+    stream: bool,
+) -> Result<Vec<u8>, ConvertError> {
     let req = parse_object(body)?;
     let out = match conv {
         Conversion::AnthropicToChat => anthropic_chat::request_to_chat(&req, upstream_model)?,
         Conversion::ChatToAnthropic => chat_anthropic::request_to_anthropic(&req, upstream_model)?,
         Conversion::ResponsesToChat => responses_chat::request_to_chat(&req, upstream_model)?,
+        Conversion::GeminiToChat => {
+            gemini_chat::request_to_chat(&req, upstream_model, stream, gemini_chat::Target::Chat)?
+        }
+        Conversion::GeminiToAnthropic => {
+            let chat = gemini_chat::request_to_chat(&req, upstream_model, stream, gemini_chat::Target::Anthropic)?;
+            let Value::Object(mut chat) = chat else { unreachable!("request_to_chat builds an object") };
+            let mut out = chat_anthropic::request_to_anthropic(&chat, upstream_model)?;
+            if gemini_chat::thinking_conflicts_with_tool_turn(&out) {
+                chat.remove("reasoning_effort");
+                out = chat_anthropic::request_to_anthropic(&chat, upstream_model)?;
+            }
+            out
+        }
     };
     Ok(serde_json::to_vec(&out)?)
 }
@@ -86,6 +135,11 @@ pub fn convert_response_with(
         Conversion::AnthropicToChat => anthropic_chat::response_from_chat(&resp, client_model)?,
         Conversion::ChatToAnthropic => chat_anthropic::response_from_anthropic(&resp, client_model)?,
         Conversion::ResponsesToChat => responses_chat::response_from_chat(&resp, client_model, kinds)?,
+        Conversion::GeminiToChat => gemini_chat::response_from_chat(&resp, client_model)?,
+        Conversion::GeminiToAnthropic => match chat_anthropic::response_from_anthropic(&resp, client_model)? {
+            Value::Object(chat) => gemini_chat::response_from_chat(&chat, client_model)?,
+            _ => unreachable!("response_from_anthropic builds an object"),
+        },
     };
     Ok(serde_json::to_vec(&out)?)
 }
@@ -102,11 +156,14 @@ pub fn tool_kinds(conv: Conversion, request_body: &[u8]) -> ToolKinds {
 /// An upstream error (status + body in upstream shape, possibly not JSON) -> body in the client's error shape.
 pub fn convert_error(conv: Conversion, status: u16, body: &[u8]) -> Vec<u8> {
     let upstream = UpstreamError::parse(status, body);
-    let out = if conv.client_is_anthropic() {
-        anthropic_error_body(crate::protocol::errors::anthropic_type(status), &upstream.message)
-    } else {
-        let kind = upstream.kind.clone().unwrap_or_else(|| crate::protocol::errors::openai_type(status).to_string());
-        openai_error_body(&upstream.message, &kind, upstream.code.as_deref())
+    let out = match conv.client() {
+        Protocol::Anthropic => anthropic_error_body(crate::protocol::errors::anthropic_type(status), &upstream.message),
+        Protocol::Gemini => crate::protocol::errors::gemini_body(status, &upstream.message),
+        Protocol::Openai => {
+            let kind =
+                upstream.kind.clone().unwrap_or_else(|| crate::protocol::errors::openai_type(status).to_string());
+            openai_error_body(&upstream.message, &kind, upstream.code.as_deref())
+        }
     };
     serde_json::to_vec(&out).unwrap_or_default()
 }
@@ -120,10 +177,15 @@ pub fn chat_request_wants_usage(body: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-/// Stateful stream translator: upstream SSE events in, client SSE events out.
+/// Stateful stream translator: upstream SSE events in, client events out (SSE, or for a Gemini client that did
+/// not ask for `alt=sse`, the elements of one JSON array: see [`StreamConverter::encode`]).
 #[derive(Debug)]
 pub struct StreamConverter {
     inner: Inner,
+    /// Client events are written as the elements of one JSON array instead of SSE.
+    json_array: bool,
+    /// The opening `[` (and so at least the array's start) has been written.
+    array_open: bool,
 }
 
 #[derive(Debug)]
@@ -131,6 +193,9 @@ enum Inner {
     AnthropicFromChat(anthropic_chat::AnthropicStream),
     ChatFromAnthropic(chat_anthropic::ChatStream),
     ResponsesFromChat(responses_chat::ResponsesStream),
+    GeminiFromChat(gemini_chat::GeminiStream),
+    /// Anthropic events -> Chat chunks (with usage) -> Gemini chunks.
+    GeminiFromAnthropic(chat_anthropic::ChatStream, gemini_chat::GeminiStream),
 }
 
 impl StreamConverter {
@@ -139,8 +204,51 @@ impl StreamConverter {
             Conversion::AnthropicToChat => Inner::AnthropicFromChat(anthropic_chat::AnthropicStream::new(client_model)),
             Conversion::ChatToAnthropic => Inner::ChatFromAnthropic(chat_anthropic::ChatStream::new(client_model)),
             Conversion::ResponsesToChat => Inner::ResponsesFromChat(responses_chat::ResponsesStream::new(client_model)),
+            Conversion::GeminiToChat => Inner::GeminiFromChat(gemini_chat::GeminiStream::new(client_model)),
+            Conversion::GeminiToAnthropic => {
+                let mut chat = chat_anthropic::ChatStream::new(client_model);
+                chat.include_usage = true;
+                Inner::GeminiFromAnthropic(chat, gemini_chat::GeminiStream::new(client_model))
+            }
         };
-        Self { inner }
+        Self { inner, json_array: false, array_open: false }
+    }
+
+    /// For a Gemini client whose `:streamGenerateContent` had no `alt=sse`: write the chunks as one JSON array
+    /// (`[{..}\n,\r\n{..}\n]`, as Google does). No effect for other client protocols.
+    pub fn with_json_array(mut self, json_array: bool) -> Self {
+        self.json_array = json_array && matches!(self.inner, Inner::GeminiFromChat(_) | Inner::GeminiFromAnthropic(..));
+        self
+    }
+
+    /// Whether the client stream is SSE (otherwise one JSON array).
+    pub fn is_sse(&self) -> bool {
+        !self.json_array
+    }
+
+    /// Client events in wire form; `end` closes the stream (the JSON array's `]`). `None` when nothing is due.
+    pub fn encode(&mut self, events: &[SseEvent], end: bool) -> Option<bytes::Bytes> {
+        let mut out = bytes::BytesMut::new();
+        if !self.json_array {
+            for ev in events {
+                ev.write_to(&mut out);
+            }
+        } else {
+            for ev in events {
+                out.extend_from_slice(if self.array_open { b",\r\n" } else { b"[" });
+                self.array_open = true;
+                out.extend_from_slice(ev.data.as_bytes());
+                out.extend_from_slice(b"\n");
+            }
+            if end {
+                if !self.array_open {
+                    out.extend_from_slice(b"[");
+                    self.array_open = true;
+                }
+                out.extend_from_slice(b"]");
+            }
+        }
+        (!out.is_empty()).then(|| out.freeze())
     }
 
     /// For an OpenAI Chat client: whether it asked for `stream_options.include_usage`, i.e. whether to emit the
@@ -167,6 +275,14 @@ impl StreamConverter {
             Inner::AnthropicFromChat(s) => s.push(ev, out),
             Inner::ChatFromAnthropic(s) => s.push(ev, out),
             Inner::ResponsesFromChat(s) => s.push(ev, out),
+            Inner::GeminiFromChat(s) => s.push(ev, out),
+            Inner::GeminiFromAnthropic(chat, gemini) => {
+                let mut chunks = Vec::new();
+                chat.push(ev, &mut chunks);
+                for c in &chunks {
+                    gemini.push(c, out);
+                }
+            }
         }
     }
 
@@ -181,6 +297,19 @@ impl StreamConverter {
             Inner::AnthropicFromChat(s) => s.finish(interrupted, out),
             Inner::ChatFromAnthropic(s) => s.finish(interrupted, out),
             Inner::ResponsesFromChat(s) => s.finish(interrupted, out),
+            Inner::GeminiFromChat(s) => s.finish(interrupted, out),
+            Inner::GeminiFromAnthropic(chat, gemini) => {
+                // The Chat side closes first (finish chunk + usage + [DONE], or its error chunk), which closes
+                // the Gemini side; `finish` then only covers a Gemini side still open.
+                let mut chunks = Vec::new();
+                chat.finish(interrupted, &mut chunks);
+                for c in &chunks {
+                    gemini.push(c, out);
+                }
+                if !chat_stream::PieceEncoder::closed(gemini) {
+                    gemini.finish(interrupted, out);
+                }
+            }
         }
     }
 
@@ -190,7 +319,18 @@ impl StreamConverter {
             Inner::AnthropicFromChat(s) => s.usage(),
             Inner::ChatFromAnthropic(s) => s.usage(),
             Inner::ResponsesFromChat(s) => s.usage(),
+            Inner::GeminiFromChat(s) => s.usage(),
+            Inner::GeminiFromAnthropic(chat, _) => chat.usage(),
         }
+    }
+}
+
+/// A thinking budget in tokens -> `reasoning_effort` (below 4096 low, below 16384 medium, else high).
+fn budget_to_effort(budget: u64) -> &'static str {
+    match budget {
+        0..4096 => "low",
+        4096..16384 => "medium",
+        _ => "high",
     }
 }
 

@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::chat_stream::{ChatDecoder, Piece};
+use super::chat_stream::{ChatDecoder, Piece, PieceEncoder};
 use super::{
     ConvertError, INTERRUPTED_MESSAGE, Tokens, arguments_string, copy_field, named_event, new_id, openai_content_text,
     str_field, unix_now,
@@ -506,6 +506,20 @@ pub(crate) struct ResponsesStream {
     kinds: ToolKinds,
 }
 
+impl PieceEncoder for ResponsesStream {
+    fn decoder(&mut self) -> &mut ChatDecoder {
+        &mut self.decoder
+    }
+
+    fn closed(&self) -> bool {
+        self.closed
+    }
+
+    fn apply(&mut self, piece: Piece, out: &mut Vec<SseEvent>) {
+        self.apply_piece(piece, out);
+    }
+}
+
 impl ResponsesStream {
     pub fn new(client_model: &str) -> Self {
         Self {
@@ -536,20 +550,10 @@ impl ResponsesStream {
     }
 
     pub fn push(&mut self, ev: &SseEvent, out: &mut Vec<SseEvent>) {
-        if self.closed {
-            return;
-        }
-        let mut pieces = Vec::new();
-        self.decoder.decode(ev, &mut pieces);
-        for piece in pieces {
-            self.apply(piece, out);
-            if self.closed {
-                return;
-            }
-        }
+        self.push_event(ev, out);
     }
 
-    fn apply(&mut self, piece: Piece, out: &mut Vec<SseEvent>) {
+    fn apply_piece(&mut self, piece: Piece, out: &mut Vec<SseEvent>) {
         match piece {
             Piece::Began => self.ensure_started(out),
             Piece::Reasoning(_) => {}

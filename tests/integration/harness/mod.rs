@@ -55,3 +55,18 @@ pub async fn rest_of(resp: &mut reqwest::Response) -> String {
     }
     rest
 }
+
+/// The Python with the official SDKs (openai, anthropic, google-genai): `ROUTER_TEST_PYTHON`, else the .venv
+/// that scripts/test.sh creates.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("ROUTER_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the SDK tests need Python with the openai, anthropic and google-genai packages: run scripts/test.sh (it \
+         creates .venv), or set ROUTER_TEST_PYTHON"
+    );
+    venv
+}
