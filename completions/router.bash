@@ -49,6 +49,9 @@ _router() {
             router,serve)
                 cmd="router__subcmd__serve"
                 ;;
+            router,store)
+                cmd="router__subcmd__store"
+                ;;
             router,tags)
                 cmd="router__subcmd__tags"
                 ;;
@@ -175,6 +178,9 @@ _router() {
             router__subcmd__help,serve)
                 cmd="router__subcmd__help__subcmd__serve"
                 ;;
+            router__subcmd__help,store)
+                cmd="router__subcmd__help__subcmd__store"
+                ;;
             router__subcmd__help,tags)
                 cmd="router__subcmd__help__subcmd__tags"
                 ;;
@@ -249,6 +255,9 @@ _router() {
                 ;;
             router__subcmd__help__subcmd__requests,show)
                 cmd="router__subcmd__help__subcmd__requests__subcmd__show"
+                ;;
+            router__subcmd__help__subcmd__store,import-pending)
+                cmd="router__subcmd__help__subcmd__store__subcmd__import__subcmd__pending"
                 ;;
             router__subcmd__help__subcmd__tags,list)
                 cmd="router__subcmd__help__subcmd__tags__subcmd__list"
@@ -346,6 +355,18 @@ _router() {
             router__subcmd__requests__subcmd__help,show)
                 cmd="router__subcmd__requests__subcmd__help__subcmd__show"
                 ;;
+            router__subcmd__store,help)
+                cmd="router__subcmd__store__subcmd__help"
+                ;;
+            router__subcmd__store,import-pending)
+                cmd="router__subcmd__store__subcmd__import__subcmd__pending"
+                ;;
+            router__subcmd__store__subcmd__help,help)
+                cmd="router__subcmd__store__subcmd__help__subcmd__help"
+                ;;
+            router__subcmd__store__subcmd__help,import-pending)
+                cmd="router__subcmd__store__subcmd__help__subcmd__import__subcmd__pending"
+                ;;
             router__subcmd__tags,help)
                 cmd="router__subcmd__tags__subcmd__help"
                 ;;
@@ -371,7 +392,7 @@ _router() {
 
     case "${cmd}" in
         router)
-            opts="-h -V --config --store --help --version serve config balance channels import test usage requests discover tags keys alerts generate help"
+            opts="-h -V --config --store --help --version serve config balance channels import test usage requests store discover tags keys alerts generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -595,7 +616,7 @@ _router() {
             return 0
             ;;
         router__subcmd__balance__subcmd__history)
-            opts="-h -V --channel --since --json --config --store --help --version"
+            opts="-h -V --channel --since --until --utc --json --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -606,6 +627,10 @@ _router() {
                     return 0
                     ;;
                 --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1081,7 +1106,7 @@ _router() {
             return 0
             ;;
         router__subcmd__help)
-            opts="serve config balance channels import test usage requests discover tags keys alerts generate help"
+            opts="serve config balance channels import test usage requests store discover tags keys alerts generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1545,6 +1570,34 @@ _router() {
         router__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__store)
+            opts="import-pending"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__store__subcmd__import__subcmd__pending)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2195,7 +2248,7 @@ _router() {
             return 0
             ;;
         router__subcmd__requests)
-            opts="-n -h -V --limit --since --until --channel --token --model --key --session --json --utc --config --store --help --version show help"
+            opts="-n -h -V --limit --since --until --utc --channel --token --model --key --session --json --config --store --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2327,6 +2380,92 @@ _router() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__store)
+            opts="-h -V --config --store --help --version import-pending help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__store__subcmd__help)
+            opts="import-pending help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__store__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__store__subcmd__help__subcmd__import__subcmd__pending)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__store__subcmd__import__subcmd__pending)
+            opts="-h -V --keep --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2531,7 +2670,7 @@ _router() {
             return 0
             ;;
         router__subcmd__usage)
-            opts="-h -V --since --until --group-by --channel --token --model --key --session --top --sort --json --csv --utc --config --store --help --version"
+            opts="-h -V --since --until --utc --group-by --channel --token --model --key --session --top --sort --json --csv --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -36,6 +36,7 @@ complete -c router -n "__fish_router_needs_command" -f -a "import" -d 'Import ch
 complete -c router -n "__fish_router_needs_command" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
 complete -c router -n "__fish_router_needs_command" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
 complete -c router -n "__fish_router_needs_command" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_needs_command" -f -a "store" -d 'Store maintenance: save the records a server could not write (`store import-pending FILE`)'
 complete -c router -n "__fish_router_needs_command" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
 complete -c router -n "__fish_router_needs_command" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
 complete -c router -n "__fish_router_needs_command" -f -a "keys" -d 'Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config'
@@ -81,9 +82,11 @@ complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_s
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l channel -d 'Only this channel' -r
-complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l since -d 'Only checks since then: a duration back from now (`7d`, `12h`) or a date (`2025-06-01`)' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l utc -d 'Dates, days and times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l json -d 'Print the results as JSON'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -s V -l version -d 'Print version'
@@ -178,8 +181,8 @@ complete -c router -n "__fish_router_using_subcommand test" -l chat -d 'Also sen
 complete -c router -n "__fish_router_using_subcommand test" -l json -d 'Print the results as JSON'
 complete -c router -n "__fish_router_using_subcommand test" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand test" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'Start of the range: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'End of the range (a date includes that whole day)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l group-by -d 'Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names' -r -f -a "day\t''
 hour\t'The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day\'s first hour (whole days only)'
 channel\t''
@@ -190,9 +193,9 @@ key\t'The gateway key clients used'
 session\t'The conversation (session hash); needs request records, not daily rollups'"
 complete -c router -n "__fish_router_using_subcommand usage" -l channel -d 'Only this channel' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l token -d 'Only this upstream token (its name or fp:...)' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model (requested or upstream)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l key -d 'Only this gateway key' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash or raw id (as for `router requests --session`)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l top -d 'Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g. `--group-by session --top 10`' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l sort -d 'Order rows largest first by this' -r -f -a "tokens\t'All input (uncached, read, written) plus output'
 cache-read\t'Cache reads'
@@ -200,14 +203,14 @@ cost\t''
 requests\t''"
 complete -c router -n "__fish_router_using_subcommand usage" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand usage" -l utc -d 'Dates, days and times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand usage" -l json -d 'Print JSON'
 complete -c router -n "__fish_router_using_subcommand usage" -l csv -d 'Print CSV'
-complete -c router -n "__fish_router_using_subcommand usage" -l utc -d 'Dates and days in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand usage" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c router -n "__fish_router_using_subcommand usage" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s n -l limit -d 'How many records to show' -r
-complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l since -d 'Only records from this time on: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339' -r
-complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l until -d 'Only records before this time (a date includes that whole day)' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l channel -d 'Only this channel' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l token -d 'Only this upstream token (its name or fp:...)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l model -d 'Only this model (requested or upstream)' -r
@@ -215,8 +218,8 @@ complete -c router -n "__fish_router_using_subcommand requests; and not __fish_s
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l utc -d 'Dates, days and times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l json -d 'Print JSON'
-complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l utc -d 'Times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'One request with every upstream attempt'
@@ -229,6 +232,19 @@ complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -l keep -d 'Keep each file after its records are saved'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand discover" -l channel -d 'Only this channel (repeatable)' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l concurrency -d 'Model lists fetched at the same time' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l timeout -d 'Bound on each model-list request, e.g. 20s (default: discovery.timeout of the config, else 20s)' -r
@@ -377,20 +393,21 @@ complete -c router -n "__fish_router_using_subcommand generate" -l config -d 'Co
 complete -c router -n "__fish_router_using_subcommand generate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand generate" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "serve" -d 'Run the proxy'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "config" -d 'Check and summarise the configuration'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "balance" -d 'Upstream credit per channel and key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "channels" -d 'List, show, add, enable, disable and remove channels (store channels; YAML ones read-only)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "keys" -d 'Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "alerts" -d 'Webhook alerts: send a sample to each target'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
-complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests discover tags keys alerts generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "serve" -d 'Run the proxy'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "config" -d 'Check and summarise the configuration'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "balance" -d 'Upstream credit per channel and key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "channels" -d 'List, show, add, enable, disable and remove channels (store channels; YAML ones read-only)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "import" -d 'Import channels from another gateway\'s database'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "test" -d 'Check endpoints, keys, models and routes end to end (exit 1 when anything failed)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "usage" -d 'Token and cost totals from the store, grouped by day, channel, endpoint, token, model or key'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "requests" -d 'Recent request records; `requests show ID` for one with every attempt'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "store" -d 'Store maintenance: save the records a server could not write (`store import-pending FILE`)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "discover" -d 'Ask every channel\'s keys which models they reach, and their prices'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "tags" -d 'List tags, or show the candidates a model name or tag expression routes to'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "keys" -d 'Gateway keys: create, list with spend, update, disable, revoke, rotate; hash or generate one for the config'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "alerts" -d 'Webhook alerts: send a sample to each target'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "generate" -d 'Write shell completions and man pages (used to refresh completions/ and man/)'
+complete -c router -n "__fish_router_using_subcommand help; and not __fish_seen_subcommand_from serve config balance channels import test usage requests store discover tags keys alerts generate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Validate the configuration and print what it defines'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "check" -d 'Ask each upstream key\'s provider for the credit left (exit 3 when any is below --below)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from balance" -f -a "history" -d 'Show past balance checks'
@@ -402,6 +419,7 @@ complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subc
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from channels" -f -a "add" -d 'Add a store channel (asks for each field when run on a terminal without flags)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from store" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "create" -d 'Create a store key; prints its secret once (only its hash is stored)'
