@@ -616,7 +616,7 @@ _router() {
             return 0
             ;;
         router__subcmd__balance__subcmd__history)
-            opts="-h -V --channel --since --json --config --store --help --version"
+            opts="-h -V --channel --since --until --utc --json --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,6 +627,10 @@ _router() {
                     return 0
                     ;;
                 --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2244,7 +2248,7 @@ _router() {
             return 0
             ;;
         router__subcmd__requests)
-            opts="-n -h -V --limit --since --until --channel --token --model --key --session --json --utc --config --store --help --version show help"
+            opts="-n -h -V --limit --since --until --utc --channel --token --model --key --session --json --config --store --help --version show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2666,7 +2670,7 @@ _router() {
             return 0
             ;;
         router__subcmd__usage)
-            opts="-h -V --since --until --group-by --channel --token --model --key --session --top --sort --json --csv --utc --config --store --help --version"
+            opts="-h -V --since --until --utc --group-by --channel --token --model --key --session --top --sort --json --csv --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

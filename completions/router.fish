@@ -82,9 +82,11 @@ complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_s
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l channel -d 'Only this channel' -r
-complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l since -d 'Only checks since then: a duration back from now (`7d`, `12h`) or a date (`2025-06-01`)' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l utc -d 'Dates, days and times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -l json -d 'Print the results as JSON'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand balance; and __fish_seen_subcommand_from history" -s V -l version -d 'Print version'
@@ -179,8 +181,8 @@ complete -c router -n "__fish_router_using_subcommand test" -l chat -d 'Also sen
 complete -c router -n "__fish_router_using_subcommand test" -l json -d 'Print the results as JSON'
 complete -c router -n "__fish_router_using_subcommand test" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand test" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'Start of the range: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'End of the range (a date includes that whole day)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l group-by -d 'Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names' -r -f -a "day\t''
 hour\t'The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day\'s first hour (whole days only)'
 channel\t''
@@ -191,9 +193,9 @@ key\t'The gateway key clients used'
 session\t'The conversation (session hash); needs request records, not daily rollups'"
 complete -c router -n "__fish_router_using_subcommand usage" -l channel -d 'Only this channel' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l token -d 'Only this upstream token (its name or fp:...)' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l model -d 'Only this model (requested or upstream)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l key -d 'Only this gateway key' -r
-complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash or raw id (as for `router requests --session`)' -r
+complete -c router -n "__fish_router_using_subcommand usage" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l top -d 'Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g. `--group-by session --top 10`' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l sort -d 'Order rows largest first by this' -r -f -a "tokens\t'All input (uncached, read, written) plus output'
 cache-read\t'Cache reads'
@@ -201,14 +203,14 @@ cost\t''
 requests\t''"
 complete -c router -n "__fish_router_using_subcommand usage" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand usage" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand usage" -l utc -d 'Dates, days and times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand usage" -l json -d 'Print JSON'
 complete -c router -n "__fish_router_using_subcommand usage" -l csv -d 'Print CSV'
-complete -c router -n "__fish_router_using_subcommand usage" -l utc -d 'Dates and days in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand usage" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c router -n "__fish_router_using_subcommand usage" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s n -l limit -d 'How many records to show' -r
-complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l since -d 'Only records from this time on: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339' -r
-complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l until -d 'Only records before this time (a date includes that whole day)' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l channel -d 'Only this channel' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l token -d 'Only this upstream token (its name or fp:...)' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l model -d 'Only this model (requested or upstream)' -r
@@ -216,8 +218,8 @@ complete -c router -n "__fish_router_using_subcommand requests; and not __fish_s
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l session -d 'Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session value, a Claude Code session id, a prompt_cache_key), which is hashed the same way' -r
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l utc -d 'Dates, days and times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l json -d 'Print JSON'
-complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -l utc -d 'Times in UTC instead of local time'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'One request with every upstream attempt'

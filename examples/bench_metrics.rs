@@ -35,7 +35,7 @@ fn record(i: usize) -> RequestRecord {
             token_fp: "fp:0123456789abcdef".into(),
             model,
             status: Some(200),
-            outcome: "ok".into(),
+            outcome: router::upstream::FailureClass::Ok,
             ms: 180,
         }],
         status: 200,

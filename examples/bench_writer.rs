@@ -33,7 +33,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
             token_fp: format!("fp:{:016x}", i % 2),
             model: "openai/gpt-4o".into(),
             status: Some(200),
-            outcome: "ok".into(),
+            outcome: router::upstream::FailureClass::Ok,
             ms: 850,
         }],
         status: 200,

@@ -17,6 +17,7 @@ use crate::config::{AlertsConfig, WebhookConfig, WebhookFormat};
 use crate::events::{CoolLevel, Event};
 use crate::live::limits::Budget;
 use crate::proxy::AppState;
+use crate::upstream::FailureClass;
 use crate::usage::{Outcome, RequestRecord};
 
 /// One alert, as sent.
@@ -215,7 +216,9 @@ fn endpoint_of(key: &str) -> &str {
 /// Every candidate failed: attempts were made and none succeeded, or everything was cooling down.
 fn all_failed(rec: &RequestRecord) -> bool {
     match rec.outcome {
-        Outcome::UpstreamError => !rec.attempts.is_empty() && rec.attempts.iter().all(|a| a.outcome != "ok"),
+        Outcome::UpstreamError => {
+            !rec.attempts.is_empty() && rec.attempts.iter().all(|a| a.outcome != FailureClass::Ok)
+        }
         Outcome::NoRoute => rec.status == 503,
         _ => false,
     }
@@ -363,7 +366,7 @@ mod tests {
             requested_model: "gpt-4o".into(),
             outcome: Outcome::UpstreamError,
             status: 502,
-            attempts: vec![Attempt { outcome: "server_error".into(), ..Default::default() }; 2],
+            attempts: vec![Attempt { outcome: FailureClass::ServerError, ..Default::default() }; 2],
             gateway_key: Some("team".into()),
             ..Default::default()
         };

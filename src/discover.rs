@@ -20,7 +20,7 @@ use crate::catalog::{Channel, Discovered, DiscoveredModel, Endpoint, ModelKind, 
 use crate::config::autodetect::LocalServer;
 use crate::config::{ChannelProtocol, Price};
 use crate::store::{Access, KvTable, Op, Store};
-use crate::upstream::{self, Operation};
+use crate::upstream::{self, Operation, failure};
 
 /// Where discovery results are kept between runs. [`StoreDiscovery`] keeps them in the redb store (directly or
 /// through a running server); [`MemoryStore`] is for tests and for running without a store.
@@ -320,7 +320,7 @@ async fn run_job(client: &reqwest::Client, job: &Job<'_>) -> (TokenReport, Optio
             Err(e) => last_err = e,
         }
     }
-    let reason = redact(&last_err.to_string(), job.token.secret.expose());
+    let reason = failure::redact(&last_err.to_string(), &job.token.secret);
     let report = TokenReport {
         channel: ch.name.to_string(),
         endpoint: last_ep,
@@ -338,11 +338,6 @@ async fn run_job(client: &reqwest::Client, job: &Job<'_>) -> (TokenReport, Optio
 /// A discovered model counts as free when its price is 0 or its id says so.
 pub fn is_free(m: &DiscoveredModel) -> bool {
     is_free_id(&m.id) || m.price.is_some_and(|p| p.input == 0.0 && p.output == 0.0)
-}
-
-/// Removes the key from a message, whatever an upstream echoed back.
-fn redact(msg: &str, key: &str) -> String {
-    if key.len() >= 4 { msg.replace(key, "*****") } else { msg.to_string() }
 }
 
 /// Most pages followed for one token (Anthropic pages of 1000 models: far more than any account has).
@@ -391,31 +386,18 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn get_json(client: &reqwest::Client, url: &str, headers: &HeaderMap) -> Result<Value, DiscoverError> {
-    let resp = client.get(url).headers(headers.clone()).send().await.map_err(|e| {
-        DiscoverError::Transport(match upstream::send_error(&e) {
-            upstream::UpstreamError::Connect(m) => m,
-            other => other.to_string(),
-        })
-    })?;
+    let resp = client
+        .get(url)
+        .headers(headers.clone())
+        .send()
+        .await
+        .map_err(|e| DiscoverError::Transport(failure::transport(&e, None).1))?;
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(|_| DiscoverError::Transport("connection closed mid-body".into()))?;
     if !status.is_success() {
-        return Err(DiscoverError::Status { status: status.as_u16(), detail: error_detail(&bytes) });
+        return Err(DiscoverError::Status { status: status.as_u16(), detail: failure::error_message(&bytes) });
     }
     serde_json::from_slice(&bytes).map_err(|e| DiscoverError::Parse(format!("invalid JSON ({e})")))
-}
-
-/// The upstream's own error message, shortened: `{"error": {"message": ...}}`, `{"error": "..."}`, `{"message":
-/// ...}`.
-fn error_detail(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let msg = v
-        .pointer("/error/message")
-        .or_else(|| v.get("error").filter(|e| e.is_string()))
-        .or_else(|| v.get("message"))
-        .and_then(Value::as_str)?;
-    let short: String = msg.chars().take(160).collect();
-    Some(short.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// One page of a model list.
@@ -637,11 +619,11 @@ mod tests {
     #[test]
     fn error_details_are_short_and_keys_are_redacted() {
         let body = br#"{"error": {"message": "Incorrect API key provided: sk-test-abcdef"}}"#;
-        let d = error_detail(body).unwrap();
+        let d = failure::error_message(body).unwrap();
         let e = DiscoverError::Status { status: 401, detail: Some(d) };
-        let msg = redact(&e.to_string(), "sk-test-abcdef");
+        let msg = failure::redact(&e.to_string(), &crate::config::Secret::new("sk-test-abcdef"));
         assert_eq!(msg, "HTTP 401: Incorrect API key provided: *****");
-        assert_eq!(error_detail(b"<html>"), None);
+        assert_eq!(failure::error_message(b"<html>"), None);
     }
 
     #[test]

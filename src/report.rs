@@ -438,7 +438,8 @@ impl Op for ShowRequest {
     }
 }
 
-/// Parses a `--since` / `--until` value into unix ms: `YYYY-MM-DD`, `today`, `yesterday`, `7d`, `24h`, `30m`,
+/// Parses a `--since` / `--until` value into unix ms (the one time grammar of the CLI): `YYYY-MM-DD`, `today`,
+/// `yesterday`, `now`, a span back from now (`7d`, `24h`, `30m`, any [`Dur`](crate::config::Dur) with a unit),
 /// or an RFC 3339 time. Dates are local midnight (UTC with `utc`); as an `end` (for `--until`) a date means the
 /// end of that day.
 pub fn parse_when(s: &str, utc: bool, end: bool, now_ms: i64) -> Result<i64, UserError> {
@@ -469,16 +470,12 @@ pub fn parse_when(s: &str, utc: bool, end: bool, now_ms: i64) -> Result<i64, Use
         "now" => return Ok(now_ms),
         _ => {}
     }
-    if let Some((n, unit)) = s.len().checked_sub(1).map(|i| s.split_at(i))
-        && let Ok(n) = n.parse::<i64>()
+    // A span back from now, in the duration grammar of the whole CLI (`7d`, `24h`, `30m`, `90s`); a bare
+    // number is not a time.
+    if s.ends_with(|c: char| c.is_ascii_alphabetic())
+        && let Some(span) = crate::config::Dur::parse(s)
     {
-        let ms = match unit {
-            "d" => 86_400_000,
-            "h" => 3_600_000,
-            "m" => 60_000,
-            _ => return Err(bad()),
-        };
-        return Ok(now_ms - n * ms);
+        return Ok(now_ms - span.0.as_millis() as i64);
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         let _ = d.year();
@@ -720,6 +717,12 @@ mod tests {
         assert_eq!(parse_when("2024-10-04", true, true, now).unwrap(), 20_001 * DAY);
         assert!(parse_when("last tuesday", true, false, now).is_err());
         assert!(parse_when("5x", true, false, now).is_err());
+        // The forms `balance history --since` read before it shared this grammar.
+        assert_eq!(parse_when("1d", false, false, 10 * DAY).unwrap(), 9 * DAY);
+        assert_eq!(parse_when("2025-01-01T00:00:00Z", false, false, now).unwrap(), 1_735_689_600_000);
+        assert!(parse_when("2025-01-01", false, false, now).is_ok());
+        assert_eq!(parse_when("90s", true, false, now).unwrap(), now - 90_000);
+        assert!(parse_when("2024", true, false, now).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::catalog::Snapshot;
 use crate::config::{ChannelProtocol, TelemetryConfig};
 use crate::events::Event;
 use crate::proxy::AppState;
+use crate::upstream::FailureClass;
 use crate::usage::{Outcome, RequestRecord};
 
 /// Bound on one export request to the collector.
@@ -210,13 +211,13 @@ pub fn emit(tracer: &impl Tracer<Span: Send + Sync + 'static>, snap: &Snapshot, 
             KeyValue::new("router.channel", a.channel.clone()),
             KeyValue::new("router.endpoint", a.endpoint.clone()),
             KeyValue::new("router.token", a.token_key.clone()),
-            KeyValue::new("router.outcome", a.outcome.clone()),
+            KeyValue::new("router.outcome", a.outcome.code()),
         ];
         if let Some(s) = a.status {
             attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
         }
-        if a.outcome != "ok" {
-            attrs.push(KeyValue::new("error.type", a.outcome.clone()));
+        if a.outcome != FailureClass::Ok {
+            attrs.push(KeyValue::new("error.type", a.outcome.code()));
         }
         let mut child = tracer
             .span_builder(format!("{op} {}", a.model))
@@ -224,8 +225,8 @@ pub fn emit(tracer: &impl Tracer<Span: Send + Sync + 'static>, snap: &Snapshot, 
             .with_start_time(at(cursor))
             .with_attributes(attrs)
             .start_with_context(tracer, &parent);
-        if a.outcome != "ok" {
-            child.set_status(Status::error(a.outcome.clone()));
+        if a.outcome != FailureClass::Ok {
+            child.set_status(Status::error(a.outcome.code()));
         }
         cursor += i64::from(a.ms);
         child.end_with_timestamp(at(cursor));

@@ -328,10 +328,7 @@ impl Ctx<'_> {
             }
             Action::Balances => ok(&self.latest_balances().await?),
             Action::BalanceHistory => {
-                let since = match self.query.get("since") {
-                    None => 0,
-                    Some(s) => crate::cli::balance::parse_since(s, crate::usage::now_ms())?,
-                };
+                let since = self.query.when("since", false, false)?.unwrap_or(0);
                 ok(&self
                     .op("balance_history", json!({"channel": self.query.text("channel"), "since_ms": since}))
                     .await?)
@@ -508,7 +505,8 @@ impl Ctx<'_> {
     /// `router test NAME` in the server: reachability of every key of the channel's endpoints; the results
     /// feed its health (latency, cooldowns) as a report from the CLI does.
     async fn test_channel(&self) -> Answer {
-        use crate::probe::{self, Class, Options};
+        use crate::probe::{self, Options};
+        use crate::upstream::FailureClass;
         let snap = self.live.state.snapshot.load_full();
         if !snap.channels.iter().any(|c| *c.name == *self.name) {
             return Err(Failure(StatusCode::NOT_FOUND, format!("no channel named `{}`", self.name), None));
@@ -519,7 +517,7 @@ impl Ctx<'_> {
         let checks = probe::check_all(snap.clone(), &jobs, &opts, &|| {}).await;
         let report = probe::report(&snap, &checks, &[]);
         probe::apply(&report, &self.live.state.health, &snap.config.raw.routing.cooldown);
-        let passed = checks.iter().filter(|c| c.result == Class::Ok).count();
+        let passed = checks.iter().filter(|c| c.result == FailureClass::Ok).count();
         let summary = if checks.is_empty() {
             "nothing to test: no enabled keys or endpoints".to_string()
         } else {

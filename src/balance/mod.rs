@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Channel, Endpoint, Snapshot, Token};
+use crate::upstream::{FailureClass, failure};
 pub use providers::Kind;
 use providers::Plan;
 
@@ -82,16 +83,35 @@ impl Status {
 #[serde(rename_all = "snake_case")]
 pub enum KeyState {
     Ok,
-    /// 401, 403, banned or terminated accounts.
+    /// 401, 403, banned or terminated accounts ([`FailureClass::Auth`]).
     Invalid,
-    /// 402, or an error that speaks of quota, balance, billing or credit.
+    /// 402, or an error that speaks of quota, balance, billing or credit ([`FailureClass::Quota`]).
     NoQuota,
-    /// 429 without quota words.
+    /// 408 / 409 / 429 without quota words.
     RateLimited,
     /// Connect error, timeout, 5xx.
     Unreachable,
     /// Any other answer (e.g. 404: the host has no model list); the key may be fine.
     Unknown,
+}
+
+impl From<FailureClass> for KeyState {
+    /// Auth: invalid; quota: no quota; rate limited; connect, timeout, 5xx: unreachable; the rest says nothing
+    /// about the key (e.g. 404: the host has no model list).
+    fn from(class: FailureClass) -> KeyState {
+        match class {
+            FailureClass::Ok => KeyState::Ok,
+            FailureClass::Auth => KeyState::Invalid,
+            FailureClass::Quota => KeyState::NoQuota,
+            FailureClass::RateLimited => KeyState::RateLimited,
+            FailureClass::Connect | FailureClass::Timeout | FailureClass::ServerError => KeyState::Unreachable,
+            FailureClass::NotFound
+            | FailureClass::BadRequest
+            | FailureClass::ClientError
+            | FailureClass::Interrupted
+            | FailureClass::BadResponse => KeyState::Unknown,
+        }
+    }
 }
 
 impl KeyState {
@@ -287,12 +307,8 @@ pub async fn validate(client: &reqwest::Client, input: CheckInput<'_>, timeout: 
     let resp = match client.get(&url).headers(headers).send().await {
         Ok(r) => r,
         Err(e) => {
-            let detail = if e.is_timeout() {
-                format!("GET {shown}: no answer within {}", crate::config::Dur(timeout))
-            } else {
-                format!("GET {shown}: connection failed")
-            };
-            return Validity { state: KeyState::Unreachable, detail };
+            let (_, words) = failure::transport(&e, Some(timeout));
+            return Validity { state: KeyState::Unreachable, detail: format!("GET {shown}: {words}") };
         }
     };
     let status = resp.status().as_u16();
@@ -303,42 +319,13 @@ pub async fn validate(client: &reqwest::Client, input: CheckInput<'_>, timeout: 
         }
         Err(_) => Default::default(),
     };
-    let mut v = classify_key(status, &body);
-    v.detail = providers::redact(&v.detail, &token.secret);
-    v
+    classify_key(status, &body, &token.secret)
 }
 
-/// Classifies a model-list answer (protocols.md §3, in priority order): quota words or 402 -> no quota;
-/// 401 / invalid key -> invalid; terminated / banned -> invalid; 429 -> rate limited; 403 / permission ->
-/// invalid; 5xx -> unreachable.
-pub fn classify_key(status: u16, body: &[u8]) -> Validity {
-    if (200..300).contains(&status) {
-        return Validity { state: KeyState::Ok, detail: format!("HTTP {status}") };
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(8192)]).to_ascii_lowercase();
-    let msg = providers::error_message(body).map(|m| format!(": {m}")).unwrap_or_default();
-    let detail = format!("HTTP {status}{msg}");
-    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
-    let state = if text.contains("doesn't have a free quota tier")
-        || status == 402
-        || has(&["insufficient", "quota", "balance", "billing", "recharge", "credit"])
-    {
-        KeyState::NoQuota
-    } else if status == 401
-        || has(&["invalid_api_key", "invalid api key", "incorrect api key"])
-        || has(&["access_terminated", "terminated", "banned", "suspended"])
-    {
-        KeyState::Invalid
-    } else if status == 429 {
-        KeyState::RateLimited
-    } else if status == 403 || has(&["permission", "forbidden"]) {
-        KeyState::Invalid
-    } else if status >= 500 {
-        KeyState::Unreachable
-    } else {
-        KeyState::Unknown
-    };
-    Validity { state, detail }
+/// Classifies a model-list answer: the one failure classification ([`FailureClass::of_answer`]) seen as key
+/// validity, with what was seen (`HTTP 401: ...`, redacted against `secret`).
+pub fn classify_key(status: u16, body: &[u8], secret: &crate::config::Secret) -> Validity {
+    Validity { state: FailureClass::of_answer(status, body).into(), detail: failure::describe(status, body, secret) }
 }
 
 /// What to check and how.
@@ -539,28 +526,5 @@ mod tests {
         assert!(s.recent("a", "default", "fp:1", Duration::from_millis(500), 6_000).is_none());
         assert_eq!(s.history(Some("a"), 0).unwrap().len(), 2);
         assert_eq!(s.history(None, 1_500).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn key_classes() {
-        let c = |s, b: &str| classify_key(s, b.as_bytes()).state;
-        assert_eq!(c(200, "{}"), KeyState::Ok);
-        assert_eq!(
-            c(401, r#"{"error":{"message":"Incorrect API key provided","code":"invalid_api_key"}}"#),
-            KeyState::Invalid
-        );
-        assert_eq!(c(403, "forbidden"), KeyState::Invalid);
-        // "credentials" is not a quota word.
-        assert_eq!(c(401, r#"{"error":{"message":"No auth credentials found","code":401}}"#), KeyState::Invalid);
-        assert_eq!(c(402, "{}"), KeyState::NoQuota);
-        assert_eq!(c(402, r#"{"error":{"message":"Insufficient Balance"}}"#), KeyState::NoQuota);
-        assert_eq!(
-            c(429, r#"{"error":{"code":"insufficient_quota","message":"You exceeded your current quota"}}"#),
-            KeyState::NoQuota
-        );
-        assert_eq!(c(429, r#"{"error":{"message":"Rate limit reached for requests"}}"#), KeyState::RateLimited);
-        assert_eq!(c(403, r#"{"error":{"message":"Your account was terminated"}}"#), KeyState::Invalid);
-        assert_eq!(c(503, "upstream down"), KeyState::Unreachable);
-        assert_eq!(c(404, "not found"), KeyState::Unknown);
     }
 }

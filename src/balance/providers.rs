@@ -12,6 +12,8 @@ use serde_json::Value;
 
 use super::{Balance, Status};
 use crate::config::{ChannelBalanceConfig, ChannelProtocol, Secret};
+use crate::upstream::FailureClass;
+use crate::upstream::failure::{self, error_message, redact};
 
 /// A balance API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -177,7 +179,7 @@ fn root(base: &str) -> &str {
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Fail {
-    /// 401 / 403: the key was refused.
+    /// [`FailureClass::Auth`]: the key was refused.
     Auth(String),
     /// 404 / 405: the host does not offer this path.
     Missing(String),
@@ -305,21 +307,17 @@ impl Getter<'_> {
             v.set_sensitive(true);
             req = req.header(reqwest::header::AUTHORIZATION, v);
         }
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => return Err(Fail::Other(transport(&e, shown, self.timeout))),
-        };
+        let transport =
+            |e: &reqwest::Error| Fail::Other(format!("GET {shown}: {}", failure::transport(e, Some(self.timeout)).1));
+        let resp = req.send().await.map_err(|e| transport(&e))?;
         let status = resp.status().as_u16();
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return Err(Fail::Other(transport(&e, shown, self.timeout))),
-        };
-        if !(200..300).contains(&status) {
-            let msg = error_message(&body).map(|m| format!(": {}", redact(&m, self.secret))).unwrap_or_default();
-            let reason = format!("GET {shown}: HTTP {status}{msg}");
-            return Err(match status {
-                401 | 403 => Fail::Auth(format!("key refused: {reason}")),
-                404 | 405 => Fail::Missing(reason),
+        let body = resp.bytes().await.map_err(|e| transport(&e))?;
+        let class = FailureClass::of_answer(status, &body);
+        if class != FailureClass::Ok {
+            let reason = format!("GET {shown}: {}", failure::describe(status, &body, self.secret));
+            return Err(match class {
+                FailureClass::Auth => Fail::Auth(format!("key refused: {reason}")),
+                FailureClass::NotFound if matches!(status, 404 | 405) => Fail::Missing(reason),
                 _ => Fail::Other(reason),
             });
         }
@@ -329,53 +327,6 @@ impl Getter<'_> {
             Fail::Other(format!("GET {shown}: HTTP {status} with {what}"))
         })
     }
-}
-
-fn transport(e: &reqwest::Error, url: &str, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("GET {url}: no answer within {}", crate::config::Dur(timeout))
-    } else if e.is_connect() {
-        format!("GET {url}: unreachable (connection failed)")
-    } else if e.is_body() || e.is_decode() {
-        format!("GET {url}: the body broke off")
-    } else {
-        format!("GET {url}: request failed")
-    }
-}
-
-/// The provider's own error text, if the body has one (`error.message`, `message`, `msg`, `error`).
-pub(crate) fn error_message(body: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    let m = v
-        .pointer("/error/message")
-        .or_else(|| v.get("message"))
-        .or_else(|| v.get("msg"))
-        .or_else(|| v.get("error"))
-        .or_else(|| v.pointer("/detail"))?;
-    let s = match m {
-        Value::String(s) => s.clone(),
-        Value::Null => return None,
-        other => other.to_string(),
-    };
-    let s: String = s.chars().take(160).collect();
-    (!s.trim().is_empty()).then_some(s)
-}
-
-/// Removes the key, and anything that looks like a key, from text quoted from an upstream.
-pub fn redact(text: &str, secret: &Secret) -> String {
-    let mut s = text.to_string();
-    let key = secret.expose();
-    if key.len() >= 4 {
-        s = s.replace(key, "*****");
-    }
-    s.split(' ')
-        .map(|w| {
-            let bare = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
-            let looks_like_key = (bare.starts_with("sk-") || bare.starts_with("sk_")) && bare.len() > 8;
-            if looks_like_key { w.replace(bare, "sk-*****") } else { w.to_string() }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A number or a numeric string (providers send both).
@@ -654,19 +605,5 @@ mod tests {
             parse_newapi(&json!({"code": false, "message": "invalid token"})).unwrap_err().contains("invalid token")
         );
         assert!(parse_newapi(&json!({"success": true})).is_err());
-    }
-
-    #[test]
-    fn redacts_keys() {
-        let s = Secret::new("sk-abcdefgh12345678");
-        let r = redact("Incorrect API key provided: sk-abcdefgh12345678. See sk-abc...5678 x", &s);
-        assert!(!r.contains("abcdefgh"), "{r}");
-        assert!(r.contains("Incorrect API key"));
-    }
-
-    #[test]
-    fn error_messages_from_bodies() {
-        assert_eq!(error_message(br#"{"error":{"message":"No auth","code":401}}"#).as_deref(), Some("No auth"));
-        assert_eq!(error_message(b"<html>"), None);
     }
 }

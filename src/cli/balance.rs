@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::args::{self, TimeRange};
 use super::output;
 use crate::balance::store::StoreBalances;
 use crate::balance::{self, BalanceResult, BalanceStore, CheckOptions, Status};
@@ -46,7 +47,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
     /// Bound on each request to a provider.
-    #[arg(long, value_name = "DURATION", default_value = "15s", env = "ROUTER_BALANCE_TIMEOUT", value_parser = parse_dur)]
+    #[arg(long, value_name = "DURATION", default_value = "15s", env = "ROUTER_BALANCE_TIMEOUT", value_parser = args::duration)]
     pub timeout: Dur,
     /// Checks in flight at once.
     #[arg(long, value_name = "N", default_value_t = 8, hide = true)]
@@ -58,16 +59,11 @@ pub struct HistoryArgs {
     /// Only this channel.
     #[arg(long, value_name = "NAME")]
     pub channel: Option<String>,
-    /// Only checks since then: a duration back from now (`7d`, `12h`) or a date (`2025-06-01`).
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_dur(s: &str) -> Result<Dur, String> {
-    Dur::parse(s).ok_or_else(|| format!("`{s}` is not a duration (use e.g. 500ms, 15s, 1m)"))
 }
 
 pub fn run(settings: &Settings, cmd: Command) -> anyhow::Result<()> {
@@ -196,7 +192,7 @@ fn print_check_table(results: &[BalanceResult], below: Option<f64>, validate: bo
         });
         for row in cells(r) {
             let mut cells =
-                vec![row.0, r.token_key.clone(), row.1, row.2, row.3, local_time(r.checked_at), status.clone()];
+                vec![row.0, r.token_key.clone(), row.1, row.2, row.3, args::time(r.checked_at, false), status.clone()];
             if validate {
                 cells.push(key.clone().unwrap_or_else(|| "-".into()));
             }
@@ -222,19 +218,8 @@ fn amount(x: f64) -> String {
     if x == 0.0 || x.abs() >= 1.0 { format!("{x:.2}") } else { format!("{x:.4}") }
 }
 
-fn local_time(ms: i64) -> String {
-    use chrono::TimeZone;
-    match chrono::Local.timestamp_millis_opt(ms).single() {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
-        None => "-".into(),
-    }
-}
-
 fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Result<()> {
-    let since = match &args.since {
-        Some(s) => parse_since(s, balance::now_ms())?,
-        None => 0,
-    };
+    let (since, until) = args.range.resolve(balance::now_ms())?;
     let Some(store) = store else {
         return Err(user("`router balance history` needs the store, and there is none yet")
             .with_hint(
@@ -242,7 +227,8 @@ fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Resul
             )
             .into());
     };
-    let rows = store.history(args.channel.as_deref(), since)?;
+    let mut rows = store.history(args.channel.as_deref(), since.unwrap_or(0))?;
+    rows.retain(|r| until.is_none_or(|u| r.checked_at < u));
     if args.json {
         return output::json(&rows);
     }
@@ -257,29 +243,19 @@ fn history(args: HistoryArgs, store: Option<&dyn BalanceStore>) -> anyhow::Resul
             s => format!("{}: {}", s.label(), s.reason().unwrap_or_default()),
         };
         for (channel, bal, cur, used) in cells(r) {
-            t.add_row(vec![local_time(r.checked_at), channel, r.token_key.clone(), bal, cur, used, status.clone()]);
+            t.add_row(vec![
+                args::time(r.checked_at, args.range.utc),
+                channel,
+                r.token_key.clone(),
+                bal,
+                cur,
+                used,
+                status.clone(),
+            ]);
         }
     }
     output::print_table(&t);
     Ok(())
-}
-
-/// `7d` / `12h` back from `now_ms`, or a local date `YYYY-MM-DD`, or an RFC 3339 time -> unix ms.
-pub(crate) fn parse_since(s: &str, now_ms: i64) -> Result<i64, crate::error::UserError> {
-    if let Some(d) = Dur::parse(s) {
-        return Ok(now_ms - d.0.as_millis() as i64);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        use chrono::TimeZone;
-        if let Some(t) = d.and_hms_opt(0, 0, 0).and_then(|t| chrono::Local.from_local_datetime(&t).earliest()) {
-            return Ok(t.timestamp_millis());
-        }
-    }
-    Err(user(format!("--since `{s}` is neither a duration nor a date"))
-        .with_hint("e.g. --since 7d or --since 2025-06-01"))
 }
 
 #[cfg(test)]
@@ -320,15 +296,6 @@ mod tests {
         assert!(a.refresh && a.validate && a.json);
         assert_eq!(a.timeout, Dur(std::time::Duration::from_millis(250)));
         assert!(Cli::try_parse_from(["router", "balance", "check", "--below", "lots"]).is_err());
-    }
-
-    #[test]
-    fn since_forms() {
-        let now = 10 * 86_400_000;
-        assert_eq!(parse_since("1d", now).unwrap(), 9 * 86_400_000);
-        assert_eq!(parse_since("2025-01-01T00:00:00Z", now).unwrap(), 1_735_689_600_000);
-        assert!(parse_since("2025-01-01", now).is_ok());
-        assert!(parse_since("last tuesday", now).is_err());
     }
 
     #[test]

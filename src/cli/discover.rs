@@ -33,12 +33,8 @@ pub struct Args {
     pub concurrency: usize,
 
     /// Bound on each model-list request, e.g. 20s (default: discovery.timeout of the config, else 20s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_dur)]
+    #[arg(long, value_name = "DURATION", value_parser = super::args::duration)]
     pub timeout: Option<Dur>,
-}
-
-fn parse_dur(s: &str) -> Result<Dur, String> {
-    Dur::parse(s).ok_or_else(|| format!("invalid duration `{s}` (use e.g. 500ms, 20s, 1m)"))
 }
 
 #[derive(Serialize)]

@@ -6,6 +6,7 @@
 //! open it. `output` is the only module that prints.
 
 pub mod alerts;
+pub mod args;
 pub mod balance;
 pub mod channels;
 pub mod config_cmd;

@@ -7,8 +7,9 @@
 use chrono::{DateTime, Local, TimeZone, Utc};
 use serde_json::{Value, json};
 
+use super::args::{RecordFilter, TimeRange, time};
 use super::output;
-use crate::report::{self, Filters, RequestsQuery, ShowRequest};
+use crate::report::{self, RequestsQuery, ShowRequest};
 use crate::settings::Settings;
 use crate::store::Access;
 use crate::usage::{RequestRecord, UsageSource, format_id};
@@ -45,34 +46,13 @@ pub struct ListArgs {
     /// How many records to show.
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: usize,
-    /// Only records from this time on: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339.
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
-    /// Only records before this time (a date includes that whole day).
-    #[arg(long, value_name = "WHEN")]
-    pub until: Option<String>,
-    /// Only this channel.
-    #[arg(long, value_name = "NAME")]
-    pub channel: Option<String>,
-    /// Only this upstream token (its name or fp:...).
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// Only this model (requested or upstream).
-    #[arg(long, value_name = "MODEL")]
-    pub model: Option<String>,
-    /// Only this gateway key.
-    #[arg(long, value_name = "NAME")]
-    pub key: Option<String>,
-    /// Only this conversation: its session hash (16 hex digits, as listed) or its raw id (an X-Router-Session
-    /// value, a Claude Code session id, a prompt_cache_key), which is hashed the same way.
-    #[arg(long, value_name = "SESSION")]
-    pub session: Option<String>,
+    #[command(flatten)]
+    pub range: TimeRange,
+    #[command(flatten)]
+    pub filter: RecordFilter,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Times in UTC instead of local time.
-    #[arg(long)]
-    pub utc: bool,
 }
 
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -84,23 +64,12 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
 }
 
 fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
-    let now = crate::usage::now_ms();
-    let query = RequestsQuery {
-        limit: a.limit,
-        since_ms: a.since.as_deref().map(|s| report::parse_when(s, a.utc, false, now)).transpose()?,
-        until_ms: a.until.as_deref().map(|s| report::parse_when(s, a.utc, true, now)).transpose()?,
-        filters: Filters {
-            channel: a.channel,
-            token: a.token,
-            model: a.model,
-            key: a.key,
-            session: a.session.as_deref().map(crate::protocol::session::filter_value),
-        },
-        before: None,
-    };
+    let (since_ms, until_ms) = a.range.resolve(crate::usage::now_ms())?;
+    let utc = a.range.utc;
+    let query = RequestsQuery { limit: a.limit, since_ms, until_ms, filters: a.filter.into(), before: None };
     let records = access.run(query)?.records;
     if a.json {
-        return output::json(&records.iter().map(|r| record_json(r, a.utc)).collect::<Vec<_>>());
+        return output::json(&records.iter().map(|r| record_json(r, utc)).collect::<Vec<_>>());
     }
     let mut t = output::table(&[
         "time",
@@ -117,7 +86,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
     ]);
     for r in &records {
         t.add_row(vec![
-            time(r.time_ms, a.utc),
+            time(r.time_ms, utc),
             // The random end of the id: unique, and what `requests show` takes (the start is the time).
             format_id(r.id)[20..].to_string(),
             r.gateway_key.clone().unwrap_or_else(|| "-".into()),
@@ -195,7 +164,7 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
             at.token_key.clone(),
             at.model.clone(),
             at.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            at.outcome.clone(),
+            at.outcome.to_string(),
             at.ms.to_string(),
         ]);
     }
@@ -224,15 +193,6 @@ fn rfc3339(ms: i64, utc: bool) -> String {
     } else {
         Local.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default()
     }
-}
-
-fn time(ms: i64, utc: bool) -> String {
-    if utc {
-        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-    } else {
-        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-    }
-    .unwrap_or_default()
 }
 
 fn model(r: &RequestRecord) -> String {

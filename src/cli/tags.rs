@@ -53,7 +53,7 @@ pub struct QueryArgs {
 
     /// Strategy (default: routing.strategy): priority, weighted, fastest, cost_first, free_first, local_first,
     /// balanced.
-    #[arg(long, value_parser = parse_strategy)]
+    #[arg(long, value_parser = super::args::strategy)]
     pub strategy: Option<Strategy>,
 
     /// The client's protocol: channels of the other protocol are excluded, as in `serve`.
@@ -87,13 +87,6 @@ pub struct QueryArgs {
     /// Discover models first (live, for this run only) instead of using stored results.
     #[arg(long)]
     pub discover: bool,
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    Strategy::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown strategy `{s}`; use one of {}", names.join(", "))
-    })
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {

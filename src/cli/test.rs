@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::output;
 use crate::config::{Dur, Strategy};
 use crate::error::{Exit, user};
-use crate::probe::{self, CheckKind, CheckResult, Class, Options, ProbeReport, RouteResult};
+use crate::probe::{self, CheckKind, CheckResult, Options, ProbeReport, RouteResult};
 use crate::settings::Settings;
+use crate::upstream::FailureClass;
 use crate::usage::Tokens;
 
 #[derive(Debug, clap::Args)]
@@ -37,22 +38,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub concurrency: usize,
     /// Bound on each request (and on each attempt of a routed request).
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_dur)]
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = super::args::duration)]
     pub timeout: Dur,
     /// Strategy for model and tag targets (default: routing.strategy of the config).
-    #[arg(long, value_name = "NAME", value_parser = parse_strategy)]
+    #[arg(long, value_name = "NAME", value_parser = super::args::strategy)]
     pub strategy: Option<Strategy>,
-}
-
-fn parse_dur(s: &str) -> Result<Dur, String> {
-    Dur::parse(s).filter(|d| !d.0.is_zero()).ok_or_else(|| format!("`{s}` is not a duration (use e.g. 500ms, 15s, 1m)"))
-}
-
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    Strategy::parse(s).ok_or_else(|| {
-        let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown strategy `{s}`; use one of {}", names.join(", "))
-    })
 }
 
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
@@ -218,9 +208,9 @@ fn tokens(t: Option<&Tokens>) -> String {
 }
 
 /// `ok`, or the class in words with what was seen: `auth: invalid key (HTTP 401: Incorrect API key)`.
-fn result_words(class: Class, message: &str, detail: Option<&str>) -> String {
+fn result_words(class: FailureClass, message: &str, detail: Option<&str>) -> String {
     match (class, detail) {
-        (Class::Ok, _) => "ok".into(),
+        (FailureClass::Ok, _) => "ok".into(),
         (_, Some(d)) if !d.is_empty() => format!("{message} ({d})"),
         _ => message.to_string(),
     }
@@ -304,7 +294,7 @@ fn print_route(r: &RouteResult) {
                 a.token_key.clone(),
                 a.model.clone(),
                 a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                Class::from_attempt(&a.outcome).words().to_string(),
+                a.outcome.words().to_string(),
                 format!("{} ms", a.ms),
             ]);
         }
@@ -377,9 +367,9 @@ mod tests {
 
     #[test]
     fn words_and_summary() {
-        assert_eq!(result_words(Class::Ok, "ok", Some("x")), "ok");
+        assert_eq!(result_words(FailureClass::Ok, "ok", Some("x")), "ok");
         assert_eq!(
-            result_words(Class::Auth, Class::Auth.words(), Some("HTTP 401: bad key")),
+            result_words(FailureClass::Auth, FailureClass::Auth.words(), Some("HTTP 401: bad key")),
             "auth: invalid key (HTTP 401: bad key)"
         );
         assert_eq!(summary(4, 1, 0, 0), "1 of 4 check(s) failed");

@@ -4,38 +4,22 @@
 
 use serde_json::{Map, Value, json};
 
+use super::args::{RecordFilter, TimeRange};
 use super::output;
-use crate::report::{self, Filters, GroupBy, SortBy, Source, UsageQuery, UsageReport};
+use crate::report::{self, GroupBy, SortBy, Source, UsageQuery, UsageReport};
 use crate::settings::Settings;
 use crate::store::Access;
 use crate::store::tables::Counters;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Start of the range: YYYY-MM-DD, today, yesterday, 7d, 24h, 30m or RFC 3339.
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
-    /// End of the range (a date includes that whole day).
-    #[arg(long, value_name = "WHEN")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub range: TimeRange,
     /// Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names.
     #[arg(long, value_enum, value_name = "BY")]
     pub group_by: Vec<GroupBy>,
-    /// Only this channel.
-    #[arg(long, value_name = "NAME")]
-    pub channel: Option<String>,
-    /// Only this upstream token (its name or fp:...).
-    #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
-    /// Only this model.
-    #[arg(long, value_name = "MODEL")]
-    pub model: Option<String>,
-    /// Only this gateway key.
-    #[arg(long, value_name = "NAME")]
-    pub key: Option<String>,
-    /// Only this conversation: its session hash or raw id (as for `router requests --session`).
-    #[arg(long, value_name = "SESSION")]
-    pub session: Option<String>,
+    #[command(flatten)]
+    pub filter: RecordFilter,
     /// Only the first N rows, largest first (by tokens unless `--sort` says otherwise), e.g.
     /// `--group-by session --top 10`.
     #[arg(long, value_name = "N")]
@@ -49,15 +33,10 @@ pub struct Args {
     /// Print CSV.
     #[arg(long)]
     pub csv: bool,
-    /// Dates and days in UTC instead of local time.
-    #[arg(long)]
-    pub utc: bool,
 }
 
 pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
-    let now = crate::usage::now_ms();
-    let since_ms = args.since.as_deref().map(|s| report::parse_when(s, args.utc, false, now)).transpose()?;
-    let until_ms = args.until.as_deref().map(|s| report::parse_when(s, args.utc, true, now)).transpose()?;
+    let (since_ms, until_ms) = args.range.resolve(crate::usage::now_ms())?;
     let mut group_by = Vec::new();
     for g in args.group_by {
         if !group_by.contains(&g) {
@@ -68,14 +47,8 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         since_ms,
         until_ms,
         group_by,
-        filters: Filters {
-            channel: args.channel,
-            token: args.token,
-            model: args.model,
-            key: args.key,
-            session: args.session.as_deref().map(crate::protocol::session::filter_value),
-        },
-        utc: args.utc,
+        filters: args.filter.into(),
+        utc: args.range.utc,
         top: args.top,
         sort: args.sort,
     };

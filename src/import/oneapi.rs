@@ -340,17 +340,37 @@ fn row_label(id: i64, name: &str) -> String {
     format!("row {id} ({name})")
 }
 
-/// Parses a JSON column; empty, `{}`, `null` and NULL are `None`; bad JSON warns and is `None`.
-fn json_column(row: &Row, col: &str, label: &str, warnings: &mut Vec<String>, effect: &str) -> Option<Json> {
-    let text = row.nonempty(col)?;
-    match serde_json::from_str::<Json>(&text) {
-        Ok(Json::Null) => None,
-        Ok(Json::Object(m)) if m.is_empty() => None,
-        Ok(v) => Some(v),
-        Err(e) => {
-            warnings.push(format!("{label}: `{col}` is not valid JSON ({e}); {effect}"));
-            None
+/// One row being mapped: its columns, its flavour, and where warnings about it go (naming it by id and name).
+struct RowCx<'a> {
+    flavour: Flavour,
+    row: &'a Row,
+    label: String,
+    warnings: &'a mut Vec<String>,
+}
+
+impl RowCx<'_> {
+    fn warn(&mut self, what: impl std::fmt::Display) {
+        self.warnings.push(format!("{}: {what}", self.label));
+    }
+
+    /// Parses a JSON column; empty, `{}`, `null` and NULL are `None`; bad JSON warns (saying `effect`) and is
+    /// `None`.
+    fn json(&mut self, col: &str, effect: &str) -> Option<Json> {
+        let text = self.row.nonempty(col)?;
+        match serde_json::from_str::<Json>(&text) {
+            Ok(Json::Null) => None,
+            Ok(Json::Object(m)) if m.is_empty() => None,
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.warn(format_args!("`{col}` is not valid JSON ({e}); {effect}"));
+                None
+            }
         }
+    }
+
+    /// A JSON column read only in one flavour.
+    fn json_in(&mut self, flavour: Flavour, col: &str, effect: &str) -> Option<Json> {
+        if self.flavour == flavour { self.json(col, effect) } else { None }
     }
 }
 
@@ -370,19 +390,53 @@ fn status_reason(flavour: Flavour, status: i64, detail: Option<&str>) -> String 
     }
 }
 
+/// A row as one of our channels' parts, or why it cannot be served: where to ([`endpoint`]), with which keys
+/// ([`row_keys`]), whether it is on ([`row_status`]), which models ([`models_and_aliases`]), tags, headers, and
+/// notes on what was not imported ([`unsupported`]).
 fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Mapped, String> {
     let id = row.int("id").unwrap_or_default();
     let name = row.text("name").unwrap_or_default();
-    let label = row_label(id, &name);
+    let mut cx = RowCx { flavour, row, label: row_label(id, &name), warnings };
     let kind = row.int("type").unwrap_or_default();
     let info = type_info(flavour, kind);
     let mut notes: Vec<String> = info.note.map(|n| vec![n.to_string()]).unwrap_or_default();
+    let (protocol, base_url, api_version) = endpoint(&mut cx, kind, &info, &mut notes)?;
+    let keys = row_keys(&mut cx, &base_url)?;
+    let (enabled, disabled_reason) = row_status(&mut cx);
+    let (models, aliases) = models_and_aliases(&mut cx, protocol);
+    let tags = tags(row);
+    let headers = headers(&mut cx);
+    unsupported(&mut cx, &mut notes);
+    Ok(Mapped {
+        id,
+        name,
+        signature: signature(row),
+        enabled,
+        disabled_reason,
+        priority: row.int("priority").unwrap_or(0),
+        weight: row.int("weight").unwrap_or(0),
+        keys,
+        protocol,
+        base_url,
+        api_version,
+        models,
+        aliases,
+        tags,
+        headers,
+        notes,
+    })
+}
 
-    let config = if flavour == Flavour::OneApi {
-        json_column(row, "config", &label, warnings, "its settings (api_version, account id, ...) are ignored")
-    } else {
-        None
-    };
+/// Protocol, base URL (in our convention) and Azure api-version of a row's channel type; `Err` for types we do
+/// not serve and rows without what their type needs.
+fn endpoint(
+    cx: &mut RowCx<'_>,
+    kind: i64,
+    info: &TypeInfo,
+    notes: &mut Vec<String>,
+) -> Result<(ChannelProtocol, String, Option<String>), String> {
+    let row = cx.row;
+    let config = cx.json_in(Flavour::OneApi, "config", "its settings (api_version, account id, ...) are ignored");
     let given_base = row.nonempty("base_url").map(|b| b.trim_end_matches('/').to_string());
     let (protocol, base_url, api_version) = match info.wire {
         Wire::Skip(reason) => return Err(reason.into()),
@@ -400,7 +454,7 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
             (ChannelProtocol::Openai, base, None)
         }
         Wire::Anthropic => {
-            (ChannelProtocol::Anthropic, given_base.clone().unwrap_or_else(|| "https://api.anthropic.com".into()), None)
+            (ChannelProtocol::Anthropic, given_base.unwrap_or_else(|| "https://api.anthropic.com".into()), None)
         }
         Wire::Gemini => {
             let base = match &given_base {
@@ -412,11 +466,11 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
         }
         Wire::GeminiOpenai => (
             ChannelProtocol::Gemini,
-            given_base.clone().unwrap_or_else(|| "https://generativelanguage.googleapis.com/v1beta/openai".into()),
+            given_base.unwrap_or_else(|| "https://generativelanguage.googleapis.com/v1beta/openai".into()),
             None,
         ),
         Wire::Azure => {
-            let Some(base) = given_base.clone() else {
+            let Some(base) = given_base else {
                 return Err("Azure channel without a base URL (its resource endpoint)".into());
             };
             let version =
@@ -428,14 +482,14 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
             (ChannelProtocol::Azure, base, version)
         }
         Wire::Cloudflare { host } => {
-            let account = match flavour {
+            let account = match cx.flavour {
                 Flavour::OneApi => json_str(config.as_ref(), "user_id").map(str::to_string),
                 Flavour::NewApi => row.nonempty("other"),
             };
             let Some(account) = account else {
                 return Err("Cloudflare channel without an account id".into());
             };
-            let host = given_base.clone().unwrap_or_else(|| host.into());
+            let host = given_base.unwrap_or_else(|| host.into());
             (ChannelProtocol::Openai, format!("{host}/client/v4/accounts/{account}/ai/v1"), None)
         }
     };
@@ -443,17 +497,18 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
         _ => return Err(format!("base URL `{base_url}` is not an http(s) URL")),
     }
+    Ok((protocol, base_url, api_version))
+}
 
-    // Keys: one per row in one-api; new-api multi-key rows join them with newlines.
-    let raw_key = row.text("key").unwrap_or_default();
+/// Keys: one per row in one-api; new-api multi-key rows join them with newlines and keep a status per key in
+/// `channel_info`. No key is an error unless the upstream is local.
+fn row_keys(cx: &mut RowCx<'_>, base_url: &str) -> Result<Vec<RowKey>, String> {
+    let raw_key = cx.row.text("key").unwrap_or_default();
     let secrets: Vec<&str> = raw_key.split('\n').map(str::trim).filter(|k| !k.is_empty()).collect();
-    let info_json = if flavour == Flavour::NewApi {
-        json_column(row, "channel_info", &label, warnings, "all its keys are imported as enabled")
-    } else {
-        None
-    };
+    let info_json = cx.json_in(Flavour::NewApi, "channel_info", "all its keys are imported as enabled");
     let multi = secrets.len() > 1
         || info_json.as_ref().and_then(|i| i.get("is_multi_key")).and_then(Json::as_bool) == Some(true);
+    let flavour = cx.flavour;
     let key_status = |i: usize| -> (bool, Option<String>) {
         let Some(ci) = &info_json else { return (true, None) };
         let idx = i.to_string();
@@ -469,50 +524,50 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
             RowKey { secret: Secret::new(*k), index: multi.then_some(i + 1), enabled, disabled_reason }
         })
         .collect();
-    if keys.is_empty() && !crate::config::is_local_url(&base_url) {
+    if keys.is_empty() && !crate::config::is_local_url(base_url) {
         return Err("no upstream key".into());
     }
+    Ok(keys)
+}
 
-    let status = row.int("status").unwrap_or(1);
-    let other_info = if flavour == Flavour::NewApi {
-        json_column(row, "other_info", &label, warnings, "the disable reason is not imported")
-    } else {
-        None
-    };
+/// Enabled (status 1), or disabled with the reason (new-api keeps it in `other_info`).
+fn row_status(cx: &mut RowCx<'_>) -> (bool, Option<String>) {
+    let status = cx.row.int("status").unwrap_or(1);
+    let other_info = cx.json_in(Flavour::NewApi, "other_info", "the disable reason is not imported");
     let enabled = status == 1;
-    let disabled_reason =
-        (!enabled).then(|| status_reason(flavour, status, json_str(other_info.as_ref(), "status_reason")));
+    let reason = json_str(other_info.as_ref(), "status_reason");
+    (enabled, (!enabled).then(|| status_reason(cx.flavour, status, reason)))
+}
 
-    // Models and aliases: model_mapping is applied after selection, so `models` holds requested names; ours
-    // holds upstream ids and the aliases lead there.
+/// Models and aliases: model_mapping is applied after selection, so `models` holds requested names; ours holds
+/// upstream ids and the aliases lead there (Azure ids without `.`).
+fn models_and_aliases(cx: &mut RowCx<'_>, protocol: ChannelProtocol) -> (Vec<String>, BTreeMap<String, String>) {
     let mut aliases = BTreeMap::new();
-    if let Some(mapping) = json_column(row, "model_mapping", &label, warnings, "imported without aliases") {
-        match mapping {
-            Json::Object(m) => {
-                for (from, to) in m {
-                    match to.as_str().map(str::trim) {
-                        Some(to) if !to.is_empty() && to != from.trim() && !from.trim().is_empty() => {
-                            aliases.insert(from.trim().to_string(), to.to_string());
-                        }
-                        Some(_) => {}
-                        None => {
-                            warnings.push(format!("{label}: model_mapping entry `{from}` is not a string; skipped"))
-                        }
+    match cx.json("model_mapping", "imported without aliases") {
+        Some(Json::Object(m)) => {
+            for (from, to) in m {
+                match to.as_str().map(str::trim) {
+                    Some(to) if !to.is_empty() && to != from.trim() && !from.trim().is_empty() => {
+                        aliases.insert(from.trim().to_string(), to.to_string());
                     }
+                    Some(_) => {}
+                    None => cx.warn(format_args!("model_mapping entry `{from}` is not a string; skipped")),
                 }
             }
-            _ => warnings.push(format!("{label}: model_mapping is not a JSON object; imported without aliases")),
         }
+        Some(_) => cx.warn("model_mapping is not a JSON object; imported without aliases"),
+        None => {}
     }
-    if protocol == ChannelProtocol::Azure {
+    let azure = protocol == ChannelProtocol::Azure;
+    if azure {
         for v in aliases.values_mut() {
             *v = v.replace('.', "");
         }
     }
     let mut models: Vec<String> = Vec::new();
-    for m in row.text("models").unwrap_or_default().split(',').map(str::trim).filter(|m| !m.is_empty()) {
+    for m in cx.row.text("models").unwrap_or_default().split(',').map(str::trim).filter(|m| !m.is_empty()) {
         let mut upstream = aliases.get(m).cloned().unwrap_or_else(|| m.to_string());
-        if protocol == ChannelProtocol::Azure {
+        if azure {
             upstream = upstream.replace('.', "");
         }
         if upstream != m {
@@ -522,7 +577,11 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
             models.push(upstream);
         }
     }
+    (models, aliases)
+}
 
+/// `group:<g>` per group of the row, and its new-api `tag`.
+fn tags(row: &Row) -> Vec<String> {
     let mut tags: Vec<String> = Vec::new();
     for g in row.text("group").unwrap_or_default().split(',').map(str::trim).filter(|g| !g.is_empty()) {
         let t = format!("group:{g}");
@@ -535,40 +594,46 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
     {
         tags.push(tag);
     }
+    tags
+}
 
+/// `OpenAI-Organization` and the fixed headers of `header_override` (placeholders are not imported).
+fn headers(cx: &mut RowCx<'_>) -> BTreeMap<String, String> {
     let mut headers = BTreeMap::new();
-    if let Some(org) = row.nonempty("open_ai_organization") {
+    if let Some(org) = cx.row.nonempty("open_ai_organization") {
         headers.insert("OpenAI-Organization".to_string(), org);
     }
-    if let Some(h) = json_column(row, "header_override", &label, warnings, "its headers are not imported") {
-        match h {
-            Json::Object(m) => {
-                for (k, v) in m {
-                    match v.as_str() {
-                        Some(v) if !v.contains('{') => {
-                            headers.insert(k, v.to_string());
-                        }
-                        _ => warnings.push(format!(
-                            "{label}: header_override `{k}` uses a placeholder or is not a string; not imported"
-                        )),
+    match cx.json("header_override", "its headers are not imported") {
+        Some(Json::Object(m)) => {
+            for (k, v) in m {
+                match v.as_str() {
+                    Some(v) if !v.contains('{') => {
+                        headers.insert(k, v.to_string());
                     }
+                    _ => cx.warn(format_args!(
+                        "header_override `{k}` uses a placeholder or is not a string; not imported"
+                    )),
                 }
             }
-            _ => warnings.push(format!("{label}: header_override is not a JSON object; not imported")),
         }
+        Some(_) => cx.warn("header_override is not a JSON object; not imported"),
+        None => {}
     }
+    headers
+}
 
-    // Settings the router has no equivalent for.
-    if row.nonempty("system_prompt").is_some() {
+/// Notes on the row's settings the router has no equivalent for.
+fn unsupported(cx: &mut RowCx<'_>, notes: &mut Vec<String>) {
+    if cx.row.nonempty("system_prompt").is_some() {
         notes.push("system_prompt not imported (the router does not inject prompts)".into());
     }
-    if json_column(row, "param_override", &label, warnings, "ignored").is_some() {
+    if cx.json("param_override", "ignored").is_some() {
         notes.push("param_override not imported".into());
     }
-    if json_column(row, "status_code_mapping", &label, warnings, "ignored").is_some() {
+    if cx.json("status_code_mapping", "ignored").is_some() {
         notes.push("status_code_mapping not imported (the router classifies upstream errors itself)".into());
     }
-    let setting = json_column(row, "setting", &label, warnings, "ignored");
+    let setting = cx.json("setting", "ignored");
     if json_str(setting.as_ref(), "proxy").is_some() {
         notes.push("setting.proxy (per-channel HTTP proxy) not imported".into());
     }
@@ -579,38 +644,22 @@ fn map_row(flavour: Flavour, row: &Row, warnings: &mut Vec<String>) -> Result<Ma
     {
         notes.push("new-api `setting` flags (force_format, thinking_to_content, ...) not imported".into());
     }
-    if row.int("auto_ban") == Some(0) {
+    if cx.row.int("auto_ban") == Some(0) {
         notes.push("auto_ban was off: the router cools failing keys down instead of disabling them".into());
     }
-    if let Some(r) = row.nonempty("remark") {
+    if let Some(r) = cx.row.nonempty("remark") {
         notes.push(format!("remark: {r}"));
     }
+}
 
-    let signature = row
-        .0
+/// What rows must share to be one channel: every column but the per-row ones.
+fn signature(row: &Row) -> String {
+    row.0
         .iter()
         .filter(|(c, _)| !PER_ROW.contains(&c.as_str()))
         .map(|(c, _)| format!("{c}={}", row.text(c).unwrap_or_default()))
         .collect::<Vec<_>>()
-        .join("\u{1}");
-    Ok(Mapped {
-        id,
-        name,
-        signature,
-        enabled,
-        disabled_reason,
-        priority: row.int("priority").unwrap_or(0),
-        weight: row.int("weight").unwrap_or(0),
-        keys,
-        protocol,
-        base_url,
-        api_version,
-        models,
-        aliases,
-        tags,
-        headers,
-        notes,
-    })
+        .join("\u{1}")
 }
 
 /// One channel from rows with identical settings (one row unless One-API split a multi-key input).

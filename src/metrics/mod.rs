@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::broadcast;
 
 use crate::events::Event;
+use crate::upstream::FailureClass;
 use crate::usage::RequestRecord;
 
 /// Distinct model label values; the rest are counted as `other`.
@@ -480,13 +481,13 @@ impl Counting {
         }
         let last = rec.attempts.len().saturating_sub(1);
         for (i, a) in rec.attempts.iter().enumerate() {
-            let id = key_of(&mut self.buf, &[&a.channel, &a.endpoint, &a.outcome]);
+            let id = key_of(&mut self.buf, &[&a.channel, &a.endpoint, a.outcome.code()]);
             if !self.attempts.contains_key(id) {
                 let ep = EndpointLabels { channel: a.channel.clone(), endpoint: a.endpoint.clone() };
                 let class = AttemptLabels {
                     channel: a.channel.clone(),
                     endpoint: a.endpoint.clone(),
-                    class: a.outcome.clone(),
+                    class: a.outcome.code().into(),
                 };
                 let series = AttemptSeries {
                     attempts: m.attempts.get_or_create_owned(&class),
@@ -498,8 +499,8 @@ impl Counting {
             let s = self.attempts.get_mut(id).expect("inserted above");
             s.attempts.inc();
             s.ttfb.observe(a.ms as f64 / 1000.0);
-            if i < last && a.outcome != "ok" {
-                let class = || ClassLabels { class: a.outcome.clone() };
+            if i < last && a.outcome != FailureClass::Ok {
+                let class = || ClassLabels { class: a.outcome.code().into() };
                 s.failovers.get_or_insert_with(|| m.failovers.get_or_create_owned(&class())).inc();
             }
         }
@@ -550,14 +551,14 @@ mod tests {
                 Attempt {
                     channel: "bad".into(),
                     endpoint: "default".into(),
-                    outcome: "server_error".into(),
+                    outcome: FailureClass::ServerError,
                     ms: 20,
                     ..Default::default()
                 },
                 Attempt {
                     channel: "main".into(),
                     endpoint: "default".into(),
-                    outcome: "ok".into(),
+                    outcome: FailureClass::Ok,
                     ms: 300,
                     ..Default::default()
                 },

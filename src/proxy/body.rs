@@ -23,7 +23,7 @@ use crate::protocol::Protocol;
 use crate::protocol::convert::StreamConverter;
 use crate::protocol::sse::{SseEvent, SseParser};
 use crate::protocol::usage::UsageMeter;
-use crate::upstream::CoolTarget;
+use crate::upstream::FailureClass;
 use crate::upstream::health::CoolKeys;
 use crate::usage::sink::RecordSink;
 use crate::usage::{Outcome, RequestRecord, Tokens, UsageSource};
@@ -212,7 +212,7 @@ impl MeteredBody {
         if matches!(outcome, Outcome::Interrupted) {
             let cfg = &f.state.snapshot.load().config.raw.routing.cooldown;
             let keys = CoolKeys { channel: &f.channel, endpoint: &f.endpoint_key, token: &f.token_key, model: "" };
-            f.state.health.cool(CoolTarget::Endpoint, cfg, &keys, None, "stream interrupted");
+            f.state.health.cool(FailureClass::Interrupted, cfg, &keys, None, "stream interrupted");
         }
         Some(rec)
     }
@@ -315,8 +315,7 @@ impl Body for MeteredBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    let why = crate::upstream::send_error(&e).to_string();
-                    this.interrupt(why.trim_start_matches("connect error: ").to_string());
+                    this.interrupt(crate::upstream::failure::transport(&e, None).1);
                 }
                 Poll::Ready(None) => this.end(),
                 Poll::Pending => {

@@ -473,7 +473,7 @@ fn summary(attempts: &[usage::Attempt]) -> String {
         .map(|a| {
             let what = match a.status {
                 Some(s) => format!("HTTP {s}"),
-                None => a.outcome.clone(),
+                None => a.outcome.to_string(),
             };
             format!("{}/{} [{}] {}: {}", a.channel, a.endpoint, a.token_key, a.model, what)
         })

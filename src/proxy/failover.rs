@@ -17,7 +17,7 @@ use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion};
 use crate::routing::{Candidate, Plan};
 use crate::upstream::health::{CoolKeys, model_key};
-use crate::upstream::{self, Operation, UpstreamError};
+use crate::upstream::{self, FailureClass, Operation, UpstreamError};
 use crate::usage::Attempt;
 
 /// What the last failed attempt left, for the response when no candidate succeeds.
@@ -145,7 +145,7 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
         token_fp: tok.fingerprint.to_string(),
         model: cand.model.to_string(),
         status: None,
-        outcome: String::new(),
+        outcome: FailureClass::Ok,
         ms: ttfb.as_millis() as u32,
     };
     let failure = match sent {
@@ -153,7 +153,7 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
         Ok(Err(e)) => Failure { err: upstream::send_error(&e), response: None },
         Ok(Ok(resp)) if resp.status().is_success() => {
             attempt.status = Some(resp.status().as_u16());
-            attempt.outcome = "ok".into();
+            attempt.outcome = FailureClass::Ok;
             let h = &ex.state.health;
             h.succeed(&ep.health_key);
             h.succeed(&tok.health_key);
@@ -168,10 +168,10 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
             error_failure(resp, out.conv, &tok.secret, error_read_budget(deadline)).await
         }
     };
-    attempt.outcome = failure.err.class().into();
+    attempt.outcome = failure.err.class();
     let keys = CoolKeys { channel: &ch.name, endpoint: &ep.health_key, token: &tok.health_key, model: &cand.model };
     let err = &failure.err;
-    ex.state.health.cool(err.cool_target(), &cfg.routing.cooldown, &keys, err.retry_after(), &err.to_string());
+    ex.state.health.cool(err.class(), &cfg.routing.cooldown, &keys, err.retry_after(), &err.to_string());
     tracing::info!(
         request = %crate::usage::format_id(ex.id), channel = %ch.name, endpoint = %ep.name, token = %tok.token_key,
         model = %cand.model, "attempt failed: {err}"
@@ -191,16 +191,13 @@ async fn error_failure(
     let retry_after = upstream::parse_retry_after(resp.headers());
     let resp_headers = resp.headers().clone();
     let err_body = upstream::scrub(read_capped(resp, 256 * 1024, within).await, secret);
-    let quota = status.as_u16() == 402 || (status.as_u16() == 429 && upstream::body_says_quota(&err_body));
+    let err = UpstreamError::status(status.as_u16(), retry_after, &err_body);
     // Errors reach the client in its own shape.
     let err_body = match conv {
         Some(c) => Bytes::from(convert::convert_error(c, status.as_u16(), &err_body)),
         None => err_body,
     };
-    Failure {
-        err: UpstreamError::Status { status: status.as_u16(), retry_after, quota },
-        response: Some((status, resp_headers, err_body)),
-    }
+    Failure { err, response: Some((status, resp_headers, err_body)) }
 }
 
 /// Which translation a request needs on a channel, if any. A `gemini` channel takes Gemini requests natively.

@@ -367,8 +367,10 @@ impl SocketClient {
         }
         let answer = serde_json::from_slice::<WireAnswer>(&line).context("unreadable reply from the server")?;
         // Said once per command: `connect` pings first, and that reply's notice is dropped.
+        // Written here, on the client's stderr, so every caller (CLI or script) sees it without `store`
+        // knowing the command line.
         if let Some(n) = answer.notice.filter(|_| op != Ping::NAME) {
-            crate::cli::output::note(&n);
+            let _ = writeln!(std::io::stderr().lock(), "{n}");
         }
         match answer.reply {
             WireReply::Ok(v) => Ok(v),

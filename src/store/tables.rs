@@ -287,7 +287,7 @@ mod tests {
                 token_fp: fp.into(),
                 model: "openai/gpt-4o".into(),
                 status: Some(200),
-                outcome: "ok".into(),
+                outcome: crate::upstream::FailureClass::Ok,
                 ms: 12,
             }],
             status: 200,

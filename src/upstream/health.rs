@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::CoolTarget;
+use super::failure::{CoolTarget, FailureClass};
 use crate::config::CooldownConfig;
 use crate::events::{CoolLevel, Event, Events};
 
@@ -323,24 +323,22 @@ impl Health {
         }
     }
 
-    /// Applies the failover table's cooldown for a failure.
+    /// Cools down what a failure of `class` cools (the failure table, [`FailureClass::cooldown`]);
+    /// `retry_after` replaces the backoff where the class honours it.
     pub fn cool(
         &self,
-        target: CoolTarget,
+        class: FailureClass,
         cfg: &CooldownConfig,
         keys: &CoolKeys<'_>,
         retry_after: Option<Duration>,
         reason: &str,
     ) {
-        match target {
-            CoolTarget::Endpoint => self.fail(keys.endpoint, cfg.base.0, cfg.max.0, retry_after, reason),
-            CoolTarget::TokenAuth => self.fail(keys.token, cfg.auth.0, cfg.auth.0, None, reason),
-            CoolTarget::TokenQuota => self.fail(keys.token, cfg.quota.0, cfg.quota.0, None, reason),
-            CoolTarget::TokenRateLimit => self.fail(keys.token, cfg.rate_limit.0, cfg.max.0, retry_after, reason),
-            CoolTarget::ChannelModel => {
-                self.fail(&model_key(keys.channel, keys.model), cfg.model.0, cfg.model.0, None, reason)
-            }
-            CoolTarget::Nothing => {}
+        let Some(c) = class.cooldown(cfg) else { return };
+        let fixed = retry_after.filter(|_| c.honours_retry_after);
+        match c.target {
+            CoolTarget::Endpoint => self.fail(keys.endpoint, c.base, c.cap, fixed, reason),
+            CoolTarget::Token => self.fail(keys.token, c.base, c.cap, fixed, reason),
+            CoolTarget::ChannelModel => self.fail(&model_key(keys.channel, keys.model), c.base, c.cap, fixed, reason),
         }
     }
 }

@@ -1,11 +1,14 @@
-//! Talking to upstreams: the one HTTP client, URL and auth per provider kind, and failure classification.
+//! Talking to upstreams: the one HTTP client, URL and auth per provider kind.
 //!
-//! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request, and what an
-//! upstream failure means for failover (`UpstreamError`). Health, latency and cooldowns are in [`health`].
-//! The plaintext key is put on the wire here and nowhere else.
+//! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request. What an upstream
+//! failure means (its class, failover, cooldown, redaction) is [`failure`]; health, latency and cooldowns are in
+//! [`health`]. The plaintext key is put on the wire here and nowhere else.
 
+pub mod failure;
 pub mod fasttest;
 pub mod health;
+
+pub use failure::{FailureClass, UpstreamError, parse_retry_after, scrub, send_error};
 
 use std::time::Duration;
 
@@ -163,193 +166,9 @@ pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, op: O
     }
 }
 
-/// Why an attempt failed, and what that means for failover.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connect error: {0}")]
-    Connect(String),
-    #[error("no response within {0:?}")]
-    FirstByteTimeout(Duration),
-    #[error("HTTP {status}")]
-    Status { status: u16, retry_after: Option<Duration>, quota: bool },
-    #[error("stream interrupted: {0}")]
-    Interrupted(String),
-}
-
-/// What cools down after a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CoolTarget {
-    Endpoint,
-    TokenAuth,
-    TokenQuota,
-    /// 408 / 409 / 429: the token (and honour Retry-After).
-    TokenRateLimit,
-    ChannelModel,
-    Nothing,
-}
-
-impl UpstreamError {
-    /// Short class name for records and error summaries.
-    pub fn class(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(_) => "connect",
-            UpstreamError::FirstByteTimeout(_) => "timeout",
-            UpstreamError::Interrupted(_) => "interrupted",
-            UpstreamError::Status { status, quota, .. } => match status {
-                401 | 403 => "auth",
-                402 => "quota",
-                429 if *quota => "quota",
-                408 | 409 | 429 => "rate_limited",
-                404 => "not_found",
-                400 | 413 | 422 => "bad_request",
-                504 => "timeout",
-                _ if *status >= 500 => "server_error",
-                _ => "client_error",
-            },
-        }
-    }
-
-    /// May the next candidate be tried? (The failover table of the design, §5.)
-    pub fn retryable(&self, retry_on_timeout: bool) -> bool {
-        match self {
-            UpstreamError::Connect(_) => true,
-            UpstreamError::FirstByteTimeout(_) => retry_on_timeout,
-            UpstreamError::Interrupted(_) => false,
-            UpstreamError::Status { status, .. } => match status {
-                400 | 413 | 422 => false,
-                504 => retry_on_timeout,
-                401 | 402 | 403 | 404 | 408 | 409 | 429 => true,
-                s if *s >= 500 => true,
-                _ => false,
-            },
-        }
-    }
-
-    pub fn cool_target(&self) -> CoolTarget {
-        match self {
-            UpstreamError::Connect(_) | UpstreamError::FirstByteTimeout(_) | UpstreamError::Interrupted(_) => {
-                CoolTarget::Endpoint
-            }
-            UpstreamError::Status { status, quota, .. } => match status {
-                401 | 403 => CoolTarget::TokenAuth,
-                402 => CoolTarget::TokenQuota,
-                429 if *quota => CoolTarget::TokenQuota,
-                408 | 409 | 429 => CoolTarget::TokenRateLimit,
-                404 => CoolTarget::ChannelModel,
-                400 | 413 | 422 => CoolTarget::Nothing,
-                s if *s >= 500 => CoolTarget::Endpoint,
-                _ => CoolTarget::Nothing,
-            },
-        }
-    }
-
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            UpstreamError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
-/// Classifies a reqwest send error without exposing URLs with secrets (none are in URLs, but be strict).
-pub fn send_error(e: &reqwest::Error) -> UpstreamError {
-    let kind = if e.is_connect() {
-        "connection refused or unreachable"
-    } else if e.is_timeout() {
-        "connect timeout"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "transport error"
-    };
-    let detail = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
-    UpstreamError::Connect(if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {}", first_line(&detail))
-    })
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
-}
-
-/// `Retry-After` as seconds or an HTTP date; also OpenAI-style `retry-after-ms`.
-pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    if let Some(ms) =
-        headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        return Some(Duration::from_secs_f64((ms / 1000.0).max(0.0)));
-    }
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<f64>() {
-        return Some(Duration::from_secs_f64(secs.max(0.0)));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let delta = when.timestamp_millis() - chrono::Utc::now().timestamp_millis();
-    Some(Duration::from_millis(delta.max(0) as u64))
-}
-
-/// Replaces any occurrence of the token's key in an upstream error body (some resellers echo the key back)
-/// by `[redacted]`, so it never reaches a client, a log or a record.
-pub fn scrub(body: bytes::Bytes, secret: &crate::config::Secret) -> bytes::Bytes {
-    let key = secret.expose().as_bytes();
-    if key.len() < 8 || !body.windows(key.len()).any(|w| w == key) {
-        return body;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut i = 0;
-    while i < body.len() {
-        if body[i..].starts_with(key) {
-            out.extend_from_slice(b"[redacted]");
-            i += key.len();
-        } else {
-            out.push(body[i]);
-            i += 1;
-        }
-    }
-    bytes::Bytes::from(out)
-}
-
-/// Does an error body say the account is out of credit? (429 with `insufficient_quota` is not a rate limit.)
-pub fn body_says_quota(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
-    [
-        "insufficient_quota",
-        "insufficient balance",
-        "insufficient_balance",
-        "quota exceeded",
-        "credit balance is too low",
-        "billing",
-    ]
-    .iter()
-    .any(|n| text.contains(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failover_table() {
-        let s = |status| UpstreamError::Status { status, retry_after: None, quota: false };
-        for st in [401, 402, 403, 404, 408, 409, 429, 500, 502, 503, 529] {
-            assert!(s(st).retryable(false), "{st}");
-        }
-        for st in [400, 413, 422] {
-            assert!(!s(st).retryable(true), "{st}");
-            assert_eq!(s(st).cool_target(), CoolTarget::Nothing);
-        }
-        assert!(!s(504).retryable(false));
-        assert!(s(504).retryable(true));
-        assert_eq!(s(401).cool_target(), CoolTarget::TokenAuth);
-        assert_eq!(s(404).cool_target(), CoolTarget::ChannelModel);
-        assert_eq!(s(529).cool_target(), CoolTarget::Endpoint);
-        assert!(UpstreamError::Connect("x".into()).retryable(false));
-        assert!(!UpstreamError::FirstByteTimeout(Duration::from_secs(1)).retryable(false));
-        let q = UpstreamError::Status { status: 429, retry_after: None, quota: true };
-        assert_eq!(q.cool_target(), CoolTarget::TokenQuota);
-    }
 
     #[test]
     fn gemini_channels_go_native_for_gemini_operations_only() {
@@ -376,23 +195,5 @@ mod tests {
         auth_headers(old, ep, tok, Operation::ChatCompletions, &mut h);
         assert_eq!(h["authorization"], "Bearer AIza-secret-key-123");
         assert!(h.get("x-goog-api-key").is_none());
-    }
-
-    #[test]
-    fn scrub_removes_echoed_keys() {
-        let secret = crate::config::Secret::new("sk-live-0123456789");
-        let body = bytes::Bytes::from_static(b"{\"error\":\"Incorrect key sk-live-0123456789 provided\"}");
-        assert_eq!(&scrub(body, &secret)[..], b"{\"error\":\"Incorrect key [redacted] provided\"}");
-        let clean = bytes::Bytes::from_static(b"no key here");
-        assert_eq!(scrub(clean.clone(), &secret), clean);
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = HeaderMap::new();
-        h.insert("retry-after", HeaderValue::from_static("7"));
-        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert("retry-after-ms", HeaderValue::from_static("250"));
-        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(250)));
     }
 }

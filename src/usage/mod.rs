@@ -13,6 +13,7 @@ use crate::config::{Price, Strategy};
 use crate::live::affinity::Outcome as AffinityOutcome;
 use crate::protocol::Protocol;
 use crate::protocol::convert::Conversion;
+use crate::upstream::FailureClass;
 
 /// The form in which a key is recorded (defined beside the other things done to upstream keys).
 pub use crate::crypto::fingerprint;
@@ -97,7 +98,7 @@ pub struct Attempt {
     /// HTTP status, when the upstream answered.
     pub status: Option<u16>,
     /// `ok`, or the failure class (`connect`, `timeout`, `rate_limited`, `auth`, `server_error`, ...).
-    pub outcome: String,
+    pub outcome: FailureClass,
     pub ms: u32,
 }
 
@@ -236,6 +237,22 @@ mod tests {
             [(Conversion::ChatToAnthropic, "openai->anthropic"), (Conversion::ResponsesToChat, "responses->chat")]
         {
             assert_eq!(serde_json::to_value(c).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn attempt_outcomes_keep_their_stored_form() {
+        // Records written when `outcome` was a string decode, and encode to the same bytes.
+        for code in ["ok", "auth", "quota", "not_found", "rate_limited", "timeout", "connect", "server_error"]
+            .into_iter()
+            .chain(["bad_request", "client_error"])
+        {
+            let stored = format!(
+                r#"{{"channel":"a","endpoint":"default","token_key":"k","token_fp":"fp:00","model":"m","status":null,"outcome":"{code}","ms":7}}"#
+            );
+            let a: Attempt = serde_json::from_str(&stored).unwrap();
+            assert_eq!(a.outcome.code(), code);
+            assert_eq!(serde_json::to_string(&a).unwrap(), stored);
         }
     }
 

@@ -16,6 +16,7 @@ mod config_example;
 mod dashboard;
 mod discover;
 mod disk;
+mod failure;
 mod gemini;
 mod generated;
 mod import;
