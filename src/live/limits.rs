@@ -573,14 +573,16 @@ mod tests {
                     (l.clone(), admitted.clone(), in_flight.clone(), max_in_flight.clone());
                 std::thread::spawn(move || {
                     for _ in 0..5 {
+                        // Counted as in flight from before admission until after settling, so no admitted
+                        // request is ever missing from the count.
+                        let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_in_flight.fetch_max(n, Ordering::SeqCst);
                         if let Ok(a) = l.admit("k", &b, T0) {
                             admitted.fetch_add(1, Ordering::SeqCst);
-                            let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                            max_in_flight.fetch_max(n, Ordering::SeqCst);
                             std::thread::yield_now();
-                            in_flight.fetch_sub(1, Ordering::SeqCst);
                             l.settle(a.ticket, 1, Some(0.01), T0);
                         }
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
                     }
                 })
             })

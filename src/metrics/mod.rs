@@ -242,7 +242,11 @@ impl Metrics {
         );
         r.register("router_requests_in_flight", "Requests being handled now", m.in_flight.clone());
         r.register("router_streams_in_flight", "Streaming (SSE) responses being sent now", m.streams.clone());
-        r.register("router_store_queue_depth", "Request records waiting for the store writer", m.backlog.clone());
+        r.register(
+            "router_store_queue_depth",
+            "Request records not yet saved in the store (queued, held while it fails, in the pending file)",
+            m.backlog.clone(),
+        );
         r.register(
             "router_store_batch_seconds",
             "Time the store writer took to commit one batch of records",
