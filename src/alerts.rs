@@ -70,29 +70,6 @@ impl Alert {
     }
 }
 
-/// Checks the `alerts:` section: (field, message, hint) of the first problem. Never echoes a URL.
-pub fn validate(cfg: &AlertsConfig) -> Result<(), (String, String, &'static str)> {
-    for (i, w) in cfg.webhooks.iter().enumerate() {
-        match reqwest::Url::parse(w.url.expose()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-            _ => {
-                return Err((
-                    format!("webhooks[{i}].url"),
-                    "is not an http(s) URL".into(),
-                    "write the webhook's full URL, e.g. https://hooks.slack.com/services/...",
-                ));
-            }
-        }
-    }
-    if cfg.attempts == 0 {
-        return Err(("attempts".into(), "must be at least 1".into(), "3 tries a target three times"));
-    }
-    if !(0.0..=1000.0).contains(&cfg.budget_percent) {
-        return Err(("budget_percent".into(), "must be between 0 and 1000".into(), "80 alerts at 80% of a budget"));
-    }
-    Ok(())
-}
-
 /// A target's name in logs and reports: its own, else the URL's host (never the URL: it may hold a token).
 pub fn target_name(w: &WebhookConfig) -> String {
     w.name.clone().unwrap_or_else(|| {
@@ -394,7 +371,7 @@ mod tests {
             format: WebhookFormat::Json,
             name: None,
         });
-        let (field, msg, _) = validate(&c).unwrap_err();
+        let (field, msg, _) = c.check().unwrap_err();
         assert_eq!(field, "webhooks[0].url");
         assert!(!msg.contains("secret-token"));
     }

@@ -327,29 +327,8 @@ pub struct RequestsQuery {
 /// hold).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RecordList {
-    #[serde(with = "records_as_text")]
+    #[serde(with = "crate::usage::records_as_text")]
     pub records: Vec<RequestRecord>,
-}
-
-pub(crate) mod records_as_text {
-    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
-
-    use crate::usage::RequestRecord;
-
-    pub fn serialize<S: Serializer>(v: &[RequestRecord], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(v.len()))?;
-        for r in v {
-            seq.serialize_element(&serde_json::to_string(r).map_err(serde::ser::Error::custom)?)?;
-        }
-        seq.end()
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RequestRecord>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|t| serde_json::from_str(t).map_err(serde::de::Error::custom))
-            .collect()
-    }
 }
 
 impl Op for RequestsQuery {

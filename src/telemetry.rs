@@ -34,14 +34,7 @@ pub struct Traces {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The collector URL: the configured one, with `/v1/traces` when it names no path.
-pub fn traces_url(endpoint: &str) -> Result<String, String> {
-    let url = url::Url::parse(endpoint.trim()).map_err(|e| format!("`{endpoint}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("`{endpoint}` is not an http(s) URL"));
-    }
-    Ok(if url.path() == "/" { format!("{}/v1/traces", endpoint.trim().trim_end_matches('/')) } else { url.to_string() })
-}
+pub use crate::config::otlp_traces_url as traces_url;
 
 /// Starts exporting spans of the requests the server finishes, when `cfg` names a collector. The server's
 /// snapshot tells each channel's provider (`gen_ai.system`) at the time a request finishes.

@@ -352,7 +352,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
         )),
     };
     if let Some(e) = &raw.telemetry.otlp_endpoint
-        && let Err(message) = crate::telemetry::traces_url(e)
+        && let Err(message) = otlp_traces_url(e)
     {
         return Err(err(
             locate(text, "otlp_endpoint:"),
@@ -385,7 +385,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write host:port, e.g. 127.0.0.1:9464",
         ));
     }
-    crate::alerts::validate(&raw.alerts).map_err(|(field, message, hint)| {
+    raw.alerts.check().map_err(|(field, message, hint)| {
         err(locate(text, &format!("{field}:")), format!("alerts.{field}"), message, hint)
     })?;
     let mut gateway_keys = Vec::new();
@@ -518,6 +518,15 @@ pub fn is_local_url(url: &str) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// The collector URL: the configured one, with `/v1/traces` when it names no path.
+pub fn otlp_traces_url(endpoint: &str) -> Result<String, String> {
+    let url = url::Url::parse(endpoint.trim()).map_err(|e| format!("`{endpoint}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{endpoint}` is not an http(s) URL"));
+    }
+    Ok(if url.path() == "/" { format!("{}/v1/traces", endpoint.trim().trim_end_matches('/')) } else { url.to_string() })
 }
 
 #[cfg(test)]

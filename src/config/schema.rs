@@ -149,12 +149,16 @@ pub struct StoreConfig {
     pub pending_dir: Option<String>,
 }
 
+/// Records kept in memory while the store cannot be written (`store.max_pending_records`): at ~1.3 KB a
+/// record, about 130 MB — minutes of heavy traffic.
+pub const DEFAULT_MAX_PENDING_RECORDS: usize = 100_000;
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: None,
             retention_days: 0,
-            max_pending_records: crate::store::writer::DEFAULT_MAX_PENDING,
+            max_pending_records: DEFAULT_MAX_PENDING_RECORDS,
             pending_dir: None,
         }
     }
@@ -776,6 +780,31 @@ pub struct AlertsConfig {
     pub timeout: Dur,
     /// Attempts per alert and target (the first included).
     pub attempts: u32,
+}
+
+impl AlertsConfig {
+    /// Checks the `alerts:` section: (field, message, hint) of the first problem. Never echoes a URL.
+    pub fn check(&self) -> Result<(), (String, String, &'static str)> {
+        for (i, w) in self.webhooks.iter().enumerate() {
+            match reqwest::Url::parse(w.url.expose()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => {
+                    return Err((
+                        format!("webhooks[{i}].url"),
+                        "is not an http(s) URL".into(),
+                        "write the webhook's full URL, e.g. https://hooks.slack.com/services/...",
+                    ));
+                }
+            }
+        }
+        if self.attempts == 0 {
+            return Err(("attempts".into(), "must be at least 1".into(), "3 tries a target three times"));
+        }
+        if !(0.0..=1000.0).contains(&self.budget_percent) {
+            return Err(("budget_percent".into(), "must be between 0 and 1000".into(), "80 alerts at 80% of a budget"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for AlertsConfig {

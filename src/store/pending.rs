@@ -155,7 +155,7 @@ pub fn read_file(path: &Path) -> anyhow::Result<(Vec<RequestRecord>, usize)> {
 /// Records already in the store are skipped, so importing a file twice counts it once.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RecordsImport {
-    #[serde(with = "crate::report::records_as_text")]
+    #[serde(with = "crate::usage::records_as_text")]
     pub records: Vec<RequestRecord>,
 }
 

@@ -31,7 +31,7 @@ use crate::usage::sink::SinkHealth;
 
 /// Records kept in memory while the store cannot be written, by default: about 130 MB at ~1.3 KB a record,
 /// some 3 minutes of 500 requests a second.
-pub const DEFAULT_MAX_PENDING: usize = 100_000;
+pub use crate::config::DEFAULT_MAX_PENDING_RECORDS as DEFAULT_MAX_PENDING;
 
 /// A failing store is not reopened while its filesystem has less room than this.
 const MIN_FREE_TO_RETRY: u64 = 1 << 20;

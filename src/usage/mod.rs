@@ -192,6 +192,27 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+pub(crate) mod records_as_text {
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+    use crate::usage::RequestRecord;
+
+    pub fn serialize<S: Serializer>(v: &[RequestRecord], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for r in v {
+            seq.serialize_element(&serde_json::to_string(r).map_err(serde::ser::Error::custom)?)?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RequestRecord>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
