@@ -92,15 +92,11 @@ pub fn registry(cell: LiveCell) -> Registry {
     let mut r = Registry::builtin();
     let c = cell.clone();
     r.on_change(Arc::new(move |op: &str| {
-        let c = c.clone();
-        let op = op.to_string();
-        tokio::task::spawn_blocking(move || {
-            if let Some(live) = c.get()
-                && let Err(e) = rebuild(live)
-            {
-                tracing::warn!("after `{op}`: the catalogue could not be rebuilt, keeping the previous one: {e:#}");
-            }
-        });
+        if let Some(live) = c.get()
+            && let Err(e) = rebuild(live)
+        {
+            tracing::warn!("after `{op}`: the catalogue could not be rebuilt, keeping the previous one: {e:#}");
+        }
     }));
     add_wired_ops(&mut r, &cell);
     r

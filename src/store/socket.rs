@@ -174,8 +174,11 @@ impl Registry {
                 tracing::warn!("`{name}`: queued records were not committed within {BARRIER_WAIT:?}; answering anyway");
             }
             let out = tokio::task::spawn_blocking(move || h(&s, args)).await.context("store operation panicked")??;
-            if writes && let Some(hook) = &self.on_change {
-                hook(name);
+            // The hook (the server's catalogue rebuild) runs before the answer, so a write made through the
+            // socket or the admin API is in force when its caller hears back.
+            if writes && let Some(hook) = self.on_change.clone() {
+                let name = name.to_string();
+                tokio::task::spawn_blocking(move || hook(&name)).await.context("store change hook panicked")?;
             }
             return Ok(out);
         }
