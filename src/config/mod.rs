@@ -333,6 +333,23 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write redis://host:6379/0 or rediss://host:6379/0 (TLS)",
         ));
     }
+    if let Some(url) = &raw.store.postgres {
+        let lower = url.trim().to_ascii_lowercase();
+        let bad = if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+            Some("not a PostgreSQL URL (it must start with postgres:// or postgresql://)".to_string())
+        } else {
+            url.trim().parse::<postgres::Config>().err().map(|e| format!("not a PostgreSQL URL: {e}"))
+        };
+        if let Some(message) = bad {
+            // The URL may carry a password: name the field, not the value.
+            return Err(err(
+                locate(text, "postgres:"),
+                "store.postgres".into(),
+                message,
+                "write postgres://user:password@host:5432/database",
+            ));
+        }
+    }
     // A key given in plain text is hashed at load; a `hash` must be `sha256:<hex>`.
     let key_hash = |plain: &Option<Secret>, hash: &Option<String>, name: &str, key: &str| match (plain, hash) {
         (Some(plain), None) if !plain.is_empty() => Ok(hash_key(plain.expose())),

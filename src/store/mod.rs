@@ -13,6 +13,7 @@ pub mod channels;
 #[cfg(test)]
 pub(crate) mod fault;
 pub mod pending;
+pub mod pg;
 pub mod recorder;
 pub mod socket;
 pub mod tables;
@@ -21,9 +22,10 @@ pub mod writer;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -55,6 +57,10 @@ pub enum StoreError {
     AfterIoError,
     #[error("the store {} cannot be read now: a write failed (disk full or read-only?) and it cannot be opened again yet", path.display())]
     Closed { path: PathBuf },
+    #[error("PostgreSQL {db}: {message}")]
+    Postgres { db: String, message: String },
+    #[error("PostgreSQL {db} was migrated by a newer router (schema {found}; this router knows up to {supported})")]
+    PostgresNewer { db: String, found: i32, supported: i32 },
     #[error("`{key}` already exists in table {table}")]
     Exists { table: &'static str, key: String },
     #[error(transparent)]
@@ -69,7 +75,12 @@ impl crate::error::Hinted for StoreError {
             StoreError::NotAStore { .. } | StoreError::Foreign { .. } => {
                 Some("pass another file with --store (or ROUTER_STORE / store.path); this one is left untouched")
             }
-            StoreError::Newer { .. } | StoreError::Decode(DecodeError::NewerVersion(_)) => {
+            StoreError::Postgres { .. } => {
+                Some("check that PostgreSQL runs and store.postgres (user, password, database) is right")
+            }
+            StoreError::Newer { .. }
+            | StoreError::PostgresNewer { .. }
+            | StoreError::Decode(DecodeError::NewerVersion(_)) => {
                 Some("run the newer router that wrote this store, or point --store at another file")
             }
             StoreError::Locked { .. } => Some("stop the other process, or use another store with --store"),
@@ -157,6 +168,47 @@ struct Inner {
     /// Test seam: a backend that fails writes on demand (see `fault`).
     #[cfg(test)]
     fault: Option<Arc<fault::Fault>>,
+    /// `store.postgres`: records, rollups and KV tables live there; this file keeps only the spool.
+    pg: Option<Arc<pg::Pg>>,
+    spool: Mutex<Spool>,
+    /// What [`Inner::spool`] says, for readers that must not wait for a replay: (records, why PostgreSQL fails).
+    spool_view: Mutex<(u64, Option<String>)>,
+}
+
+/// The records spooled in the local file while PostgreSQL cannot be written.
+#[derive(Default)]
+struct Spool {
+    /// Records in the `pg_spool` table.
+    records: u64,
+    down: Option<Down>,
+}
+
+struct Down {
+    since: Instant,
+    reason: String,
+    next_try: Instant,
+    delay: Duration,
+}
+
+/// First wait before PostgreSQL is tried again after a failure; doubles up to [`SPOOL_RETRY_MAX`].
+const SPOOL_RETRY_MIN: Duration = Duration::from_millis(200);
+const SPOOL_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Spooled records replayed per PostgreSQL transaction.
+const SPOOL_REPLAY_BATCH: usize = 512;
+
+/// The PostgreSQL URL stores opened by this process use (`store.postgres`, set by `settings`).
+static POSTGRES_URL: RwLock<Option<String>> = RwLock::new(None);
+
+/// Makes every store this process opens from now on keep its records, rollups and KV tables in PostgreSQL at
+/// `url` (the redb file then only spools records PostgreSQL cannot take yet). `settings` calls it once the
+/// configuration is read, so every command and `serve` use the same backend.
+pub fn use_postgres(url: Option<String>) {
+    *POSTGRES_URL.write().unwrap_or_else(|e| e.into_inner()) = url;
+}
+
+/// The URL set by [`use_postgres`].
+pub fn postgres_url() -> Option<String> {
+    POSTGRES_URL.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// The database of an open store, borrowed for one operation.
@@ -180,7 +232,27 @@ impl Store {
     /// newer router, and creates missing tables.
     /// A new file is created readable by its owner only (0600), its new directories 0700, whoever creates it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, postgres_url().as_deref())
+    }
+
+    /// Opens the store at `path` with its records, rollups and KV tables in PostgreSQL at `postgres` when
+    /// given (the file then spools records PostgreSQL cannot take yet). An unreachable PostgreSQL is not an
+    /// error here (records spool until it answers; reads fail with its error); a database migrated by a newer
+    /// router is.
+    pub fn open_with(path: &Path, postgres: Option<&str>) -> Result<Store, StoreError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let pg = match postgres {
+            Some(url) => {
+                let pg = pg::Pg::open(url)?;
+                match pg.check() {
+                    Ok(()) => {}
+                    Err(e @ StoreError::PostgresNewer { .. }) => return Err(e),
+                    Err(e) => tracing::warn!("{e}; request records are spooled in {} until it answers", path.display()),
+                }
+                Some(Arc::new(pg))
+            }
+            None => None,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -200,17 +272,34 @@ impl Store {
                 db: RwLock::new(None),
                 #[cfg(test)]
                 fault: None,
+                pg,
+                spool: Mutex::new(Spool::default()),
+                spool_view: Mutex::new((0, None)),
             }),
         };
         store.reopen()?;
+        if store.inner.pg.is_some() {
+            let n = store.spool_len()?;
+            let mut st = store.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
+            st.records = n;
+            store.show(&st);
+        }
         Ok(store)
     }
 
     /// Opens a store whose file writes fail while `fault` says so (tests of the writer's recovery).
     #[cfg(test)]
     pub(crate) fn open_with_fault(path: &Path, fault: Arc<fault::Fault>) -> Result<Store, StoreError> {
-        let store =
-            Store { inner: Arc::new(Inner { path: path.to_path_buf(), db: RwLock::new(None), fault: Some(fault) }) };
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: RwLock::new(None),
+                fault: Some(fault),
+                pg: None,
+                spool: Mutex::new(Spool::default()),
+                spool_view: Mutex::new((0, None)),
+            }),
+        };
         store.reopen()?;
         Ok(store)
     }
@@ -313,6 +402,7 @@ fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
     }
     txn.open_table(tables::REQUESTS).map_err(db)?;
     txn.open_table(tables::USAGE_DAILY).map_err(db)?;
+    txn.open_table(tables::PG_SPOOL).map_err(db)?;
     txn.commit().map_err(db)?;
     Ok(())
 }
@@ -328,6 +418,9 @@ impl Store {
 
     /// Unix ms before which request records may have been pruned (0: never pruned).
     pub fn pruned_before(&self) -> Result<i64, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.pruned_before();
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let meta = txn.open_table(tables::META).map_err(db)?;
@@ -337,9 +430,15 @@ impl Store {
     /// Writes a batch of records and their rollups in one durable transaction. A record whose id is already
     /// stored is skipped (rollups untouched), so writing the same records twice — a retried batch, a pending
     /// file imported again — counts them once. Returns how many were new.
+    ///
+    /// With PostgreSQL, a batch it cannot take is spooled in this file (and `Ok(0)` returned): spooled records
+    /// are replayed, oldest first, before any later batch, when PostgreSQL answers again.
     pub fn write_records(&self, recs: &[RequestRecord]) -> Result<u64, StoreError> {
         if recs.is_empty() {
             return Ok(0);
+        }
+        if let Some(pg) = &self.inner.pg {
+            return self.write_shared(pg, recs);
         }
         let mut daily: HashMap<DailyKey, Counters> = HashMap::new();
         let mut new = 0;
@@ -373,6 +472,9 @@ impl Store {
 
     /// Deletes request records older than `before_ms` (daily rollups stay). Returns how many were removed.
     pub fn prune_requests(&self, before_ms: i64) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.prune_requests(before_ms);
+        }
         let bound = (before_ms.max(0) as u128) << 64;
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
@@ -398,6 +500,9 @@ impl Store {
         rev: bool,
         mut f: impl FnMut(RequestRecord) -> bool,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.scan_requests(range, rev, f);
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(tables::REQUESTS).map_err(db)?;
@@ -427,6 +532,9 @@ impl Store {
         if first > last {
             return Ok(());
         }
+        if let Some(pg) = &self.inner.pg {
+            return pg.scan_daily(first, last, f);
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
@@ -452,6 +560,9 @@ impl Store {
 
     /// Stores already-encoded JSON under `key`.
     pub fn put_raw(&self, table: KvTable, key: &str, json: &[u8]) -> Result<(), StoreError> {
+        if self.inner.pg.is_some() {
+            return self.apply_kv(table, &[], &[], &[(key.to_string(), json.to_vec())]);
+        }
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         txn.open_table(table.def()).map_err(db)?.insert(key, json).map_err(db)?;
@@ -468,6 +579,9 @@ impl Store {
     }
 
     pub fn get_raw(&self, table: KvTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.get_raw(table.name(), key);
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(table.def()).map_err(db)?;
@@ -487,6 +601,9 @@ impl Store {
     }
 
     pub fn list_raw(&self, table: KvTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.list_raw(table.name());
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(table.def()).map_err(db)?;
@@ -507,6 +624,11 @@ impl Store {
         removes: &[String],
         puts: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg
+                .apply_kv(table.name(), absent, removes, puts)?
+                .map_err(|key| StoreError::Exists { table: table.name(), key });
+        }
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         {
@@ -528,11 +650,200 @@ impl Store {
 
     /// Removes `key`; returns whether it was there.
     pub fn delete(&self, table: KvTable, key: &str) -> Result<bool, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.delete(table.name(), key);
+        }
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         let existed = txn.open_table(table.def()).map_err(db)?.remove(key).map_err(db)?.is_some();
         txn.commit().map_err(db)?;
         Ok(existed)
+    }
+}
+
+/// PostgreSQL (`store.postgres`) and the spool that keeps its records through an outage.
+impl Store {
+    /// The PostgreSQL store, when records live there.
+    pub fn postgres(&self) -> Option<&pg::Pg> {
+        self.inner.pg.as_deref()
+    }
+
+    /// Visits the hourly rollups of hours `first..=last` (hours since the Unix epoch, UTC; the key's `day`
+    /// holds the hour). PostgreSQL only for now: `None` when this store has no hourly rollups.
+    pub fn scan_hourly_pg(
+        &self,
+        first: u32,
+        last: u32,
+        f: impl FnMut(DailyKey, Counters),
+    ) -> Option<Result<(), StoreError>> {
+        self.inner.pg.as_ref().map(|pg| pg.scan_hourly(first, last, f))
+    }
+
+    /// Records spooled in this file and not yet in PostgreSQL.
+    pub fn spooled(&self) -> u64 {
+        self.inner.spool_view.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Why PostgreSQL cannot be written now (None while it can, and without PostgreSQL).
+    pub fn shared_problem(&self) -> Option<String> {
+        self.inner.spool_view.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    fn show(&self, st: &Spool) {
+        *self.inner.spool_view.lock().unwrap_or_else(|e| e.into_inner()) =
+            (st.records, st.down.as_ref().map(|d| d.reason.clone()));
+    }
+
+    /// Tries to replay the spool into PostgreSQL when it is due (the writer calls this while it is idle).
+    pub fn retry_spool(&self) {
+        let Some(pg) = &self.inner.pg else { return };
+        let mut st = self.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
+        if st.records > 0 || st.down.is_some() {
+            self.replay(pg, &mut st);
+            self.show(&st);
+        }
+    }
+
+    fn write_shared(&self, pg: &pg::Pg, recs: &[RequestRecord]) -> Result<u64, StoreError> {
+        let mut st = self.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
+        if st.records > 0 || st.down.is_some() {
+            self.replay(pg, &mut st);
+        }
+        if st.records == 0 && st.down.is_none() {
+            match pg.write_records(recs) {
+                Ok(n) => {
+                    self.show(&st);
+                    return Ok(n);
+                }
+                Err(e) => self.went_down(&mut st, e),
+            }
+        }
+        // Behind the spooled ones, in order.
+        let put = self.spool_put(recs);
+        if put.is_ok() {
+            st.records += recs.len() as u64;
+        }
+        self.show(&st);
+        put.map(|()| 0)
+    }
+
+    /// Replays spooled records (oldest first) when a try is due; stops at the first failure.
+    fn replay(&self, pg: &pg::Pg, st: &mut Spool) {
+        if st.down.as_ref().is_some_and(|d| Instant::now() < d.next_try) {
+            return;
+        }
+        let mut replayed = 0u64;
+        loop {
+            let batch = match self.spool_take(SPOOL_REPLAY_BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("cannot read the PostgreSQL spool in {}: {e}", self.path().display());
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                st.records = 0;
+                if st.down.is_some()
+                    && let Err(e) = pg.check()
+                {
+                    self.went_down(st, e);
+                    return;
+                }
+                if let Some(d) = st.down.take() {
+                    tracing::warn!(
+                        "PostgreSQL {} takes records again after {:.1?}; {replayed} spooled request records replayed",
+                        pg.shown(),
+                        d.since.elapsed()
+                    );
+                }
+                return;
+            }
+            // A batch PostgreSQL committed but whose answer was lost is replayed again: ids already stored
+            // are skipped, so it counts once.
+            if let Err(e) = pg.write_records(&batch) {
+                self.went_down(st, e);
+                return;
+            }
+            let ids: Vec<u128> = batch.iter().map(|r| r.id).collect();
+            if let Err(e) = self.spool_remove(&ids) {
+                tracing::error!("cannot remove replayed records from the spool in {}: {e}", self.path().display());
+                return;
+            }
+            replayed += ids.len() as u64;
+            st.records = st.records.saturating_sub(ids.len() as u64);
+        }
+    }
+
+    fn went_down(&self, st: &mut Spool, e: StoreError) {
+        let now = Instant::now();
+        let reason = e.to_string();
+        match &mut st.down {
+            None => {
+                tracing::error!(
+                    "{reason}. Request records are spooled in {} and replayed in order when PostgreSQL answers",
+                    self.path().display()
+                );
+                st.down = Some(Down { since: now, reason, next_try: now + SPOOL_RETRY_MIN, delay: SPOOL_RETRY_MIN });
+            }
+            Some(d) => {
+                if d.reason != reason {
+                    tracing::debug!("PostgreSQL still cannot be written: {reason}");
+                    d.reason = reason;
+                }
+                d.delay = (d.delay * 2).min(SPOOL_RETRY_MAX);
+                d.next_try = now + d.delay;
+            }
+        }
+    }
+
+    fn spool_len(&self) -> Result<u64, StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+        t.len().map_err(db)
+    }
+
+    fn spool_put(&self, recs: &[RequestRecord]) -> Result<(), StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+            // Keyed by arrival, not by id: replay keeps the order records were committed in.
+            let mut next = t.last().map_err(db)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            for r in recs {
+                t.insert(next, tables::encode_record(r).as_slice()).map_err(db)?;
+                next += 1;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// The oldest `n` spooled records (left in place until [`Store::spool_remove`]).
+    fn spool_take(&self, n: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)?.take(n) {
+            let (_, v) = item.map_err(db)?;
+            out.push(tables::decode_record(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes the oldest `ids.len()` spooled records (the ones [`Store::spool_take`] returned).
+    fn spool_remove(&self, ids: &[u128]) -> Result<(), StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+            for _ in ids {
+                if t.pop_first().map_err(db)?.is_none() {
+                    break;
+                }
+            }
+        }
+        txn.commit().map_err(db)
     }
 }
 

@@ -34,6 +34,10 @@ pub const GATEWAY_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("gat
 /// Request records: time-ordered id (unix ms in the high 64 bits) -> [`encode_record`].
 pub const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("requests");
 
+/// Records waiting for PostgreSQL (`store.postgres`) while it cannot be written: arrival sequence ->
+/// [`encode_record`]. Empty without PostgreSQL.
+pub const PG_SPOOL: TableDefinition<u64, &[u8]> = TableDefinition::new("pg_spool");
+
 /// Daily rollups: [`DailyKey`] -> [`Counters::encode`]. Never pruned.
 /// Key: (UTC day number since 1970-01-01, channel, endpoint, token fingerprint, token_key, model, gateway key).
 /// Absent parts are empty strings.

@@ -33,6 +33,9 @@ use crate::usage::sink::SinkHealth;
 /// some 3 minutes of 500 requests a second.
 pub use crate::config::DEFAULT_MAX_PENDING_RECORDS as DEFAULT_MAX_PENDING;
 
+/// How often an idle writer tries to replay records spooled for PostgreSQL.
+const SPOOL_POLL: Duration = Duration::from_millis(250);
+
 /// A failing store is not reopened while its filesystem has less room than this.
 const MIN_FREE_TO_RETRY: u64 = 1 << 20;
 
@@ -211,6 +214,13 @@ impl Writer {
                     Some(w) = self.flush_rx.recv() => {
                         // Records sent before the barrier are in the queue now: answer when they are committed.
                         if self.rx.is_empty() { let _ = w.send(()); } else { self.waiting.push(w); }
+                        continue;
+                    }
+                    // Records spooled for PostgreSQL: replay them when it answers, even with no new records.
+                    _ = tokio::time::sleep(SPOOL_POLL), if self.store.spooled() > 0 || self.store.shared_problem().is_some() => {
+                        let s = self.store.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.retry_spool()).await;
+                        self.publish();
                         continue;
                     }
                 };
@@ -487,7 +497,12 @@ impl Writer {
         let in_file = self.file.as_ref().map_or(0, |f| f.unread());
         // The channel's used slots: records queued, and those whose request reserved room and is sending it.
         let queued = self.rx.max_capacity() - self.rx.capacity();
-        self.health.set_pending(self.pending() + queued as u64, in_file);
+        // Records spooled for PostgreSQL are durable here but not yet where reports read them.
+        let spooled = self.store.spooled();
+        self.health.set_pending(self.pending() + queued as u64 + spooled, in_file);
+        if self.failing.is_none() {
+            self.health.set_degraded(self.store.shared_problem());
+        }
     }
 
     /// After the loop: what the store did not take goes to the pending file.
