@@ -12,6 +12,7 @@
 pub mod channels;
 #[cfg(test)]
 pub(crate) mod fault;
+pub mod migrate;
 pub mod pending;
 pub mod pg;
 pub mod recorder;
@@ -247,7 +248,8 @@ impl Store {
                 match pg.check() {
                     Ok(()) => {}
                     Err(e @ StoreError::PostgresNewer { .. }) => return Err(e),
-                    Err(e) => tracing::warn!("{e}; request records are spooled in {} until it answers", path.display()),
+                    // `serve` spools records meanwhile (and logs it once); a report fails with the error.
+                    Err(e) => tracing::debug!("{e}"),
                 }
                 Some(Arc::new(pg))
             }
@@ -809,10 +811,9 @@ impl Store {
         {
             let mut t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
             // Keyed by arrival, not by id: replay keeps the order records were committed in.
-            let mut next = t.last().map_err(db)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
-            for r in recs {
-                t.insert(next, tables::encode_record(r).as_slice()).map_err(db)?;
-                next += 1;
+            let first = t.last().map_err(db)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            for (seq, r) in (first..).zip(recs) {
+                t.insert(seq, tables::encode_record(r).as_slice()).map_err(db)?;
             }
         }
         txn.commit().map_err(db)

@@ -262,8 +262,8 @@ impl Pg {
                     hourly.entry(h).or_default().add(&c);
                 }
             }
-            upsert(&mut tx, "usage_daily", "day", &daily)?;
-            upsert(&mut tx, "usage_hourly", "hour", &hourly)?;
+            upsert(&mut tx, "usage_daily", "day", &daily, false)?;
+            upsert(&mut tx, "usage_hourly", "hour", &hourly, false)?;
             tx.commit()?;
             Ok(new)
         })
@@ -399,16 +399,15 @@ impl Pg {
         Ok(())
     }
 
-    /// Adds rollup rows as they are (for `store migrate`: the source's rollups, not recomputed), in one
-    /// transaction. `hourly` picks the table.
-    pub fn add_rollups(&self, hourly: bool, rows: Vec<(DailyKey, Counters)>) -> Result<(), StoreError> {
-        let map: BTreeMap<DailyKey, Counters> = rows.into_iter().collect();
+    /// Sets rollup rows to the given counters (for `store migrate`: the source's rollups, not recomputed; a
+    /// second run sets the same values), in one transaction. `hourly` picks the table.
+    pub fn set_rollups(&self, hourly: bool, rows: BTreeMap<DailyKey, Counters>) -> Result<(), StoreError> {
         self.call(move |c| {
             let mut tx = c.transaction()?;
             if hourly {
-                upsert(&mut tx, "usage_hourly", "hour", &map)?;
+                upsert(&mut tx, "usage_hourly", "hour", &rows, true)?;
             } else {
-                upsert(&mut tx, "usage_daily", "day", &map)?;
+                upsert(&mut tx, "usage_daily", "day", &rows, true)?;
             }
             tx.commit()?;
             Ok(())
@@ -528,17 +527,21 @@ fn id_of(b: &[u8]) -> u128 {
     u128::from_be_bytes(a)
 }
 
-/// Adds `rows` (unique keys, in key order: every instance locks rows in the same order) to a rollup table.
+/// Adds `rows` (unique keys, in key order: every instance locks rows in the same order) to a rollup table, or
+/// sets them to these values when `replace`.
 fn upsert(
     tx: &mut postgres::Transaction<'_>,
     table: &str,
     unit: &str,
     rows: &BTreeMap<DailyKey, Counters>,
+    replace: bool,
 ) -> Result<(), postgres::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut cols: (Vec<i32>, [Vec<&str>; 6], [Vec<i64>; 9], Vec<f64>) = Default::default();
+    /// Column arrays: the unit, the six key strings, nine integer counters, the cost.
+    type Columns<'a> = (Vec<i32>, [Vec<&'a str>; 6], [Vec<i64>; 9], Vec<f64>);
+    let mut cols: Columns<'_> = Default::default();
     for (k, c) in rows {
         cols.0.push(k.day as i32);
         for (v, s) in
@@ -562,6 +565,23 @@ fn upsert(
         }
         cols.3.push(c.cost_usd);
     }
+    let set = |col: &str| {
+        if replace { format!("{col} = excluded.{col}") } else { format!("{col} = u.{col} + excluded.{col}") }
+    };
+    let sets = [
+        "requests",
+        "errors",
+        "input",
+        "cache_read",
+        "cache_write",
+        "output",
+        "reasoning",
+        "unknown_cost",
+        "estimated",
+        "cost_usd",
+    ]
+    .map(set)
+    .join(", ");
     let sql = format!(
         "INSERT INTO {table} AS u ({unit}, channel, endpoint, token_fp, token_key, model, gateway_key, requests, \
          errors, input, cache_read, cache_write, output, reasoning, unknown_cost, estimated, cost_usd) \
@@ -570,12 +590,7 @@ fn upsert(
          $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], \
          $16::int8[], $17::float8[]) WITH ORDINALITY \
          AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, o) ORDER BY o \
-         ON CONFLICT ({unit}, channel, endpoint, token_fp, token_key, model, gateway_key) DO UPDATE SET \
-         requests = u.requests + excluded.requests, errors = u.errors + excluded.errors, \
-         input = u.input + excluded.input, cache_read = u.cache_read + excluded.cache_read, \
-         cache_write = u.cache_write + excluded.cache_write, output = u.output + excluded.output, \
-         reasoning = u.reasoning + excluded.reasoning, unknown_cost = u.unknown_cost + excluded.unknown_cost, \
-         estimated = u.estimated + excluded.estimated, cost_usd = u.cost_usd + excluded.cost_usd"
+         ON CONFLICT ({unit}, channel, endpoint, token_fp, token_key, model, gateway_key) DO UPDATE SET {sets}"
     );
     let [a, b, c, d, e, f] = &cols.1;
     let [n0, n1, n2, n3, n4, n5, n6, n7, n8] = &cols.2;
