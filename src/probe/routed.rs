@@ -220,6 +220,7 @@ async fn send_through_proxy(
         affinity: Default::default(),
         shared: None,
         ui_sessions: Default::default(),
+        stopping: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

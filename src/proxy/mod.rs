@@ -73,6 +73,9 @@ pub struct AppState {
     pub shared: Option<Arc<Shared>>,
     /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
     pub ui_sessions: crate::ui::Sessions,
+    /// Becomes `true` when the server stops accepting: endless responses (the admin event stream) end then,
+    /// so they do not hold the shutdown for its whole grace period.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -118,6 +121,7 @@ impl AppState {
             metrics,
             affinity,
             ui_sessions: crate::ui::Sessions::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 }
@@ -169,6 +173,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    state.stopping.send_replace(true);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
