@@ -132,10 +132,6 @@ fn the_library_does_not_import_cli() {
     let edges = module_graph();
     let importers: Vec<&String> =
         edges.iter().filter(|(m, to)| *m != "cli" && to.contains("cli")).map(|e| e.0).collect();
-    // Known and not yet untangled: the admin API renders answers with the CLI's `--json` functions
-    // (`cli::requests::record_json`, `cli::usage::to_json`) and runs `cli::keys`' key operations. Those belong in
-    // the library (`report`, `keys`); remove this line once they move.
-    let importers: Vec<&String> = importers.into_iter().filter(|m| *m != "admin").collect();
     assert!(importers.is_empty(), "modules importing crate::cli: {importers:?}");
 }
 
