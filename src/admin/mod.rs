@@ -46,6 +46,43 @@ impl Admin {
     }
 }
 
+/// The door of the admin API (`/admin/`) and the dashboard (`/ui`, `/ui/...`) on the proxy's listener
+/// (`proxy::Door`). `serve` opens it before the listener accepts; the admin API answers 503 until
+/// [`Door::ready`] gives it its operations.
+#[derive(Default)]
+pub struct Door {
+    admin: std::sync::OnceLock<Admin>,
+    /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
+    sessions: crate::ui::Sessions,
+}
+
+impl Door {
+    /// Gives the door its operations once the store is open (later calls change nothing).
+    pub fn ready(&self, admin: Admin) {
+        let _ = self.admin.set(admin);
+    }
+}
+
+impl crate::proxy::Door for Door {
+    fn claims(&self, path: &str) -> bool {
+        path.starts_with("/admin/") || path == "/ui" || path.starts_with("/ui/")
+    }
+
+    fn answer(
+        self: Arc<Self>,
+        state: Arc<AppState>,
+        req: Request<Incoming>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> {
+        Box::pin(async move {
+            if req.uri().path().starts_with("/admin/") {
+                handle(&state, &self, req).await
+            } else {
+                crate::ui::handle(&state, &self.sessions, req).await
+            }
+        })
+    }
+}
+
 /// An answer that is not 200: status, message, hint.
 struct Failure(StatusCode, String, Option<String>);
 
@@ -78,8 +115,8 @@ impl From<crate::error::UserError> for Failure {
 type Answer = Result<Response<ProxyBody>, Failure>;
 
 /// Answers one request under `/admin/`.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let answer = answer(state, req).await;
+pub async fn handle(state: &Arc<AppState>, door: &Door, req: Request<Incoming>) -> Response<ProxyBody> {
+    let answer = answer(state, door, req).await;
     answer.unwrap_or_else(|Failure(status, message, hint)| {
         let kind = match status {
             StatusCode::UNAUTHORIZED => "authentication_error",
@@ -115,7 +152,7 @@ fn ok(v: &Value) -> Answer {
 }
 
 /// Who may ask: an admin key. Checked before anything else, including the path.
-fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
+fn authorise(state: &AppState, sessions: &crate::ui::Sessions, req: &Request<Incoming>) -> Result<(), Failure> {
     let snap = state.snapshot.load();
     let admins = &snap.config.admin_keys;
     let presented = crate::proxy::handler::presented_key(req.headers()).map(str::trim).filter(|k| !k.is_empty());
@@ -127,7 +164,7 @@ fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
         ));
     }
     // The dashboard's browsers: a live session of a configured admin key (`crate::ui`).
-    if presented.is_none() && crate::ui::session_admin(state, req.headers(), req.method()).is_some() {
+    if presented.is_none() && crate::ui::session_admin(state, sessions, req.headers(), req.method()).is_some() {
         return Ok(());
     }
     let Some(presented) = presented else {
@@ -152,9 +189,9 @@ fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
     Err(unauthorised("unknown admin key", "use a key of server.admin_keys"))
 }
 
-async fn answer(state: &Arc<AppState>, req: Request<Incoming>) -> Answer {
-    authorise(state, &req)?;
-    let Some(admin) = state.admin.get() else {
+async fn answer(state: &Arc<AppState>, door: &Door, req: Request<Incoming>) -> Answer {
+    authorise(state, &door.sessions, &req)?;
+    let Some(admin) = door.admin.get() else {
         return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "the server is starting; try again".into(), None));
     };
     let path = req.uri().path().to_string();
