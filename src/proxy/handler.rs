@@ -114,11 +114,8 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
 }
 
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
-    if req.uri().path().starts_with("/admin/") {
-        return crate::admin::handle(&state, req).await;
-    }
-    if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
-        return crate::ui::handle(&state, req).await;
+    if let Some(door) = state.door.get().filter(|d| d.claims(req.uri().path())) {
+        return door.clone().answer(state.clone(), req).await;
     }
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());
@@ -166,7 +163,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             (Route::Metrics, _)
                 if snap.config.raw.server.metrics && snap.config.raw.server.metrics_listen.is_none() =>
             {
-                crate::metrics::serve::response(&state)
+                super::scrape::response(&state)
             }
             (Route::Metrics, _) => {
                 let msg = if snap.config.raw.server.metrics {

@@ -1,12 +1,15 @@
 //! Talking to upstreams: the one HTTP client, URL and auth per provider kind.
 //!
 //! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request. What an upstream
-//! failure means (its class, failover, cooldown, redaction) is [`failure`]; health, latency and cooldowns are in
-//! [`health`]. The plaintext key is put on the wire here and nowhere else.
+//! failure means (its class, failover, cooldown, redaction) is `crate::failure`; health, latency and cooldowns
+//! are live state (`crate::live::health`). The plaintext key is put on the wire here and nowhere else.
 
-pub mod failure;
 pub mod fasttest;
-pub mod health;
+
+/// Moved: failure classification is `crate::failure` (a value the records carry), health is live state
+/// (`crate::live::health`); both stay reachable here for callers written against the old paths.
+pub use crate::failure;
+pub use crate::live::health;
 
 pub use failure::{FailureClass, UpstreamError, parse_retry_after, scrub, send_error};
 
