@@ -2,7 +2,7 @@
 //!
 //! Owns what a request needs from state that is not the immutable catalogue: affinity bindings (session ->
 //! candidate) and gateway-key admission (rate windows, parallel counters, budget spend). Cooldowns and observed
-//! latency are the same kind of state and still live in [`crate::upstream::health`]. The shared (Redis) backend,
+//! latency are in [`health`]. The shared (Redis) backend,
 //! [`shared`], puts cooldowns and the rpm / parallel windows of several instances in one place behind the same
 //! operations. The operations are shaped like what a request does (`binding`, `bind`,
 //! `admit`, `settle`), not a generic key-value API.
@@ -12,5 +12,6 @@
 //! HTTP or protocols.
 
 pub mod affinity;
+pub mod health;
 pub mod limits;
 pub mod shared;

@@ -3,9 +3,9 @@
 //!
 //! Owns what is copied and how a second run behaves: request records are inserted unless their id is there
 //! (`ON CONFLICT DO NOTHING`), daily rollups are set to the source's values (not added: records may have been
-//! pruned from the source while its rollups stay), hourly rollups are rebuilt from the source's records, the
-//! KV tables (channels, models, prices, health, balances, gateway keys) are upserted and the retention bound
-//! is raised to the source's. So a run repeated, or resumed after a failure, ends in the same state. Must not
+//! pruned from the source while its rollups stay), so are the hourly rollups, the KV tables (channels, models,
+//! prices, health, balances, gateway keys) are upserted, the retention bound is raised to the source's and
+//! the hour from which hourly rollups are complete is the source's. So a run repeated, or resumed after a failure, ends in the same state. Must not
 //! write the source, and should run before instances write the database (the rollup rows it copies are set,
 //! not added to). Prints nothing (the CLI does).
 
@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::pg::{self, Pg};
-use super::tables::{Counters, DailyKey};
+use super::pg::Pg;
+use super::tables::{self, DailyKey};
 use super::{KvTable, Store, StoreError};
 use crate::usage::RequestRecord;
 
@@ -37,7 +37,6 @@ pub struct Migrated {
 /// Copies everything of the redb store `from` into `to`. `progress` hears the records copied so far.
 pub fn to_postgres(from: &Store, to: &Pg, mut progress: impl FnMut(u64)) -> Result<Migrated, StoreError> {
     let mut out = Migrated { target_was_empty: to.is_empty()?, ..Default::default() };
-    let mut hourly: BTreeMap<DailyKey, Counters> = BTreeMap::new();
     let mut chunk: Vec<RequestRecord> = Vec::with_capacity(CHUNK);
     let mut failed = None;
     let mut flush = |chunk: &mut Vec<RequestRecord>, out: &mut Migrated| -> Result<(), StoreError> {
@@ -51,8 +50,6 @@ pub fn to_postgres(from: &Store, to: &Pg, mut progress: impl FnMut(u64)) -> Resu
         Ok(())
     };
     from.scan_requests(0..u128::MAX, false, |r| {
-        let k = DailyKey { day: pg::hour_of_ms(r.time_ms), ..DailyKey::of(&r) };
-        hourly.entry(k).or_default().add(&Counters::of(&r));
         chunk.push(r);
         if chunk.len() >= CHUNK
             && let Err(e) = flush(&mut chunk, &mut out)
@@ -70,6 +67,11 @@ pub fn to_postgres(from: &Store, to: &Pg, mut progress: impl FnMut(u64)) -> Resu
     from.scan_daily(0, u32::MAX, |k, c| {
         daily.insert(k, c);
     })?;
+    let mut hourly = BTreeMap::new();
+    from.scan_hourly(0, u32::MAX, |k, c| {
+        let tables::HourlyKey { hour, channel, endpoint, token_fp, token_key, model, gateway_key } = k;
+        hourly.insert(DailyKey { day: hour, channel, endpoint, token_fp, token_key, model, gateway_key }, c);
+    })?;
     out.daily_rows = daily.len() as u64;
     out.hourly_rows = hourly.len() as u64;
     to.set_rollups(false, daily)?;
@@ -85,7 +87,8 @@ pub fn to_postgres(from: &Store, to: &Pg, mut progress: impl FnMut(u64)) -> Resu
     }
     let pruned = from.pruned_before()?;
     if pruned > 0 {
-        to.raise_meta(super::tables::META_PRUNED_BEFORE, pruned)?;
+        to.raise_meta(tables::META_PRUNED_BEFORE, pruned)?;
     }
+    to.set_meta(tables::META_HOURLY_FROM, from.hourly_from()?)?;
     Ok(out)
 }

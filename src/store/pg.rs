@@ -23,7 +23,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 
 use super::StoreError;
-use super::tables::{self, Counters, DailyKey};
+use super::tables::{self, Counters, DailyKey, HourlyKey};
 use crate::usage::RequestRecord;
 
 /// The schema migrations, in order: (version, SQL). Append only; never edit a released one.
@@ -257,7 +257,7 @@ impl Pg {
                 if inserted.remove(&r.id) {
                     let k = DailyKey::of(r);
                     let c = Counters::of(r);
-                    let h = DailyKey { day: hour_of_ms(r.time_ms), ..k.clone() };
+                    let h = DailyKey { day: tables::hour_of_ms(r.time_ms), ..k.clone() };
                     daily.entry(k).or_default().add(&c);
                     hourly.entry(h).or_default().add(&c);
                 }
@@ -287,9 +287,25 @@ impl Pg {
 
     /// Unix ms before which request records may have been pruned (0: never).
     pub fn pruned_before(&self) -> Result<i64, StoreError> {
-        self.call(|c| {
-            let row = c.query_opt("SELECT value FROM meta WHERE key = $1", &[&tables::META_PRUNED_BEFORE])?;
+        self.meta(tables::META_PRUNED_BEFORE)
+    }
+
+    /// `meta[key]`, 0 when unset.
+    pub fn meta(&self, key: &'static str) -> Result<i64, StoreError> {
+        self.call(move |c| {
+            let row = c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?;
             Ok(row.map(|r| r.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
+
+    /// Sets `meta[key]` to `value`.
+    pub fn set_meta(&self, key: &'static str, value: i64) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )?;
+            Ok(())
         })
     }
 
@@ -340,10 +356,12 @@ impl Pg {
         self.scan_rollup("usage_daily", "day", first, last, f)
     }
 
-    /// Visits the hourly rollups of hours `first..=last` (hours since the Unix epoch, UTC), in key order; the
-    /// key's `day` field holds the hour.
-    pub fn scan_hourly(&self, first: u32, last: u32, f: impl FnMut(DailyKey, Counters)) -> Result<(), StoreError> {
-        self.scan_rollup("usage_hourly", "hour", first, last, f)
+    /// Visits the hourly rollups of hours `first..=last` (hours since the Unix epoch, UTC), in key order.
+    pub fn scan_hourly(&self, first: u32, last: u32, mut f: impl FnMut(HourlyKey, Counters)) -> Result<(), StoreError> {
+        self.scan_rollup("usage_hourly", "hour", first, last, |k, c| {
+            let DailyKey { day, channel, endpoint, token_fp, token_key, model, gateway_key } = k;
+            f(HourlyKey { hour: day, channel, endpoint, token_fp, token_key, model, gateway_key }, c)
+        })
     }
 
     fn scan_rollup(
@@ -515,11 +533,6 @@ impl std::fmt::Debug for Pg {
     }
 }
 
-/// Hours since the Unix epoch (UTC) of a unix-ms time.
-pub fn hour_of_ms(ms: i64) -> u32 {
-    ms.div_euclid(3_600_000).max(0) as u32
-}
-
 fn id_of(b: &[u8]) -> u128 {
     let mut a = [0u8; 16];
     let n = b.len().min(16);
@@ -677,7 +690,7 @@ pub(crate) mod tests {
             vec![(20_000, "fp:a".into(), 2, 15), (20_000, "fp:b".into(), 1, 1), (20_001, "fp:a".into(), 1, 100)]
         );
         let mut hours = Vec::new();
-        store.scan_hourly_pg(0, u32::MAX, |k, c| hours.push((k.day - 20_000 * 24, c.requests))).unwrap().unwrap();
+        store.scan_hourly(0, u32::MAX, |k, c| hours.push((k.hour - 20_000 * 24, c.requests))).unwrap();
         assert_eq!(hours, vec![(0, 2), (1, 1), (24, 1)]);
         // Paging: more records than a page, visited in order and stoppable.
         let many: Vec<_> = (0..2500).map(|i| rec(day + 10_000 + i, "fp:c", 1)).collect();
