@@ -122,9 +122,19 @@ pub fn check_url(s: &str) -> Result<postgres::Config, String> {
     s.trim().parse::<postgres::Config>().map_err(|e| format!("not a PostgreSQL URL: {e}"))
 }
 
-/// The URL with its password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    crate::import::source::redact(url)
+/// The URL with its password replaced by `***` (anything unparsable loses everything before its last `@`).
+pub fn redact(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => match u.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => u.to_string(),
+        },
+    }
 }
 
 impl Pg {
