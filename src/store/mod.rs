@@ -1,5 +1,7 @@
-//! The store: one redb file holding request records, daily and hourly usage rollups and the small tables other modules
-//! keep (channels, models, prices, health, balances, gateway keys).
+//! The store: one redb file holding request records, daily and hourly usage rollups and the small tables other
+//! modules keep (channels, models, prices, health, balances, gateway keys) — or, with `store.postgres`, the same
+//! primitives answered from PostgreSQL (`pg`), the redb file then only spooling the records PostgreSQL cannot
+//! take yet (replayed in order, each once, when it answers again).
 //!
 //! Owns opening the file (schema version check, clear errors for foreign, damaged, newer or locked files — never
 //! a panic or a silent reset) and reopening it after an I/O error, the batched record writer (`writer`) and its

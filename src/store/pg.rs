@@ -143,9 +143,14 @@ impl Pg {
     pub fn open(url: &str) -> Result<Pg, StoreError> {
         let shown = redact(url);
         let mut config = check_url(url).map_err(|message| StoreError::Postgres { db: shown.clone(), message })?;
+        // A server that stops answering (network cut, host gone) must fail the batch in seconds, not after
+        // TCP's retransmission minutes: the writer then spools and carries on.
         config.connect_timeout(Duration::from_secs(3));
+        config.tcp_user_timeout(Duration::from_secs(10));
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
         if config.get_application_name().is_none() {
             config.application_name("router");
         }

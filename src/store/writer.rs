@@ -14,6 +14,10 @@
 //! (back-pressure). After the first commit that works, the backlog and then the pending file are committed in
 //! order and the sink is healthy again (each change of state logged once). On shutdown the writer keeps trying
 //! until the grace deadline, then appends what is left to the pending file for `router store import-pending`.
+//!
+//! With PostgreSQL (`store.postgres`) a batch it cannot take is spooled by the store in its redb file (that is
+//! the store's business: the commit succeeds); the writer publishes the spool's size and PostgreSQL's error in
+//! [`SinkHealth`] and, while idle, asks the store to replay the spool every 250 ms.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
