@@ -504,6 +504,7 @@ impl Writer {
         // Records spooled for PostgreSQL are durable here but not yet where reports read them.
         let spooled = self.store.spooled();
         self.health.set_pending(self.pending() + queued as u64 + spooled, in_file);
+        self.health.set_spooled(spooled);
         if self.failing.is_none() {
             self.health.set_degraded(self.store.shared_problem());
         }

@@ -49,6 +49,8 @@ pub struct SinkHealth {
     pending: AtomicU64,
     /// Records written to the pending file and not yet saved in the store.
     pending_in_file: AtomicU64,
+    /// Of the pending records, those spooled in the local store file for PostgreSQL (durable there).
+    spooled: AtomicU64,
     state: Mutex<Degraded>,
 }
 
@@ -75,11 +77,19 @@ pub struct SinkStatus {
     pub pending: u64,
     /// Of those, how many wait in the pending file (beyond `store.max_pending_records`).
     pub pending_in_file: u64,
+    /// Of those, how many are spooled in the local store file for PostgreSQL (`store.postgres`): durable there,
+    /// replayed when PostgreSQL answers. Not shown without PostgreSQL.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spooled: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_file: Option<PathBuf>,
     /// True while new requests wait for room (the memory bound is reached and the pending file cannot be
     /// written either).
     pub holding_requests: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SinkHealth {
@@ -91,6 +101,7 @@ impl SinkHealth {
             reason: d.reason,
             pending: self.pending.load(Ordering::Relaxed),
             pending_in_file: self.pending_in_file.load(Ordering::Relaxed),
+            spooled: self.spooled.load(Ordering::Relaxed),
             pending_file: d.pending_file,
             holding_requests: d.holding,
         }
@@ -98,6 +109,11 @@ impl SinkHealth {
 
     pub fn is_degraded(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).reason.is_some()
+    }
+
+    /// Sets how many of the pending records wait in the local spool for PostgreSQL.
+    pub fn set_spooled(&self, n: u64) {
+        self.spooled.store(n, Ordering::Relaxed);
     }
 
     /// Sets the counts of records not yet saved.

@@ -279,6 +279,8 @@ async fn store_migrate_copies_a_redb_store_and_reports_read_the_same() {
         (usage.stdout, requests.stdout, keys.stdout)
     };
     let before = reports(&cfg, &s);
+    let utc_args = ["usage", "--json", "--utc", "--group-by", "token", "--group-by", "day", "--store", &s];
+    let utc_before = Cli::new().config(&cfg).args(utc_args).run().json();
     assert!(before.1.len() > 100 && before.2.contains("team"), "{before:?}");
 
     // Copy, twice: the second run adds nothing.
@@ -299,6 +301,23 @@ async fn store_migrate_copies_a_redb_store_and_reports_read_the_same() {
     assert_eq!(after.0, before.0, "usage");
     assert_eq!(after.1, before.1, "requests");
     assert_eq!(after.2, before.2, "keys");
+
+    // The admin API of a server on PostgreSQL answers the same as the CLI did from redb.
+    let admin_cfg = dir.path().join("admin.yaml");
+    write(
+        &admin_cfg,
+        &format!("{}server:\n  admin_keys:\n    - {{name: ops, key: sk-admin-pg-0b5e}}\n", config(&upstream, &db.url)),
+    );
+    let server = Router::serve(dir.path(), &admin_cfg, &dir.path().join("admin.redb"));
+    let resp = client()
+        .get(server.url("/admin/v1/usage?group_by=token,day"))
+        .bearer_auth("sk-admin-pg-0b5e")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let admin: Value = resp.json().await.unwrap();
+    assert_eq!(admin, utc_before);
 }
 
 #[test]
@@ -322,4 +341,49 @@ async fn an_unreachable_postgres_is_a_clear_error_for_reports_and_hides_the_pass
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("PostgreSQL") && out.stderr.contains("u:***@127.0.0.1"), "{}", out.stderr);
     assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_spooled_while_postgres_is_away_survive_kill_9_and_are_replayed_at_the_next_start() {
+    let Some(db) = TempDb::create() else { return };
+    let relay = Relay::start().await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("router.yaml");
+    write(&cfg, &config(&upstream, &db.url_via(&relay)));
+    let store = dir.path().join("router.redb");
+    let mut router = Router::serve(dir.path(), &cfg, &store);
+    let mut answers = load(std::slice::from_ref(&router), 10, 2).await;
+    relay.cut();
+    answers.extend(load(std::slice::from_ref(&router), 30, 3).await);
+    assert!(answers.iter().all(|a| a.0 == 200));
+    // Some records are durable in the spool (not only in memory) before the kill.
+    let mut h = Value::Null;
+    let spooled = eventually(Duration::from_secs(20), || {
+        h = futures_executor(health(&router));
+        h["records"]["spooled"].as_u64().unwrap_or(0) + db.record_counts().0 as u64 >= 40
+    })
+    .await;
+    assert!(spooled, "{h}");
+    assert_eq!(h["records"]["state"], "degraded", "{h}");
+    router.kill9();
+    relay.restore();
+    // The next start replays the spool, oldest first, each record once.
+    let router = Router::serve(dir.path(), &cfg, &store);
+    assert!(
+        eventually(Duration::from_secs(30), || db.record_counts().0 == 40).await,
+        "{:?}\n{}",
+        db.record_counts(),
+        router.stderr()
+    );
+    assert_eq!(db.record_counts(), (40, 40));
+    let stored: HashSet<String> = db.ids().into_iter().collect();
+    assert_eq!(stored, answers.iter().map(|a| a.1.clone()).collect::<HashSet<_>>());
+    let ok = eventually(Duration::from_secs(10), || {
+        h = futures_executor(health(&router));
+        h["records"]["state"] == "ok" && h["records"]["pending"] == 0 && h["records"].get("spooled").is_none()
+    })
+    .await;
+    assert!(ok, "{h}");
+    assert_billed(&usage_via(&store), &upstream, 40);
 }
