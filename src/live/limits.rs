@@ -4,10 +4,11 @@
 //! Owns the two operations a request makes — [`Limiter::admit`] before anything is routed (refuse, or hand out a
 //! [`Ticket`]) and [`Limiter::settle`] when its record is finished (charge real tokens and cost) — plus seeding
 //! spend from the records at start ([`Limiter::seed`]) and the period arithmetic of budgets ([`period_bounds`],
-//! in the configured time zone). Windows are token buckets kept as one "theoretical arrival time" per key in an
-//! atomic (GCRA): admission is a compare-and-swap, no lock; the parallel counter is an atomic; only the budget
-//! (spend and its period) sits behind a mutex held for a few instructions. The key map is read-locked for one
-//! lookup. A shared (Redis) backend implements the same two operations.
+//! in the configured time zone). The limit values themselves ([`Limits`], [`Budget`], [`Period`]) are
+//! configuration (`config::key_rules`), re-exported here. Windows are token buckets kept as one "theoretical
+//! arrival time" per key in an atomic (GCRA): admission is a compare-and-swap, no lock; the parallel counter is
+//! an atomic; only the budget (spend and its period) sits behind a mutex held for a few instructions. The key
+//! map is read-locked for one lookup. A shared (Redis) backend implements the same two operations.
 //!
 //! Budgets: a request is admitted while the period's spend is below the budget and charged its recorded cost
 //! when it ends. Requests already admitted when the spend crosses the budget still finish and are charged, so
@@ -23,61 +24,11 @@ use std::time::Duration;
 
 use jiff::ToSpan;
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
-/// What a key may do. `None` everywhere: no limits, and admission costs nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Requests per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u32>,
-    /// Tokens (input + output, as recorded) per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<u64>,
-    /// Requests at the same time (a stream counts until it ends).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Budget>,
-}
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        self.rpm.is_none() && self.tpm.is_none() && self.max_parallel.is_none() && self.budget.is_none()
-    }
-}
-
-/// Spend allowed per period, USD.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    pub usd: f64,
-    pub per: Period,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    Day,
-    /// Monday to Sunday.
-    Week,
-    Month,
-    /// Never resets.
-    #[default]
-    Total,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-            Period::Total => "total",
-        }
-    }
-}
+/// The values of a key's limits are configuration (YAML keys carry them); admission is this module's.
+pub use crate::config::{Budget, Limits, Period};
 
 /// The budget period containing `now_ms`, as unix ms `[start, end)` in time zone `tz`. `Total`: `[0, i64::MAX)`.
 pub fn period_bounds(per: Period, now_ms: i64, tz: &TimeZone) -> (i64, i64) {

@@ -107,17 +107,6 @@ fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeS
             }
         }
     }
-    // Known and not yet untangled: `config` validates YAML gateway keys with `keys`' rules (hash, limits, time
-    // zone) while `keys` reads `config`'s key types. Remove this line once one side no longer needs the other.
-    if let Some(to) = edges.get_mut("config") {
-        to.remove("keys");
-    }
-    // Known and not yet untangled: `config` reads `live::limits`' limit types (`Limits`, `Period`) for YAML keys,
-    // while `live` reads config types (and, through the shared backend, `upstream::health`). Remove this once
-    // the limit types live beside the key configuration.
-    if let Some(to) = edges.get_mut("config") {
-        to.remove("live");
-    }
     // Known: the record sink (`usage::sink`) publishes each finished record on the event stream, whose events
     // carry records. Remove this once the sink moves out of `usage` (or events stop naming `RequestRecord`).
     if let Some(to) = edges.get_mut("usage") {
