@@ -96,10 +96,34 @@ fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeS
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let code = text.split("#[cfg(test)]").next().unwrap();
-            for line in code.lines().map(|l| l.split("//").next().unwrap()) {
-                for (i, _) in line.match_indices("crate::") {
-                    let name: String =
-                        line[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            // Comments out, lines joined, so a grouped `use crate::{a, b::c};` across lines counts too.
+            let code: Vec<&str> = code.lines().map(|l| l.split("//").next().unwrap()).collect();
+            let code = code.join(" ");
+            let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect() };
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + 7..];
+                let names: Vec<String> = match rest.strip_prefix('{') {
+                    // The first segment of each item at the group's top level.
+                    Some(group) => {
+                        let (mut depth, mut names, mut item_start) = (0, Vec::new(), true);
+                        for (j, c) in group.char_indices() {
+                            match c {
+                                '{' => depth += 1,
+                                '}' if depth == 0 => break,
+                                '}' => depth -= 1,
+                                ',' if depth == 0 => item_start = true,
+                                c if item_start && !c.is_whitespace() => {
+                                    names.push(ident(&group[j..]));
+                                    item_start = false;
+                                }
+                                _ => {}
+                            }
+                        }
+                        names
+                    }
+                    None => vec![ident(rest)],
+                };
+                for name in names {
                     if !name.is_empty() && name != module {
                         edges.entry(module.clone()).or_default().insert(name);
                     }
