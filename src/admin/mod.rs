@@ -605,7 +605,7 @@ const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `GET /events`: the server's event stream as server-sent events, from now on. Opens with a `: connected`
 /// comment (the subscription exists once it arrives); a subscriber that falls behind gets `event: lagged` with
-/// how many events it missed, never a slower server.
+/// how many events it missed, never a slower server. Ends when the server begins to shut down.
 fn event_stream(state: &AppState) -> Response<ProxyBody> {
     use futures_util::StreamExt;
     use http_body_util::StreamBody;
@@ -614,14 +614,20 @@ fn event_stream(state: &AppState) -> Response<ProxyBody> {
 
     let rx = state.events.subscribe();
     let hello = futures_util::stream::once(async { Bytes::from_static(b": connected\n\n") });
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let chunk = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+    let stopping = state.stopping.subscribe();
+    let events = futures_util::stream::unfold((rx, stopping), |(mut rx, mut stopping)| async move {
+        let next = tokio::select! {
+            // Also when the sender is gone: the server is over either way.
+            _ = stopping.wait_for(|s| *s) => return None,
+            next = tokio::time::timeout(KEEP_ALIVE, rx.recv()) => next,
+        };
+        let chunk = match next {
             Err(_) => Bytes::from_static(b": keep-alive\n\n"),
             Ok(Err(RecvError::Closed)) => return None,
             Ok(Err(RecvError::Lagged(n))) => sse("lagged", &json!({ "missed": n })),
             Ok(Ok(e)) => event_sse(&e),
         };
-        Some((chunk, rx))
+        Some((chunk, (rx, stopping)))
     });
     let body = StreamBody::new(hello.chain(events).map(|b| Ok::<_, std::io::Error>(Frame::data(b))));
     let mut resp = Response::new(body.boxed_unsync());

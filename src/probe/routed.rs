@@ -219,6 +219,7 @@ async fn send_through_proxy(
         metrics: Default::default(),
         affinity: Default::default(),
         shared: None,
+        stopping: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

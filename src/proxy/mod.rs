@@ -72,6 +72,9 @@ pub struct AppState {
     pub affinity: Arc<Affinity>,
     /// The Redis several instances share (`shared_state.redis`); `None`: live state is this process's alone.
     pub shared: Option<Arc<Shared>>,
+    /// Becomes `true` when the server stops accepting: endless responses (the admin event stream) end then,
+    /// so they do not hold the shutdown for its whole grace period.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// A door on the proxy's listener that the proxy does not own (the admin API and the dashboard, `admin::Door`).
@@ -130,6 +133,7 @@ impl AppState {
             events,
             metrics,
             affinity,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 }
@@ -181,6 +185,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    state.stopping.send_replace(true);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
