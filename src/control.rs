@@ -22,6 +22,7 @@ use crate::discover::{self, SaveDiscovered};
 use crate::events::{Event, Events};
 use crate::keys::ops::{KeysCreate, KeysReport, KeysRotate, KeysSetState, KeysUpdate};
 use crate::keys::{KeyTable, StoredKey};
+use crate::live::health::Health;
 use crate::live::limits::Period;
 use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
@@ -29,7 +30,6 @@ use crate::report::{RequestsQuery, ShowRequest, UsageQuery};
 use crate::routing::view::{self, PlanFailure, PlanQuery, PlanView};
 use crate::store::{Access, KvTable, LiveOp, Op, Registry, Store};
 use crate::upstream::fasttest::FastTest;
-use crate::upstream::health::Health;
 
 /// The server's live state, as control operations see it.
 pub struct Live {

@@ -2,7 +2,7 @@
 //! checks and reloads.
 //!
 //! Owns [`Events`], a bounded broadcast channel. Each event is published once, from where it happens (the record
-//! sink, `upstream::health`, where balance results are applied, where the catalogue or config is reloaded).
+//! sink, `live::health`, where balance results are applied, where the catalogue or config is reloaded).
 //! Consumers (metrics, alerts, the admin API's live stream) subscribe and run off the request path.
 //! Publishing never waits: with no subscriber it costs one atomic load, and a subscriber that falls more than
 //! the channel's capacity behind loses the oldest events (its `recv` says how many) rather than slowing anyone.

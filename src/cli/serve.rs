@@ -13,11 +13,11 @@ use crate::catalog::Snapshot;
 use crate::config::{self, autodetect};
 use crate::control::{self, Live, LiveCell};
 use crate::error::user;
+use crate::live::health::Health;
 use crate::proxy::{self, AppState};
 use crate::settings::{self, Settings};
 use crate::store::writer::WriterOptions;
 use crate::store::{self, recorder::Recorder};
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
 #[derive(Debug, clap::Args)]

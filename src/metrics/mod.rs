@@ -274,7 +274,7 @@ impl Metrics {
     }
 
     /// The exposition, with the values read at scrape time filled in.
-    pub fn render(&self, health: &crate::upstream::health::Health, backlog: usize) -> String {
+    pub fn render(&self, health: &crate::live::health::Health, backlog: usize) -> String {
         for (level, n) in health.cooling_by_level(Instant::now()) {
             self.cooling.get_or_create(&LevelLabels { level: level.as_str() }).set(n as i64);
         }
@@ -584,7 +584,7 @@ mod tests {
         };
         c.count(&Event::RequestFinished(Arc::new(refused)));
         c.count(&Event::Reloaded);
-        let text = m.render(&crate::upstream::health::Health::new(), 3);
+        let text = m.render(&crate::live::health::Health::new(), 3);
         let want = r#"router_requests_total{channel="main",endpoint="default",model="gpt-4o",key="team",status_class="2xx",outcome="ok"} 2"#;
         assert!(text.contains(want), "{text}");
         assert!(text.contains(r#"router_tokens_total{channel="main",model="gpt-4o",key="team",kind="input"} 20"#));
@@ -613,7 +613,7 @@ mod tests {
         for i in 0..MAX_MODELS + 5 {
             c.count(&Event::RequestFinished(Arc::new(rec(&format!("m{i}"), Some(&format!("k{i}"))))));
         }
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         let other = r#"router_requests_total{channel="main",endpoint="default",model="other",key="other",status_class="2xx",outcome="ok"} 5"#;
         assert!(text.contains(other), "{text}");
         assert_eq!(text.lines().filter(|l| l.starts_with("router_requests_total")).count(), MAX_MODELS + 1);
@@ -624,10 +624,10 @@ mod tests {
         let m = Metrics::new();
         let a = m.request_started();
         let b = m.stream_started();
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         assert!(text.contains("router_requests_in_flight 1") && text.contains("router_streams_in_flight 1"));
         drop((a, b));
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         assert!(text.contains("router_requests_in_flight 0") && text.contains("router_streams_in_flight 0"));
     }
 
@@ -649,7 +649,7 @@ mod tests {
             currency: "CNY".into(),
             amount: 12.5,
         });
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         assert!(text.contains(r#"router_cooldowns_started_total{level="endpoint"} 1"#));
         assert!(text.contains(r#"router_balance{channel="main",endpoint="default",token="k1",currency="CNY"} 12.5"#));
     }
