@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::affinity::{Affinity, Policy, Target};
-use super::limits::{Admit, Limiter, Limits, Rate, Refusal, Refused, Window};
+use super::limits::{Admit, Limiter, Limits, Rate, Refusal, Refused, Window, period_bounds};
 use crate::upstream::health::{CoolChange, Health};
 
 /// Longest a request waits for Redis before it is admitted on this instance's own state.
@@ -41,20 +41,41 @@ pub const SLOT_TTL_S: i64 = 600;
 const EVENTS: &str = "router:events";
 const MINUTE_US: i64 = 60_000_000;
 
-/// Admission of one request: rpm window (GCRA, theoretical arrival time in µs of Redis' clock) and parallel
-/// counter. Returns {0 admitted | 1 rpm refused | 2 parallel refused, retry-after µs, window used µs}.
+/// Admission of one request, all of a key's limits in one round trip, on Redis' clock (µs). KEYS: requests
+/// window, parallel counter, tokens window, budget spend of the period. ARGV: rpm, max_parallel, minute, slot
+/// ttl s, tpm, budget USD ('' none), spend to seed a period Redis has not seen, spend expiry ms (0: never).
+/// Budget and tokens are checked first (a refusal there takes nothing), then a parallel slot and a requests
+/// slot are taken (GCRA: the window's theoretical arrival time). Returns {0 admitted | 1 rpm | 2 parallel |
+/// 3 tpm | 4 budget, retry-after µs, requests window used µs, tokens window used µs, spend}.
 const ADMIT_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local rpm = tonumber(ARGV[1])
 local maxp = tonumber(ARGV[2])
 local minute = tonumber(ARGV[3])
+local tpm = tonumber(ARGV[5])
+local spent = ''
+if ARGV[6] ~= '' then
+  spent = redis.call('GET', KEYS[4])
+  if not spent then
+    spent = ARGV[7]
+    redis.call('SET', KEYS[4], spent)
+    if tonumber(ARGV[8]) > 0 then redis.call('PEXPIRE', KEYS[4], ARGV[8]) end
+  end
+  if tonumber(spent) >= tonumber(ARGV[6]) then return {4, 0, 0, 0, spent} end
+end
+local tok_used = 0
+if tpm > 0 then
+  local interval = math.max(math.floor(minute / tpm), 1)
+  tok_used = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') - now, 0)
+  if tok_used >= minute then return {3, tok_used - minute + interval, 0, tok_used, spent} end
+end
 if maxp > 0 then
   local p = redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
   if p > maxp then
     redis.call('DECR', KEYS[2])
-    return {2, 1000000, 0}
+    return {2, 1000000, 0, tok_used, spent}
   end
 end
 if rpm > 0 then
@@ -63,12 +84,28 @@ if rpm > 0 then
   local nxt = math.max(tat, now) + interval
   if nxt - now > minute then
     if maxp > 0 then redis.call('DECR', KEYS[2]) end
-    return {1, nxt - now - minute, math.max(tat - now, 0)}
+    return {1, nxt - now - minute, math.max(tat - now, 0), tok_used, spent}
   end
   redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor(minute / 1000) + 1000)
-  return {0, 0, nxt - now}
+  return {0, 0, nxt - now, tok_used, spent}
 end
-return {0, 0, 0}
+return {0, 0, 0, tok_used, spent}
+";
+
+/// Charges a finished request. KEYS: tokens window, budget spend. ARGV: µs its tokens take in the window (0:
+/// none), cost USD ('' none). A spend key that is gone (its period over) is not brought back.
+const CHARGE_LUA: &str = r"
+local add = tonumber(ARGV[1])
+if add > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local nxt = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + add
+  redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.floor((nxt - now) / 1000) + 1000)
+end
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('INCRBYFLOAT', KEYS[2], ARGV[2])
+end
+return 0
 ";
 
 /// One message on `router:events`; `from` is the sending instance (its own messages are skipped).
@@ -93,13 +130,15 @@ pub struct Shared {
     client: redis::Client,
     conn: ConnectionManager,
     instance: u64,
-    script: redis::Script,
+    admit_script: redis::Script,
+    charge_script: redis::Script,
     down: AtomicBool,
     /// While down: unix ms before which requests do not try Redis.
     retry_at_ms: AtomicI64,
-    /// Affinity bindings made here, to publish (sender, and the receiver until [`Shared::start`] takes it).
-    binds: UnboundedSender<(u64, Target)>,
-    binds_rx: Mutex<Option<UnboundedReceiver<(u64, Target)>>>,
+    /// Affinity bindings used here (session, ttl ms), whose Redis copy lives on (sender, and the receiver until
+    /// [`Shared::start`] takes it).
+    touches: UnboundedSender<(u64, u64)>,
+    touches_rx: Mutex<Option<UnboundedReceiver<(u64, u64)>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -112,6 +151,11 @@ fn cool_key(key: &str) -> String {
     format!("router:cool:{key}")
 }
 
+/// Where the binding of affinity session key `session` lives (value: the target, decimal).
+fn affinity_key(session: u64) -> String {
+    format!("router:aff:{session:016x}")
+}
+
 impl Shared {
     /// Opens (lazily: connecting happens on first use) the Redis at `url`. Errors only on a malformed URL.
     pub fn open(url: &str) -> redis::RedisResult<Arc<Shared>> {
@@ -122,14 +166,15 @@ impl Shared {
             .set_number_of_retries(1)
             .set_max_delay(RETRY);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)?;
-        let (binds, binds_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (touches, touches_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Shared {
-            binds,
-            binds_rx: Mutex::new(Some(binds_rx)),
+            touches,
+            touches_rx: Mutex::new(Some(touches_rx)),
             client,
             conn,
             instance: rand::random(),
-            script: redis::Script::new(ADMIT_LUA),
+            admit_script: redis::Script::new(ADMIT_LUA),
+            charge_script: redis::Script::new(CHARGE_LUA),
             down: AtomicBool::new(false),
             retry_at_ms: AtomicI64::new(0),
         }))
@@ -187,21 +232,56 @@ impl Shared {
     pub fn start(self: &Arc<Self>, health: Arc<Health>, affinity: Arc<Affinity>, policy: Policy) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         health.publish_to(tx);
-        let binds = self.binds_rx.lock().expect("binds lock").take();
-        tokio::spawn(self.clone().publish(rx, binds));
+        let touches = self.touches_rx.lock().expect("touches lock").take();
+        tokio::spawn(self.clone().publish(rx, touches));
         tokio::spawn(self.clone().subscribe(health, affinity, policy));
     }
 
-    /// Tells the other instances that affinity session `session` is now bound to `target` (no waiting).
-    pub fn bound(&self, session: u64, target: Target) {
-        let _ = self.binds.send((session, target));
+    /// Binds affinity session key `session` to `target` for `ttl` in Redis and tells the other instances (they
+    /// bind it in memory). Awaited (within [`TIMEOUT`]) before the response goes out, so the session's next turn
+    /// finds the binding whichever instance it reaches; one round trip per new or moved binding, none per hit.
+    pub async fn bind(&self, session: u64, target: Target, ttl: Duration) {
+        if !self.available() || ttl.is_zero() {
+            return;
+        }
+        let msg = serde_json::to_string(&Event::Bind { from: self.instance, session, target: target.0 })
+            .expect("event serialises");
+        self.call("bind", |mut c| async move {
+            let mut pipe = redis::pipe();
+            pipe.set_options(
+                affinity_key(session),
+                target.0,
+                redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64)),
+            )
+            .ignore();
+            pipe.publish(EVENTS, msg).ignore();
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await;
+    }
+
+    /// The binding of affinity session key `session` in Redis, read when this instance has none (a turn of a
+    /// session another instance served). `None`: none, or Redis did not answer within [`TIMEOUT`].
+    pub async fn binding(&self, session: u64) -> Option<Target> {
+        if !self.available() {
+            return None;
+        }
+        let found: Option<u64> =
+            self.call("read binding", |mut c| async move { c.get(affinity_key(session)).await }).await?;
+        found.map(Target)
+    }
+
+    /// A binding of `session` served a request here: its Redis copy lives `ttl` from now (no waiting).
+    pub fn touch(&self, session: u64, ttl: Duration) {
+        let _ = self.touches.send((session, ttl.as_millis() as u64));
     }
 
     async fn publish(
         self: Arc<Self>,
         mut cools: UnboundedReceiver<CoolChange>,
-        mut binds: Option<UnboundedReceiver<(u64, Target)>>,
+        mut touches: Option<UnboundedReceiver<(u64, u64)>>,
     ) {
+        let mut batch = Vec::new();
         loop {
             let (event, ttl_ms) = tokio::select! {
                 change = cools.recv() => match change {
@@ -214,8 +294,28 @@ impl Shared {
                         (Event::Cool { from: self.instance, key, until_ms: None, reason: None }, 0)
                     }
                 },
-                Some((session, target)) = async { match binds.as_mut() { Some(b) => b.recv().await, None => None } } => {
-                    (Event::Bind { from: self.instance, session, target: target.0 }, 0)
+                Some(first) = async { match touches.as_mut() { Some(t) => t.recv().await, None => None } } => {
+                    // Every touch waiting, in one round trip.
+                    batch.clear();
+                    batch.push(first);
+                    while let Some(Ok(t)) = touches.as_mut().map(|t| t.try_recv()) {
+                        batch.push(t);
+                        if batch.len() >= 512 {
+                            break;
+                        }
+                    }
+                    if self.available() {
+                        let b = std::mem::take(&mut batch);
+                        self.call("refresh bindings", |mut c| async move {
+                            let mut pipe = redis::pipe();
+                            for (session, ttl_ms) in &b {
+                                pipe.pexpire(affinity_key(*session), *ttl_ms as i64).ignore();
+                            }
+                            pipe.query_async::<()>(&mut c).await
+                        })
+                        .await;
+                    }
+                    continue;
                 }
             };
             if !self.available() {
@@ -312,49 +412,103 @@ impl Shared {
         }
     }
 
-    /// Takes an rpm slot and a parallel slot of `key` in Redis. `None`: Redis did not answer.
-    async fn take(&self, key: &str, limits: &Limits) -> Option<Result<(Option<Window>, bool), Refused>> {
+    /// Admits a request of `key` under `limits` in Redis: budget, tokens window, parallel slot, requests window.
+    /// `seed`: this instance's spend of the budget period, for a period Redis has not counted yet. `None`: Redis
+    /// did not answer.
+    async fn take(&self, key: &str, limits: &Limits, seed: f64, tz: &jiff::tz::TimeZone) -> Option<Taken> {
         if !self.available() {
             return None;
         }
         let rpm = limits.rpm.unwrap_or(0);
         let maxp = limits.max_parallel.unwrap_or(0);
+        let tpm = limits.tpm.unwrap_or(0);
         // A changed limit starts its window afresh, as on one instance.
         let rpm_key = format!("router:rpm:{key}:{rpm}");
         let par_key = format!("router:par:{key}");
-        let (code, retry_us, used_us): (i64, i64, i64) = self
+        let tpm_key = format!("router:tpm:{key}:{tpm}");
+        let now_ms = crate::usage::now_ms();
+        let (spend_key, budget, expire_ms, resets_at_ms) = match limits.budget {
+            Some(b) => {
+                let (start, end) = period_bounds(b.per, now_ms, tz);
+                // Kept a day past its period, then gone (a total budget never ends).
+                let expire = if end == i64::MAX { 0 } else { end - now_ms + 86_400_000 };
+                (format!("router:spend:{key}:{}:{start}", b.per.as_str()), b.usd.to_string(), expire, end)
+            }
+            None => (format!("router:spend:{key}"), String::new(), 0, i64::MAX),
+        };
+        let (code, retry_us, used_us, tok_used_us, spent): (i64, i64, i64, i64, String) = self
             .call("admit", |mut c| {
-                let mut inv = self.script.prepare_invoke();
-                inv.key(rpm_key).key(par_key).arg(rpm).arg(maxp).arg(MINUTE_US).arg(SLOT_TTL_S);
+                let mut inv = self.admit_script.prepare_invoke();
+                inv.key(rpm_key).key(par_key).key(&tpm_key).key(&spend_key);
+                inv.arg(rpm).arg(maxp).arg(MINUTE_US).arg(SLOT_TTL_S).arg(tpm).arg(budget).arg(seed.to_string());
+                inv.arg(expire_ms);
                 async move { inv.invoke_async(&mut c).await }
             })
             .await?;
-        let window = limits.rpm.map(|rpm| {
-            let interval = MINUTE_US / i64::from(rpm.max(1));
+        let window = |limit: u64, used_us: i64| {
+            let interval = (MINUTE_US / limit.max(1) as i64).max(1);
             let used = used_us.max(0);
             Window {
-                limit: u64::from(rpm),
+                limit,
                 remaining: ((MINUTE_US - used).max(0) / interval) as u64,
                 reset: Duration::from_micros(used as u64),
             }
-        });
-        let rate = Rate { requests: window, tokens: None };
+        };
+        let rate = Rate {
+            requests: limits.rpm.map(|rpm| window(u64::from(rpm), used_us)),
+            tokens: limits.tpm.map(|tpm| window(tpm, tok_used_us)),
+        };
         let retry_after = Duration::from_micros(retry_us.max(0) as u64);
-        Some(match code {
-            0 => Ok((window, maxp > 0)),
-            1 => Err(Refused { why: Refusal::Requests { limit: rpm, retry_after }, rate }),
-            _ => Err(Refused { why: Refusal::Parallel { limit: maxp, retry_after }, rate }),
-        })
+        let refused = |why| Some(Err(Refused { why, rate }));
+        match code {
+            0 => Some(Ok(TakenSlot { rate, parallel: maxp > 0, tpm_key, spend_key })),
+            1 => refused(Refusal::Requests { limit: rpm, retry_after }),
+            2 => refused(Refusal::Parallel { limit: maxp, retry_after }),
+            3 => refused(Refusal::Tokens { limit: tpm, retry_after }),
+            _ => {
+                let b = limits.budget?;
+                let resets_at_ms = (resets_at_ms != i64::MAX).then_some(resets_at_ms);
+                let spent = spent.parse().unwrap_or(b.usd);
+                refused(Refusal::Budget { budget: b.usd, spent, per: b.per, resets_at_ms })
+            }
+        }
     }
 
     async fn release(&self, key: &str) {
         let k = format!("router:par:{key}");
         self.call("release slot", |mut c| async move { c.decr::<_, _, i64>(k, 1).await }).await;
     }
+
+    /// Charges a finished request's tokens (as µs of its tokens window) and cost to Redis.
+    async fn charge(&self, tpm_key: String, spend_key: String, window_us: i64, cost: Option<f64>) {
+        if !self.available() {
+            return;
+        }
+        let cost = cost.map(|c| c.to_string()).unwrap_or_default();
+        self.call("charge", |mut c| {
+            let mut inv = self.charge_script.prepare_invoke();
+            inv.key(tpm_key).key(spend_key).arg(window_us).arg(cost);
+            async move { inv.invoke_async::<i64>(&mut c).await }
+        })
+        .await;
+    }
 }
 
-/// Admits a request of `key` under `limits`: `rpm` and `max_parallel` across all instances through `shared`
-/// when it answers, on this instance otherwise; `tpm` and budgets on this instance's `limiter`.
+/// What Redis admitted: the windows as the headers show them, whether a parallel slot was taken, and where the
+/// request's tokens and cost go when it ends.
+type Taken = Result<TakenSlot, Refused>;
+
+struct TakenSlot {
+    rate: Rate,
+    parallel: bool,
+    tpm_key: String,
+    spend_key: String,
+}
+
+/// Admits a request of `key` under `limits`: across all instances through `shared` when it answers (one round
+/// trip: budget, tokens window, parallel slot, requests window), on this instance otherwise. This instance's
+/// `limiter` counts too (its windows and spend are what it falls back to): a key it refuses is refused without
+/// asking Redis.
 pub async fn admit(
     limiter: &Limiter,
     shared: Option<&Arc<Shared>>,
@@ -362,25 +516,42 @@ pub async fn admit(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Admit, Refused> {
-    let Some(sh) = shared.filter(|_| limits.rpm.is_some() || limits.max_parallel.is_some()) else {
+    let Some(sh) = shared.filter(|_| !limits.is_empty()) else {
         return limiter.admit(key, limits, now_ms);
     };
     let own = Limits { rpm: None, max_parallel: None, ..*limits };
-    // Budget and tokens first: a refusal there costs no round trip.
+    // What this instance alone has seen refuses without a round trip (its spend and tokens are part of all).
     let mut admitted = limiter.admit(key, &own, now_ms)?;
-    match sh.take(key, limits).await {
+    let seed = match limits.budget {
+        Some(b) if limiter.budget_period(key) == Some(b.per) => limiter.spent(key),
+        _ => 0.0,
+    };
+    match sh.take(key, limits, seed, &limiter.timezone()).await {
         None => limiter.admit(key, limits, now_ms),
-        Some(Err(mut refused)) => {
-            refused.rate.tokens = admitted.rate.tokens;
-            Err(refused)
-        }
-        Some(Ok((window, parallel))) => {
-            admitted.rate.requests = window;
-            if parallel {
+        Some(Err(refused)) => Err(refused),
+        Some(Ok(taken)) => {
+            admitted.rate = taken.rate;
+            if taken.parallel {
                 let (sh, key) = (sh.clone(), key.to_string());
                 admitted.ticket.on_release(move || {
                     if let Ok(rt) = tokio::runtime::Handle::try_current() {
                         rt.spawn(async move { sh.release(&key).await });
+                    }
+                });
+            }
+            if limits.tpm.is_some() || limits.budget.is_some() {
+                let sh = sh.clone();
+                let us_per_token = limits.tpm.map_or(0, |tpm| (MINUTE_US / tpm.max(1) as i64).max(1));
+                let (tpm_key, spend_key) = (taken.tpm_key, taken.spend_key);
+                let budget = limits.budget.is_some();
+                admitted.ticket.on_settle(move |tokens, cost| {
+                    let window_us = (tokens.min(i64::MAX as u64) as i64).saturating_mul(us_per_token);
+                    let cost = cost.filter(|c| budget && c.is_finite() && *c > 0.0);
+                    if window_us == 0 && cost.is_none() {
+                        return;
+                    }
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move { sh.charge(tpm_key, spend_key, window_us, cost).await });
                     }
                 });
             }

@@ -235,30 +235,7 @@ async fn redis_stopped_mid_load_fails_no_request_and_health_says_degraded_until_
     }
 }
 
-/// Waits (in a thread) for the next `router:events` message of `kind` on `redis`; subscribed before it returns.
-fn next_event(redis: &Redis, kind: &'static str) -> std::thread::JoinHandle<Value> {
-    let mut c = redis.conn().unwrap();
-    let (ready, subscribed) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        let mut ps = c.as_pubsub();
-        ps.subscribe("router:events").unwrap();
-        ps.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        ready.send(()).unwrap();
-        loop {
-            let msg = ps.get_message().expect("an event within 10 s");
-            let v: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-            if v["kind"] == kind {
-                return v;
-            }
-        }
-    });
-    subscribed.recv().unwrap();
-    t
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "racy under load: a binding reaches the other instances by pub/sub after the first answer, so a turn \
-            sent at once to another instance can still be `new` there; needs bindings read through from Redis"]
 async fn an_affinity_session_keeps_its_upstream_key_across_instances() {
     let redis = Redis::start().await;
     let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5))).await;
@@ -271,22 +248,33 @@ async fn an_affinity_session_keeps_its_upstream_key_across_instances() {
     let config =
         format!("shared_state:\n  redis: {}\nrouting:\n  strategy: weighted\nchannels:\n{channels}", redis.url());
     let routers = three(&config);
-    let turn = |r: &Router, n: usize| {
-        let body = json!({"model": "gpt-4o", "prompt_cache_key": "conv-1",
+    let turn = |r: &Router, conv: &str, n: usize| {
+        let body = json!({"model": "gpt-4o", "prompt_cache_key": conv,
             "messages": [{"role": "user", "content": format!("turn {n}")}]});
         client().post(r.url("/v1/chat/completions")).json(&body).send()
     };
-    let bound = next_event(&redis, "bind");
-    let first = turn(&routers[0], 0).await.unwrap();
-    assert_eq!(first.headers()["x-router-affinity"], "new");
-    bound.join().unwrap();
-    let key = up.last().header("authorization").unwrap();
-    for n in 1..9 {
-        let r = turn(&routers[n % 3], n).await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["x-router-affinity"], "hit", "turn {n} through instance {}", n % 3);
-        assert_eq!(up.last().header("authorization").unwrap(), key, "turn {n} kept its upstream key");
+    // Several conversations; each turn goes to the next instance the moment the previous one answered (no
+    // waiting for pub/sub: the binding is in Redis before the first answer leaves).
+    for c in 0..4 {
+        let conv = format!("conv-{c}");
+        let start = c % 3;
+        let first = turn(&routers[start], &conv, 0).await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert_eq!(first.headers()["x-router-affinity"], "new", "{conv}");
+        let key = up.last().header("authorization").unwrap();
+        for n in 1..7 {
+            let i = (start + n) % 3;
+            let r = turn(&routers[i], &conv, n).await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-router-affinity"], "hit", "{conv} turn {n} through instance {i}");
+            assert_eq!(up.last().header("authorization").unwrap(), key, "{conv} turn {n} kept its upstream key");
+        }
     }
+    let mut c = redis.conn().unwrap();
+    let bound: Vec<String> = redis::cmd("KEYS").arg("router:aff:*").query(&mut c).unwrap();
+    assert_eq!(bound.len(), 4, "one binding per conversation in Redis: {bound:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&bound[0]).query(&mut c).unwrap();
+    assert!(ttl > 0, "a binding in Redis expires: {ttl}");
 }
 
 /// Not a check: prints the p50 / p99 of a key with `rpm` admitted in memory and through Redis (one instance,
