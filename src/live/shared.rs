@@ -18,7 +18,7 @@
 //! Must not: hold a lock across an await, wait for Redis on the request path except in [`admit`], or know about
 //! HTTP or protocols.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,12 @@ pub const RETRY: Duration = Duration::from_secs(1);
 /// A parallel counter expires this long after its key's last admission (slots of killed instances).
 pub const SLOT_TTL_S: i64 = 600;
 const EVENTS: &str = "router:events";
+/// Observed latency of every instance: field `<instance>:<health key>`, value `<ms> <unix ms>`.
+const LATENCY: &str = "router:latency";
+/// How often an instance shares its observed latency and merges the others'.
+pub const LATENCY_EVERY: Duration = Duration::from_secs(2);
+/// Others' latency older than this is ignored (and removed): its instance is gone.
+const LATENCY_STALE_MS: i64 = 30_000;
 const MINUTE_US: i64 = 60_000_000;
 
 /// Admission of one request, all of a key's limits in one round trip, on Redis' clock (µs). KEYS: requests
@@ -123,6 +129,28 @@ enum Event {
     },
     /// An affinity session (its key) bound to a target, new or moved.
     Bind { from: u64, session: u64, target: u64 },
+    /// What every instance loads from its store changed on the sending instance: reload it.
+    Changed {
+        from: u64,
+        #[serde(flatten)]
+        change: Change,
+    },
+}
+
+/// A change made on one instance (CLI through its socket, admin API) that every instance must load. With one
+/// store all instances read (PostgreSQL), the message means "reload from the store now"; with a store per
+/// instance, gateway key rows travel with it (they hold hashes only), channels do not (they hold upstream
+/// keys, which never go to Redis).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Change {
+    /// Gateway keys: the sender's store rows (`keys::StoredKey` as JSON), newest version of each wins.
+    Keys {
+        #[serde(default)]
+        rows: Vec<serde_json::Value>,
+    },
+    /// Channels (enabled, added, removed, imported): rebuild the catalogue.
+    Channels,
 }
 
 /// A connection to the shared Redis, and whether it answers.
@@ -135,10 +163,20 @@ pub struct Shared {
     down: AtomicBool,
     /// While down: unix ms before which requests do not try Redis.
     retry_at_ms: AtomicI64,
+    /// Operations that fell back to this instance's own state (Redis failed, or was skipped while down).
+    fallbacks: AtomicU64,
+    /// The URL is `rediss://` (TLS), for the message when the server does not answer.
+    tls: bool,
     /// Affinity bindings used here (session, ttl ms), whose Redis copy lives on (sender, and the receiver until
     /// [`Shared::start`] takes it).
     touches: UnboundedSender<(u64, u64)>,
     touches_rx: Mutex<Option<UnboundedReceiver<(u64, u64)>>>,
+    /// Changes made here, to publish.
+    changes: UnboundedSender<Change>,
+    changes_rx: Mutex<Option<UnboundedReceiver<Change>>>,
+    /// Changes the other instances made, for [`Shared::changes`] (sender, and the receiver until taken).
+    heard: UnboundedSender<Change>,
+    heard_rx: Mutex<Option<UnboundedReceiver<Change>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -167,7 +205,13 @@ impl Shared {
             .set_max_delay(RETRY);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), cfg)?;
         let (touches, touches_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (changes, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (heard, heard_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Shared {
+            changes,
+            changes_rx: Mutex::new(Some(changes_rx)),
+            heard,
+            heard_rx: Mutex::new(Some(heard_rx)),
             touches,
             touches_rx: Mutex::new(Some(touches_rx)),
             client,
@@ -177,6 +221,8 @@ impl Shared {
             charge_script: redis::Script::new(CHARGE_LUA),
             down: AtomicBool::new(false),
             retry_at_ms: AtomicI64::new(0),
+            fallbacks: AtomicU64::new(0),
+            tls: url.starts_with("rediss:"),
         }))
     }
 
@@ -185,12 +231,27 @@ impl Shared {
         self.down.load(Ordering::Acquire)
     }
 
+    /// Operations that used this instance's own state because Redis failed or was down (a counter).
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
     /// Whether a request should ask Redis now (not down, or down long enough to try again).
     fn available(&self) -> bool {
         !self.degraded() || crate::usage::now_ms() >= self.retry_at_ms.load(Ordering::Acquire)
     }
 
+    /// [`Shared::available`] for an operation of a request: one that skips Redis counts as a fallback.
+    fn ask(&self) -> bool {
+        let yes = self.available();
+        if !yes {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        yes
+    }
+
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
         self.retry_at_ms.store(crate::usage::now_ms() + RETRY.as_millis() as i64, Ordering::Release);
         if !self.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(
@@ -221,7 +282,12 @@ impl Shared {
                 None
             }
             Err(_) => {
-                self.failed(what, &format!("no answer within {} ms", TIMEOUT.as_millis()));
+                let tls = if self.tls {
+                    "; the URL is rediss:// (TLS): check that the server speaks TLS on that port"
+                } else {
+                    ""
+                };
+                self.failed(what, &format!("no answer within {} ms{tls}", TIMEOUT.as_millis()));
                 None
             }
         }
@@ -233,15 +299,70 @@ impl Shared {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         health.publish_to(tx);
         let touches = self.touches_rx.lock().expect("touches lock").take();
-        tokio::spawn(self.clone().publish(rx, touches));
+        let changes = self.changes_rx.lock().expect("changes lock").take();
+        tokio::spawn(self.clone().publish(rx, touches, changes));
+        tokio::spawn(self.clone().share_latency(health.clone()));
         tokio::spawn(self.clone().subscribe(health, affinity, policy));
+    }
+
+    /// Every [`LATENCY_EVERY`]: writes this instance's observed latency (time to first byte per endpoint, the
+    /// `fastest` strategy's input) and merges what the others observed, so an instance that has not sent to an
+    /// endpoint yet knows how fast it is. Off the request path.
+    async fn share_latency(self: Arc<Self>, health: Arc<Health>) {
+        let me = format!("{:016x}:", self.instance);
+        loop {
+            tokio::time::sleep(LATENCY_EVERY).await;
+            if !self.available() {
+                continue;
+            }
+            let now = crate::usage::now_ms();
+            let mine: Vec<(String, String)> =
+                health.latencies().into_iter().map(|(k, ms)| (format!("{me}{k}"), format!("{ms} {now}"))).collect();
+            let Some(all) = self
+                .call("share latency", |mut c| async move {
+                    let mut pipe = redis::pipe();
+                    if !mine.is_empty() {
+                        pipe.hset_multiple(LATENCY, &mine).ignore();
+                    }
+                    pipe.hgetall(LATENCY);
+                    pipe.query_async::<(std::collections::HashMap<String, String>,)>(&mut c).await
+                })
+                .await
+            else {
+                continue;
+            };
+            let mut theirs: std::collections::HashMap<&str, (f64, u32)> = Default::default();
+            let mut stale = Vec::new();
+            for (field, value) in &all.0 {
+                let Some((ms, at)) = value.split_once(' ') else { continue };
+                let (Ok(ms), Ok(at)) = (ms.parse::<f64>(), at.parse::<i64>()) else { continue };
+                if now - at > LATENCY_STALE_MS {
+                    stale.push(field.clone());
+                    continue;
+                }
+                if field.starts_with(&me) || !ms.is_finite() {
+                    continue;
+                }
+                if let Some((_, key)) = field.split_once(':') {
+                    let e = theirs.entry(key).or_default();
+                    e.0 += ms;
+                    e.1 += 1;
+                }
+            }
+            for (key, (sum, n)) in theirs {
+                health.merge_ttfb(key, sum / f64::from(n));
+            }
+            if !stale.is_empty() {
+                self.call("drop stale latency", |mut c| async move { c.hdel::<_, _, i64>(LATENCY, stale).await }).await;
+            }
+        }
     }
 
     /// Binds affinity session key `session` to `target` for `ttl` in Redis and tells the other instances (they
     /// bind it in memory). Awaited (within [`TIMEOUT`]) before the response goes out, so the session's next turn
     /// finds the binding whichever instance it reaches; one round trip per new or moved binding, none per hit.
     pub async fn bind(&self, session: u64, target: Target, ttl: Duration) {
-        if !self.available() || ttl.is_zero() {
+        if ttl.is_zero() || !self.ask() {
             return;
         }
         let msg = serde_json::to_string(&Event::Bind { from: self.instance, session, target: target.0 })
@@ -263,12 +384,22 @@ impl Shared {
     /// The binding of affinity session key `session` in Redis, read when this instance has none (a turn of a
     /// session another instance served). `None`: none, or Redis did not answer within [`TIMEOUT`].
     pub async fn binding(&self, session: u64) -> Option<Target> {
-        if !self.available() {
+        if !self.ask() {
             return None;
         }
         let found: Option<u64> =
             self.call("read binding", |mut c| async move { c.get(affinity_key(session)).await }).await?;
         found.map(Target)
+    }
+
+    /// Tells the other instances to load `change` (published at once; no waiting).
+    pub fn changed(&self, change: Change) {
+        let _ = self.changes.send(change);
+    }
+
+    /// The changes other instances make, as they arrive (once: the first caller gets the receiver).
+    pub fn changes(&self) -> Option<UnboundedReceiver<Change>> {
+        self.heard_rx.lock().expect("heard lock").take()
     }
 
     /// A binding of `session` served a request here: its Redis copy lives `ttl` from now (no waiting).
@@ -280,6 +411,7 @@ impl Shared {
         self: Arc<Self>,
         mut cools: UnboundedReceiver<CoolChange>,
         mut touches: Option<UnboundedReceiver<(u64, u64)>>,
+        mut changes: Option<UnboundedReceiver<Change>>,
     ) {
         let mut batch = Vec::new();
         loop {
@@ -294,6 +426,9 @@ impl Shared {
                         (Event::Cool { from: self.instance, key, until_ms: None, reason: None }, 0)
                     }
                 },
+                Some(change) = async { match changes.as_mut() { Some(c) => c.recv().await, None => None } } => {
+                    (Event::Changed { from: self.instance, change }, 0)
+                }
                 Some(first) = async { match touches.as_mut() { Some(t) => t.recv().await, None => None } } => {
                     // Every touch waiting, in one round trip.
                     batch.clear();
@@ -329,7 +464,7 @@ impl Shared {
                     }
                     Some(cool_key(key))
                 }
-                Event::Bind { .. } => None,
+                Event::Bind { .. } | Event::Changed { .. } => None,
             };
             self.call("publish", |mut c| async move {
                 let mut pipe = redis::pipe();
@@ -353,6 +488,7 @@ impl Shared {
 
     /// Listens on `router:events`; on every (re)connection first applies the cooldowns Redis holds.
     async fn subscribe(self: Arc<Self>, health: Arc<Health>, affinity: Arc<Affinity>, policy: Policy) {
+        let mut first = true;
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(mut ps) => {
@@ -360,6 +496,11 @@ impl Shared {
                         self.failed("subscribe", &e);
                     } else {
                         self.catch_up(&health).await;
+                        if !std::mem::take(&mut first) {
+                            // Changes published while this instance was away were not heard: load everything.
+                            let _ = self.heard.send(Change::Keys { rows: Vec::new() });
+                            let _ = self.heard.send(Change::Channels);
+                        }
                         let mut stream = ps.on_message();
                         while let Some(msg) = stream.next().await {
                             if let Ok(ev) = serde_json::from_slice::<Event>(msg.get_payload_bytes()) {
@@ -377,7 +518,11 @@ impl Shared {
 
     fn apply(&self, health: &Health, affinity: &Affinity, policy: &Policy, ev: Event) {
         match ev {
-            Event::Cool { from, .. } | Event::Bind { from, .. } if from == self.instance => {}
+            Event::Cool { from, .. } | Event::Bind { from, .. } | Event::Changed { from, .. }
+                if from == self.instance => {}
+            Event::Changed { change, .. } => {
+                let _ = self.heard.send(change);
+            }
             Event::Cool { key, until_ms: Some(until_ms), reason, .. } => {
                 health.apply(CoolChange::Cool { key, until_ms, reason: reason.unwrap_or_default() })
             }
@@ -416,7 +561,7 @@ impl Shared {
     /// `seed`: this instance's spend of the budget period, for a period Redis has not counted yet. `None`: Redis
     /// did not answer.
     async fn take(&self, key: &str, limits: &Limits, seed: f64, tz: &jiff::tz::TimeZone) -> Option<Taken> {
-        if !self.available() {
+        if !self.ask() {
             return None;
         }
         let rpm = limits.rpm.unwrap_or(0);

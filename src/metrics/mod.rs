@@ -287,6 +287,24 @@ impl Metrics {
     }
 }
 
+/// The shared-state families (`shared_state.redis` only; a single instance shows none), put before the
+/// exposition's `# EOF`: operations that fell back to the instance's own state, and whether Redis answers.
+pub fn with_shared_state(mut text: String, fallbacks: u64, connected: bool) -> String {
+    let families = format!(
+        "# HELP router_shared_state_fallbacks Operations (admissions, bindings, cooldown and change messages) that \
+         used this instance's own state because Redis failed or was unreachable.\n\
+         # TYPE router_shared_state_fallbacks counter\n\
+         router_shared_state_fallbacks_total {fallbacks}\n\
+         # HELP router_shared_state_connected Whether Redis (shared_state.redis) answered last time it was asked.\n\
+         # TYPE router_shared_state_connected gauge\n\
+         router_shared_state_connected {}\n",
+        u8::from(connected)
+    );
+    let at = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(at, &families);
+    text
+}
+
 /// Counts a gauge up while it lives.
 #[derive(Debug, Default)]
 pub struct InFlight(Option<Gauge>);

@@ -308,6 +308,18 @@ impl Health {
         });
     }
 
+    /// Every observed time to first byte (EWMA, ms), for other instances (`live::shared`).
+    pub fn latencies(&self) -> Vec<(String, f64)> {
+        let map = self.map.lock().expect("health lock");
+        map.iter().filter_map(|(k, e)| Some((k.clone(), e.ttfb_ms?))).collect()
+    }
+
+    /// Merges a time to first byte other instances observed: taken as it is when this one has none, else
+    /// counted as one more observation.
+    pub fn merge_ttfb(&self, key: &str, ms: f64) {
+        self.observe_ttfb(key, ms);
+    }
+
     pub fn view(&self, key: &str) -> HealthView {
         let now = Instant::now();
         let map = self.map.lock().expect("health lock");
