@@ -5,7 +5,10 @@
 //! server does for each `store::LiveOp`: `plan`, `probe_report`, `balance_report`), [`Live`] (filled once the
 //! server is up) and [`rebuild`]: every change that affects routing (a config reload, an import, a channel change,
 //! new discovery results) goes through it, so the server always routes on YAML + store channels + discovered
-//! models. Must not run on the request path.
+//! models. With several instances (`shared_state.redis`), a change made here ([`rebuild`], [`reload_keys`]) is
+//! announced to the others and theirs are applied here ([`follow_changes`]); the `_here` variants change this
+//! instance only (start-up, config-file reloads every instance sees itself, discovery). Must not run on the
+//! request path.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

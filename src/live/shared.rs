@@ -1,22 +1,36 @@
 //! The shared (Redis) backend of live state: several `router serve` instances behind one load balancer act as
-//! one gateway (`shared_state.redis`).
+//! one gateway (`shared_state.redis`, `redis://` or `rediss://` for TLS).
 //!
-//! Owns, over one Redis: cooldowns (every instance's [`CoolChange`]s are written as `router:cool:<key>` with
-//! their expiry and published on `router:events`; every instance applies the others' to its own
-//! [`Health`], and reads the live ones when it (re)connects), affinity bindings (a new or moved binding is
-//! published and bound on every instance, so a session's turns keep their upstream whichever instance serves
-//! them; an instance that was disconnected does not learn the bindings made meanwhile), and the requests-per-minute window and parallel
-//! counter of gateway keys ([`admit`]: one Lua script, atomic across instances, one round trip per request of
-//! a key with `rpm` or `max_parallel`; keys without them never touch Redis). Tokens per minute and budgets stay
-//! in each instance's [`Limiter`].
+//! Owns, over one Redis:
+//! - cooldowns: every instance's [`CoolChange`]s are written as `router:cool:<key>` with their expiry and
+//!   published on `router:events`; every instance applies the others' to its own [`Health`] (planning never
+//!   waits for Redis) and reads the live ones when it (re)connects;
+//! - affinity bindings: a new or moved binding is written as `router:aff:<session key>` with the affinity TTL
+//!   before the answer leaves ([`Shared::bind`]) and published (the others bind it in memory); an instance
+//!   without a binding for a session reads it through ([`Shared::binding`]); a hit refreshes the Redis TTL
+//!   without waiting ([`Shared::touch`]);
+//! - admission of gateway keys with limits ([`admit`]): one Lua script per request checks the period's budget
+//!   spend (`router:spend:<key>:<period>:<start ms>`, seeded from this instance's records the first time Redis
+//!   sees the period, kept a day past it), the tokens window, takes a parallel slot and a requests slot (GCRA
+//!   on Redis' clock); settling charges tokens and cost with a second script off the response (INCRBYFLOAT).
+//!   Keys without limits never touch Redis. Budgets overshoot as on one instance: by the cost of requests in
+//!   flight (a charge on its way to Redis counts as in flight);
+//! - change notifications ([`Change`]): a key or channel change made on one instance is published; the others
+//!   load it ([`Shared::changes`], applied by `control::follow_changes`);
+//! - observed latency (`router:latency`, one field per instance and endpoint): shared and merged every
+//!   [`LATENCY_EVERY`] off the request path, so `fastest` on one instance knows what another measured.
 //!
 //! Failure: Redis unreachable (or slower than [`TIMEOUT`]) -> this instance admits with its own windows and
-//! keeps its own cooldowns, logs it once, `/health` reports `degraded`, and tries Redis again after
-//! [`RETRY`]; no request fails because of Redis. Parallel slots of an instance killed mid-request expire with
-//! their counter ([`SLOT_TTL_S`] after the key's last admission).
+//! keeps its own cooldowns and bindings, logs it once, `/health` reports `degraded`, every operation that fell
+//! back is counted ([`Shared::fallbacks`], `router_shared_state_fallbacks_total`), and Redis is tried again after
+//! [`RETRY`]; no request fails because of Redis. Messages published meanwhile are lost; on reconnecting an
+//! instance reloads keys and channels from its store and reads the live cooldowns. Parallel slots of an
+//! instance killed mid-request expire with their counter ([`SLOT_TTL_S`] after the key's last admission).
 //!
-//! Must not: hold a lock across an await, wait for Redis on the request path except in [`admit`], or know about
-//! HTTP or protocols.
+//! Must not: hold a lock across an await, wait for Redis on the request path except in [`admit`] (keys with
+//! limits), [`Shared::binding`] (a session this instance has no binding for) and [`Shared::bind`] (a new or
+//! moved binding), each bounded by [`TIMEOUT`]; know about HTTP, protocols or the store; send a secret to Redis
+//! (key rows carry hashes; channels, which hold upstream keys, are only announced).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

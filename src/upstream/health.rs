@@ -7,7 +7,8 @@
 //!
 //! Several instances: every change of a cooldown (cooled, cleared) is also sent, without waiting, to the
 //! subscriber set with [`Health::publish_to`] (the shared backend, `live::shared`), and cooldowns learned by other
-//! instances come back through [`Health::apply`]. This module itself does no I/O.
+//! instances come back through [`Health::apply`]; observed latency is read ([`Health::latencies`]) and others'
+//! merged in ([`Health::merge_ttfb`]) periodically. This module itself does no I/O.
 //!
 //! Nearly always nothing cools: [`Health::nothing_cools`] answers that from two atomics, without the lock or a
 //! key, so routing and the attempt loop skip their per-candidate lookups (and the `model_key` they would format).
