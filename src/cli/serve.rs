@@ -102,6 +102,9 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new());
     let state = AppState::with_metrics(snapshot, health, record_sink, metrics);
+    // The admin API and the dashboard share the listener; their door opens now and answers 503 until ready.
+    let door = Arc::new(crate::admin::Door::default());
+    let _ = state.door.set(door.clone());
     // Metrics and alerts subscribe before the first request can finish; each only when configured.
     let server_cfg = state.snapshot.load().config.raw.server.clone();
     let counting = server_cfg.metrics.then(|| crate::metrics::spawn(state.metrics.clone(), &state.events));
@@ -114,7 +117,7 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
             output::line(&format!("metrics: http://{}/metrics", l.local_addr()?));
-            tokio::spawn(crate::metrics::serve::listen(l, state.clone(), async {
+            tokio::spawn(crate::proxy::scrape::listen(l, state.clone(), async {
                 let _ = metrics_stopped.await;
             }));
         }
@@ -128,7 +131,7 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     // The admin API runs the socket's operations (one registry, two doors).
-    let _ = state.admin.set(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
+    door.ready(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
     if let Some(l) = live.get() {
         control::reload_keys_here(l)?;

@@ -4,9 +4,12 @@
 //!
 //! Owns what a key is and whether a presented secret is a usable key now ([`KeyTable::authenticate`]). The
 //! store operations behind `router keys` (create, update, state changes, rotate, the spend report) are in
-//! [`ops`]; admission counters are live state (`live::limits`). Must not keep or log a secret: a new secret
-//! exists only in the CLI that prints it once; the store and the server see its SHA-256 and a short prefix.
+//! [`ops`]; checking what a person asks for and sending it as those operations (the one path of the CLI and
+//! the admin API) is [`manage`]; admission counters are live state (`live::limits`). Must not keep or log a
+//! secret: a new secret is handed once to whoever asked (the CLI prints it, the admin API answers it); the store
+//! and the server see its SHA-256 and a short prefix.
 
+pub mod manage;
 pub mod ops;
 
 use std::collections::HashMap;

@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::affinity::{Affinity, Policy, Target};
+use super::health::{CoolChange, Health};
 use super::limits::{Admit, Limiter, Limits, Rate, Refusal, Refused, Window, period_bounds};
-use crate::upstream::health::{CoolChange, Health};
 
 /// Longest a request waits for Redis before it is admitted on this instance's own state.
 pub const TIMEOUT: Duration = Duration::from_millis(250);

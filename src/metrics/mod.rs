@@ -1,4 +1,4 @@
-//! Prometheus metrics: what the server counts, and the `/metrics` exposition.
+//! Prometheus metrics: what the server counts, and the `/metrics` exposition (served by `proxy::scrape`).
 //!
 //! Owns the metric families (names, labels, help), the [`Counting`] consumer that turns events into counts off
 //! the request path, the in-flight gauges the request path moves with a guard ([`InFlight`]), the values read
@@ -8,8 +8,6 @@
 //!
 //! Built on `prometheus-client` (the Prometheus project's own Rust client): typed label sets, no global recorder,
 //! and the OpenMetrics text encoder.
-
-pub mod serve;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -214,12 +214,12 @@ async fn send_through_proxy(
         // Open: gateway keys are checked by the real server, not by `router test`.
         keys: Default::default(),
         limiter: Default::default(),
-        admin: Default::default(),
+        door: Default::default(),
         events: crate::events::Events::new(1),
         metrics: Default::default(),
         affinity: Default::default(),
         shared: None,
-        ui_sessions: Default::default(),
+        stopping: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

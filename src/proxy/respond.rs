@@ -53,7 +53,7 @@ pub(super) async fn respond(
                 (true, false) => Mode::Sse { parser: Default::default() },
             }
         }
-        Some(conv) if is_sse => {
+        Some(conv) if is_sse && !conv.is_embedding() => {
             let wants_usage = conv == Conversion::ChatToAnthropic && convert::chat_request_wants_usage(&input.body);
             let conv = StreamConverter::new(conv, &ex.record.requested_model)
                 .with_include_usage(wants_usage)

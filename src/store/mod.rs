@@ -1,4 +1,4 @@
-//! The store: one redb file holding request records, daily usage rollups and the small tables other modules
+//! The store: one redb file holding request records, daily and hourly usage rollups and the small tables other modules
 //! keep (channels, models, prices, health, balances, gateway keys).
 //!
 //! Owns opening the file (schema version check, clear errors for foreign, damaged, newer or locked files — never
@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use socket::{Access, LiveOp, Op, Registry, SocketClient};
-use tables::{Counters, DailyKey, DecodeError};
+use tables::{Counters, DailyKey, DecodeError, HourlyKey};
 
 use crate::usage::RequestRecord;
 
@@ -300,8 +300,19 @@ fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
             }
             None => {}
         }
-        // Version 1 is the first schema: nothing to migrate yet. Later versions migrate here, in this
-        // transaction, from `version` up to SCHEMA_VERSION.
+        // Migrations run here, in this transaction, from `version` up to SCHEMA_VERSION: a failure leaves the
+        // file as it was.
+        if version == Some(1) {
+            // 1 -> 2: `usage_hourly` from the records retention kept; hours before them stay unknown.
+            let pruned = meta.get(tables::META_PRUNED_BEFORE).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+            let from = (pruned as i64).div_euclid(HOUR_MS).max(0) as u64 * HOUR_MS as u64;
+            let from = if from < pruned { from + HOUR_MS as u64 } else { from };
+            meta.insert(tables::META_HOURLY_FROM, from).map_err(db)?;
+            backfill_hourly(&txn)?;
+        }
+        if version.is_none() {
+            meta.insert(tables::META_HOURLY_FROM, 0).map_err(db)?;
+        }
         if version != Some(tables::SCHEMA_VERSION) {
             meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION).map_err(db)?;
         }
@@ -313,7 +324,41 @@ fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
     }
     txn.open_table(tables::REQUESTS).map_err(db)?;
     txn.open_table(tables::USAGE_DAILY).map_err(db)?;
+    txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
     txn.commit().map_err(db)?;
+    Ok(())
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Schema 1 -> 2: rolls every stored request record up into `usage_hourly` (in the open transaction).
+fn backfill_hourly(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut hourly: HashMap<HourlyKey, Counters> = HashMap::new();
+    {
+        let requests = txn.open_table(tables::REQUESTS).map_err(db)?;
+        for item in requests.iter().map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            let r = tables::decode_record(v.value())?;
+            hourly.entry(HourlyKey::of(&r)).or_default().add(&Counters::of(&r));
+        }
+    }
+    let mut t = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+    add_rollups(&mut t, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))
+}
+
+/// Adds counters to rollup rows (daily or hourly), creating missing rows.
+fn add_rollups<'k>(
+    t: &mut redb::Table<tables::DailyTuple<'static>, &'static [u8]>,
+    adds: impl Iterator<Item = (tables::DailyTuple<'k>, &'k Counters)>,
+) -> Result<(), StoreError> {
+    for (k, add) in adds {
+        let mut c = match t.get(k).map_err(db)? {
+            Some(v) => Counters::decode(v.value())?,
+            None => Counters::default(),
+        };
+        c.add(add);
+        t.insert(k, c.encode().as_slice()).map_err(db)?;
+    }
     Ok(())
 }
 
@@ -334,6 +379,15 @@ impl Store {
         Ok(meta.get(tables::META_PRUNED_BEFORE).map_err(db)?.map(|v| v.value() as i64).unwrap_or(0))
     }
 
+    /// Unix ms (an hour start) from which `usage_hourly` holds every request: 0, unless the store was migrated
+    /// from schema 1 after retention had pruned records.
+    pub fn hourly_from(&self) -> Result<i64, StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let meta = txn.open_table(tables::META).map_err(db)?;
+        Ok(meta.get(tables::META_HOURLY_FROM).map_err(db)?.map(|v| v.value() as i64).unwrap_or(0))
+    }
+
     /// Writes a batch of records and their rollups in one durable transaction. A record whose id is already
     /// stored is skipped (rollups untouched), so writing the same records twice — a retried batch, a pending
     /// file imported again — counts them once. Returns how many were new.
@@ -342,6 +396,7 @@ impl Store {
             return Ok(0);
         }
         let mut daily: HashMap<DailyKey, Counters> = HashMap::new();
+        let mut hourly: HashMap<HourlyKey, Counters> = HashMap::new();
         let mut new = 0;
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
@@ -353,25 +408,22 @@ impl Store {
                 buf.push(1);
                 serde_json::to_writer(&mut buf, r).expect("a record always serialises");
                 if requests.insert(r.id, buf.as_slice()).map_err(db)?.is_none() {
-                    daily.entry(DailyKey::of(r)).or_default().add(&Counters::of(r));
+                    let c = Counters::of(r);
+                    daily.entry(DailyKey::of(r)).or_default().add(&c);
+                    hourly.entry(HourlyKey::of(r)).or_default().add(&c);
                     new += 1;
                 }
             }
             let mut rollup = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
-            for (k, add) in daily {
-                let mut c = match rollup.get(k.as_tuple()).map_err(db)? {
-                    Some(v) => Counters::decode(v.value())?,
-                    None => Counters::default(),
-                };
-                c.add(&add);
-                rollup.insert(k.as_tuple(), c.encode().as_slice()).map_err(db)?;
-            }
+            add_rollups(&mut rollup, daily.iter().map(|(k, c)| (k.as_tuple(), c)))?;
+            let mut rollup = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+            add_rollups(&mut rollup, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))?;
         }
         txn.commit().map_err(db)?;
         Ok(new)
     }
 
-    /// Deletes request records older than `before_ms` (daily rollups stay). Returns how many were removed.
+    /// Deletes request records older than `before_ms` (daily and hourly rollups stay). Returns how many were removed.
     pub fn prune_requests(&self, before_ms: i64) -> Result<u64, StoreError> {
         let bound = (before_ms.max(0) as u128) << 64;
         let d = self.db()?;
@@ -439,6 +491,26 @@ impl Store {
                 break;
             }
             f(DailyKey::from_tuple(key), Counters::decode(v.value())?);
+        }
+        Ok(())
+    }
+
+    /// Visits the hourly rollups of UTC hours `first..=last` (hours since 1970-01-01T00:00Z).
+    pub fn scan_hourly(&self, first: u32, last: u32, mut f: impl FnMut(HourlyKey, Counters)) -> Result<(), StoreError> {
+        if first > last {
+            return Ok(());
+        }
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let t = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+        let lo = (first, "", "", "", "", "", "");
+        for item in t.range(lo..).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let key = k.value();
+            if key.0 > last {
+                break;
+            }
+            f(HourlyKey::from_tuple(key), Counters::decode(v.value())?);
         }
         Ok(())
     }
@@ -613,6 +685,105 @@ mod tests {
         let mut only = 0;
         store.scan_daily(20_001, 20_001, |_, c| only += c.input).unwrap();
         assert_eq!(only, 100);
+    }
+
+    #[test]
+    fn hourly_rollups_are_written_with_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert_eq!(store.hourly_from().unwrap(), 0);
+        let h = 480_000 * HOUR_MS;
+        store.write_records(&[rec(h + 1, "fp:a", 10), rec(h + HOUR_MS - 1, "fp:a", 5), rec(h + 3, "fp:b", 1)]).unwrap();
+        store.write_records(&[rec(h + HOUR_MS, "fp:a", 100), rec(h + 2 * HOUR_MS, "fp:a", 7)]).unwrap();
+        let mut rows = Vec::new();
+        store.scan_hourly(0, u32::MAX, |k, c| rows.push((k.hour, k.token_fp, c.requests, c.input))).unwrap();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (480_000, "fp:a".into(), 2, 15),
+                (480_000, "fp:b".into(), 1, 1),
+                (480_001, "fp:a".into(), 1, 100),
+                (480_002, "fp:a".into(), 1, 7)
+            ]
+        );
+        let mut only = Vec::new();
+        store.scan_hourly(480_001, 480_001, |k, c| only.push((k.hour, c.input))).unwrap();
+        assert_eq!(only, vec![(480_001, 100)]);
+        // A record written twice counts once in the hourly rollup too.
+        let again = rec(h + 5 * HOUR_MS, "fp:c", 3);
+        store.write_records(std::slice::from_ref(&again)).unwrap();
+        store.write_records(&[again]).unwrap();
+        let mut n = 0;
+        store.scan_hourly(480_005, 480_005, |_, c| n += c.requests).unwrap();
+        assert_eq!(n, 1);
+        // Pruning records keeps the hourly rollups.
+        store.prune_requests(h + 10 * HOUR_MS).unwrap();
+        let mut input = 0;
+        store.scan_hourly(0, u32::MAX, |_, c| input += c.input).unwrap();
+        assert_eq!(input, 15 + 1 + 100 + 7 + 3);
+    }
+
+    /// A store written by a router of schema 1 (no `usage_hourly`) is migrated on open: the hourly rollups are
+    /// built from the records retention kept, and reports know from when they are complete.
+    #[test]
+    fn a_schema_1_store_gets_hourly_rollups_from_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        let h = 480_000 * HOUR_MS;
+        {
+            let s = Store::open(&p).unwrap();
+            s.write_records(&[
+                rec(h + 5, "fp:a", 1),
+                rec(h + HOUR_MS + 5, "fp:a", 2),
+                rec(h + 2 * HOUR_MS + 5, "fp:a", 4),
+                rec(h + 2 * HOUR_MS + 6, "fp:b", 8),
+                rec(h + 30 * HOUR_MS, "fp:a", 16),
+            ])
+            .unwrap();
+            // Retention pruned the first record, part way into the first hour.
+            s.prune_requests(h + 60_000).unwrap();
+            // Make it what schema 1 wrote: no hourly table, no hourly_from, version 1.
+            let d = s.db().unwrap();
+            let t = d.begin_write().unwrap();
+            assert!(t.delete_table(tables::USAGE_HOURLY).unwrap());
+            {
+                let mut meta = t.open_table(tables::META).unwrap();
+                meta.remove(tables::META_HOURLY_FROM).unwrap();
+                meta.insert(tables::META_SCHEMA_VERSION, 1).unwrap();
+            }
+            t.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        // The first whole hour after the pruned records.
+        assert_eq!(s.hourly_from().unwrap(), h + HOUR_MS);
+        let mut rows = Vec::new();
+        s.scan_hourly(0, u32::MAX, |k, c| rows.push((k.hour, k.token_fp, c.requests, c.input))).unwrap();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (480_001, "fp:a".into(), 1, 2),
+                (480_002, "fp:a".into(), 1, 4),
+                (480_002, "fp:b".into(), 1, 8),
+                (480_030, "fp:a".into(), 1, 16)
+            ]
+        );
+        // The daily rollups were not touched, and new records roll up into both.
+        let mut daily = 0;
+        s.scan_daily(0, u32::MAX, |_, c| daily += c.input).unwrap();
+        assert_eq!(daily, 31);
+        s.write_records(&[rec(h + 30 * HOUR_MS + 1, "fp:a", 32)]).unwrap();
+        let mut hour30 = 0;
+        s.scan_hourly(480_030, 480_030, |_, c| hour30 += c.input).unwrap();
+        assert_eq!(hour30, 48);
+        // Opening again does not roll the records up twice.
+        drop(s);
+        let s = Store::open(&p).unwrap();
+        let mut all = 0;
+        s.scan_hourly(0, u32::MAX, |_, c| all += c.input).unwrap();
+        assert_eq!(all, 2 + 4 + 8 + 16 + 32);
     }
 
     #[test]

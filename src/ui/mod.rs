@@ -4,7 +4,8 @@
 //! Owns the door a browser uses: assets compiled into the binary (served with their content type, a content
 //! ETag and a strict Content-Security-Policy: no inline script, no remote origin), the in-memory session table
 //! (a random session id, kept only as its SHA-256, -> the admin key's name and an expiry) and the cookie
-//! (`HttpOnly; SameSite=Strict; Path=/`, expiring; the key is never in a URL). The page reads and changes
+//! (`HttpOnly; SameSite=Strict; Path=/`, expiring; the key is never in a URL). `admin::Door` holds the table and
+//! routes `/ui` here (the proxy knows neither). The page reads and changes
 //! everything through the admin API (`crate::admin`), which accepts a live session as it accepts an admin key
 //! ([`session_admin`]). Must not render data into HTML on the server (the page renders every server string as
 //! text), log a key or a session id, or touch the store.
@@ -136,18 +137,18 @@ fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
 
 /// The admin key name behind a request's session cookie, when the dashboard is on, the session is live, its
 /// admin key is still configured and a change comes from this origin. The admin API's door calls this.
-pub fn session_admin(state: &AppState, headers: &HeaderMap, method: &Method) -> Option<String> {
+pub fn session_admin(state: &AppState, sessions: &Sessions, headers: &HeaderMap, method: &Method) -> Option<String> {
     let id = cookie(headers)?;
     let snap = state.snapshot.load();
     if !enabled(&snap.config) || !same_origin(headers, method) {
         return None;
     }
-    let name = state.ui_sessions.admin_of(id, Instant::now())?;
+    let name = sessions.admin_of(id, Instant::now())?;
     snap.config.admin_keys.iter().any(|k| k.name == name).then_some(name)
 }
 
 /// Answers one request under `/ui`.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(state: &AppState, sessions: &Sessions, req: Request<Incoming>) -> Response<ProxyBody> {
     if !enabled(&state.snapshot.load().config) {
         return text(StatusCode::NOT_FOUND, "the dashboard is off (server.ui: false)");
     }
@@ -158,19 +159,19 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyB
     };
     match (&method, sub) {
         (&Method::GET | &Method::HEAD, "") => {
-            if session_admin(state, req.headers(), &method).is_some() {
+            if session_admin(state, sessions, req.headers(), &method).is_some() {
                 page(StatusCode::OK, INDEX.to_string())
             } else {
                 page(StatusCode::OK, LOGIN.replace(LOGIN_MESSAGE, ""))
             }
         }
-        (&Method::POST, "login") => login(state, req).await,
+        (&Method::POST, "login") => login(state, sessions, req).await,
         (&Method::POST, "logout") => {
             if !same_origin(req.headers(), &method) {
                 return text(StatusCode::FORBIDDEN, "logout must come from the dashboard's own page");
             }
             if let Some(id) = cookie(req.headers()) {
-                state.ui_sessions.remove(id);
+                sessions.remove(id);
             }
             let mut resp = redirect(StatusCode::SEE_OTHER, "/ui/");
             let gone = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -186,7 +187,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyB
 }
 
 /// `POST /ui/login` with a form field `key`: an admin key starts a session.
-async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn login(state: &AppState, sessions: &Sessions, req: Request<Incoming>) -> Response<ProxyBody> {
     if !same_origin(req.headers(), req.method()) {
         return text(StatusCode::FORBIDDEN, "log in from the dashboard's own page");
     }
@@ -217,7 +218,7 @@ async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> 
         tracing::info!("dashboard: a login with an unknown admin key was refused");
         return login_page(StatusCode::UNAUTHORIZED, "That is not an admin key (a key of server.admin_keys).");
     };
-    let id = state.ui_sessions.create(name, Instant::now());
+    let id = sessions.create(name, Instant::now());
     tracing::info!("dashboard: admin key `{name}` logged in");
     let mut resp = redirect(StatusCode::SEE_OTHER, "/ui/");
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());

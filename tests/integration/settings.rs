@@ -132,17 +132,11 @@ fn the_library_does_not_import_cli() {
     let edges = module_graph();
     let importers: Vec<&String> =
         edges.iter().filter(|(m, to)| *m != "cli" && to.contains("cli")).map(|e| e.0).collect();
-    // Known and not yet untangled: the admin API renders answers with the CLI's `--json` functions
-    // (`cli::requests::record_json`, `cli::usage::to_json`) and runs `cli::keys`' key operations. Those belong in
-    // the library (`report`, `keys`); remove this line once they move.
-    let importers: Vec<&String> = importers.into_iter().filter(|m| *m != "admin").collect();
     assert!(importers.is_empty(), "modules importing crate::cli: {importers:?}");
 }
 
 /// The library's modules import each other without circles.
 #[test]
-#[ignore = "round-two modules (events, live, metrics, telemetry) brought circles back, e.g. usage -> live -> \
-            upstream -> events -> usage; untangling them is the open part of issue 12"]
 fn the_module_graph_has_no_circles() {
     use std::collections::{BTreeMap, BTreeSet};
     let edges = module_graph();

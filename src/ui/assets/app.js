@@ -336,7 +336,7 @@ pages.overview = {
       stat('Cache hit rate', pct(t.cache_read, totalIn), 'cache read / all input tokens'),
       stat('TTFB p50', ms(percentile(ttfb, 0.5)), sample),
       stat('TTFB p95', ms(percentile(ttfb, 0.95)), sample));
-    $('#ov-source').textContent = (ov.source === 'daily' ? 'from the daily rollups (whole UTC days) · ' : '') + 'loaded in ' + ov.loadedMs + ' ms';
+    $('#ov-source').textContent = (ov.source === 'daily' ? 'from the daily rollups (whole UTC days: the range reaches past the records kept) · ' : '') + 'loaded in ' + ov.loadedMs + ' ms';
     const at = (r) => r[ov.bucket];
     const idx = new Map(ov.labels.map((l, i) => [l, i]));
     const kinds = [['input', 'input'], ['cache_read', 'cache read'], ['cache_write', 'cache write'], ['output', 'output']];

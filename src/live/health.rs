@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::failure::{CoolTarget, FailureClass};
 use crate::config::CooldownConfig;
 use crate::events::{CoolLevel, Event, Events};
+use crate::failure::{CoolTarget, FailureClass};
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
