@@ -428,6 +428,9 @@ impl Shared {
         mut changes: Option<UnboundedReceiver<Change>>,
     ) {
         let mut batch = Vec::new();
+        // When each binding's Redis TTL was last refreshed: a binding used again within a tenth of its TTL is
+        // not refreshed again (Redis sees one PEXPIRE per binding per tenth of the TTL, not one per request).
+        let mut refreshed: std::collections::HashMap<u64, Instant> = Default::default();
         loop {
             let (event, ttl_ms) = tokio::select! {
                 change = cools.recv() => match change {
@@ -446,14 +449,31 @@ impl Shared {
                 Some(first) = async { match touches.as_mut() { Some(t) => t.recv().await, None => None } } => {
                     // Every touch waiting, in one round trip.
                     batch.clear();
-                    batch.push(first);
+                    let now = Instant::now();
+                    if refreshed.len() > 100_000 {
+                        refreshed.clear();
+                    }
+                    let mut due = |(session, ttl_ms): (u64, u64)| {
+                        let fresh = refreshed
+                            .get(&session)
+                            .is_some_and(|t| now.duration_since(*t) < Duration::from_millis(ttl_ms / 10));
+                        if !fresh {
+                            refreshed.insert(session, now);
+                        }
+                        !fresh
+                    };
+                    if due(first) {
+                        batch.push(first);
+                    }
                     while let Some(Ok(t)) = touches.as_mut().map(|t| t.try_recv()) {
-                        batch.push(t);
+                        if due(t) {
+                            batch.push(t);
+                        }
                         if batch.len() >= 512 {
                             break;
                         }
                     }
-                    if self.available() {
+                    if !batch.is_empty() && self.available() {
                         let b = std::mem::take(&mut batch);
                         self.call("refresh bindings", |mut c| async move {
                             let mut pipe = redis::pipe();
