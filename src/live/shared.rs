@@ -738,3 +738,40 @@ pub async fn admit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages on `router:events` are what other versions of the router read: their shape is fixed.
+    #[test]
+    fn change_messages_have_a_stable_shape() {
+        let keys = Event::Changed { from: 7, change: Change::Keys { rows: vec![serde_json::json!({"name": "bot"})] } };
+        let text = serde_json::to_string(&keys).unwrap();
+        assert_eq!(text, r#"{"kind":"changed","from":7,"what":"keys","rows":[{"name":"bot"}]}"#);
+        let back: Event = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, Event::Changed { from: 7, change: Change::Keys { rows } } if rows.len() == 1));
+        let channels = serde_json::to_string(&Event::Changed { from: 1, change: Change::Channels }).unwrap();
+        assert_eq!(channels, r#"{"kind":"changed","from":1,"what":"channels"}"#);
+        let bind: Event = serde_json::from_str(r#"{"kind":"bind","from":2,"session":3,"target":4}"#).unwrap();
+        assert!(matches!(bind, Event::Bind { from: 2, session: 3, target: 4 }));
+    }
+
+    #[test]
+    fn binding_keys_are_fixed_width_hex() {
+        assert_eq!(affinity_key(0xab), "router:aff:00000000000000ab");
+        assert_eq!(cool_key("ep:main/default"), "router:cool:ep:main/default");
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused_and_rediss_is_accepted() {
+        assert!(Shared::open("http://cache:6379").is_err());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // Opening is lazy: no server needed; a TLS URL opens with the rustls feature built in.
+        rt.block_on(async {
+            assert!(Shared::open("redis://127.0.0.1:1/0").is_ok());
+            let tls = Shared::open("rediss://127.0.0.1:1/0").unwrap();
+            assert!(tls.tls && !tls.degraded());
+        });
+    }
+}

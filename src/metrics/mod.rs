@@ -551,6 +551,17 @@ mod tests {
     use crate::events::CoolLevel;
     use crate::usage::{Attempt, Outcome, Tokens};
 
+    #[test]
+    fn shared_state_families_come_before_the_end_marker() {
+        let text = Metrics::new().render(&crate::live::health::Health::new(), 0);
+        assert!(!text.contains("router_shared_state"), "a single instance shows none");
+        let text = with_shared_state(text, 7, false);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(line(&text, "router_shared_state_fallbacks_total "), Some("router_shared_state_fallbacks_total 7"));
+        assert_eq!(line(&text, "router_shared_state_connected "), Some("router_shared_state_connected 0"));
+        assert!(text.contains("# TYPE router_shared_state_fallbacks counter\n"));
+    }
+
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
     }
