@@ -445,6 +445,13 @@ async fn an_affinity_session_keeps_its_upstream_key_across_instances() {
             assert_eq!(up.last().header("authorization").unwrap(), key, "{conv} turn {n} kept its upstream key");
         }
     }
+    // An instance started after the bindings were made (it heard none of them) reads them through Redis.
+    let last_key = up.last().header("authorization").unwrap();
+    let late = Router::start(&config);
+    let r = turn(&late, "conv-3", 7).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-router-affinity"], "hit", "a late instance finds the binding in Redis");
+    assert_eq!(up.last().header("authorization").unwrap(), last_key);
     let mut c = redis.conn().unwrap();
     let bound: Vec<String> = redis::cmd("KEYS").arg("router:aff:*").query(&mut c).unwrap();
     assert_eq!(bound.len(), 4, "one binding per conversation in Redis: {bound:?}");
