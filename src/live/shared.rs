@@ -112,8 +112,9 @@ end
 return {0, 0, 0, tok_used, spent}
 ";
 
-/// Charges a finished request. KEYS: tokens window, budget spend. ARGV: µs its tokens take in the window (0:
-/// none), cost USD ('' none). A spend key that is gone (its period over) is not brought back.
+/// Charges a finished request and frees its parallel slot. KEYS: tokens window, budget spend, parallel counter.
+/// ARGV: µs its tokens take in the window (0: none), cost USD ('' none), '1' to free a slot. A spend key that is
+/// gone (its period over) is not brought back; a counter is never taken below 0.
 const CHARGE_LUA: &str = r"
 local add = tonumber(ARGV[1])
 if add > 0 then
@@ -124,6 +125,9 @@ if add > 0 then
 end
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('INCRBYFLOAT', KEYS[2], ARGV[2])
+end
+if ARGV[3] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
+  redis.call('DECR', KEYS[3])
 end
 return 0
 ";
@@ -659,14 +663,25 @@ impl Shared {
     }
 
     /// Charges a finished request's tokens (as µs of its tokens window) and cost to Redis.
-    async fn charge(&self, tpm_key: String, spend_key: String, window_us: i64, cost: Option<f64>) {
-        if !self.available() {
+    /// `par_key`: the parallel counter whose slot the request frees (settled requests free it here).
+    async fn charge(
+        &self,
+        tpm_key: String,
+        spend_key: String,
+        par_key: Option<String>,
+        window_us: i64,
+        cost: Option<f64>,
+    ) {
+        // A slot is freed even while Redis is thought down: a counter left high would refuse requests later.
+        if !self.available() && par_key.is_none() {
             return;
         }
         let cost = cost.map(|c| c.to_string()).unwrap_or_default();
+        let free = if par_key.is_some() { "1" } else { "0" };
+        let par_key = par_key.unwrap_or_else(|| "router:par:-".to_string());
         self.call("charge", |mut c| {
             let mut inv = self.charge_script.prepare_invoke();
-            inv.key(tpm_key).key(spend_key).arg(window_us).arg(cost);
+            inv.key(tpm_key).key(spend_key).key(par_key).arg(window_us).arg(cost).arg(free);
             async move { inv.invoke_async::<i64>(&mut c).await }
         })
         .await;
@@ -710,28 +725,35 @@ pub async fn admit(
         Some(Err(refused)) => Err(refused),
         Some(Ok(taken)) => {
             admitted.rate = taken.rate;
+            // A settled request frees its parallel slot with its charge (one round trip); one dropped unsettled
+            // (the client went away) frees it on its own.
+            let settled = Arc::new(AtomicBool::new(false));
             if taken.parallel {
-                let (sh, key) = (sh.clone(), key.to_string());
+                let (sh, key, settled) = (sh.clone(), key.to_string(), settled.clone());
                 admitted.ticket.on_release(move || {
+                    if settled.load(Ordering::Acquire) {
+                        return;
+                    }
                     if let Ok(rt) = tokio::runtime::Handle::try_current() {
                         rt.spawn(async move { sh.release(&key).await });
                     }
                 });
             }
-            if limits.tpm.is_some() || limits.budget.is_some() {
+            if taken.parallel || limits.tpm.is_some() || limits.budget.is_some() {
                 let sh = sh.clone();
                 let us_per_token = limits.tpm.map_or(0, |tpm| (MINUTE_US / tpm.max(1) as i64).max(1));
-                let (tpm_key, spend_key) = (taken.tpm_key, taken.spend_key);
-                let budget = limits.budget.is_some();
+                let (tpm_key, spend_key, par_key) = (taken.tpm_key, taken.spend_key, format!("router:par:{key}"));
+                let (budget, parallel) = (limits.budget.is_some(), taken.parallel);
                 admitted.ticket.on_settle(move |tokens, cost| {
                     let window_us = (tokens.min(i64::MAX as u64) as i64).saturating_mul(us_per_token);
                     let cost = cost.filter(|c| budget && c.is_finite() && *c > 0.0);
-                    if window_us == 0 && cost.is_none() {
+                    if window_us == 0 && cost.is_none() && !parallel {
                         return;
                     }
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        rt.spawn(async move { sh.charge(tpm_key, spend_key, window_us, cost).await });
-                    }
+                    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+                    settled.store(true, Ordering::Release);
+                    let par_key = parallel.then_some(par_key);
+                    rt.spawn(async move { sh.charge(tpm_key, spend_key, par_key, window_us, cost).await });
                 });
             }
             Ok(admitted)
