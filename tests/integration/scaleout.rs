@@ -196,6 +196,55 @@ async fn rpm_and_max_parallel_hold_across_three_instances() {
     assert!(admitted, "the freed slot admits a request on a third instance");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_slot_held_by_a_client_that_went_away_is_freed_across_instances() {
+    let redis = Redis::start().await;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| match rx.lock().unwrap().take() {
+        Some(rx) => Reply::Channel(rx),
+        None => Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5)),
+    })
+    .await;
+    let config = format!(
+        "shared_state:\n  redis: {}\nserver:\n  keys:\n    - {{name: one, key: sk-one, max_parallel: 1}}\nchannels:\n  - name: main\n    base_url: {}\n    keys: [sk-up]\n    models: [gpt-4o]\n",
+        redis.url(),
+        up.openai_url()
+    );
+    let routers = three_on(&redis, &config).await;
+    let req = client()
+        .post(routers[0].url("/v1/chat/completions"))
+        .header("authorization", "Bearer sk-one")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}));
+    let held = tokio::spawn(async move {
+        let mut r = req.send().await.unwrap();
+        // Read the first chunk, then hang up mid-stream.
+        r.chunk().await.unwrap()
+    });
+    let first = chat_sse("gpt-4o", &["a"], false);
+    tx.send(Ok(Bytes::from(first[0].clone()))).await.unwrap();
+    assert!(held.await.unwrap().is_some(), "the stream started");
+    assert_eq!(post(&routers[1], "sk-one").await.status(), 429, "the slot is held on A");
+    // The client is gone; the next upstream chunk finds no one to take it and the request ends unsettled.
+    let mut freed = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let _ = tx.try_send(Ok(Bytes::from(first[0].clone())));
+        if post(&routers[1], "sk-one").await.status() == 200 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the slot of a client that went away is freed for the other instances");
+    // Once the last request's slot is back (freed just after its answer), none is left taken.
+    let mut c = redis.conn().unwrap();
+    let empty = eventually(Duration::from_secs(5), || {
+        redis::cmd("GET").arg("router:par:one").query::<i64>(&mut c).is_ok_and(|n| n == 0)
+    })
+    .await;
+    assert!(empty, "no slot is left taken");
+}
+
 /// Sends `key`'s requests one at a time, round the three instances starting at `first`, until one is refused;
 /// returns how many were admitted (at most 20).
 async fn admitted_until_refused(routers: &[Router], key: &str, first: usize) -> usize {
