@@ -392,6 +392,34 @@ async fn a_key_changed_through_one_instance_holds_on_the_others_within_a_second(
     for r in &routers {
         assert!(!r.stderr().contains(&secret), "the secret is in no log");
     }
+
+    // A store channel added through A's socket: B and C reload their catalogue from their store at once (with a
+    // store every instance reads, that is where the channel is; the message itself carries no upstream key).
+    let rebuilds = |m: &str| -> u64 {
+        let line = m.lines().find(|l| l.starts_with("router_snapshot_rebuilds_total ")).expect(m);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = [rebuilds(&metrics(b).await), rebuilds(&metrics(c).await)];
+    let out = Cli::new()
+        .config(&a.config_path())
+        .arg("--store")
+        .arg(a.store_path())
+        .args(["channels", "add", "--name", "extra", "--protocol", "openai", "--base-url", &up.openai_url()])
+        .args(["--key", "sk-extra-upstream", "--model", "gpt-extra"])
+        .run_async()
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let started = Instant::now();
+    let mut reloaded = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        if rebuilds(&metrics(b).await) > before[0] && rebuilds(&metrics(c).await) > before[1] {
+            reloaded = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    eprintln!("channel added on A: B and C rebuilt their catalogue after {took:?}");
+    assert!(reloaded && took < Duration::from_secs(1), "B and C reload after a channel change on A: {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
