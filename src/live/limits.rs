@@ -130,6 +130,8 @@ pub struct Ticket {
     state: Option<Arc<KeyState>>,
     /// Frees what a shared backend holds for this request (its parallel slot there).
     release: Option<Release>,
+    /// Charges the request's tokens and cost to a shared backend's windows and budget.
+    charge: Option<Charge>,
     parallel: bool,
     /// Nanoseconds one token takes in the tokens window (0: no tokens window).
     tok_interval: i64,
@@ -146,10 +148,25 @@ impl std::fmt::Debug for Release {
     }
 }
 
+/// Runs once when a [`Ticket`] is settled, with the request's tokens and cost.
+pub struct Charge(Box<dyn FnOnce(u64, Option<f64>) + Send + Sync>);
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Charge")
+    }
+}
+
 impl Ticket {
     /// Runs `f` when this ticket ends (settled or dropped), e.g. to free a parallel slot held elsewhere.
     pub fn on_release(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
         self.release = Some(Release(Box::new(f)));
+    }
+
+    /// Runs `f(tokens, cost)` when this ticket is settled (not when dropped unsettled), e.g. to charge a
+    /// shared budget.
+    pub fn on_settle(&mut self, f: impl FnOnce(u64, Option<f64>) + Send + Sync + 'static) {
+        self.charge = Some(Charge(Box::new(f)));
     }
 }
 
@@ -272,6 +289,7 @@ impl Limiter {
             started_ms: now_ms,
             parallel: false,
             release: None,
+            charge: None,
         };
         if let Some(max) = limits.max_parallel {
             if s.parallel.fetch_add(1, Ordering::AcqRel) >= max {
@@ -334,7 +352,10 @@ impl Limiter {
 
     /// Charges a finished request: its tokens to the tokens window, its cost (unknown: 0) to the budget of the
     /// period it started in, at `now_ms`. Frees its parallel slot.
-    pub fn settle(&self, ticket: Ticket, tokens: u64, cost: Option<f64>, now_ms: i64) {
+    pub fn settle(&self, mut ticket: Ticket, tokens: u64, cost: Option<f64>, now_ms: i64) {
+        if let Some(c) = ticket.charge.take() {
+            (c.0)(tokens, cost);
+        }
         let Some(s) = &ticket.state else { return };
         if ticket.tok_interval > 0 && tokens > 0 {
             let now = now_ms.saturating_mul(1_000_000);

@@ -285,6 +285,24 @@ impl Metrics {
     }
 }
 
+/// The shared-state families (`shared_state.redis` only; a single instance shows none), put before the
+/// exposition's `# EOF`: operations that fell back to the instance's own state, and whether Redis answers.
+pub fn with_shared_state(mut text: String, fallbacks: u64, connected: bool) -> String {
+    let families = format!(
+        "# HELP router_shared_state_fallbacks Operations (admissions, bindings, cooldown and change messages) that \
+         used this instance's own state because Redis failed or was unreachable.\n\
+         # TYPE router_shared_state_fallbacks counter\n\
+         router_shared_state_fallbacks_total {fallbacks}\n\
+         # HELP router_shared_state_connected Whether Redis (shared_state.redis) answered last time it was asked.\n\
+         # TYPE router_shared_state_connected gauge\n\
+         router_shared_state_connected {}\n",
+        u8::from(connected)
+    );
+    let at = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(at, &families);
+    text
+}
+
 /// Counts a gauge up while it lives.
 #[derive(Debug, Default)]
 pub struct InFlight(Option<Gauge>);
@@ -532,6 +550,17 @@ mod tests {
     use super::*;
     use crate::events::CoolLevel;
     use crate::usage::{Attempt, Outcome, Tokens};
+
+    #[test]
+    fn shared_state_families_come_before_the_end_marker() {
+        let text = Metrics::new().render(&crate::live::health::Health::new(), 0);
+        assert!(!text.contains("router_shared_state"), "a single instance shows none");
+        let text = with_shared_state(text, 7, false);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(line(&text, "router_shared_state_fallbacks_total "), Some("router_shared_state_fallbacks_total 7"));
+        assert_eq!(line(&text, "router_shared_state_connected "), Some("router_shared_state_connected 0"));
+        assert!(text.contains("# TYPE router_shared_state_fallbacks counter\n"));
+    }
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
