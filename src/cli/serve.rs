@@ -13,11 +13,11 @@ use crate::catalog::Snapshot;
 use crate::config::{self, autodetect};
 use crate::control::{self, Live, LiveCell};
 use crate::error::user;
+use crate::live::health::Health;
 use crate::proxy::{self, AppState};
 use crate::settings::{self, Settings};
 use crate::store::writer::WriterOptions;
 use crate::store::{self, recorder::Recorder};
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
 #[derive(Debug, clap::Args)]
@@ -134,8 +134,10 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     door.ready(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
     if let Some(l) = live.get() {
-        control::reload_keys(l)?;
+        control::reload_keys_here(l)?;
     }
+    // Several instances: what the others change (keys, channels) is loaded here too.
+    tokio::spawn(control::follow_changes(live.clone()));
     print_auth(&state);
     if let Some(path) = config_path {
         tokio::spawn(watch_config(live.clone(), path));
@@ -285,7 +287,7 @@ async fn watch_config(live: LiveCell, path: PathBuf) {
                 live.state.snapshot.store(Arc::new(snap));
                 live.state.events.publish(crate::events::Event::Reloaded);
                 control::release_freed_memory();
-                if let Err(e) = tokio::task::block_in_place(|| control::reload_keys(live)) {
+                if let Err(e) = tokio::task::block_in_place(|| control::reload_keys_here(live)) {
                     output::note(&format!("error: gateway keys not reloaded, keeping the previous ones: {e:#}"));
                 }
             }

@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::{MAX_TOKENS, Options, PROMPT, ProbeReport, apply, route_request};
 use crate::catalog::Snapshot;
 use crate::config::{Config, Dur, Strategy};
+use crate::failure::{error_message, redact};
+use crate::live::health::Health;
 use crate::protocol::Protocol;
 use crate::protocol::convert::Conversion;
 use crate::routing::view::PlanView;
 pub use crate::routing::view::{CandidateView, ExcludedView};
 use crate::routing::{self, PlanError};
 use crate::upstream;
-use crate::upstream::failure::{error_message, redact};
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 use crate::usage::{Attempt, Outcome, RequestRecord, Tokens};
 

@@ -158,7 +158,7 @@ impl Exchange {
             Err(r) => return self.reject(r).await,
         };
         let input = Input { headers: parts.headers, query, body, peek };
-        self.affinity = affinity::lookup(&mut self, &input);
+        self.affinity = affinity::lookup(&mut self, &input).await;
         let mut plan = match self.plan(&input).await {
             Ok(p) => p,
             Err(Rejection::NoRoute(_)) if matches!(self.op, Operation::CountTokens | Operation::GeminiCountTokens) => {

@@ -13,10 +13,10 @@ use http::{Response, StatusCode};
 use super::exchange::{Exchange, Input, Rejection, error_read_budget};
 use super::{ProxyBody, headers, respond};
 use crate::catalog::Channel;
+use crate::live::health::{CoolKeys, model_key};
 use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion};
 use crate::routing::{Candidate, Plan};
-use crate::upstream::health::{CoolKeys, model_key};
 use crate::upstream::{self, FailureClass, Operation, UpstreamError};
 use crate::usage::Attempt;
 

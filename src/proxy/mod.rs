@@ -35,10 +35,10 @@ use crate::catalog::Snapshot;
 use crate::events::Events;
 use crate::keys::KeyTable;
 use crate::live::affinity::Affinity;
+use crate::live::health::Health;
 use crate::live::limits::Limiter;
 use crate::live::shared::Shared;
 use crate::upstream::fasttest::FastTest;
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
 /// The body of every response the proxy gives.

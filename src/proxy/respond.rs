@@ -39,7 +39,7 @@ pub(super) async fn respond(
     ok: Success<'_>,
 ) -> Result<Response<ProxyBody>, Rejection> {
     let is_sse = record_success(ex, &ok);
-    super::affinity::settle(ex, ok.cand);
+    super::affinity::settle(ex, ok.cand).await;
     let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
     let mode = match ok.conv {
         None => {

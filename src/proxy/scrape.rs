@@ -17,7 +17,10 @@ pub fn response(state: &AppState) -> Response<ProxyBody> {
     // Records not yet durable: the channel's queue, or, while the store fails, everything the writer holds (its
     // backlog and pending file include the queue), whichever the writer last reported.
     let pending = state.sink.health().status().pending as usize;
-    let text = state.metrics.render(&state.health, state.sink.backlog().max(pending));
+    let mut text = state.metrics.render(&state.health, state.sink.backlog().max(pending));
+    if let Some(sh) = &state.shared {
+        text = crate::metrics::with_shared_state(text, sh.fallbacks(), !sh.degraded());
+    }
     let mut resp = Response::new(full(text));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     resp
