@@ -127,12 +127,12 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     if req.uri().path().starts_with("/admin/") {
-        return crate::admin::handle(&state, req).await;
+        return crate::admin::handle(&state, req, peer.ip()).await;
     }
     if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
-        return crate::ui::handle(&state, req).await;
+        return crate::ui::handle(&state, req, peer.ip()).await;
     }
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());
