@@ -184,7 +184,7 @@ complete -c router -n "__fish_router_using_subcommand test" -s V -l version -d '
 complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l group-by -d 'Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names' -r -f -a "day\t''
-hour\t'The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day\'s first hour (whole days only)'
+hour\t'The hour (`YYYY-MM-DD HH:00`); when a range falls back to the daily rollups, the day\'s first hour'
 channel\t''
 endpoint\t''
 token\t'The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together)'
