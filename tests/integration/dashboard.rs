@@ -326,13 +326,13 @@ async fn in_a_real_browser() {
 
     // Channels: each endpoint's observed time to first byte, as the admin API has it.
     b.goto(&router.url("/ui/#channels")).await;
-    b.wait("article[data-channel=extra] td.latency").await;
+    b.wait("article[data-channel=extra] .latency").await;
     let health: Value =
         client().get(router.url("/admin/v1/health")).bearer_auth(ADMIN).send().await.unwrap().json().await.unwrap();
     let extra = health["latency"].as_array().unwrap().iter().find(|l| l["channel"] == "extra").unwrap().clone();
     let ttfb = extra["ttfb_ms"].as_u64().unwrap_or_else(|| panic!("measured after 4 requests: {health}"));
     assert!(extra["ok"].as_u64().unwrap() >= 4, "{extra}");
-    assert_eq!(b.text("article[data-channel=extra] td.latency").await, format!("{ttfb} ms"));
+    assert_eq!(b.text("article[data-channel=extra] .latency").await, format!("{ttfb} ms"));
     // Disabling `extra` sends gpt-4o to `main`.
     b.click_text("article[data-channel=extra] button", "Disable").await;
     b.wait("article[data-channel=extra] .pill.bad").await;

@@ -557,15 +557,18 @@ pages.channels = {
           c.tags.length ? [el('dt', {}, 'Tags'), el('dd', {}, c.tags.join(', '))] : null,
           c.disabled_reason ? [el('dt', {}, 'Disabled because'), el('dd', {}, c.disabled_reason)] : null),
         el('div', { class: 'table-wrap' }, el('table', {},
-          el('thead', {}, el('tr', {}, ['Endpoint', 'Time to first byte', 'Upstream token', 'Balance', '30 days'].map((h) => el('th', {}, h)))),
+          el('thead', {}, el('tr', {}, ['Endpoint', 'Upstream token', 'Balance', '30 days'].map((h) => el('th', {}, h)))),
           el('tbody', {}, tokens.map(([e, t]) => {
             const k = t.fingerprint + '|' + c.name;
             const pts = (series.get(k) || []).map((b) => [b.checked_at, b.balances[0].amount]);
             const l = latency.get(c.name + '/' + e.name);
             return el('tr', {},
-              el('td', { title: e.base_url }, e.name),
-              el('td', { class: 'latency', title: l ? `${num(l.ok)} ok · ${num(l.errors)} errors` : null },
-                l && l.ttfb_ms !== null && l.ttfb_ms !== undefined ? ms(l.ttfb_ms) : el('span', { class: 'muted' }, 'not measured yet')),
+              el('td', { title: e.base_url },
+                e.name,
+                // The endpoint's observed time to first byte (moving average), under its name: narrow screens.
+                el('div', { class: 'ttfb', title: l ? `${num(l.ok)} ok · ${num(l.errors)} errors` : null },
+                  el('span', { class: 'muted' }, 'first byte '),
+                  l && l.ttfb_ms !== null && l.ttfb_ms !== undefined ? el('span', { class: 'latency' }, ms(l.ttfb_ms)) : el('span', { class: 'muted', title: 'not measured yet' }, '–'))),
               el('td', {}, t.token_key === t.fingerprint ? t.fingerprint : `${t.token_key} (${t.fingerprint})`, t.enabled ? null : [' ', pill('off', 'bad')]),
               el('td', {}, balanceText(latest.get(k))),
               el('td', {}, sparkline(pts) || el('span', { class: 'muted' }, pts.length ? 'one check' : 'no checks')));
