@@ -489,7 +489,7 @@ async fn load_time_with_a_million_records() {
         // Make it a store of schema 1 (no hourly rollups), as the previous release left it: opening it builds
         // them from the records, once.
         {
-            use redb::{ReadableDatabase, ReadableTable};
+            use redb::ReadableDatabase;
             use router::store::tables;
             let d = redb::Database::open(&path).unwrap();
             let t = d.begin_write().unwrap();
