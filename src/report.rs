@@ -1,7 +1,8 @@
 //! Report queries over the store: usage totals grouped by day / channel / endpoint / token / model / gateway
 //! key, recent request records, one record by id prefix, and the time expressions the CLI accepts.
 //!
-//! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
+//! Owns what a report contains and its JSON views (`usage_json`, `record_json`: what `--json`, the admin API and
+//! the event stream give), not how it is printed for people (`cli::usage`, `cli::requests`). Each query is a store
 //! [`Op`], so it runs identically in this process or in the server that holds the store (`control` registers
 //! them). A usage range is answered exactly from the daily rollups for its whole UTC days, the hourly rollups
 //! for its other whole hours and the request records only for the partial hours at its edges (sessions only
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use crate::error::{UserError, user};
 use crate::store::tables::{self, Counters, DailyKey};
@@ -649,6 +651,74 @@ pub fn cost_json(c: &Counters) -> Option<f64> {
     (c.unknown_cost == 0 || c.cost_usd != 0.0).then_some(c.cost_usd)
 }
 
+/// Cache reads over all input tokens (uncached, read, written); `None` without input.
+pub fn hit_rate(c: &Counters) -> Option<f64> {
+    let all = c.input + c.cache_read + c.cache_write;
+    (all > 0).then(|| c.cache_read as f64 / all as f64)
+}
+
+fn counters_json(c: &Counters, m: &mut Map<String, Value>) {
+    m.insert("requests".into(), json!(c.requests));
+    m.insert("errors".into(), json!(c.errors));
+    m.insert("input".into(), json!(c.input));
+    m.insert("cache_read".into(), json!(c.cache_read));
+    m.insert("cache_write".into(), json!(c.cache_write));
+    m.insert("output".into(), json!(c.output));
+    m.insert("reasoning".into(), json!(c.reasoning));
+    m.insert("cache_hit_rate".into(), json!(hit_rate(c)));
+    m.insert("cost_usd".into(), json!(cost_json(c)));
+    m.insert("unknown_cost_requests".into(), json!(c.unknown_cost));
+    m.insert("estimated_requests".into(), json!(c.estimated));
+}
+
+/// The usage report as `router usage --json` and `/admin/v1/usage` give it:
+/// `{source, group_by, rows: [{<dimension>: value, ..., token_keys?, counters...}], totals: {...}}`.
+pub fn usage_json(r: &UsageReport) -> Value {
+    let rows: Vec<Value> = r
+        .rows
+        .iter()
+        .map(|row| {
+            let mut m = Map::new();
+            for (g, v) in r.group_by.iter().zip(&row.group) {
+                m.insert(g.as_str().into(), json!(v));
+            }
+            if r.group_by.contains(&GroupBy::Token) {
+                m.insert("token_keys".into(), json!(row.token_keys));
+            }
+            counters_json(&row.counters, &mut m);
+            Value::Object(m)
+        })
+        .collect();
+    let mut totals = Map::new();
+    counters_json(&r.totals, &mut totals);
+    json!({
+        "source": r.source,
+        "group_by": r.group_by,
+        "rows": rows,
+        "totals": totals,
+    })
+}
+
+/// A record for scripts, as `router requests --json`, `/admin/v1/requests` and the event stream give it: the id
+/// as 32 hex digits (JSON numbers cannot hold it) and the time as RFC 3339 (UTC, or the local time zone).
+pub fn record_json(r: &RequestRecord, utc: bool) -> Value {
+    let mut v = serde_json::to_value(RequestRecord { id: 0, ..r.clone() }).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(crate::usage::format_id(r.id)));
+        m.insert("time".into(), json!(rfc3339(r.time_ms, utc)));
+    }
+    v
+}
+
+/// A time as RFC 3339, in UTC or in the local time zone.
+fn rfc3339(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1069,5 +1139,24 @@ mod tests {
         let known = Counters { cost_usd: 0.0, ..Default::default() };
         assert_eq!(format_cost(&known), "0");
         assert_eq!(cost_json(&known), Some(0.0));
+    }
+
+    #[test]
+    fn json_rows_name_their_dimensions_and_unknown_cost_is_null() {
+        let r = UsageReport {
+            source: Source::Requests,
+            group_by: vec![GroupBy::Token],
+            rows: vec![UsageRow {
+                group: vec!["fp:1".into()],
+                token_keys: vec!["a".into()],
+                counters: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
+            }],
+            totals: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
+        };
+        let v = usage_json(&r);
+        assert_eq!(v["rows"][0]["token"], "fp:1");
+        assert_eq!(v["rows"][0]["token_keys"][0], "a");
+        assert_eq!(v["rows"][0]["cost_usd"], Value::Null);
+        assert_eq!(v["totals"]["input"], 3);
     }
 }

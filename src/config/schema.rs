@@ -118,7 +118,7 @@ pub struct GatewayKeyConfig {
     pub budget: Option<f64>,
     /// The budget's period: `day`, `week`, `month` or `total` (in `server.timezone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per: Option<crate::live::limits::Period>,
+    pub per: Option<super::Period>,
     /// When the key stops working: a date (valid through that day, in `server.timezone`) or an RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,

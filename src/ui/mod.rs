@@ -4,7 +4,8 @@
 //! Owns the door a browser uses: assets compiled into the binary (served with their content type, a content
 //! ETag and a strict Content-Security-Policy: no inline script, no remote origin), the in-memory session table
 //! (a random session id, kept only as its SHA-256, -> the admin key's name and an expiry) and the cookie
-//! (`HttpOnly; SameSite=Strict; Path=/`, expiring; the key is never in a URL). The page reads and changes
+//! (`HttpOnly; SameSite=Strict; Path=/`, expiring; the key is never in a URL). `admin::Door` holds the table and
+//! routes `/ui` here (the proxy knows neither). The page reads and changes
 //! everything through the admin API (`crate::admin`), which accepts a live session as it accepts an admin key
 //! ([`session_admin`]). Wrong admin keys, on the login form and the admin API, are slowed down per client address
 //! ([`throttle`]). Must not render data into HTML on the server (the page renders every server string as
@@ -147,18 +148,23 @@ fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
 
 /// The admin key name behind a request's session cookie, when the dashboard is on, the session is live, its
 /// admin key is still configured and a change comes from this origin. The admin API's door calls this.
-pub fn session_admin(state: &AppState, headers: &HeaderMap, method: &Method) -> Option<String> {
+pub fn session_admin(state: &AppState, sessions: &Sessions, headers: &HeaderMap, method: &Method) -> Option<String> {
     let id = cookie(headers)?;
     let snap = state.snapshot.load();
     if !enabled(&snap.config) || !same_origin(headers, method) {
         return None;
     }
-    let name = state.ui_sessions.admin_of(id, Instant::now())?;
+    let name = sessions.admin_of(id, Instant::now())?;
     snap.config.admin_keys.iter().any(|k| k.name == name).then_some(name)
 }
 
 /// Answers one request under `/ui`.
-pub async fn handle(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+pub async fn handle(
+    state: &AppState,
+    sessions: &Sessions,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<ProxyBody> {
     if !enabled(&state.snapshot.load().config) {
         return text(StatusCode::NOT_FOUND, "the dashboard is off (server.ui: false)");
     }
@@ -169,19 +175,19 @@ pub async fn handle(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> R
     };
     match (&method, sub) {
         (&Method::GET | &Method::HEAD, "") => {
-            if session_admin(state, req.headers(), &method).is_some() {
+            if session_admin(state, sessions, req.headers(), &method).is_some() {
                 page(StatusCode::OK, INDEX.to_string())
             } else {
                 page(StatusCode::OK, LOGIN.replace(LOGIN_MESSAGE, ""))
             }
         }
-        (&Method::POST, "login") => login(state, req, peer).await,
+        (&Method::POST, "login") => login(state, sessions, req, peer).await,
         (&Method::POST, "logout") => {
             if !same_origin(req.headers(), &method) {
                 return text(StatusCode::FORBIDDEN, "logout must come from the dashboard's own page");
             }
             if let Some(id) = cookie(req.headers()) {
-                state.ui_sessions.remove(id);
+                sessions.remove(id);
             }
             let mut resp = redirect(StatusCode::SEE_OTHER, "/ui/");
             let gone = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -198,11 +204,11 @@ pub async fn handle(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> R
 
 /// `POST /ui/login` with a form field `key`: an admin key starts a session. An address that sent too many wrong
 /// keys waits first ([`throttle`]).
-async fn login(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+async fn login(state: &AppState, sessions: &Sessions, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
     if !same_origin(req.headers(), req.method()) {
         return text(StatusCode::FORBIDDEN, "log in from the dashboard's own page");
     }
-    let throttle = state.ui_sessions.throttle();
+    let throttle = sessions.throttle();
     if let Err(wait) = throttle.check(peer, Instant::now()) {
         return too_many(wait);
     }
@@ -237,7 +243,7 @@ async fn login(state: &AppState, req: Request<Incoming>, peer: IpAddr) -> Respon
         return login_page(StatusCode::UNAUTHORIZED, "That is not an admin key (a key of server.admin_keys).");
     };
     throttle.right(peer);
-    let id = state.ui_sessions.create(name, Instant::now());
+    let id = sessions.create(name, Instant::now());
     tracing::info!("dashboard: admin key `{name}` logged in");
     let mut resp = redirect(StatusCode::SEE_OTHER, "/ui/");
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());
