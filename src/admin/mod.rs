@@ -10,6 +10,7 @@
 
 pub mod routes;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -72,12 +73,13 @@ impl crate::proxy::Door for Door {
         self: Arc<Self>,
         state: Arc<AppState>,
         req: Request<Incoming>,
+        peer: IpAddr,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> {
         Box::pin(async move {
             if req.uri().path().starts_with("/admin/") {
-                handle(&state, &self, req).await
+                handle(&state, &self, req, peer).await
             } else {
-                crate::ui::handle(&state, &self.sessions, req).await
+                crate::ui::handle(&state, &self.sessions, req, peer).await
             }
         })
     }
@@ -114,12 +116,25 @@ impl From<crate::error::UserError> for Failure {
 
 type Answer = Result<Response<ProxyBody>, Failure>;
 
-/// Answers one request under `/admin/`.
-pub async fn handle(state: &Arc<AppState>, door: &Door, req: Request<Incoming>) -> Response<ProxyBody> {
-    let answer = answer(state, door, req).await;
+/// Answers one request under `/admin/`. An address that sent too many wrong keys waits first (429 with
+/// `Retry-After`, the key not looked at: `crate::ui::throttle`).
+pub async fn handle(state: &Arc<AppState>, door: &Door, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+    let wait = door.sessions.throttle().check(peer, std::time::Instant::now()).err();
+    let answer = match wait {
+        Some(wait) => Err(Failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong admin keys from this address".into(),
+            Some(format!(
+                "wait {} s, then use a key of server.admin_keys",
+                crate::ui::throttle::retry_after_secs(wait)
+            )),
+        )),
+        None => answer(state, door, req, peer).await,
+    };
     answer.unwrap_or_else(|Failure(status, message, hint)| {
         let kind = match status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
@@ -133,6 +148,10 @@ pub async fn handle(state: &Arc<AppState>, door: &Door, req: Request<Incoming>) 
         let mut resp = json_response(status, &json!({ "error": err }));
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(wait) = wait {
+            let secs = crate::ui::throttle::retry_after_secs(wait);
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     })
@@ -151,8 +170,14 @@ fn ok(v: &Value) -> Answer {
     Ok(json_response(StatusCode::OK, v))
 }
 
-/// Who may ask: an admin key. Checked before anything else, including the path.
-fn authorise(state: &AppState, sessions: &crate::ui::Sessions, req: &Request<Incoming>) -> Result<(), Failure> {
+/// Who may ask: an admin key. Checked before anything else, including the path. A wrong key (a gateway key too:
+/// its 403 would tell a guesser it found a key) counts against the address.
+fn authorise(
+    state: &AppState,
+    sessions: &crate::ui::Sessions,
+    req: &Request<Incoming>,
+    peer: IpAddr,
+) -> Result<(), Failure> {
     let snap = state.snapshot.load();
     let admins = &snap.config.admin_keys;
     let presented = crate::proxy::handler::presented_key(req.headers()).map(str::trim).filter(|k| !k.is_empty());
@@ -176,8 +201,13 @@ fn authorise(state: &AppState, sessions: &crate::ui::Sessions, req: &Request<Inc
     let hash = hash_key(presented);
     // Compare with every key, in constant time each, so timing tells nothing about which matched.
     let matched = admins.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.hash.ct_eq(&hash));
+    let throttle = sessions.throttle();
     if bool::from(matched) {
+        throttle.right(peer);
         return Ok(());
+    }
+    if let Some(wait) = throttle.wrong(peer, std::time::Instant::now()) {
+        tracing::warn!("admin API: too many wrong admin keys from {peer}; it waits {} s", wait.as_secs());
     }
     if state.keys.load().authenticate(Some(presented), crate::usage::now_ms()).is_ok_and(|k| k.is_some()) {
         return Err(Failure(
@@ -189,8 +219,8 @@ fn authorise(state: &AppState, sessions: &crate::ui::Sessions, req: &Request<Inc
     Err(unauthorised("unknown admin key", "use a key of server.admin_keys"))
 }
 
-async fn answer(state: &Arc<AppState>, door: &Door, req: Request<Incoming>) -> Answer {
-    authorise(state, &door.sessions, &req)?;
+async fn answer(state: &Arc<AppState>, door: &Door, req: Request<Incoming>, peer: IpAddr) -> Answer {
+    authorise(state, &door.sessions, &req, peer)?;
     let Some(admin) = door.admin.get() else {
         return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "the server is starting; try again".into(), None));
     };
@@ -690,5 +720,23 @@ fn health_json(state: &AppState) -> Value {
             })
         })
         .collect();
-    json!({ "cooling": rows })
+    // Observed time to first byte per endpoint (a moving average of real requests and probes), and its counts.
+    let snap = state.snapshot.load();
+    let latency: Vec<Value> = snap
+        .channels
+        .iter()
+        .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+        .map(|(c, e)| {
+            let v = state.health.view(&e.health_key);
+            json!({
+                "key": &*e.health_key,
+                "channel": &*c.name,
+                "endpoint": &*e.name,
+                "ttfb_ms": v.ttfb_ms.map(|ms| ms.round() as u64),
+                "ok": v.ok,
+                "errors": v.errors,
+            })
+        })
+        .collect();
+    json!({ "cooling": rows, "latency": latency })
 }

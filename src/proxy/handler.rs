@@ -113,9 +113,9 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     if let Some(door) = state.door.get().filter(|d| d.claims(req.uri().path())) {
-        return door.clone().answer(state.clone(), req).await;
+        return door.clone().answer(state.clone(), req, peer.ip()).await;
     }
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());

@@ -83,11 +83,12 @@ pub struct AppState {
 pub trait Door: Send + Sync {
     /// Whether a request for `path` is this door's.
     fn claims(&self, path: &str) -> bool;
-    /// The answer to a request the door claimed.
+    /// The answer to a request the door claimed, from the client at `peer`.
     fn answer(
         self: Arc<Self>,
         state: Arc<AppState>,
         req: http::Request<hyper::body::Incoming>,
+        peer: std::net::IpAddr,
     ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<ProxyBody>> + Send>>;
 }
 

@@ -427,17 +427,27 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// Schema 1 -> 2: rolls every stored request record up into `usage_hourly` (in the open transaction).
 fn backfill_hourly(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    tracing::info!("store: upgrading to schema 2, building hourly usage totals from the stored records");
     let mut hourly: HashMap<HourlyKey, Counters> = HashMap::new();
+    let mut n = 0u64;
     {
         let requests = txn.open_table(tables::REQUESTS).map_err(db)?;
         for item in requests.iter().map_err(db)? {
             let (_, v) = item.map_err(db)?;
             let r = tables::decode_record(v.value())?;
             hourly.entry(HourlyKey::of(&r)).or_default().add(&Counters::of(&r));
+            n += 1;
         }
     }
     let mut t = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
-    add_rollups(&mut t, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))
+    add_rollups(&mut t, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))?;
+    tracing::info!(
+        "store: hourly usage totals built from {n} records ({} rows) in {:.1} s",
+        hourly.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Adds counters to rollup rows (daily or hourly), creating missing rows.
