@@ -99,15 +99,15 @@ fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<()> {
         return output::json(&done);
     }
     output::line(&format!(
-        "{} -> {}: {} request records ({} new), {} daily and {} hourly rollup rows, {} rows of channels, keys, \
-         balances and discovery",
+        "{} -> {}: {} request records ({} new), {} daily and {} hourly rollup rows, {} of channels, keys, balances \
+         and discovery",
         from.display(),
         target.shown(),
         done.records,
         done.new_records,
         done.daily_rows,
         done.hourly_rows,
-        done.kv_rows
+        if done.kv_rows == 1 { "1 row".to_string() } else { format!("{} rows", done.kv_rows) }
     ));
     if !done.target_was_empty {
         output::note(
