@@ -359,6 +359,22 @@ fn replace_key(hay: &[u8], key: &[u8], with: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A database URL with its password replaced by `***` (an unparsable one loses everything before its last `@`):
+/// what errors and logs may show of `store.postgres`, One-API sources and the like.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => match u.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => u.to_string(),
+        },
+    }
+}
+
 /// Removes the key, and anything that looks like a key (`sk-...`), from text quoted from an upstream.
 pub fn redact(text: &str, secret: &Secret) -> String {
     let s = match replace_key(text.as_bytes(), secret.expose().as_bytes(), b"*****") {

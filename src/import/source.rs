@@ -4,6 +4,7 @@
 //! read-only transaction) and turning rows into column-name -> [`Value`] maps, so the mapping reads columns by
 //! name and never depends on a dialect. It must not interpret the rows, and its errors never quote a row value.
 
+use crate::failure::redact_url as redact;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,21 +185,6 @@ impl Source {
             }
         }
         Ok(table)
-    }
-}
-
-/// The URL with its password replaced by `***`.
-pub fn redact(u: &str) -> String {
-    match url::Url::parse(u) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => match u.split_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => u.to_string(),
-        },
     }
 }
 

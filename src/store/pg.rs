@@ -15,6 +15,7 @@
 //! every query runs on one of this module's own threads, each holding one connection (made lazily, made again
 //! after it broke), so callers may be anywhere.
 
+use crate::failure::redact_url as redact;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -120,21 +121,6 @@ pub fn check_url(s: &str) -> Result<postgres::Config, String> {
         return Err("not a PostgreSQL URL (it must start with postgres:// or postgresql://)".into());
     }
     s.trim().parse::<postgres::Config>().map_err(|e| format!("not a PostgreSQL URL: {e}"))
-}
-
-/// The URL with its password replaced by `***` (anything unparsable loses everything before its last `@`).
-pub fn redact(u: &str) -> String {
-    match url::Url::parse(u) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) => match u.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => u.to_string(),
-        },
-    }
 }
 
 impl Pg {
