@@ -128,11 +128,11 @@ impl MeteredBody {
                 // The upstream reports usage: nothing to estimate, free what was kept.
                 self.capture_done = true;
                 self.captured = BytesMut::new();
-            } else if self.captured.len() + chunk.len() > capture_cap(self.is_sse()) {
-                // Estimate from the start (whole chunks), scaled.
-                self.capture_done = true;
             } else {
-                self.captured.extend_from_slice(&chunk);
+                // Past the cap the estimate is made from the start, scaled (a cut event is left out of it).
+                let room = capture_cap(self.is_sse()) - self.captured.len();
+                self.captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.capture_done = chunk.len() >= room;
             }
         }
         match &mut self.mode {

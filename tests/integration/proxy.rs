@@ -219,6 +219,32 @@ async fn every_stream_mode_forwards_an_event_before_the_upstream_sends_the_next(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_without_usage_is_estimated_from_its_start_scaled_to_its_length() {
+    // The upstream reports no usage. A short stream is estimated whole; one 30 times as long (~60 KB, far past the
+    // 16 KiB a stream keeps) is estimated from its start, scaled by the bytes received: about 30 times as much.
+    let up = Mock::start(|r, _| {
+        let n = if r.json()["messages"][0]["content"] == "long" { 600 } else { 20 };
+        Reply::Sse(chat_sse("gpt-4o", &vec![" hello"; n], false))
+    })
+    .await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    for text in ["short", "long"] {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}], "stream": true});
+        let mut resp = client().post(router.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+        assert!(rest_of(&mut resp).await.contains("[DONE]"));
+    }
+    assert!(eventually(Duration::from_secs(10), || router.records().len() == 2).await);
+    let output = |i: usize| {
+        let r = &router.records()[i];
+        assert_eq!(r["usage_source"], "estimated", "{r}");
+        r["tokens"]["output"].as_f64().unwrap()
+    };
+    // Newest first.
+    let (long, short) = (output(0), output(1));
+    assert!(short > 0.0 && (25.0..=35.0).contains(&(long / short)), "short {short}, long {long}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_cancels_the_upstream_request() {
     let (tx, rx) = mpsc::channel(16);
     let rx = std::sync::Mutex::new(Some(rx));
