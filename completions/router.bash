@@ -259,6 +259,9 @@ _router() {
             router__subcmd__help__subcmd__store,import-pending)
                 cmd="router__subcmd__help__subcmd__store__subcmd__import__subcmd__pending"
                 ;;
+            router__subcmd__help__subcmd__store,migrate)
+                cmd="router__subcmd__help__subcmd__store__subcmd__migrate"
+                ;;
             router__subcmd__help__subcmd__tags,list)
                 cmd="router__subcmd__help__subcmd__tags__subcmd__list"
                 ;;
@@ -361,11 +364,17 @@ _router() {
             router__subcmd__store,import-pending)
                 cmd="router__subcmd__store__subcmd__import__subcmd__pending"
                 ;;
+            router__subcmd__store,migrate)
+                cmd="router__subcmd__store__subcmd__migrate"
+                ;;
             router__subcmd__store__subcmd__help,help)
                 cmd="router__subcmd__store__subcmd__help__subcmd__help"
                 ;;
             router__subcmd__store__subcmd__help,import-pending)
                 cmd="router__subcmd__store__subcmd__help__subcmd__import__subcmd__pending"
+                ;;
+            router__subcmd__store__subcmd__help,migrate)
+                cmd="router__subcmd__store__subcmd__help__subcmd__migrate"
                 ;;
             router__subcmd__tags,help)
                 cmd="router__subcmd__tags__subcmd__help"
@@ -1582,7 +1591,7 @@ _router() {
             return 0
             ;;
         router__subcmd__help__subcmd__store)
-            opts="import-pending"
+            opts="import-pending migrate"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1596,6 +1605,20 @@ _router() {
             return 0
             ;;
         router__subcmd__help__subcmd__store__subcmd__import__subcmd__pending)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__help__subcmd__store__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2396,7 +2419,7 @@ _router() {
             return 0
             ;;
         router__subcmd__store)
-            opts="-h -V --config --store --help --version import-pending help"
+            opts="-h -V --config --store --help --version import-pending migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2418,7 +2441,7 @@ _router() {
             return 0
             ;;
         router__subcmd__store__subcmd__help)
-            opts="import-pending help"
+            opts="import-pending migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2459,6 +2482,20 @@ _router() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        router__subcmd__store__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         router__subcmd__store__subcmd__import__subcmd__pending)
             opts="-h -V --keep --config --store --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2466,6 +2503,36 @@ _router() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        router__subcmd__store__subcmd__migrate)
+            opts="-h -V --from --to --json --config --store --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

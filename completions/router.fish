@@ -184,7 +184,7 @@ complete -c router -n "__fish_router_using_subcommand test" -s V -l version -d '
 complete -c router -n "__fish_router_using_subcommand usage" -l since -d 'From this time on: YYYY-MM-DD, today, yesterday, a span back from now (7d, 24h, 30m) or RFC 3339' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l until -d 'Before this time, in the same forms (a date includes that whole day)' -r
 complete -c router -n "__fish_router_using_subcommand usage" -l group-by -d 'Group rows by these (repeatable, in order). `token` groups by key fingerprint and lists its names' -r -f -a "day\t''
-hour\t'The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day\'s first hour (whole days only)'
+hour\t'The hour (`YYYY-MM-DD HH:00`); when a range falls back to the daily rollups, the day\'s first hour'
 channel\t''
 endpoint\t''
 token\t'The upstream key, by fingerprint (renaming its endpoint or channel keeps its history together)'
@@ -232,18 +232,27 @@ complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand requests; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
-complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
-complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -s h -l help -d 'Print help'
-complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -s V -l version -d 'Print version'
-complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
-complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -f -a "migrate" -d 'Copy a redb store (records, rollups, channels, keys, balances, discovery) into PostgreSQL, for `store.postgres`. Safe to run again: what is there already is not counted twice. Stop the `router serve` that holds the file first'
+complete -c router -n "__fish_router_using_subcommand store; and not __fish_seen_subcommand_from import-pending migrate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -l keep -d 'Keep each file after its records are saved'
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -s h -l help -d 'Print help'
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from import-pending" -s V -l version -d 'Print version'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -l from -d 'The redb store to copy (default: the store `--store` / ROUTER_STORE / store.path names)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -l to -d 'The PostgreSQL database (default: store.postgres of the configuration)' -r
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -l config -d 'Configuration file (default: $ROUTER_CONFIG, ./router.yaml, ~/.config/router/config.yaml)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -l store -d 'Store file (default: $ROUTER_STORE, store.path, ~/.local/share/router/router.redb)' -r -F
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -l json -d 'Print what was copied as JSON'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -s h -l help -d 'Print help'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from migrate" -s V -l version -d 'Print version'
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
+complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "migrate" -d 'Copy a redb store (records, rollups, channels, keys, balances, discovery) into PostgreSQL, for `store.postgres`. Safe to run again: what is there already is not counted twice. Stop the `router serve` that holds the file first'
 complete -c router -n "__fish_router_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c router -n "__fish_router_using_subcommand discover" -l channel -d 'Only this channel (repeatable)' -r
 complete -c router -n "__fish_router_using_subcommand discover" -l concurrency -d 'Model lists fetched at the same time' -r
@@ -420,6 +429,7 @@ complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subc
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from import" -f -a "oneapi" -d 'Import channels from a One-API or New-API database (SQLite file, mysql:// or postgres:// URL)'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from requests" -f -a "show" -d 'One request with every upstream attempt'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from store" -f -a "import-pending" -d 'Save the request records of pending files into the store (the files `serve` wrote when the store could not take them), then remove each file'
+complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from store" -f -a "migrate" -d 'Copy a redb store (records, rollups, channels, keys, balances, discovery) into PostgreSQL, for `store.postgres`. Safe to run again: what is there already is not counted twice. Stop the `router serve` that holds the file first'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "list" -d 'Every tag, with how many models carry it and on which channels'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from tags" -f -a "query" -d 'The ordered candidates for a model name or tag expression, exactly as `serve` would try them'
 complete -c router -n "__fish_router_using_subcommand help; and __fish_seen_subcommand_from keys" -f -a "create" -d 'Create a store key; prints its secret once (only its hash is stored)'

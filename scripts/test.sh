@@ -40,6 +40,9 @@ if ! pg_up 2>/dev/null; then
   wait_for pg_up || say "warning: PostgreSQL is not reachable on 127.0.0.1:5432"
 fi
 
+# The PostgreSQL store's tests (src/store/pg.rs, tests/integration/postgres.rs) fail instead of skipping.
+export ROUTER_REQUIRE_POSTGRES=1
+
 my_up() { mariadb-admin -h 127.0.0.1 -u root ping || mysqladmin -h 127.0.0.1 -u root ping; }
 if ! my_up >/dev/null 2>&1; then
   say "starting MariaDB"

@@ -5,7 +5,10 @@
 //! server does for each `store::LiveOp`: `plan`, `probe_report`, `balance_report`), [`Live`] (filled once the
 //! server is up) and [`rebuild`]: every change that affects routing (a config reload, an import, a channel change,
 //! new discovery results) goes through it, so the server always routes on YAML + store channels + discovered
-//! models. Must not run on the request path.
+//! models. With several instances (`shared_state.redis`), a change made here ([`rebuild`], [`reload_keys`]) is
+//! announced to the others and theirs are applied here ([`follow_changes`]); the `_here` variants change this
+//! instance only (start-up, config-file reloads every instance sees itself, discovery). Must not run on the
+//! request path.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -22,14 +25,15 @@ use crate::discover::{self, SaveDiscovered};
 use crate::events::{Event, Events};
 use crate::keys::ops::{KeysCreate, KeysReport, KeysRotate, KeysSetState, KeysUpdate};
 use crate::keys::{KeyTable, StoredKey};
+use crate::live::health::Health;
 use crate::live::limits::Period;
+use crate::live::shared::Change;
 use crate::probe::{self, ProbeReport};
 use crate::proxy::AppState;
 use crate::report::{RequestsQuery, ShowRequest, UsageQuery};
 use crate::routing::view::{self, PlanFailure, PlanQuery, PlanView};
 use crate::store::{Access, KvTable, LiveOp, Op, Registry, Store};
 use crate::upstream::fasttest::FastTest;
-use crate::upstream::health::Health;
 
 /// The server's live state, as control operations see it.
 pub struct Live {
@@ -54,8 +58,18 @@ impl Live {
     }
 }
 
-/// Rebuilds the routing snapshot with the current config and store, and swaps it in. On error the old one stays.
+/// Rebuilds the routing snapshot with the current config and store, and swaps it in; with several instances
+/// (`shared_state.redis`), tells the others to rebuild theirs. On error the old one stays.
 pub fn rebuild(live: &Live) -> anyhow::Result<()> {
+    rebuild_here(live)?;
+    if let Some(sh) = &live.state.shared {
+        sh.changed(Change::Channels);
+    }
+    Ok(())
+}
+
+/// [`rebuild`] on this instance only (discovery results, a change another instance announced).
+pub fn rebuild_here(live: &Live) -> anyhow::Result<()> {
     let config = live.state.snapshot.load().config.clone();
     let snap = live.snapshot(config)?;
     tracing::info!("catalogue rebuilt: {} channels", snap.channels.len());
@@ -225,10 +239,21 @@ fn add_keys_op<O: Op>(r: &mut Registry, cell: &LiveCell) {
     });
 }
 
+/// [`reload_keys_here`] after a change of the store's keys made on this instance; with several instances
+/// (`shared_state.redis`), the others are told and load the key rows too.
+pub fn reload_keys(live: &Live) -> anyhow::Result<()> {
+    let rows = reload_keys_here(live)?;
+    if let Some(sh) = &live.state.shared {
+        let rows = rows.iter().filter_map(|k| serde_json::to_value(k).ok()).collect();
+        sh.changed(Change::Keys { rows });
+    }
+    Ok(())
+}
+
 /// Rebuilds the key table from the configuration's keys and the store's rows and swaps it in; sets the
 /// limiter's time zone, seeds the spend of keys whose budget period is new to it from the records, and forgets
-/// removed keys. On error (a name in both places) the old table stays.
-pub fn reload_keys(live: &Live) -> anyhow::Result<()> {
+/// removed keys. On error (a name in both places) the old table stays. Returns the store's rows.
+pub fn reload_keys_here(live: &Live) -> anyhow::Result<Vec<StoredKey>> {
     let state = &live.state;
     let config = state.snapshot.load().config.clone();
     let rows: Vec<StoredKey> =
@@ -252,7 +277,42 @@ pub fn reload_keys(live: &Live) -> anyhow::Result<()> {
     state.limiter.retain(|n| names.contains(n));
     tracing::info!("gateway keys loaded: {}", table.len());
     state.keys.store(Arc::new(table));
-    Ok(())
+    Ok(rows)
+}
+
+/// Applies the changes other instances announce (`shared_state.redis`) until the process ends: key rows newer
+/// than this store's are saved (a store per instance; with one shared store they are already there), then the
+/// key table is reloaded; a channel change rebuilds the catalogue from the store.
+pub async fn follow_changes(cell: LiveCell) {
+    let Some(mut changes) = cell.get().and_then(|l| l.state.shared.as_ref()?.changes()) else { return };
+    while let Some(change) = changes.recv().await {
+        let c = cell.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let live = c.get().expect("followed once live");
+            match change {
+                Change::Keys { rows } => {
+                    let mut saved = 0;
+                    for row in rows.into_iter().filter_map(|r| serde_json::from_value::<StoredKey>(r).ok()) {
+                        let mine = live.store.get_json::<StoredKey>(KvTable::GatewayKeys, &row.name)?;
+                        if mine.is_none_or(|m| m.updated_ms < row.updated_ms) {
+                            live.store.put_json(KvTable::GatewayKeys, &row.name, &row)?;
+                            saved += 1;
+                        }
+                    }
+                    reload_keys_here(live)?;
+                    tracing::info!("gateway keys changed on another instance: {saved} rows saved, keys reloaded");
+                }
+                Change::Channels => rebuild_here(live)?,
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("a change announced by another instance could not be applied: {e:#}"),
+            Err(e) => tracing::warn!("a change announced by another instance could not be applied: {e}"),
+        }
+    }
 }
 
 fn log_balance(applied: &balance::store::Applied) {
@@ -285,7 +345,8 @@ pub async fn discover_now(cell: LiveCell) -> anyhow::Result<usize> {
     tokio::task::spawn_blocking(move || {
         let live = cell.get().expect("set above");
         SaveDiscovered::of(&outcome).run(&live.store)?;
-        rebuild(live)
+        // Every instance discovers for itself.
+        rebuild_here(live)
     })
     .await??;
     tracing::info!("discovery: {found} models found");

@@ -2,7 +2,8 @@
 //! checks and reloads.
 //!
 //! Owns [`Events`], a bounded broadcast channel. Each event is published once, from where it happens (the record
-//! sink, `upstream::health`, where balance results are applied, where the catalogue or config is reloaded).
+//! sink, which announces records through `usage::sink::Announce`, implemented here; `live::health`; where
+//! balance results are applied; where the catalogue or config is reloaded).
 //! Consumers (metrics, alerts, the admin API's live stream) subscribe and run off the request path.
 //! Publishing never waits: with no subscriber it costs one atomic load, and a subscriber that falls more than
 //! the channel's capacity behind loses the oldest events (its `recv` says how many) rather than slowing anyone.
@@ -112,6 +113,14 @@ impl Events {
 
     pub fn has_subscribers(&self) -> bool {
         self.tx.receiver_count() > 0
+    }
+}
+
+/// The record sink announces each finished request here, as [`Event::RequestFinished`] (the record is cloned into
+/// an `Arc` only when someone subscribes).
+impl crate::usage::sink::Announce for Events {
+    fn finished(&self, rec: &RequestRecord) {
+        self.publish_with(|| Event::RequestFinished(Arc::new(rec.clone())));
     }
 }
 

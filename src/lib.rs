@@ -9,7 +9,8 @@
 //! - `discover`: model lists (and prices) per (channel, token); the seam where results are persisted.
 //! - `tags`: tag extraction from model ids; tag expressions.
 //! - `protocol`: wire types, SSE, usage extraction, error shapes, translation, session identity. No I/O.
-//! - `upstream`: the one HTTP client, URL + auth per provider, failure classes, health and cooldowns.
+//! - `upstream`: the one HTTP client, URL + auth per provider.
+//! - `failure`: one classification of upstream failures (failover, what cools, words, redaction). No I/O.
 //! - `proxy`: the hyper server, request phases (prompt-cache affinity among them), failover loop, streaming pump,
 //!   debug headers.
 //! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
@@ -21,7 +22,8 @@
 //!   file, control socket, direct-or-socket access).
 //! - `keys`: gateway keys (YAML + store rows, hash only), the key table the server authenticates against, the
 //!   `router keys` store operations and the spend report.
-//! - `live`: live per-request state behind one seam (affinity bindings, gateway-key admission).
+//! - `live`: live per-request state behind one seam (cooldowns and latency, affinity bindings, gateway-key
+//!   admission, the Redis backend of several instances).
 //! - `usage`: request records, token fingerprints, cost, the record sink.
 //! - `report`: usage totals and request lists read from the store (store operations).
 //! - `balance`: upstream credit per channel and key, key validity, the seam to the balance history store.
@@ -45,6 +47,7 @@ pub mod crypto;
 pub mod discover;
 pub mod error;
 pub mod events;
+pub mod failure;
 pub mod import;
 pub mod keys;
 pub mod live;

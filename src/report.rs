@@ -1,15 +1,19 @@
 //! Report queries over the store: usage totals grouped by day / channel / endpoint / token / model / gateway
 //! key, recent request records, one record by id prefix, and the time expressions the CLI accepts.
 //!
-//! Owns what a report contains, not how it is printed (`cli::usage`, `cli::requests`). Each query is a store
+//! Owns what a report contains and its JSON views (`usage_json`, `record_json`: what `--json`, the admin API and
+//! the event stream give), not how it is printed for people (`cli::usage`, `cli::requests`). Each query is a store
 //! [`Op`], so it runs identically in this process or in the server that holds the store (`control` registers
-//! them). Reads exact request records when the whole range is still retained and is not whole UTC days, else
-//! the daily rollups (UTC days). Must not write the store.
+//! them). A usage range is answered exactly from the daily rollups for its whole UTC days, the hourly rollups
+//! for its other whole hours and the request records only for the partial hours at its edges (sessions only
+//! from records); when part of it can be answered neither way (records pruned, no hourly rollups yet) the whole
+//! range falls back to the daily rollups (whole UTC days). Must not write the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
 
 use crate::error::{UserError, user};
 use crate::store::tables::{self, Counters, DailyKey};
@@ -21,8 +25,7 @@ use crate::usage::RequestRecord;
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     Day,
-    /// The hour (`YYYY-MM-DD HH:00`) from exact records; from the daily rollups, the day's first hour (whole
-    /// days only).
+    /// The hour (`YYYY-MM-DD HH:00`); when a range falls back to the daily rollups, the day's first hour.
     Hour,
     Channel,
     Endpoint,
@@ -107,10 +110,16 @@ impl Filters {
     }
 
     pub fn matches_daily(&self, k: &DailyKey) -> bool {
-        eq(&self.channel, &k.channel)
-            && self.token.as_deref().is_none_or(|t| k.token_key == t || k.token_fp == t)
-            && eq(&self.model, &k.model)
-            && eq(&self.key, &k.gateway_key)
+        self.matches_daily_parts(&k.channel, &k.token_fp, &k.token_key, &k.model, &k.gateway_key)
+    }
+
+    /// A rollup row (daily or hourly) by its parts.
+    pub fn matches_daily_parts(&self, channel: &str, token_fp: &str, token_key: &str, model: &str, key: &str) -> bool {
+        eq(&self.channel, channel)
+            && self.token.as_deref().is_none_or(|t| token_key == t || token_fp == t)
+            && eq(&self.model, model)
+            && eq(&self.key, key)
+            && self.session.is_none()
     }
 }
 
@@ -141,6 +150,8 @@ pub enum Source {
     Requests,
     /// Daily rollups (the range reaches back past retention): whole UTC days.
     Daily,
+    /// Exact: daily rollups for whole UTC days, hourly rollups for whole hours, request records for the rest.
+    Rollups,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,24 +171,41 @@ pub struct UsageReport {
     pub totals: Counters,
 }
 
-fn day_label(ms: i64, utc: bool) -> String {
-    if utc {
-        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
-    } else {
-        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default()
-    }
+/// The time zone day and hour labels are in.
+#[derive(Debug, Clone, Copy)]
+enum Zone {
+    Utc,
+    Local,
+    /// A fixed offset (tests: zones whose hours are not UTC hours).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Fixed(chrono::FixedOffset),
 }
 
-fn hour_label(ms: i64, utc: bool) -> String {
-    if utc {
-        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format("%Y-%m-%d %H:00").to_string()).unwrap_or_default()
-    } else {
-        Local.timestamp_millis_opt(ms).single().map(|t| t.format("%Y-%m-%d %H:00").to_string()).unwrap_or_default()
+impl Zone {
+    fn of(utc: bool) -> Zone {
+        if utc { Zone::Utc } else { Zone::Local }
+    }
+
+    fn label(self, ms: i64, fmt: &str) -> String {
+        let f = |t: Option<String>| t.unwrap_or_default();
+        match self {
+            Zone::Utc => f(DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.format(fmt).to_string())),
+            Zone::Local => f(Local.timestamp_millis_opt(ms).single().map(|t| t.format(fmt).to_string())),
+            Zone::Fixed(z) => f(z.timestamp_millis_opt(ms).single().map(|t| t.format(fmt).to_string())),
+        }
+    }
+
+    fn day(self, ms: i64) -> String {
+        self.label(ms, "%Y-%m-%d")
+    }
+
+    fn hour(self, ms: i64) -> String {
+        self.label(ms, "%Y-%m-%d %H:00")
     }
 }
 
 fn utc_day_label(day: u32) -> String {
-    day_label(day as i64 * 86_400_000, true)
+    Zone::Utc.day(day as i64 * DAY_MS)
 }
 
 fn or_dash(s: &str) -> String {
@@ -233,52 +261,156 @@ fn id_range(since_ms: Option<i64>, until_ms: Option<i64>) -> std::ops::Range<u12
     lo..hi.max(lo)
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
 pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
-    let pruned = store.pruned_before()?;
-    // Whole UTC days are what the daily rollups hold, exactly: read them instead of every record of the range
-    // (a month of a busy gateway is millions of records; its rollup rows are thousands). Sessions are only in
-    // the records.
-    let whole_days = q.utc
-        && !q.group_by.contains(&GroupBy::Hour)
-        && !q.group_by.contains(&GroupBy::Session)
-        && q.filters.session.is_none()
-        && q.since_ms.is_some_and(|s| s.rem_euclid(DAY_MS) == 0)
-        && q.until_ms.is_none_or(|u| u.rem_euclid(DAY_MS) == 0);
-    let exact = !whole_days && (pruned == 0 || q.since_ms.is_some_and(|s| s >= pruned));
-    if !exact && (q.group_by.contains(&GroupBy::Session) || q.filters.session.is_some()) {
-        return Err(user("sessions are kept in request records only, and this range reaches past their retention")
-            .with_hint("give a --since within store.retention_days")
-            .into());
+    usage_in(store, q, Zone::of(q.utc))
+}
+
+/// Which stretches of a usage range come from where (see the module doc).
+#[derive(Debug, Default, PartialEq)]
+struct Plan {
+    /// Request records of these unix-ms ranges (`[lo, hi)`).
+    records: Vec<(i64, i64)>,
+    /// Hourly rollups of these hour ranges (inclusive).
+    hours: Vec<(u32, u32)>,
+    /// Daily rollups of these day ranges (inclusive).
+    days: Vec<(u32, u32)>,
+}
+
+/// Splits `[since, until)` into partial hours at the edges (records), whole UTC days (when `days_ok`) and the
+/// whole hours between (hourly rollups, those from `hourly_from` on; earlier ones from records).
+fn plan(since: Option<i64>, until: Option<i64>, days_ok: bool, hourly_from: i64) -> Plan {
+    let mut p = Plan::default();
+    let lo = since.unwrap_or(0).max(0);
+    let hi = until.map(|u| u.max(lo));
+    // Whole hours [h_lo, h_hi); an open range runs to the last hour there is.
+    let h_lo = (lo + HOUR_MS - 1).div_euclid(HOUR_MS);
+    let h_hi = hi.map(|h| h.div_euclid(HOUR_MS)).unwrap_or(u32::MAX as i64 + 1);
+    if h_lo >= h_hi {
+        if hi != Some(lo) {
+            p.records.push((lo, hi.unwrap_or(i64::MAX)));
+        }
+        return p;
     }
-    let mut acc = Acc::default();
-    if exact {
-        store.scan_requests(id_range(q.since_ms, q.until_ms), false, |r| {
-            if q.filters.matches_record(&r) {
-                let group = q
-                    .group_by
-                    .iter()
-                    .map(|g| match g {
-                        GroupBy::Day => day_label(r.time_ms, q.utc),
-                        GroupBy::Hour => hour_label(r.time_ms, q.utc),
-                        GroupBy::Channel => or_dash(r.channel.as_deref().unwrap_or("")),
-                        GroupBy::Endpoint => match (&r.channel, &r.endpoint) {
-                            (Some(c), Some(e)) => format!("{c}/{e}"),
-                            _ => "-".into(),
-                        },
-                        GroupBy::Token => or_dash(r.token_fp.as_deref().unwrap_or("")),
-                        GroupBy::Model => or_dash(tables::record_model(&r)),
-                        GroupBy::Key => or_dash(r.gateway_key.as_deref().unwrap_or("")),
-                        GroupBy::Session => or_dash(r.session.as_deref().unwrap_or("")),
-                    })
-                    .collect();
-                acc.add(group, r.token_key.as_deref().unwrap_or(""), &Counters::of(&r));
-            }
-            true
-        })?;
+    if lo < h_lo * HOUR_MS {
+        p.records.push((lo, h_lo * HOUR_MS));
+    }
+    if let Some(hi) = hi.filter(|&hi| hi > h_hi * HOUR_MS) {
+        p.records.push((h_hi * HOUR_MS, hi));
+    }
+    let hours = |a: i64, b: i64, p: &mut Plan| {
+        // Hours before the hourly rollups begin (a store migrated after pruning) come from records.
+        let first_hourly = hourly_from.div_euclid(HOUR_MS).clamp(a, b);
+        if a < first_hourly {
+            p.records.push((a * HOUR_MS, first_hourly * HOUR_MS));
+        }
+        if first_hourly < b {
+            p.hours.push((first_hourly as u32, (b - 1) as u32));
+        }
+    };
+    let (d_lo, d_hi) = ((h_lo + 23).div_euclid(24), h_hi.div_euclid(24));
+    if days_ok && d_lo < d_hi {
+        hours(h_lo, d_lo * 24, &mut p);
+        p.days.push((d_lo as u32, (d_hi - 1) as u32));
+        hours(d_hi * 24, h_hi, &mut p);
+    } else {
+        hours(h_lo, h_hi, &mut p);
+    }
+    p.records.retain(|(a, b)| a < b);
+    p.hours.retain(|(a, b)| a <= b);
+    p.records.sort();
+    p
+}
+
+fn usage_in(store: &Store, q: &UsageQuery, zone: Zone) -> anyhow::Result<UsageReport> {
+    let pruned = store.pruned_before()?;
+    let retained = |since: Option<i64>| pruned == 0 || since.is_some_and(|s| s >= pruned);
+    let sessions = q.group_by.contains(&GroupBy::Session) || q.filters.session.is_some();
+    if sessions {
+        // Sessions are only in the records.
+        if !retained(q.since_ms) {
+            return Err(user("sessions are kept in request records only, and this range reaches past their retention")
+                .with_hint("give a --since within store.retention_days")
+                .into());
+        }
+        let mut acc = Acc::default();
+        scan_records(store, q, zone, &mut acc, id_range(q.since_ms, q.until_ms))?;
         return Ok(acc.finish(Source::Requests, q));
     }
+    // Daily rollups group by UTC day only; hourly ones by hours, whose labels must be those of every instant
+    // in the hour (a zone offset of whole hours).
+    let timed = q.group_by.contains(&GroupBy::Day) || q.group_by.contains(&GroupBy::Hour);
+    let days_ok = !q.group_by.contains(&GroupBy::Hour) && (!timed || matches!(zone, Zone::Utc));
+    let p = plan(q.since_ms, q.until_ms, days_ok, store.hourly_from()?);
+    let exact = p.records.iter().all(|&(lo, _)| retained(Some(lo)));
+    if exact {
+        let mut acc = Acc::default();
+        for &(first, last) in &p.days {
+            scan_days(store, q, &mut acc, first, last)?;
+        }
+        // Hours whose labels differ inside the hour (a zone with a half-hour offset) are read from records.
+        let mut split = Vec::new();
+        for &(first, last) in &p.hours {
+            store.scan_hourly(first, last, |k, c| {
+                let start = k.hour as i64 * HOUR_MS;
+                let whole = q.group_by.iter().all(|g| match g {
+                    GroupBy::Day => zone.day(start) == zone.day(start + HOUR_MS - 1),
+                    GroupBy::Hour => zone.hour(start) == zone.hour(start + HOUR_MS - 1),
+                    _ => true,
+                });
+                if !whole {
+                    if split.last() != Some(&k.hour) {
+                        split.push(k.hour);
+                    }
+                    return;
+                }
+                if q.filters.matches_daily_parts(&k.channel, &k.token_fp, &k.token_key, &k.model, &k.gateway_key) {
+                    let group = q
+                        .group_by
+                        .iter()
+                        .map(|g| match g {
+                            GroupBy::Day => zone.day(start),
+                            GroupBy::Hour => zone.hour(start),
+                            g => rollup_label(*g, &k.channel, &k.endpoint, &k.token_fp, &k.model, &k.gateway_key),
+                        })
+                        .collect();
+                    acc.add(group, &k.token_key, &c);
+                }
+            })?;
+        }
+        let mut records = p.records.clone();
+        records.extend(split.iter().map(|&h| (h as i64 * HOUR_MS, (h as i64 + 1) * HOUR_MS)));
+        if records.iter().all(|&(lo, _)| retained(Some(lo))) {
+            for (lo, hi) in records {
+                scan_records(store, q, zone, &mut acc, id_range(Some(lo), Some(hi)))?;
+            }
+            let source = if p.days.is_empty() && p.hours.is_empty() { Source::Requests } else { Source::Rollups };
+            return Ok(acc.finish(source, q));
+        }
+    }
+    // Part of the range is in neither the records nor an exact rollup: whole UTC days from the daily rollups.
     let first = q.since_ms.map(tables::day_of_ms).unwrap_or(0);
     let last = q.until_ms.map(|u| tables::day_of_ms(u - 1)).unwrap_or(u32::MAX);
+    let mut acc = Acc::default();
+    scan_days(store, q, &mut acc, first, last)?;
+    Ok(acc.finish(Source::Daily, q))
+}
+
+/// A rollup row's label for the parts that are not time.
+fn rollup_label(g: GroupBy, channel: &str, endpoint: &str, token_fp: &str, model: &str, key: &str) -> String {
+    match g {
+        GroupBy::Channel => or_dash(channel),
+        GroupBy::Endpoint if channel.is_empty() || endpoint.is_empty() => "-".into(),
+        GroupBy::Endpoint => format!("{channel}/{endpoint}"),
+        GroupBy::Token => or_dash(token_fp),
+        GroupBy::Model => or_dash(model),
+        GroupBy::Key => or_dash(key),
+        GroupBy::Day | GroupBy::Hour | GroupBy::Session => unreachable!("time and sessions are labelled by callers"),
+    }
+}
+
+fn scan_days(store: &Store, q: &UsageQuery, acc: &mut Acc, first: u32, last: u32) -> anyhow::Result<()> {
     store.scan_daily(first, last, |k, c| {
         if q.filters.matches_daily(&k) {
             let group = q
@@ -286,20 +418,47 @@ pub fn usage(store: &Store, q: &UsageQuery) -> anyhow::Result<UsageReport> {
                 .iter()
                 .map(|g| match g {
                     GroupBy::Day => utc_day_label(k.day),
-                    GroupBy::Hour => hour_label(k.day as i64 * 86_400_000, true),
-                    GroupBy::Channel => or_dash(&k.channel),
-                    GroupBy::Endpoint if k.channel.is_empty() => "-".into(),
-                    GroupBy::Endpoint => format!("{}/{}", k.channel, k.endpoint),
-                    GroupBy::Token => or_dash(&k.token_fp),
-                    GroupBy::Model => or_dash(&k.model),
-                    GroupBy::Key => or_dash(&k.gateway_key),
-                    GroupBy::Session => unreachable!("refused above: rollups have no sessions"),
+                    GroupBy::Hour => Zone::Utc.hour(k.day as i64 * DAY_MS),
+                    g => rollup_label(*g, &k.channel, &k.endpoint, &k.token_fp, &k.model, &k.gateway_key),
                 })
                 .collect();
             acc.add(group, &k.token_key, &c);
         }
     })?;
-    Ok(acc.finish(Source::Daily, q))
+    Ok(())
+}
+
+fn scan_records(
+    store: &Store,
+    q: &UsageQuery,
+    zone: Zone,
+    acc: &mut Acc,
+    range: std::ops::Range<u128>,
+) -> anyhow::Result<()> {
+    store.scan_requests(range, false, |r| {
+        if q.filters.matches_record(&r) {
+            let group = q
+                .group_by
+                .iter()
+                .map(|g| match g {
+                    GroupBy::Day => zone.day(r.time_ms),
+                    GroupBy::Hour => zone.hour(r.time_ms),
+                    GroupBy::Channel => or_dash(r.channel.as_deref().unwrap_or("")),
+                    GroupBy::Endpoint => match (r.channel.as_deref(), r.endpoint.as_deref()) {
+                        (Some(c), Some(e)) if !c.is_empty() && !e.is_empty() => format!("{c}/{e}"),
+                        _ => "-".into(),
+                    },
+                    GroupBy::Token => or_dash(r.token_fp.as_deref().unwrap_or("")),
+                    GroupBy::Model => or_dash(tables::record_model(&r)),
+                    GroupBy::Key => or_dash(r.gateway_key.as_deref().unwrap_or("")),
+                    GroupBy::Session => or_dash(r.session.as_deref().unwrap_or("")),
+                })
+                .collect();
+            acc.add(group, r.token_key.as_deref().unwrap_or(""), &Counters::of(&r));
+        }
+        true
+    })?;
+    Ok(())
 }
 
 impl Op for UsageQuery {
@@ -492,6 +651,74 @@ pub fn cost_json(c: &Counters) -> Option<f64> {
     (c.unknown_cost == 0 || c.cost_usd != 0.0).then_some(c.cost_usd)
 }
 
+/// Cache reads over all input tokens (uncached, read, written); `None` without input.
+pub fn hit_rate(c: &Counters) -> Option<f64> {
+    let all = c.input + c.cache_read + c.cache_write;
+    (all > 0).then(|| c.cache_read as f64 / all as f64)
+}
+
+fn counters_json(c: &Counters, m: &mut Map<String, Value>) {
+    m.insert("requests".into(), json!(c.requests));
+    m.insert("errors".into(), json!(c.errors));
+    m.insert("input".into(), json!(c.input));
+    m.insert("cache_read".into(), json!(c.cache_read));
+    m.insert("cache_write".into(), json!(c.cache_write));
+    m.insert("output".into(), json!(c.output));
+    m.insert("reasoning".into(), json!(c.reasoning));
+    m.insert("cache_hit_rate".into(), json!(hit_rate(c)));
+    m.insert("cost_usd".into(), json!(cost_json(c)));
+    m.insert("unknown_cost_requests".into(), json!(c.unknown_cost));
+    m.insert("estimated_requests".into(), json!(c.estimated));
+}
+
+/// The usage report as `router usage --json` and `/admin/v1/usage` give it:
+/// `{source, group_by, rows: [{<dimension>: value, ..., token_keys?, counters...}], totals: {...}}`.
+pub fn usage_json(r: &UsageReport) -> Value {
+    let rows: Vec<Value> = r
+        .rows
+        .iter()
+        .map(|row| {
+            let mut m = Map::new();
+            for (g, v) in r.group_by.iter().zip(&row.group) {
+                m.insert(g.as_str().into(), json!(v));
+            }
+            if r.group_by.contains(&GroupBy::Token) {
+                m.insert("token_keys".into(), json!(row.token_keys));
+            }
+            counters_json(&row.counters, &mut m);
+            Value::Object(m)
+        })
+        .collect();
+    let mut totals = Map::new();
+    counters_json(&r.totals, &mut totals);
+    json!({
+        "source": r.source,
+        "group_by": r.group_by,
+        "rows": rows,
+        "totals": totals,
+    })
+}
+
+/// A record for scripts, as `router requests --json`, `/admin/v1/requests` and the event stream give it: the id
+/// as 32 hex digits (JSON numbers cannot hold it) and the time as RFC 3339 (UTC, or the local time zone).
+pub fn record_json(r: &RequestRecord, utc: bool) -> Value {
+    let mut v = serde_json::to_value(RequestRecord { id: 0, ..r.clone() }).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("id".into(), json!(crate::usage::format_id(r.id)));
+        m.insert("time".into(), json!(rfc3339(r.time_ms, utc)));
+    }
+    v
+}
+
+/// A time as RFC 3339, in UTC or in the local time zone.
+fn rfc3339(ms: i64, utc: bool) -> String {
+    if utc {
+        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
+    } else {
+        Local.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,7 +765,7 @@ mod tests {
         .unwrap();
         let q = UsageQuery { group_by: vec![GroupBy::Token], utc: true, ..Default::default() };
         let r = usage(&s, &q).unwrap();
-        assert_eq!(r.source, Source::Requests);
+        assert_eq!(r.source, Source::Rollups);
         assert_eq!(r.rows.len(), 2);
         let a = &r.rows[0];
         assert_eq!(a.group, vec!["fp:a".to_string()]);
@@ -549,9 +776,14 @@ mod tests {
         assert_eq!(r.totals.input, 35);
         assert_eq!(r.totals.cache_read, 6);
 
-        // The rollups give the same sums.
+        // The records give the same sums.
+        let q1 = UsageQuery { since_ms: Some(t0), until_ms: Some(t0 + 60_000), ..q.clone() };
+        let records = usage(&s, &q1).unwrap();
+        assert_eq!(records.source, Source::Requests);
+        assert_eq!((&records.rows, records.totals), (&r.rows, r.totals));
+        // And so do the daily rollups alone, for a range that cuts an hour retention pruned.
         s.prune_requests(t0 - DAY).unwrap();
-        let q2 = UsageQuery { since_ms: Some(0), ..q.clone() };
+        let q2 = UsageQuery { since_ms: Some(1), ..q.clone() };
         let daily = usage(&s, &q2).unwrap();
         assert_eq!(daily.source, Source::Daily);
         assert_eq!(daily.rows, r.rows);
@@ -571,18 +803,211 @@ mod tests {
         let by = vec![GroupBy::Day, GroupBy::Channel, GroupBy::Token, GroupBy::Model, GroupBy::Key];
         let days = UsageQuery { since_ms: Some(t0), group_by: by.clone(), utc: true, ..Default::default() };
         let daily = usage(&s, &days).unwrap();
-        assert_eq!(daily.source, Source::Daily);
+        assert_eq!(daily.source, Source::Rollups);
         let exact = usage(&s, &UsageQuery { since_ms: Some(t0 - 1), ..days.clone() }).unwrap();
-        assert_eq!(exact.source, Source::Requests);
+        assert_eq!(exact.source, Source::Rollups);
         assert_eq!((daily.rows.clone(), daily.totals), (exact.rows, exact.totals));
-        // Hours, local days and ranges that cut a day read the records.
+        // Hours come from the hourly rollups, labelled like records.
         let hours = UsageQuery { group_by: vec![GroupBy::Hour], ..days.clone() };
         let r = usage(&s, &hours).unwrap();
-        assert_eq!(r.source, Source::Requests);
+        assert_eq!(r.source, Source::Rollups);
         assert_eq!(r.rows[0].group, vec!["2024-10-04 00:00".to_string()]);
-        assert_eq!(usage(&s, &UsageQuery { utc: false, ..days.clone() }).unwrap().source, Source::Requests);
+        assert_eq!(r.rows.len(), 3);
         let cut = UsageQuery { until_ms: Some(t0 + DAY + 8), ..days };
-        assert_eq!(usage(&s, &cut).unwrap().source, Source::Requests);
+        let r = usage(&s, &cut).unwrap();
+        assert_eq!((r.source, r.totals.input), (Source::Rollups, 3));
+    }
+
+    #[test]
+    fn plans_edges_from_records_whole_days_and_hours_from_rollups() {
+        const H: i64 = HOUR_MS;
+        let t0 = 20_000 * DAY;
+        // 22:30 the day before to 01:15 two days later: two partial hours, 1.5 hours, a day, an hour.
+        let p = plan(Some(t0 - 90 * 60_000), Some(t0 + DAY + H + 15 * 60_000), true, 0);
+        let h0 = (t0 / H) as u32;
+        assert_eq!(p.records, vec![(t0 - 90 * 60_000, t0 - H), (t0 + DAY + H, t0 + DAY + H + 15 * 60_000)]);
+        assert_eq!(p.days, vec![(20_000, 20_000)]);
+        assert_eq!(p.hours, vec![(h0 - 1, h0 - 1), (h0 + 24, h0 + 24)]);
+        // Without days (grouping by hour), the whole hours are hours.
+        let p = plan(Some(t0 - 90 * 60_000), Some(t0 + DAY + H + 15 * 60_000), false, 0);
+        assert_eq!(p.hours, vec![(h0 - 1, h0 + 24)]);
+        assert!(p.days.is_empty());
+        // Inside one hour: records only.
+        let p = plan(Some(t0 + 5), Some(t0 + 50), true, 0);
+        assert_eq!(p, Plan { records: vec![(t0 + 5, t0 + 50)], ..Default::default() });
+        // Open range: rollups to the end.
+        let p = plan(None, None, true, 0);
+        assert!(p.records.is_empty());
+        assert_eq!(p.days[0].0, 0);
+        // Hours before the hourly rollups begin come from records.
+        let p = plan(Some(t0), Some(t0 + 5 * H), false, t0 + 2 * H);
+        assert_eq!((p.records, p.hours), (vec![(t0, t0 + 2 * H)], vec![(h0 + 2, h0 + 4)]));
+    }
+
+    /// A tiny deterministic generator (the test must not depend on the seed of the day).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+            xs[self.below(xs.len() as u64) as usize]
+        }
+    }
+
+    /// The answer the records alone give: the reference every plan must reproduce.
+    fn by_records(s: &Store, q: &UsageQuery, zone: Zone) -> UsageReport {
+        let mut acc = Acc::default();
+        scan_records(s, q, zone, &mut acc, id_range(q.since_ms, q.until_ms)).unwrap();
+        acc.finish(Source::Requests, q)
+    }
+
+    #[test]
+    fn rollup_answers_equal_the_record_scan_for_random_ranges_groups_and_zones() {
+        let (_d, s) = store();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let t0 = 20_000 * DAY + 7 * HOUR_MS;
+        let span = 5 * DAY;
+        let some = |x: &str| if x.is_empty() { None } else { Some(x.to_string()) };
+        let mut recs = Vec::new();
+        for _ in 0..4_000 {
+            let time_ms = t0 + rng.below(span as u64) as i64;
+            let channel = rng.pick(&["", "one", "two"]);
+            let fp = rng.pick(&["fp:a", "fp:b", "fp:c"]);
+            let mut r = RequestRecord {
+                id: crate::usage::new_id(time_ms),
+                time_ms,
+                channel: some(channel),
+                endpoint: some(if channel.is_empty() { "" } else { rng.pick(&["default", "eu"]) }),
+                token_key: some(if channel.is_empty() { "" } else { rng.pick(&["a", "b", "renamed"]) }),
+                token_fp: some(if channel.is_empty() { "" } else { fp }),
+                requested_model: rng.pick(&["m", "n"]).to_string(),
+                upstream_model: some(rng.pick(&["", "up/m", "up/n"])),
+                gateway_key: some(rng.pick(&["", "team", "ci"])),
+                tokens: Tokens {
+                    input: rng.below(1000),
+                    cache_read: rng.below(500),
+                    cache_write: rng.below(50),
+                    output: rng.below(300),
+                    reasoning: rng.below(20),
+                    cache_write_1h: 0,
+                },
+                // Binary fractions: sums are exact in any order, so the answers compare with ==.
+                cost_usd: (rng.below(5) > 0).then(|| rng.below(4096) as f64 / 1024.0),
+                outcome: rng.pick(&[Outcome::Ok, Outcome::Ok, Outcome::UpstreamError, Outcome::ClientClosed]),
+                ..Default::default()
+            };
+            if rng.below(10) == 0 {
+                r.usage_source = crate::usage::UsageSource::Estimated;
+            }
+            recs.push(r);
+        }
+        for chunk in recs.chunks(500) {
+            s.write_records(chunk).unwrap();
+        }
+        let zones = [
+            Zone::Utc,
+            Zone::Local,
+            Zone::Fixed(chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap()),
+            Zone::Fixed(chrono::FixedOffset::west_opt(3 * 3600).unwrap()),
+        ];
+        let groups = [
+            GroupBy::Day,
+            GroupBy::Hour,
+            GroupBy::Channel,
+            GroupBy::Endpoint,
+            GroupBy::Token,
+            GroupBy::Model,
+            GroupBy::Key,
+        ];
+        let when = |rng: &mut Rng| -> Option<i64> {
+            let t = t0 - DAY + rng.below((span + 2 * DAY) as u64) as i64;
+            match rng.below(5) {
+                0 => None,
+                1 => Some(t.div_euclid(HOUR_MS) * HOUR_MS),
+                2 => Some(t.div_euclid(DAY) * DAY),
+                _ => Some(t),
+            }
+        };
+        let mut sources = BTreeMap::new();
+        for i in 0..400 {
+            let (a, b) = (when(&mut rng), when(&mut rng));
+            let (since_ms, until_ms) = match (a, b) {
+                (Some(a), Some(b)) if a > b => (Some(b), Some(a)),
+                x => x,
+            };
+            let group_by: Vec<GroupBy> =
+                (0..rng.below(4)).map(|_| rng.pick(&groups)).collect::<BTreeSet<_>>().into_iter().collect();
+            let mut filters = Filters::default();
+            match rng.below(6) {
+                0 => filters.channel = Some(rng.pick(&["one", "two", "nope"]).to_string()),
+                1 => filters.token = Some(rng.pick(&["fp:a", "renamed", "b"]).to_string()),
+                2 => filters.model = Some(rng.pick(&["up/m", "n"]).to_string()),
+                3 => filters.key = Some(rng.pick(&["team", "ci"]).to_string()),
+                _ => {}
+            }
+            let zone = rng.pick(&zones);
+            let q = UsageQuery {
+                since_ms,
+                until_ms,
+                group_by,
+                filters,
+                utc: matches!(zone, Zone::Utc),
+                top: None,
+                sort: None,
+            };
+            let got = usage_in(&s, &q, zone).unwrap();
+            let want = by_records(&s, &q, zone);
+            assert_eq!(
+                (&got.rows, &got.totals),
+                (&want.rows, &want.totals),
+                "case {i}: {q:?} in {zone:?} from {:?}",
+                got.source
+            );
+            *sources.entry(format!("{:?}", got.source)).or_insert(0) += 1;
+        }
+        // Most ranges are answered from the rollups, some (inside one hour) from the records alone.
+        assert!(sources["Rollups"] > 300, "{sources:?}");
+        assert!(!sources.contains_key("Daily"), "{sources:?}");
+
+        // After retention pruned the first day, ranges inside retention are still exact, and those reaching
+        // past it fall back to whole UTC days.
+        let pruned = t0 + DAY + 5 * 60_000;
+        s.prune_requests(pruned).unwrap();
+        let mut left = Vec::new();
+        s.scan_requests(0..u128::MAX, false, |r| {
+            left.push(r);
+            true
+        })
+        .unwrap();
+        let q = UsageQuery {
+            since_ms: Some(pruned),
+            group_by: vec![GroupBy::Hour, GroupBy::Token],
+            utc: true,
+            ..Default::default()
+        };
+        let got = usage(&s, &q).unwrap();
+        assert_eq!(got.source, Source::Rollups);
+        assert_eq!((got.rows, got.totals), {
+            let w = by_records(&s, &q, Zone::Utc);
+            (w.rows, w.totals)
+        });
+        let q = UsageQuery { since_ms: Some(pruned - 1), ..q };
+        assert_eq!(usage(&s, &q).unwrap().source, Source::Daily);
+        // Whole hours before retention are still exact: they are in the hourly rollups.
+        let h = (t0 + HOUR_MS).div_euclid(HOUR_MS) * HOUR_MS;
+        let q = UsageQuery { since_ms: Some(h), until_ms: Some(h + 3 * HOUR_MS), ..q };
+        let got = usage(&s, &q).unwrap();
+        assert_eq!(got.source, Source::Rollups);
+        let want: u64 =
+            recs.iter().filter(|r| r.time_ms >= h && r.time_ms < h + 3 * HOUR_MS).map(|r| r.tokens.input).sum();
+        assert_eq!(got.totals.input, want);
     }
 
     #[test]
@@ -714,5 +1139,24 @@ mod tests {
         let known = Counters { cost_usd: 0.0, ..Default::default() };
         assert_eq!(format_cost(&known), "0");
         assert_eq!(cost_json(&known), Some(0.0));
+    }
+
+    #[test]
+    fn json_rows_name_their_dimensions_and_unknown_cost_is_null() {
+        let r = UsageReport {
+            source: Source::Requests,
+            group_by: vec![GroupBy::Token],
+            rows: vec![UsageRow {
+                group: vec!["fp:1".into()],
+                token_keys: vec!["a".into()],
+                counters: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
+            }],
+            totals: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
+        };
+        let v = usage_json(&r);
+        assert_eq!(v["rows"][0]["token"], "fp:1");
+        assert_eq!(v["rows"][0]["token_keys"][0], "a");
+        assert_eq!(v["rows"][0]["cost_usd"], Value::Null);
+        assert_eq!(v["totals"]["input"], 3);
     }
 }

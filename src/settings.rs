@@ -66,7 +66,12 @@ impl Settings {
     /// The configuration file, loaded; `None` when there is none (zero-config channels are not included).
     pub fn yaml(&self) -> anyhow::Result<Option<Config>> {
         let loaded = self.config_file().map(|p| config::load(&p)).transpose();
-        Ok(loaded.map_err(|e| crate::error::from_hinted(&e))?)
+        let loaded = loaded.map_err(|e| crate::error::from_hinted(&e))?;
+        // `store.postgres`: every store this process opens keeps its records there.
+        if let Some(c) = &loaded {
+            crate::store::use_postgres(c.raw.store.postgres.clone());
+        }
+        Ok(loaded)
     }
 
     /// The configuration in force: the file, or zero-config's channels from the environment and local servers.
@@ -93,6 +98,9 @@ impl Settings {
     /// `--store` nor `ROUTER_STORE` says where the store is (a broken configuration is then an error).
     pub fn store_path(&self) -> anyhow::Result<PathBuf> {
         if self.store.is_some() || env_path("ROUTER_STORE").is_some() {
+            // The file is named, but records may live in PostgreSQL (`store.postgres`): a readable
+            // configuration still says so.
+            let _ = self.yaml();
             return Ok(self.store_path_for(None));
         }
         Ok(self.store_path_for(self.yaml()?.as_ref()))

@@ -4,12 +4,13 @@
 //! gateway key gets 403, none or an unknown one 401), parameters (bad ones are 400 with a message naming them),
 //! and rendering each answer exactly as the matching command's `--json` (the same functions render both). The
 //! operations themselves are the store's `Op`s, dispatched through the same [`Registry`] as the control socket,
-//! and the CLI's shared key/channel functions; none of them checks who asks. Routes and the OpenAPI description
+//! the key operations of `keys::manage` and the channel functions of `channels`, which the CLI calls too; none of them checks who asks. Routes and the OpenAPI description
 //! come from one table ([`routes`]). Must not hold a lock across an await, log a key, or run store I/O on the
 //! async threads (store work goes to `spawn_blocking`).
 
 pub mod routes;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,10 +21,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::cli::keys as keycmd;
 use crate::config::hash_key;
 use crate::control::{self, Live, LiveCell};
 use crate::keys::State;
+use crate::keys::manage;
 use crate::proxy::{AppState, ProxyBody};
 use crate::report::{self, Filters, GroupBy};
 use crate::store::Registry;
@@ -43,6 +44,44 @@ pub struct Admin {
 impl Admin {
     pub fn new(registry: Registry, cell: LiveCell) -> Admin {
         Admin { registry, cell }
+    }
+}
+
+/// The door of the admin API (`/admin/`) and the dashboard (`/ui`, `/ui/...`) on the proxy's listener
+/// (`proxy::Door`). `serve` opens it before the listener accepts; the admin API answers 503 until
+/// [`Door::ready`] gives it its operations.
+#[derive(Default)]
+pub struct Door {
+    admin: std::sync::OnceLock<Admin>,
+    /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
+    sessions: crate::ui::Sessions,
+}
+
+impl Door {
+    /// Gives the door its operations once the store is open (later calls change nothing).
+    pub fn ready(&self, admin: Admin) {
+        let _ = self.admin.set(admin);
+    }
+}
+
+impl crate::proxy::Door for Door {
+    fn claims(&self, path: &str) -> bool {
+        path.starts_with("/admin/") || path == "/ui" || path.starts_with("/ui/")
+    }
+
+    fn answer(
+        self: Arc<Self>,
+        state: Arc<AppState>,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> {
+        Box::pin(async move {
+            if req.uri().path().starts_with("/admin/") {
+                handle(&state, &self, req, peer).await
+            } else {
+                crate::ui::handle(&state, &self.sessions, req, peer).await
+            }
+        })
     }
 }
 
@@ -77,12 +116,25 @@ impl From<crate::error::UserError> for Failure {
 
 type Answer = Result<Response<ProxyBody>, Failure>;
 
-/// Answers one request under `/admin/`.
-pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let answer = answer(state, req).await;
+/// Answers one request under `/admin/`. An address that sent too many wrong keys waits first (429 with
+/// `Retry-After`, the key not looked at: `crate::ui::throttle`).
+pub async fn handle(state: &Arc<AppState>, door: &Door, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+    let wait = door.sessions.throttle().check(peer, std::time::Instant::now()).err();
+    let answer = match wait {
+        Some(wait) => Err(Failure(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong admin keys from this address".into(),
+            Some(format!(
+                "wait {} s, then use a key of server.admin_keys",
+                crate::ui::throttle::retry_after_secs(wait)
+            )),
+        )),
+        None => answer(state, door, req, peer).await,
+    };
     answer.unwrap_or_else(|Failure(status, message, hint)| {
         let kind = match status {
             StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             StatusCode::FORBIDDEN => "permission_error",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
@@ -96,6 +148,10 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Incoming>) -> Response<P
         let mut resp = json_response(status, &json!({ "error": err }));
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(wait) = wait {
+            let secs = crate::ui::throttle::retry_after_secs(wait);
+            resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     })
@@ -114,8 +170,14 @@ fn ok(v: &Value) -> Answer {
     Ok(json_response(StatusCode::OK, v))
 }
 
-/// Who may ask: an admin key. Checked before anything else, including the path.
-fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
+/// Who may ask: an admin key. Checked before anything else, including the path. A wrong key (a gateway key too:
+/// its 403 would tell a guesser it found a key) counts against the address.
+fn authorise(
+    state: &AppState,
+    sessions: &crate::ui::Sessions,
+    req: &Request<Incoming>,
+    peer: IpAddr,
+) -> Result<(), Failure> {
     let snap = state.snapshot.load();
     let admins = &snap.config.admin_keys;
     let presented = crate::proxy::handler::presented_key(req.headers()).map(str::trim).filter(|k| !k.is_empty());
@@ -127,7 +189,7 @@ fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
         ));
     }
     // The dashboard's browsers: a live session of a configured admin key (`crate::ui`).
-    if presented.is_none() && crate::ui::session_admin(state, req.headers(), req.method()).is_some() {
+    if presented.is_none() && crate::ui::session_admin(state, sessions, req.headers(), req.method()).is_some() {
         return Ok(());
     }
     let Some(presented) = presented else {
@@ -139,8 +201,13 @@ fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
     let hash = hash_key(presented);
     // Compare with every key, in constant time each, so timing tells nothing about which matched.
     let matched = admins.iter().fold(subtle::Choice::from(0), |acc, k| acc | k.hash.ct_eq(&hash));
+    let throttle = sessions.throttle();
     if bool::from(matched) {
+        throttle.right(peer);
         return Ok(());
+    }
+    if let Some(wait) = throttle.wrong(peer, std::time::Instant::now()) {
+        tracing::warn!("admin API: too many wrong admin keys from {peer}; it waits {} s", wait.as_secs());
     }
     if state.keys.load().authenticate(Some(presented), crate::usage::now_ms()).is_ok_and(|k| k.is_some()) {
         return Err(Failure(
@@ -152,9 +219,9 @@ fn authorise(state: &AppState, req: &Request<Incoming>) -> Result<(), Failure> {
     Err(unauthorised("unknown admin key", "use a key of server.admin_keys"))
 }
 
-async fn answer(state: &Arc<AppState>, req: Request<Incoming>) -> Answer {
-    authorise(state, &req)?;
-    let Some(admin) = state.admin.get() else {
+async fn answer(state: &Arc<AppState>, door: &Door, req: Request<Incoming>, peer: IpAddr) -> Answer {
+    authorise(state, &door.sessions, &req, peer)?;
+    let Some(admin) = door.admin.get() else {
         return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "the server is starting; try again".into(), None));
     };
     let path = req.uri().path().to_string();
@@ -286,7 +353,7 @@ impl Ctx<'_> {
                 let v = self.op("request_show", json!({"id": self.name})).await?;
                 let list: report::RecordList = serde_json::from_value(v).map_err(anyhow::Error::from)?;
                 let r = list.records.first().ok_or_else(|| anyhow::anyhow!("no record in the answer"))?;
-                ok(&crate::cli::requests::record_json(r, utc))
+                ok(&report::record_json(r, utc))
             }
             Action::Channels => ok(&serde_json::to_value(self.channels().await?).map_err(anyhow::Error::from)?),
             Action::Channel => {
@@ -339,7 +406,7 @@ impl Ctx<'_> {
             }
             Action::Keys | Action::Key => {
                 let name = (route.action == Action::Key).then(|| self.name.clone());
-                let rows = self.keys(false, move |ctx| keycmd::reports(ctx, name.as_deref()).map(|r| json!(r))).await?;
+                let rows = self.keys(false, move |ctx| manage::reports(ctx, name.as_deref()).map(|r| json!(r))).await?;
                 match route.action {
                     Action::Key => ok(&rows[0]),
                     _ => ok(&rows),
@@ -357,20 +424,20 @@ impl Ctx<'_> {
                 if b.name.is_empty() {
                     return Err(Failure::bad("`name` is required"));
                 }
-                let settings: keycmd::Settings = serde_json::from_value(Value::Object(b.settings))
+                let settings: manage::KeySettings = serde_json::from_value(Value::Object(b.settings))
                     .map_err(|e| Failure::bad(format!("bad JSON body: {e}")))?;
                 let v = self
                     .keys(true, move |ctx| {
-                        let (_, row, secret) = keycmd::create_key(ctx, &b.name, &settings)?;
-                        keycmd::with_secret(&row, &secret)
+                        let (_, row, secret) = manage::create_key(ctx, &b.name, &settings)?;
+                        manage::with_secret(&row, &secret)
                     })
                     .await?;
                 Ok(json_response(StatusCode::CREATED, &v))
             }
             Action::KeyUpdate => {
-                let settings: keycmd::Settings = self.json_body(true)?;
+                let settings: manage::KeySettings = self.json_body(true)?;
                 let name = self.name.clone();
-                ok(&self.keys(true, move |ctx| Ok(json!(keycmd::update_key(ctx, &name, &settings)?.1))).await?)
+                ok(&self.keys(true, move |ctx| Ok(json!(manage::update_key(ctx, &name, &settings)?.1))).await?)
             }
             Action::KeyDisable => self.key_state(State::Disabled).await,
             Action::KeyEnable => self.key_state(State::Active).await,
@@ -379,8 +446,8 @@ impl Ctx<'_> {
                 let name = self.name.clone();
                 ok(&self
                     .keys(true, move |ctx| {
-                        let (_, row, secret) = keycmd::rotate_key(ctx, &name)?;
-                        keycmd::with_secret(&row, &secret)
+                        let (_, row, secret) = manage::rotate_key(ctx, &name)?;
+                        manage::with_secret(&row, &secret)
                     })
                     .await?)
             }
@@ -428,7 +495,7 @@ impl Ctx<'_> {
         };
         let v = self.op("usage_report", serde_json::to_value(query).map_err(anyhow::Error::from)?).await?;
         let r: report::UsageReport = serde_json::from_value(v).map_err(anyhow::Error::from)?;
-        ok(&crate::cli::usage::to_json(&r))
+        ok(&report::usage_json(&r))
     }
 
     async fn requests(&self) -> Answer {
@@ -451,7 +518,7 @@ impl Ctx<'_> {
         let v = self.op("requests_list", serde_json::to_value(query).map_err(anyhow::Error::from)?).await?;
         let list: report::RecordList = serde_json::from_value(v).map_err(anyhow::Error::from)?;
         let next = (list.records.len() == limit).then(|| list.records.last().map(|r| crate::usage::format_id(r.id)));
-        let rows: Vec<Value> = list.records.iter().map(|r| crate::cli::requests::record_json(r, utc)).collect();
+        let rows: Vec<Value> = list.records.iter().map(|r| report::record_json(r, utc)).collect();
         ok(&json!({"requests": rows, "next_cursor": next.flatten()}))
     }
 
@@ -544,11 +611,11 @@ impl Ctx<'_> {
     async fn keys(
         &self,
         writes: bool,
-        f: impl FnOnce(&keycmd::Ctx) -> anyhow::Result<Value> + Send + 'static,
+        f: impl FnOnce(&manage::Ctx) -> anyhow::Result<Value> + Send + 'static,
     ) -> anyhow::Result<Value> {
         self.blocking(move |live| {
             let config = live.state.snapshot.load().config.clone();
-            let v = f(&keycmd::Ctx::serving(&config, live.store.clone())?)?;
+            let v = f(&manage::Ctx::serving(&config, live.store.clone())?)?;
             if writes {
                 control::reload_keys(live)?;
             }
@@ -559,7 +626,7 @@ impl Ctx<'_> {
 
     async fn key_state(&self, state: State) -> Answer {
         let name = self.name.clone();
-        ok(&self.keys(true, move |ctx| Ok(json!(keycmd::set_key_state(ctx, &name, state)?.1))).await?)
+        ok(&self.keys(true, move |ctx| Ok(json!(manage::set_key_state(ctx, &name, state)?.1))).await?)
     }
 }
 
@@ -568,7 +635,7 @@ const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `GET /events`: the server's event stream as server-sent events, from now on. Opens with a `: connected`
 /// comment (the subscription exists once it arrives); a subscriber that falls behind gets `event: lagged` with
-/// how many events it missed, never a slower server.
+/// how many events it missed, never a slower server. Ends when the server begins to shut down.
 fn event_stream(state: &AppState) -> Response<ProxyBody> {
     use futures_util::StreamExt;
     use http_body_util::StreamBody;
@@ -577,14 +644,20 @@ fn event_stream(state: &AppState) -> Response<ProxyBody> {
 
     let rx = state.events.subscribe();
     let hello = futures_util::stream::once(async { Bytes::from_static(b": connected\n\n") });
-    let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        let chunk = match tokio::time::timeout(KEEP_ALIVE, rx.recv()).await {
+    let stopping = state.stopping.subscribe();
+    let events = futures_util::stream::unfold((rx, stopping), |(mut rx, mut stopping)| async move {
+        let next = tokio::select! {
+            // Also when the sender is gone: the server is over either way.
+            _ = stopping.wait_for(|s| *s) => return None,
+            next = tokio::time::timeout(KEEP_ALIVE, rx.recv()) => next,
+        };
+        let chunk = match next {
             Err(_) => Bytes::from_static(b": keep-alive\n\n"),
             Ok(Err(RecvError::Closed)) => return None,
             Ok(Err(RecvError::Lagged(n))) => sse("lagged", &json!({ "missed": n })),
             Ok(Ok(e)) => event_sse(&e),
         };
-        Some((chunk, rx))
+        Some((chunk, (rx, stopping)))
     });
     let body = StreamBody::new(hello.chain(events).map(|b| Ok::<_, std::io::Error>(Frame::data(b))));
     let mut resp = Response::new(body.boxed_unsync());
@@ -604,7 +677,7 @@ fn sse(name: &str, data: &Value) -> Bytes {
 fn event_sse(e: &crate::events::Event) -> Bytes {
     use crate::events::Event;
     match e {
-        Event::RequestFinished(r) => sse("request", &crate::cli::requests::record_json(r, true)),
+        Event::RequestFinished(r) => sse("request", &report::record_json(r, true)),
         Event::Cooled { key, level, reason, for_ms, failures } => sse(
             "cooled",
             &json!({"key": &**key, "level": level.as_str(), "reason": &**reason, "for_ms": for_ms, "failures": failures}),
@@ -647,5 +720,23 @@ fn health_json(state: &AppState) -> Value {
             })
         })
         .collect();
-    json!({ "cooling": rows })
+    // Observed time to first byte per endpoint (a moving average of real requests and probes), and its counts.
+    let snap = state.snapshot.load();
+    let latency: Vec<Value> = snap
+        .channels
+        .iter()
+        .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+        .map(|(c, e)| {
+            let v = state.health.view(&e.health_key);
+            json!({
+                "key": &*e.health_key,
+                "channel": &*c.name,
+                "endpoint": &*e.name,
+                "ttfb_ms": v.ttfb_ms.map(|ms| ms.round() as u64),
+                "ok": v.ok,
+                "errors": v.errors,
+            })
+        })
+        .collect();
+    json!({ "cooling": rows, "latency": latency })
 }

@@ -143,7 +143,12 @@ pub static ROUTES: &[Route] = &[
         Models,
         "Every channel's models as the live catalogue has them (configured and discovered)."
     ),
-    route!("GET", "/health", Health, "Cooling endpoints, tokens and (channel, model) pairs: reason, time left."),
+    route!(
+        "GET",
+        "/health",
+        Health,
+        "Cooling endpoints, tokens and (channel, model) pairs: reason, time left; observed time to first byte per endpoint."
+    ),
     route!("POST", "/health/clear", HealthClear, "End one cooldown now.", body = "{\"key\": a key of GET /health}"),
     route!("GET", "/balances", Balances, "The latest stored balance of every upstream key."),
     route!(

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::{Balance, Status};
 use crate::config::{ChannelBalanceConfig, ChannelProtocol, Secret};
+use crate::failure::{self, error_message, redact};
 use crate::upstream::FailureClass;
-use crate::upstream::failure::{self, error_message, redact};
 
 /// A balance API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

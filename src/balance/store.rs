@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{BalanceResult, BalanceStore, StoreError, exhausted};
 use crate::catalog::Snapshot;
+use crate::live::health::Health;
 use crate::store::{Access, KvTable, LiveOp, Op, Store};
-use crate::upstream::health::Health;
 
 /// The cooldown reason of a key that ran dry (shown in `tags query` exclusions).
 pub const EXHAUSTED_REASON: &str = "balance at or below zero";

@@ -2,7 +2,7 @@
 //!
 //! Owns turning configuration (YAML channels, store channels, discovered models) into the read-only structure the
 //! hot path routes on. A snapshot is built off the hot path and swapped whole (`arc-swap`); nothing in it
-//! changes afterwards. Health and cooldowns live beside it in `upstream::health`.
+//! changes afterwards. Health and cooldowns live beside it in `live::health`.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;

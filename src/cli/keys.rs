@@ -1,26 +1,24 @@
 //! `router keys`: gateway keys for a team — create (the secret printed once), list with spend, show, update,
 //! disable / enable, revoke, rotate; and `hash` / `generate` for keys kept in the configuration file.
 //!
-//! Owns the flags, their checks (exit 1 with a hint, nothing written) and the tables. Every change is one
-//! `keys::ops` operation sent through `store::Access`, so it works on the store file or through a running server,
-//! which applies it before answering. Keys under `server.keys` in the configuration are listed read-only.
-//! A secret exists only here: the store and the server get its hash and prefix.
+//! Owns the flags and the tables. Their checks (exit 1 with a hint, nothing written) and the changes are
+//! `keys::manage`'s, shared with the admin API: each change is one `keys::ops` operation sent through
+//! `store::Access`, so it works on the store file or through a running server, which applies it before answering.
+//! Keys under `server.keys` in the configuration are listed read-only. A secret exists only here (and in the
+//! admin API's answer): the store and the server get its hash and prefix.
 
 use std::io::{IsTerminal, Read};
 
-use jiff::tz::TimeZone;
 use serde_json::json;
 
 use super::output;
-use crate::config::Config;
 use crate::error::user;
-use crate::keys::ops::{
-    Change, KeyPatch, KeyReport, KeysCreate, KeysReport, KeysRotate, KeysSetState, KeysUpdate, YamlKey,
-};
+use crate::keys::manage::{Ctx, KeySettings, create_key, reports, rotate_key, set_key_state, update_key, with_secret};
+use crate::keys::ops::KeyReport;
 use crate::keys::{self, State, StoredKey};
-use crate::live::limits::{Budget, Limits, Period};
+use crate::live::limits::{Budget, Limits};
 use crate::settings;
-use crate::store::{self, Access};
+use crate::store::Access;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -77,28 +75,23 @@ pub struct RevokeArgs {
     pub json: bool,
 }
 
-/// Settings shared by `create` and `update`. Numbers are read here (not by clap) so that a bad one is exit 1.
-/// The admin API takes the same fields as JSON (`{"rpm": "60", "budget": "5", "per": "week"}`; numbers too).
-#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Settings shared by `create` and `update`, as text: `keys::manage` reads the numbers, so a bad one is exit 1
+/// (and the admin API, which takes the same fields as JSON, answers alike).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Settings {
     /// Tag expression or comma-separated model list the key may reach (e.g. `tag:free`).
     #[arg(long, value_name = "EXPR")]
     pub allow: Option<String>,
     /// Requests per minute.
-    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub rpm: Option<String>,
     /// Tokens (input + output, as recorded) per minute.
-    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub tpm: Option<String>,
     /// Requests at the same time (streams count until they end).
-    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub max_parallel: Option<String>,
     /// Spend allowed per period, USD (needs --per).
-    #[serde(deserialize_with = "text_or_number")]
     #[arg(long, value_name = "USD", allow_hyphen_values = true)]
     pub budget: Option<String>,
     /// The budget's period, in server.timezone: day, week (from Monday), month or total.
@@ -110,6 +103,13 @@ pub struct Settings {
     /// A note for people (who has it, what for).
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
+}
+
+impl From<&Settings> for KeySettings {
+    fn from(s: &Settings) -> KeySettings {
+        let Settings { allow, rpm, tpm, max_parallel, budget, per, expires, note } = s.clone();
+        KeySettings { allow, rpm, tpm, max_parallel, budget, per, expires, note }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,93 +134,26 @@ pub struct UpdateArgs {
     pub json: bool,
 }
 
-/// A setting given as JSON text or as a JSON number (read like the flag's text either way).
-fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    use serde::Deserialize;
-    Ok(match Option::<serde_json::Value>::deserialize(d)? {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-        Some(other) => return Err(serde::de::Error::custom(format!("expected a number or text, not {other}"))),
-    })
-}
-
-/// What every command needs: the store, the configuration's keys and the time zone.
-pub(crate) struct Ctx {
-    config: Option<Config>,
-    tz: TimeZone,
-    now_ms: i64,
-    settings: settings::Settings,
-    /// The store, when the caller holds it (the admin API in the server); else opened from `settings`.
-    store: Option<store::Store>,
-}
-
-impl Ctx {
-    /// The server's view: its configuration and its own store.
-    pub(crate) fn serving(config: &Config, store: store::Store) -> anyhow::Result<Ctx> {
-        let tz = keys::timezone(config.raw.server.timezone.as_deref()).map_err(anyhow::Error::msg)?;
-        let settings = settings::Settings::new(config.path.clone(), None);
-        let config = config.path.is_some().then(|| config.clone());
-        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), settings, store: Some(store) })
-    }
-
-    fn new(settings: &settings::Settings) -> anyhow::Result<Ctx> {
-        let config = settings.yaml()?;
-        let tz_name = config.as_ref().and_then(|c| c.raw.server.timezone.clone());
-        let tz = keys::timezone(tz_name.as_deref()).map_err(|m| user(m).with_hint("fix server.timezone"))?;
-        Ok(Ctx { config, tz, now_ms: crate::usage::now_ms(), settings: settings.clone(), store: None })
-    }
-
-    fn access(&self) -> anyhow::Result<Access> {
-        match &self.store {
-            Some(s) => Ok(Access::Direct(s.clone())),
-            None => Access::open(&self.settings.store_path_for(self.config.as_ref())),
-        }
-    }
-
-    fn yaml_keys(&self) -> Vec<YamlKey> {
-        let Some(c) = &self.config else { return Vec::new() };
-        c.gateway_keys
-            .iter()
-            .map(|k| YamlKey {
-                name: k.name.clone(),
-                allow: k.allow.clone(),
-                limits: k.limits,
-                expires_ms: k.expires_ms,
-            })
-            .collect()
-    }
-
-    /// A key of the configuration file cannot be changed here.
-    fn check_not_yaml(&self, name: &str) -> anyhow::Result<()> {
-        let Some(c) = &self.config else { return Ok(()) };
-        if c.gateway_keys.iter().any(|k| k.name == name) {
-            let file = c.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the configuration".into());
-            return Err(user(format!("key `{name}` is defined in {file} (server.keys)"))
-                .with_hint("change it in that file, or pick another name for a store key")
-                .into());
-        }
-        Ok(())
-    }
-
-    fn timezone_name(&self) -> Option<String> {
-        self.config.as_ref().and_then(|c| c.raw.server.timezone.clone())
-    }
-}
-
 pub fn run(settings: &settings::Settings, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Hash { key } => hash(key),
         Command::Generate(a) => generate(a.json),
-        Command::Create(a) => create(&Ctx::new(settings)?, a),
-        Command::List(a) => list(&Ctx::new(settings)?, a.json),
-        Command::Show(a) => show(&Ctx::new(settings)?, a),
-        Command::Update(a) => update(&Ctx::new(settings)?, a),
-        Command::Disable(a) => set_state(&Ctx::new(settings)?, &a.name, State::Disabled, a.json),
-        Command::Enable(a) => set_state(&Ctx::new(settings)?, &a.name, State::Active, a.json),
-        Command::Revoke(a) => revoke(&Ctx::new(settings)?, a),
-        Command::Rotate(a) => rotate(&Ctx::new(settings)?, a),
+        Command::Create(a) => create(&ctx(settings)?, a),
+        Command::List(a) => list(&ctx(settings)?, a.json),
+        Command::Show(a) => show(&ctx(settings)?, a),
+        Command::Update(a) => update(&ctx(settings)?, a),
+        Command::Disable(a) => set_state(&ctx(settings)?, &a.name, State::Disabled, a.json),
+        Command::Enable(a) => set_state(&ctx(settings)?, &a.name, State::Active, a.json),
+        Command::Revoke(a) => revoke(&ctx(settings)?, a),
+        Command::Rotate(a) => rotate(&ctx(settings)?, a),
     }
+}
+
+/// The configuration and the store `settings` name.
+fn ctx(settings: &settings::Settings) -> anyhow::Result<Ctx> {
+    let config = settings.yaml()?;
+    let store_path = settings.store_path_for(config.as_ref());
+    Ctx::new(config, store_path)
 }
 
 pub fn hash_line(key: &str) -> String {
@@ -259,136 +192,13 @@ fn generate(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bad(flag: &str, value: &str, hint: &str) -> anyhow::Error {
-    user(format!("--{flag} `{value}` is not valid")).with_hint(hint.to_string()).into()
-}
-
-fn is_none_word(s: &str) -> bool {
-    matches!(s.trim().to_ascii_lowercase().as_str(), "none" | "off" | "unlimited")
-}
-
-/// A positive whole number, or (for update) `none`.
-fn count<T: std::str::FromStr + PartialEq + From<u8>>(
-    flag: &str,
-    v: &Option<String>,
-    clearable: bool,
-) -> anyhow::Result<Option<Change<T>>> {
-    let Some(s) = v else { return Ok(None) };
-    if clearable && is_none_word(s) {
-        return Ok(Some(Change::Clear));
-    }
-    match s.trim().replace('_', "").parse::<T>() {
-        Ok(n) if n != T::from(0) => Ok(Some(Change::Set(n))),
-        _ => Err(bad(
-            flag,
-            s,
-            if clearable {
-                "give a whole number of at least 1, or `none` to remove the limit"
-            } else {
-                "give a whole number of at least 1"
-            },
-        )),
-    }
-}
-
-fn period(v: &Option<String>) -> anyhow::Result<Option<Period>> {
-    let Some(s) = v else { return Ok(None) };
-    match s.trim().to_ascii_lowercase().as_str() {
-        "day" | "daily" => Ok(Some(Period::Day)),
-        "week" | "weekly" => Ok(Some(Period::Week)),
-        "month" | "monthly" => Ok(Some(Period::Month)),
-        "total" => Ok(Some(Period::Total)),
-        _ => Err(bad("per", s, "use day, week, month or total")),
-    }
-}
-
-/// The settings as a patch of the key's current ones (for `create`, of none).
-fn patch(ctx: &Ctx, s: &Settings, clearable: bool) -> anyhow::Result<KeyPatch> {
-    let budget = match &s.budget {
-        None => None,
-        Some(b) if clearable && is_none_word(b) => Some(Change::Clear),
-        Some(b) => match b.trim().trim_start_matches('$').parse::<f64>() {
-            Ok(usd) if usd.is_finite() && usd > 0.0 => Some(Change::Set(usd)),
-            _ => return Err(bad("budget", b, "give a positive amount of USD, e.g. 5 or 0.50")),
-        },
-    };
-    let text = |v: &Option<String>| {
-        v.as_ref().map(|t| if t.trim().is_empty() { Change::Clear } else { Change::Set(t.trim().to_string()) })
-    };
-    let expires_ms = match &s.expires {
-        None => None,
-        Some(e) => match keys::parse_expiry(e, ctx.now_ms, &ctx.tz, true) {
-            Ok(Some(ms)) => Some(Change::Set(ms)),
-            Ok(None) => Some(Change::Clear),
-            Err(m) => return Err(user(format!("--expires: {m}")).with_hint("e.g. --expires 2026-12-31 or 30d").into()),
-        },
-    };
-    if let Some(Change::Set(ms)) = expires_ms
-        && ms <= ctx.now_ms
-    {
-        return Err(user(format!("--expires `{}` is in the past", s.expires.as_deref().unwrap_or("")))
-            .with_hint("give a later date, or a duration such as 30d")
-            .into());
-    }
-    if let Some(Change::Set(a)) = text(&s.allow)
-        && crate::tags::TagExpr::parse(&a).is_none()
-        && a.starts_with("tag:")
-    {
-        return Err(bad("allow", &a, "write tag:a,b,!c or a comma-separated list of models"));
-    }
-    Ok(KeyPatch {
-        allow: text(&s.allow),
-        rpm: count("rpm", &s.rpm, clearable)?,
-        tpm: count("tpm", &s.tpm, clearable)?,
-        max_parallel: count("max-parallel", &s.max_parallel, clearable)?,
-        budget,
-        per: period(&s.per)?,
-        expires_ms,
-        note: text(&s.note),
-    })
-}
-
 fn applied_note(access: &Access) -> &'static str {
     if access.is_remote() { "the running server applied it" } else { "takes effect when `router serve` starts" }
 }
 
 fn create(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<()> {
-    let (access, row, secret) = create_key(ctx, &a.name, &a.settings)?;
+    let (access, row, secret) = create_key(ctx, &a.name, &KeySettings::from(&a.settings))?;
     print_secret(&access, &row, &secret, "created", a.json)
-}
-
-/// Creates a store key; returns it with its secret (the only time the secret exists outside its user).
-pub(crate) fn create_key(ctx: &Ctx, name: &str, settings: &Settings) -> anyhow::Result<(Access, StoredKey, String)> {
-    keys::check_name(name).map_err(|m| user(m).with_hint("use letters, digits, `-`, `_`, `.` or `@` (at most 64)"))?;
-    ctx.check_not_yaml(name)?;
-    let p = patch(ctx, settings, false)?;
-    let limits = p.limits(&Limits::default())?;
-    let (secret, hash, prefix) = keys::generate();
-    let row = StoredKey {
-        name: name.to_string(),
-        hash,
-        prefix,
-        allow: settings.allow.clone().filter(|s| !s.trim().is_empty()),
-        limits,
-        expires_ms: match p.expires_ms {
-            Some(Change::Set(ms)) => Some(ms),
-            _ => None,
-        },
-        note: settings.note.clone().filter(|s| !s.trim().is_empty()),
-        state: State::Active,
-        created_ms: ctx.now_ms,
-        updated_ms: ctx.now_ms,
-    };
-    let access = ctx.access()?;
-    let row = access.run(KeysCreate { key: row })?;
-    Ok((access, row, secret))
-}
-
-/// A key with its new secret as `--json` prints it: the row plus `key`.
-pub(crate) fn with_secret(row: &StoredKey, secret: &str) -> anyhow::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(row)?;
-    v["key"] = json!(secret);
-    Ok(v)
 }
 
 /// A new secret, shown this once (JSON: the row plus `key`).
@@ -400,11 +210,6 @@ fn print_secret(access: &Access, row: &StoredKey, secret: &str, what: &str, json
     output::line(&format!("secret: {secret}"));
     output::note("hand the secret to its user now: it is not stored and cannot be shown again");
     Ok(())
-}
-
-pub(crate) fn reports(ctx: &Ctx, name: Option<&str>) -> anyhow::Result<Vec<KeyReport>> {
-    let q = KeysReport { name: name.map(str::to_string), yaml: ctx.yaml_keys(), timezone: ctx.timezone_name() };
-    ctx.access()?.run(q)
 }
 
 fn list(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
@@ -462,7 +267,7 @@ fn spend_text(r: &KeyReport) -> String {
 
 fn when(ctx: &Ctx, ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
-        Ok(t) => t.to_zoned(ctx.tz.clone()).strftime("%Y-%m-%d %H:%M").to_string(),
+        Ok(t) => t.to_zoned(ctx.tz().clone()).strftime("%Y-%m-%d %H:%M").to_string(),
         Err(_) => ms.to_string(),
     }
 }
@@ -510,22 +315,8 @@ fn print_row(access: &Access, row: &StoredKey, what: &str, json: bool) -> anyhow
 }
 
 fn update(ctx: &Ctx, a: UpdateArgs) -> anyhow::Result<()> {
-    let (access, row) = update_key(ctx, &a.name, &a.settings)?;
+    let (access, row) = update_key(ctx, &a.name, &KeySettings::from(&a.settings))?;
     print_row(&access, &row, "updated", a.json)
-}
-
-/// Changes a store key's settings.
-pub(crate) fn update_key(ctx: &Ctx, name: &str, settings: &Settings) -> anyhow::Result<(Access, StoredKey)> {
-    ctx.check_not_yaml(name)?;
-    let p = patch(ctx, settings, true)?;
-    if p.is_empty() {
-        return Err(user("nothing to change")
-            .with_hint("give at least one of --allow, --rpm, --tpm, --max-parallel, --budget, --per, --expires, --note")
-            .into());
-    }
-    let access = ctx.access()?;
-    let row = access.run(KeysUpdate { name: name.to_string(), patch: p, now_ms: ctx.now_ms })?;
-    Ok((access, row))
 }
 
 fn set_state(ctx: &Ctx, name: &str, state: State, json: bool) -> anyhow::Result<()> {
@@ -536,14 +327,6 @@ fn set_state(ctx: &Ctx, name: &str, state: State, json: bool) -> anyhow::Result<
         State::Revoked => "revoked",
     };
     print_row(&access, &row, what, json)
-}
-
-/// Disables, enables or revokes a store key.
-pub(crate) fn set_key_state(ctx: &Ctx, name: &str, state: State) -> anyhow::Result<(Access, StoredKey)> {
-    ctx.check_not_yaml(name)?;
-    let access = ctx.access()?;
-    let row = access.run(KeysSetState { name: name.to_string(), state, now_ms: ctx.now_ms })?;
-    Ok((access, row))
 }
 
 fn revoke(ctx: &Ctx, a: RevokeArgs) -> anyhow::Result<()> {
@@ -571,15 +354,6 @@ fn rotate(ctx: &Ctx, a: NameArgs) -> anyhow::Result<()> {
     print_secret(&access, &row, &secret, "rotated: the old secret no longer works", a.json)
 }
 
-/// A new secret for a store key; returns the row and the secret.
-pub(crate) fn rotate_key(ctx: &Ctx, name: &str) -> anyhow::Result<(Access, StoredKey, String)> {
-    ctx.check_not_yaml(name)?;
-    let (secret, hash, prefix) = keys::generate();
-    let access = ctx.access()?;
-    let row = access.run(KeysRotate { name: name.to_string(), hash, prefix, now_ms: ctx.now_ms })?;
-    Ok((access, row, secret))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,35 +364,5 @@ mod tests {
         let cfg = format!("server:\n  keys:\n    - name: a\n      hash: {line}\n");
         let c = crate::config::parse(std::path::Path::new("t.yaml"), &cfg, &|_| None).unwrap();
         assert_eq!(c.gateway_keys[0].hash, crate::config::hash_key("sk-gw"));
-    }
-
-    #[test]
-    fn bad_numbers_are_user_errors() {
-        let ctx = Ctx {
-            config: None,
-            tz: TimeZone::UTC,
-            now_ms: crate::usage::now_ms(),
-            settings: settings::Settings::new(None, None),
-            store: None,
-        };
-        for s in [
-            Settings { rpm: Some("0".into()), ..Default::default() },
-            Settings { rpm: Some("-5".into()), ..Default::default() },
-            Settings { tpm: Some("lots".into()), ..Default::default() },
-            Settings { budget: Some("-1".into()), ..Default::default() },
-            Settings { per: Some("fortnight".into()), ..Default::default() },
-            Settings { expires: Some("soon".into()), ..Default::default() },
-            Settings { expires: Some("2020-01-01".into()), ..Default::default() },
-            Settings { rpm: Some("none".into()), ..Default::default() },
-        ] {
-            let e = patch(&ctx, &s, false).unwrap_err();
-            assert!(e.downcast_ref::<crate::error::UserError>().is_some(), "{s:?}: {e:#}");
-        }
-        let p = patch(&ctx, &Settings { rpm: Some("none".into()), ..Default::default() }, true).unwrap();
-        assert_eq!(p.rpm, Some(Change::Clear));
-        let p =
-            patch(&ctx, &Settings { budget: Some("$5".into()), per: Some("week".into()), ..Default::default() }, false)
-                .unwrap();
-        assert_eq!(p.limits(&Limits::default()).unwrap().budget, Some(Budget { usd: 5.0, per: Period::Week }));
     }
 }

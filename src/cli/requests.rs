@@ -4,9 +4,6 @@
 //! Reaches the store directly or through a running server's control socket (same query, same output). Prints
 //! token names and fingerprints only, never a key.
 
-use chrono::{DateTime, Local, TimeZone, Utc};
-use serde_json::{Value, json};
-
 use super::args::{RecordFilter, TimeRange, time};
 use super::output;
 use crate::report::{self, RequestsQuery, ShowRequest};
@@ -69,7 +66,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
     let query = RequestsQuery { limit: a.limit, since_ms, until_ms, filters: a.filter.into(), before: None };
     let records = access.run(query)?.records;
     if a.json {
-        return output::json(&records.iter().map(|r| record_json(r, utc)).collect::<Vec<_>>());
+        return output::json(&records.iter().map(|r| report::record_json(r, utc)).collect::<Vec<_>>());
     }
     let mut t = output::table(&[
         "time",
@@ -107,7 +104,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
 fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
     let r = access.run(ShowRequest { id: a.id })?.records.into_iter().next().expect("show returns one record");
     if a.json {
-        return output::json(&record_json(&r, a.utc));
+        return output::json(&report::record_json(&r, a.utc));
     }
     let line = |k: &str, v: String| output::line(&format!("{k:<16}{v}"));
     line("id", format_id(r.id));
@@ -175,24 +172,6 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
         output::print_table(&t);
     }
     Ok(())
-}
-
-/// A record for scripts: the id as 32 hex digits (JSON numbers cannot hold it) and the time as RFC 3339.
-pub fn record_json(r: &RequestRecord, utc: bool) -> Value {
-    let mut v = serde_json::to_value(RequestRecord { id: 0, ..r.clone() }).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.insert("id".into(), json!(format_id(r.id)));
-        m.insert("time".into(), json!(rfc3339(r.time_ms, utc)));
-    }
-    v
-}
-
-fn rfc3339(ms: i64, utc: bool) -> String {
-    if utc {
-        DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()).unwrap_or_default()
-    } else {
-        Local.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339()).unwrap_or_default()
-    }
 }
 
 fn model(r: &RequestRecord) -> String {

@@ -13,11 +13,11 @@ use crate::catalog::Snapshot;
 use crate::config::{self, autodetect};
 use crate::control::{self, Live, LiveCell};
 use crate::error::user;
+use crate::live::health::Health;
 use crate::proxy::{self, AppState};
 use crate::settings::{self, Settings};
 use crate::store::writer::WriterOptions;
 use crate::store::{self, recorder::Recorder};
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +102,9 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
 
     let health = Arc::new(Health::new());
     let state = AppState::with_metrics(snapshot, health, record_sink, metrics);
+    // The admin API and the dashboard share the listener; their door opens now and answers 503 until ready.
+    let door = Arc::new(crate::admin::Door::default());
+    let _ = state.door.set(door.clone());
     // Metrics and alerts subscribe before the first request can finish; each only when configured.
     let server_cfg = state.snapshot.load().config.raw.server.clone();
     let counting = server_cfg.metrics.then(|| crate::metrics::spawn(state.metrics.clone(), &state.events));
@@ -114,7 +117,7 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (server.metrics_listen)"))?;
             output::line(&format!("metrics: http://{}/metrics", l.local_addr()?));
-            tokio::spawn(crate::metrics::serve::listen(l, state.clone(), async {
+            tokio::spawn(crate::proxy::scrape::listen(l, state.clone(), async {
                 let _ = metrics_stopped.await;
             }));
         }
@@ -128,11 +131,13 @@ async fn serve(settings: &Settings, args: Args) -> anyhow::Result<()> {
     control::release_freed_memory();
     let _ = live.set(Live { state: state.clone(), store: recorder.store.clone(), store_path, auto: loaded.auto });
     // The admin API runs the socket's operations (one registry, two doors).
-    let _ = state.admin.set(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
+    door.ready(crate::admin::Admin::new(recorder.registry().clone(), live.clone()));
     // Store keys join the configuration's; budgets start from the spend the records show for this period.
     if let Some(l) = live.get() {
-        control::reload_keys(l)?;
+        control::reload_keys_here(l)?;
     }
+    // Several instances: what the others change (keys, channels) is loaded here too.
+    tokio::spawn(control::follow_changes(live.clone()));
     print_auth(&state);
     if let Some(path) = config_path {
         tokio::spawn(watch_config(live.clone(), path));
@@ -282,7 +287,7 @@ async fn watch_config(live: LiveCell, path: PathBuf) {
                 live.state.snapshot.store(Arc::new(snap));
                 live.state.events.publish(crate::events::Event::Reloaded);
                 control::release_freed_memory();
-                if let Err(e) = tokio::task::block_in_place(|| control::reload_keys(live)) {
+                if let Err(e) = tokio::task::block_in_place(|| control::reload_keys_here(live)) {
                     output::note(&format!("error: gateway keys not reloaded, keeping the previous ones: {e:#}"));
                 }
             }

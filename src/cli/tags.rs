@@ -16,12 +16,12 @@ use crate::config::Strategy;
 use crate::control;
 use crate::discover::{self, Options};
 use crate::error::user;
+use crate::live::health::Health;
 use crate::protocol::Protocol;
 use crate::routing::Score;
 use crate::routing::view::{CandidateView, ExcludedView, PlanFailure, PlanQuery, PlanView, PriceView};
 use crate::settings::{Routing, Settings};
 use crate::upstream::fasttest::FastTest;
-use crate::upstream::health::Health;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {

@@ -2,8 +2,6 @@
 //!
 //! Reaches the store directly or through a running server's control socket (same query, same output).
 
-use serde_json::{Map, Value, json};
-
 use super::args::{RecordFilter, TimeRange};
 use super::output;
 use crate::report::{self, GroupBy, SortBy, Source, UsageQuery, UsageReport};
@@ -58,7 +56,7 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
         output::note("note: the range reaches past store.retention_days; totals come from daily rollups (UTC days)");
     }
     if args.json {
-        output::json(&to_json(&report))
+        output::json(&report::usage_json(&report))
     } else if args.csv {
         print_csv(&report);
         Ok(())
@@ -68,55 +66,8 @@ pub fn run(settings: &Settings, args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Cache reads over all input tokens (uncached, read, written); `None` without input.
-fn hit_rate(c: &Counters) -> Option<f64> {
-    let all = c.input + c.cache_read + c.cache_write;
-    (all > 0).then(|| c.cache_read as f64 / all as f64)
-}
-
 fn hit_rate_cell(c: &Counters) -> String {
-    hit_rate(c).map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".into())
-}
-
-fn counters_json(c: &Counters, m: &mut Map<String, Value>) {
-    m.insert("requests".into(), json!(c.requests));
-    m.insert("errors".into(), json!(c.errors));
-    m.insert("input".into(), json!(c.input));
-    m.insert("cache_read".into(), json!(c.cache_read));
-    m.insert("cache_write".into(), json!(c.cache_write));
-    m.insert("output".into(), json!(c.output));
-    m.insert("reasoning".into(), json!(c.reasoning));
-    m.insert("cache_hit_rate".into(), json!(hit_rate(c)));
-    m.insert("cost_usd".into(), json!(report::cost_json(c)));
-    m.insert("unknown_cost_requests".into(), json!(c.unknown_cost));
-    m.insert("estimated_requests".into(), json!(c.estimated));
-}
-
-/// `{source, group_by, rows: [{<dimension>: value, ..., token_keys?, counters...}], totals: {...}}`.
-pub fn to_json(r: &UsageReport) -> Value {
-    let rows: Vec<Value> = r
-        .rows
-        .iter()
-        .map(|row| {
-            let mut m = Map::new();
-            for (g, v) in r.group_by.iter().zip(&row.group) {
-                m.insert(g.as_str().into(), json!(v));
-            }
-            if r.group_by.contains(&GroupBy::Token) {
-                m.insert("token_keys".into(), json!(row.token_keys));
-            }
-            counters_json(&row.counters, &mut m);
-            Value::Object(m)
-        })
-        .collect();
-    let mut totals = Map::new();
-    counters_json(&r.totals, &mut totals);
-    json!({
-        "source": r.source,
-        "group_by": r.group_by,
-        "rows": rows,
-        "totals": totals,
-    })
+    report::hit_rate(c).map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".into())
 }
 
 fn group_headers(r: &UsageReport) -> Vec<String> {
@@ -213,7 +164,7 @@ fn print_csv(r: &UsageReport) {
             c.input.to_string(),
             c.cache_read.to_string(),
             c.cache_write.to_string(),
-            hit_rate(c).map(|r| format!("{r:.4}")).unwrap_or_default(),
+            report::hit_rate(c).map(|r| format!("{r:.4}")).unwrap_or_default(),
             c.output.to_string(),
             c.reasoning.to_string(),
             report::cost_json(c).map(|v| v.to_string()).unwrap_or_default(),
@@ -234,24 +185,5 @@ mod tests {
         assert_eq!(csv_field("a"), "a");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
-
-    #[test]
-    fn json_rows_name_their_dimensions_and_unknown_cost_is_null() {
-        let r = UsageReport {
-            source: Source::Requests,
-            group_by: vec![GroupBy::Token],
-            rows: vec![report::UsageRow {
-                group: vec!["fp:1".into()],
-                token_keys: vec!["a".into()],
-                counters: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
-            }],
-            totals: Counters { requests: 1, input: 3, unknown_cost: 1, ..Default::default() },
-        };
-        let v = to_json(&r);
-        assert_eq!(v["rows"][0]["token"], "fp:1");
-        assert_eq!(v["rows"][0]["token_keys"][0], "a");
-        assert_eq!(v["rows"][0]["cost_usd"], Value::Null);
-        assert_eq!(v["totals"]["input"], 3);
     }
 }

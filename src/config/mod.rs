@@ -5,6 +5,7 @@
 //! zero-config channels from the environment and from local servers someone else found).
 
 pub mod autodetect;
+pub mod key_rules;
 pub mod schema;
 
 use std::collections::HashSet;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub use key_rules::{Budget, Limits, Period};
 pub use schema::*;
 
 /// A configuration error, located in the file.
@@ -54,7 +56,7 @@ pub struct GatewayKey {
     pub name: String,
     pub hash: [u8; 32],
     pub allow: Option<String>,
-    pub limits: crate::live::limits::Limits,
+    pub limits: Limits,
     /// Unix ms after which the key is refused.
     pub expires_ms: Option<i64>,
 }
@@ -314,7 +316,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write host:port, e.g. 127.0.0.1:4000",
         )
     })?;
-    let tz = crate::keys::timezone(raw.server.timezone.as_deref()).map_err(|message| {
+    let tz = key_rules::timezone(raw.server.timezone.as_deref()).map_err(|message| {
         err(
             locate(text, "timezone:"),
             "server.timezone".into(),
@@ -333,10 +335,27 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             "write redis://host:6379/0 or rediss://host:6379/0 (TLS)",
         ));
     }
+    if let Some(url) = &raw.store.postgres {
+        let lower = url.trim().to_ascii_lowercase();
+        let bad = if !(lower.starts_with("postgres://") || lower.starts_with("postgresql://")) {
+            Some("not a PostgreSQL URL (it must start with postgres:// or postgresql://)".to_string())
+        } else {
+            url.trim().parse::<postgres::Config>().err().map(|e| format!("not a PostgreSQL URL: {e}"))
+        };
+        if let Some(message) = bad {
+            // The URL may carry a password: name the field, not the value.
+            return Err(err(
+                locate(text, "postgres:"),
+                "store.postgres".into(),
+                message,
+                "write postgres://user:password@host:5432/database",
+            ));
+        }
+    }
     // A key given in plain text is hashed at load; a `hash` must be `sha256:<hex>`.
     let key_hash = |plain: &Option<Secret>, hash: &Option<String>, name: &str, key: &str| match (plain, hash) {
         (Some(plain), None) if !plain.is_empty() => Ok(hash_key(plain.expose())),
-        (None, Some(h)) => crate::keys::parse_hash(h).ok_or_else(|| {
+        (None, Some(h)) => key_rules::parse_hash(h).ok_or_else(|| {
             err(
                 locate(text, h),
                 format!("{key}.hash"),
@@ -401,7 +420,7 @@ fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config, ConfigErr
             ));
         }
         let hash = key_hash(&k.key, &k.hash, &k.name, &key)?;
-        let (limits, expires_ms) = crate::keys::yaml_limits(k, &tz).map_err(|(field, message, hint)| {
+        let (limits, expires_ms) = key_rules::yaml_limits(k, &tz).map_err(|(field, message, hint)| {
             err(locate(text, &format!("{field}:")), format!("{key}.{field}"), message, &hint)
         })?;
         gateway_keys.push(GatewayKey { name: k.name.clone(), hash, allow: k.allow.clone(), limits, expires_ms });

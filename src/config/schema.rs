@@ -118,7 +118,7 @@ pub struct GatewayKeyConfig {
     pub budget: Option<f64>,
     /// The budget's period: `day`, `week`, `month` or `total` (in `server.timezone`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per: Option<crate::live::limits::Period>,
+    pub per: Option<super::Period>,
     /// When the key stops working: a date (valid through that day, in `server.timezone`) or an RFC 3339 time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
@@ -147,6 +147,11 @@ pub struct StoreConfig {
     pub max_pending_records: usize,
     /// Where records go that the store cannot take and memory cannot hold; default: the system temp directory.
     pub pending_dir: Option<String>,
+    /// `postgres://user:pass@host:port/db`: request records, rollups and the store's tables (channels, keys,
+    /// balances, discovery) live in PostgreSQL, shared by several instances; the redb file keeps only the
+    /// records PostgreSQL cannot take yet (spool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
 }
 
 /// Records kept in memory while the store cannot be written (`store.max_pending_records`): at ~1.3 KB a
@@ -160,6 +165,7 @@ impl Default for StoreConfig {
             retention_days: 0,
             max_pending_records: DEFAULT_MAX_PENDING_RECORDS,
             pending_dir: None,
+            postgres: None,
         }
     }
 }

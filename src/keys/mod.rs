@@ -1,23 +1,30 @@
 //! Gateway keys as a team manages them: the `gateway_keys` table's rows (hash only, never the secret), the key
 //! table the server authenticates against (YAML `server.keys` + store rows, swapped whole), and the rules both
-//! share — limits, expiry, time zone, names.
+//! share — names here; limits, expiry, hash and time zone in `config::key_rules` (re-exported here), because the
+//! configuration checks its keys with them.
 //!
 //! Owns what a key is and whether a presented secret is a usable key now ([`KeyTable::authenticate`]). The
 //! store operations behind `router keys` (create, update, state changes, rotate, the spend report) are in
-//! [`ops`]; admission counters are live state (`live::limits`). Must not keep or log a secret: a new secret
-//! exists only in the CLI that prints it once; the store and the server see its SHA-256 and a short prefix.
+//! [`ops`]; checking what a person asks for and sending it as those operations (the one path of the CLI and
+//! the admin API) is [`manage`]; admission counters are live state (`live::limits`). Must not keep or log a
+//! secret: a new secret is handed once to whoever asked (the CLI prints it, the admin API answers it); the store
+//! and the server see its SHA-256 and a short prefix.
 
+pub mod manage;
 pub mod ops;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::config::{GatewayKey, GatewayKeyConfig, hash_key};
-use crate::live::limits::{Budget, Limits};
+use crate::config::{GatewayKey, hash_key};
+use crate::live::limits::Limits;
+
+/// The rules YAML keys and store keys share (hash, time zone, limits, expiry) are configuration's: it checks
+/// YAML keys with them.
+pub use crate::config::key_rules::{check_limits, parse_expiry, parse_hash, timezone, yaml_limits};
 
 /// Characters of a secret kept to tell keys apart (`sk-router-` and four hex digits).
 const PREFIX_LEN: usize = 14;
@@ -36,98 +43,12 @@ pub fn hash_line(secret: &str) -> String {
     format!("sha256:{}", hex::encode(hash_key(secret)))
 }
 
-pub fn parse_hash(h: &str) -> Option<[u8; 32]> {
-    hex::decode(h.strip_prefix("sha256:")?).ok()?.try_into().ok()
-}
-
-/// The time zone of `server.timezone` (UTC when absent).
-pub fn timezone(name: Option<&str>) -> Result<TimeZone, String> {
-    match name.map(str::trim).filter(|n| !n.is_empty()) {
-        None => Ok(TimeZone::UTC),
-        Some(n) if n.eq_ignore_ascii_case("utc") => Ok(TimeZone::UTC),
-        Some(n) => TimeZone::get(n).map_err(|_| format!("`{n}` is not a time zone this system knows")),
-    }
-}
-
 /// A key name: what records, reports and the CLI call it.
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
     if ok { Ok(()) } else { Err(format!("`{name}` is not a valid key name")) }
-}
-
-/// Limits a key may carry: every number positive, a budget finite.
-pub fn check_limits(l: &Limits) -> Result<(), (&'static str, String)> {
-    if l.rpm == Some(0) {
-        return Err(("rpm", "must be at least 1 (leave it out for no limit)".into()));
-    }
-    if l.tpm == Some(0) {
-        return Err(("tpm", "must be at least 1 (leave it out for no limit)".into()));
-    }
-    if l.max_parallel == Some(0) {
-        return Err(("max_parallel", "must be at least 1 (leave it out for no limit)".into()));
-    }
-    if let Some(b) = l.budget
-        && !(b.usd.is_finite() && b.usd > 0.0)
-    {
-        return Err(("budget", format!("`{}` is not a positive amount of USD", b.usd)));
-    }
-    Ok(())
-}
-
-/// When a key stops working, from `never`, a date (valid through that day in `tz`), an RFC 3339 time, or —
-/// when `durations` — a duration from now (`30d`, `12h`, `90m`, `2w`). `Ok(None)`: never.
-pub fn parse_expiry(s: &str, now_ms: i64, tz: &TimeZone, durations: bool) -> Result<Option<i64>, String> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("never") || s.eq_ignore_ascii_case("none") {
-        return Ok(None);
-    }
-    if let Ok(t) = s.parse::<jiff::Timestamp>() {
-        return Ok(Some(t.as_millisecond()));
-    }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
-        let end = d.tomorrow().and_then(|t| t.to_zoned(tz.clone())).map_err(|e| format!("`{s}`: {e}"))?;
-        return Ok(Some(end.timestamp().as_millisecond()));
-    }
-    if durations && let Some(ms) = parse_duration_ms(s) {
-        return Ok(Some(now_ms.saturating_add(ms)));
-    }
-    let what = if durations { "a date (2026-12-31), an RFC 3339 time or a duration (30d, 12h)" } else { "a date" };
-    Err(format!("`{s}` is not {what}"))
-}
-
-fn parse_duration_ms(s: &str) -> Option<i64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
-    let unit_ms = match unit {
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit_ms)
-}
-
-/// The limits and expiry of a YAML key; on error `(field, message, hint)`.
-pub fn yaml_limits(k: &GatewayKeyConfig, tz: &TimeZone) -> Result<(Limits, Option<i64>), (String, String, String)> {
-    let budget = match (k.budget, k.per) {
-        (Some(usd), Some(per)) => Some(Budget { usd, per }),
-        (Some(_), None) => {
-            return Err(("budget".into(), "a budget needs its period".into(), "add per: day|week|month|total".into()));
-        }
-        (None, Some(_)) => return Err(("per".into(), "`per` without a budget".into(), "add budget: <USD>".into())),
-        (None, None) => None,
-    };
-    let limits = Limits { rpm: k.rpm, tpm: k.tpm, max_parallel: k.max_parallel, budget };
-    check_limits(&limits).map_err(|(f, m)| (f.to_string(), m, "a positive number".to_string()))?;
-    let expires = match &k.expires {
-        None => None,
-        Some(e) => parse_expiry(e, 0, tz, false)
-            .map_err(|m| ("expires".to_string(), m, "write a date (2026-12-31) or an RFC 3339 time".to_string()))?,
-    };
-    Ok((limits, expires))
 }
 
 /// Whether a store key may be used.
@@ -303,8 +224,10 @@ impl KeyTable {
 
 #[cfg(test)]
 mod tests {
+    use jiff::tz::TimeZone;
+
     use super::*;
-    use crate::live::limits::Period;
+    use crate::live::limits::{Budget, Period};
 
     fn row(name: &str, secret: &str, state: State) -> StoredKey {
         StoredKey {

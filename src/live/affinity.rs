@@ -183,31 +183,8 @@ pub struct Policy {
     pub max: usize,
 }
 
-/// What happened to a binding on one request (the `X-Router-Affinity` header and the record, where it is stored
-/// as `new`, `hit`, `moved` or `off`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// No binding yet: the plan chose, and the session is now bound to what served it.
-    New,
-    /// The bound candidate served the request.
-    Hit,
-    /// The bound candidate could not be used or failed: another one served, and the session moved to it.
-    Moved,
-    /// Affinity was off for this request (config, `X-Router-Affinity: off`, or no session).
-    Off,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::New => "new",
-            Outcome::Hit => "hit",
-            Outcome::Moved => "moved",
-            Outcome::Off => "off",
-        }
-    }
-}
+/// What happened to a binding on one request: a value of the request record, so it is defined there.
+pub use crate::usage::AffinityOutcome as Outcome;
 
 impl Affinity {
     /// An empty table for about `max_sessions` bindings (which decides whether it is sharded; the maximum itself

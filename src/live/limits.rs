@@ -4,10 +4,11 @@
 //! Owns the two operations a request makes — [`Limiter::admit`] before anything is routed (refuse, or hand out a
 //! [`Ticket`]) and [`Limiter::settle`] when its record is finished (charge real tokens and cost) — plus seeding
 //! spend from the records at start ([`Limiter::seed`]) and the period arithmetic of budgets ([`period_bounds`],
-//! in the configured time zone). Windows are token buckets kept as one "theoretical arrival time" per key in an
-//! atomic (GCRA): admission is a compare-and-swap, no lock; the parallel counter is an atomic; only the budget
-//! (spend and its period) sits behind a mutex held for a few instructions. The key map is read-locked for one
-//! lookup. A shared (Redis) backend implements the same two operations.
+//! in the configured time zone). The limit values themselves ([`Limits`], [`Budget`], [`Period`]) are
+//! configuration (`config::key_rules`), re-exported here. Windows are token buckets kept as one "theoretical
+//! arrival time" per key in an atomic (GCRA): admission is a compare-and-swap, no lock; the parallel counter is
+//! an atomic; only the budget (spend and its period) sits behind a mutex held for a few instructions. The key
+//! map is read-locked for one lookup. A shared (Redis) backend implements the same two operations.
 //!
 //! Budgets: a request is admitted while the period's spend is below the budget and charged its recorded cost
 //! when it ends. Requests already admitted when the spend crosses the budget still finish and are charged, so
@@ -23,61 +24,11 @@ use std::time::Duration;
 
 use jiff::ToSpan;
 use jiff::tz::TimeZone;
-use serde::{Deserialize, Serialize};
 
 const MINUTE_NS: i64 = 60_000_000_000;
 
-/// What a key may do. `None` everywhere: no limits, and admission costs nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
-    /// Requests per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm: Option<u32>,
-    /// Tokens (input + output, as recorded) per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm: Option<u64>,
-    /// Requests at the same time (a stream counts until it ends).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Budget>,
-}
-
-impl Limits {
-    pub fn is_empty(&self) -> bool {
-        self.rpm.is_none() && self.tpm.is_none() && self.max_parallel.is_none() && self.budget.is_none()
-    }
-}
-
-/// Spend allowed per period, USD.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    pub usd: f64,
-    pub per: Period,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    Day,
-    /// Monday to Sunday.
-    Week,
-    Month,
-    /// Never resets.
-    #[default]
-    Total,
-}
-
-impl Period {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-            Period::Total => "total",
-        }
-    }
-}
+/// The values of a key's limits are configuration (YAML keys carry them); admission is this module's.
+pub use crate::config::{Budget, Limits, Period};
 
 /// The budget period containing `now_ms`, as unix ms `[start, end)` in time zone `tz`. `Total`: `[0, i64::MAX)`.
 pub fn period_bounds(per: Period, now_ms: i64, tz: &TimeZone) -> (i64, i64) {
@@ -179,6 +130,8 @@ pub struct Ticket {
     state: Option<Arc<KeyState>>,
     /// Frees what a shared backend holds for this request (its parallel slot there).
     release: Option<Release>,
+    /// Charges the request's tokens and cost to a shared backend's windows and budget.
+    charge: Option<Charge>,
     parallel: bool,
     /// Nanoseconds one token takes in the tokens window (0: no tokens window).
     tok_interval: i64,
@@ -195,10 +148,25 @@ impl std::fmt::Debug for Release {
     }
 }
 
+/// Runs once when a [`Ticket`] is settled, with the request's tokens and cost.
+pub struct Charge(Box<dyn FnOnce(u64, Option<f64>) + Send + Sync>);
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Charge")
+    }
+}
+
 impl Ticket {
     /// Runs `f` when this ticket ends (settled or dropped), e.g. to free a parallel slot held elsewhere.
     pub fn on_release(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
         self.release = Some(Release(Box::new(f)));
+    }
+
+    /// Runs `f(tokens, cost)` when this ticket is settled (not when dropped unsettled), e.g. to charge a
+    /// shared budget.
+    pub fn on_settle(&mut self, f: impl FnOnce(u64, Option<f64>) + Send + Sync + 'static) {
+        self.charge = Some(Charge(Box::new(f)));
     }
 }
 
@@ -321,6 +289,7 @@ impl Limiter {
             started_ms: now_ms,
             parallel: false,
             release: None,
+            charge: None,
         };
         if let Some(max) = limits.max_parallel {
             if s.parallel.fetch_add(1, Ordering::AcqRel) >= max {
@@ -383,7 +352,10 @@ impl Limiter {
 
     /// Charges a finished request: its tokens to the tokens window, its cost (unknown: 0) to the budget of the
     /// period it started in, at `now_ms`. Frees its parallel slot.
-    pub fn settle(&self, ticket: Ticket, tokens: u64, cost: Option<f64>, now_ms: i64) {
+    pub fn settle(&self, mut ticket: Ticket, tokens: u64, cost: Option<f64>, now_ms: i64) {
+        if let Some(c) = ticket.charge.take() {
+            (c.0)(tokens, cost);
+        }
         let Some(s) = &ticket.state else { return };
         if ticket.tok_interval > 0 && tokens > 0 {
             let now = now_ms.saturating_mul(1_000_000);

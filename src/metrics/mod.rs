@@ -1,4 +1,4 @@
-//! Prometheus metrics: what the server counts, and the `/metrics` exposition.
+//! Prometheus metrics: what the server counts, and the `/metrics` exposition (served by `proxy::scrape`).
 //!
 //! Owns the metric families (names, labels, help), the [`Counting`] consumer that turns events into counts off
 //! the request path, the in-flight gauges the request path moves with a guard ([`InFlight`]), the values read
@@ -8,8 +8,6 @@
 //!
 //! Built on `prometheus-client` (the Prometheus project's own Rust client): typed label sets, no global recorder,
 //! and the OpenMetrics text encoder.
-
-pub mod serve;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -276,7 +274,7 @@ impl Metrics {
     }
 
     /// The exposition, with the values read at scrape time filled in.
-    pub fn render(&self, health: &crate::upstream::health::Health, backlog: usize) -> String {
+    pub fn render(&self, health: &crate::live::health::Health, backlog: usize) -> String {
         for (level, n) in health.cooling_by_level(Instant::now()) {
             self.cooling.get_or_create(&LevelLabels { level: level.as_str() }).set(n as i64);
         }
@@ -285,6 +283,24 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
+}
+
+/// The shared-state families (`shared_state.redis` only; a single instance shows none), put before the
+/// exposition's `# EOF`: operations that fell back to the instance's own state, and whether Redis answers.
+pub fn with_shared_state(mut text: String, fallbacks: u64, connected: bool) -> String {
+    let families = format!(
+        "# HELP router_shared_state_fallbacks Operations (admissions, bindings, cooldown and change messages) that \
+         used this instance's own state because Redis failed or was unreachable.\n\
+         # TYPE router_shared_state_fallbacks counter\n\
+         router_shared_state_fallbacks_total {fallbacks}\n\
+         # HELP router_shared_state_connected Whether Redis (shared_state.redis) answered last time it was asked.\n\
+         # TYPE router_shared_state_connected gauge\n\
+         router_shared_state_connected {}\n",
+        u8::from(connected)
+    );
+    let at = text.rfind("# EOF").unwrap_or(text.len());
+    text.insert_str(at, &families);
+    text
 }
 
 /// Counts a gauge up while it lives.
@@ -535,6 +551,17 @@ mod tests {
     use crate::events::CoolLevel;
     use crate::usage::{Attempt, Outcome, Tokens};
 
+    #[test]
+    fn shared_state_families_come_before_the_end_marker() {
+        let text = Metrics::new().render(&crate::live::health::Health::new(), 0);
+        assert!(!text.contains("router_shared_state"), "a single instance shows none");
+        let text = with_shared_state(text, 7, false);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(line(&text, "router_shared_state_fallbacks_total "), Some("router_shared_state_fallbacks_total 7"));
+        assert_eq!(line(&text, "router_shared_state_connected "), Some("router_shared_state_connected 0"));
+        assert!(text.contains("# TYPE router_shared_state_fallbacks counter\n"));
+    }
+
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
     }
@@ -586,7 +613,7 @@ mod tests {
         };
         c.count(&Event::RequestFinished(Arc::new(refused)));
         c.count(&Event::Reloaded);
-        let text = m.render(&crate::upstream::health::Health::new(), 3);
+        let text = m.render(&crate::live::health::Health::new(), 3);
         let want = r#"router_requests_total{channel="main",endpoint="default",model="gpt-4o",key="team",status_class="2xx",outcome="ok"} 2"#;
         assert!(text.contains(want), "{text}");
         assert!(text.contains(r#"router_tokens_total{channel="main",model="gpt-4o",key="team",kind="input"} 20"#));
@@ -615,7 +642,7 @@ mod tests {
         for i in 0..MAX_MODELS + 5 {
             c.count(&Event::RequestFinished(Arc::new(rec(&format!("m{i}"), Some(&format!("k{i}"))))));
         }
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         let other = r#"router_requests_total{channel="main",endpoint="default",model="other",key="other",status_class="2xx",outcome="ok"} 5"#;
         assert!(text.contains(other), "{text}");
         assert_eq!(text.lines().filter(|l| l.starts_with("router_requests_total")).count(), MAX_MODELS + 1);
@@ -626,10 +653,10 @@ mod tests {
         let m = Metrics::new();
         let a = m.request_started();
         let b = m.stream_started();
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         assert!(text.contains("router_requests_in_flight 1") && text.contains("router_streams_in_flight 1"));
         drop((a, b));
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         assert!(text.contains("router_requests_in_flight 0") && text.contains("router_streams_in_flight 0"));
     }
 
@@ -651,7 +678,7 @@ mod tests {
             currency: "CNY".into(),
             amount: 12.5,
         });
-        let text = m.render(&crate::upstream::health::Health::new(), 0);
+        let text = m.render(&crate::live::health::Health::new(), 0);
         assert!(text.contains(r#"router_cooldowns_started_total{level="endpoint"} 1"#));
         assert!(text.contains(r#"router_balance{channel="main",endpoint="default",token="k1",currency="CNY"} 12.5"#));
     }

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::{Job, MAX_TOKENS, Options, PROMPT};
 use crate::catalog::{Channel, Endpoint, Snapshot, Token};
 use crate::config::ChannelProtocol;
+use crate::failure::{self, FailureClass, describe, redact};
 use crate::protocol::Protocol;
 use crate::protocol::sse::SseParser;
 use crate::protocol::usage::UsageMeter;
-use crate::upstream::failure::{self, FailureClass, describe, redact};
 use crate::upstream::{self, Operation};
 use crate::usage::Tokens;
 

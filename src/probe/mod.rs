@@ -23,10 +23,10 @@ pub use routed::{CandidateView, ExcludedView, RouteResult, RoutedRequest, in_pro
 use crate::catalog::{Channel, ModelKind, Snapshot, Token};
 use crate::config::Strategy;
 use crate::error::{UserError, user};
+use crate::live::health::Health;
 use crate::protocol::Protocol;
 use crate::routing::{self, PlanError, RouteRequest};
 use crate::tags::{self, TagExpr};
-use crate::upstream::health::Health;
 
 /// The prompt of every real request a test sends.
 pub const PROMPT: &str = "Reply with OK";

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{CheckKind, CheckResult, RouteResult};
 use crate::catalog::Snapshot;
 use crate::config::CooldownConfig;
-use crate::upstream::failure::{self, FailureClass};
-use crate::upstream::health::{CoolKeys, Health};
+use crate::failure::{self, FailureClass};
+use crate::live::health::{CoolKeys, Health};
 
 /// What a test learnt, for a running server: per (endpoint, key[, model]) the latency seen and the failure met.
 /// Serialisable so it can cross the control socket; holds names and health keys, never a key.

@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::{MAX_TOKENS, Options, PROMPT, ProbeReport, apply, route_request};
 use crate::catalog::Snapshot;
 use crate::config::{Config, Dur, Strategy};
+use crate::failure::{error_message, redact};
+use crate::live::health::Health;
 use crate::protocol::Protocol;
 use crate::protocol::convert::Conversion;
 use crate::routing::view::PlanView;
 pub use crate::routing::view::{CandidateView, ExcludedView};
 use crate::routing::{self, PlanError};
 use crate::upstream;
-use crate::upstream::failure::{error_message, redact};
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 use crate::usage::{Attempt, Outcome, RequestRecord, Tokens};
 
@@ -214,12 +214,12 @@ async fn send_through_proxy(
         // Open: gateway keys are checked by the real server, not by `router test`.
         keys: Default::default(),
         limiter: Default::default(),
-        admin: Default::default(),
+        door: Default::default(),
         events: crate::events::Events::new(1),
         metrics: Default::default(),
         affinity: Default::default(),
         shared: None,
-        ui_sessions: Default::default(),
+        stopping: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;

@@ -63,9 +63,11 @@ pub fn gemini_body(status: u16, message: &str) -> serde_json::Value {
 /// An error body for `protocol`; `code` is a short machine-readable reason (OpenAI `code`).
 pub fn body(protocol: Protocol, status: u16, message: &str, code: Option<&str>) -> Bytes {
     let v = match protocol {
-        Protocol::Openai => json!({
-            "error": {"message": message, "type": openai_type(status), "param": null, "code": code}
-        }),
+        Protocol::Openai => {
+            // A spent budget is OpenAI's `insufficient_quota` (retrying does not help), not a rate limit.
+            let kind = if code == Some("budget_exceeded") { "insufficient_quota" } else { openai_type(status) };
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
         Protocol::Anthropic => json!({
             "type": "error",
             "error": {"type": anthropic_type(status), "message": message}

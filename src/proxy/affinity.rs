@@ -6,7 +6,9 @@
 //! first in the plan (the rest of the plan stays as fallback), and binding the session to whatever served it.
 //! The plan already leaves out what is cooling, disabled, removed, out of balance or not allowed for the key,
 //! so a bound candidate missing from the plan is simply not used: the request is served elsewhere and the
-//! session moves. Must not: hold the binding table's lock across an await (its operations are synchronous),
+//! session moves. With `shared_state.redis`, a miss reads through Redis and a new or moved binding is written
+//! there before the response (both bounded by `live::shared::TIMEOUT`). Must not: hold the binding table's lock
+//! across an await (its operations are synchronous),
 //! or record a raw session id (only its hash).
 
 use std::time::Instant;
@@ -39,9 +41,11 @@ fn turned_off(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Identifies the session and looks its binding up. Records the session hash (whenever one is identified) and
-/// `off` when affinity does not apply to a chat request. `None`: no affinity for this request.
-pub(super) fn lookup(ex: &mut Exchange, input: &Input) -> Option<Affine> {
+/// Identifies the session and looks its binding up: in memory, then (several instances, `shared_state.redis`)
+/// in Redis when this instance has none, so a turn another instance served keeps its upstream. Records the
+/// session hash (whenever one is identified) and `off` when affinity does not apply to a chat request. `None`:
+/// no affinity for this request.
+pub(super) async fn lookup(ex: &mut Exchange, input: &Input) -> Option<Affine> {
     if !matches!(ex.op, Operation::ChatCompletions | Operation::Messages | Operation::Responses) {
         return None;
     }
@@ -54,7 +58,14 @@ pub(super) fn lookup(ex: &mut Exchange, input: &Input) -> Option<Affine> {
     };
     let policy = Policy { ttl: cfg.ttl.0, max: cfg.max_sessions };
     let key = session_key(session.hash, &ex.record.requested_model);
-    let bound = ex.state.affinity.binding(key, &policy, Instant::now());
+    let mut bound = ex.state.affinity.binding(key, &policy, Instant::now());
+    if bound.is_none()
+        && let Some(sh) = &ex.state.shared
+        && let Some(t) = sh.binding(key).await
+    {
+        ex.state.affinity.bind(key, t, &policy, Instant::now());
+        bound = Some(t);
+    }
     Some(Affine { key, bound, policy })
 }
 
@@ -71,8 +82,9 @@ pub(super) fn prefer(ex: &Exchange, a: &Affine, plan: &mut Plan) {
     }
 }
 
-/// Binds the session to the candidate that served it; records and returns what happened.
-pub(super) fn settle(ex: &mut Exchange, served: &Candidate) -> Option<Outcome> {
+/// Binds the session to the candidate that served it (with several instances, in Redis too, before the response
+/// goes out; a hit only refreshes the Redis copy's TTL, without waiting); records and returns what happened.
+pub(super) async fn settle(ex: &mut Exchange, served: &Candidate) -> Option<Outcome> {
     let a = ex.affinity.take()?;
     let t = target(ex, served);
     let outcome = match a.bound {
@@ -84,8 +96,10 @@ pub(super) fn settle(ex: &mut Exchange, served: &Candidate) -> Option<Outcome> {
         // A hit was refreshed by the lookup already.
         ex.state.affinity.bind(a.key, t, &a.policy, Instant::now());
         if let Some(sh) = &ex.state.shared {
-            sh.bound(a.key, t);
+            sh.bind(a.key, t, a.policy.ttl).await;
         }
+    } else if let Some(sh) = &ex.state.shared {
+        sh.touch(a.key, a.policy.ttl);
     }
     ex.record.affinity = Some(outcome);
     Some(outcome)

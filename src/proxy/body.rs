@@ -19,12 +19,12 @@ use tokio::time::Sleep;
 
 use super::AppState;
 use crate::config::Price;
+use crate::live::health::CoolKeys;
 use crate::protocol::Protocol;
 use crate::protocol::convert::StreamConverter;
 use crate::protocol::sse::{SseEvent, SseParser};
 use crate::protocol::usage::UsageMeter;
 use crate::upstream::FailureClass;
-use crate::upstream::health::CoolKeys;
 use crate::usage::sink::RecordSink;
 use crate::usage::{Outcome, RequestRecord, Tokens, UsageSource};
 
@@ -341,7 +341,7 @@ impl Body for MeteredBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.interrupt(crate::upstream::failure::transport(&e, None).1);
+                    this.interrupt(crate::failure::transport(&e, None).1);
                 }
                 Poll::Ready(None) => this.end(),
                 Poll::Pending => {

@@ -146,7 +146,10 @@ pub(super) fn answer(
         }
     }
     let one = path.strip_prefix(PREFIX).and_then(|r| r.strip_prefix('/')).filter(|r| !r.is_empty());
-    if let Some(id) = one {
+    if let Some(raw) = one {
+        // Clients encode the `/` of `vendor/model` ids as `%2F` (OpenRouter's SDKs do); both forms name the model.
+        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        let id: &str = &decoded;
         by_id.retain(|k, _| *k == id);
         if by_id.is_empty() {
             return fail(StatusCode::NOT_FOUND, &format!("model `{id}` is not served here"), "model_not_found");

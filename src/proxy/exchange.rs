@@ -158,7 +158,7 @@ impl Exchange {
             Err(r) => return self.reject(r).await,
         };
         let input = Input { headers: parts.headers, query, body, peek };
-        self.affinity = affinity::lookup(&mut self, &input);
+        self.affinity = affinity::lookup(&mut self, &input).await;
         let mut plan = match self.plan(&input).await {
             Ok(p) => p,
             Err(Rejection::NoRoute(_)) if matches!(self.op, Operation::CountTokens | Operation::GeminiCountTokens) => {
@@ -230,7 +230,7 @@ impl Exchange {
         let op = self.op;
         let route_req = RouteRequest {
             model: &self.record.requested_model,
-            kind: if op == Operation::Embeddings { ModelKind::Embedding } else { ModelKind::Chat },
+            kind: if op.is_embedding() { ModelKind::Embedding } else { ModelKind::Chat },
             client: self.protocol,
             strategy,
             pin,
@@ -241,6 +241,8 @@ impl Exchange {
                     | Operation::Messages
                     | Operation::GenerateContent
                     | Operation::StreamGenerateContent
+                    | Operation::EmbedContent
+                    | Operation::BatchEmbedContents
             ),
             est_input: input.body.len() as u64 / 4,
             est_output: input.peek.max_output.unwrap_or(DEFAULT_EST_OUTPUT),

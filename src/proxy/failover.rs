@@ -13,10 +13,10 @@ use http::{Response, StatusCode};
 use super::exchange::{Exchange, Input, Rejection, error_read_budget};
 use super::{ProxyBody, headers, respond};
 use crate::catalog::Channel;
+use crate::live::health::{CoolKeys, model_key};
 use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion};
 use crate::routing::{Candidate, Plan};
-use crate::upstream::health::{CoolKeys, model_key};
 use crate::upstream::{self, FailureClass, Operation, UpstreamError};
 use crate::usage::Attempt;
 
@@ -89,6 +89,7 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
             Operation::ChatCompletions
         }
         Some(Conversion::ChatToAnthropic | Conversion::GeminiToAnthropic) => Operation::Messages,
+        Some(Conversion::GeminiEmbedToOpenai | Conversion::GeminiBatchEmbedToOpenai) => Operation::Embeddings,
         None => ex.op,
     };
     let mut url = upstream::url(ch, ep, upstream_op, &cand.model);
@@ -102,6 +103,12 @@ fn prepare(ex: &mut Exchange, input: &Input, cand: &Candidate) -> Result<Outgoin
         && input.peek.stream
         && ch.protocol.wire() == Protocol::Openai;
     let body = match conv {
+        None if matches!(ex.op, Operation::EmbedContent | Operation::BatchEmbedContents) => {
+            match convert::gemini_embed::with_upstream_model(&input.body, &cand.model) {
+                Some(b) => Bytes::from(b),
+                None => input.body.clone(),
+            }
+        }
         None => input.peek.rewrite(&input.body, Some(&cand.model), injected),
         Some(c) => match convert::convert_gemini_request(c, &input.body, &cand.model, ex.op.is_gemini_stream()) {
             Ok(b) => Bytes::from(b),
@@ -212,6 +219,8 @@ fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
         (Operation::GenerateContent | Operation::StreamGenerateContent, Protocol::Anthropic) => {
             Some(Conversion::GeminiToAnthropic)
         }
+        (Operation::EmbedContent, Protocol::Openai) => Some(Conversion::GeminiEmbedToOpenai),
+        (Operation::BatchEmbedContents, Protocol::Openai) => Some(Conversion::GeminiBatchEmbedToOpenai),
         (Operation::Messages, Protocol::Openai) => Some(Conversion::AnthropicToChat),
         (Operation::ChatCompletions, Protocol::Anthropic) => Some(Conversion::ChatToAnthropic),
         (Operation::Responses, Protocol::Openai) if ch.responses_via_chat() => Some(Conversion::ResponsesToChat),

@@ -61,6 +61,8 @@ fn gemini_route(method: &Method, path: &str) -> Option<(Route, Option<String>)> 
         (&Method::POST, Some("generateContent")) => Operation::GenerateContent,
         (&Method::POST, Some("streamGenerateContent")) => Operation::StreamGenerateContent,
         (&Method::POST, Some("countTokens")) => Operation::GeminiCountTokens,
+        (&Method::POST, Some("embedContent")) => Operation::EmbedContent,
+        (&Method::POST, Some("batchEmbedContents")) => Operation::BatchEmbedContents,
         _ => return Some((Route::NotFound, None)),
     };
     Some((Route::Api(op), Some(model)))
@@ -68,23 +70,7 @@ fn gemini_route(method: &Method, path: &str) -> Option<(Route, Option<String>)> 
 
 /// `%XX` escapes decoded (model ids and tag expressions such as `tag%3Afast%2C%21slow` in a path).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// Whether a request on a path both APIs share (`GET /v1/models`) comes from a Google client.
@@ -127,12 +113,9 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<ProxyBody> {
-    if req.uri().path().starts_with("/admin/") {
-        return crate::admin::handle(&state, req).await;
-    }
-    if req.uri().path() == "/ui" || req.uri().path().starts_with("/ui/") {
-        return crate::ui::handle(&state, req).await;
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    if let Some(door) = state.door.get().filter(|d| d.claims(req.uri().path())) {
+        return door.clone().answer(state.clone(), req, peer.ip()).await;
     }
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());
@@ -180,7 +163,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketA
             (Route::Metrics, _)
                 if snap.config.raw.server.metrics && snap.config.raw.server.metrics_listen.is_none() =>
             {
-                crate::metrics::serve::response(&state)
+                super::scrape::response(&state)
             }
             (Route::Metrics, _) => {
                 let msg = if snap.config.raw.server.metrics {
@@ -294,7 +277,15 @@ mod tests {
             r(&Method::GET, "/v1beta/models/gemini-2.5-pro"),
             Some((Route::Model, Some("gemini-2.5-pro".into())))
         );
-        assert_eq!(r(&post, "/v1beta/models/x:embedContent"), Some((Route::NotFound, None)));
+        assert_eq!(
+            r(&post, "/v1beta/models/text-embedding-004:embedContent"),
+            Some((Route::Api(Operation::EmbedContent), Some("text-embedding-004".into())))
+        );
+        assert_eq!(
+            r(&post, "/v1beta/models/text-embedding-004:batchEmbedContents"),
+            Some((Route::Api(Operation::BatchEmbedContents), Some("text-embedding-004".into())))
+        );
+        assert_eq!(r(&post, "/v1beta/models/x:predict"), Some((Route::NotFound, None)));
         assert_eq!(r(&post, "/v1/chat/completions"), None);
         assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod headers;
 mod local;
 mod respond;
+pub mod scrape;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,10 +35,10 @@ use crate::catalog::Snapshot;
 use crate::events::Events;
 use crate::keys::KeyTable;
 use crate::live::affinity::Affinity;
+use crate::live::health::Health;
 use crate::live::limits::Limiter;
 use crate::live::shared::Shared;
 use crate::upstream::fasttest::FastTest;
-use crate::upstream::health::Health;
 use crate::usage::sink::RecordSink;
 
 /// The body of every response the proxy gives.
@@ -61,8 +62,8 @@ pub struct AppState {
     pub keys: ArcSwap<KeyTable>,
     /// Admission state of keys with limits (rate windows, parallel slots, budget spend).
     pub limiter: Limiter,
-    /// The admin API's operations (`/admin/v1/`), set by `serve` once the store is open.
-    pub admin: std::sync::OnceLock<crate::admin::Admin>,
+    /// What answers the paths on this listener the proxy does not own (`/admin/`, `/ui/`), set by `serve`.
+    pub door: std::sync::OnceLock<Arc<dyn Door>>,
     /// The server's event stream (finished requests, cooldowns, balances, reloads); the health's and the sink's.
     pub events: Events,
     /// Prometheus metrics (counted from `events` by `metrics::spawn`; in-flight gauges moved here).
@@ -71,8 +72,24 @@ pub struct AppState {
     pub affinity: Arc<Affinity>,
     /// The Redis several instances share (`shared_state.redis`); `None`: live state is this process's alone.
     pub shared: Option<Arc<Shared>>,
-    /// Logged-in dashboard browsers (`/ui/`): session id hash -> admin key name.
-    pub ui_sessions: crate::ui::Sessions,
+    /// Becomes `true` when the server stops accepting: endless responses (the admin event stream) end then,
+    /// so they do not hold the shutdown for its whole grace period.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// A door on the proxy's listener that the proxy does not own (the admin API and the dashboard, `admin::Door`).
+/// The proxy hands it every request whose path it claims, before authentication, so `proxy` need not know
+/// those modules (they build on it).
+pub trait Door: Send + Sync {
+    /// Whether a request for `path` is this door's.
+    fn claims(&self, path: &str) -> bool;
+    /// The answer to a request the door claimed, from the client at `peer`.
+    fn answer(
+        self: Arc<Self>,
+        state: Arc<AppState>,
+        req: http::Request<hyper::body::Incoming>,
+        peer: std::net::IpAddr,
+    ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<ProxyBody>> + Send>>;
 }
 
 impl AppState {
@@ -113,11 +130,11 @@ impl AppState {
             client,
             sink,
             fasttest: FastTest::with_timeout(fast_test_timeout),
-            admin: std::sync::OnceLock::new(),
+            door: std::sync::OnceLock::new(),
             events,
             metrics,
             affinity,
-            ui_sessions: crate::ui::Sessions::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 }
@@ -169,6 +186,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    state.stopping.send_replace(true);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),

@@ -39,7 +39,7 @@ pub(super) async fn respond(
     ok: Success<'_>,
 ) -> Result<Response<ProxyBody>, Rejection> {
     let is_sse = record_success(ex, &ok);
-    super::affinity::settle(ex, ok.cand);
+    super::affinity::settle(ex, ok.cand).await;
     let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
     let mode = match ok.conv {
         None => {
@@ -53,7 +53,7 @@ pub(super) async fn respond(
                 (true, false) => Mode::Sse { parser: Default::default() },
             }
         }
-        Some(conv) if is_sse => {
+        Some(conv) if is_sse && !conv.is_embedding() => {
             let wants_usage = conv == Conversion::ChatToAnthropic && convert::chat_request_wants_usage(&input.body);
             let conv = StreamConverter::new(conv, &ex.record.requested_model)
                 .with_include_usage(wants_usage)

@@ -15,9 +15,9 @@ use rand::Rng;
 
 use crate::catalog::{Channel, Endpoint, Model, ModelKind, ModelRef, Snapshot, TagIndex, Token, is_free_id};
 use crate::config::{Price, Strategy};
+use crate::live::health::{Health, model_key};
 use crate::protocol::Protocol;
 use crate::tags::{self, TagExpr};
-use crate::upstream::health::{Health, model_key};
 
 /// What a gateway key may reach.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{Allow, Excluded, Plan, PlanError, RouteRequest, Score};
 use crate::catalog::{ModelKind, Snapshot};
 use crate::config::Strategy;
+use crate::live::health::Health;
 use crate::protocol::Protocol;
-use crate::upstream::health::Health;
 
 /// A routing decision: the candidates in attempt order and the matches left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,7 @@
-//! The store: one redb file holding request records, daily usage rollups and the small tables other modules
-//! keep (channels, models, prices, health, balances, gateway keys).
+//! The store: one redb file holding request records, daily and hourly usage rollups and the small tables other
+//! modules keep (channels, models, prices, health, balances, gateway keys) — or, with `store.postgres`, the same
+//! primitives answered from PostgreSQL (`pg`), the redb file then only spooling the records PostgreSQL cannot
+//! take yet (replayed in order, each once, when it answers again).
 //!
 //! Owns opening the file (schema version check, clear errors for foreign, damaged, newer or locked files — never
 //! a panic or a silent reset) and reopening it after an I/O error, the batched record writer (`writer`) and its
@@ -12,7 +14,9 @@
 pub mod channels;
 #[cfg(test)]
 pub(crate) mod fault;
+pub mod migrate;
 pub mod pending;
+pub mod pg;
 pub mod recorder;
 pub mod socket;
 pub mod tables;
@@ -21,14 +25,15 @@ pub mod writer;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use socket::{Access, LiveOp, Op, Registry, SocketClient};
-use tables::{Counters, DailyKey, DecodeError};
+use tables::{Counters, DailyKey, DecodeError, HourlyKey};
 
 use crate::usage::RequestRecord;
 
@@ -55,6 +60,10 @@ pub enum StoreError {
     AfterIoError,
     #[error("the store {} cannot be read now: a write failed (disk full or read-only?) and it cannot be opened again yet", path.display())]
     Closed { path: PathBuf },
+    #[error("PostgreSQL {db}: {message}")]
+    Postgres { db: String, message: String },
+    #[error("PostgreSQL {db} was migrated by a newer router (schema {found}; this router knows up to {supported})")]
+    PostgresNewer { db: String, found: i32, supported: i32 },
     #[error("`{key}` already exists in table {table}")]
     Exists { table: &'static str, key: String },
     #[error(transparent)]
@@ -69,7 +78,12 @@ impl crate::error::Hinted for StoreError {
             StoreError::NotAStore { .. } | StoreError::Foreign { .. } => {
                 Some("pass another file with --store (or ROUTER_STORE / store.path); this one is left untouched")
             }
-            StoreError::Newer { .. } | StoreError::Decode(DecodeError::NewerVersion(_)) => {
+            StoreError::Postgres { .. } => {
+                Some("check that PostgreSQL runs and store.postgres (user, password, database) is right")
+            }
+            StoreError::Newer { .. }
+            | StoreError::PostgresNewer { .. }
+            | StoreError::Decode(DecodeError::NewerVersion(_)) => {
                 Some("run the newer router that wrote this store, or point --store at another file")
             }
             StoreError::Locked { .. } => Some("stop the other process, or use another store with --store"),
@@ -157,6 +171,47 @@ struct Inner {
     /// Test seam: a backend that fails writes on demand (see `fault`).
     #[cfg(test)]
     fault: Option<Arc<fault::Fault>>,
+    /// `store.postgres`: records, rollups and KV tables live there; this file keeps only the spool.
+    pg: Option<Arc<pg::Pg>>,
+    spool: Mutex<Spool>,
+    /// What [`Inner::spool`] says, for readers that must not wait for a replay: (records, why PostgreSQL fails).
+    spool_view: Mutex<(u64, Option<String>)>,
+}
+
+/// The records spooled in the local file while PostgreSQL cannot be written.
+#[derive(Default)]
+struct Spool {
+    /// Records in the `pg_spool` table.
+    records: u64,
+    down: Option<Down>,
+}
+
+struct Down {
+    since: Instant,
+    reason: String,
+    next_try: Instant,
+    delay: Duration,
+}
+
+/// First wait before PostgreSQL is tried again after a failure; doubles up to [`SPOOL_RETRY_MAX`].
+const SPOOL_RETRY_MIN: Duration = Duration::from_millis(200);
+const SPOOL_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Spooled records replayed per PostgreSQL transaction.
+const SPOOL_REPLAY_BATCH: usize = 512;
+
+/// The PostgreSQL URL stores opened by this process use (`store.postgres`, set by `settings`).
+static POSTGRES_URL: RwLock<Option<String>> = RwLock::new(None);
+
+/// Makes every store this process opens from now on keep its records, rollups and KV tables in PostgreSQL at
+/// `url` (the redb file then only spools records PostgreSQL cannot take yet). `settings` calls it once the
+/// configuration is read, so every command and `serve` use the same backend.
+pub fn use_postgres(url: Option<String>) {
+    *POSTGRES_URL.write().unwrap_or_else(|e| e.into_inner()) = url;
+}
+
+/// The URL set by [`use_postgres`].
+pub fn postgres_url() -> Option<String> {
+    POSTGRES_URL.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// The database of an open store, borrowed for one operation.
@@ -180,7 +235,28 @@ impl Store {
     /// newer router, and creates missing tables.
     /// A new file is created readable by its owner only (0600), its new directories 0700, whoever creates it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with(path, postgres_url().as_deref())
+    }
+
+    /// Opens the store at `path` with its records, rollups and KV tables in PostgreSQL at `postgres` when
+    /// given (the file then spools records PostgreSQL cannot take yet). An unreachable PostgreSQL is not an
+    /// error here (records spool until it answers; reads fail with its error); a database migrated by a newer
+    /// router is.
+    pub fn open_with(path: &Path, postgres: Option<&str>) -> Result<Store, StoreError> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let pg = match postgres {
+            Some(url) => {
+                let pg = pg::Pg::open(url)?;
+                match pg.check() {
+                    Ok(()) => {}
+                    Err(e @ StoreError::PostgresNewer { .. }) => return Err(e),
+                    // `serve` spools records meanwhile (and logs it once); a report fails with the error.
+                    Err(e) => tracing::debug!("{e}"),
+                }
+                Some(Arc::new(pg))
+            }
+            None => None,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -200,17 +276,34 @@ impl Store {
                 db: RwLock::new(None),
                 #[cfg(test)]
                 fault: None,
+                pg,
+                spool: Mutex::new(Spool::default()),
+                spool_view: Mutex::new((0, None)),
             }),
         };
         store.reopen()?;
+        if store.inner.pg.is_some() {
+            let n = store.spool_len()?;
+            let mut st = store.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
+            st.records = n;
+            store.show(&st);
+        }
         Ok(store)
     }
 
     /// Opens a store whose file writes fail while `fault` says so (tests of the writer's recovery).
     #[cfg(test)]
     pub(crate) fn open_with_fault(path: &Path, fault: Arc<fault::Fault>) -> Result<Store, StoreError> {
-        let store =
-            Store { inner: Arc::new(Inner { path: path.to_path_buf(), db: RwLock::new(None), fault: Some(fault) }) };
+        let store = Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: RwLock::new(None),
+                fault: Some(fault),
+                pg: None,
+                spool: Mutex::new(Spool::default()),
+                spool_view: Mutex::new((0, None)),
+            }),
+        };
         store.reopen()?;
         Ok(store)
     }
@@ -300,8 +393,19 @@ fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
             }
             None => {}
         }
-        // Version 1 is the first schema: nothing to migrate yet. Later versions migrate here, in this
-        // transaction, from `version` up to SCHEMA_VERSION.
+        // Migrations run here, in this transaction, from `version` up to SCHEMA_VERSION: a failure leaves the
+        // file as it was.
+        if version == Some(1) {
+            // 1 -> 2: `usage_hourly` from the records retention kept; hours before them stay unknown.
+            let pruned = meta.get(tables::META_PRUNED_BEFORE).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+            let from = (pruned as i64).div_euclid(HOUR_MS).max(0) as u64 * HOUR_MS as u64;
+            let from = if from < pruned { from + HOUR_MS as u64 } else { from };
+            meta.insert(tables::META_HOURLY_FROM, from).map_err(db)?;
+            backfill_hourly(&txn)?;
+        }
+        if version.is_none() {
+            meta.insert(tables::META_HOURLY_FROM, 0).map_err(db)?;
+        }
         if version != Some(tables::SCHEMA_VERSION) {
             meta.insert(tables::META_SCHEMA_VERSION, tables::SCHEMA_VERSION).map_err(db)?;
         }
@@ -313,7 +417,52 @@ fn init_schema(database: &Database, path: &Path) -> Result<(), StoreError> {
     }
     txn.open_table(tables::REQUESTS).map_err(db)?;
     txn.open_table(tables::USAGE_DAILY).map_err(db)?;
+    txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+    txn.open_table(tables::PG_SPOOL).map_err(db)?;
     txn.commit().map_err(db)?;
+    Ok(())
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Schema 1 -> 2: rolls every stored request record up into `usage_hourly` (in the open transaction).
+fn backfill_hourly(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    tracing::info!("store: upgrading to schema 2, building hourly usage totals from the stored records");
+    let mut hourly: HashMap<HourlyKey, Counters> = HashMap::new();
+    let mut n = 0u64;
+    {
+        let requests = txn.open_table(tables::REQUESTS).map_err(db)?;
+        for item in requests.iter().map_err(db)? {
+            let (_, v) = item.map_err(db)?;
+            let r = tables::decode_record(v.value())?;
+            hourly.entry(HourlyKey::of(&r)).or_default().add(&Counters::of(&r));
+            n += 1;
+        }
+    }
+    let mut t = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+    add_rollups(&mut t, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))?;
+    tracing::info!(
+        "store: hourly usage totals built from {n} records ({} rows) in {:.1} s",
+        hourly.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Adds counters to rollup rows (daily or hourly), creating missing rows.
+fn add_rollups<'k>(
+    t: &mut redb::Table<tables::DailyTuple<'static>, &'static [u8]>,
+    adds: impl Iterator<Item = (tables::DailyTuple<'k>, &'k Counters)>,
+) -> Result<(), StoreError> {
+    for (k, add) in adds {
+        let mut c = match t.get(k).map_err(db)? {
+            Some(v) => Counters::decode(v.value())?,
+            None => Counters::default(),
+        };
+        c.add(add);
+        t.insert(k, c.encode().as_slice()).map_err(db)?;
+    }
     Ok(())
 }
 
@@ -328,20 +477,42 @@ impl Store {
 
     /// Unix ms before which request records may have been pruned (0: never pruned).
     pub fn pruned_before(&self) -> Result<i64, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.pruned_before();
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let meta = txn.open_table(tables::META).map_err(db)?;
         Ok(meta.get(tables::META_PRUNED_BEFORE).map_err(db)?.map(|v| v.value() as i64).unwrap_or(0))
     }
 
+    /// Unix ms (an hour start) from which `usage_hourly` holds every request: 0, unless the store was migrated
+    /// from schema 1 after retention had pruned records.
+    pub fn hourly_from(&self) -> Result<i64, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.meta(tables::META_HOURLY_FROM);
+        }
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let meta = txn.open_table(tables::META).map_err(db)?;
+        Ok(meta.get(tables::META_HOURLY_FROM).map_err(db)?.map(|v| v.value() as i64).unwrap_or(0))
+    }
+
     /// Writes a batch of records and their rollups in one durable transaction. A record whose id is already
     /// stored is skipped (rollups untouched), so writing the same records twice — a retried batch, a pending
     /// file imported again — counts them once. Returns how many were new.
+    ///
+    /// With PostgreSQL, a batch it cannot take is spooled in this file (and `Ok(0)` returned): spooled records
+    /// are replayed, oldest first, before any later batch, when PostgreSQL answers again.
     pub fn write_records(&self, recs: &[RequestRecord]) -> Result<u64, StoreError> {
         if recs.is_empty() {
             return Ok(0);
         }
+        if let Some(pg) = &self.inner.pg {
+            return self.write_shared(pg, recs);
+        }
         let mut daily: HashMap<DailyKey, Counters> = HashMap::new();
+        let mut hourly: HashMap<HourlyKey, Counters> = HashMap::new();
         let mut new = 0;
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
@@ -353,26 +524,26 @@ impl Store {
                 buf.push(1);
                 serde_json::to_writer(&mut buf, r).expect("a record always serialises");
                 if requests.insert(r.id, buf.as_slice()).map_err(db)?.is_none() {
-                    daily.entry(DailyKey::of(r)).or_default().add(&Counters::of(r));
+                    let c = Counters::of(r);
+                    daily.entry(DailyKey::of(r)).or_default().add(&c);
+                    hourly.entry(HourlyKey::of(r)).or_default().add(&c);
                     new += 1;
                 }
             }
             let mut rollup = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
-            for (k, add) in daily {
-                let mut c = match rollup.get(k.as_tuple()).map_err(db)? {
-                    Some(v) => Counters::decode(v.value())?,
-                    None => Counters::default(),
-                };
-                c.add(&add);
-                rollup.insert(k.as_tuple(), c.encode().as_slice()).map_err(db)?;
-            }
+            add_rollups(&mut rollup, daily.iter().map(|(k, c)| (k.as_tuple(), c)))?;
+            let mut rollup = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+            add_rollups(&mut rollup, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))?;
         }
         txn.commit().map_err(db)?;
         Ok(new)
     }
 
-    /// Deletes request records older than `before_ms` (daily rollups stay). Returns how many were removed.
+    /// Deletes request records older than `before_ms` (daily and hourly rollups stay). Returns how many were removed.
     pub fn prune_requests(&self, before_ms: i64) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.prune_requests(before_ms);
+        }
         let bound = (before_ms.max(0) as u128) << 64;
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
@@ -398,6 +569,9 @@ impl Store {
         rev: bool,
         mut f: impl FnMut(RequestRecord) -> bool,
     ) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.scan_requests(range, rev, f);
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(tables::REQUESTS).map_err(db)?;
@@ -427,6 +601,9 @@ impl Store {
         if first > last {
             return Ok(());
         }
+        if let Some(pg) = &self.inner.pg {
+            return pg.scan_daily(first, last, f);
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
@@ -443,6 +620,29 @@ impl Store {
         Ok(())
     }
 
+    /// Visits the hourly rollups of UTC hours `first..=last` (hours since 1970-01-01T00:00Z).
+    pub fn scan_hourly(&self, first: u32, last: u32, mut f: impl FnMut(HourlyKey, Counters)) -> Result<(), StoreError> {
+        if first > last {
+            return Ok(());
+        }
+        if let Some(pg) = &self.inner.pg {
+            return pg.scan_hourly(first, last, f);
+        }
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let t = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
+        let lo = (first, "", "", "", "", "", "");
+        for item in t.range(lo..).map_err(db)? {
+            let (k, v) = item.map_err(db)?;
+            let key = k.value();
+            if key.0 > last {
+                break;
+            }
+            f(HourlyKey::from_tuple(key), Counters::decode(v.value())?);
+        }
+        Ok(())
+    }
+
     /// Stores `value` as JSON under `key` in one of the small tables.
     pub fn put_json<T: Serialize + ?Sized>(&self, table: KvTable, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value)
@@ -452,6 +652,9 @@ impl Store {
 
     /// Stores already-encoded JSON under `key`.
     pub fn put_raw(&self, table: KvTable, key: &str, json: &[u8]) -> Result<(), StoreError> {
+        if self.inner.pg.is_some() {
+            return self.apply_kv(table, &[], &[], &[(key.to_string(), json.to_vec())]);
+        }
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         txn.open_table(table.def()).map_err(db)?.insert(key, json).map_err(db)?;
@@ -468,6 +671,9 @@ impl Store {
     }
 
     pub fn get_raw(&self, table: KvTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.get_raw(table.name(), key);
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(table.def()).map_err(db)?;
@@ -487,6 +693,9 @@ impl Store {
     }
 
     pub fn list_raw(&self, table: KvTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.list_raw(table.name());
+        }
         let d = self.db()?;
         let txn = d.begin_read().map_err(db)?;
         let t = txn.open_table(table.def()).map_err(db)?;
@@ -507,6 +716,11 @@ impl Store {
         removes: &[String],
         puts: &[(String, Vec<u8>)],
     ) -> Result<(), StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg
+                .apply_kv(table.name(), absent, removes, puts)?
+                .map_err(|key| StoreError::Exists { table: table.name(), key });
+        }
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         {
@@ -528,11 +742,188 @@ impl Store {
 
     /// Removes `key`; returns whether it was there.
     pub fn delete(&self, table: KvTable, key: &str) -> Result<bool, StoreError> {
+        if let Some(pg) = &self.inner.pg {
+            return pg.delete(table.name(), key);
+        }
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         let existed = txn.open_table(table.def()).map_err(db)?.remove(key).map_err(db)?.is_some();
         txn.commit().map_err(db)?;
         Ok(existed)
+    }
+}
+
+/// PostgreSQL (`store.postgres`) and the spool that keeps its records through an outage.
+impl Store {
+    /// The PostgreSQL store, when records live there.
+    pub fn postgres(&self) -> Option<&pg::Pg> {
+        self.inner.pg.as_deref()
+    }
+
+    /// Records spooled in this file and not yet in PostgreSQL.
+    pub fn spooled(&self) -> u64 {
+        self.inner.spool_view.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Why PostgreSQL cannot be written now (None while it can, and without PostgreSQL).
+    pub fn shared_problem(&self) -> Option<String> {
+        self.inner.spool_view.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+
+    fn show(&self, st: &Spool) {
+        *self.inner.spool_view.lock().unwrap_or_else(|e| e.into_inner()) =
+            (st.records, st.down.as_ref().map(|d| d.reason.clone()));
+    }
+
+    /// Tries to replay the spool into PostgreSQL when it is due (the writer calls this while it is idle).
+    pub fn retry_spool(&self) {
+        let Some(pg) = &self.inner.pg else { return };
+        let mut st = self.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
+        if st.records > 0 || st.down.is_some() {
+            self.replay(pg, &mut st);
+            self.show(&st);
+        }
+    }
+
+    fn write_shared(&self, pg: &pg::Pg, recs: &[RequestRecord]) -> Result<u64, StoreError> {
+        let mut st = self.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
+        if st.records > 0 || st.down.is_some() {
+            self.replay(pg, &mut st);
+        }
+        if st.records == 0 && st.down.is_none() {
+            match pg.write_records(recs) {
+                Ok(n) => {
+                    self.show(&st);
+                    return Ok(n);
+                }
+                Err(e) => self.went_down(&mut st, e),
+            }
+        }
+        // Behind the spooled ones, in order.
+        let put = self.spool_put(recs);
+        if put.is_ok() {
+            st.records += recs.len() as u64;
+        }
+        self.show(&st);
+        put.map(|()| 0)
+    }
+
+    /// Replays spooled records (oldest first) when a try is due; stops at the first failure.
+    fn replay(&self, pg: &pg::Pg, st: &mut Spool) {
+        if st.down.as_ref().is_some_and(|d| Instant::now() < d.next_try) {
+            return;
+        }
+        let mut replayed = 0u64;
+        loop {
+            let batch = match self.spool_take(SPOOL_REPLAY_BATCH) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("cannot read the PostgreSQL spool in {}: {e}", self.path().display());
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                st.records = 0;
+                if st.down.is_some()
+                    && let Err(e) = pg.check()
+                {
+                    self.went_down(st, e);
+                    return;
+                }
+                if let Some(d) = st.down.take() {
+                    tracing::warn!(
+                        "PostgreSQL {} takes records again after {:.1?}; {replayed} spooled request records replayed",
+                        pg.shown(),
+                        d.since.elapsed()
+                    );
+                }
+                return;
+            }
+            // A batch PostgreSQL committed but whose answer was lost is replayed again: ids already stored
+            // are skipped, so it counts once.
+            if let Err(e) = pg.write_records(&batch) {
+                self.went_down(st, e);
+                return;
+            }
+            let ids: Vec<u128> = batch.iter().map(|r| r.id).collect();
+            if let Err(e) = self.spool_remove(&ids) {
+                tracing::error!("cannot remove replayed records from the spool in {}: {e}", self.path().display());
+                return;
+            }
+            replayed += ids.len() as u64;
+            st.records = st.records.saturating_sub(ids.len() as u64);
+        }
+    }
+
+    fn went_down(&self, st: &mut Spool, e: StoreError) {
+        let now = Instant::now();
+        let reason = e.to_string();
+        match &mut st.down {
+            None => {
+                tracing::error!(
+                    "{reason}. Request records are spooled in {} and replayed in order when PostgreSQL answers",
+                    self.path().display()
+                );
+                st.down = Some(Down { since: now, reason, next_try: now + SPOOL_RETRY_MIN, delay: SPOOL_RETRY_MIN });
+            }
+            Some(d) => {
+                if d.reason != reason {
+                    tracing::debug!("PostgreSQL still cannot be written: {reason}");
+                    d.reason = reason;
+                }
+                d.delay = (d.delay * 2).min(SPOOL_RETRY_MAX);
+                d.next_try = now + d.delay;
+            }
+        }
+    }
+
+    fn spool_len(&self) -> Result<u64, StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+        t.len().map_err(db)
+    }
+
+    fn spool_put(&self, recs: &[RequestRecord]) -> Result<(), StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+            // Keyed by arrival, not by id: replay keeps the order records were committed in.
+            let first = t.last().map_err(db)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
+            for (seq, r) in (first..).zip(recs) {
+                t.insert(seq, tables::encode_record(r).as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
+    /// The oldest `n` spooled records (left in place until [`Store::spool_remove`]).
+    fn spool_take(&self, n: usize) -> Result<Vec<RequestRecord>, StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_read().map_err(db)?;
+        let t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db)?.take(n) {
+            let (_, v) = item.map_err(db)?;
+            out.push(tables::decode_record(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes the oldest `ids.len()` spooled records (the ones [`Store::spool_take`] returned).
+    fn spool_remove(&self, ids: &[u128]) -> Result<(), StoreError> {
+        let d = self.db()?;
+        let txn = d.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(tables::PG_SPOOL).map_err(db)?;
+            for _ in ids {
+                if t.pop_first().map_err(db)?.is_none() {
+                    break;
+                }
+            }
+        }
+        txn.commit().map_err(db)
     }
 }
 
@@ -613,6 +1004,105 @@ mod tests {
         let mut only = 0;
         store.scan_daily(20_001, 20_001, |_, c| only += c.input).unwrap();
         assert_eq!(only, 100);
+    }
+
+    #[test]
+    fn hourly_rollups_are_written_with_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert_eq!(store.hourly_from().unwrap(), 0);
+        let h = 480_000 * HOUR_MS;
+        store.write_records(&[rec(h + 1, "fp:a", 10), rec(h + HOUR_MS - 1, "fp:a", 5), rec(h + 3, "fp:b", 1)]).unwrap();
+        store.write_records(&[rec(h + HOUR_MS, "fp:a", 100), rec(h + 2 * HOUR_MS, "fp:a", 7)]).unwrap();
+        let mut rows = Vec::new();
+        store.scan_hourly(0, u32::MAX, |k, c| rows.push((k.hour, k.token_fp, c.requests, c.input))).unwrap();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (480_000, "fp:a".into(), 2, 15),
+                (480_000, "fp:b".into(), 1, 1),
+                (480_001, "fp:a".into(), 1, 100),
+                (480_002, "fp:a".into(), 1, 7)
+            ]
+        );
+        let mut only = Vec::new();
+        store.scan_hourly(480_001, 480_001, |k, c| only.push((k.hour, c.input))).unwrap();
+        assert_eq!(only, vec![(480_001, 100)]);
+        // A record written twice counts once in the hourly rollup too.
+        let again = rec(h + 5 * HOUR_MS, "fp:c", 3);
+        store.write_records(std::slice::from_ref(&again)).unwrap();
+        store.write_records(&[again]).unwrap();
+        let mut n = 0;
+        store.scan_hourly(480_005, 480_005, |_, c| n += c.requests).unwrap();
+        assert_eq!(n, 1);
+        // Pruning records keeps the hourly rollups.
+        store.prune_requests(h + 10 * HOUR_MS).unwrap();
+        let mut input = 0;
+        store.scan_hourly(0, u32::MAX, |_, c| input += c.input).unwrap();
+        assert_eq!(input, 15 + 1 + 100 + 7 + 3);
+    }
+
+    /// A store written by a router of schema 1 (no `usage_hourly`) is migrated on open: the hourly rollups are
+    /// built from the records retention kept, and reports know from when they are complete.
+    #[test]
+    fn a_schema_1_store_gets_hourly_rollups_from_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.redb");
+        let h = 480_000 * HOUR_MS;
+        {
+            let s = Store::open(&p).unwrap();
+            s.write_records(&[
+                rec(h + 5, "fp:a", 1),
+                rec(h + HOUR_MS + 5, "fp:a", 2),
+                rec(h + 2 * HOUR_MS + 5, "fp:a", 4),
+                rec(h + 2 * HOUR_MS + 6, "fp:b", 8),
+                rec(h + 30 * HOUR_MS, "fp:a", 16),
+            ])
+            .unwrap();
+            // Retention pruned the first record, part way into the first hour.
+            s.prune_requests(h + 60_000).unwrap();
+            // Make it what schema 1 wrote: no hourly table, no hourly_from, version 1.
+            let d = s.db().unwrap();
+            let t = d.begin_write().unwrap();
+            assert!(t.delete_table(tables::USAGE_HOURLY).unwrap());
+            {
+                let mut meta = t.open_table(tables::META).unwrap();
+                meta.remove(tables::META_HOURLY_FROM).unwrap();
+                meta.insert(tables::META_SCHEMA_VERSION, 1).unwrap();
+            }
+            t.commit().unwrap();
+        }
+        let s = Store::open(&p).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        // The first whole hour after the pruned records.
+        assert_eq!(s.hourly_from().unwrap(), h + HOUR_MS);
+        let mut rows = Vec::new();
+        s.scan_hourly(0, u32::MAX, |k, c| rows.push((k.hour, k.token_fp, c.requests, c.input))).unwrap();
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (480_001, "fp:a".into(), 1, 2),
+                (480_002, "fp:a".into(), 1, 4),
+                (480_002, "fp:b".into(), 1, 8),
+                (480_030, "fp:a".into(), 1, 16)
+            ]
+        );
+        // The daily rollups were not touched, and new records roll up into both.
+        let mut daily = 0;
+        s.scan_daily(0, u32::MAX, |_, c| daily += c.input).unwrap();
+        assert_eq!(daily, 31);
+        s.write_records(&[rec(h + 30 * HOUR_MS + 1, "fp:a", 32)]).unwrap();
+        let mut hour30 = 0;
+        s.scan_hourly(480_030, 480_030, |_, c| hour30 += c.input).unwrap();
+        assert_eq!(hour30, 48);
+        // Opening again does not roll the records up twice.
+        drop(s);
+        let s = Store::open(&p).unwrap();
+        let mut all = 0;
+        s.scan_hourly(0, u32::MAX, |_, c| all += c.input).unwrap();
+        assert_eq!(all, 2 + 4 + 8 + 16 + 32);
     }
 
     #[test]

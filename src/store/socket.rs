@@ -99,7 +99,7 @@ impl Registry {
     pub fn add<O: Op>(&mut self) -> &mut Self {
         let h: Handler = Arc::new(|store, args| {
             let op: O = serde_json::from_value(args).with_context(|| format!("bad arguments for `{}`", O::NAME))?;
-            Ok(serde_json::to_value(op.run(store)?)?)
+            Ok(serde_json::to_value(op.run(store).map_err(for_users)?)?)
         });
         self.ops.insert(O::NAME, (h, OpFlags { writes: O::WRITES, reads_records: O::READS_RECORDS }));
         self
@@ -235,6 +235,15 @@ fn from_wire(e: WireError) -> anyhow::Error {
         u.into()
     } else {
         anyhow::anyhow!(e.message)
+    }
+}
+
+/// A store error the user can act on (PostgreSQL unreachable, a newer schema, ...) becomes a `UserError` with
+/// its hint (exit 1), wherever the operation ran.
+fn for_users(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<StoreError>() {
+        Ok(se) => se.into_cli(),
+        Err(e) => e,
     }
 }
 
@@ -426,7 +435,8 @@ impl Access {
 
     /// Like [`Access::open`], but a missing store file is the user's mistake, not a reason to create one.
     pub fn open_existing(path: &Path) -> anyhow::Result<Access> {
-        if !path.exists() {
+        // With PostgreSQL the records are there; the local file only spools.
+        if !path.exists() && super::postgres_url().is_none() {
             return Err(crate::error::user(format!("no store at {} (nothing recorded yet)", path.display()))
                 .with_hint("`router serve` records usage there; pass --store (or ROUTER_STORE) to read another file")
                 .into());
@@ -441,7 +451,7 @@ impl Access {
     /// Runs an operation here or in the server.
     pub fn run<O: Op>(&self, op: O) -> anyhow::Result<O::Reply> {
         match self {
-            Access::Direct(s) => op.run(s),
+            Access::Direct(s) => op.run(s).map_err(for_users),
             Access::Remote(c) => c.call(op),
         }
     }

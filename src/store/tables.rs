@@ -10,13 +10,17 @@ use serde::{Deserialize, Serialize};
 use crate::usage::{Outcome, RequestRecord};
 
 /// The schema this binary writes. Stores with a lower version are migrated on open; a higher one is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// History: 1 — the first schema; 2 — adds `usage_hourly`, backfilled from the retained request records on open.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// `schema_version` -> u64, and other small facts about the store (`requests_pruned_before` -> unix ms).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 /// Records older than this (unix ms) may have been pruned by retention; reports before it use the rollups.
 pub const META_PRUNED_BEFORE: &str = "requests_pruned_before";
+/// `usage_hourly` holds every request from this unix ms on (an hour start; 0 for a store created with the
+/// table). A store migrated from schema 1 had pruned the records before it, so its older hours are missing.
+pub const META_HOURLY_FROM: &str = "usage_hourly_from";
 
 /// Store-held channels (imported or added): channel name -> JSON `ChannelConfig`.
 pub const CHANNELS: TableDefinition<&str, &[u8]> = TableDefinition::new("channels");
@@ -34,12 +38,21 @@ pub const GATEWAY_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("gat
 /// Request records: time-ordered id (unix ms in the high 64 bits) -> [`encode_record`].
 pub const REQUESTS: TableDefinition<u128, &[u8]> = TableDefinition::new("requests");
 
+/// Records waiting for PostgreSQL (`store.postgres`) while it cannot be written: arrival sequence ->
+/// [`encode_record`]. Empty without PostgreSQL.
+pub const PG_SPOOL: TableDefinition<u64, &[u8]> = TableDefinition::new("pg_spool");
+
 /// Daily rollups: [`DailyKey`] -> [`Counters::encode`]. Never pruned.
 /// Key: (UTC day number since 1970-01-01, channel, endpoint, token fingerprint, token_key, model, gateway key).
 /// Absent parts are empty strings.
 pub const USAGE_DAILY: TableDefinition<DailyTuple, &[u8]> = TableDefinition::new("usage_daily");
 
-/// The `usage_daily` key as redb stores it.
+/// Hourly rollups: [`HourlyKey`] -> [`Counters::encode`], written with the daily rollups in the same
+/// transaction. Never pruned (an hour of a busy gateway is a few hundred rows; records are pruned, these stay).
+/// Key: (UTC hour number since 1970-01-01T00:00Z, then the same parts as `usage_daily`).
+pub const USAGE_HOURLY: TableDefinition<DailyTuple, &[u8]> = TableDefinition::new("usage_hourly");
+
+/// The `usage_daily` key as redb stores it (`usage_hourly` too, with the hour in place of the day).
 pub type DailyTuple<'a> = (u32, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
 
 /// The owned form of a `usage_daily` key.
@@ -85,6 +98,64 @@ impl DailyKey {
     }
 }
 
+/// The owned form of a `usage_hourly` key: the parts of a [`DailyKey`] under an hour instead of a day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct HourlyKey {
+    /// Hours since 1970-01-01T00:00Z.
+    pub hour: u32,
+    pub channel: String,
+    pub endpoint: String,
+    pub token_fp: String,
+    pub token_key: String,
+    pub model: String,
+    pub gateway_key: String,
+}
+
+impl HourlyKey {
+    pub fn of(rec: &RequestRecord) -> HourlyKey {
+        let d = DailyKey::of(rec);
+        HourlyKey {
+            hour: hour_of_ms(rec.time_ms),
+            channel: d.channel,
+            endpoint: d.endpoint,
+            token_fp: d.token_fp,
+            token_key: d.token_key,
+            model: d.model,
+            gateway_key: d.gateway_key,
+        }
+    }
+
+    pub fn as_tuple(&self) -> DailyTuple<'_> {
+        (self.hour, &self.channel, &self.endpoint, &self.token_fp, &self.token_key, &self.model, &self.gateway_key)
+    }
+
+    pub fn from_tuple(t: DailyTuple<'_>) -> HourlyKey {
+        let d = DailyKey::from_tuple(t);
+        HourlyKey {
+            hour: d.day,
+            channel: d.channel,
+            endpoint: d.endpoint,
+            token_fp: d.token_fp,
+            token_key: d.token_key,
+            model: d.model,
+            gateway_key: d.gateway_key,
+        }
+    }
+
+    /// The same parts under the UTC day that holds the hour.
+    pub fn into_daily(self) -> DailyKey {
+        DailyKey {
+            day: self.hour / 24,
+            channel: self.channel,
+            endpoint: self.endpoint,
+            token_fp: self.token_fp,
+            token_key: self.token_key,
+            model: self.model,
+            gateway_key: self.gateway_key,
+        }
+    }
+}
+
 /// The model a record is accounted under: the upstream model when one was picked, else the requested one.
 pub fn record_model(rec: &RequestRecord) -> &str {
     rec.upstream_model.as_deref().unwrap_or(&rec.requested_model)
@@ -93,6 +164,11 @@ pub fn record_model(rec: &RequestRecord) -> &str {
 /// UTC day number (days since 1970-01-01) of a unix-ms time.
 pub fn day_of_ms(ms: i64) -> u32 {
     ms.div_euclid(86_400_000).max(0) as u32
+}
+
+/// UTC hour number (hours since 1970-01-01T00:00Z) of a unix-ms time.
+pub fn hour_of_ms(ms: i64) -> u32 {
+    ms.div_euclid(3_600_000).max(0) as u32
 }
 
 /// Whether a record counts as an error in reports: the request did not end well for a reason other than the

@@ -14,6 +14,10 @@
 //! (back-pressure). After the first commit that works, the backlog and then the pending file are committed in
 //! order and the sink is healthy again (each change of state logged once). On shutdown the writer keeps trying
 //! until the grace deadline, then appends what is left to the pending file for `router store import-pending`.
+//!
+//! With PostgreSQL (`store.postgres`) a batch it cannot take is spooled by the store in its redb file (that is
+//! the store's business: the commit succeeds); the writer publishes the spool's size and PostgreSQL's error in
+//! [`SinkHealth`] and, while idle, asks the store to replay the spool every 250 ms.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -32,6 +36,9 @@ use crate::usage::sink::SinkHealth;
 /// Records kept in memory while the store cannot be written, by default: about 130 MB at ~1.3 KB a record,
 /// some 3 minutes of 500 requests a second.
 pub use crate::config::DEFAULT_MAX_PENDING_RECORDS as DEFAULT_MAX_PENDING;
+
+/// How often an idle writer tries to replay records spooled for PostgreSQL.
+const SPOOL_POLL: Duration = Duration::from_millis(250);
 
 /// A failing store is not reopened while its filesystem has less room than this.
 const MIN_FREE_TO_RETRY: u64 = 1 << 20;
@@ -211,6 +218,13 @@ impl Writer {
                     Some(w) = self.flush_rx.recv() => {
                         // Records sent before the barrier are in the queue now: answer when they are committed.
                         if self.rx.is_empty() { let _ = w.send(()); } else { self.waiting.push(w); }
+                        continue;
+                    }
+                    // Records spooled for PostgreSQL: replay them when it answers, even with no new records.
+                    _ = tokio::time::sleep(SPOOL_POLL), if self.store.spooled() > 0 || self.store.shared_problem().is_some() => {
+                        let s = self.store.clone();
+                        let _ = tokio::task::spawn_blocking(move || s.retry_spool()).await;
+                        self.publish();
                         continue;
                     }
                 };
@@ -487,7 +501,13 @@ impl Writer {
         let in_file = self.file.as_ref().map_or(0, |f| f.unread());
         // The channel's used slots: records queued, and those whose request reserved room and is sending it.
         let queued = self.rx.max_capacity() - self.rx.capacity();
-        self.health.set_pending(self.pending() + queued as u64, in_file);
+        // Records spooled for PostgreSQL are durable here but not yet where reports read them.
+        let spooled = self.store.spooled();
+        self.health.set_pending(self.pending() + queued as u64 + spooled, in_file);
+        self.health.set_spooled(spooled);
+        if self.failing.is_none() {
+            self.health.set_degraded(self.store.shared_problem());
+        }
     }
 
     /// After the loop: what the store did not take goes to the pending file.

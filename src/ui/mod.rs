@@ -4,12 +4,17 @@
 //! Owns the door a browser uses: assets compiled into the binary (served with their content type, a content
 //! ETag and a strict Content-Security-Policy: no inline script, no remote origin), the in-memory session table
 //! (a random session id, kept only as its SHA-256, -> the admin key's name and an expiry) and the cookie
-//! (`HttpOnly; SameSite=Strict; Path=/`, expiring; the key is never in a URL). The page reads and changes
+//! (`HttpOnly; SameSite=Strict; Path=/`, expiring; the key is never in a URL). `admin::Door` holds the table and
+//! routes `/ui` here (the proxy knows neither). The page reads and changes
 //! everything through the admin API (`crate::admin`), which accepts a live session as it accepts an admin key
-//! ([`session_admin`]). Must not render data into HTML on the server (the page renders every server string as
+//! ([`session_admin`]). Wrong admin keys, on the login form and the admin API, are slowed down per client address
+//! ([`throttle`]). Must not render data into HTML on the server (the page renders every server string as
 //! text), log a key or a session id, or touch the store.
 
+pub mod throttle;
+
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,10 +62,12 @@ pub fn enabled(config: &Config) -> bool {
     config.raw.server.ui.unwrap_or_else(|| config.listen.is_none_or(|l| l.ip().is_loopback()))
 }
 
-/// Logged-in browsers: SHA-256 of the session id -> admin key name and expiry.
+/// Logged-in browsers: SHA-256 of the session id -> admin key name and expiry; and the wrong-key throttle the
+/// login form and the admin API share.
 #[derive(Default)]
 pub struct Sessions {
     inner: Mutex<HashMap<[u8; 32], Session>>,
+    throttle: throttle::Throttle,
 }
 
 struct Session {
@@ -103,6 +110,11 @@ impl Sessions {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Wrong admin keys per client address.
+    pub fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
+    }
 }
 
 /// The session id a request's `Cookie` header carries.
@@ -136,18 +148,23 @@ fn same_origin(headers: &HeaderMap, method: &Method) -> bool {
 
 /// The admin key name behind a request's session cookie, when the dashboard is on, the session is live, its
 /// admin key is still configured and a change comes from this origin. The admin API's door calls this.
-pub fn session_admin(state: &AppState, headers: &HeaderMap, method: &Method) -> Option<String> {
+pub fn session_admin(state: &AppState, sessions: &Sessions, headers: &HeaderMap, method: &Method) -> Option<String> {
     let id = cookie(headers)?;
     let snap = state.snapshot.load();
     if !enabled(&snap.config) || !same_origin(headers, method) {
         return None;
     }
-    let name = state.ui_sessions.admin_of(id, Instant::now())?;
+    let name = sessions.admin_of(id, Instant::now())?;
     snap.config.admin_keys.iter().any(|k| k.name == name).then_some(name)
 }
 
 /// Answers one request under `/ui`.
-pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(
+    state: &AppState,
+    sessions: &Sessions,
+    req: Request<Incoming>,
+    peer: IpAddr,
+) -> Response<ProxyBody> {
     if !enabled(&state.snapshot.load().config) {
         return text(StatusCode::NOT_FOUND, "the dashboard is off (server.ui: false)");
     }
@@ -158,19 +175,19 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyB
     };
     match (&method, sub) {
         (&Method::GET | &Method::HEAD, "") => {
-            if session_admin(state, req.headers(), &method).is_some() {
+            if session_admin(state, sessions, req.headers(), &method).is_some() {
                 page(StatusCode::OK, INDEX.to_string())
             } else {
                 page(StatusCode::OK, LOGIN.replace(LOGIN_MESSAGE, ""))
             }
         }
-        (&Method::POST, "login") => login(state, req).await,
+        (&Method::POST, "login") => login(state, sessions, req, peer).await,
         (&Method::POST, "logout") => {
             if !same_origin(req.headers(), &method) {
                 return text(StatusCode::FORBIDDEN, "logout must come from the dashboard's own page");
             }
             if let Some(id) = cookie(req.headers()) {
-                state.ui_sessions.remove(id);
+                sessions.remove(id);
             }
             let mut resp = redirect(StatusCode::SEE_OTHER, "/ui/");
             let gone = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
@@ -185,10 +202,15 @@ pub async fn handle(state: &AppState, req: Request<Incoming>) -> Response<ProxyB
     }
 }
 
-/// `POST /ui/login` with a form field `key`: an admin key starts a session.
-async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> {
+/// `POST /ui/login` with a form field `key`: an admin key starts a session. An address that sent too many wrong
+/// keys waits first ([`throttle`]).
+async fn login(state: &AppState, sessions: &Sessions, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
     if !same_origin(req.headers(), req.method()) {
         return text(StatusCode::FORBIDDEN, "log in from the dashboard's own page");
+    }
+    let throttle = sessions.throttle();
+    if let Err(wait) = throttle.check(peer, Instant::now()) {
+        return too_many(wait);
     }
     let Ok(body) = Limited::new(req.into_body(), MAX_FORM).collect().await.map(|b| b.to_bytes()) else {
         return login_page(StatusCode::BAD_REQUEST, "The form could not be read.");
@@ -214,14 +236,29 @@ async fn login(state: &AppState, req: Request<Incoming>) -> Response<ProxyBody> 
         }
     }
     let Some(name) = found else {
-        tracing::info!("dashboard: a login with an unknown admin key was refused");
+        tracing::info!("dashboard: a login with an unknown admin key from {peer} was refused");
+        if let Some(wait) = throttle.wrong(peer, Instant::now()) {
+            tracing::warn!("dashboard: too many wrong admin keys from {peer}; it waits {} s", wait.as_secs());
+        }
         return login_page(StatusCode::UNAUTHORIZED, "That is not an admin key (a key of server.admin_keys).");
     };
-    let id = state.ui_sessions.create(name, Instant::now());
+    throttle.right(peer);
+    let id = sessions.create(name, Instant::now());
     tracing::info!("dashboard: admin key `{name}` logged in");
     let mut resp = redirect(StatusCode::SEE_OTHER, "/ui/");
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", SESSION_TTL.as_secs());
     resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("hex"));
+    resp
+}
+
+/// The login form again, refused for now: 429 with `Retry-After`.
+fn too_many(wait: Duration) -> Response<ProxyBody> {
+    let secs = throttle::retry_after_secs(wait);
+    let mut resp = login_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many wrong admin keys from this address: wait a little, then try again.",
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     resp
 }
 

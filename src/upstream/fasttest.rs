@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use reqwest::header::HeaderMap;
 
-use super::health::Health;
 use crate::catalog::Snapshot;
+use crate::live::health::Health;
 
 /// The fast-test cache: when each endpoint (by `health_key`) was last tested.
 #[derive(Debug)]

@@ -1,12 +1,15 @@
 //! Talking to upstreams: the one HTTP client, URL and auth per provider kind.
 //!
 //! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request. What an upstream
-//! failure means (its class, failover, cooldown, redaction) is [`failure`]; health, latency and cooldowns are in
-//! [`health`]. The plaintext key is put on the wire here and nowhere else.
+//! failure means (its class, failover, cooldown, redaction) is `crate::failure`; health, latency and cooldowns
+//! are live state (`crate::live::health`). The plaintext key is put on the wire here and nowhere else.
 
-pub mod failure;
 pub mod fasttest;
-pub mod health;
+
+/// Moved: failure classification is `crate::failure` (a value the records carry), health is live state
+/// (`crate::live::health`); both stay reachable here for callers written against the old paths.
+pub use crate::failure;
+pub use crate::live::health;
 
 pub use failure::{FailureClass, UpstreamError, parse_retry_after, scrub, send_error};
 
@@ -34,12 +37,28 @@ pub enum Operation {
     StreamGenerateContent,
     /// Gemini `models/{model}:countTokens`.
     GeminiCountTokens,
+    /// Gemini `models/{model}:embedContent` (one embedding).
+    EmbedContent,
+    /// Gemini `models/{model}:batchEmbedContents` (what the GenAI SDKs' `embed_content` sends).
+    BatchEmbedContents,
 }
 
 impl Operation {
     /// A Gemini-API operation (the model is in the URL path, not the body).
     pub fn is_gemini(self) -> bool {
-        matches!(self, Operation::GenerateContent | Operation::StreamGenerateContent | Operation::GeminiCountTokens)
+        matches!(
+            self,
+            Operation::GenerateContent
+                | Operation::StreamGenerateContent
+                | Operation::GeminiCountTokens
+                | Operation::EmbedContent
+                | Operation::BatchEmbedContents
+        )
+    }
+
+    /// An operation that asks for embeddings (routed to embedding models).
+    pub fn is_embedding(self) -> bool {
+        matches!(self, Operation::Embeddings | Operation::EmbedContent | Operation::BatchEmbedContents)
     }
 
     /// `:streamGenerateContent`: the stream is asked for by the path, not the body.
@@ -89,6 +108,8 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
                 Operation::GenerateContent => format!("{root}/models/{model}:generateContent"),
                 Operation::StreamGenerateContent => format!("{root}/models/{model}:streamGenerateContent"),
                 Operation::GeminiCountTokens => format!("{root}/models/{model}:countTokens"),
+                Operation::EmbedContent => format!("{root}/models/{model}:embedContent"),
+                Operation::BatchEmbedContents => format!("{root}/models/{model}:batchEmbedContents"),
                 _ => format!("{root}/openai{}", openai_path(op)),
             }
         }

@@ -10,10 +10,9 @@ pub mod sink;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Price, Strategy};
-use crate::live::affinity::Outcome as AffinityOutcome;
+use crate::failure::FailureClass;
 use crate::protocol::Protocol;
 use crate::protocol::convert::Conversion;
-use crate::upstream::FailureClass;
 
 /// The form in which a key is recorded (defined beside the other things done to upstream keys).
 pub use crate::crypto::fingerprint;
@@ -142,6 +141,32 @@ pub struct RequestRecord {
     /// Prompt-cache affinity: `new`, `hit`, `moved` or `off` (absent in records older than affinity).
     #[serde(default)]
     pub affinity: Option<AffinityOutcome>,
+}
+
+/// What happened to a prompt-cache affinity binding on one request (`live::affinity`; the `X-Router-Affinity` header and the record, where it is stored
+/// as `new`, `hit`, `moved` or `off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AffinityOutcome {
+    /// No binding yet: the plan chose, and the session is now bound to what served it.
+    New,
+    /// The bound candidate served the request.
+    Hit,
+    /// The bound candidate could not be used or failed: another one served, and the session moved to it.
+    Moved,
+    /// Affinity was off for this request (config, `X-Router-Affinity: off`, or no session).
+    Off,
+}
+
+impl AffinityOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AffinityOutcome::New => "new",
+            AffinityOutcome::Hit => "hit",
+            AffinityOutcome::Moved => "moved",
+            AffinityOutcome::Off => "off",
+        }
+    }
 }
 
 impl RequestRecord {

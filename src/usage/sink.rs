@@ -3,8 +3,9 @@
 //! Owns the hand-off from the hot path. Sending waits when the channel is full (back-pressure, never loss).
 //! The consumer is the store writer while serving with a store, or the log. [`SinkHealth`] is what the consumer
 //! reports about itself (degraded, why, how many records wait) for `/health`, the control socket and metrics;
-//! reading it takes a short lock and never touches the store. Every record that enters is also published once as
-//! [`Event::RequestFinished`] (cloned into an `Arc` only when someone subscribes).
+//! reading it takes a short lock and never touches the store. Every record that enters is also announced once to
+//! an [`Announce`] (the server's event stream, `crate::events`, which clones it into an `Arc` only when someone
+//! subscribes). Must not import `events`: events carry records, so the stream builds on this module.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,20 +15,25 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::RequestRecord;
-use crate::events::{Event, Events};
+
+/// Where every record that enters the sink is announced, once, before it is sent (the server's event stream).
+pub trait Announce: Send + Sync + std::fmt::Debug {
+    /// A finished request; must not wait.
+    fn finished(&self, rec: &RequestRecord);
+}
 
 /// The sending side, cloned into every request.
 #[derive(Clone, Debug)]
 pub struct RecordSink {
     tx: mpsc::Sender<RequestRecord>,
     health: Arc<SinkHealth>,
-    events: Events,
+    events: Option<Arc<dyn Announce>>,
 }
 
 /// Room for one record, reserved ahead of sending it.
 pub struct Permit {
     permit: mpsc::OwnedPermit<RequestRecord>,
-    events: Events,
+    events: Option<Arc<dyn Announce>>,
 }
 
 impl Permit {
@@ -37,8 +43,10 @@ impl Permit {
     }
 }
 
-fn publish(events: &Events, rec: &RequestRecord) {
-    events.publish_with(|| Event::RequestFinished(Arc::new(rec.clone())));
+fn publish(events: &Option<Arc<dyn Announce>>, rec: &RequestRecord) {
+    if let Some(to) = events {
+        to.finished(rec);
+    }
 }
 
 /// What the record consumer says about itself. Written by the consumer on each change of state, read by
@@ -49,6 +57,8 @@ pub struct SinkHealth {
     pending: AtomicU64,
     /// Records written to the pending file and not yet saved in the store.
     pending_in_file: AtomicU64,
+    /// Of the pending records, those spooled in the local store file for PostgreSQL (durable there).
+    spooled: AtomicU64,
     state: Mutex<Degraded>,
 }
 
@@ -75,11 +85,19 @@ pub struct SinkStatus {
     pub pending: u64,
     /// Of those, how many wait in the pending file (beyond `store.max_pending_records`).
     pub pending_in_file: u64,
+    /// Of those, how many are spooled in the local store file for PostgreSQL (`store.postgres`): durable there,
+    /// replayed when PostgreSQL answers. Not shown without PostgreSQL.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub spooled: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_file: Option<PathBuf>,
     /// True while new requests wait for room (the memory bound is reached and the pending file cannot be
     /// written either).
     pub holding_requests: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SinkHealth {
@@ -91,6 +109,7 @@ impl SinkHealth {
             reason: d.reason,
             pending: self.pending.load(Ordering::Relaxed),
             pending_in_file: self.pending_in_file.load(Ordering::Relaxed),
+            spooled: self.spooled.load(Ordering::Relaxed),
             pending_file: d.pending_file,
             holding_requests: d.holding,
         }
@@ -98,6 +117,11 @@ impl SinkHealth {
 
     pub fn is_degraded(&self) -> bool {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).reason.is_some()
+    }
+
+    /// Sets how many of the pending records wait in the local spool for PostgreSQL.
+    pub fn set_spooled(&self, n: u64) {
+        self.spooled.store(n, Ordering::Relaxed);
     }
 
     /// Sets the counts of records not yet saved.
@@ -141,12 +165,12 @@ impl RecordSink {
     /// A sink with room for `capacity` records and its receiving end.
     pub fn new(capacity: usize) -> (RecordSink, mpsc::Receiver<RequestRecord>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (RecordSink { tx, health: Arc::default(), events: Events::new(1) }, rx)
+        (RecordSink { tx, health: Arc::default(), events: None }, rx)
     }
 
-    /// The same sink, publishing finished requests on `events`.
-    pub fn with_events(mut self, events: Events) -> RecordSink {
-        self.events = events;
+    /// The same sink, announcing finished requests to `events` (the server's `events::Events`).
+    pub fn with_events(mut self, events: impl Announce + 'static) -> RecordSink {
+        self.events = Some(Arc::new(events));
         self
     }
 
@@ -208,6 +232,7 @@ pub async fn log_records(mut rx: mpsc::Receiver<RequestRecord>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{Event, Events};
 
     #[tokio::test]
     async fn every_record_that_enters_is_published_once() {

@@ -221,7 +221,7 @@ async fn keys_channels_and_cooldowns_changed_through_the_api_apply_at_once() {
 async fn the_event_stream_carries_finished_requests_and_health_changes() {
     let up = Mock::start(|_, _| Reply::Json(200, chat_json("gpt-4o", "ok", 7, 3))).await;
     let flaky = Mock::start(|_, _| Reply::Json(503, json!({"error": {"message": "overloaded"}}))).await;
-    let router = Router::start(&config(&up.openai_url(), &flaky.openai_url()));
+    let mut router = Router::start(&config(&up.openai_url(), &flaky.openai_url()));
     let r = client().get(router.url("/admin/v1/events")).bearer_auth(GATEWAY).send().await.unwrap();
     assert_eq!(r.status(), 403);
     let mut events = client().get(router.url("/admin/v1/events")).bearer_auth(ADMIN).send().await.unwrap();
@@ -248,5 +248,13 @@ async fn the_event_stream_carries_finished_requests_and_health_changes() {
     assert!(data[0]["id"].as_str().unwrap().len() == 32);
     assert!(text.contains("\"level\":\"endpoint\""), "{text}");
     assert!(!text.contains(UPSTREAM_KEY) && !text.contains(GATEWAY));
-    drop(events);
+
+    // A server stopping ends the stream: an open dashboard does not hold the shutdown for its grace period
+    // (30 s here).
+    router.signal("TERM");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let within_grace = "the stream ends well within the grace period";
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, events.chunk()).await.expect(within_grace) {}
+    let exited = tokio::task::spawn_blocking(move || router.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(exited.await.unwrap(), "the router exits without waiting out the grace period");
 }

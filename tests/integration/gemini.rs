@@ -442,3 +442,158 @@ async fn official_google_genai_sdk_on_chat_and_anthropic_channels() {
     assert!(records.iter().any(|r| r["translated"] == "gemini->anthropic" && r["tokens"]["input"] == 30));
     assert!(records.iter().all(|r| r["client_protocol"] == "gemini"));
 }
+
+/// An OpenAI embeddings upstream: each input text `t` (at position `i`) embeds as `[i, len(t), 0.5]`; the
+/// reported usage is one token per input character.
+async fn embeddings_upstream() -> Mock {
+    Mock::start(|r, _| {
+        let body = r.json();
+        let inputs: Vec<String> = match &body["input"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect(),
+            _ => {
+                return Reply::Json(
+                    400,
+                    json!({"error": {"message": "input is required", "type": "invalid_request_error"}}),
+                );
+            }
+        };
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": [i as f64, t.len() as f64, 0.5]}))
+            .collect();
+        let tokens: usize = inputs.iter().map(String::len).sum();
+        Reply::Json(
+            200,
+            json!({"object": "list", "data": data, "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn gemini_embeddings_on_an_openai_channel_and_a_native_one() {
+    let oa = embeddings_upstream().await;
+    let native = Mock::start(|r, _| {
+        let n = r.json()["requests"].as_array().map_or(1, Vec::len);
+        if r.uri.contains(":batchEmbedContents") {
+            Reply::Json(200, json!({"embeddings": vec![json!({"values": [9.0]}); n]}))
+        } else {
+            Reply::Json(200, json!({"embedding": {"values": [9.0]}}))
+        }
+    })
+    .await;
+    let channels = channel("oa", "openai", &oa.openai_url(), "text-embedding-3-small")
+        + &channel("google", "gemini", &format!("{}/v1beta", native.root_url()), "text-embedding-004");
+    let router = Router::start(&config(&channels));
+
+    // One content, translated: the text parts joined, the dimensionality kept, the vector back as `values`.
+    let resp = gemini_post(
+        &router,
+        "/v1beta/models/text-embedding-3-small:embedContent",
+        json!({"model": "models/text-embedding-3-small", "content": {"parts": [{"text": "ab"}, {"text": "cd"}]},
+        "outputDimensionality": 3, "taskType": "RETRIEVAL_QUERY"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"embedding": {"values": [0.0, 5.0, 0.5]}}));
+    let sent = oa.last();
+    assert_eq!(sent.uri, "/v1/embeddings");
+    assert_eq!(
+        sent.json(),
+        json!({"model": "text-embedding-3-small", "input": "ab\ncd", "encoding_format": "float", "dimensions": 3})
+    );
+
+    // A batch, translated: one input array, answers in order.
+    let resp = gemini_post(
+        &router,
+        "/v1/models/text-embedding-3-small:batchEmbedContents",
+        json!({"requests": [
+            {"model": "models/text-embedding-3-small", "content": {"parts": [{"text": "x"}]}},
+            {"model": "models/text-embedding-3-small", "content": {"parts": [{"text": "yyy"}]}}
+        ]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"embeddings": [{"values": [0.0, 1.0, 0.5]}, {"values": [1.0, 3.0, 0.5]}]})
+    );
+
+    // What an OpenAI model cannot embed is refused before any upstream is asked, in Gemini's error shape.
+    let before = oa.count();
+    let resp = gemini_post(
+        &router,
+        "/v1beta/models/text-embedding-3-small:embedContent",
+        json!({"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["status"], "INVALID_ARGUMENT", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("only text parts"), "{err}");
+    assert_eq!(oa.count(), before);
+
+    // A native Gemini channel gets Google's own path, with the model named in the batch as in the path.
+    let resp = gemini_post(
+        &router,
+        "/v1beta/models/text-embedding-004:batchEmbedContents",
+        json!({"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "x"}]}}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"embeddings": [{"values": [9.0]}]}));
+    let sent = native.last();
+    assert_eq!(sent.uri, "/v1beta/models/text-embedding-004:batchEmbedContents");
+    assert_eq!(sent.header("x-goog-api-key").as_deref(), Some(UPSTREAM_KEY));
+
+    // A chat model is not an embedding model.
+    let resp = gemini_post(
+        &router,
+        "/v1beta/models/text-embedding-004:generateContent",
+        json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+    )
+    .await;
+    assert_ne!(resp.status(), 200);
+
+    let records = records_where(&router, 5).await;
+    let translated: Vec<&Value> =
+        records.iter().filter(|r| r["outcome"] == "ok" && r["translated"].is_string()).collect();
+    assert_eq!(translated.len(), 2, "{records:?}");
+    assert!(translated.iter().any(|r| r["translated"] == "gemini-embed->openai" && r["tokens"]["input"] == 5));
+    assert!(translated.iter().any(|r| r["translated"] == "gemini-batch-embed->openai" && r["tokens"]["input"] == 4));
+    assert!(translated.iter().all(|r| r["usage_source"] == "upstream" && r["tokens"]["output"] == 0));
+    let native_rec = records.iter().find(|r| r["channel"] == "google" && r["outcome"] == "ok").unwrap();
+    assert!(native_rec["translated"].is_null());
+    assert_eq!(native_rec["usage_source"], "estimated", "Google reports no usage for embeddings: {native_rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_google_genai_sdk_embeds_through_an_openai_channel() {
+    let oa = embeddings_upstream().await;
+    let router = Router::start(&config(&channel("oa", "openai", &oa.openai_url(), "text-embedding-3-small")));
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/gemini_embed.py");
+    let base = format!("http://{}", router.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .arg(base)
+            .arg("sk-gw-gemini")
+            .arg("text-embedding-3-small")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "google-genai embed_content failed:\n{}\n{}\nrouter:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        router.stderr()
+    );
+    let records = records_where(&router, 2).await;
+    assert!(records.iter().all(|r| r["outcome"] == "ok" && r["client_protocol"] == "gemini"), "{records:?}");
+}

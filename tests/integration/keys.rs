@@ -193,6 +193,7 @@ async fn budget_refuses_once_spent_overshoot_is_bounded_and_spend_matches_the_re
     assert!(header(&r, "retry-after").is_empty());
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "budget_exceeded");
+    assert_eq!(body["error"]["type"], "insufficient_quota", "as OpenAI says a quota is spent");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("$0.03 per day") && msg.contains("resets at"), "{msg}");
 

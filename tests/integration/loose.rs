@@ -432,6 +432,9 @@ async fn openrouter_shaped_catalogue() {
     let (status, v) = get("/api/v1/models/openai/gpt-4o").await;
     assert_eq!(status, 200);
     assert_eq!(v["data"]["id"], "openai/gpt-4o");
+    let (status, v) = get("/api/v1/models/openai%2Fgpt-4o").await;
+    assert_eq!(status, 200, "an encoded `/` names the same model");
+    assert_eq!(v["data"]["id"], "openai/gpt-4o");
     let (status, v) = get("/api/v1/models/nope").await;
     assert_eq!(status, 404);
     assert!(v["error"]["message"].as_str().unwrap().contains("nope"));

@@ -23,6 +23,7 @@ mod import;
 mod keys;
 mod loose;
 mod metrics;
+mod postgres;
 mod probe;
 mod proxy;
 mod real_clients;

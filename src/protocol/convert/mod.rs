@@ -10,6 +10,7 @@
 //! - [`gemini_chat`]: Gemini client <-> OpenAI Chat upstream; onto an Anthropic upstream the same mapping is
 //!   composed with [`chat_anthropic`] (Gemini -> Chat -> Messages, and back), which is exact for everything
 //!   Gemini can express,
+//! - [`gemini_embed`]: Gemini `embedContent` / `batchEmbedContents` client <-> OpenAI embeddings upstream,
 //! - [`chat_stream`]: decoding of OpenAI Chat stream chunks, shared by every Chat-upstream direction.
 //!
 //! Everything here is pure (no I/O) and works on `serde_json::Value`: this is not the hot path, and unknown
@@ -19,6 +20,7 @@ pub mod anthropic_chat;
 pub mod chat_anthropic;
 mod chat_stream;
 pub mod gemini_chat;
+pub mod gemini_embed;
 pub mod responses_chat;
 
 use rand::Rng;
@@ -48,6 +50,12 @@ pub enum Conversion {
     /// Client speaks Gemini, upstream speaks Anthropic Messages (through the Chat mapping both ways).
     #[serde(rename = "gemini->anthropic")]
     GeminiToAnthropic,
+    /// Client asks Gemini `:embedContent`, upstream speaks OpenAI embeddings.
+    #[serde(rename = "gemini-embed->openai")]
+    GeminiEmbedToOpenai,
+    /// Client asks Gemini `:batchEmbedContents`, upstream speaks OpenAI embeddings.
+    #[serde(rename = "gemini-batch-embed->openai")]
+    GeminiBatchEmbedToOpenai,
 }
 
 impl std::fmt::Display for Conversion {
@@ -62,8 +70,16 @@ impl Conversion {
         match self {
             Conversion::AnthropicToChat => Protocol::Anthropic,
             Conversion::ChatToAnthropic | Conversion::ResponsesToChat => Protocol::Openai,
-            Conversion::GeminiToChat | Conversion::GeminiToAnthropic => Protocol::Gemini,
+            Conversion::GeminiToChat
+            | Conversion::GeminiToAnthropic
+            | Conversion::GeminiEmbedToOpenai
+            | Conversion::GeminiBatchEmbedToOpenai => Protocol::Gemini,
         }
+    }
+
+    /// An embeddings translation: its answers are always whole bodies, never streams.
+    pub fn is_embedding(self) -> bool {
+        matches!(self, Conversion::GeminiEmbedToOpenai | Conversion::GeminiBatchEmbedToOpenai)
     }
 
     /// Short name for records: `client->upstream`.
@@ -74,6 +90,8 @@ impl Conversion {
             Conversion::ResponsesToChat => "responses->chat",
             Conversion::GeminiToChat => "gemini->openai",
             Conversion::GeminiToAnthropic => "gemini->anthropic",
+            Conversion::GeminiEmbedToOpenai => "gemini-embed->openai",
+            Conversion::GeminiBatchEmbedToOpenai => "gemini-batch-embed->openai",
         }
     }
 }
@@ -120,6 +138,8 @@ pub fn convert_gemini_request(
             }
             out
         }
+        Conversion::GeminiEmbedToOpenai => gemini_embed::request_to_openai(&req, upstream_model, false)?,
+        Conversion::GeminiBatchEmbedToOpenai => gemini_embed::request_to_openai(&req, upstream_model, true)?,
     };
     Ok(serde_json::to_vec(&out)?)
 }
@@ -152,6 +172,8 @@ pub fn convert_response_with(
             Value::Object(chat) => gemini_chat::response_from_chat(&chat, client_model)?,
             _ => unreachable!("response_from_anthropic builds an object"),
         },
+        Conversion::GeminiEmbedToOpenai => gemini_embed::response_from_openai(&resp, false)?,
+        Conversion::GeminiBatchEmbedToOpenai => gemini_embed::response_from_openai(&resp, true)?,
     };
     Ok(serde_json::to_vec(&out)?)
 }
@@ -216,7 +238,11 @@ impl StreamConverter {
             Conversion::AnthropicToChat => Inner::AnthropicFromChat(anthropic_chat::AnthropicStream::new(client_model)),
             Conversion::ChatToAnthropic => Inner::ChatFromAnthropic(chat_anthropic::ChatStream::new(client_model)),
             Conversion::ResponsesToChat => Inner::ResponsesFromChat(responses_chat::ResponsesStream::new(client_model)),
-            Conversion::GeminiToChat => Inner::GeminiFromChat(gemini_chat::GeminiStream::new(client_model)),
+            // Embeddings are answered whole (`Conversion::is_embedding`); a stream from such an upstream is read
+            // as chat chunks, which carry no text here, so the client gets an empty Gemini stream, not a crash.
+            Conversion::GeminiToChat | Conversion::GeminiEmbedToOpenai | Conversion::GeminiBatchEmbedToOpenai => {
+                Inner::GeminiFromChat(gemini_chat::GeminiStream::new(client_model))
+            }
             Conversion::GeminiToAnthropic => {
                 let mut chat = chat_anthropic::ChatStream::new(client_model);
                 chat.include_usage = true;

@@ -324,7 +324,11 @@ pages.overview = {
     const t = sumRows(rows);
     const ttfb = ov.recent.map((r) => r.ttfb_ms).filter((v) => v !== null && v !== undefined).sort((a, b) => a - b);
     const totalIn = t.input + t.cache_read + t.cache_write;
-    const sample = `over the latest ${ov.recent.length} requests of the range`;
+    // TTFB and sessions are read from request records, the latest 1,000 of the range: say what that covers.
+    const all = ov.recent.length >= t.requests;
+    const oldest = ov.recent.length ? ov.recent[ov.recent.length - 1].time_ms : null;
+    const since = oldest ? new Date(oldest).toISOString().slice(0, 16).replace('T', ' ') + ' UTC' : '';
+    const sample = all ? `over all ${num(ov.recent.length)} requests of the range` : `over the latest ${num(ov.recent.length)} requests (since ${since})`;
     clear($('#ov-cards')).append(
       stat('Requests', num(t.requests)),
       stat('Error rate', pct(t.errors, t.requests), num(t.errors) + ' errors'),
@@ -336,7 +340,7 @@ pages.overview = {
       stat('Cache hit rate', pct(t.cache_read, totalIn), 'cache read / all input tokens'),
       stat('TTFB p50', ms(percentile(ttfb, 0.5)), sample),
       stat('TTFB p95', ms(percentile(ttfb, 0.95)), sample));
-    $('#ov-source').textContent = (ov.source === 'daily' ? 'from the daily rollups (whole UTC days) · ' : '') + 'loaded in ' + ov.loadedMs + ' ms';
+    $('#ov-source').textContent = (ov.source === 'daily' ? 'from the daily rollups (whole UTC days: the range reaches past the records kept) · ' : '') + 'loaded in ' + ov.loadedMs + ' ms';
     const at = (r) => r[ov.bucket];
     const idx = new Map(ov.labels.map((l, i) => [l, i]));
     const kinds = [['input', 'input'], ['cache_read', 'cache read'], ['cache_write', 'cache write'], ['output', 'output']];
@@ -363,7 +367,7 @@ pages.overview = {
       topTable('Top channels', groupRows(rows, (r) => r.channel)),
       topTable('Top gateway keys', groupRows(rows, (r) => r.key)),
       topTable('Top upstream tokens', groupRows(rows, (r) => r.token), tokenLabel),
-      topTable(`Top sessions (latest ${ov.recent.length} requests)`, groupRows(ov.recent.filter((r) => r.session).map(recordCounters), (r) => r.session)));
+      topTable(all ? 'Top sessions' : `Top sessions of the latest ${num(ov.recent.length)} requests (since ${since})`, groupRows(ov.recent.filter((r) => r.session).map(recordCounters), (r) => r.session)));
   },
 };
 
@@ -519,6 +523,7 @@ pages.channels = {
     if (!channels.length) list.append(el('p', { class: 'muted' }, 'No channels yet: add some to the configuration or import them.'));
     const latest = new Map(balances.map((b) => [b.fingerprint + '|' + b.channel, b]));
     const series = groupRows(history.filter((b) => b.status === 'ok' && b.balances && b.balances.length), (b) => b.fingerprint + '|' + b.channel);
+    const latency = new Map((health.latency || []).map((l) => [l.channel + '/' + l.endpoint, l]));
     for (const c of channels) {
       const cooling = health.cooling.filter((h) => h.channel === c.name);
       const tokens = c.endpoints.flatMap((e) => e.tokens.map((t) => [e, t]));
@@ -556,8 +561,14 @@ pages.channels = {
           el('tbody', {}, tokens.map(([e, t]) => {
             const k = t.fingerprint + '|' + c.name;
             const pts = (series.get(k) || []).map((b) => [b.checked_at, b.balances[0].amount]);
+            const l = latency.get(c.name + '/' + e.name);
             return el('tr', {},
-              el('td', { title: e.base_url }, e.name),
+              el('td', { title: e.base_url },
+                e.name,
+                // The endpoint's observed time to first byte (moving average), under its name: narrow screens.
+                el('div', { class: 'ttfb', title: l ? `${num(l.ok)} ok · ${num(l.errors)} errors` : null },
+                  el('span', { class: 'muted' }, 'first byte '),
+                  l && l.ttfb_ms !== null && l.ttfb_ms !== undefined ? el('span', { class: 'latency' }, ms(l.ttfb_ms)) : el('span', { class: 'muted', title: 'not measured yet' }, '–'))),
               el('td', {}, t.token_key === t.fingerprint ? t.fingerprint : `${t.token_key} (${t.fingerprint})`, t.enabled ? null : [' ', pill('off', 'bad')]),
               el('td', {}, balanceText(latest.get(k))),
               el('td', {}, sparkline(pts) || el('span', { class: 'muted' }, pts.length ? 'one check' : 'no checks')));

@@ -1,6 +1,6 @@
 //! The one test harness: mock upstreams ([`Mock`], and [`Upstream`] that bills per key), canned upstream bodies,
 //! the real `router` binary as a server ([`Router`]) and as a command ([`Cli`]), a headless Chromium ([`Browser`]),
-//! and bounded polling.
+//! PostgreSQL databases of their own and a relay that can cut them off ([`TempDb`], [`Relay`]), and bounded polling.
 //! Each area module of the integration binary uses it through `use crate::harness::*`.
 
 mod billing;
@@ -8,6 +8,7 @@ mod bodies;
 mod browser;
 mod cli;
 mod mock;
+mod pg;
 mod router;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use bodies::{chat_json, chat_sse, claude_reply, messages_json, messages_sse}
 pub use browser::Browser;
 pub use cli::{Cli, Out, run_cli};
 pub use mock::{Mock, Recorded, Reply, dead_port};
+pub use pg::{Relay, TempDb, pg};
 pub use router::Router;
 
 /// The `router` binary under test.

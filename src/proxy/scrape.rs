@@ -1,5 +1,6 @@
 //! Where `/metrics` is answered: on the proxy port (behind the gateway keys, when there are any), or on its own
-//! listener (`server.metrics_listen`, meant for an internal address; no key asked).
+//! listener (`server.metrics_listen`, meant for an internal address; no key asked). What is counted and the
+//! exposition text are `crate::metrics`'; this is the server's side of it, so `metrics` need not know the server.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,16 +10,19 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::proxy::{AppState, ProxyBody, full};
+use super::{AppState, ProxyBody, full};
 
 /// The exposition as an HTTP response.
 pub fn response(state: &AppState) -> Response<ProxyBody> {
     // Records not yet durable: the channel's queue, or, while the store fails, everything the writer holds (its
     // backlog and pending file include the queue), whichever the writer last reported.
     let pending = state.sink.health().status().pending as usize;
-    let text = state.metrics.render(&state.health, state.sink.backlog().max(pending));
+    let mut text = state.metrics.render(&state.health, state.sink.backlog().max(pending));
+    if let Some(sh) = &state.shared {
+        text = crate::metrics::with_shared_state(text, sh.fallbacks(), !sh.degraded());
+    }
     let mut resp = Response::new(full(text));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(super::CONTENT_TYPE));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
     resp
 }
 

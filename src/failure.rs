@@ -7,7 +7,7 @@
 //! and key redaction ([`redact`] for text, [`scrub`] for bodies passed through). The proxy, `router test`,
 //! `balance` and `discover` all classify here; ARCHITECTURE.md's failure table is this module in words.
 //!
-//! Must not: do I/O, touch health state (it says what to cool; [`super::health`] cools), or put a key anywhere.
+//! Must not: do I/O, touch health state (it says what to cool; `live::health` cools), or put a key anywhere.
 
 use std::time::Duration;
 

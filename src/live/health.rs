@@ -7,7 +7,8 @@
 //!
 //! Several instances: every change of a cooldown (cooled, cleared) is also sent, without waiting, to the
 //! subscriber set with [`Health::publish_to`] (the shared backend, `live::shared`), and cooldowns learned by other
-//! instances come back through [`Health::apply`]. This module itself does no I/O.
+//! instances come back through [`Health::apply`]; observed latency is read ([`Health::latencies`]) and others'
+//! merged in ([`Health::merge_ttfb`]) periodically. This module itself does no I/O.
 //!
 //! Nearly always nothing cools: [`Health::nothing_cools`] answers that from two atomics, without the lock or a
 //! key, so routing and the attempt loop skip their per-candidate lookups (and the `model_key` they would format).
@@ -17,9 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::failure::{CoolTarget, FailureClass};
 use crate::config::CooldownConfig;
 use crate::events::{CoolLevel, Event, Events};
+use crate::failure::{CoolTarget, FailureClass};
 
 #[derive(Debug, Clone, Default)]
 struct Entry {
@@ -306,6 +307,18 @@ impl Health {
             Some(prev) => prev * (1.0 - EWMA_ALPHA) + ms * EWMA_ALPHA,
             None => ms,
         });
+    }
+
+    /// Every observed time to first byte (EWMA, ms), for other instances (`live::shared`).
+    pub fn latencies(&self) -> Vec<(String, f64)> {
+        let map = self.map.lock().expect("health lock");
+        map.iter().filter_map(|(k, e)| Some((k.clone(), e.ttfb_ms?))).collect()
+    }
+
+    /// Merges a time to first byte other instances observed: taken as it is when this one has none, else
+    /// counted as one more observation.
+    pub fn merge_ttfb(&self, key: &str, ms: f64) {
+        self.observe_ttfb(key, ms);
     }
 
     pub fn view(&self, key: &str) -> HealthView {
