@@ -2,7 +2,7 @@
 """Writes BENCHMARKS.md from one bench/run.sh run (standard library only).
 
 Owns the arithmetic of the report (percentiles come from oha and bench_stream_client; this only subtracts,
-divides and compares with the targets of issue 9) and its layout. Reads the raw directory of one run; does not
+divides and compares with the targets of issues 9 and 18) and its layout. Reads the raw directory of one run; does not
 measure anything itself. bench/analysis.md, when present, is appended verbatim (hand-written findings).
 
   report.py RAW_DIR BENCHMARKS.md SUMMARY.json
@@ -15,18 +15,17 @@ import sys
 
 RAW, OUT, SUMMARY = sys.argv[1], sys.argv[2], sys.argv[3]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PATHS = ["direct", "ngproxy", "router", "litellm"]
-STREAM_PATHS = ["direct", "router", "litellm"]
+PATHS = ["direct", "ngproxy", "router", "features", "litellm"]
+STREAM_PATHS = ["direct", "router", "features", "litellm"]
 LABEL = {
     "direct": "direct (nginx)",
     "ngproxy": "reference: nginx proxy -> nginx",
     "router": "router -> nginx",
+    "features": "router + metrics, affinity, key limits -> nginx",
     "litellm": "LiteLLM -> nginx",
-    "direct-sse": "direct (nginx)",
-    "ngproxy-sse": "reference: nginx proxy -> nginx",
-    "router-sse": "router -> nginx",
-    "litellm-sse": "LiteLLM -> nginx",
 }
+for _k in list(LABEL):
+    LABEL[f"{_k}-sse"] = LABEL[_k]
 
 
 def load(name):
@@ -150,10 +149,13 @@ for k, label in [
     w(f"| {label} | {machine.get(k, 'n/a')} |")
 w("")
 w(
-    "All processes share the same cores: the load generator, nginx (1 worker), the router (tokio, one worker "
-    "thread per core) and LiteLLM (gunicorn, 2 uvicorn workers). On 2 cores the load generator itself takes a "
-    "large share, so throughput ratios are ratios of what is left; the CPU seconds each server used per request "
-    "(below) are the machine-independent view."
+    "All processes share the same cores: the load generator, nginx (1 worker), the reference nginx proxy "
+    f"({machine.get('ngproxy_workers', '?')} workers: as many as the router has threads), the router (tokio, "
+    f"{machine.get('router_threads', '?')} worker threads; run twice: `bench/router.yaml`, the bare proxy, and "
+    "`bench/router-features.yaml`, the same with metrics, affinity and a gateway key with every limit) and "
+    "LiteLLM (gunicorn, 2 uvicorn workers). On 2 cores the load generator itself takes a large share, so "
+    "throughput ratios are ratios of what is left; the CPU seconds each server used per request (below) are the "
+    "machine-independent view."
 )
 w("")
 
@@ -162,8 +164,8 @@ runs = {}
 for p in PATHS:
     for kind in ["seq", "rate500", "rate1000", "rate2000", "sat"]:
         runs[f"{p}-{kind}"] = oha(f"{p}-{kind}")
-for p in ["direct-sse", "ngproxy-sse", "router-sse", "litellm-sse"]:
-    runs[f"{p}-sat"] = oha(f"{p}-sat")
+for p in PATHS:
+    runs[f"{p}-sse-sat"] = oha(f"{p}-sse-sat")
 summary["runs"] = runs
 
 w("## Sequential requests (one connection, one request at a time)")
@@ -213,22 +215,21 @@ def sat_table(suffix, title):
     w(title)
     w("")
     w(
-        "| path | rps | vs direct | p50 ms | p99 ms | errors / non-200 | CPU us/request: nginx | nginx proxy "
-        "| router | LiteLLM |"
+        "| path | rps | vs direct | p50 ms | p99 ms | errors / non-200 | CPU us/request: nginx | the proxy "
+        "measured |"
     )
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
     d = runs.get(f"direct{suffix}-sat")
     for p in PATHS:
         r = runs.get(f"{p}{suffix}-sat")
         if not r:
-            w(f"| {LABEL[p]} | not measured | | | | | | | | |")
+            w(f"| {LABEL[p]} | not measured | | | | | | |")
             continue
         rel = ratio(r["rps"], d["rps"] if d else None)
+        proxy_cpu = None if p == "direct" else cpu_per_req(r, p)
         w(
             f"| {LABEL[p]} | {f(r['rps'], 0)} | {f(rel, 2, 'x')} | {f(r['p50'], 3)} | {f(r['p99'], 3)} "
-            f"| {r['errors']} / {r['non200']} | {f(cpu_per_req(r, 'nginx'), 1)} | {f(cpu_per_req(r, 'ngproxy'), 1)} "
-            f"| {f(cpu_per_req(r, 'router'), 1)} "
-            f"| {f(cpu_per_req(r, 'litellm'), 1)} |"
+            f"| {r['errors']} / {r['non200']} | {f(cpu_per_req(r, 'nginx'), 1)} | {f(proxy_cpu, 1)} |"
         )
     w("")
 
@@ -243,6 +244,7 @@ sat_table(
 streams = {
     "direct": load("stream-direct.json"),
     "router": load("router-stream.json"),
+    "features": load("features-stream.json"),
     "litellm": load("litellm-stream.json"),
 }
 summary["streams"] = streams
@@ -306,51 +308,63 @@ if rr:
 w("")
 
 # --- usage records ---------------------------------------------------------------------------------------------
-sent = 0
-for p in glob.glob(os.path.join(RAW, "router*.json")):
-    name = os.path.basename(p)
-    if name.endswith(".cpu.json"):
-        continue
-    if name.startswith("router-stream"):
-        j = load(name)
-        sent += j["requests"] if j else 0
-    else:
-        r = oha(name[: -len(".json")])
-        sent += r["sent"] if r else 0
-smoke = os.path.join(RAW, "router-smoke.jsonl")
-if os.path.exists(smoke):
-    with open(smoke) as fh:
-        sent += sum(1 for _ in fh)
-status = load("usage-status.json") or {}
-usage = load("usage.json")
+def sent_to(prefix):
+    """Requests sent to one router during the run: every load run, warm-up, stream and smoke request."""
+    n = 0
+    for p in glob.glob(os.path.join(RAW, f"{prefix}-*.json")):
+        name = os.path.basename(p)
+        if name.endswith(".cpu.json") or name.startswith(f"{prefix}-usage"):
+            continue
+        if name.startswith(f"{prefix}-stream"):
+            j = load(name)
+            n += j["requests"] if j else 0
+        else:
+            r = oha(name[: -len(".json")])
+            n += r["sent"] if r else 0
+    smoke_file = os.path.join(RAW, f"{prefix}-smoke.jsonl")
+    if os.path.exists(smoke_file):
+        with open(smoke_file) as fh:
+            n += sum(1 for _ in fh)
+    return n
+
+
 log_lines = None
 try:
     with open(os.path.join(RAW, "usage-log-lines.txt")) as fh:
         log_lines = int(fh.read().strip() or 0)
 except (OSError, ValueError):
     pass
-recorded = None
-if usage and isinstance(usage, dict):
-    recorded = (usage.get("totals") or {}).get("requests")
-summary["usage"] = {"sent": sent, "recorded": recorded, "log_lines": log_lines, "status": status}
 w("## Usage records written during the run")
 w("")
-w(f"Requests sent to the router during the run (every load run, warm-up, stream and smoke request): {sent:,}.")
-w("")
 records_ok = None
-if not status.get("available"):
-    w("- Store: **not measured: usage subcommand not available** in this build (`router usage` does not exist yet).")
-elif recorded is None:
-    w(f"- Store: `router usage --json` failed or printed no totals: {status.get('error', '')!r}")
-else:
-    records_ok = recorded == sent
-    w(f"- Store: `router usage --json --store <run store>` counts {recorded:,} requests ({verdict(records_ok)}).")
+summary["usage"] = {}
+for prefix, usage_prefix, label in [
+    ("router", "usage", "the router (`bench/router.yaml`)"),
+    ("features", "features-usage", "the router with metrics, affinity and key limits"),
+]:
+    sent = sent_to(prefix)
+    status = load(f"{usage_prefix}-status.json") or {}
+    usage = load(f"{usage_prefix}.json")
+    recorded = None
+    if usage and isinstance(usage, dict):
+        recorded = (usage.get("totals") or {}).get("requests")
+    summary["usage"][prefix] = {"sent": sent, "recorded": recorded, "status": status}
+    if not status.get("available"):
+        w(f"- {label}: {sent:,} requests sent; store **not measured** (`router usage` not available in this build).")
+        continue
+    if recorded is None:
+        w(f"- {label}: {sent:,} requests sent; `router usage --json` failed: {status.get('error', '')!r}")
+        records_ok = False
+        continue
+    ok = recorded == sent
+    records_ok = ok if records_ok is None else (records_ok and ok)
+    w(f"- {label}: {sent:,} requests sent (every load run, warm-up, stream and smoke request); `router usage --json "
+      f"--store <its store>` counts {recorded:,} ({verdict(ok)}).")
 if log_lines:
     w(f"- Log: the router also wrote {log_lines:,} usage records as JSON lines to its log.")
-    if records_ok is None:
-        records_ok = log_lines == sent
-        w(f"  Log records equal requests sent: {'yes' if records_ok else 'no'}.")
 w("")
+router_usage = summary["usage"].get("router", {})
+sent, recorded, status = router_usage.get("sent", 0), router_usage.get("recorded"), router_usage.get("status", {})
 
 # --- internals -------------------------------------------------------------------------------------------------
 w("## Internals")
@@ -433,7 +447,88 @@ target("usage writer", ">= 20,000 records/s", "see Internals", None)
 target("tag query over 50,000 models", "< 50 us", "see Internals", None)
 target("metrics: CPU per request added (issue 15)", "< 2%", "bench/results/metrics.txt (bench/metrics.sh, examples/bench_metrics.rs)", None)
 
-head = ["## Targets (issue 9), this run", ""]
+# --- targets of issue 18: the router against nginx as a proxy, and with its per-request features on ----------
+t18 = []
+
+
+def target18(name, goal, value, ok):
+    t18.append((name, goal, value, ok))
+    summary.setdefault("targets_issue18", []).append({"target": name, "goal": goal, "measured": value, "met": ok})
+
+
+def tag_plan_us():
+    """The median of the 345-candidate tag plan (`tag:glm,air,free`, free_first) from bench_routing's output."""
+    for path in [os.path.join(RAW, "bench_routing.stdout"), os.path.join(ROOT, "bench", "results", "bench_routing.txt")]:
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    parts = line.split()
+                    if len(parts) >= 5 and parts[0] == "tag:glm,air,free" and parts[1] == "free_first":
+                        return int(parts[2]), float(parts[3])
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+ns = runs.get("ngproxy-sat")
+x = ratio(rs and rs["rps"], ns and ns["rps"])
+target18("saturation throughput vs nginx-as-proxy", ">= 0.9x", f(x, 2, "x"), None if x is None else x >= 0.9)
+rc, nc = cpu_per_req(rs, "router"), cpu_per_req(ns, "ngproxy")
+x = ratio(rc, nc)
+target18(
+    "CPU time per proxied request vs nginx-as-proxy",
+    "<= 1.5x",
+    f"{f(x, 2, 'x')} ({f(rc, 1)} vs {f(nc, 1)} us)",
+    None if x is None else x <= 1.5,
+)
+if r1k and d1k:
+    a50, a99 = r1k["p50"] - d1k["p50"], r1k["p99"] - d1k["p99"]
+    target18("added p50 / p99 latency at 1,000 rps", "<= 0.1 / <= 0.5 ms", f"{a50:.3f} / {a99:.3f} ms",
+             a50 <= 0.1 and a99 <= 0.5)
+else:
+    target18("added p50 / p99 latency at 1,000 rps", "<= 0.1 / <= 0.5 ms", "n/a", None)
+ttfb_added = None
+if streams["router"] and streams["direct"] and streams["router"].get("ttfb_ms") and streams["direct"].get("ttfb_ms"):
+    ttfb_added = streams["router"]["ttfb_ms"]["p50"] - streams["direct"]["ttfb_ms"]["p50"]
+target18("added time to first byte, streaming (p50)", "<= 0.15 ms", f(ttfb_added, 3, " ms"),
+         None if ttfb_added is None else ttfb_added <= 0.15)
+peak = (s1000 or {}).get("rss_peak_kb")
+target18("RSS with 1,000 concurrent streams (peak)", "<= 64 MB", f(peak and peak / 1024, 1, " MB"),
+         None if not peak else peak / 1024 <= 64)
+tp = tag_plan_us()
+target18("tag plan with 345 candidates (median)", "<= 30 us",
+         f"{tp[1]:.1f} us ({tp[0]} candidates)" if tp else "n/a", None if not tp else tp[1] <= 30)
+# The same figures with metrics, affinity and key limits on: within 5% of the bare proxy.
+fs, f1k = runs.get("features-sat"), runs.get("features-rate1000")
+x = ratio(fs and fs["rps"], rs and rs["rps"])
+target18("with metrics, affinity, key limits: saturation throughput", "within 5% (>= 0.95x)", f(x, 3, "x"),
+         None if x is None else x >= 0.95)
+x = ratio(cpu_per_req(fs, "features"), rc)
+target18("with metrics, affinity, key limits: CPU per request", "within 5% (<= 1.05x)",
+         f"{f(x, 3, 'x')} ({f(cpu_per_req(fs, 'features'), 1)} vs {f(rc, 1)} us)", None if x is None else x <= 1.05)
+if f1k and r1k:
+    x = ratio(f1k["p50"], r1k["p50"])
+    target18("with metrics, affinity, key limits: p50 latency at 1,000 rps", "within 5% (<= 1.05x)",
+             f"{f(x, 3, 'x')} ({f1k['p50']:.3f} vs {r1k['p50']:.3f} ms)", None if x is None else x <= 1.05)
+fst = streams.get("features")
+if fst and fst.get("ttfb_ms") and streams["router"] and streams["router"].get("ttfb_ms"):
+    a, b = fst["ttfb_ms"]["p50"], streams["router"]["ttfb_ms"]["p50"]
+    x = ratio(a, b)
+    target18("with metrics, affinity, key limits: streaming TTFB (p50)", "within 5% (<= 1.05x)",
+             f"{f(x, 3, 'x')} ({a:.3f} vs {b:.3f} ms)", None if x is None else x <= 1.05)
+x = ratio(rs and rs["rps"], ls and ls["rps"])
+target18("(reference) saturation throughput vs LiteLLM", "(issue 9: >= 15x)", f(x, 1, "x"), None)
+x = ratio(cpu_per_req(ls, "litellm"), rc)
+target18("(reference) LiteLLM's CPU per request vs the router's", "(none)", f(x, 1, "x"), None)
+
+head18 = ["## Targets (issue 18), this run", ""]
+head18.append("| measure | target | measured | |")
+head18.append("|---|---|---|---|")
+for name, goal, value, ok in t18:
+    head18.append(f"| {name} | {goal} | {value} | {verdict(ok, name.startswith('(reference)'))} |")
+head18.append("")
+
+head = head18 + ["## Targets (issue 9), this run", ""]
 head.append("| target | goal | measured | |")
 head.append("|---|---|---|---|")
 for name, goal, value, ok in targets:
@@ -450,8 +545,10 @@ w("Servers (ports are picked free on 127.0.0.1 at each run):")
 w("")
 w("```")
 w("nginx -p bench/tmp/run-*/nginx -c nginx.conf -g 'daemon off;'         # from bench/nginx.conf.in, 1 worker")
+w("nginx -p bench/tmp/run-*/nginx-proxy -c nginx.conf -g 'daemon off;'   # bench/nginx-proxy.conf.in, N workers")
 w("bench_upstream --port P --chunks 50 --interval-ms 20                   # examples/bench_upstream.rs")
 w("router serve --config bench/router.yaml --store bench/tmp/run-*/router.redb --listen 127.0.0.1:P")
+w("router serve --config bench/router-features.yaml --store bench/tmp/run-*/router-features.redb --listen 127.0.0.1:P")
 w("router serve --config big.yaml --store ... --listen 127.0.0.1:P        # bench/tool.py big-config 1000 50")
 w("litellm --config bench/litellm.yaml --host 127.0.0.1 --port P --num_workers 2 --run_gunicorn")
 w("```")

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The router side by side with direct access and with the LiteLLM proxy, on this machine, in one run.
+# The router side by side with direct access, nginx as a reverse proxy and the LiteLLM proxy, on this machine,
+# in one run.
 #
 # Installs what it needs (Debian: nginx; crates.io: oha; PyPI: litellm[proxy] pinned, in bench/.venv-litellm),
-# builds the router and the bench examples in release mode, starts nginx, the paced mock, the router and LiteLLM
-# on 127.0.0.1 only, runs every measurement, stops everything it started and writes BENCHMARKS.md.
+# builds the router and the bench examples in release mode, starts nginx, a second nginx as the reference proxy
+# (as many workers as the router has threads), the paced mock, the router twice (bench/router.yaml: the bare
+# proxy; bench/router-features.yaml: metrics, affinity and key limits on) and LiteLLM on 127.0.0.1 only, runs
+# every measurement, stops everything it started, writes BENCHMARKS.md and prints the targets of issue 18
+# (met / missed).
 #
 # Environment:
 #   BENCH_DURATION   seconds per load run (default 10; a trial on a busy machine: 3)
 #   BENCH_TRIAL      1: label the report as a trial run on a busy machine
 #   BENCH_SKIP_INSTALL=1  use what is installed; fail if something is missing
+#   BENCH_ROUTER_THREADS  the router's worker threads (TOKIO_WORKER_THREADS; default: nproc); the reference
+#                    nginx proxy gets as many worker processes
 #   CARGO_TARGET_DIR the usual; binaries are taken from $CARGO_TARGET_DIR/release
 # Only 127.0.0.1 is ever a target. CI does not run this.
 set -euo pipefail
@@ -23,6 +29,8 @@ TMP=$ROOT/bench/tmp/run-$STAMP
 RAW=$TMP/raw
 mkdir -p "$RAW" "$ROOT/bench/results"
 START_EPOCH=$(date +%s)
+THREADS=${BENCH_ROUTER_THREADS:-$(nproc)}
+export TOKIO_WORKER_THREADS=$THREADS
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -110,6 +118,8 @@ SCLIENT=$TARGET/release/examples/bench_stream_client
   echo "rustc=$(rustc --version | awk '{print $2}')"
   echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)"
   echo "duration=$DUR"
+  echo "router_threads=$THREADS"
+  echo "ngproxy_workers=$THREADS"
   echo "trial=$TRIAL"
   echo "stamp=$STAMP"
 } >"$RAW/machine.env"
@@ -122,7 +132,9 @@ ROUTER_PORT=$(tool freeport)
 LITELLM_PORT=$(tool freeport)
 BIG_PORT=$(tool freeport)
 NGPROXY_PORT=$(tool freeport)
+FEATURES_PORT=$(tool freeport)
 export BENCH_NGINX_PORT=$NGINX_PORT BENCH_MOCK_PORT=$MOCK_PORT BENCH_ROUTER_PORT=$ROUTER_PORT
+export BENCH_ROUTER_FEATURES_PORT=$FEATURES_PORT
 export BENCH_NGINX_BASE=http://127.0.0.1:$NGINX_PORT/v1
 export BENCH_NGINX_SSE_BASE=http://127.0.0.1:$NGINX_PORT/sse/v1
 export BENCH_MOCK_BASE=http://127.0.0.1:$MOCK_PORT/v1
@@ -155,7 +167,7 @@ MOCK_PID=$!
 PIDS+=("$MOCK_PID")
 mkdir -p "$TMP/nginx-proxy"
 sed -e "s#@PREFIX@#$TMP/nginx-proxy#g" -e "s#@PORT@#$NGPROXY_PORT#g" -e "s#@UPSTREAM@#$NGINX_PORT#g" \
-  "$ROOT/bench/nginx-proxy.conf.in" >"$TMP/nginx-proxy/nginx.conf"
+  -e "s#@WORKERS@#$THREADS#g" "$ROOT/bench/nginx-proxy.conf.in" >"$TMP/nginx-proxy/nginx.conf"
 "$NGINX" -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx-proxy/stderr.log" &
 NGPROXY_PID=$!
 PIDS+=("$NGPROXY_PID")
@@ -171,6 +183,13 @@ STORE=$TMP/router.redb
 ROUTER_PID=$!
 PIDS+=("$ROUTER_PID")
 tool wait-port "$ROUTER_PORT" 60 || die "the router did not start (see $TMP/router.log)"
+say "starting the router with metrics, affinity and key limits on 127.0.0.1:$FEATURES_PORT"
+FEATURES_STORE=$TMP/router-features.redb
+"$ROUTER" serve --config "$ROOT/bench/router-features.yaml" --store "$FEATURES_STORE" \
+  --listen "127.0.0.1:$FEATURES_PORT" >"$TMP/router-features.out" 2>"$TMP/router-features.log" &
+FEATURES_PID=$!
+PIDS+=("$FEATURES_PID")
+tool wait-port "$FEATURES_PORT" 60 || die "the router with features did not start (see $TMP/router-features.log)"
 
 # 4d. LiteLLM, 2 workers, no database, no network look-ups (local model cost map), fake keys. Its gunicorn mode
 # (LiteLLM's production mode: app preloaded once, then forked): with plain uvicorn workers, a worker that takes
@@ -195,6 +214,7 @@ url_of() {
     ngproxy) echo "http://127.0.0.1:$NGPROXY_PORT/v1/chat/completions" ;;
     ngproxy-sse) echo "http://127.0.0.1:$NGPROXY_PORT/sse/v1/chat/completions" ;;
     router | router-sse) echo "http://127.0.0.1:$ROUTER_PORT/v1/chat/completions" ;;
+    features | features-sse) echo "http://127.0.0.1:$FEATURES_PORT/v1/chat/completions" ;;
     litellm | litellm-sse) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
   esac
 }
@@ -206,18 +226,19 @@ smoke() {
     code=$(curl -s -o "$RAW/smoke-$path.body" -w '%{http_code}' -H 'content-type: application/json' \
       -H 'authorization: Bearer sk-bench-fake' -d "${BODY/MODEL/bench-model}" "$(url_of "$path")" || true)
     [ "$path" = router ] && echo '{"sent": 1}' >>"$RAW/router-smoke.jsonl"
+    [ "$path" = features ] && echo '{"sent": 1}' >>"$RAW/features-smoke.jsonl"
     [ "$code" = 200 ] && return 0
     sleep 1
   done
   die "$path answered $code: $(head -c 300 "$RAW/smoke-$path.body")"
 }
-for p in direct ngproxy router litellm; do smoke "$p"; done
+for p in direct ngproxy router features litellm; do smoke "$p"; done
 ROUTER_RSS_IDLE=$(tool rss "$ROUTER_PID")
 
 # ---------------------------------------------------------------------------------------------------------------
 # 5. Load. Each run: oha's JSON, the CPU seconds each server used during it, and the command line.
 server_cpu() {
-  echo "{\"nginx\": $(tool cpu "$NGINX_PID"), \"router\": $(tool cpu "$ROUTER_PID"), \"litellm\": $(tool cpu "$LITELLM_PID"), \"mock\": $(tool cpu "$MOCK_PID"), \"ngproxy\": $(tool cpu "$NGPROXY_PID")}"
+  echo "{\"nginx\": $(tool cpu "$NGINX_PID"), \"router\": $(tool cpu "$ROUTER_PID"), \"features\": $(tool cpu "$FEATURES_PID"), \"litellm\": $(tool cpu "$LITELLM_PID"), \"mock\": $(tool cpu "$MOCK_PID"), \"ngproxy\": $(tool cpu "$NGPROXY_PID")}"
 }
 # run NAME PATH [oha args...]
 run() {
@@ -237,24 +258,24 @@ run() {
 warm() { run "$2-warm-$1" "$2" -z 1s -c 8 -w; }
 
 say "sequential requests (${DUR}s per path)"
-for p in direct ngproxy router litellm; do
+for p in direct ngproxy router features litellm; do
   warm seq "$p"
   run "$p-seq" "$p" -z "${DUR}s" -c 1 -w
 done
 
 for rate in 500 1000 2000; do
   say "fixed rate $rate rps (${DUR}s per path)"
-  for p in direct ngproxy router litellm; do
+  for p in direct ngproxy router features litellm; do
     run "$p-rate$rate" "$p" -z "${DUR}s" -c 50 -q "$rate" --latency-correction -w
   done
 done
 
 say "saturation, 64 connections (${DUR}s per path)"
-for p in direct ngproxy router litellm; do
+for p in direct ngproxy router features litellm; do
   run "$p-sat" "$p" -z "${DUR}s" -c 64 -w
 done
 say "saturation of a short SSE stream, 64 connections (${DUR}s per path)"
-for p in direct-sse ngproxy-sse router-sse litellm-sse; do
+for p in direct-sse ngproxy-sse router-sse features-sse litellm-sse; do
   run "$p-sat" "$p" -z "${DUR}s" -c 64 -w
 done
 
@@ -265,6 +286,7 @@ say "streaming: $STREAMS sequential streams of 50 chunks x 20 ms per path"
 "$SCLIENT" --url "$BENCH_MOCK_BASE/chat/completions" --model bench-slow --requests "$STREAMS" --chunks 50 \
   >"$RAW/stream-direct.json"
 "$SCLIENT" --url "$(url_of router)" --model bench-slow --requests "$STREAMS" --chunks 50 >"$RAW/router-stream.json"
+"$SCLIENT" --url "$(url_of features)" --model bench-slow --requests "$STREAMS" --chunks 50 >"$RAW/features-stream.json"
 "$SCLIENT" --url "$(url_of litellm)" --model bench-slow --requests "$STREAMS" --chunks 50 >"$RAW/litellm-stream.json"
 
 say "1,000 concurrent slow streams through the router (150 chunks x 20 ms each), sampling its RSS"
@@ -275,17 +297,24 @@ echo "{\"idle_start_kb\": $ROUTER_RSS_IDLE, \"before_streams_kb\": $ROUTER_RSS_B
 
 # ---------------------------------------------------------------------------------------------------------------
 # 7. Usage records: stop the router (it drains its writer), then count what it recorded.
-say "stopping the router; counting usage records"
+say "stopping the routers; counting usage records"
 stop "$ROUTER_PID"
-if "$ROUTER" usage --help >/dev/null 2>&1; then
-  if "$ROUTER" usage --json --store "$STORE" >"$RAW/usage.json" 2>"$RAW/usage.err"; then
-    echo '{"available": true}' >"$RAW/usage-status.json"
+stop "$FEATURES_PID"
+# count_usage STORE PREFIX: PREFIX.json (the totals) and PREFIX-status.json
+count_usage() {
+  local store=$1 prefix=$2
+  if "$ROUTER" usage --help >/dev/null 2>&1; then
+    if "$ROUTER" usage --json --store "$store" >"$RAW/$prefix.json" 2>"$RAW/$prefix.err"; then
+      echo '{"available": true}' >"$RAW/$prefix-status.json"
+    else
+      echo "{\"available\": true, \"error\": $(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()[-500:]))' "$RAW/$prefix.err")}" >"$RAW/$prefix-status.json"
+    fi
   else
-    echo "{\"available\": true, \"error\": $(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()[-500:]))' "$RAW/usage.err")}" >"$RAW/usage-status.json"
+    echo '{"available": false}' >"$RAW/$prefix-status.json"
   fi
-else
-  echo '{"available": false}' >"$RAW/usage-status.json"
-fi
+}
+count_usage "$STORE" usage
+count_usage "$FEATURES_STORE" features-usage
 # Without a store the router logs one JSON line per record: count those too.
 grep -c '"outcome":' "$TMP/router.log" >"$RAW/usage-log-lines.txt" || true
 
@@ -307,4 +336,6 @@ echo "wall_s=$(($(date +%s) - START_EPOCH))" >>"$RAW/machine.env"
 # 9. Report.
 say "writing BENCHMARKS.md"
 python3 "$ROOT/bench/report.py" "$RAW" "$ROOT/BENCHMARKS.md" "$ROOT/bench/results/summary.json"
+# The targets of issue 18, as the report wrote them.
+sed -n '/^## Targets (issue 18)/,/^## Targets (issue 9)/p' "$ROOT/BENCHMARKS.md" | sed '$d' >&2
 say "done in $(($(date +%s) - START_EPOCH)) s: BENCHMARKS.md (raw results in ${RAW#"$ROOT"/})"

@@ -2,7 +2,11 @@
 //! as `qwen/qwen3-30b-a3b:free`), timing tag-query resolution (`routing::plan`) and snapshot rebuilds.
 //!
 //! Run: `cargo run --release --example bench_routing [-- OUTPUT]` (default output `bench/results/routing.txt`).
-//! Targets: a tag query < 50 us, a snapshot rebuild < 100 ms.
+//! Targets: a tag query < 50 us, a snapshot rebuild < 100 ms; the 345-candidate `tag:glm,air,free` plan <= 30 us.
+//!
+//! `BENCH_ROUTING_ONLY=QUERY` (one of the queries below) builds the catalogue once and plans only that query
+//! `BENCH_ROUTING_ITERS` times (default 2000), writing nothing: for instruction counts that do not depend on the
+//! machine's load, e.g. `valgrind --tool=callgrind --toggle-collect='router::routing::plan' ...`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -113,6 +117,51 @@ fn catalogue() -> (Arc<Config>, Discovered) {
     (Arc::new(Config { raw, ..Default::default() }), discovered)
 }
 
+const QUERIES: &[(&str, Strategy)] = &[
+    ("tag:qwen3,235b,free", Strategy::Priority),
+    ("tag:qwen3,235b,free", Strategy::Balanced),
+    ("tag:llama,405b,!free", Strategy::CostFirst),
+    ("tag:kimi,k2,free,cheap", Strategy::Priority),
+    ("tag:glm,air,free", Strategy::FreeFirst),
+    ("kimi-dev-72b-free", Strategy::Priority),
+    ("deepseek/deepseek-r1-70b", Strategy::Priority),
+    ("tag:qwen,!free", Strategy::Priority),
+    ("tag:nothing-here", Strategy::Priority),
+];
+
+fn request(model: &str, strategy: Strategy) -> RouteRequest<'_> {
+    RouteRequest {
+        model,
+        kind: ModelKind::Chat,
+        client: Protocol::Openai,
+        strategy,
+        pin: None,
+        allow: None,
+        translate: false,
+        est_input: 1000,
+        est_output: 1024,
+    }
+}
+
+/// Plans one query `BENCH_ROUTING_ITERS` times and prints the median (see the module docs).
+fn one_query(snap: &Snapshot, only: &str) {
+    let &(q, strategy) =
+        QUERIES.iter().find(|(q, _)| *q == only).expect("BENCH_ROUTING_ONLY names a query of the table");
+    let iters: usize = std::env::var("BENCH_ROUTING_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let health = Health::new();
+    let req = request(q, strategy);
+    let mut times = Vec::with_capacity(iters);
+    let mut candidates = 0;
+    for _ in 0..iters {
+        let t = Instant::now();
+        let r = routing::plan(snap, &health, &req, Instant::now());
+        times.push(t.elapsed());
+        candidates = r.map(|p| p.candidates.len()).unwrap_or(0);
+    }
+    let m = if times.is_empty() { Duration::ZERO } else { median(times) };
+    println!("{q} {} candidates={candidates} iters={iters} median={:.1} us", strategy.as_str(), m.as_secs_f64() * 1e6);
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -134,6 +183,9 @@ fn scan(snap: &Snapshot, expr: &TagExpr) -> usize {
 fn main() {
     let out_path = std::env::args().nth(1).unwrap_or_else(|| "bench/results/routing.txt".into());
     let (config, discovered) = catalogue();
+    if let Ok(only) = std::env::var("BENCH_ROUTING_ONLY") {
+        return one_query(&Snapshot::build(config, &[], &discovered, false), &only);
+    }
     let mut report = String::new();
 
     let mut builds = Vec::new();
@@ -166,30 +218,10 @@ fn main() {
     .unwrap();
 
     let health = Health::new();
-    let queries: &[(&str, Strategy)] = &[
-        ("tag:qwen3,235b,free", Strategy::Priority),
-        ("tag:qwen3,235b,free", Strategy::Balanced),
-        ("tag:llama,405b,!free", Strategy::CostFirst),
-        ("tag:kimi,k2,free,cheap", Strategy::Priority),
-        ("tag:glm,air,free", Strategy::FreeFirst),
-        ("kimi-dev-72b-free", Strategy::Priority),
-        ("deepseek/deepseek-r1-70b", Strategy::Priority),
-        ("tag:qwen,!free", Strategy::Priority),
-        ("tag:nothing-here", Strategy::Priority),
-    ];
+    let queries = QUERIES;
     let mut worst_selective = Duration::ZERO;
     for &(q, strategy) in queries {
-        let req = RouteRequest {
-            model: q,
-            kind: ModelKind::Chat,
-            client: Protocol::Openai,
-            strategy,
-            pin: None,
-            allow: None,
-            translate: false,
-            est_input: 1000,
-            est_output: 1024,
-        };
+        let req = request(q, strategy);
         let n = routing::plan(&snap, &health, &req, Instant::now()).map(|p| p.candidates.len()).unwrap_or(0);
         let iters = if n > 2000 { 50 } else { 2000 };
         let mut times = Vec::with_capacity(iters);

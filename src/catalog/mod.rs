@@ -86,10 +86,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Token indices in rotation order, starting a new turn each call. Disabled tokens are left out.
+    /// Token indices in rotation order, starting a new turn each call. Disabled tokens are left out. One token
+    /// needs no turn (no write to the shared counter: plans on every thread read this endpoint).
     pub fn rotated_tokens(&self) -> impl Iterator<Item = usize> + '_ {
         let n = self.tokens.len().max(1);
-        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % n;
+        let start = if n == 1 { 0 } else { self.rotation.fetch_add(1, Ordering::Relaxed) % n };
         (0..self.tokens.len()).map(move |i| (start + i) % n).filter(|&i| self.tokens[i].enabled)
     }
 }

@@ -73,9 +73,9 @@ pub struct MeteredBody {
     sink: RecordSink,
     done: bool,
     out_bytes: u64,
-    /// The upstream body (shared, not copied; capped), tokenised only when the upstream reports no usage.
-    /// A copy (not the network buffers themselves, which a `Bytes` handle would keep alive whole) of the
-    /// upstream body so far, kept only until the upstream reports usage, for a possible token estimate.
+    /// A copy (not the network buffers themselves, which a `Bytes` handle would keep alive whole) of the start
+    /// of the upstream body, kept only until the upstream reports usage, for a possible token estimate (capped:
+    /// [`capture_cap`]; past it the estimate is scaled by the bytes seen).
     captured: BytesMut,
     /// Capturing stopped: usage was reported, or the cap was reached.
     capture_done: bool,
@@ -83,8 +83,13 @@ pub struct MeteredBody {
     _stream: crate::metrics::InFlight,
 }
 
-/// Upstream bytes kept for a possible token estimate (only until the upstream reports usage).
-const CAPTURE_CAP: usize = 512 << 10;
+/// Upstream bytes kept for a possible token estimate (only until the upstream reports usage). A stream keeps
+/// 16 KiB at most: it may stay open for minutes before its usage arrives, and a thousand open streams must not
+/// hold their whole text (an OpenAI stream reports usage only in its last chunk); its estimate is extrapolated
+/// from that start by the bytes received. A whole body is kept up to 512 KiB (it is read at once).
+fn capture_cap(sse: bool) -> usize {
+    if sse { 16 << 10 } else { 512 << 10 }
+}
 
 impl MeteredBody {
     pub fn new(
@@ -123,11 +128,11 @@ impl MeteredBody {
                 // The upstream reports usage: nothing to estimate, free what was kept.
                 self.capture_done = true;
                 self.captured = BytesMut::new();
-            } else if self.captured.len() + chunk.len() > CAPTURE_CAP {
-                // Estimate from the first CAPTURE_CAP bytes.
-                self.capture_done = true;
             } else {
-                self.captured.extend_from_slice(&chunk);
+                // Past the cap the estimate is made from the start, scaled (a cut event is left out of it).
+                let room = capture_cap(self.is_sse()) - self.captured.len();
+                self.captured.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                self.capture_done = chunk.len() >= room;
             }
         }
         match &mut self.mode {
@@ -207,7 +212,13 @@ impl MeteredBody {
             rec.error = error.or(metered.stream_error);
         }
         let produced = self.out_bytes > 0 && outcome != Outcome::UpstreamError;
-        account(&mut rec, metered.tokens, produced.then(|| (&f.request, &captured[..], self.is_sse())), f.price);
+        let exchanged = produced.then(|| Exchanged {
+            request: &f.request,
+            received: &captured[..],
+            sse: self.is_sse(),
+            total_bytes: self.out_bytes,
+        });
+        account(&mut rec, metered.tokens, exchanged, f.price);
         super::settle(&f.state, f.ticket, &rec);
         if matches!(outcome, Outcome::Interrupted) {
             let cfg = &f.state.snapshot.load().config.raw.routing.cooldown;
@@ -255,12 +266,23 @@ impl MeteredBody {
     }
 }
 
-/// Tokens and cost of a finished request: the upstream's own usage; else, when a body came back
-/// (`exchanged`: request, upstream bytes, whether SSE), a tiktoken (o200k_base) estimate marked as such.
+/// What went both ways, for a token estimate.
+pub(super) struct Exchanged<'a> {
+    /// The client's request body.
+    pub request: &'a Bytes,
+    /// The upstream's bytes as kept (the start of the body when it was longer than the capture).
+    pub received: &'a [Bytes],
+    pub sse: bool,
+    /// Upstream bytes in all; more than `received` holds when the capture was cut.
+    pub total_bytes: u64,
+}
+
+/// Tokens and cost of a finished request: the upstream's own usage; else, when a body came back, a tiktoken
+/// (o200k_base) estimate marked as such (output scaled by the bytes received when only the start was kept).
 pub(super) fn account(
     rec: &mut RequestRecord,
     reported: Option<Tokens>,
-    exchanged: Option<(&Bytes, &[Bytes], bool)>,
+    exchanged: Option<Exchanged<'_>>,
     price: Option<Price>,
 ) {
     match (reported, exchanged) {
@@ -268,10 +290,14 @@ pub(super) fn account(
             rec.tokens = t;
             rec.usage_source = UsageSource::Upstream;
         }
-        (None, Some((request, received, sse))) => {
-            let est = crate::usage::estimate::estimate(request, received, sse);
+        (None, Some(x)) => {
+            let est = crate::usage::estimate::estimate(x.request, x.received, x.sse);
+            let kept: u64 = x.received.iter().map(|b| b.len() as u64).sum();
             rec.tokens.input = est.input;
-            rec.tokens.output = est.output;
+            rec.tokens.output = match kept {
+                k if k > 0 && x.total_bytes > k => (est.output as f64 * x.total_bytes as f64 / k as f64).round() as u64,
+                _ => est.output,
+            };
             rec.usage_source = UsageSource::Estimated;
         }
         (None, None) => {}

@@ -167,7 +167,12 @@ async fn translate_whole(
     let mut meter = UsageMeter::new(ch.protocol.wire());
     meter.body(&upstream_body);
     let reported = meter.finish().tokens;
-    let exchanged = (!upstream_body.is_empty()).then(|| (&input.body, std::slice::from_ref(&upstream_body), false));
+    let exchanged = (!upstream_body.is_empty()).then(|| body::Exchanged {
+        request: &input.body,
+        received: std::slice::from_ref(&upstream_body),
+        sse: false,
+        total_bytes: upstream_body.len() as u64,
+    });
     let record = &mut ex.record;
     body::account(record, reported, exchanged, ch.price(&cand.model));
     record.total_ms = ex.started.elapsed().as_millis() as u32;

@@ -294,15 +294,16 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
     let empty = TagIndex::default();
     let index = |t: &str| snap.by_tag.get(t).unwrap_or(&empty);
     let negative: Vec<&TagIndex> = expr.negative.iter().map(|t| index(t)).collect();
-    let mut out = Vec::new();
+    let mut positive: Vec<&TagIndex> = expr.positive.iter().map(|t| index(t)).collect();
+    positive.sort_by_key(|t| t.len());
+    // The rarest positive tag bounds the matches: one allocation.
+    let mut out = Vec::with_capacity(positive.first().map_or(0, |t| t.len()));
     let mut push = |r: ModelRef| {
         let (_, m) = snap.model_ref(r);
         if kind_ok(kind, m.kind) {
             out.push(Match::at(snap, r));
         }
     };
-    let mut positive: Vec<&TagIndex> = expr.positive.iter().map(|t| index(t)).collect();
-    positive.sort_by_key(|t| t.len());
     match positive.split_first() {
         None => {
             // Only negatives: every model of every enabled channel is a candidate.
@@ -394,7 +395,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         None => (None, None),
     };
     // Filters that apply to a (channel, model) as a whole.
-    let mut groups: Vec<Match<'_>> = Vec::new();
+    let mut groups: Vec<Match<'_>> = Vec::with_capacity(matches.len());
     let mut saw_kind_or_allow = false;
     let mut forbidden = 0usize;
     let mut wrong_protocol: Option<&'static str> = None;
@@ -501,7 +502,9 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
             }
             for ti in ep.rotated_tokens() {
                 let tok = &ep.tokens[ti];
-                if !visible.is_empty() && !visible.iter().any(|v| **v == *tok.fingerprint) {
+                if !visible.is_empty()
+                    && !visible.iter().any(|v| Arc::ptr_eq(v, &tok.fingerprint) || **v == *tok.fingerprint)
+                {
                     continue;
                 }
                 if let Some(d) = cools.then(|| health.cooling(&tok.health_key, now)).flatten() {
@@ -688,58 +691,93 @@ fn score(snap: &Snapshot, health: &Health, g: &Match<'_>, req: &RouteRequest<'_>
 
 /// Orders (channel, model) groups by the strategy; the client's own protocol wins ties. Returns the `balanced`
 /// scores in the new order (empty for other strategies).
+///
+/// One sort over precomputed keys: each group's strategy keys (most significant first), then its channel's
+/// weighted random key (Efraimidis-Spirakis: `u^(1/w)`, highest first, one per channel so a channel's models stay
+/// together), then its position in resolution order (a channel's models keep catalogue order; ties between
+/// channels stay deterministic). Same order as a weighted shuffle followed by a stable sort on the strategy's keys,
+/// without computing a key inside the comparisons.
 fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut Vec<Match<'_>>) -> Vec<Score> {
-    let mut rng = rand::thread_rng();
-    let native = |g: &Match<'_>| u8::from(!snap.channels[g.channel].protocol.speaks(req.client));
-    let prio = |g: &Match<'_>| snap.channels[g.channel].priority;
-    match req.strategy {
-        Strategy::Priority => {
-            weighted_shuffle(snap, groups, &mut rng);
-            groups.sort_by_key(|g| (prio(g), native(g)));
-        }
-        Strategy::Weighted => {
-            weighted_shuffle(snap, groups, &mut rng);
-            groups.sort_by_key(native);
-        }
-        Strategy::Fastest => {
+    let balanced = req.strategy == Strategy::Balanced;
+    let scores: Vec<Score> =
+        if balanced { groups.iter().map(|g| score(snap, health, g, req)).collect() } else { Vec::new() };
+    if groups.len() < 2 {
+        return scores;
+    }
+    let mut shuffle = ChannelKeys::new(snap, !balanced);
+    let mut keyed: Vec<([u64; 4], u32)> = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        let ch = &snap.channels[g.channel];
+        let native = u64::from(!ch.protocol.speaks(req.client));
+        let prio = ord_i64(ch.priority);
+        let key = match req.strategy {
+            Strategy::Priority => [prio, native, shuffle.key(g.channel), 0],
+            Strategy::Weighted => [native, shuffle.key(g.channel), 0, 0],
             // Channel order for ties; `plan` then orders the attempts by endpoint latency.
-            weighted_shuffle(snap, groups, &mut rng);
-            let mut keyed: Vec<(f64, Match<'_>)> =
-                groups.drain(..).map(|g| (latency(snap, health, g.channel).unwrap_or(f64::INFINITY), g)).collect();
-            keyed.sort_by(|a, b| {
-                a.0.total_cmp(&b.0).then(native(&a.1).cmp(&native(&b.1))).then(prio(&a.1).cmp(&prio(&b.1)))
-            });
-            groups.extend(keyed.into_iter().map(|(_, g)| g));
-        }
-        Strategy::CostFirst => {
-            weighted_shuffle(snap, groups, &mut rng);
-            let mut keyed: Vec<(f64, Match<'_>)> =
-                groups.drain(..).map(|g| (est_cost(snap, &g, req).unwrap_or(f64::INFINITY), g)).collect();
-            keyed.sort_by(|a, b| {
-                a.0.total_cmp(&b.0).then(native(&a.1).cmp(&native(&b.1))).then(prio(&a.1).cmp(&prio(&b.1)))
-            });
-            groups.extend(keyed.into_iter().map(|(_, g)| g));
-        }
-        Strategy::FreeFirst => {
-            weighted_shuffle(snap, groups, &mut rng);
-            groups.sort_by_key(|g| (!is_free(snap, g), prio(g), native(g)));
-        }
-        Strategy::LocalFirst => {
-            weighted_shuffle(snap, groups, &mut rng);
-            groups.sort_by_key(|g| (!snap.channels[g.channel].local, prio(g), native(g)));
-        }
-        Strategy::Balanced => {
-            let mut scored: Vec<(Score, Match<'_>)> =
-                groups.drain(..).map(|g| (score(snap, health, &g, req), g)).collect();
-            scored.sort_by(|a, b| {
-                b.0.total.total_cmp(&a.0.total).then(native(&a.1).cmp(&native(&b.1))).then(prio(&a.1).cmp(&prio(&b.1)))
-            });
-            let scores = scored.iter().map(|(s, _)| *s).collect();
-            groups.extend(scored.into_iter().map(|(_, g)| g));
-            return scores;
-        }
+            Strategy::Fastest => {
+                let lat = latency(snap, health, g.channel).unwrap_or(f64::INFINITY);
+                [ord_f64(lat), native, prio, shuffle.key(g.channel)]
+            }
+            Strategy::CostFirst => {
+                let cost = est_cost(snap, g, req).unwrap_or(f64::INFINITY);
+                [ord_f64(cost), native, prio, shuffle.key(g.channel)]
+            }
+            Strategy::FreeFirst => [u64::from(!is_free(snap, g)), prio, native, shuffle.key(g.channel)],
+            Strategy::LocalFirst => [u64::from(!ch.local), prio, native, shuffle.key(g.channel)],
+            // Highest score first.
+            Strategy::Balanced => [!ord_f64(scores[i].total), native, prio, 0],
+        };
+        keyed.push((key, i as u32));
+    }
+    // Every key ends in a distinct position: an unstable sort gives one deterministic order.
+    keyed.sort_unstable();
+    let before = std::mem::take(groups);
+    groups.extend(keyed.iter().map(|&(_, i)| before[i as usize]));
+    if balanced {
+        return keyed.iter().map(|&(_, i)| scores[i as usize]).collect();
     }
     Vec::new()
+}
+
+/// `f64` as a `u64` that sorts as [`f64::total_cmp`] does.
+fn ord_f64(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// `i64` as a `u64` that sorts the same.
+fn ord_i64(x: i64) -> u64 {
+    (x as u64) ^ (1 << 63)
+}
+
+/// The weighted random key of each channel in a plan (Efraimidis-Spirakis: `u^(1/w)`; as a sort key, highest
+/// first), drawn once per channel on first use. A flat table by channel index: cheaper than hashing when
+/// hundreds of channels match.
+struct ChannelKeys<'s> {
+    snap: &'s Snapshot,
+    /// 0: not drawn yet (a drawn key never is: `ord_f64` of a finite number is never `u64::MAX`).
+    keys: Vec<u64>,
+    rng: rand::rngs::ThreadRng,
+}
+
+impl<'s> ChannelKeys<'s> {
+    fn new(snap: &'s Snapshot, used: bool) -> ChannelKeys<'s> {
+        let keys = if used { vec![0; snap.channels.len()] } else { Vec::new() };
+        ChannelKeys { snap, keys, rng: rand::thread_rng() }
+    }
+
+    /// The channel's key, ascending (the highest `u^(1/w)` gives the smallest key).
+    fn key(&mut self, channel: usize) -> u64 {
+        let k = &mut self.keys[channel];
+        if *k == 0 {
+            let u: f64 = self.rng.gen_range(f64::EPSILON..1.0);
+            // `u^(1/1)` is `u`: channels of the default weight need no `powf`.
+            let w = self.snap.channels[channel].weight.max(1);
+            let x = if w == 1 { u } else { u.powf(1.0 / f64::from(w)) };
+            *k = !ord_f64(x);
+        }
+        *k
+    }
 }
 
 /// A channel's endpoints in trying order: by priority (the catalogue keeps them sorted so), and inside one
@@ -755,31 +793,6 @@ fn endpoint_order(ch: &Channel, rng: &mut impl Rng, idx: &mut Vec<usize>) {
     let keys: Vec<f64> =
         eps.iter().map(|e| rng.gen_range(f64::EPSILON..1.0).powf(1.0 / f64::from(e.weight.max(1)))).collect();
     idx.sort_by(|&a, &b| eps[a].priority.cmp(&eps[b].priority).then(keys[b].total_cmp(&keys[a])));
-}
-
-/// Weighted random order of channels (Efraimidis-Spirakis): key = u^(1/w), highest first, one key per channel so
-/// the models of one channel keep their catalogue order. A stable sort after it keeps this order inside ties,
-/// which gives "weighted random inside a tier".
-fn weighted_shuffle(snap: &Snapshot, groups: &mut Vec<Match<'_>>, rng: &mut impl Rng) {
-    if groups.len() < 2 {
-        return;
-    }
-    // One key per channel, by channel index (a flat table: cheaper than hashing when hundreds of channels match).
-    let mut keys = vec![f64::NAN; snap.channels.len()];
-    let mut keyed: Vec<(f64, Match<'_>)> = groups
-        .drain(..)
-        .map(|g| {
-            let k = &mut keys[g.channel];
-            if k.is_nan() {
-                let w = f64::from(snap.channels[g.channel].weight.max(1));
-                let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-                *k = u.powf(1.0 / w);
-            }
-            (*k, g)
-        })
-        .collect();
-    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-    groups.extend(keyed.into_iter().map(|(_, g)| g));
 }
 
 #[cfg(test)]

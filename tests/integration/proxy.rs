@@ -159,6 +159,91 @@ async fn stream_events_reach_the_client_before_the_upstream_finishes() {
     assert!(rest_of(&mut resp).await.contains("[DONE]"));
 }
 
+/// Reads the client's stream until it contains `want` (a bounded wait: a failure guard, not synchronisation).
+async fn read_until(resp: &mut reqwest::Response, want: &str) -> String {
+    let mut got = String::new();
+    while !got.contains(want) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("`{want}` did not arrive while the upstream held the next event; got {got:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended before `{want}`: {got:?}"));
+        got.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stream_mode_forwards_an_event_before_the_upstream_sends_the_next() {
+    // Raw pass-through (the client asked for usage), filtered (the router asked for usage and hides it), and
+    // translated (an Anthropic client on an OpenAI channel): in each, the first event reaches the client while the
+    // upstream still holds the second, which it sends only once the client has the first.
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": true, "stream_options": {"include_usage": true}}),
+            "\"content\":\"one\"",
+            "\"content\":\"two\"",
+        ),
+        ("/v1/chat/completions", chat_body("gpt-4o", true), "\"content\":\"one\"", "\"content\":\"two\""),
+        (
+            "/v1/messages",
+            json!({"model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}], "stream": true}),
+            "\"text\":\"one\"",
+            "\"text\":\"two\"",
+        ),
+    ];
+    for (path, body, first, second) in cases {
+        let (tx, rx) = mpsc::channel(16);
+        let rx = std::sync::Mutex::new(Some(rx));
+        let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+        let router = Router::start(&one_channel(&up.openai_url(), ""));
+        let events = chat_sse("gpt-4o", &["one", "two"], true);
+        tx.send(Ok(events[0].clone().into())).await.unwrap();
+        let mut resp =
+            client().post(router.url(path)).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let got = read_until(&mut resp, first).await;
+        assert!(!got.contains(second), "{path}: {got}");
+        tx.send(Ok(events[1].clone().into())).await.unwrap();
+        read_until(&mut resp, second).await;
+        for e in &events[2..] {
+            tx.send(Ok(e.clone().into())).await.unwrap();
+        }
+        drop(tx);
+        let rest = rest_of(&mut resp).await;
+        assert!(rest.contains("[DONE]") || rest.contains("message_stop"), "{path}: {rest}");
+        let usage_hidden = body.get("stream_options").is_none() && path == "/v1/chat/completions";
+        assert_eq!(rest.contains("\"choices\":[]"), !usage_hidden && path == "/v1/chat/completions", "{path}: {rest}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_without_usage_is_estimated_from_its_start_scaled_to_its_length() {
+    // The upstream reports no usage. A short stream is estimated whole; one 30 times as long (~60 KB, far past the
+    // 16 KiB a stream keeps) is estimated from its start, scaled by the bytes received: about 30 times as much.
+    let up = Mock::start(|r, _| {
+        let n = if r.json()["messages"][0]["content"] == "long" { 600 } else { 20 };
+        Reply::Sse(chat_sse("gpt-4o", &vec![" hello"; n], false))
+    })
+    .await;
+    let router = Router::start(&one_channel(&up.openai_url(), ""));
+    for text in ["short", "long"] {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}], "stream": true});
+        let mut resp = client().post(router.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+        assert!(rest_of(&mut resp).await.contains("[DONE]"));
+    }
+    assert!(eventually(Duration::from_secs(10), || router.records().len() == 2).await);
+    let output = |i: usize| {
+        let r = &router.records()[i];
+        assert_eq!(r["usage_source"], "estimated", "{r}");
+        r["tokens"]["output"].as_f64().unwrap()
+    };
+    // Newest first.
+    let (long, short) = (output(0), output(1));
+    assert!(short > 0.0 && (25.0..=35.0).contains(&(long / short)), "short {short}, long {long}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_cancels_the_upstream_request() {
     let (tx, rx) = mpsc::channel(16);
