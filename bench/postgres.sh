@@ -10,7 +10,8 @@
 # record (in PostgreSQL, or in each redb store).
 #
 # Environment: REQUESTS per mode (default 20000), CONCURRENCY per instance (16), CHUNKS per stream (1),
-# BENCH_PROFILE (release|debug), PG_ADMIN (postgres://postgres@127.0.0.1:5432/postgres).
+# BENCH_PROFILE (release|debug), PG_ADMIN (postgres://postgres@127.0.0.1:5432/postgres), REDIS_URL
+# (redis://127.0.0.1:6379; the Redis + PostgreSQL modes are skipped when it does not answer).
 # Only 127.0.0.1 is ever a target. CI does not run this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ CONCURRENCY=${CONCURRENCY:-16}
 CHUNKS=${CHUNKS:-1}
 PROFILE=${BENCH_PROFILE:-release}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 DB=router_bench_$(date +%s)_$$
 PG_URL=${PG_ADMIN%/*}/$DB
 TMP=$(mktemp -d)
@@ -54,7 +56,7 @@ addr_of() { # FILE: waits for "listening on http://ADDR" and prints ADDR
 PIDS+=($!)
 UP=$(addr_of "$TMP/up.out")
 
-start_router() { # NAME POSTGRES_URL_OR_EMPTY: starts a router, sets RADDR
+start_router() { # NAME POSTGRES_URL_OR_EMPTY [REDIS_URL]: starts a router, sets RADDR
   local dir=$TMP/$1
   mkdir -p "$dir"
   {
@@ -62,6 +64,7 @@ start_router() { # NAME POSTGRES_URL_OR_EMPTY: starts a router, sets RADDR
     echo "store:"
     [ -n "$2" ] && echo "  postgres: $2"
     echo "  path: $dir/router.redb"
+    [ -n "${3:-}" ] && printf 'shared_state:\n  redis: %s\n' "$3"
     cat <<YAML
 channels:
   - name: bench
@@ -80,9 +83,11 @@ YAML
 
 # Runs REQUESTS over the given addresses at once; prints "wall_s ok ttfb_p50 ttfb_p99".
 drive() {
-  local n=$(( REQUESTS / $# )) i=0 t0 t1 clients=()
+  local n i=0 t0 t1 clients=()
   t0=$(date +%s.%N)
   for a in "$@"; do
+    # An equal share each, the remainder to the first ones: REQUESTS in all.
+    n=$(( REQUESTS / $# + (i < REQUESTS % $# ? 1 : 0) ))
     "$BIN/examples/bench_stream_client" --url "http://$a/v1/chat/completions" --requests "$n" \
       --concurrency "$CONCURRENCY" --chunks "$CHUNKS" >"$TMP/drive-$i.json" &
     clients+=($!)
@@ -136,9 +141,21 @@ start_router pg-1 "$PG_URL"; mode "PostgreSQL, 1 instance" "$RADDR"
 P=()
 for i in 1 2 3; do start_router "pg-3-$i" "$PG_URL"; P+=("$RADDR"); done
 mode "PostgreSQL, 3 instances (one database)" "${P[@]}"
+# Redis + PostgreSQL: cooldowns, affinity bindings (every new session is written to Redis before its answer) and
+# latency shared; no gateway keys here, so admission never asks Redis.
+SENT_PG=$(( REQUESTS * 2 ))
+if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  start_router redis-pg-1 "$PG_URL" "$REDIS_URL"; mode "Redis + PostgreSQL, 1 instance" "$RADDR"
+  R=()
+  for i in 1 2 3; do start_router "redis-pg-3-$i" "$PG_URL" "$REDIS_URL"; R+=("$RADDR"); done
+  mode "Redis + PostgreSQL, 3 instances" "${R[@]}"
+  SENT_PG=$(( REQUESTS * 4 ))
+else
+  echo "| Redis + PostgreSQL | not run: no Redis at $REDIS_URL | | | | | | |"
+fi
 
 # Every request recorded exactly once (the writers commit within their batch window; allow 30 s).
-want=$(( (REQUESTS / 1) + (REQUESTS / 3) * 3 ))
+want=$SENT_PG
 for _ in $(seq 1 300); do
   pg_records >"$TMP/n"; read -r n d <"$TMP/n"
   [ "$n" -ge "$want" ] && break

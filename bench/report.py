@@ -583,8 +583,18 @@ if os.path.exists(analysis):
         w(fh.read().rstrip())
     w("")
 
+# Sections other benchmarks write (scale-out, dashboard) follow this line; a run of this script keeps them.
+KEEP = "<!-- Sections below come from other benchmarks (bench/postgres.sh, the dashboard load test); bench/run.sh keeps them. -->"
+kept = ""
+if os.path.exists(OUT):
+    with open(OUT) as fh:
+        old = fh.read()
+    if KEEP in old:
+        kept = old[old.index(KEEP):].rstrip() + "\n"
 with open(OUT, "w") as fh:
     fh.write("\n".join(md) + "\n")
+    if kept:
+        fh.write("\n" + kept)
 with open(SUMMARY, "w") as fh:
     json.dump(summary, fh, indent=1, default=str)
     fh.write("\n")
