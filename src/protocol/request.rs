@@ -45,6 +45,12 @@ struct PeekWire<'a> {
     /// Responses `input` (a string, or items): likewise.
     #[serde(borrow)]
     input: Option<Head<'a>>,
+    /// Gemini `contents` (items with `parts`): likewise.
+    #[serde(borrow)]
+    contents: Option<Head<'a>>,
+    /// Gemini `systemInstruction` (a content object with `parts`).
+    #[serde(borrow, rename = "systemInstruction", alias = "system_instruction")]
+    system_instruction: Option<&'a RawValue>,
     /// Legacy completions `prompt`: only whether it is there.
     #[serde(borrow)]
     prompt: Option<&'a RawValue>,
@@ -83,6 +89,9 @@ struct Item<'a> {
     role: Option<Cow<'a, str>>,
     #[serde(borrow)]
     content: Option<&'a RawValue>,
+    /// Gemini's content (`parts`); a Gemini item without a role is the user's.
+    #[serde(borrow)]
+    parts: Option<&'a RawValue>,
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Head<'a> {
@@ -105,9 +114,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Head<'a> {
                     // An element that is not an object (odd input) is simply not a message.
                     let Some(item) = seq.next_element::<Option<ItemOrOther<'a>>>()? else { return Ok(head) };
                     let Some(ItemOrOther::Item(item)) = item else { continue };
-                    match (item.role.as_deref(), item.content) {
-                        (Some("user"), Some(c)) => head.user = Some(Part::Raw(c)),
-                        (Some("system" | "developer"), Some(c)) if head.system.is_none() => {
+                    match (item.role.as_deref(), item.content, item.parts) {
+                        (Some("user"), Some(c), _) | (Some("user") | None, None, Some(c)) => {
+                            head.user = Some(Part::Raw(c))
+                        }
+                        (Some("system" | "developer"), Some(c), _) if head.system.is_none() => {
                             head.system = Some(Part::Raw(c))
                         }
                         _ => {}
@@ -256,8 +267,8 @@ impl Peek {
             prompt: set(wire.prompt),
             max_tokens: set(wire.max_tokens),
         };
-        let head = wire.messages.or(wire.input).unwrap_or_default();
-        let system = wire.system.or(wire.instructions).map(Part::Raw).or(head.system);
+        let head = wire.messages.or(wire.input).or(wire.contents).unwrap_or_default();
+        let system = wire.system.or(wire.instructions).or(wire.system_instruction).map(Part::Raw).or(head.system);
         let head = HeadSpans { system: system.map(part), user: head.user.map(part) };
         let cap = |r: Option<&RawValue>| r.and_then(|r| r.get().parse::<u64>().ok());
         let max_output =

@@ -164,6 +164,8 @@ fn value_text(v: &Value, out: &mut String) {
             }
         }
         Value::Null => {}
+        // A Gemini content object (`systemInstruction`): the text of its parts.
+        Value::Object(m) if m.get("parts").is_some_and(Value::is_array) => value_text(&m["parts"], out),
         other => out.push_str(&other.to_string()),
     }
 }
@@ -322,6 +324,18 @@ mod tests {
         // A different first message is a different session.
         let other = OPENAI_SDK_CHAT.replace("haiku", "limerick");
         assert_ne!(id(&[], &other).unwrap().hash, chat.hash);
+    }
+
+    #[test]
+    fn gemini_bodies_name_the_same_session_as_the_other_protocols() {
+        let chat = id(&[], OPENAI_SDK_CHAT).unwrap();
+        // What the Google GenAI SDK sends for the same conversation, a later turn included.
+        let gemini = r#"{"contents":[{"role":"user","parts":[{"text":"Write a haiku about caches."}]},{"role":"model","parts":[{"text":"..."}]},{"role":"user","parts":[{"text":"again"}]}],"systemInstruction":{"parts":[{"text":"You are a helpful assistant."}],"role":"user"},"generationConfig":{"temperature":0.2}}"#;
+        let g = id(&[], gemini).unwrap();
+        assert_eq!((g.source, g.hash), (Source::Head, chat.hash));
+        // A first item without a role is the user's; the REST form `system_instruction` is read too.
+        let bare = r#"{"system_instruction":{"parts":[{"text":"You are a helpful assistant."}]},"contents":[{"parts":[{"text":"Write a haiku about caches."}]}]}"#;
+        assert_eq!(id(&[], bare).unwrap().hash, chat.hash);
     }
 
     #[test]

@@ -41,12 +41,19 @@ fn turned_off(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Identifies the session and looks its binding up: in memory, then (several instances, `shared_state.redis`)
+/// Identifies the session (chat operations of every protocol, Gemini's included) and looks its binding up: in memory, then (several instances, `shared_state.redis`)
 /// in Redis when this instance has none, so a turn another instance served keeps its upstream. Records the
 /// session hash (whenever one is identified) and `off` when affinity does not apply to a chat request. `None`:
 /// no affinity for this request.
 pub(super) async fn lookup(ex: &mut Exchange, input: &Input) -> Option<Affine> {
-    if !matches!(ex.op, Operation::ChatCompletions | Operation::Messages | Operation::Responses) {
+    if !matches!(
+        ex.op,
+        Operation::ChatCompletions
+            | Operation::Messages
+            | Operation::Responses
+            | Operation::GenerateContent
+            | Operation::StreamGenerateContent
+    ) {
         return None;
     }
     let session = session::identify(&input.headers, &input.peek, &input.body);

@@ -597,3 +597,32 @@ async fn official_google_genai_sdk_embeds_through_an_openai_channel() {
     let records = records_where(&router, 2).await;
     assert!(records.iter().all(|r| r["outcome"] == "ok" && r["client_protocol"] == "gemini"), "{records:?}");
 }
+
+/// Gemini conversations get prompt-cache affinity like the other protocols: named by their head
+/// (`systemInstruction` + first user turn), bound to what served them, kept there on later turns.
+#[tokio::test]
+async fn gemini_turns_keep_their_upstream() {
+    let a = chat_upstream().await;
+    let b = chat_upstream().await;
+    let channels = channel("a", "openai", &a.openai_url(), "deepseek-chat")
+        + &channel("b", "openai", &b.openai_url(), "deepseek-chat");
+    let router = Router::start(&format!(
+        "server:\n  keys:\n    - {{name: me, key: sk-gw-gemini}}\nrouting:\n  strategy: weighted\nchannels:\n{channels}"
+    ));
+    let mut contents = vec![json!({"role": "user", "parts": [{"text": "Plan a trip to Paris"}]})];
+    let mut served = Vec::new();
+    for turn in 0..8 {
+        let body = json!({"systemInstruction": {"parts": [{"text": "You are a travel agent."}]}, "contents": contents});
+        let r = gemini_post(&router, "/v1beta/models/deepseek-chat:generateContent", body).await;
+        assert_eq!(r.status(), 200);
+        let affinity = r.headers()["x-router-affinity"].to_str().unwrap().to_string();
+        assert_eq!(affinity, if turn == 0 { "new" } else { "hit" }, "turn {turn}");
+        served.push(r.headers()["x-router-channel"].to_str().unwrap().to_string());
+        contents.push(json!({"role": "model", "parts": [{"text": "Sunny in Paris"}]}));
+        contents.push(json!({"role": "user", "parts": [{"text": format!("and day {turn}?")}]}));
+    }
+    assert!(served.iter().all(|c| *c == served[0]), "every turn on one channel: {served:?}");
+    let records = records_where(&router, 8).await;
+    let sessions: std::collections::HashSet<&str> = records.iter().filter_map(|r| r["session"].as_str()).collect();
+    assert_eq!(sessions.len(), 1, "one session recorded: {records:?}");
+}
