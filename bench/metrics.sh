@@ -27,14 +27,8 @@ fi
 REL=$TARGET/release
 TICK=$(getconf CLK_TCK)
 
-addr_of() { # FILE: waits for "listening on http://ADDR" and prints ADDR
-  for _ in $(seq 1 300); do
-    a=$(grep -o 'listening on http://[0-9.:]*' "$1" 2>/dev/null | head -1 | sed 's#.*http://##') || true
-    [ -n "$a" ] && { echo "$a"; return 0; }
-    sleep 0.1
-  done
-  echo "no address in $1" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 "$REL/examples/bench_upstream" --port 0 --chunks "$CHUNKS" --interval-ms 0 >"$TMP/up.out" 2>&1 &

@@ -43,14 +43,8 @@ fi
 BIN=$TARGET/$PROFILE
 psql -q "$PG_ADMIN" -c "CREATE DATABASE $DB"
 
-addr_of() { # FILE: waits for "listening on http://ADDR" and prints ADDR
-  for _ in $(seq 1 300); do
-    a=$(grep -o 'listening on http://[0-9.:]*' "$1" 2>/dev/null | head -1 | sed 's#.*http://##') || true
-    [ -n "$a" ] && { echo "$a"; return 0; }
-    sleep 0.1
-  done
-  echo "no address in $1" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 "$BIN/examples/bench_upstream" --port 0 --chunks "$CHUNKS" --interval-ms 0 >"$TMP/up.out" 2>&1 &
 PIDS+=($!)
