@@ -148,7 +148,7 @@ pub(super) fn answer(
     let one = path.strip_prefix(PREFIX).and_then(|r| r.strip_prefix('/')).filter(|r| !r.is_empty());
     if let Some(raw) = one {
         // Clients encode the `/` of `vendor/model` ids as `%2F` (OpenRouter's SDKs do); both forms name the model.
-        let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        let decoded = super::handler::percent_decode(raw);
         let id: &str = &decoded;
         by_id.retain(|k, _| *k == id);
         if by_id.is_empty() {

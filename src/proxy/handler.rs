@@ -69,7 +69,7 @@ fn gemini_route(method: &Method, path: &str) -> Option<(Route, Option<String>)> 
 }
 
 /// `%XX` escapes decoded (model ids and tag expressions such as `tag%3Afast%2C%21slow` in a path).
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
