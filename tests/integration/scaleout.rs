@@ -154,19 +154,8 @@ async fn rpm_and_max_parallel_hold_across_three_instances() {
     assert_eq!(up.count(), admitted, "refused requests never reach the upstream");
 
     // max_parallel 1 across instances: a stream held open on A refuses B; once it ends, C is admitted.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let slow = Mock::start(move |_, _| match rx.lock().unwrap().take() {
-        Some(rx) => Reply::Channel(rx),
-        None => Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5)),
-    })
-    .await;
-    let config = format!(
-        "shared_state:\n  redis: {}\nserver:\n  keys:\n    - {{name: one, key: sk-one, max_parallel: 1}}\nchannels:\n  - name: main\n    base_url: {}\n    keys: [sk-up]\n    models: [gpt-4o]\n",
-        redis.url(),
-        slow.openai_url()
-    );
-    let routers = three_on(&redis, &config).await;
+    let (tx, slow) = held_stream_upstream(4).await;
+    let routers = three_on(&redis, &one_slot_config(&redis, &slow)).await;
     let held = {
         let r = client()
             .post(routers[0].url("/v1/chat/completions"))
@@ -199,19 +188,8 @@ async fn rpm_and_max_parallel_hold_across_three_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parallel_slot_held_by_a_client_that_went_away_is_freed_across_instances() {
     let redis = Redis::start().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let up = Mock::start(move |_, _| match rx.lock().unwrap().take() {
-        Some(rx) => Reply::Channel(rx),
-        None => Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5)),
-    })
-    .await;
-    let config = format!(
-        "shared_state:\n  redis: {}\nserver:\n  keys:\n    - {{name: one, key: sk-one, max_parallel: 1}}\nchannels:\n  - name: main\n    base_url: {}\n    keys: [sk-up]\n    models: [gpt-4o]\n",
-        redis.url(),
-        up.openai_url()
-    );
-    let routers = three_on(&redis, &config).await;
+    let (tx, up) = held_stream_upstream(16).await;
+    let routers = three_on(&redis, &one_slot_config(&redis, &up)).await;
     let req = client()
         .post(routers[0].url("/v1/chat/completions"))
         .header("authorization", "Bearer sk-one")
@@ -243,6 +221,28 @@ async fn a_parallel_slot_held_by_a_client_that_went_away_is_freed_across_instanc
     })
     .await;
     assert!(empty, "no slot is left taken");
+}
+
+/// An upstream whose first request streams what the test sends on the returned channel (held open until the
+/// sender is dropped); later requests get a whole answer at once. `cap` chunks may wait in the channel.
+async fn held_stream_upstream(cap: usize) -> (tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>, Mock) {
+    let (tx, rx) = tokio::sync::mpsc::channel(cap);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| match rx.lock().unwrap().take() {
+        Some(rx) => Reply::Channel(rx),
+        None => Reply::Json(200, chat_json("gpt-4o", "ok", 5, 5)),
+    })
+    .await;
+    (tx, up)
+}
+
+/// Instances on `redis` with one gateway key `sk-one` of `max_parallel: 1`, serving `gpt-4o` from `up`.
+fn one_slot_config(redis: &Redis, up: &Mock) -> String {
+    format!(
+        "shared_state:\n  redis: {}\nserver:\n  keys:\n    - {{name: one, key: sk-one, max_parallel: 1}}\nchannels:\n  - name: main\n    base_url: {}\n    keys: [sk-up]\n    models: [gpt-4o]\n",
+        redis.url(),
+        up.openai_url()
+    )
 }
 
 /// Sends `key`'s requests one at a time, round the three instances starting at `first`, until one is refused;
