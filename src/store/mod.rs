@@ -963,7 +963,8 @@ mod tests {
     use super::*;
     use crate::usage::Tokens;
 
-    fn rec(time_ms: i64, fp: &str, input: u64) -> RequestRecord {
+    /// A record of channel `c`, endpoint `e`, token `k` (fingerprint `fp`), model `m`; also the PostgreSQL tests'.
+    pub(super) fn rec(time_ms: i64, fp: &str, input: u64) -> RequestRecord {
         RequestRecord {
             id: crate::usage::new_id(time_ms),
             time_ms,

@@ -615,6 +615,7 @@ fn upsert(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::store::tests::rec;
     use crate::store::{KvTable, Store};
 
     /// A fresh database on the local PostgreSQL (dropped on drop), or None (test skipped, reason printed) when
@@ -647,21 +648,6 @@ pub(crate) mod tests {
             if let Ok(mut admin) = postgres::Client::connect(ADMIN, NoTls) {
                 let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
             }
-        }
-    }
-
-    fn rec(time_ms: i64, fp: &str, input: u64) -> RequestRecord {
-        RequestRecord {
-            id: crate::usage::new_id(time_ms),
-            time_ms,
-            channel: Some("c".into()),
-            endpoint: Some("e".into()),
-            token_key: Some("k".into()),
-            token_fp: Some(fp.into()),
-            requested_model: "m".into(),
-            tokens: crate::usage::Tokens { input, output: 1, ..Default::default() },
-            cost_usd: Some(0.001),
-            ..Default::default()
         }
     }
 
