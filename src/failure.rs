@@ -264,12 +264,8 @@ impl UpstreamError {
 pub fn transport(e: &reqwest::Error, timeout: Option<Duration>) -> (FailureClass, String) {
     // The innermost cause says what happened (`Connection refused`, a DNS or TLS error); reqwest's own text
     // names the URL.
-    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(next) = cause.and_then(|c| c.source()) {
-        cause = Some(next);
-    }
-    let why = cause.map(|c| c.to_string()).unwrap_or_default();
-    let why = why.lines().next().unwrap_or("").trim();
+    let why = innermost_cause(e);
+    let why = why.as_str();
     let with = |what: &str| if why.is_empty() { what.to_string() } else { format!("{what}: {why}") };
     if e.is_connect() {
         (FailureClass::Connect, with("connection failed"))
@@ -286,7 +282,33 @@ pub fn transport(e: &reqwest::Error, timeout: Option<Duration>) -> (FailureClass
     }
 }
 
-/// A send error of the proxy's shared client as an [`UpstreamError`].
+/// The first line of an error's innermost cause (`Connection refused (os error 111)`, a DNS or TLS error), which
+/// unlike the outer errors' text of HTTP clients names no URL; empty when the error has no cause.
+pub fn innermost_cause(e: &dyn std::error::Error) -> String {
+    let mut cause = e.source();
+    while let Some(next) = cause.and_then(|c| c.source()) {
+        cause = Some(next);
+    }
+    let why = cause.map(|c| c.to_string()).unwrap_or_default();
+    why.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// What a body that broke off while it was read says: `the body broke off: <innermost cause>`.
+/// The error is hyper's (which never knows the URL) or reqwest's wrapping one (whose own text names the URL, so
+/// its innermost cause is taken, which is hyper's).
+pub fn body_broke(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let why = cause.to_string();
+    match why.lines().next().unwrap_or("").trim() {
+        "" => "the body broke off".to_string(),
+        why => format!("the body broke off: {why}"),
+    }
+}
+
+/// A send error of a reqwest client as an [`UpstreamError`].
 pub fn send_error(e: &reqwest::Error) -> UpstreamError {
     let (class, detail) = transport(e, None);
     UpstreamError::Connect { class, detail }

@@ -207,6 +207,7 @@ async fn send_through_proxy(
     let (sink, mut records) = RecordSink::new(16);
     let state = Arc::new(crate::proxy::AppState {
         client: upstream::client(&snap.config.raw.upstream),
+        wire: upstream::wire::Wire::new(&snap.config.raw.upstream),
         snapshot: ArcSwap::new(snap.clone()),
         health,
         sink,

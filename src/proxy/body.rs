@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::Stream;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
@@ -28,7 +27,6 @@ use crate::upstream::FailureClass;
 use crate::usage::sink::RecordSink;
 use crate::usage::{Outcome, RequestRecord, Tokens, UsageSource};
 
-pub type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 type Reserve = Pin<Box<dyn Future<Output = Option<crate::usage::sink::Permit>> + Send>>;
 
 /// How upstream bytes become client bytes.
@@ -62,7 +60,7 @@ pub struct Finisher {
 }
 
 pub struct MeteredBody {
-    upstream: Option<ByteStream>,
+    upstream: Option<crate::upstream::wire::Body>,
     mode: Mode,
     meter: UsageMeter,
     idle: Pin<Box<Sleep>>,
@@ -93,7 +91,7 @@ fn capture_cap(sse: bool) -> usize {
 
 impl MeteredBody {
     pub fn new(
-        upstream: ByteStream,
+        upstream: crate::upstream::wire::Body,
         mode: Mode,
         meter: UsageMeter,
         idle_timeout: Duration,
@@ -332,16 +330,19 @@ impl Body for MeteredBody {
                 this.done = true;
                 continue;
             };
-            match upstream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
-                    if let Some(out) = this.process(chunk) {
+                    // Trailers (HTTP/2) carry nothing the client's protocol knows: only data is forwarded.
+                    if let Ok(chunk) = frame.into_data()
+                        && let Some(out) = this.process(chunk)
+                    {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.interrupt(crate::failure::transport(&e, None).1);
+                    this.interrupt(crate::failure::body_broke(&*e));
                 }
                 Poll::Ready(None) => this.end(),
                 Poll::Pending => {

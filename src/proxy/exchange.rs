@@ -93,7 +93,7 @@ pub(super) fn error_response(
     let mut resp = Response::new(full(errors::body(protocol, status.as_u16(), message, code)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    headers::set(resp.headers_mut(), "x-router-request-id", &usage::format_id(id));
+    headers::set_request_id(resp.headers_mut(), id);
     resp
 }
 
@@ -293,7 +293,7 @@ impl Exchange {
                 }
                 let mut resp = self.error(status, &message, Some(code));
                 if let PlanError::AllCooling { retry_in, .. } = e {
-                    headers::set(resp.headers_mut(), "retry-after", &retry_in.as_secs().max(1).to_string());
+                    resp.headers_mut().insert(http::header::RETRY_AFTER, retry_in.as_secs().max(1).into());
                 }
                 (Outcome::NoRoute, status, message, resp)
             }
@@ -301,9 +301,11 @@ impl Exchange {
                 let (outcome, code, message) = refusal(&why, &self.state.limiter.timezone());
                 let mut resp = self.error(StatusCode::TOO_MANY_REQUESTS, &message, Some(code));
                 match why.retry_after_secs() {
-                    Some(s) => headers::set(resp.headers_mut(), "retry-after", &s.to_string()),
+                    Some(s) => _ = resp.headers_mut().insert(http::header::RETRY_AFTER, s.into()),
                     // OpenAI SDKs retry a 429 unless told not to; a spent budget does not come back by retrying.
-                    None => headers::set(resp.headers_mut(), "x-should-retry", "false"),
+                    None => {
+                        _ = resp.headers_mut().insert(headers::SHOULD_RETRY, http::HeaderValue::from_static("false"))
+                    }
                 }
                 (outcome, StatusCode::TOO_MANY_REQUESTS, message, resp)
             }
@@ -326,9 +328,9 @@ impl Exchange {
         record.outcome = outcome;
         record.error = Some(message.chars().take(RECORD_ERROR_CHARS).collect());
         record.total_ms = self.started.elapsed().as_millis() as u32;
-        resp.headers_mut().entry("x-router-request-id").or_insert_with(|| {
-            http::HeaderValue::from_str(&usage::format_id(self.id)).expect("hex id is a valid header")
-        });
+        if !resp.headers().contains_key(headers::REQUEST_ID) {
+            headers::set_request_id(resp.headers_mut(), self.id);
+        }
         super::settle(&self.state, std::mem::take(&mut self.ticket), &self.record);
         self.state.sink.send(self.record).await;
         resp

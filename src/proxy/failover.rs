@@ -17,6 +17,7 @@ use crate::live::health::{CoolKeys, model_key};
 use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion};
 use crate::routing::{Candidate, Plan};
+pub(super) use crate::upstream::wire::read_capped;
 use crate::upstream::{self, FailureClass, Operation, UpstreamError};
 use crate::usage::Attempt;
 
@@ -24,7 +25,7 @@ use crate::usage::Attempt;
 pub(super) struct Failure {
     pub err: UpstreamError,
     /// An upstream error response that may be passed through (non-retryable 4xx).
-    pub response: Option<(StatusCode, reqwest::header::HeaderMap, Bytes)>,
+    pub response: Option<(StatusCode, http::HeaderMap, Bytes)>,
 }
 
 /// One upstream request, ready to send.
@@ -142,8 +143,7 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     let deadline = ex.deadline();
     let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - Instant::now());
     let t0 = Instant::now();
-    let sent = tokio::time::timeout(first_byte, ex.state.client.post(&out.url).headers(hdrs).body(out.body).send());
-    let sent = sent.await;
+    let sent = tokio::time::timeout(first_byte, ex.state.wire.post(&out.url, hdrs, out.body)).await;
     let ttfb = t0.elapsed();
     let mut attempt = Attempt {
         channel: ch.name.to_string(),
@@ -157,7 +157,7 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     };
     let failure = match sent {
         Err(_) => Failure { err: UpstreamError::FirstByteTimeout(first_byte), response: None },
-        Ok(Err(e)) => Failure { err: upstream::send_error(&e), response: None },
+        Ok(Err(err)) => Failure { err, response: None },
         Ok(Ok(resp)) if resp.status().is_success() => {
             attempt.status = Some(resp.status().as_u16());
             attempt.outcome = FailureClass::Ok;
@@ -189,22 +189,22 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
 
 /// An upstream error answer: classified, its body read (bounded), scrubbed and put in the client's shape.
 async fn error_failure(
-    resp: reqwest::Response,
+    resp: Response<upstream::wire::Body>,
     conv: Option<Conversion>,
     secret: &crate::config::Secret,
     within: Duration,
 ) -> Failure {
     let status = resp.status();
     let retry_after = upstream::parse_retry_after(resp.headers());
-    let resp_headers = resp.headers().clone();
-    let err_body = upstream::scrub(read_capped(resp, 256 * 1024, within).await, secret);
+    let (parts, body) = resp.into_parts();
+    let err_body = upstream::scrub(read_capped(body, 256 * 1024, within).await, secret);
     let err = UpstreamError::status(status.as_u16(), retry_after, &err_body);
     // Errors reach the client in its own shape.
     let err_body = match conv {
         Some(c) => Bytes::from(convert::convert_error(c, status.as_u16(), &err_body)),
         None => err_body,
     };
-    Failure { err, response: Some((status, resp_headers, err_body)) }
+    Failure { err, response: Some((status, parts.headers, err_body)) }
 }
 
 /// Which translation a request needs on a channel, if any. A `gemini` channel takes Gemini requests natively.
@@ -226,21 +226,4 @@ fn conversion(op: Operation, ch: &Channel) -> Option<Conversion> {
         (Operation::Responses, Protocol::Openai) if ch.responses_via_chat() => Some(Conversion::ResponsesToChat),
         _ => None,
     }
-}
-
-/// Reads a body, bounded in size and time.
-pub(super) async fn read_capped(resp: reqwest::Response, cap: usize, within: Duration) -> Bytes {
-    let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
-    let read = async {
-        use futures_util::StreamExt;
-        while let Some(Ok(chunk)) = stream.next().await {
-            out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]);
-            if out.len() >= cap {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(within, read).await;
-    Bytes::from(out)
 }

@@ -34,8 +34,8 @@ fn dropped_upstream(name: &str) -> bool {
 }
 
 /// Copies the client headers that may go upstream.
-pub fn upstream_headers(client: &HeaderMap) -> reqwest::header::HeaderMap {
-    let mut out = reqwest::header::HeaderMap::with_capacity(client.len());
+pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client.len() + 2);
     for (name, value) in client {
         if !dropped_upstream(name.as_str()) {
             out.append(name.clone(), value.clone());
@@ -60,7 +60,7 @@ fn kept_downstream(name: &str) -> bool {
         || name.starts_with("anthropic-ratelimit-")
 }
 
-pub fn downstream_headers(upstream: &reqwest::header::HeaderMap, out: &mut HeaderMap) {
+pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in upstream {
         if kept_downstream(name.as_str()) {
             out.append(name.clone(), value.clone());
@@ -76,14 +76,14 @@ pub fn rate_limits(out: &mut HeaderMap, rate: &crate::live::limits::Rate) {
         out.remove(n);
     }
     if let Some(w) = rate.requests {
-        set(out, "x-ratelimit-limit-requests", &w.limit.to_string());
-        set(out, "x-ratelimit-remaining-requests", &w.remaining.to_string());
-        set(out, "x-ratelimit-reset-requests", &duration_text(w.reset));
+        set_owned(out, HeaderName::from_static("x-ratelimit-limit-requests"), w.limit.to_string());
+        set_owned(out, HeaderName::from_static("x-ratelimit-remaining-requests"), w.remaining.to_string());
+        set_owned(out, HeaderName::from_static("x-ratelimit-reset-requests"), duration_text(w.reset));
     }
     if let Some(w) = rate.tokens {
-        set(out, "x-ratelimit-limit-tokens", &w.limit.to_string());
-        set(out, "x-ratelimit-remaining-tokens", &w.remaining.to_string());
-        set(out, "x-ratelimit-reset-tokens", &duration_text(w.reset));
+        set_owned(out, HeaderName::from_static("x-ratelimit-limit-tokens"), w.limit.to_string());
+        set_owned(out, HeaderName::from_static("x-ratelimit-remaining-tokens"), w.remaining.to_string());
+        set_owned(out, HeaderName::from_static("x-ratelimit-reset-tokens"), duration_text(w.reset));
     }
 }
 
@@ -97,11 +97,36 @@ pub fn duration_text(d: std::time::Duration) -> String {
     if s < 60 { format!("{s}s") } else { format!("{}m{}s", s / 60, s % 60) }
 }
 
+/// The `X-Router-*` response headers (names made once, at compile time: a name built per response is checked and
+/// looked up in the standard table every time).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-router-request-id");
+pub const CHANNEL: HeaderName = HeaderName::from_static("x-router-channel");
+pub const ENDPOINT: HeaderName = HeaderName::from_static("x-router-endpoint");
+pub const MODEL: HeaderName = HeaderName::from_static("x-router-model");
+pub const TOKEN: HeaderName = HeaderName::from_static("x-router-token");
+pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-router-attempts");
+pub const STRATEGY: HeaderName = HeaderName::from_static("x-router-strategy");
+pub const SCORE: HeaderName = HeaderName::from_static("x-router-score");
+pub const AFFINITY: HeaderName = HeaderName::from_static("x-router-affinity");
+pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
 /// Sets a header from text, skipping values that are not valid header text.
-pub fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
+pub fn set(out: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        out.insert(HeaderName::from_static(name), v);
+        out.insert(name, v);
     }
+}
+
+/// [`set`] for text made for the header: its buffer becomes the value, uncopied.
+pub fn set_owned(out: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        out.insert(name, v);
+    }
+}
+
+/// The request id header (`usage::format_id`).
+pub fn set_request_id(out: &mut HeaderMap, id: u128) {
+    set_owned(out, REQUEST_ID, crate::usage::format_id(id));
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::keys::Entry;
 use crate::live::shared::Shared;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
-use crate::usage;
+
 use crate::usage::sink::SinkStatus;
 
 /// A 200 JSON answer.
@@ -110,6 +110,6 @@ pub(super) fn count_tokens(protocol: Protocol, id: u128, body: &Bytes) -> Respon
         Protocol::Gemini => serde_json::json!({ "totalTokens": n }),
         _ => serde_json::json!({ "input_tokens": n }),
     });
-    headers::set(resp.headers_mut(), "x-router-request-id", &usage::format_id(id));
+    headers::set_request_id(resp.headers_mut(), id);
     resp
 }

@@ -54,6 +54,9 @@ pub struct AppState {
     /// The routing snapshot; swapped whole on reload, import, discovery.
     pub snapshot: ArcSwap<Snapshot>,
     pub health: Arc<Health>,
+    /// The upstream client of proxied requests.
+    pub wire: crate::upstream::wire::Wire,
+    /// A reqwest client for the server's own calls (trace export).
     pub client: reqwest::Client,
     pub sink: RecordSink,
     /// Measures endpoints without observed latency before a `fastest` plan (cached; other strategies never use it).
@@ -108,6 +111,7 @@ impl AppState {
         let events = health.events().clone();
         let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
+        let wire = crate::upstream::wire::Wire::new(&snapshot.config.raw.upstream);
         let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
@@ -127,6 +131,7 @@ impl AppState {
             limiter: Limiter::new(tz),
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
+            wire,
             client,
             sink,
             fasttest: FastTest::with_timeout(fast_test_timeout),

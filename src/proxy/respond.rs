@@ -20,12 +20,12 @@ use crate::protocol::convert::{self, Conversion, StreamConverter};
 use crate::protocol::usage::UsageMeter;
 use crate::routing::Candidate;
 use crate::upstream::Operation;
-use crate::usage::{self, RequestRecord};
+use crate::usage::RequestRecord;
 
 /// A successful attempt, as the attempt phase hands it over.
 pub(super) struct Success<'a> {
     pub cand: &'a Candidate,
-    pub resp: reqwest::Response,
+    pub resp: Response<crate::upstream::wire::Body>,
     pub ttfb: Duration,
     pub conv: Option<Conversion>,
     /// `stream_options.include_usage` was added for metering: hide the usage chunk unless the client asked.
@@ -95,7 +95,7 @@ pub(super) async fn respond(
                 "{:.3} (cost {:.2} speed {:.2} quality {:.2} reliability {:.2})",
                 s.total, s.cost, s.speed, s.quality, s.reliability
             );
-            headers::set(out.headers_mut(), "x-router-score", &score);
+            headers::set_owned(out.headers_mut(), headers::SCORE, score);
         }
     }
     *out.body_mut() = metered(ex, input, ok, mode);
@@ -126,7 +126,7 @@ fn record_success(ex: &mut Exchange, ok: &Success<'_>) -> bool {
     record.ttfb_ms = Some(ok.ttfb.as_millis() as u32);
     ok.resp
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"))
 }
@@ -150,7 +150,7 @@ fn metered(ex: &mut Exchange, input: &Input, ok: Success<'_>, mode: Mode) -> Pro
         in_flight: std::mem::take(&mut ex.in_flight),
     };
     let idle = ep.idle_timeout.unwrap_or(ex.snap.config.raw.upstream.idle_timeout.0);
-    MeteredBody::new(Box::pin(ok.resp.bytes_stream()), mode, meter, idle, finisher).boxed_unsync()
+    MeteredBody::new(ok.resp.into_body(), mode, meter, idle, finisher).boxed_unsync()
 }
 
 /// A whole (non-stream) answer from a channel of the other protocol: read, metered, translated.
@@ -158,12 +158,12 @@ async fn translate_whole(
     ex: &mut Exchange,
     input: &Input,
     cand: &Candidate,
-    resp: reqwest::Response,
+    resp: Response<crate::upstream::wire::Body>,
     conv: Conversion,
 ) -> Result<Bytes, Rejection> {
     let (ch, _, _) = ex.snap.candidate(cand);
     let within = ex.deadline().saturating_duration_since(Instant::now());
-    let upstream_body = read_capped(resp, 64 * 1024 * 1024, within).await;
+    let upstream_body = read_capped(resp.into_body(), 64 * 1024 * 1024, within).await;
     let mut meter = UsageMeter::new(ch.protocol.wire());
     meter.body(&upstream_body);
     let reported = meter.finish().tokens;
@@ -184,22 +184,23 @@ async fn translate_whole(
 
 /// The `X-Router-*` headers that say where a request went.
 pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord) {
-    headers::set(h, "x-router-request-id", &usage::format_id(id));
+    headers::set_request_id(h, id);
     if let Some(c) = &record.channel {
-        headers::set(h, "x-router-channel", c);
+        headers::set(h, headers::CHANNEL, c);
     }
     if let Some(e) = &record.endpoint {
-        headers::set(h, "x-router-endpoint", e);
+        headers::set(h, headers::ENDPOINT, e);
     }
     if let Some(m) = &record.upstream_model {
-        headers::set(h, "x-router-model", m);
+        headers::set(h, headers::MODEL, m);
     }
     if let Some(t) = &record.token_key {
-        headers::set(h, "x-router-token", t);
+        headers::set(h, headers::TOKEN, t);
     }
-    headers::set(h, "x-router-attempts", &record.attempts.len().to_string());
-    headers::set(h, "x-router-strategy", record.strategy.map(|s| s.as_str()).unwrap_or_default());
+    h.insert(headers::ATTEMPTS, http::HeaderValue::from(record.attempts.len()));
+    let strategy = record.strategy.map(|s| s.as_str()).unwrap_or_default();
+    h.insert(headers::STRATEGY, http::HeaderValue::from_static(strategy));
     if let Some(a) = record.affinity {
-        headers::set(h, super::affinity::HEADER, a.as_str());
+        h.insert(headers::AFFINITY, http::HeaderValue::from_static(a.as_str()));
     }
 }

@@ -1,10 +1,12 @@
 //! Talking to upstreams: the one HTTP client, URL and auth per provider kind.
 //!
-//! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request. What an upstream
+//! Owns how a request for (channel, endpoint, token, model, operation) becomes an HTTP request, and the clients
+//! that send it (`wire`: the proxy's; [`client`] and [`probe_client`]: reqwest, for everything else). What an upstream
 //! failure means (its class, failover, cooldown, redaction) is `crate::failure`; health, latency and cooldowns
 //! are live state (`crate::live::health`). The plaintext key is put on the wire here and nowhere else.
 
 pub mod fasttest;
+pub mod wire;
 
 /// Moved: failure classification is `crate::failure` (a value the records carry), health is live state
 /// (`crate::live::health`); both stay reachable here for callers written against the old paths.

@@ -748,3 +748,38 @@ async fn zero_config_serve_finds_local_ollama_and_routes_to_it() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "local answer");
 }
+
+/// Upstreams an environment proxy intercepts are reached through it (`HTTP_PROXY`), the others directly
+/// (`NO_PROXY`), as every HTTP client of the router's users does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_proxies_are_used_for_the_upstreams_they_intercept() {
+    let proxy =
+        Mock::start(|r, _| Reply::Json(200, chat_json(r.json()["model"].as_str().unwrap_or("?"), "via proxy", 5, 2)))
+            .await;
+    let direct =
+        Mock::start(|r, _| Reply::Json(200, chat_json(r.json()["model"].as_str().unwrap_or("?"), "direct", 5, 2)))
+            .await;
+    let config = format!(
+        "channels:\n  - name: far\n    base_url: http://upstream.invalid/v1\n    keys: [{UPSTREAM_KEY_A}]\n    models: [far-model]\n  - name: near\n    base_url: {}\n    keys: [{UPSTREAM_KEY_B}]\n    models: [near-model]\n",
+        direct.openai_url()
+    );
+    let router = Router::start_with(&config, &[], &[("HTTP_PROXY", &proxy.root_url()), ("NO_PROXY", "127.0.0.1")]);
+    let ask = |model: &'static str| {
+        let url = router.url("/v1/chat/completions");
+        async move { client().post(url).json(&chat_body(model, false)).send().await.unwrap() }
+    };
+    let resp = ask("far-model").await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "via proxy");
+    let seen = proxy.last();
+    // A forward proxy is asked for the absolute URL, with the upstream's key.
+    assert_eq!(seen.uri, "http://upstream.invalid/v1/chat/completions");
+    assert_eq!(seen.header("authorization").unwrap(), format!("Bearer {UPSTREAM_KEY_A}"));
+    let through_proxy = proxy.count();
+    let resp = ask("near-model").await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "direct");
+    assert_eq!(direct.last().uri, "/v1/chat/completions");
+    assert_eq!(proxy.count(), through_proxy, "NO_PROXY's address went through the proxy");
+}

@@ -1,0 +1,146 @@
+//! The proxy's upstream HTTP client: one pooled hyper client (HTTP/1.1 and HTTP/2 over rustls, webpki roots)
+//! that sends a proxied request and hands back the upstream's response head with its body unread.
+//!
+//! Owns the connection pool, the `User-Agent`, and the route around it for destinations an environment proxy
+//! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) intercepts: those go through reqwest, which
+//! speaks to proxies. Everything else goes straight through hyper: no per-request URL parsing beyond the
+//! `Uri`, no middleware. Redirects are not followed (an API endpoint that redirects is misconfigured, and
+//! following would resend the key): a 3xx is the upstream's answer like any other failure status.
+//! Must not decide what a failure means beyond its words (that is `crate::failure`) nor time the request out
+//! (the caller bounds the wait for the first byte).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::USER_AGENT;
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::UpstreamConfig;
+use crate::failure::{FailureClass, UpstreamError};
+
+/// An error while reading an upstream body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An upstream response body, read frame by frame as it arrives.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// The proxy's upstream client; cheap to share (one per server).
+pub struct Wire {
+    direct: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Set when the environment names a proxy: destinations it intercepts go through reqwest.
+    proxied: Option<(Matcher, reqwest::Client)>,
+    user_agent: HeaderValue,
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wire").field("proxied", &self.proxied.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// The environment variables that name a proxy (either case), as reqwest reads them.
+const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
+
+impl Wire {
+    /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host).
+    pub fn new(cfg: &UpstreamConfig) -> Wire {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout.0));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let direct = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        let proxy_named = PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        let proxied = proxy_named.then(|| (Matcher::from_env(), super::client(cfg)));
+        Wire { direct, proxied, user_agent: HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION"))) }
+    }
+
+    /// Sends `POST url` with `headers` and `body`; returns once the upstream's response head has arrived.
+    pub async fn post(&self, url: &str, mut headers: HeaderMap, body: Bytes) -> Result<Response<Body>, UpstreamError> {
+        let uri: Uri = url.parse().map_err(|e| UpstreamError::Connect {
+            class: FailureClass::Connect,
+            detail: format!("the upstream URL is not valid: {e}"),
+        })?;
+        if let Some((matcher, via)) = &self.proxied
+            && matcher.intercept(&uri).is_some()
+        {
+            let sent = via.post(url).headers(headers).body(body).send().await;
+            let resp = http::Response::from(sent.map_err(|e| crate::failure::send_error(&e))?);
+            return Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync()));
+        }
+        headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
+        let mut req = Request::post(uri).body(Full::new(body)).expect("a parsed URI and POST make a valid request");
+        *req.headers_mut() = headers;
+        match self.direct.request(req).await {
+            Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync())),
+            Err(e) => Err(send_failure(&e)),
+        }
+    }
+}
+
+/// A failed send in the words `crate::failure::transport` uses for reqwest: the innermost cause, never the URL.
+fn send_failure(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let why = crate::failure::innermost_cause(e);
+    let what = if e.is_connect() { "connection failed" } else { "request failed" };
+    let detail = if why.is_empty() { what.to_string() } else { format!("{what}: {why}") };
+    UpstreamError::Connect { class: FailureClass::Connect, detail }
+}
+
+/// Reads up to `cap` bytes of a body within `within`; what arrived by then (a broken body ends the read).
+pub async fn read_capped(body: Body, cap: usize, within: Duration) -> Bytes {
+    let mut out = Vec::new();
+    let read = async {
+        let mut body = body;
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(chunk) = frame.into_data() else { continue };
+            out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]);
+            if out.len() >= cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_failure_without_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let wire = Wire::new(&UpstreamConfig::default());
+        let url = format!("http://{addr}/v1/chat/completions?key=sk-secret");
+        let err = wire.post(&url, HeaderMap::new(), Bytes::from_static(b"{}")).await.unwrap_err();
+        let UpstreamError::Connect { class, detail } = err else { panic!("not a connect error") };
+        assert_eq!(class, FailureClass::Connect);
+        assert!(detail.starts_with("connection failed"), "{detail}");
+        assert!(!detail.contains("sk-secret") && !detail.contains(&addr.to_string()), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn an_invalid_url_is_refused_before_sending() {
+        let wire = Wire::new(&UpstreamConfig::default());
+        let err = wire.post("http://exa mple/", HeaderMap::new(), Bytes::new()).await.unwrap_err();
+        assert!(err.to_string().contains("not valid"), "{err}");
+    }
+}
