@@ -12,6 +12,7 @@
 //! `usage::sink` channel.
 
 pub mod channels;
+mod codec;
 #[cfg(test)]
 pub(crate) mod fault;
 pub mod migrate;
@@ -521,8 +522,7 @@ impl Store {
             let mut buf = Vec::with_capacity(1024);
             for r in recs {
                 buf.clear();
-                buf.push(1);
-                serde_json::to_writer(&mut buf, r).expect("a record always serialises");
+                codec::encode_into(r, &mut buf);
                 if requests.insert(r.id, buf.as_slice()).map_err(db)?.is_none() {
                     let c = Counters::of(r);
                     daily.entry(DailyKey::of(r)).or_default().add(&c);
@@ -1075,7 +1075,7 @@ mod tests {
             t.commit().unwrap();
         }
         let s = Store::open(&p).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), tables::SCHEMA_VERSION);
         // The first whole hour after the pruned records.
         assert_eq!(s.hourly_from().unwrap(), h + HOUR_MS);
         let mut rows = Vec::new();

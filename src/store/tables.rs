@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::usage::{Outcome, RequestRecord};
 
 /// The schema this binary writes. Stores with a lower version are migrated on open; a higher one is refused.
-/// History: 1 — the first schema; 2 — adds `usage_hourly`, backfilled from the retained request records on open.
-pub const SCHEMA_VERSION: u64 = 2;
+/// History: 1 — the first schema; 2 — adds `usage_hourly`, backfilled from the retained request records on open;
+/// 3 — new request records are written in the binary form (`store::codec`, encoding 2), so a router older than
+/// this one refuses the file at open instead of failing on its first new record (records already stored stay
+/// as they are: both encodings read).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// `schema_version` -> u64, and other small facts about the store (`requests_pruned_before` -> unix ms).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -284,19 +287,23 @@ pub enum DecodeError {
     Malformed(String),
 }
 
-/// Request record encoding version 1: the byte 1, then the record as JSON. Fields missing from an old record
-/// take their default, unknown fields are ignored, so adding a field to `RequestRecord` keeps v1 readable.
+/// Request record encoding version 1 (written until the binary form, still read): the byte 1, then the record
+/// as JSON. Fields missing from an old record take their default, unknown fields are ignored.
 const RECORD_V1: u8 = 1;
 
+/// A request record as stored: version 2, the binary form of [`super::codec`].
 pub fn encode_record(rec: &RequestRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(768);
-    out.push(RECORD_V1);
-    serde_json::to_writer(&mut out, rec).expect("a record always serialises");
+    let mut out = Vec::with_capacity(256);
+    super::codec::encode_into(rec, &mut out);
     out
 }
 
+/// A stored request record, in any version this router writes or wrote.
 pub fn decode_record(b: &[u8]) -> Result<RequestRecord, DecodeError> {
     match b.first() {
+        Some(&super::codec::VERSION) => {
+            super::codec::decode(&b[1..]).map_err(|e| DecodeError::Malformed(format!("request record: {e}")))
+        }
         Some(&RECORD_V1) => {
             let body = &b[1..];
             match serde_json::from_slice::<RequestRecord>(body) {
@@ -385,8 +392,17 @@ mod tests {
     fn record_round_trips() {
         let r = sample(1_700_000_000_000, "fp:0011223344556677", 10, Some(0.25));
         let b = encode_record(&r);
-        assert_eq!(b[0], 1);
+        assert_eq!(b[0], 2);
         assert_eq!(decode_record(&b).unwrap(), r);
+        // Version 1 (JSON), as earlier releases wrote it, still reads.
+        let mut v1 = vec![1u8];
+        serde_json::to_writer(&mut v1, &r).unwrap();
+        assert_eq!(decode_record(&v1).unwrap(), r);
+        assert!(b.len() * 2 < v1.len(), "binary {} bytes, JSON {}", b.len(), v1.len());
+        // A cut record is an error, never a wrong record.
+        for cut in 1..b.len() {
+            assert!(decode_record(&b[..cut]).is_err(), "cut at {cut} decoded");
+        }
     }
 
     /// A v1 record as written by the first release (before `translated` and `error` existed) must stay readable.
