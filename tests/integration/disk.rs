@@ -69,6 +69,24 @@ macro_rules! tmpfs_or_skip {
     };
 }
 
+/// Fills the file system that holds `dir` until only about `room` bytes are free (a filler file beside the
+/// store), so the records that follow fill it whatever their stored size (binary records are a fraction of
+/// the JSON ones a 3 MB disk was sized for).
+fn fill_leaving(dir: &Path, room: u64) {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut written = 0u64;
+    while let Ok(n) = f.write(&chunk) {
+        if n == 0 {
+            break;
+        }
+        written += n as u64;
+    }
+    f.set_len(written.saturating_sub(room)).unwrap();
+}
+
 /// Starts `router serve` (through `wrapper`, if any) with its store on `dir/disk` and a config from [`config`].
 fn serve(dir: &Path, upstream: &Upstream, extra_store: &str, wrapper: &[&str]) -> (Router, PathBuf) {
     let cfg = config(dir, upstream, extra_store);
@@ -176,6 +194,7 @@ async fn a_full_disk_under_load_loses_no_record_and_recovers_without_restart() {
     let upstream = Upstream::start().await;
     // A small memory bound, so the pending file is used too.
     let (mut server, store) = serve(dir.path(), &upstream, "  max_pending_records: 1000", &[]);
+    fill_leaving(&dir.path().join("disk"), 256 << 10);
 
     assert_eq!(load(server.url(""), 6000, 8).await, 6000, "every request is served while the disk fills");
     let h = wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
@@ -208,6 +227,7 @@ async fn sigterm_while_the_disk_is_full_writes_a_pending_file_that_import_pendin
     let disk = tmpfs_or_skip!(&dir.path().join("disk"), "3m");
     let upstream = Upstream::start().await;
     let (mut server, store) = serve(dir.path(), &upstream, "", &[]);
+    fill_leaving(&dir.path().join("disk"), 256 << 10);
     assert_eq!(load(server.url(""), 5000, 8).await, 5000);
     wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
 
@@ -255,6 +275,7 @@ async fn a_store_file_that_cannot_be_written_loses_no_record() {
     std::os::unix::fs::chown(dir.path().join("pending"), Some(65534), Some(65534)).unwrap();
     let upstream = Upstream::start().await;
     let (mut server, store) = serve(dir.path(), &upstream, "", &nobody);
+    fill_leaving(&dir.path().join("disk"), 256 << 10);
 
     assert_eq!(load(server.url(""), 5000, 8).await, 5000);
     wait_health(&server, "degraded", |h| h["status"] == "degraded").await;
@@ -281,6 +302,7 @@ async fn when_the_pending_file_cannot_grow_either_requests_wait_and_nothing_is_l
     let _pending_disk = tmpfs_or_skip!(&dir.path().join("pending"), "256k");
     let upstream = Upstream::start().await;
     let (mut server, store) = serve(dir.path(), &upstream, "  max_pending_records: 500", &[]);
+    fill_leaving(&dir.path().join("disk"), 256 << 10);
     let load_task = tokio::spawn(load(server.url(""), 6000, 8));
     let h = wait_health(&server, "holding requests", |h| h["records"]["holding_requests"] == true).await;
     assert_eq!(h["status"], "degraded");
