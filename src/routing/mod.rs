@@ -319,22 +319,36 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
         Some((shortest, rest)) if shortest.bits.is_some() => {
             // Every positive tag is common: AND the bitsets word by word, then walk the bits that are left.
             // (Lists are sorted by length and density follows length, so every other positive has a bitset.)
-            let mut words = shortest.bits.clone().unwrap_or_default();
-            for bits in rest.iter().filter_map(|t| t.bits.as_deref()) {
-                words.iter_mut().zip(bits).for_each(|(w, b)| *w &= b);
-            }
-            for bits in negative.iter().filter_map(|t| t.bits.as_deref()) {
-                words.iter_mut().zip(bits).for_each(|(w, b)| *w &= !b);
-            }
+            let first = shortest.bits.as_deref().unwrap_or_default();
+            let rest: Vec<&[u64]> = rest.iter().filter_map(|t| t.bits.as_deref()).collect();
+            let dense_neg: Vec<&[u64]> = negative.iter().filter_map(|t| t.bits.as_deref()).collect();
             let sparse_neg: Vec<&TagIndex> = negative.iter().copied().filter(|n| n.bits.is_none()).collect();
-            for (wi, &w) in words.iter().enumerate() {
-                let mut w = w;
-                while w != 0 {
-                    let g = (wi * 64) as u32 + w.trailing_zeros();
-                    w &= w - 1;
-                    let r = snap.from_global(g);
-                    if !sparse_neg.iter().any(|n| n.contains(snap, r)) {
-                        push(r);
+            // A chunk of words at a time, on the stack: AND-ed set by set (vectorised), then walked. Bits are walked
+            // in ascending order, so each model's channel is found from the previous one's.
+            const CHUNK: usize = 64;
+            let mut buf = [0u64; CHUNK];
+            let mut channel = 0;
+            for start in (0..first.len()).step_by(CHUNK) {
+                let end = (start + CHUNK).min(first.len());
+                let words = &mut buf[..end - start];
+                words.copy_from_slice(&first[start..end]);
+                // Every bitset spans all models: the same length.
+                for bits in &rest {
+                    words.iter_mut().zip(&bits[start..end]).for_each(|(w, b)| *w &= b);
+                }
+                for bits in &dense_neg {
+                    words.iter_mut().zip(&bits[start..end]).for_each(|(w, b)| *w &= !b);
+                }
+                for (wi, &w) in (start..).zip(words.iter()) {
+                    let mut w = w;
+                    while w != 0 {
+                        let g = (wi * 64) as u32 + w.trailing_zeros();
+                        w &= w - 1;
+                        let r = snap.from_global_after(g, channel);
+                        channel = r.0;
+                        if !sparse_neg.iter().any(|n| n.contains(snap, r)) {
+                            push(r);
+                        }
                     }
                 }
             }
