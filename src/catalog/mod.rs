@@ -482,6 +482,23 @@ impl Snapshot {
         (c as u32, g - self.model_offsets[c])
     }
 
+    /// [`Snapshot::from_global`] for a walk in ascending order: `after` is the channel of a model numbered no
+    /// higher than `g` (the previous one of the walk, or 0). Gallops forward from it, so a walk over the models of
+    /// neighbouring channels costs a probe or two per model instead of a binary search over every channel.
+    pub fn from_global_after(&self, g: u32, after: u32) -> ModelRef {
+        let rest = &self.model_offsets[after as usize..];
+        // `rest[0] <= g`: find `hi` with `rest[hi] > g` (or the end), doubling the step.
+        let mut hi = 1;
+        while hi < rest.len() && rest[hi] <= g {
+            hi *= 2;
+        }
+        let lo = hi / 2;
+        let hi = hi.min(rest.len());
+        // As in `from_global`: the last channel whose offset is <= g (empty channels share an offset with the next).
+        let c = after as usize + lo + rest[lo..hi].partition_point(|&o| o <= g) - 1;
+        (c as u32, g - self.model_offsets[c])
+    }
+
     /// The model a [`ModelRef`] points at, with its channel.
     pub fn model_ref(&self, r: ModelRef) -> (&Channel, &Model) {
         let ch = &self.channels[r.0 as usize];
@@ -605,6 +622,10 @@ fn build_channel(
         let base_url = e.base_url.trim_end_matches('/').to_string();
         let health_key: Arc<str> = format!("{}/{}", c.name, e.name).into();
         let mut tokens: Vec<Token> = e.keys.iter().map(|k| token(k, &health_key)).collect();
+        // Interned, as the models' visibility lists are: routing matches a token to a list by pointer.
+        for t in &mut tokens {
+            t.fingerprint = strings.str(&t.fingerprint);
+        }
         let local = crate::config::is_local_url(&base_url);
         if tokens.is_empty() {
             // Keyless local endpoint: one anonymous token so rotation and records stay uniform.
@@ -653,6 +674,12 @@ fn build_channel(
     let mut visible: Vec<Vec<Arc<str>>> = Vec::with_capacity(capacity);
     let mut prices: Vec<Option<Price>> = Vec::with_capacity(capacity);
     let no_tokens = strings.tokens(Vec::new());
+    // Sorted by fingerprint so the model order (and so routing ties) does not depend on hash order. One shared
+    // `Arc` per token, not one allocation per model: the token's own (interned), so routing's visibility check is
+    // a pointer comparison.
+    let mut per_token: Vec<(Arc<str>, &Vec<DiscoveredModel>)> =
+        discovered.into_iter().flatten().map(|(fp, list)| (strings.str(fp), list)).collect();
+    per_token.sort_by(|a, b| a.0.cmp(&b.0));
     let mut push = |models: &mut Vec<Model>,
                     index: &mut ModelIndex,
                     visible: &mut Vec<Vec<Arc<str>>>,
@@ -694,16 +721,9 @@ fn build_channel(
         prices.push(price);
     };
     // Discovered models are per token; configured ones are visible to every token.
-    if let Some(d) = discovered {
-        // Sorted by fingerprint so the model order (and so routing ties) does not depend on hash order.
-        let mut per_token: Vec<(&String, &Vec<DiscoveredModel>)> = d.iter().collect();
-        per_token.sort_by(|a, b| a.0.cmp(b.0));
-        for (fp, list) in per_token {
-            // One shared `Arc` per token, not one allocation per model.
-            let fp: Arc<str> = fp.as_str().into();
-            for m in list {
-                push(&mut models, &mut index, &mut visible, &m.id, m.price, m.kind, m.context_length, Some(&fp));
-            }
+    for (fp, list) in per_token {
+        for m in list {
+            push(&mut models, &mut index, &mut visible, &m.id, m.price, m.kind, m.context_length, Some(&fp));
         }
     }
     for id in &listed {
@@ -869,5 +889,60 @@ mod tests {
         assert_eq!(refs, want);
         assert!(refs.iter().all(|&r| even.contains(&snap, r)));
         assert!(!even.contains(&snap, (1, 1)));
+    }
+
+    #[test]
+    fn a_models_visibility_list_shares_its_tokens_fingerprints() {
+        let mut c = ChannelConfig::new("a", ChannelProtocol::Openai);
+        c.keys = vec![KeyConfig::Bare(Secret::new("sk-one")), KeyConfig::Bare(Secret::new("sk-two"))];
+        let mut per_token = HashMap::new();
+        let model = |id: &str| DiscoveredModel { id: id.into(), kind: None, price: None, context_length: None };
+        per_token.insert(fingerprint("sk-two"), vec![model("only-two")]);
+        per_token.insert(fingerprint("sk-one"), vec![model("both")]);
+        per_token.get_mut(&fingerprint("sk-two")).unwrap().push(model("both"));
+        let discovered: Discovered = [("a".to_string(), per_token)].into();
+        let config = Arc::new(Config {
+            raw: crate::config::RawConfig { channels: vec![c], ..Default::default() },
+            ..Default::default()
+        });
+        let snap = Snapshot::build(config, &[], &discovered, false);
+        let ch = &snap.channels[0];
+        let tokens = &ch.endpoints[0].tokens;
+        let only_two = ch.model("only-two").unwrap();
+        assert_eq!(only_two.tokens.len(), 1);
+        assert!(Arc::ptr_eq(&only_two.tokens[0], &tokens[1].fingerprint));
+        let both = ch.model("both").unwrap();
+        assert_eq!(both.tokens.len(), 2);
+        assert!(both.tokens.iter().all(|v| tokens.iter().any(|t| Arc::ptr_eq(v, &t.fingerprint))));
+    }
+
+    #[test]
+    fn a_walk_in_ascending_order_finds_each_models_channel_as_a_lookup_does() {
+        // Empty channels first, in a run in the middle, one between, and last; sizes that make the gallop overshoot.
+        let sizes = [0, 0, 3, 1, 0, 0, 0, 5, 0, 2, 1, 1, 1, 1, 1, 7, 0];
+        let mut raw = crate::config::RawConfig::default();
+        for (i, n) in sizes.iter().enumerate() {
+            let mut c = ChannelConfig::new(format!("c{i}"), ChannelProtocol::Openai);
+            c.models = (0..*n).map(|m| format!("m{i}-{m}")).collect();
+            raw.channels.push(c);
+        }
+        let snap = Snapshot::build(Arc::new(Config { raw, ..Default::default() }), &[], &Discovered::default(), false);
+        assert_eq!(snap.model_count, sizes.iter().sum::<u32>());
+        let mut after = 0;
+        for g in 0..snap.model_count {
+            let r = snap.from_global_after(g, after);
+            assert_eq!(r, snap.from_global(g), "{g}");
+            assert_eq!(snap.from_global_after(g, 0), r, "{g} from the start");
+            after = r.0;
+        }
+        // Skipping ahead: every model from every channel at or before it.
+        for g in 0..snap.model_count {
+            let r = snap.from_global(g);
+            for after in 0..=r.0 {
+                if snap.model_offsets[after as usize] <= g {
+                    assert_eq!(snap.from_global_after(g, after), r, "{g} after {after}");
+                }
+            }
+        }
     }
 }

@@ -286,6 +286,51 @@ fn cost_first_puts_free_then_cheap_and_unknown_prices_last() {
 }
 
 #[test]
+fn packed_and_four_word_keys_order_by_the_same_rules() {
+    // Priorities -3..2 pack into one `u128` key; a channel at priority 2^40 makes the span too wide, and the keys
+    // are compared word by word. Either way: free first (free_first), then priority, then the client's protocol,
+    // and a channel's models together in catalogue order when nothing else separates them.
+    for wide in [false, true] {
+        let mut yaml = String::from("channels:\n");
+        for (i, prio) in [2, -3, 0, 0, 1, -3].iter().enumerate() {
+            let protocol = if i % 2 == 0 { "openai" } else { "anthropic" };
+            yaml.push_str(&format!(
+                "  - name: c{i}\n    protocol: {protocol}\n    base_url: http://127.0.0.1:{}/v1\n    priority: {prio}\n    weight: {}\n    models: [m-a, m-b:free]\n",
+                1000 + i,
+                1 + i % 3
+            ));
+        }
+        if wide {
+            yaml.push_str("  - name: far\n    base_url: http://127.0.0.1:2000/v1\n    priority: 1099511627776\n    models: [m-c]\n");
+        }
+        let s = snap(&yaml);
+        let h = Health::new();
+        for strategy in [Strategy::Priority, Strategy::FreeFirst, Strategy::LocalFirst] {
+            let r = RouteRequest { strategy, translate: true, ..req("tag:m") };
+            for _ in 0..50 {
+                let p = plan(&s, &h, &r, Instant::now()).unwrap();
+                assert_eq!(p.candidates.len(), 12 + usize::from(wide));
+                let keys: Vec<(bool, i64, bool)> = p
+                    .candidates
+                    .iter()
+                    .map(|c| {
+                        let free = strategy == Strategy::FreeFirst && c.model.ends_with(":free");
+                        (!free, s.channels[c.channel].priority, !c.native)
+                    })
+                    .collect();
+                assert!(keys.is_sorted(), "{strategy:?} {:?}", names(&s, &p));
+                if strategy != Strategy::FreeFirst {
+                    for pair in p.candidates.chunks(2).filter(|c| c.len() == 2) {
+                        assert_eq!(pair[0].channel, pair[1].channel, "{:?}", names(&s, &p));
+                        assert_eq!((&*pair[0].model, &*pair[1].model), ("m-a", "m-b:free"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn balanced_scores_follow_the_configured_weights() {
     let only_cost = format!("routing:\n  balanced: {{cost: 1, speed: 0, quality: 0, reliability: 0}}\n{PRICED}");
     let s = snap(&only_cost);
