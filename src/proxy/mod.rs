@@ -175,9 +175,12 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                // The request's future is boxed: hyper keeps room for the service's future for the whole life
+                // of the connection, and `handle`'s is several KB; boxed, it is freed as soon as the response
+                // head is out, so an open stream or an idle keep-alive connection does not hold it.
                 let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handler::handle(state, req, peer).await) }
+                    let handling = Box::pin(handler::handle(state.clone(), req, peer));
+                    async move { Ok::<_, std::convert::Infallible>(handling.await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
