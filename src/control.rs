@@ -89,9 +89,25 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// Hands memory freed while building a snapshot back to the OS. glibc keeps freed heap for reuse; after a
-/// rebuild of a large catalogue that is megabytes the process no longer needs.
+/// `mi_option_purge_delay` in mimalloc 3's option enum (`mimalloc.h`; pinned by a test).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Has mimalloc (the binary's allocator) give pages back to the OS as soon as they are empty, not a second
+/// later and only when the thread that freed them allocates again: memory freed on a thread that then idles
+/// (the configuration parse and snapshot build at start or reload) would otherwise stay resident, ~15 MB for
+/// 1,000 channels / 50,000 models. Under steady load pages are reused before they empty: the same number of
+/// `madvise` calls as with the default delay (~1 per 70 requests).
+pub fn tune_allocator() {
+    // SAFETY: sets a process-wide allocator option; no preconditions.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+}
+
+/// Hands memory freed while building a snapshot back to the OS. Allocators keep freed memory for reuse; after
+/// a rebuild of a large catalogue that is megabytes the process no longer needs (1,000 channels / 50,000
+/// models: ~20 MB). mimalloc is the binary's allocator (`mi_collect`); tests and examples use the system's.
 pub fn release_freed_memory() {
+    // SAFETY: mi_collect only frees and purges pages mimalloc holds unused; it has no preconditions.
+    unsafe { libmimalloc_sys::mi_collect(true) }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the OS; it has no preconditions.
     unsafe {
@@ -412,5 +428,15 @@ pub async fn every(
         if let Err(e) = task(cell.clone()).await {
             tracing::warn!("{name} failed: {e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_is_mimallocs() {
+        // 1,000 ms is the purge delay's default and no other option's.
+        // SAFETY: reads an allocator option.
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 1000);
     }
 }

@@ -8,11 +8,13 @@ use clap::Parser;
 
 /// mimalloc: per-thread heaps, so the request path's many small allocations take no shared lock (glibc's arenas
 /// cost ~17% more CPU per proxied request here; bench/analysis.md). Built to commit arena memory as it is used
-/// (`.cargo/config.toml`), so an idle router keeps the RSS it needs.
+/// (`.cargo/config.toml`) and to give empty pages back at once (`control::tune_allocator`), so an idle router
+/// keeps the RSS it needs.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    router::control::tune_allocator();
     let cli = router::cli::Cli::parse();
     let default_level = if matches!(cli.command, router::cli::Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROUTER_LOG")
