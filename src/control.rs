@@ -89,14 +89,15 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// `mi_option_purge_delay` in mimalloc 3's option enum (`mimalloc.h`; pinned by a test).
+/// `mi_option_purge_delay` in mimalloc 3's option enum (`mimalloc.h`; pinned by a test), and its default.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_DEFAULT_PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
-/// Has mimalloc (the binary's allocator) give pages back to the OS as soon as they are empty, not a second
-/// later and only when the thread that freed them allocates again: memory freed on a thread that then idles
-/// (the configuration parse and snapshot build at start or reload) would otherwise stay resident, ~15 MB for
-/// 1,000 channels / 50,000 models. Under steady load pages are reused before they empty: the same number of
-/// `madvise` calls as with the default delay (~1 per 70 requests).
+/// Until the server has started, has mimalloc (the binary's allocator) give pages back to the OS as soon as they
+/// are empty: the configuration parse and the first snapshot build free ~20 MB (1,000 channels / 50,000 models)
+/// on threads that then idle, and mimalloc otherwise purges a page only when the thread that freed it allocates
+/// again. [`release_freed_memory`] restores the default delay once that memory is back: purging at once while
+/// serving would decommit pages between requests at low rates and fault them back in on the next one.
 pub fn tune_allocator() {
     // SAFETY: sets a process-wide allocator option; no preconditions.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
@@ -106,8 +107,11 @@ pub fn tune_allocator() {
 /// a rebuild of a large catalogue that is megabytes the process no longer needs (1,000 channels / 50,000
 /// models: ~20 MB). mimalloc is the binary's allocator (`mi_collect`); tests and examples use the system's.
 pub fn release_freed_memory() {
-    // SAFETY: mi_collect only frees and purges pages mimalloc holds unused; it has no preconditions.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+    // SAFETY: mi_collect only frees and purges pages mimalloc holds unused; mi_option_set sets an option.
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, MI_DEFAULT_PURGE_DELAY_MS);
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the OS; it has no preconditions.
     unsafe {
@@ -438,5 +442,6 @@ mod tests {
         // 1,000 ms is the purge delay's default and no other option's.
         // SAFETY: reads an allocator option.
         assert_eq!(unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 1000);
+        assert_eq!(super::MI_DEFAULT_PURGE_DELAY_MS, 1000);
     }
 }
