@@ -441,7 +441,8 @@ mod tests {
     fn the_purge_delay_option_is_mimallocs() {
         // 1,000 ms is the purge delay's default and no other option's.
         // SAFETY: reads an allocator option.
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 1000);
-        assert_eq!(super::MI_DEFAULT_PURGE_DELAY_MS, 1000);
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(delay, 1000);
+        assert_eq!(delay, super::MI_DEFAULT_PURGE_DELAY_MS, "the default restored after start-up is mimalloc's");
     }
 }

@@ -285,25 +285,28 @@ pub fn transport(e: &reqwest::Error, timeout: Option<Duration>) -> (FailureClass
 /// The first line of an error's innermost cause (`Connection refused (os error 111)`, a DNS or TLS error), which
 /// unlike the outer errors' text of HTTP clients names no URL; empty when the error has no cause.
 pub fn innermost_cause(e: &dyn std::error::Error) -> String {
-    let mut cause = e.source();
-    while let Some(next) = cause.and_then(|c| c.source()) {
-        cause = Some(next);
+    e.source().map(|c| first_line(deepest(c))).unwrap_or_default()
+}
+
+/// The last error of `e`'s cause chain (`e` itself when it has no cause).
+fn deepest<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    while let Some(next) = e.source() {
+        e = next;
     }
-    let why = cause.map(|c| c.to_string()).unwrap_or_default();
-    why.lines().next().unwrap_or("").trim().to_string()
+    e
+}
+
+/// An error's text up to its first line break, trimmed.
+fn first_line(e: &dyn std::error::Error) -> String {
+    e.to_string().lines().next().unwrap_or("").trim().to_string()
 }
 
 /// What a body that broke off while it was read says: `the body broke off: <innermost cause>`.
 /// The error is hyper's (which never knows the URL) or reqwest's wrapping one (whose own text names the URL, so
 /// its innermost cause is taken, which is hyper's).
 pub fn body_broke(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    let why = cause.to_string();
-    match why.lines().next().unwrap_or("").trim() {
-        "" => "the body broke off".to_string(),
+    match first_line(deepest(e)) {
+        why if why.is_empty() => "the body broke off".to_string(),
         why => format!("the body broke off: {why}"),
     }
 }

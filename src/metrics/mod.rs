@@ -410,11 +410,11 @@ impl Counting {
     pub async fn run(mut self, mut rx: broadcast::Receiver<Event>) {
         use broadcast::error::TryRecvError;
         loop {
-            let first = rx.recv().await.map_err(|e| match e {
+            // The first event is waited for; the rest of what is queued is taken without waiting.
+            let mut next = rx.recv().await.map_err(|e| match e {
                 broadcast::error::RecvError::Lagged(n) => TryRecvError::Lagged(n),
                 broadcast::error::RecvError::Closed => TryRecvError::Closed,
             });
-            let mut next = first;
             loop {
                 match next {
                     Ok(ev) => self.count(&ev),
@@ -554,10 +554,10 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// Subscribes now (so nothing published after this call is missed) and counts in a task.
 /// How long the counting task lets events gather between wakes (see `Counting::run`).
 const COUNT_WINDOW: Duration = Duration::from_millis(10);
 
+/// Subscribes now (so nothing published after this call is missed) and counts in a task.
 pub fn spawn(metrics: Arc<Metrics>, events: &crate::events::Events) -> tokio::task::JoinHandle<()> {
     let rx = events.subscribe();
     tokio::spawn(Counting::new(metrics).run(rx))

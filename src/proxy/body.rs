@@ -2,7 +2,8 @@
 //!
 //! Owns streaming (one frame per upstream chunk, never the whole body buffered), hiding the usage-only chunk the
 //! router asked for, the idle timeout, ending a cut stream with an error event, keeping the start of the body
-//! (compactly) for a token estimate until usage is reported, and emitting the request record exactly once: at the end (waiting for room in the sink: back-pressure), or on drop when the client left.
+//! (compactly) for a token estimate until usage is reported, and emitting the request record exactly once: at
+//! the end (waiting for room in the sink: back-pressure), or on drop when the client left.
 //! Dropping this body drops the upstream response, which cancels the upstream request.
 
 use std::collections::VecDeque;

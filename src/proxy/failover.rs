@@ -17,7 +17,7 @@ use crate::live::health::{CoolKeys, model_key};
 use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion};
 use crate::routing::{Candidate, Plan};
-pub(super) use crate::upstream::wire::read_capped;
+use crate::upstream::wire::read_capped;
 use crate::upstream::{self, FailureClass, Operation, UpstreamError};
 use crate::usage::Attempt;
 

@@ -11,7 +11,6 @@ use crate::keys::Entry;
 use crate::live::shared::Shared;
 use crate::protocol::Protocol;
 use crate::routing::{self, Allow};
-
 use crate::usage::sink::SinkStatus;
 
 /// A 200 JSON answer.

@@ -13,13 +13,13 @@ use http_body_util::BodyExt;
 
 use super::body::{self, Finisher, MeteredBody, Mode};
 use super::exchange::{Exchange, Input, Rejection};
-use super::failover::read_capped;
 use super::{ProxyBody, full, headers};
 use crate::protocol::Protocol;
 use crate::protocol::convert::{self, Conversion, StreamConverter};
 use crate::protocol::usage::UsageMeter;
 use crate::routing::Candidate;
 use crate::upstream::Operation;
+use crate::upstream::wire::read_capped;
 use crate::usage::RequestRecord;
 
 /// A successful attempt, as the attempt phase hands it over.
