@@ -13,6 +13,7 @@
 //! - `failure`: one classification of upstream failures (failover, what cools, words, redaction). No I/O.
 //! - `proxy`: the hyper server, request phases (prompt-cache affinity among them), failover loop, streaming pump,
 //!   debug headers.
+//! - `background`: where work a request leaves behind runs (the main runtime, not the serving thread).
 //! - `events`: the one event stream (finished requests, cooldowns, recoveries, balances, reloads).
 //! - `metrics`: Prometheus metrics counted from the event stream, served at `/metrics`.
 //! - `alerts`: webhook alerts watching the event stream (balance, cooling, all candidates failing, budgets).
@@ -37,6 +38,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod background;
 pub mod balance;
 pub mod catalog;
 pub mod channels;

@@ -734,9 +734,7 @@ pub async fn admit(
                     if settled.load(Ordering::Acquire) {
                         return;
                     }
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        rt.spawn(async move { sh.release(&key).await });
-                    }
+                    crate::background::spawn(async move { sh.release(&key).await });
                 });
             }
             if taken.parallel || limits.tpm.is_some() || limits.budget.is_some() {
@@ -750,10 +748,11 @@ pub async fn admit(
                     if window_us == 0 && cost.is_none() && !parallel {
                         return;
                     }
-                    let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
                     settled.store(true, Ordering::Release);
                     let par_key = parallel.then_some(par_key);
-                    rt.spawn(async move { sh.charge(tpm_key, spend_key, par_key, window_us, cost).await });
+                    crate::background::spawn(
+                        async move { sh.charge(tpm_key, spend_key, par_key, window_us, cost).await },
+                    );
                 });
             }
             Ok(admitted)

@@ -1,5 +1,5 @@
 //! Routed checks of `router test`: the routing decision for a model or tag target, and the one real request sent
-//! through an in-process copy of the proxy (`proxy::serve` on 127.0.0.1:0, the same code `serve` runs) with its
+//! through an in-process copy of the proxy (`proxy::serve_on` on 127.0.0.1:0 with one thread, the same code `serve` runs) with its
 //! attempts as the proxy recorded them.
 //!
 //! Must not send anything to an upstream itself (the in-process proxy does), and redacts every key of the
@@ -225,13 +225,14 @@ async fn send_through_proxy(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the test proxy")?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::proxy::serve(
+    let server = tokio::spawn(crate::proxy::serve_on(
         listener,
         state,
         async {
             let _ = stopped.await;
         },
         Duration::from_secs(1),
+        1,
     ));
     let path = path_of(client);
     let body = serde_json::json!({

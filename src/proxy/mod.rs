@@ -111,7 +111,7 @@ impl AppState {
         let events = health.events().clone();
         let sink = sink.with_events(events.clone());
         let client = crate::upstream::client(&snapshot.config.raw.upstream);
-        let wire = crate::upstream::wire::Wire::new(&snapshot.config.raw.upstream);
+        let wire = crate::upstream::wire::Wire::with_cores(&snapshot.config.raw.upstream, serving_threads());
         let fast_test_timeout = snapshot.config.raw.routing.fast_test_timeout.0;
         // The configuration's keys; `serve` adds the store's (`control::reload_keys`).
         let keys = KeyTable::build(&snapshot.config.gateway_keys, &[]).unwrap_or_default();
@@ -151,8 +151,81 @@ pub(crate) fn settle(state: &AppState, ticket: crate::live::limits::Ticket, reco
     state.limiter.settle(ticket, tokens, record.cost_usd, crate::usage::now_ms());
 }
 
+/// How many threads serve connections: `TOKIO_WORKER_THREADS` when set (tokio's own variable, which also sizes
+/// the runtime of everything else), else the CPUs this process may use.
+pub fn serving_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish within `grace`.
+///
+/// Connections are served by [`serving_threads`] threads, each with its own single-threaded runtime accepting
+/// on the same listening socket and its own upstream pool (`Wire`'s per-thread client): a request, its upstream
+/// connection and the tasks between them stay on one thread, so a request costs no cross-thread wake-ups (one
+/// event loop per core, as nginx's workers). With one thread, connections are served on the calling runtime.
 pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
+    serve_on(listener, state, shutdown, grace, serving_threads()).await
+}
+
+/// [`serve`] on `threads` threads.
+pub async fn serve_on(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    threads: usize,
+) -> std::io::Result<()> {
+    crate::background::init(tokio::runtime::Handle::current());
+    if threads <= 1 {
+        return accept(listener, state, shutdown, grace).await;
+    }
+    let listening = listener.into_std()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut cores = Vec::with_capacity(threads);
+    for core in 1..=threads {
+        let (listening, state, mut stopped) = (listening.try_clone()?, state.clone(), stopped.clone());
+        let (done, finished) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        std::thread::Builder::new().name(format!("router-serve-{core}")).spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
+                crate::upstream::wire::serve_from_core(core);
+                rt.block_on(async {
+                    let listener = TcpListener::from_std(listening)?;
+                    accept(listener, state, async move { drop(stopped.wait_for(|s| *s).await) }, grace).await
+                })
+            });
+            let _ = done.send(served);
+        })?;
+        cores.push(finished);
+    }
+    drop(listening);
+    shutdown.await;
+    stop.send_replace(true);
+    state.stopping.send_replace(true);
+    let mut result = Ok(());
+    for (i, finished) in cores.into_iter().enumerate() {
+        match finished.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("serving thread {} failed: {e}", i + 1);
+                result = Err(e);
+            }
+            Err(_) => tracing::error!("serving thread {} panicked", i + 1),
+        }
+    }
+    result
+}
+
+/// One runtime's accept loop: serves the connections it accepts until `shutdown`, then drains them within `grace`.
+async fn accept(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,

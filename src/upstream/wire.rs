@@ -1,7 +1,8 @@
 //! The proxy's upstream HTTP client: one pooled hyper client (HTTP/1.1 and HTTP/2 over rustls, webpki roots)
 //! that sends a proxied request and hands back the upstream's response head with its body unread.
 //!
-//! Owns the connection pool, the `User-Agent`, and the route around it for destinations an environment proxy
+//! Owns the connection pools (one per serving thread, so a request and its upstream connection stay on one
+//! thread: `serve_from_core`), the `User-Agent`, and the route around it for destinations an environment proxy
 //! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) intercepts: those go through reqwest, which
 //! speaks to proxies. Everything else goes straight through hyper: no per-request URL parsing beyond the
 //! `Uri`, no middleware. Redirects are not followed (an API endpoint that redirects is misconfigured, and
@@ -9,6 +10,7 @@
 //! Must not decide what a failure means beyond its words (that is `crate::failure`) nor time the request out
 //! (the caller bounds the wait for the first byte).
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,9 +33,23 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// An upstream response body, read frame by frame as it arrives.
 pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
+type Direct = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+thread_local! {
+    /// Which of `Wire`'s pools this thread uses: 0 outside the serving threads.
+    static CORE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread use pool `core` (1-based; `proxy::serve`'s serving threads call it once, at start).
+pub fn serve_from_core(core: usize) {
+    CORE.with(|c| c.set(core));
+}
+
 /// The proxy's upstream client; cheap to share (one per server).
 pub struct Wire {
-    direct: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// One pooled client per serving thread (index 0: every other thread). A connection's task runs on the
+    /// runtime that opened it, so a thread that only takes its own pool's connections is never woken by another.
+    direct: Box<[Direct]>,
     /// Set when the environment names a proxy: destinations it intercepts go through reqwest.
     proxied: Option<(Matcher, reqwest::Client)>,
     user_agent: HeaderValue,
@@ -51,6 +67,11 @@ const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http
 impl Wire {
     /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host).
     pub fn new(cfg: &UpstreamConfig) -> Wire {
+        Wire::with_cores(cfg, 1)
+    }
+
+    /// [`Wire::new`] with a pool for each of `cores` serving threads besides the shared one.
+    pub fn with_cores(cfg: &UpstreamConfig, cores: usize) -> Wire {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -61,11 +82,9 @@ impl Wire {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let direct = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(https);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(64);
+        let direct = (0..=cores).map(|_| builder.build(https.clone())).collect();
         let proxy_named = PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
         let proxied = proxy_named.then(|| (Matcher::from_env(), super::client(cfg)));
         Wire { direct, proxied, user_agent: HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION"))) }
@@ -87,7 +106,8 @@ impl Wire {
         headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
         let mut req = Request::post(uri).body(Full::new(body)).expect("a parsed URI and POST make a valid request");
         *req.headers_mut() = headers;
-        match self.direct.request(req).await {
+        let pool = CORE.with(Cell::get).min(self.direct.len() - 1);
+        match self.direct[pool].request(req).await {
             Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync())),
             Err(e) => Err(send_failure(&e)),
         }

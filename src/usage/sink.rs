@@ -206,11 +206,9 @@ impl RecordSink {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(rec)) => {
                 let tx = self.tx.clone();
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(async move {
-                        let _ = tx.send(rec).await;
-                    });
-                }
+                crate::background::spawn(async move {
+                    let _ = tx.send(rec).await;
+                });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::error!("usage writer is gone; a request record was not saved");

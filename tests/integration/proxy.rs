@@ -596,6 +596,40 @@ async fn embeddings_and_responses_are_forwarded() {
     assert_eq!(up.last().uri, "/v1/responses");
 }
 
+/// Connections are served by one single-threaded runtime per core (`TOKIO_WORKER_THREADS` of them, each
+/// accepting on the one listening socket); many connections at once all get their answers, each recorded once,
+/// and the server stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_served_by_one_event_loop_per_core() {
+    let up = Mock::start(|r, _| Reply::Json(200, chat_json(r.json()["model"].as_str().unwrap_or(""), "x", 3, 1))).await;
+    let mut router = Router::start_with(&one_channel(&up.openai_url(), ""), &[], &[("TOKIO_WORKER_THREADS", "3")]);
+    let pid = router.child.id();
+    let serving = || {
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let names = threads.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok());
+        names.filter(|name| name.starts_with("router-serve-")).count()
+    };
+    // The serving threads start right after the address is printed.
+    assert!(eventually(Duration::from_secs(10), || serving() == 3).await, "{} serving threads", serving());
+    // Twelve connections at once (a client each), two requests on each.
+    let sends = (0..12).map(|_| {
+        let (c, url) = (reqwest::Client::new(), router.url("/v1/chat/completions"));
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..2 {
+                statuses.push(c.post(&url).json(&chat_body("gpt-4o", false)).send().await.unwrap().status());
+            }
+            statuses
+        }
+    });
+    let statuses: Vec<_> = futures_util::future::join_all(sends).await.into_iter().flatten().collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(eventually(Duration::from_secs(10), || router.records().len() == 24).await, "{:?}", router.records());
+    router.signal("TERM");
+    let status = router.wait_exit(Duration::from_secs(15)).expect("router exits");
+    assert!(status.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
     let (tx, rx) = mpsc::channel(16);
