@@ -54,7 +54,8 @@ pub struct Cooling {
 
 #[derive(Debug)]
 pub struct Health {
-    map: Mutex<HashMap<String, Entry>>,
+    /// Keyed by health keys the catalogue makes (a fast hash: no client chooses them).
+    map: Mutex<HashMap<String, Entry, rustc_hash::FxBuildHasher>>,
     events: Events,
     /// Where cooldown changes go for other instances (none: a single instance).
     changes: OnceLock<tokio::sync::mpsc::UnboundedSender<CoolChange>>,

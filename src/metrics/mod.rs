@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use rustc_hash::FxBuildHasher;
 use tokio::sync::broadcast;
 
 use crate::events::Event;
@@ -325,13 +326,13 @@ impl Drop for InFlight {
 /// Label values seen so far, up to a cap.
 #[derive(Debug)]
 struct Capped {
-    seen: HashSet<String>,
+    seen: HashSet<String, FxBuildHasher>,
     cap: usize,
 }
 
 impl Capped {
     fn new(cap: usize) -> Capped {
-        Capped { seen: HashSet::new(), cap }
+        Capped { seen: HashSet::default(), cap }
     }
 
     /// `v` itself while it is among the first `cap` distinct values, else `other`.
@@ -383,9 +384,10 @@ pub struct Counting {
     models: Capped,
     keys: Capped,
     /// Handles by label values, so a record costs lookups rather than label sets and family locks.
-    series: HashMap<Box<str>, Series>,
-    attempts: HashMap<Box<str>, AttemptSeries>,
-    affinity: HashMap<Box<str>, Counter>,
+    // A fast hash: the label values are capped (`Capped`), so a client cannot grow these into a slow table.
+    series: HashMap<Box<str>, Series, FxBuildHasher>,
+    attempts: HashMap<Box<str>, AttemptSeries, FxBuildHasher>,
+    affinity: HashMap<Box<str>, Counter, FxBuildHasher>,
     buf: String,
 }
 
@@ -395,9 +397,9 @@ impl Counting {
             metrics,
             models: Capped::new(MAX_MODELS),
             keys: Capped::new(MAX_KEYS),
-            series: HashMap::new(),
-            attempts: HashMap::new(),
-            affinity: HashMap::new(),
+            series: HashMap::default(),
+            attempts: HashMap::default(),
+            affinity: HashMap::default(),
             buf: String::new(),
         }
     }

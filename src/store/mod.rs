@@ -518,8 +518,9 @@ impl Store {
         if let Some(pg) = &self.inner.pg {
             return self.write_shared(pg, recs);
         }
-        let mut daily: HashMap<DailyKey, Counters> = HashMap::new();
-        let mut hourly: HashMap<HourlyKey, Counters> = HashMap::new();
+        // Keyed by strings borrowed from the records, with a fast hash (the keys are our own, not an attacker's).
+        let mut daily: HashMap<tables::DailyTuple<'_>, Counters, rustc_hash::FxBuildHasher> = HashMap::default();
+        let mut hourly: HashMap<tables::DailyTuple<'_>, Counters, rustc_hash::FxBuildHasher> = HashMap::default();
         let mut new = 0;
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
@@ -531,15 +532,15 @@ impl Store {
                 codec::encode_into(r, &mut buf);
                 if requests.insert(r.id, buf.as_slice()).map_err(db)?.is_none() {
                     let c = Counters::of(r);
-                    daily.entry(DailyKey::of(r)).or_default().add(&c);
-                    hourly.entry(HourlyKey::of(r)).or_default().add(&c);
+                    daily.entry(tables::rollup_tuple(tables::day_of_ms(r.time_ms), r)).or_default().add(&c);
+                    hourly.entry(tables::rollup_tuple(tables::hour_of_ms(r.time_ms), r)).or_default().add(&c);
                     new += 1;
                 }
             }
             let mut rollup = txn.open_table(tables::USAGE_DAILY).map_err(db)?;
-            add_rollups(&mut rollup, daily.iter().map(|(k, c)| (k.as_tuple(), c)))?;
+            add_rollups(&mut rollup, daily.iter().map(|(k, c)| (*k, c)))?;
             let mut rollup = txn.open_table(tables::USAGE_HOURLY).map_err(db)?;
-            add_rollups(&mut rollup, hourly.iter().map(|(k, c)| (k.as_tuple(), c)))?;
+            add_rollups(&mut rollup, hourly.iter().map(|(k, c)| (*k, c)))?;
         }
         txn.commit().map_err(db)?;
         Ok(new)

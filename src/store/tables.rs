@@ -159,6 +159,22 @@ impl HourlyKey {
     }
 }
 
+/// A record's rollup key, borrowed from it: `unit` is its day (`usage_daily`) or hour (`usage_hourly`).
+pub fn rollup_tuple(unit: u32, rec: &RequestRecord) -> DailyTuple<'_> {
+    fn s(v: &Option<String>) -> &str {
+        v.as_deref().unwrap_or_default()
+    }
+    (
+        unit,
+        s(&rec.channel),
+        s(&rec.endpoint),
+        s(&rec.token_fp),
+        s(&rec.token_key),
+        record_model(rec),
+        s(&rec.gateway_key),
+    )
+}
+
 /// The model a record is accounted under: the upstream model when one was picked, else the requested one.
 pub fn record_model(rec: &RequestRecord) -> &str {
     rec.upstream_model.as_deref().unwrap_or(&rec.requested_model)
