@@ -71,21 +71,33 @@ pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
 /// The `X-RateLimit-*` headers of a key with limits (the convention OpenAI clients read), replacing those the
 /// upstream sent: they describe the shared upstream account, not this key.
 pub fn rate_limits(out: &mut HeaderMap, rate: &crate::live::limits::Rate) {
-    let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
-    for n in upstream {
-        out.remove(n);
+    const UPSTREAM: &str = "x-ratelimit-";
+    if out.keys().any(|n| n.as_str().starts_with(UPSTREAM)) {
+        let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with(UPSTREAM)).cloned().collect();
+        for n in upstream {
+            out.remove(n);
+        }
     }
-    if let Some(w) = rate.requests {
-        set_owned(out, HeaderName::from_static("x-ratelimit-limit-requests"), w.limit.to_string());
-        set_owned(out, HeaderName::from_static("x-ratelimit-remaining-requests"), w.remaining.to_string());
-        set_owned(out, HeaderName::from_static("x-ratelimit-reset-requests"), duration_text(w.reset));
-    }
-    if let Some(w) = rate.tokens {
-        set_owned(out, HeaderName::from_static("x-ratelimit-limit-tokens"), w.limit.to_string());
-        set_owned(out, HeaderName::from_static("x-ratelimit-remaining-tokens"), w.remaining.to_string());
-        set_owned(out, HeaderName::from_static("x-ratelimit-reset-tokens"), duration_text(w.reset));
+    let windows = [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)];
+    for (w, [limit, remaining, reset]) in windows.into_iter().filter_map(|(w, names)| Some((w?, names))) {
+        // Numbers straight into header values (no text to check).
+        out.insert(limit, HeaderValue::from(w.limit));
+        out.insert(remaining, HeaderValue::from(w.remaining));
+        set_owned(out, reset, duration_text(w.reset));
     }
 }
+
+/// Limit, remaining and reset of the requests window, then of the tokens window.
+const RATE_REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const RATE_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// A duration as OpenAI's reset headers write it: `250ms`, `12s`, `1m12s`.
 pub fn duration_text(d: std::time::Duration) -> String {

@@ -41,6 +41,8 @@ pub(super) async fn respond(
     let is_sse = record_success(ex, &ok);
     super::affinity::settle(ex, ok.cand).await;
     let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
+    // Room for the passed-on, debug and rate headers at once (growing rehashes the map each time).
+    out.headers_mut().reserve(24);
     let mode = match ok.conv {
         None => {
             headers::downstream_headers(ok.resp.headers(), out.headers_mut());
