@@ -349,7 +349,19 @@ impl UsageMeter {
             }
             return;
         }
-        if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
+        // Most bodies are one object whose usage members can be found without parsing the rest (the answer's
+        // text is skipped, not decoded); anything unusual takes the full parse, which decides.
+        let env = usage_members(body)
+            .and_then(|[usage, response, usage_metadata]| {
+                Some(Envelope {
+                    usage: member(usage)?,
+                    response: member(response)?,
+                    usage_metadata: member(usage_metadata)?,
+                    ..Envelope::default()
+                })
+            })
+            .or_else(|| serde_json::from_slice::<Envelope>(body).ok());
+        if let Some(env) = env {
             self.envelope(&env);
             self.completed = true;
         }
@@ -381,6 +393,114 @@ impl UsageMeter {
     }
 }
 
+/// A member found by [`usage_members`], parsed: `Some(None)` when absent or `null`, `None` when it does not parse.
+fn member<'de, T: Deserialize<'de>>(span: Option<&'de [u8]>) -> Option<Option<T>> {
+    span.map_or(Some(None), |s| serde_json::from_slice::<Option<T>>(s).ok())
+}
+
+/// The values of the top-level members `usage`, `response` and `usageMetadata` of a body that is one JSON
+/// object, found by walking its structure without decoding anything else. `None` when the text is not one whole
+/// object, a key has escapes, or a member of interest appears twice: the caller then parses the body whole.
+fn usage_members(body: &[u8]) -> Option<[Option<&[u8]>; 3]> {
+    let mut found = [None; 3];
+    let mut i = skip_ws(body, 0);
+    if body.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(body, i + 1);
+    if body.get(i) == Some(&b'}') {
+        return (skip_ws(body, i + 1) == body.len()).then_some(found);
+    }
+    loop {
+        if body.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(body, i)?;
+        let key = &body[i + 1..key_end - 1];
+        if key.contains(&b'\\') {
+            return None;
+        }
+        i = skip_ws(body, key_end);
+        if body.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(body, i + 1);
+        let end = value_end(body, i)?;
+        let slot = match key {
+            b"usage" => Some(0),
+            b"response" => Some(1),
+            b"usageMetadata" => Some(2),
+            _ => None,
+        };
+        if let Some(k) = slot {
+            if found[k].is_some() {
+                return None;
+            }
+            found[k] = Some(&body[i..end]);
+        }
+        i = skip_ws(body, end);
+        match body.get(i)? {
+            b',' => i = skip_ws(body, i + 1),
+            b'}' => return (skip_ws(body, i + 1) == body.len()).then_some(found),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the closing quote of the string opening at `i`.
+fn string_end(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        j += memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[j] == b'"' {
+            return Some(j + 1);
+        }
+        j += 2;
+    }
+}
+
+/// Just past the value starting at `i` (its nesting balanced, its strings closed; scalars are not checked).
+fn value_end(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => string_end(b, i),
+        b'{' | b'[' => {
+            // A byte loop: the spans between brackets are short, where a vectorised search costs more.
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = string_end(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let len = b[i..].iter().position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'));
+            let end = i + len.unwrap_or(b.len() - i);
+            (end > i).then_some(end)
+        }
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
@@ -396,6 +516,63 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::protocol::sse::SseParser;
+
+    /// The usage members found by walking a body's structure are those the full parse finds; bodies the walk
+    /// refuses fall back to the full parse.
+    #[test]
+    fn the_member_walk_agrees_with_the_full_parse() {
+        let whole = |body: &str| {
+            let env = serde_json::from_slice::<Envelope>(body.as_bytes()).ok();
+            env.map(|e| {
+                (
+                    format!("{:?}", e.usage),
+                    format!("{:?}", e.response.map(|r| r.usage)),
+                    format!("{:?}", e.usage_metadata),
+                )
+            })
+        };
+        let walked = |body: &str| {
+            let [u, r, m] = usage_members(body.as_bytes())?;
+            Some((
+                format!("{:?}", member::<UsageWire>(u)?),
+                format!("{:?}", member::<Inner>(r)?.map(|r| r.usage)),
+                format!("{:?}", member::<GeminiUsage>(m)?),
+            ))
+        };
+        let agree = [
+            r#"{"id":"x","choices":[{"message":{"content":"a \"usage\": {} [ ] { \\"}}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            r#" { "usage" : { "input_tokens" : 1 , "output_tokens" : 2 } , "type" : "message" } "#,
+            r#"{"choices":[{"message":{"tool_calls":[{"usage":{"prompt_tokens":99}}]}}],"usage":null}"#,
+            r#"{"response":{"id":"r","usage":{"input_tokens":5,"output_tokens":6},"output":[{"usage":1}]}}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"hi}"}]}}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":8}}"#,
+            r#"{}"#,
+            r#"{"n":-1.5e3,"t":true,"f":false,"z":null,"a":[],"o":{},"s":"\u00e9"}"#,
+        ];
+        for body in agree {
+            assert!(walked(body).is_some(), "the walk refused {body}");
+            assert_eq!(walked(body), whole(body), "{body}");
+        }
+        // Refused by the walk (the full parse decides): not whole, escaped keys, repeated members, not an object.
+        let refused = [
+            r#"{"usage":{"prompt_tokens":3}"#,
+            r#"{"usage":{"prompt_tokens":3}} trailing"#,
+            r#"{"usa\u0067e":{"prompt_tokens":3}}"#,
+            r#"{"usage":{"prompt_tokens":3},"usage":{"prompt_tokens":4}}"#,
+            r#"{"usage":{"prompt_tokens":3},}"#,
+            r#"[{"usage":{"prompt_tokens":3}}]"#,
+            r#"{"choices":[{"message":"unterminated}]}"#,
+            "",
+        ];
+        for body in refused {
+            assert!(usage_members(body.as_bytes()).is_none(), "the walk accepted {body}");
+        }
+        // Through the meter: a body whose walk is refused still reads as the full parse does.
+        let mut m = UsageMeter::new(Protocol::Openai);
+        m.body(br#"{"usa\u0067e":{"prompt_tokens":3,"completion_tokens":1}}"#);
+        let got = m.finish();
+        assert!(got.completed);
+        assert_eq!(got.tokens.map(|t| (t.input, t.output)), Some((3, 1)));
+    }
 
     fn meter_stream(protocol: Protocol, wire: &str) -> (Metered, usize) {
         let mut m = UsageMeter::new(protocol);
