@@ -8,7 +8,7 @@
 //! Reads only what the peek phase found (and, for the head, the byte ranges it noted); never parses the whole
 //! body.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -61,7 +61,7 @@ pub fn filter_value(given: &str) -> String {
     }
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
@@ -83,19 +83,27 @@ pub fn claude_code_session(user_id: &str) -> Option<&str> {
 
 /// Codex's conversation headers: `session_id` / `conversation_id` (before 0.1xx), `session-id` / `thread-id`
 /// (0.169).
-const CODEX_HEADERS: [&str; 4] = ["session_id", "session-id", "conversation_id", "thread-id"];
+const CODEX_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("session_id"),
+    HeaderName::from_static("session-id"),
+    HeaderName::from_static("conversation_id"),
+    HeaderName::from_static("thread-id"),
+];
+/// The router's own session header and Claude Code's (names made once: a `&str` name is parsed per lookup).
+const ROUTER_SESSION: HeaderName = HeaderName::from_static("x-router-session");
+const CLAUDE_CODE_SESSION: HeaderName = HeaderName::from_static("x-claude-code-session-id");
 
 /// The session of a request, from its headers and what the peek found; `None` when nothing identifies one (no
 /// hint and no head, e.g. an empty conversation).
 pub fn identify(headers: &HeaderMap, peek: &Peek, body: &[u8]) -> Option<Session> {
     let named = |id: &str, source| Some(Session { hash: hash_id(id), source });
-    if let Some(id) = header(headers, "x-router-session") {
+    if let Some(id) = header(headers, &ROUTER_SESSION) {
         return named(id, Source::Header);
     }
     if let Some(id) = peek.user_id.as_deref().and_then(claude_code_session) {
         return named(id, Source::ClaudeCode);
     }
-    if let Some(id) = header(headers, "x-claude-code-session-id") {
+    if let Some(id) = header(headers, &CLAUDE_CODE_SESSION) {
         return named(id, Source::ClaudeCode);
     }
     if let Some(id) = peek.prompt_cache_key.as_deref().filter(|k| !k.is_empty()) {
