@@ -61,11 +61,15 @@ pub struct Token {
     pub enabled: bool,
     /// Key in the health table: `channel/endpoint/token_key`.
     pub health_key: Arc<str>,
+    /// `token_key` as a response header value (`X-Router-Token`), made once; `None` if it is not header text.
+    pub header: Option<http::HeaderValue>,
 }
 
 #[derive(Debug)]
 pub struct Endpoint {
     pub name: Arc<str>,
+    /// `name` as a response header value (`X-Router-Endpoint`), made once.
+    pub header: Option<http::HeaderValue>,
     /// Key in the health table: `channel/endpoint`.
     pub health_key: Arc<str>,
     /// Without a trailing slash.
@@ -117,6 +121,8 @@ pub struct Model {
 #[derive(Debug)]
 pub struct Channel {
     pub name: Arc<str>,
+    /// `name` as a response header value (`X-Router-Channel`), made once.
+    pub header: Option<http::HeaderValue>,
     pub protocol: ChannelProtocol,
     pub priority: i64,
     pub weight: u32,
@@ -630,6 +636,7 @@ fn build_channel(
         if tokens.is_empty() {
             // Keyless local endpoint: one anonymous token so rotation and records stay uniform.
             tokens.push(Token {
+                header: Some(http::HeaderValue::from_static("none")),
                 token_key: "none".into(),
                 fingerprint: "none".into(),
                 secret: Secret::default(),
@@ -642,6 +649,7 @@ fn build_channel(
             _ => "/models".into(),
         });
         endpoints.push(Endpoint {
+            header: http::HeaderValue::from_str(&e.name).ok(),
             name: e.name.as_str().into(),
             health_key,
             base_url,
@@ -747,6 +755,7 @@ fn build_channel(
     models.shrink_to_fit();
     index.shrink_to_fit(&models);
     Channel {
+        header: http::HeaderValue::from_str(&c.name).ok(),
         name: c.name.as_str().into(),
         protocol: c.protocol,
         priority: c.priority,
@@ -778,6 +787,7 @@ fn token(k: &KeyConfig, endpoint_key: &str) -> Token {
     let fp: Arc<str> = fingerprint(k.secret().expose()).into();
     let token_key: Arc<str> = k.name().map(Arc::from).unwrap_or_else(|| fp.clone());
     Token {
+        header: http::HeaderValue::from_str(&token_key).ok(),
         health_key: format!("{endpoint_key}/{token_key}").into(),
         token_key,
         fingerprint: fp,

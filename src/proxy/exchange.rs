@@ -318,7 +318,7 @@ impl Exchange {
                 self.record.locate_last_attempt();
                 let (status, message, mut resp) = self.all_failed(last);
                 if self.debug_headers() {
-                    respond::debug_headers(resp.headers_mut(), self.id, &self.record);
+                    respond::debug_headers(resp.headers_mut(), self.id, &self.record, None);
                 }
                 (Outcome::UpstreamError, status, message, resp)
             }

@@ -72,7 +72,7 @@ pub(super) async fn respond(
         Some(conv) => {
             let body = translate_whole(ex, input, ok.cand, ok.resp, conv).await?;
             if ex.debug_headers() {
-                debug_headers(out.headers_mut(), ex.id, &ex.record);
+                debug_headers(out.headers_mut(), ex.id, &ex.record, Some(ex.snap.candidate(ok.cand)));
             }
             // A Gemini stream the upstream answered whole: one chunk, framed as the client asked.
             let (body, content_type) = match ex.op.is_gemini_stream() {
@@ -91,7 +91,7 @@ pub(super) async fn respond(
         }
     };
     if ex.debug_headers() {
-        debug_headers(out.headers_mut(), ex.id, &ex.record);
+        debug_headers(out.headers_mut(), ex.id, &ex.record, Some(ex.snap.candidate(ok.cand)));
         if let Some(s) = ok.cand.score.filter(|_| ok.conv.is_none()) {
             let score = format!(
                 "{:.3} (cost {:.2} speed {:.2} quality {:.2} reliability {:.2})",
@@ -184,21 +184,29 @@ async fn translate_whole(
     )
 }
 
-/// The `X-Router-*` headers that say where a request went.
-pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord) {
+/// The channel, endpoint and token that answered a request.
+pub(super) type Served<'s> = (&'s crate::catalog::Channel, &'s crate::catalog::Endpoint, &'s crate::catalog::Token);
+
+/// The `X-Router-*` headers that say where a request went; `served`: the candidate that answered, whose names'
+/// header values the snapshot made once (else they are made from the record's text).
+pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord, served: Option<Served<'_>>) {
+    let put = |h: &mut HeaderMap, name, made: Option<&http::HeaderValue>, text: &Option<String>| match made {
+        Some(v) => drop(h.insert(name, v.clone())),
+        None => {
+            if let Some(t) = text {
+                headers::set(h, name, t);
+            }
+        }
+    };
     headers::set_request_id(h, id);
-    if let Some(c) = &record.channel {
-        headers::set(h, headers::CHANNEL, c);
-    }
-    if let Some(e) = &record.endpoint {
-        headers::set(h, headers::ENDPOINT, e);
-    }
-    if let Some(m) = &record.upstream_model {
-        headers::set(h, headers::MODEL, m);
-    }
-    if let Some(t) = &record.token_key {
-        headers::set(h, headers::TOKEN, t);
-    }
+    let (ch, ep, tok) = match served {
+        Some((ch, ep, tok)) => (ch.header.as_ref(), ep.header.as_ref(), tok.header.as_ref()),
+        None => (None, None, None),
+    };
+    put(h, headers::CHANNEL, ch, &record.channel);
+    put(h, headers::ENDPOINT, ep, &record.endpoint);
+    put(h, headers::MODEL, None, &record.upstream_model);
+    put(h, headers::TOKEN, tok, &record.token_key);
     h.insert(headers::ATTEMPTS, http::HeaderValue::from(record.attempts.len()));
     let strategy = record.strategy.map(|s| s.as_str()).unwrap_or_default();
     h.insert(headers::STRATEGY, http::HeaderValue::from_static(strategy));
