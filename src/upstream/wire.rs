@@ -1,11 +1,15 @@
 //! The proxy's upstream HTTP client: one pooled hyper client (HTTP/1.1 and HTTP/2 over rustls, webpki roots)
 //! that sends a proxied request and hands back the upstream's response head with its body unread.
 //!
-//! Owns the connection pool, the `User-Agent`, and the route around it for destinations an environment proxy
+//! Owns the connection pools (one for streamed responses, one for the rest: below), the `User-Agent`, and the route around it for destinations an environment proxy
 //! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) intercepts: those go through reqwest, which
 //! speaks to proxies. Everything else goes straight through hyper: no per-request URL parsing beyond the
 //! `Uri`, no middleware. Redirects are not followed (an API endpoint that redirects is misconfigured, and
 //! following would resend the key): a 3xx is the upstream's answer like any other failure status.
+//! Streamed responses (SSE) are read through connections of their own pool whose read buffer is 1 KiB instead of
+//! hyper's adaptive 8 KiB and up: an event is a few hundred bytes, read as it arrives, and a stream holds its
+//! connection's buffer for minutes, so a thousand open streams hold ~4 MB less (bench/analysis.md, session
+//! four). Whole bodies keep hyper's growing buffer, which reads a large answer in a few calls.
 //! Must not decide what a failure means beyond its words (that is `crate::failure`) nor time the request out
 //! (the caller bounds the wait for the first byte).
 
@@ -34,6 +38,8 @@ pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 /// The proxy's upstream client; cheap to share (one per server).
 pub struct Wire {
     direct: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// The pool of requests that ask for a streamed response: read buffers of [`STREAM_READ_BUF`] bytes.
+    streams: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Set when the environment names a proxy: destinations it intercepts go through reqwest.
     proxied: Option<(Matcher, reqwest::Client)>,
     user_agent: HeaderValue,
@@ -46,10 +52,15 @@ impl std::fmt::Debug for Wire {
 }
 
 /// The environment variables that name a proxy (either case), as reqwest reads them.
+/// The read buffer of a connection in the streaming pool: one SSE event (a few hundred bytes) and its chunk
+/// framing fit; a larger burst is read in several calls.
+const STREAM_READ_BUF: usize = 1024;
+
 const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
 impl Wire {
-    /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host).
+    /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host, in each
+    /// pool).
     pub fn new(cfg: &UpstreamConfig) -> Wire {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -61,18 +72,29 @@ impl Wire {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let direct = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(https);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(64);
+        let direct = builder.build(https.clone());
+        let streams = builder.http1_read_buf_exact_size(STREAM_READ_BUF).build(https);
         let proxy_named = PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
         let proxied = proxy_named.then(|| (Matcher::from_env(), super::client(cfg)));
-        Wire { direct, proxied, user_agent: HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION"))) }
+        Wire {
+            direct,
+            streams,
+            proxied,
+            user_agent: HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION"))),
+        }
     }
 
     /// Sends `POST url` with `headers` and `body`; returns once the upstream's response head has arrived.
-    pub async fn post(&self, url: &str, mut headers: HeaderMap, body: Bytes) -> Result<Response<Body>, UpstreamError> {
+    /// `stream`: the request asks for a streamed response (it goes through the streaming pool).
+    pub async fn post(
+        &self,
+        url: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<Response<Body>, UpstreamError> {
         let uri: Uri = url.parse().map_err(|e| UpstreamError::Connect {
             class: FailureClass::Connect,
             detail: format!("the upstream URL is not valid: {e}"),
@@ -87,7 +109,8 @@ impl Wire {
         headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
         let mut req = Request::post(uri).body(Full::new(body)).expect("a parsed URI and POST make a valid request");
         *req.headers_mut() = headers;
-        match self.direct.request(req).await {
+        let pool = if stream { &self.streams } else { &self.direct };
+        match pool.request(req).await {
             Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync())),
             Err(e) => Err(send_failure(&e)),
         }
@@ -130,7 +153,7 @@ mod tests {
         drop(listener);
         let wire = Wire::new(&UpstreamConfig::default());
         let url = format!("http://{addr}/v1/chat/completions?key=sk-secret");
-        let err = wire.post(&url, HeaderMap::new(), Bytes::from_static(b"{}")).await.unwrap_err();
+        let err = wire.post(&url, HeaderMap::new(), Bytes::from_static(b"{}"), false).await.unwrap_err();
         let UpstreamError::Connect { class, detail } = err else { panic!("not a connect error") };
         assert_eq!(class, FailureClass::Connect);
         assert!(detail.starts_with("connection failed"), "{detail}");
@@ -140,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_url_is_refused_before_sending() {
         let wire = Wire::new(&UpstreamConfig::default());
-        let err = wire.post("http://exa mple/", HeaderMap::new(), Bytes::new()).await.unwrap_err();
+        let err = wire.post("http://exa mple/", HeaderMap::new(), Bytes::new(), true).await.unwrap_err();
         assert!(err.to_string().contains("not valid"), "{err}");
     }
 }
