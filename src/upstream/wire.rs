@@ -8,7 +8,7 @@
 //! following would resend the key): a 3xx is the upstream's answer like any other failure status.
 //! Streamed responses (SSE) are read through connections of their own pool whose read buffer is 1 KiB instead of
 //! hyper's adaptive 8 KiB and up: an event is a few hundred bytes, read as it arrives, and a stream holds its
-//! connection's buffer for minutes, so a thousand open streams hold ~4 MB less (bench/analysis.md, session
+//! connection's buffer for minutes, so a thousand open streams hold 2-4 MB less (bench/analysis.md, session
 //! four). Whole bodies keep hyper's growing buffer, which reads a large answer in a few calls.
 //! Must not decide what a failure means beyond its words (that is `crate::failure`) nor time the request out
 //! (the caller bounds the wait for the first byte).
