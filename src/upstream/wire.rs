@@ -1,11 +1,12 @@
-//! The proxy's upstream HTTP client: one pooled hyper client (HTTP/1.1 and HTTP/2 over rustls, webpki roots)
-//! that sends a proxied request and hands back the upstream's response head with its body unread.
+//! The proxy's upstream HTTP client: pooled hyper clients (HTTP/1.1 and HTTP/2 over rustls, webpki roots) that
+//! send a proxied request and hand back the upstream's response head with its body unread.
 //!
-//! Owns the connection pools (one for streamed responses, one for the rest: below), the `User-Agent`, and the route around it for destinations an environment proxy
-//! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) intercepts: those go through reqwest, which
-//! speaks to proxies. Everything else goes straight through hyper: no per-request URL parsing beyond the
-//! `Uri`, no middleware. Redirects are not followed (an API endpoint that redirects is misconfigured, and
-//! following would resend the key): a 3xx is the upstream's answer like any other failure status.
+//! Owns the connection pools (one for streamed responses, one for the rest: below), the `User-Agent`, and the
+//! route around them for destinations an environment proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus
+//! `NO_PROXY`) intercepts: those go through reqwest, which speaks to proxies. Everything else goes straight
+//! through hyper: no per-request URL parsing beyond the `Uri`, no middleware. Redirects are not followed (an API
+//! endpoint that redirects is misconfigured, and following would resend the key): a 3xx is the upstream's answer
+//! like any other failure status.
 //! Streamed responses (SSE) are read through connections of their own pool whose read buffer is 1 KiB instead of
 //! hyper's adaptive 8 KiB and up: an event is a few hundred bytes, read as it arrives, and a stream holds its
 //! connection's buffer for minutes, so a thousand open streams hold 2-4 MB less (bench/analysis.md, session
@@ -51,11 +52,11 @@ impl std::fmt::Debug for Wire {
     }
 }
 
-/// The environment variables that name a proxy (either case), as reqwest reads them.
 /// The read buffer of a connection in the streaming pool: one SSE event (a few hundred bytes) and its chunk
 /// framing fit; a larger burst is read in several calls.
 const STREAM_READ_BUF: usize = 1024;
 
+/// The environment variables that name a proxy (either case), as reqwest reads them.
 const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
 impl Wire {
