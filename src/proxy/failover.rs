@@ -143,7 +143,8 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     let deadline = ex.deadline();
     let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - Instant::now());
     let t0 = Instant::now();
-    let sent = tokio::time::timeout(first_byte, ex.state.wire.post(&out.url, hdrs, out.body)).await;
+    let stream = input.peek.stream || ex.op.is_gemini_stream();
+    let sent = tokio::time::timeout(first_byte, ex.state.wire.post(&out.url, hdrs, out.body, stream)).await;
     let ttfb = t0.elapsed();
     let mut attempt = Attempt {
         channel: ch.name.to_string(),

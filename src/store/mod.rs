@@ -370,10 +370,10 @@ impl Store {
 }
 
 /// redb's page cache (read cache and write buffer together). It fills up as records are written and stays full,
-/// so it is part of a busy server's resident memory: 4 MiB holds the tables' upper levels and a batch's pages
-/// (the writer commits as fast with it as with 16 MiB, `examples/bench_writer.rs`); reports read the rest
+/// so it is part of a busy server's resident memory: 1 MiB holds the tables' upper levels and a batch's pages
+/// (the writer commits as fast with it as with 4 or 16 MiB, `examples/bench_writer.rs`); reports read the rest
 /// through the OS page cache.
-const CACHE_BYTES: usize = 4 << 20;
+const CACHE_BYTES: usize = 1 << 20;
 
 fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
     redb::Builder::new().set_cache_size(CACHE_BYTES).create(path)

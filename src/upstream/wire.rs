@@ -1,12 +1,17 @@
-//! The proxy's upstream HTTP client: one pooled hyper client (HTTP/1.1 and HTTP/2 over rustls, webpki roots)
-//! that sends a proxied request and hands back the upstream's response head with its body unread.
+//! The proxy's upstream HTTP client: pooled hyper clients (HTTP/1.1 and HTTP/2 over rustls, webpki roots) that
+//! send a proxied request and hand back the upstream's response head with its body unread.
 //!
-//! Owns the connection pools (one per serving thread, so a request and its upstream connection stay on one
-//! thread: `serve_from_core`), the `User-Agent`, and the route around it for destinations an environment proxy
+//! Owns the connection pools, the `User-Agent`, and the route around them for destinations an environment proxy
 //! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) intercepts: those go through reqwest, which
 //! speaks to proxies. Everything else goes straight through hyper: no per-request URL parsing beyond the
 //! `Uri`, no middleware. Redirects are not followed (an API endpoint that redirects is misconfigured, and
 //! following would resend the key): a 3xx is the upstream's answer like any other failure status.
+//! Each serving thread has pools of its own (`serve_from_core`), so a request and its upstream connection stay on
+//! one thread. Streamed responses (SSE) are read through connections of their own pool whose read buffer is
+//! 1 KiB instead of hyper's adaptive 8 KiB and up: an event is a few hundred bytes, read as it arrives, and a
+//! stream holds its connection's buffer for minutes, so a thousand open streams hold 2-4 MB less
+//! (bench/analysis.md, session four). Whole bodies keep hyper's growing buffer, which reads a large answer in a
+//! few calls.
 //! Must not decide what a failure means beyond its words (that is `crate::failure`) nor time the request out
 //! (the caller bounds the wait for the first byte).
 
@@ -45,11 +50,17 @@ pub fn serve_from_core(core: usize) {
     CORE.with(|c| c.set(core));
 }
 
+/// One serving thread's pools: whole (non-stream) answers, and streamed ones with small read buffers.
+struct Pools {
+    whole: Direct,
+    streams: Direct,
+}
+
 /// The proxy's upstream client; cheap to share (one per server).
 pub struct Wire {
-    /// One pooled client per serving thread (index 0: every other thread). A connection's task runs on the
-    /// runtime that opened it, so a thread that only takes its own pool's connections is never woken by another.
-    direct: Box<[Direct]>,
+    /// The pools of each serving thread (index 0: every other thread). A connection's task runs on the runtime
+    /// that opened it, so a thread that only takes its own pools' connections is never woken by another.
+    pools: Box<[Pools]>,
     /// Set when the environment names a proxy: destinations it intercepts go through reqwest.
     proxied: Option<(Matcher, reqwest::Client)>,
     user_agent: HeaderValue,
@@ -61,11 +72,16 @@ impl std::fmt::Debug for Wire {
     }
 }
 
+/// The read buffer of a connection in the streaming pool: one SSE event (a few hundred bytes) and its chunk
+/// framing fit; a larger burst is read in several calls.
+const STREAM_READ_BUF: usize = 1024;
+
 /// The environment variables that name a proxy (either case), as reqwest reads them.
 const PROXY_VARS: [&str; 6] = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"];
 
 impl Wire {
-    /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host).
+    /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host, in each
+    /// pool).
     pub fn new(cfg: &UpstreamConfig) -> Wire {
         Wire::with_cores(cfg, 1)
     }
@@ -84,14 +100,26 @@ impl Wire {
             .wrap_connector(http);
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(64);
-        let direct = (0..=cores).map(|_| builder.build(https.clone())).collect();
+        let pools = (0..=cores)
+            .map(|_| Pools {
+                whole: builder.clone().build(https.clone()),
+                streams: builder.clone().http1_read_buf_exact_size(STREAM_READ_BUF).build(https.clone()),
+            })
+            .collect();
         let proxy_named = PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
         let proxied = proxy_named.then(|| (Matcher::from_env(), super::client(cfg)));
-        Wire { direct, proxied, user_agent: HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION"))) }
+        Wire { pools, proxied, user_agent: HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION"))) }
     }
 
     /// Sends `POST url` with `headers` and `body`; returns once the upstream's response head has arrived.
-    pub async fn post(&self, url: &str, mut headers: HeaderMap, body: Bytes) -> Result<Response<Body>, UpstreamError> {
+    /// `stream`: the request asks for a streamed response (it goes through the streaming pool).
+    pub async fn post(
+        &self,
+        url: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        stream: bool,
+    ) -> Result<Response<Body>, UpstreamError> {
         let uri: Uri = url.parse().map_err(|e| UpstreamError::Connect {
             class: FailureClass::Connect,
             detail: format!("the upstream URL is not valid: {e}"),
@@ -106,8 +134,9 @@ impl Wire {
         headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
         let mut req = Request::post(uri).body(Full::new(body)).expect("a parsed URI and POST make a valid request");
         *req.headers_mut() = headers;
-        let pool = CORE.with(Cell::get).min(self.direct.len() - 1);
-        match self.direct[pool].request(req).await {
+        let pools = &self.pools[CORE.with(Cell::get).min(self.pools.len() - 1)];
+        let pool = if stream { &pools.streams } else { &pools.whole };
+        match pool.request(req).await {
             Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync())),
             Err(e) => Err(send_failure(&e)),
         }
@@ -150,7 +179,7 @@ mod tests {
         drop(listener);
         let wire = Wire::new(&UpstreamConfig::default());
         let url = format!("http://{addr}/v1/chat/completions?key=sk-secret");
-        let err = wire.post(&url, HeaderMap::new(), Bytes::from_static(b"{}")).await.unwrap_err();
+        let err = wire.post(&url, HeaderMap::new(), Bytes::from_static(b"{}"), false).await.unwrap_err();
         let UpstreamError::Connect { class, detail } = err else { panic!("not a connect error") };
         assert_eq!(class, FailureClass::Connect);
         assert!(detail.starts_with("connection failed"), "{detail}");
@@ -160,7 +189,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_url_is_refused_before_sending() {
         let wire = Wire::new(&UpstreamConfig::default());
-        let err = wire.post("http://exa mple/", HeaderMap::new(), Bytes::new()).await.unwrap_err();
+        let err = wire.post("http://exa mple/", HeaderMap::new(), Bytes::new(), true).await.unwrap_err();
         assert!(err.to_string().contains("not valid"), "{err}");
     }
 }
