@@ -186,7 +186,9 @@ pub async fn serve_on(
 ) -> std::io::Result<()> {
     crate::background::init(tokio::runtime::Handle::current());
     if threads <= 1 {
-        return accept(listener, state, shutdown, grace).await;
+        accept(listener, state, shutdown, grace).await?;
+        tracing::info!("all connections finished");
+        return Ok(());
     }
     let listening = listener.into_std()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -221,6 +223,7 @@ pub async fn serve_on(
             Err(_) => tracing::error!("serving thread {} panicked", i + 1),
         }
     }
+    tracing::info!("all connections finished");
     result
 }
 
@@ -269,7 +272,8 @@ async fn accept(
     drop(listener);
     state.stopping.send_replace(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections finished"),
+        // Logged once per server: a serving thread's own drain is a debug detail.
+        _ = graceful.shutdown() => tracing::debug!("this thread's connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())
