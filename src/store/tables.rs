@@ -73,15 +73,7 @@ pub struct DailyKey {
 
 impl DailyKey {
     pub fn of(rec: &RequestRecord) -> DailyKey {
-        DailyKey {
-            day: day_of_ms(rec.time_ms),
-            channel: rec.channel.clone().unwrap_or_default(),
-            endpoint: rec.endpoint.clone().unwrap_or_default(),
-            token_fp: rec.token_fp.clone().unwrap_or_default(),
-            token_key: rec.token_key.clone().unwrap_or_default(),
-            model: record_model(rec).to_string(),
-            gateway_key: rec.gateway_key.clone().unwrap_or_default(),
-        }
+        DailyKey::from_tuple(rollup_tuple(day_of_ms(rec.time_ms), rec))
     }
 
     pub fn as_tuple(&self) -> DailyTuple<'_> {
@@ -116,16 +108,7 @@ pub struct HourlyKey {
 
 impl HourlyKey {
     pub fn of(rec: &RequestRecord) -> HourlyKey {
-        let d = DailyKey::of(rec);
-        HourlyKey {
-            hour: hour_of_ms(rec.time_ms),
-            channel: d.channel,
-            endpoint: d.endpoint,
-            token_fp: d.token_fp,
-            token_key: d.token_key,
-            model: d.model,
-            gateway_key: d.gateway_key,
-        }
+        HourlyKey::from_tuple(rollup_tuple(hour_of_ms(rec.time_ms), rec))
     }
 
     pub fn as_tuple(&self) -> DailyTuple<'_> {
