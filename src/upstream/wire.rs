@@ -83,7 +83,7 @@ impl Wire {
     /// The client for `upstream` settings: connect timeout, pooled connections (90 s idle, 64 per host, in each
     /// pool).
     pub fn new(cfg: &UpstreamConfig) -> Wire {
-        Wire::with_cores(cfg, 1)
+        Wire::with_cores(cfg, 0)
     }
 
     /// [`Wire::new`] with a pool for each of `cores` serving threads besides the shared one.
