@@ -71,12 +71,10 @@ pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
 /// The `X-RateLimit-*` headers of a key with limits (the convention OpenAI clients read), replacing those the
 /// upstream sent: they describe the shared upstream account, not this key.
 pub fn rate_limits(out: &mut HeaderMap, rate: &crate::live::limits::Rate) {
-    const UPSTREAM: &str = "x-ratelimit-";
-    if out.keys().any(|n| n.as_str().starts_with(UPSTREAM)) {
-        let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with(UPSTREAM)).cloned().collect();
-        for n in upstream {
-            out.remove(n);
-        }
+    // Collecting none allocates nothing.
+    let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
+    for n in upstream {
+        out.remove(n);
     }
     let windows = [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)];
     for (w, [limit, remaining, reset]) in windows.into_iter().filter_map(|(w, names)| Some((w?, names))) {

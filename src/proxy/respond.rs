@@ -190,19 +190,16 @@ pub(super) type Served<'s> = (&'s crate::catalog::Channel, &'s crate::catalog::E
 /// The `X-Router-*` headers that say where a request went; `served`: the candidate that answered, whose names'
 /// header values the snapshot made once (else they are made from the record's text).
 pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord, served: Option<Served<'_>>) {
-    let put = |h: &mut HeaderMap, name, made: Option<&http::HeaderValue>, text: &Option<String>| match made {
-        Some(v) => drop(h.insert(name, v.clone())),
-        None => {
-            if let Some(t) = text {
-                headers::set(h, name, t);
-            }
+    let put = |h: &mut HeaderMap, name, made: Option<&http::HeaderValue>, text: &Option<String>| {
+        if let Some(v) = made {
+            h.insert(name, v.clone());
+        } else if let Some(t) = text {
+            headers::set(h, name, t);
         }
     };
     headers::set_request_id(h, id);
-    let (ch, ep, tok) = match served {
-        Some((ch, ep, tok)) => (ch.header.as_ref(), ep.header.as_ref(), tok.header.as_ref()),
-        None => (None, None, None),
-    };
+    let (ch, ep, tok) =
+        served.map(|(ch, ep, tok)| (ch.header.as_ref(), ep.header.as_ref(), tok.header.as_ref())).unwrap_or_default();
     put(h, headers::CHANNEL, ch, &record.channel);
     put(h, headers::ENDPOINT, ep, &record.endpoint);
     put(h, headers::MODEL, None, &record.upstream_model);
