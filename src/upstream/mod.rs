@@ -6,6 +6,7 @@
 //! are live state (`crate::live::health`). The plaintext key is put on the wire here and nowhere else.
 
 pub mod fasttest;
+pub mod h1;
 pub mod wire;
 
 /// Moved: failure classification is `crate::failure` (a value the records carry), health is live state

@@ -1,6 +1,7 @@
 //! The proxy's upstream HTTP client: pooled hyper clients (HTTP/1.1 and HTTP/2 over rustls, webpki roots) that
 //! send a proxied request and hand back the upstream's response head with its body unread.
 //!
+//! Plain-HTTP destinations (`http://`) are spoken to by `super::h1`, HTTPS ones by hyper-util's client.
 //! Owns the connection pools, the `User-Agent`, and the route around them for destinations an environment proxy
 //! (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`) intercepts: those go through reqwest, which
 //! speaks to proxies. Everything else goes straight through hyper: no per-request URL parsing beyond the
@@ -54,6 +55,8 @@ pub fn serve_from_core(core: usize) {
 struct Pools {
     whole: Direct,
     streams: Direct,
+    /// Plain-HTTP upstreams: the request's own task speaks HTTP/1.1 (`super::h1`).
+    plain: std::sync::Arc<super::h1::Pool>,
 }
 
 /// The proxy's upstream client; cheap to share (one per server).
@@ -104,6 +107,7 @@ impl Wire {
             .map(|_| Pools {
                 whole: builder.clone().build(https.clone()),
                 streams: builder.clone().http1_read_buf_exact_size(STREAM_READ_BUF).build(https.clone()),
+                plain: super::h1::Pool::new(cfg.connect_timeout.0),
             })
             .collect();
         let proxy_named = PROXY_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
@@ -132,9 +136,12 @@ impl Wire {
             return Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync()));
         }
         headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
+        let pools = &self.pools[CORE.with(Cell::get).min(self.pools.len() - 1)];
+        if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+            return pools.plain.post(&uri, &headers, body).await;
+        }
         let mut req = Request::post(uri).body(Full::new(body)).expect("a parsed URI and POST make a valid request");
         *req.headers_mut() = headers;
-        let pools = &self.pools[CORE.with(Cell::get).min(self.pools.len() - 1)];
         let pool = if stream { &pools.streams } else { &pools.whole };
         match pool.request(req).await {
             Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync())),

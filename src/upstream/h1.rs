@@ -1,0 +1,843 @@
+//! The proxy's client for plain-HTTP upstreams (`http://`: a local Ollama, LM Studio or vLLM, a sidecar): HTTP/1.1
+//! written and read by the request's own task, with a keep-alive pool per serving thread.
+//!
+//! hyper's client runs every connection as a task of its own and hands each request to it, and its answer back,
+//! through channels, behind a pool keyed by a SipHash of the scheme and authority: two task switches and a dozen
+//! allocations per request that a proxy on one thread per core does not need. Here the request's task writes
+//! the request head and body in one call, parses the response head (`httparse`, as hyper does) and reads the
+//! body itself, frame by frame, straight out of the connection's read buffer (a frame is a slice of it, not a
+//! copy). TLS upstreams stay on hyper (`wire`): they speak HTTP/2 where offered, and their handshake and
+//! encryption cost more than the framework.
+//!
+//! Owns: writing the request (the caller's headers, `Host`, `Content-Length`), reading the response head (1xx
+//! skipped), the body's framing (`Content-Length`, chunked, or to the end of the connection), when a connection
+//! may be reused (HTTP/1.1, no `Connection: close`, body read to its end and nothing more), and the idle pool
+//! (90 s, 64 per host). A pooled connection the upstream closed while it idled fails at once on reuse; that is
+//! retried once on a new connection, before any answer byte was read, as browsers and hyper do.
+//! Must not decide what a failure means beyond its words (`crate::failure`) nor time the request out (the caller
+//! bounds the wait for the first byte).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use rustc_hash::FxHashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::wire::{Body, BodyError};
+use crate::failure::{FailureClass, UpstreamError};
+
+/// How long a connection may idle in the pool before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream (`host:port`).
+const MAX_IDLE_PER_HOST: usize = 64;
+/// The largest response head accepted.
+const MAX_HEAD: usize = 64 << 10;
+/// The largest chunk-size line (with extensions) or trailer line accepted.
+const MAX_LINE: usize = 4 << 10;
+/// The read buffer a connection starts with: one response head and a small answer, or the first events of a
+/// stream, in one read.
+const READ_START: usize = 4 << 10;
+/// A request body up to this size is copied behind its head and both go in one write; a larger one goes in a
+/// second write rather than being copied.
+const COALESCE_BODY: usize = 64 << 10;
+
+/// One serving thread's idle connections to plain-HTTP upstreams.
+pub struct Pool {
+    idle: Mutex<Idle>,
+    connect_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_host: FxHashMap<Box<str>, Vec<(Conn, Instant)>>,
+    /// When connections past their idle time were last closed for every host.
+    swept: Option<Instant>,
+}
+
+/// A connection and what was read from it but not yet consumed.
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("h1::Pool").finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    pub fn new(connect_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool { idle: Mutex::new(Idle::default()), connect_timeout })
+    }
+
+    /// An idle connection to `host` that the upstream has not closed, if any.
+    fn checkout(&self, host: &str) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = idle.by_host.get_mut(host)?;
+        let now = Instant::now();
+        while let Some((conn, since)) = conns.pop() {
+            if now.duration_since(since) < IDLE_TIMEOUT && conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange ended cleanly back for the next request to `host`.
+    fn put(&self, host: &str, conn: Conn) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = &mut *idle;
+        if idle.swept.is_none_or(|t| now.duration_since(t) >= IDLE_TIMEOUT) {
+            idle.swept = Some(now);
+            idle.by_host.retain(|_, conns| {
+                conns.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+                !conns.is_empty()
+            });
+        }
+        let conns = match idle.by_host.get_mut(host) {
+            Some(conns) => conns,
+            None => idle.by_host.entry(host.into()).or_default(),
+        };
+        if conns.len() < MAX_IDLE_PER_HOST {
+            conns.push((conn, now));
+        }
+    }
+
+    /// Sends `POST` to `uri` (scheme `http`) with `headers` and `body`; returns once the response head has
+    /// arrived, with the body to be read.
+    pub async fn post(
+        self: &Arc<Pool>,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let host_key = match uri.port_u16() {
+            Some(_) => authority.to_string(),
+            None => format!("{authority}:80"),
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut out = request_head(path, authority, headers, body.len());
+        let coalesce = body.len() <= COALESCE_BODY;
+        if coalesce {
+            out.extend_from_slice(&body);
+        }
+        if let Some(conn) = self.checkout(&host_key) {
+            match self.exchange(conn, &out, (!coalesce).then_some(&body), &host_key).await {
+                Ok(resp) => return Ok(resp),
+                // The upstream closed the idle connection as it was reused: nothing of the answer was read.
+                Err(Failed { before_answer: true, .. }) => {}
+                Err(Failed { error, .. }) => return Err(request_failed(&error)),
+            }
+        }
+        let conn = self.connect(uri).await?;
+        self.exchange(conn, &out, (!coalesce).then_some(&body), &host_key).await.map_err(|f| request_failed(&f.error))
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<Conn, UpstreamError> {
+        let host = uri.host().unwrap_or_default();
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let port = uri.port_u16().unwrap_or(80);
+        let connecting = async {
+            let io = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => TcpStream::connect((ip, port)).await?,
+                Err(_) => TcpStream::connect((host, port)).await?,
+            };
+            io.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(io)
+        };
+        let failed = |why: String| UpstreamError::Connect {
+            class: FailureClass::Connect,
+            detail: if why.is_empty() { "connection failed".into() } else { format!("connection failed: {why}") },
+        };
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(io)) => Ok(Conn { io, buf: BytesMut::new() }),
+            Ok(Err(e)) => Err(failed(io_words(&e))),
+            Err(_) => Err(failed("timed out".into())),
+        }
+    }
+
+    /// Writes the request and reads the response head.
+    async fn exchange(
+        self: &Arc<Pool>,
+        mut conn: Conn,
+        head: &[u8],
+        rest: Option<&Bytes>,
+        host_key: &str,
+    ) -> Result<Response<Body>, Failed> {
+        let before = |error: std::io::Error| Failed { error, before_answer: true };
+        conn.io.write_all(head).await.map_err(before)?;
+        if let Some(rest) = rest {
+            conn.io.write_all(rest).await.map_err(before)?;
+        }
+        conn.buf.clear();
+        loop {
+            if conn.buf.capacity() - conn.buf.len() < 1024 {
+                conn.buf.reserve(if conn.buf.capacity() == 0 { READ_START } else { conn.buf.capacity() });
+            }
+            let n = read_some(&mut conn).await.map_err(|error| Failed { before_answer: conn.buf.is_empty(), error })?;
+            if n == 0 {
+                let error =
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before the answer");
+                return Err(Failed { before_answer: conn.buf.is_empty(), error });
+            }
+            match parse_head(&conn.buf) {
+                Ok(None) if conn.buf.len() >= MAX_HEAD => return Err(invalid("the response head is too large")),
+                Ok(None) => continue,
+                Ok(Some(Head::Interim(len))) => conn.buf.advance(len),
+                Ok(Some(Head::Final(parsed))) => {
+                    let head = conn.buf.split_to(parsed.len).freeze();
+                    let mut resp = Response::new(());
+                    *resp.status_mut() = parsed.status;
+                    *resp.headers_mut() = parsed.headers(&head).map_err(|e| invalid(&e))?;
+                    let framing = parsed.framing.map_err(invalid)?;
+                    let body = H1Body {
+                        conn: Some(conn),
+                        framing,
+                        reuse: parsed.keep_alive,
+                        pool: self.clone(),
+                        host: host_key.into(),
+                    };
+                    return Ok(resp.map(|()| body.boxed_unsync()));
+                }
+                Err(e) => return Err(invalid(e)),
+            }
+        }
+    }
+}
+
+/// A failed exchange; `before_answer`: not one byte of the answer had arrived.
+struct Failed {
+    error: std::io::Error,
+    before_answer: bool,
+}
+
+fn invalid(why: &str) -> Failed {
+    Failed { error: std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string()), before_answer: false }
+}
+
+fn request_failed(e: &std::io::Error) -> UpstreamError {
+    let why = io_words(e);
+    UpstreamError::Connect {
+        class: FailureClass::Connect,
+        detail: if why.is_empty() { "request failed".into() } else { format!("request failed: {why}") },
+    }
+}
+
+/// An I/O error's words without the OS error number's suffix noise.
+fn io_words(e: &std::io::Error) -> String {
+    e.to_string().lines().next().unwrap_or("").trim().to_string()
+}
+
+/// The request head: request line, `Host`, the caller's headers, `Content-Length`.
+fn request_head(path: &str, authority: &str, headers: &HeaderMap, len: usize) -> Vec<u8> {
+    let mut size = 64 + path.len() + authority.len();
+    for (name, value) in headers {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    let mut out = Vec::with_capacity(size + len.min(COALESCE_BODY));
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        // Framing is this module's: the caller's copies (none, from the proxy) would contradict it.
+        if matches!(name.as_str(), "host" | "content-length" | "transfer-encoding" | "connection") {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out
+}
+
+/// Reads what the connection has into the spare room of its buffer (0: the upstream closed it).
+async fn read_some(conn: &mut Conn) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_read_some(&conn.io, &mut conn.buf, cx)).await
+}
+
+fn poll_read_some(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    loop {
+        ready!(io.poll_read_ready(cx))?;
+        match io.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
+        }
+    }
+}
+
+impl Conn {
+    /// Whether the upstream has neither closed the idle connection nor sent anything on it.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+enum Head {
+    /// A 1xx answer of this many bytes, to skip.
+    Interim(usize),
+    Final(Parsed),
+}
+
+/// A response head, parsed: where its headers are in the buffer, what frames its body.
+struct Parsed {
+    len: usize,
+    status: StatusCode,
+    /// (name, value start, value end) of each header, offsets into the head.
+    fields: Vec<(HeaderName, usize, usize)>,
+    framing: Result<Framing, &'static str>,
+    keep_alive: bool,
+}
+
+impl Parsed {
+    fn headers(&self, head: &Bytes) -> Result<HeaderMap, String> {
+        let mut map = HeaderMap::with_capacity(self.fields.len());
+        for (name, start, end) in &self.fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(*start..*end))
+                .map_err(|_| format!("the response header `{name}` has an invalid value"))?;
+            map.append(name.clone(), value);
+        }
+        Ok(map)
+    }
+}
+
+/// Parses a response head at the start of `buf`: `None` while incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
+    let mut small = [httparse::EMPTY_HEADER; 48];
+    let mut large;
+    let mut resp = httparse::Response::new(&mut small);
+    let status = match resp.parse(buf) {
+        Err(httparse::Error::TooManyHeaders) => {
+            large = vec![httparse::EMPTY_HEADER; 256];
+            resp = httparse::Response::new(&mut large);
+            resp.parse(buf)
+        }
+        other => other,
+    };
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("the upstream's answer is not HTTP/1.1"),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| "the upstream's answer has an invalid status")?;
+    if status.is_informational() {
+        if code == 101 {
+            return Err("the upstream switched protocols");
+        }
+        return Ok(Some(Head::Interim(len)));
+    }
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(resp.headers.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut framing_error = None;
+    let mut keep_alive = resp.version == Some(1);
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| "the upstream's answer has an invalid header name")?;
+        if name == http::header::CONTENT_LENGTH {
+            let parsed = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            match (parsed, length) {
+                (None, _) => framing_error = Some("the upstream's Content-Length is not a number"),
+                (Some(n), Some(m)) if n != m => framing_error = Some("the upstream sent two different Content-Lengths"),
+                (Some(n), _) => length = Some(n),
+            }
+        } else if name == http::header::TRANSFER_ENCODING {
+            // Chunked must be the last coding; anything else is read to the end of the connection.
+            chunked =
+                h.value.rsplit(|b| *b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if !chunked {
+                keep_alive = false;
+            }
+        } else if name == http::header::CONNECTION
+            && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            keep_alive = false;
+        }
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start, start + h.value.len()));
+    }
+    let framing = if let Some(e) = framing_error {
+        Err(e)
+    } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Ok(Framing::Length(0))
+    } else if chunked {
+        Ok(Framing::Chunked(Chunk::Size))
+    } else if let Some(n) = length {
+        Ok(Framing::Length(n))
+    } else {
+        keep_alive = false;
+        Ok(Framing::ToEnd)
+    };
+    Ok(Some(Head::Final(Parsed { len, status, fields, framing, keep_alive })))
+}
+
+/// How the body's end is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// To the end of the connection.
+    ToEnd,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk's data: this many bytes left.
+    Data(u64),
+    /// After a chunk's data, at its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailers,
+}
+
+/// What the buffered bytes give.
+enum Step {
+    Data(Bytes),
+    /// The body is complete.
+    End,
+    /// More bytes must be read.
+    More,
+}
+
+/// Takes the next piece of the body out of `buf` under `framing`.
+fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    loop {
+        match framing {
+            Framing::Length(0) => return Ok(Step::End),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = (*left).min(buf.len() as u64) as usize;
+                *left -= n as u64;
+                return Ok(Step::Data(buf.split_to(n).freeze()));
+            }
+            Framing::ToEnd => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                return Ok(Step::Data(buf.split().freeze()));
+            }
+            Framing::Chunked(chunk) => match chunk {
+                Chunk::Size => {
+                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+                        return if buf.len() > MAX_LINE {
+                            Err("a chunk-size line is too long")
+                        } else {
+                            Ok(Step::More)
+                        };
+                    };
+                    let size = chunk_size(&buf[..eol])?;
+                    buf.advance(eol + 2);
+                    *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                }
+                Chunk::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Step::More);
+                    }
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    let data = buf.split_to(n).freeze();
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd;
+                    }
+                    return Ok(Step::Data(data));
+                }
+                Chunk::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err("a chunk does not end with CRLF");
+                    }
+                    buf.advance(2);
+                    *chunk = Chunk::Size;
+                }
+                Chunk::Trailers => {
+                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
+                        return if buf.len() > MAX_LINE { Err("a trailer line is too long") } else { Ok(Step::More) };
+                    };
+                    buf.advance(eol + 2);
+                    if eol == 0 {
+                        *framing = Framing::Length(0);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// A chunk-size line's size (extensions after `;` ignored).
+fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err("a chunk size is not valid");
+    }
+    let mut n = 0u64;
+    for d in digits {
+        let v = (*d as char).to_digit(16).ok_or("a chunk size is not valid")?;
+        n = n * 16 + u64::from(v);
+    }
+    Ok(n)
+}
+
+/// A response body read from its connection; the connection goes back to the pool when the body ends cleanly.
+struct H1Body {
+    /// `None` once the body ended (or failed).
+    conn: Option<Conn>,
+    framing: Framing,
+    reuse: bool,
+    pool: Arc<Pool>,
+    host: Box<str>,
+}
+
+impl H1Body {
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.reuse
+            && conn.buf.is_empty()
+        {
+            let mut conn = conn;
+            // A small buffer waits in the pool; the next exchange grows it as it needs.
+            if conn.buf.capacity() > READ_START {
+                conn.buf = BytesMut::new();
+            }
+            self.pool.put(&self.host, conn);
+        }
+    }
+}
+
+impl hyper::body::Body for H1Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            match step(&mut this.framing, &mut conn.buf) {
+                Ok(Step::Data(data)) => {
+                    // The last bytes of a sized body: the connection is free before the caller asks again.
+                    if this.framing == Framing::Length(0) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            let want = match this.framing {
+                Framing::Length(left) => (left as usize).clamp(1024, 256 << 10),
+                _ => READ_START,
+            };
+            if conn.buf.capacity() - conn.buf.len() < 512 {
+                conn.buf.reserve(want);
+            }
+            match ready!(poll_read_some(&conn.io, &mut conn.buf, cx)) {
+                Ok(0) if this.framing == Framing::ToEnd => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err("the upstream closed the connection before the body's end".into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// Decodes `wire` fed in two pieces split at `at`: the data, and whether the body ended.
+    fn decode(mut framing: Framing, wire: &[u8], at: usize) -> Result<(Vec<u8>, bool), &'static str> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in [&wire[..at], &wire[at..]] {
+            buf.extend_from_slice(piece);
+            loop {
+                match step(&mut framing, &mut buf)? {
+                    Step::Data(d) => out.extend_from_slice(&d),
+                    Step::End => return Ok((out, true)),
+                    Step::More => break,
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_wherever_the_reads_split_them() {
+        let wire = b"5;ext=1\r\nhello\r\n19\r\n, and twenty-five more b.\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for at in 0..=wire.len() {
+            let (data, ended) = decode(Framing::Chunked(Chunk::Size), wire, at).unwrap();
+            assert_eq!(data, b"hello, and twenty-five more b.", "split at {at}");
+            assert!(ended, "split at {at}");
+        }
+        let (data, ended) = decode(Framing::Chunked(Chunk::Size), b"3\r\nabc\r\n", 4).unwrap();
+        assert_eq!((data.as_slice(), ended), (&b"abc"[..], false), "no last chunk yet");
+        assert!(decode(Framing::Chunked(Chunk::Size), b"zz\r\n", 4).is_err());
+        assert!(decode(Framing::Chunked(Chunk::Size), b"3\r\nabcX\r\n", 9).is_err());
+    }
+
+    #[test]
+    fn sized_bodies_end_at_their_length() {
+        let (data, ended) = decode(Framing::Length(5), b"hello", 2).unwrap();
+        assert_eq!((data.as_slice(), ended), (&b"hello"[..], true));
+        let (data, ended) = decode(Framing::Length(0), b"", 0).unwrap();
+        assert_eq!((data.as_slice(), ended), (&b""[..], true));
+    }
+
+    fn head(wire: &[u8]) -> Parsed {
+        match parse_head(wire) {
+            Ok(Some(Head::Final(p))) => p,
+            _ => panic!("not a final head: {}", String::from_utf8_lossy(wire)),
+        }
+    }
+
+    #[test]
+    fn response_heads_say_how_the_body_ends_and_whether_the_connection_stays() {
+        let p = head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Request-Id: abc\r\n\r\n");
+        assert_eq!((p.framing, p.keep_alive), (Ok(Framing::Length(12)), true));
+        let bytes = Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Request-Id: abc\r\n\r\n");
+        assert_eq!(p.headers(&bytes).unwrap()["x-request-id"], "abc");
+        let p = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, close\r\n\r\n");
+        assert_eq!((p.framing, p.keep_alive), (Ok(Framing::Chunked(Chunk::Size)), false));
+        let p = head(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((p.framing, p.keep_alive), (Ok(Framing::ToEnd), false));
+        let p = head(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
+        assert!(!p.keep_alive);
+        let p = head(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(p.framing, Ok(Framing::Length(0)));
+        let p = head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert!(p.framing.is_err());
+        assert!(matches!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), Ok(Some(Head::Interim(25)))));
+        assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nContent-"), Ok(None)));
+        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn the_request_head_carries_the_callers_headers_and_this_modules_framing() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer k"));
+        h.insert("content-length", HeaderValue::from_static("999"));
+        h.insert("host", HeaderValue::from_static("elsewhere"));
+        let head = String::from_utf8(request_head("/v1/chat?x=1", "127.0.0.1:9", &h, 42)).unwrap();
+        assert_eq!(
+            head,
+            "POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nauthorization: Bearer k\r\ncontent-length: 42\r\n\r\n"
+        );
+    }
+
+    /// Reads one request (head and `Content-Length` body) from `io`; `None` at the end of the connection.
+    async fn read_request(io: &mut TcpStream) -> Option<String> {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1024];
+        loop {
+            if let Some(end) = memchr::memmem::find(&got, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + len {
+                    return Some(String::from_utf8_lossy(&got).into_owned());
+                }
+            }
+            let n = io.read(&mut byte).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            got.extend_from_slice(&byte[..n]);
+        }
+    }
+
+    async fn body_of(resp: Response<Body>) -> Vec<u8> {
+        resp.into_body().collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused_and_a_closed_one_is_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut io, _) = listener.accept().await.unwrap();
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut served = 0;
+                    while let Some(req) = read_request(&mut io).await {
+                        served += 1;
+                        let body = format!("conn {n} request {served}: {}", req.lines().next().unwrap());
+                        let close = if served == 2 { "connection: close\r\n" } else { "" };
+                        let resp = format!("HTTP/1.1 200 OK\r\n{close}content-length: {}\r\n\r\n{body}", body.len());
+                        io.write_all(resp.as_bytes()).await.unwrap();
+                        if served == 2 {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let uri: Uri = format!("http://{addr}/v1/x").parse().unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let resp = pool.post(&uri, &HeaderMap::new(), Bytes::from_static(b"{}")).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            seen.push(String::from_utf8(body_of(resp).await).unwrap());
+        }
+        assert_eq!(
+            seen,
+            [
+                "conn 0 request 1: POST /v1/x HTTP/1.1",
+                "conn 0 request 2: POST /v1/x HTTP/1.1",
+                "conn 1 request 1: POST /v1/x HTTP/1.1",
+                "conn 1 request 2: POST /v1/x HTTP/1.1",
+            ]
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "`connection: close` ends a connection, keep-alive keeps it");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_dropped_is_retried_on_a_new_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            // The first connection answers once, then the upstream drops it while it idles in the pool.
+            let (mut io, _) = listener.accept().await.unwrap();
+            read_request(&mut io).await.unwrap();
+            io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst").await.unwrap();
+            drop(io);
+            closed_tx.send(()).unwrap();
+            let (mut io, _) = listener.accept().await.unwrap();
+            read_request(&mut io).await.unwrap();
+            io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond").await.unwrap();
+            let _ = read_request(&mut io).await;
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        assert_eq!(body_of(resp).await, b"first");
+        closed_rx.await.unwrap();
+        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        assert_eq!(body_of(resp).await, b"second");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_stream_is_handed_on_event_by_event() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (next_tx, next_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut io, _) = listener.accept().await.unwrap();
+            read_request(&mut io).await.unwrap();
+            let first = "data: one\n\n";
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            io.write_all(format!("{head}{:x}\r\n{first}\r\n", first.len()).as_bytes()).await.unwrap();
+            // The second event waits until the client has the first: nothing is held back for a fuller read.
+            next_rx.await.unwrap();
+            let second = "data: two\n\n";
+            io.write_all(format!("{:x}\r\n{second}\r\n0\r\n\r\n", second.len()).as_bytes()).await.unwrap();
+            let _ = read_request(&mut io).await;
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "data: one\n\n");
+        next_tx.send(()).unwrap();
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(second, "data: two\n\n");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_without_a_length_is_read_to_the_end_and_a_cut_one_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut io, _) = listener.accept().await.unwrap();
+            read_request(&mut io).await.unwrap();
+            io.write_all(b"HTTP/1.1 200 OK\r\n\r\nall of it").await.unwrap();
+            drop(io);
+            let (mut io, _) = listener.accept().await.unwrap();
+            read_request(&mut io).await.unwrap();
+            io.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart").await.unwrap();
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        assert_eq!(body_of(resp).await, b"all of it");
+        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        let err = resp.into_body().collect().await.unwrap_err();
+        assert!(err.to_string().contains("before the body's end"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_large_request_body_arrives_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut io, _) = listener.accept().await.unwrap();
+            let req = read_request(&mut io).await.unwrap();
+            let body = req.split_once("\r\n\r\n").unwrap().1.len().to_string();
+            io.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                .await
+                .unwrap();
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let big = Bytes::from(vec![b'a'; 300_000]);
+        let resp = pool.post(&uri, &HeaderMap::new(), big).await.unwrap();
+        assert_eq!(body_of(resp).await, b"300000");
+    }
+}
