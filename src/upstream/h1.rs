@@ -268,21 +268,19 @@ fn request_head(path: &str, authority: &str, headers: &HeaderMap, len: usize) ->
 
 /// Reads what the connection has into the spare room of its buffer (0: the upstream closed it).
 async fn read_some(conn: &mut Conn) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| poll_read_some(&conn.io, &mut conn.buf, cx)).await
+    std::future::poll_fn(|cx| poll_read_some(&mut conn.io, &mut conn.buf, cx)).await
 }
 
-fn poll_read_some(io: &TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    loop {
-        ready!(io.poll_read_ready(cx))?;
-        match io.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            done => return Poll::Ready(done),
-        }
-    }
+/// Through `AsyncRead`, which takes a read shorter than the room given as the socket's end of data for now: the
+/// next read waits for the reactor instead of calling `recv` to be told `EAGAIN`, and a pooled connection's
+/// liveness check ([`Conn::is_open`]) costs no system call (one each per request otherwise).
+fn poll_read_some(io: &mut TcpStream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 impl Conn {
-    /// Whether the upstream has neither closed the idle connection nor sent anything on it.
+    /// Whether the upstream has neither closed the idle connection nor sent anything on it (a `recv` only when
+    /// the reactor has seen the socket become readable since the last short read).
     fn is_open(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
@@ -562,7 +560,7 @@ impl hyper::body::Body for H1Body {
             if conn.buf.capacity() - conn.buf.len() < 512 {
                 conn.buf.reserve(want);
             }
-            match ready!(poll_read_some(&conn.io, &mut conn.buf, cx)) {
+            match ready!(poll_read_some(&mut conn.io, &mut conn.buf, cx)) {
                 Ok(0) if this.framing == Framing::ToEnd => {
                     this.conn = None;
                     return Poll::Ready(None);
