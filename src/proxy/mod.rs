@@ -200,6 +200,7 @@ pub async fn serve_on(
             let served = tokio::runtime::Builder::new_current_thread().enable_all().build().and_then(|rt| {
                 crate::upstream::wire::serve_from_core(core);
                 rt.block_on(async {
+                    tokio::spawn(keep_timer_wheel_near());
                     let listener = TcpListener::from_std(listening)?;
                     accept(listener, state, async move { drop(stopped.wait_for(|s| *s).await) }, grace).await
                 })
@@ -225,6 +226,18 @@ pub async fn serve_on(
     }
     tracing::info!("all connections finished");
     result
+}
+
+/// Keeps a serving runtime's timer wheel never empty and its next wake-up at most a second away. tokio wakes its
+/// driver (a write to its eventfd: one system call) whenever a timer is registered earlier than the next wake-up
+/// it planned, which with no timer pending is every timer: each request's first-byte timeout. With this tick
+/// pending, a request's timeouts (seconds to minutes) fall after it. The tick itself wakes the thread once a second.
+async fn keep_timer_wheel_near() {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 /// One runtime's accept loop: serves the connections it accepts until `shutdown`, then drains them within `grace`.
