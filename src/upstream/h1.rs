@@ -180,20 +180,29 @@ impl Pool {
             conn.io.write_all(rest).await.map_err(before)?;
         }
         conn.buf.clear();
+        // Whether the buffer may hold a whole head (after a 1xx, the final head may have come with it).
+        let mut parse = false;
         loop {
-            if conn.buf.capacity() - conn.buf.len() < 1024 {
-                conn.buf.reserve(if conn.buf.capacity() == 0 { READ_START } else { conn.buf.capacity() });
+            if !parse {
+                if conn.buf.capacity() - conn.buf.len() < 1024 {
+                    conn.buf.reserve(if conn.buf.capacity() == 0 { READ_START } else { conn.buf.capacity() });
+                }
+                let n =
+                    read_some(&mut conn).await.map_err(|error| Failed { before_answer: conn.buf.is_empty(), error })?;
+                if n == 0 {
+                    let error =
+                        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before the answer");
+                    return Err(Failed { before_answer: conn.buf.is_empty(), error });
+                }
             }
-            let n = read_some(&mut conn).await.map_err(|error| Failed { before_answer: conn.buf.is_empty(), error })?;
-            if n == 0 {
-                let error =
-                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before the answer");
-                return Err(Failed { before_answer: conn.buf.is_empty(), error });
-            }
+            parse = false;
             match parse_head(&conn.buf) {
                 Ok(None) if conn.buf.len() >= MAX_HEAD => return Err(invalid("the response head is too large")),
                 Ok(None) => continue,
-                Ok(Some(Head::Interim(len))) => conn.buf.advance(len),
+                Ok(Some(Head::Interim(len))) => {
+                    conn.buf.advance(len);
+                    parse = !conn.buf.is_empty();
+                }
                 Ok(Some(Head::Final(parsed))) => {
                     let head = conn.buf.split_to(parsed.len).freeze();
                     let mut resp = Response::new(());
@@ -581,6 +590,14 @@ impl hyper::body::Body for H1Body {
     fn is_end_stream(&self) -> bool {
         self.conn.is_none()
     }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.framing {
+            Framing::Length(left) if self.conn.is_some() => hyper::body::SizeHint::with_exact(left),
+            _ if self.conn.is_none() => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -818,6 +835,27 @@ mod tests {
         let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
         let err = resp.into_body().collect().await.unwrap_err();
         assert!(err.to_string().contains("before the body's end"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped_even_when_the_final_one_came_with_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut io, _) = listener.accept().await.unwrap();
+            read_request(&mut io).await.unwrap();
+            let both = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            io.write_all(both.as_bytes()).await.unwrap();
+            let _ = read_request(&mut io).await;
+        });
+        let pool = Pool::new(Duration::from_secs(5));
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), pool.post(&uri, &HeaderMap::new(), Bytes::new()))
+            .await
+            .expect("the final answer was already read")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_of(resp).await, b"ok");
     }
 
     #[tokio::test]
