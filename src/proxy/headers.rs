@@ -3,6 +3,7 @@
 //! Owns the deny list for client -> upstream (client auth, hop-by-hop, encoding) and the allow list for
 //! upstream -> client (content type, retry-after, request ids, rate-limit info).
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Client headers never forwarded upstream.
@@ -77,12 +78,53 @@ pub fn rate_limits(out: &mut HeaderMap, rate: &crate::live::limits::Rate) {
         out.remove(n);
     }
     let windows = [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)];
+    // The values are written into one buffer and handed out as slices of it: one allocation, not one each.
+    let mut text = BytesMut::with_capacity(96);
     for (w, [limit, remaining, reset]) in windows.into_iter().filter_map(|(w, names)| Some((w?, names))) {
-        // Numbers straight into header values (no text to check).
-        out.insert(limit, HeaderValue::from(w.limit));
-        out.insert(remaining, HeaderValue::from(w.remaining));
-        set_owned(out, reset, duration_text(w.reset));
+        push_u64(&mut text, w.limit);
+        out.insert(limit, cut_value(&mut text));
+        push_u64(&mut text, w.remaining);
+        out.insert(remaining, cut_value(&mut text));
+        push_duration(&mut text, w.reset);
+        out.insert(reset, cut_value(&mut text));
     }
+}
+
+/// What was written into `text` since the last cut, as a header value sharing `text`'s buffer.
+fn cut_value(text: &mut BytesMut) -> HeaderValue {
+    HeaderValue::from_maybe_shared(text.split().freeze()).expect("digits and unit letters are header text")
+}
+
+/// `n` in decimal.
+fn push_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// [`duration_text`] into `out`.
+fn push_duration(out: &mut BytesMut, d: std::time::Duration) {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        push_u64(out, ms as u64);
+        out.extend_from_slice(b"ms");
+        return;
+    }
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    if s >= 60 {
+        push_u64(out, s / 60);
+        out.extend_from_slice(b"m");
+    }
+    push_u64(out, if s >= 60 { s % 60 } else { s });
+    out.extend_from_slice(b"s");
 }
 
 /// Limit, remaining and reset of the requests window, then of the tokens window.
@@ -99,12 +141,9 @@ const RATE_TOKENS: [HeaderName; 3] = [
 
 /// A duration as OpenAI's reset headers write it: `250ms`, `12s`, `1m12s`.
 pub fn duration_text(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        return format!("{ms}ms");
-    }
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    if s < 60 { format!("{s}s") } else { format!("{}m{}s", s / 60, s % 60) }
+    let mut out = BytesMut::new();
+    push_duration(&mut out, d);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The `X-Router-*` response headers (names made once, at compile time: a name built per response is checked and
@@ -136,7 +175,7 @@ pub fn set_owned(out: &mut HeaderMap, name: HeaderName, value: String) {
 
 /// The request id header (`usage::format_id`).
 pub fn set_request_id(out: &mut HeaderMap, id: u128) {
-    set_owned(out, REQUEST_ID, crate::usage::format_id(id));
+    out.insert(REQUEST_ID, HeaderValue::from_bytes(&crate::usage::hex_id(id)).expect("hex digits are header text"));
 }
 
 #[cfg(test)]
@@ -157,7 +196,17 @@ mod tests {
         assert_eq!(h["x-ratelimit-reset-requests"], "25s");
         assert!(h.get("x-ratelimit-remaining-tokens").is_none());
         assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration_text(Duration::from_millis(0)), "0ms");
+        assert_eq!(duration_text(Duration::from_secs(59)), "59s");
+        assert_eq!(duration_text(Duration::from_millis(59_001)), "1m0s");
         assert_eq!(duration_text(Duration::from_secs(72)), "1m12s");
+        assert_eq!(duration_text(Duration::from_secs(3_725)), "62m5s");
+        let tokens = Window { limit: 18_446_744_073_709_551_615, remaining: 0, reset: Duration::from_millis(1) };
+        rate_limits(&mut h, &Rate { requests: Some(w), tokens: Some(tokens) });
+        assert_eq!(h["x-ratelimit-limit-tokens"], "18446744073709551615");
+        assert_eq!(h["x-ratelimit-remaining-tokens"], "0");
+        assert_eq!(h["x-ratelimit-reset-tokens"], "1ms");
+        assert_eq!(h["x-ratelimit-remaining-requests"], "3");
     }
 
     #[test]

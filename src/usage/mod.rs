@@ -210,7 +210,17 @@ pub fn new_id(time_ms: i64) -> u128 {
 
 /// The id as users see it: 32 hex digits.
 pub fn format_id(id: u128) -> String {
-    format!("{id:032x}")
+    hex_id(id).iter().map(|&b| b as char).collect()
+}
+
+/// [`format_id`]'s digits, without the formatting machinery (the response header writes them per request).
+pub fn hex_id(id: u128) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = DIGITS[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 pub fn now_ms() -> i64 {
@@ -322,5 +332,8 @@ mod tests {
     fn ids_sort_by_time() {
         assert!(new_id(1000) < new_id(1001));
         assert_eq!(format_id(new_id(5)).len(), 32);
+        for id in [0, 1, 0xabc, u128::MAX, new_id(1_764_000_000_000)] {
+            assert_eq!(format_id(id), format!("{id:032x}"));
+        }
     }
 }
