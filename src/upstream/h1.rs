@@ -381,6 +381,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
+    if chunked && length.is_some() {
+        // Both framings at once (RFC 9112 6.1): read as chunked, and the connection is not trusted again.
+        keep_alive = false;
+    }
     let framing = if let Some(e) = framing_error {
         Err(e)
     } else if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
@@ -660,6 +664,8 @@ mod tests {
         let bytes = Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Request-Id: abc\r\n\r\n");
         assert_eq!(p.headers(&bytes).unwrap()["x-request-id"], "abc");
         let p = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, close\r\n\r\n");
+        assert_eq!((p.framing, p.keep_alive), (Ok(Framing::Chunked(Chunk::Size)), false));
+        let p = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!((p.framing, p.keep_alive), (Ok(Framing::Chunked(Chunk::Size)), false));
         let p = head(b"HTTP/1.1 200 OK\r\n\r\n");
         assert_eq!((p.framing, p.keep_alive), (Ok(Framing::ToEnd), false));
