@@ -178,6 +178,8 @@ pub struct Shared {
     instance: u64,
     admit_script: redis::Script,
     charge_script: redis::Script,
+    /// Counts the failures noted: an answer to a call sent before the latest failure says nothing about now.
+    failures: AtomicU64,
     down: AtomicBool,
     /// While down: unix ms before which requests do not try Redis.
     retry_at_ms: AtomicI64,
@@ -238,6 +240,7 @@ impl Shared {
             admit_script: redis::Script::new(ADMIT_LUA),
             charge_script: redis::Script::new(CHARGE_LUA),
             down: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
             retry_at_ms: AtomicI64::new(0),
             fallbacks: AtomicU64::new(0),
             tls: url.starts_with("rediss:"),
@@ -270,6 +273,7 @@ impl Shared {
 
     fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::AcqRel);
         self.retry_at_ms.store(crate::usage::now_ms() + RETRY.as_millis() as i64, Ordering::Release);
         if !self.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(
@@ -279,7 +283,12 @@ impl Shared {
         }
     }
 
-    fn answered(&self) {
+    /// A call sent when `failures` read `sent_after` was answered: Redis is back, unless a failure was noted since
+    /// it was sent (a call in flight as Redis went away may still be answered; that must not flap the state).
+    fn answered(&self, sent_after: u64) {
+        if self.failures.load(Ordering::Acquire) != sent_after {
+            return;
+        }
         if self.down.swap(false, Ordering::AcqRel) {
             tracing::info!("shared state: Redis answers again; cooldowns and limits are shared again");
         }
@@ -290,9 +299,10 @@ impl Shared {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
+        let sent_after = self.failures.load(Ordering::Acquire);
         match tokio::time::timeout(TIMEOUT, f(self.conn.clone())).await {
             Ok(Ok(v)) => {
-                self.answered();
+                self.answered(sent_after);
                 Some(v)
             }
             Ok(Err(e)) => {
@@ -763,6 +773,19 @@ pub async fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_answer_to_a_call_sent_before_a_failure_does_not_bring_redis_back() {
+        // Lazy: nothing connects until a call.
+        let s = Shared::open("redis://127.0.0.1:1").unwrap();
+        let in_flight = s.failures.load(Ordering::Acquire);
+        s.failed("subscription", &"connection closed");
+        assert!(s.degraded());
+        s.answered(in_flight);
+        assert!(s.degraded(), "a call sent before the failure was answered: not evidence that Redis is back");
+        s.answered(s.failures.load(Ordering::Acquire));
+        assert!(!s.degraded(), "a call sent after the failure was answered: Redis is back");
+    }
 
     /// The messages on `router:events` are what other versions of the router read: their shape is fixed.
     #[test]
