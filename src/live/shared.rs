@@ -23,7 +23,8 @@
 //! Failure: Redis unreachable (or slower than [`TIMEOUT`]) -> this instance admits with its own windows and
 //! keeps its own cooldowns and bindings, logs it once, `/health` reports `degraded`, every operation that fell
 //! back is counted ([`Shared::fallbacks`], `router_shared_state_fallbacks_total`), and Redis is tried again after
-//! [`RETRY`]; no request fails because of Redis. Messages published meanwhile are lost; on reconnecting an
+//! [`RETRY`]; no request fails because of Redis. Redis counts as back only when a call sent after the latest
+//! failure is answered (one in flight as Redis went away may still be). Messages published meanwhile are lost; on reconnecting an
 //! instance reloads keys and channels from its store and reads the live cooldowns. Parallel slots of an
 //! instance killed mid-request expire with their counter ([`SLOT_TTL_S`] after the key's last admission).
 //!
