@@ -210,16 +210,13 @@ pub fn new_id(time_ms: i64) -> u128 {
 
 /// The id as users see it: 32 hex digits.
 pub fn format_id(id: u128) -> String {
-    hex_id(id).iter().map(|&b| b as char).collect()
+    hex::encode(id.to_be_bytes())
 }
 
-/// [`format_id`]'s digits, without the formatting machinery (the response header writes them per request).
+/// [`format_id`]'s digits, without a `String` (the response header writes them per request).
 pub fn hex_id(id: u128) -> [u8; 32] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, d) in out.iter_mut().enumerate() {
-        *d = DIGITS[((id >> (124 - 4 * i)) & 0xf) as usize];
-    }
+    hex::encode_to_slice(id.to_be_bytes(), &mut out).expect("16 bytes are 32 hex digits");
     out
 }
 
