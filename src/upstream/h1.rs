@@ -35,7 +35,7 @@ use crate::failure::{FailureClass, UpstreamError};
 
 /// How long a connection may idle in the pool before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream (`host:port`).
+/// Idle connections kept per upstream (its URL's authority, `host[:port]` as written).
 const MAX_IDLE_PER_HOST: usize = 64;
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 << 10;
@@ -61,10 +61,12 @@ struct Idle {
     swept: Option<Instant>,
 }
 
-/// A connection and what was read from it but not yet consumed.
+/// A connection, what was read from it but not yet consumed, and the pool key it returns under (made once, when
+/// it is opened).
 struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    host: Box<str>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -91,8 +93,8 @@ impl Pool {
         None
     }
 
-    /// Puts a connection whose exchange ended cleanly back for the next request to `host`.
-    fn put(&self, host: &str, conn: Conn) {
+    /// Puts a connection whose exchange ended cleanly back for the next request to its host.
+    fn put(&self, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let idle = &mut *idle;
@@ -103,9 +105,9 @@ impl Pool {
                 !conns.is_empty()
             });
         }
-        let conns = match idle.by_host.get_mut(host) {
+        let conns = match idle.by_host.get_mut(&conn.host) {
             Some(conns) => conns,
-            None => idle.by_host.entry(host.into()).or_default(),
+            None => idle.by_host.entry(conn.host.clone()).or_default(),
         };
         if conns.len() < MAX_IDLE_PER_HOST {
             conns.push((conn, now));
@@ -121,29 +123,25 @@ impl Pool {
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
         let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let host_key = match uri.port_u16() {
-            Some(_) => authority.to_string(),
-            None => format!("{authority}:80"),
-        };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut out = request_head(path, authority, headers, body.len());
         let coalesce = body.len() <= COALESCE_BODY;
         if coalesce {
             out.extend_from_slice(&body);
         }
-        if let Some(conn) = self.checkout(&host_key) {
-            match self.exchange(conn, &out, (!coalesce).then_some(&body), &host_key).await {
+        if let Some(conn) = self.checkout(authority) {
+            match self.exchange(conn, &out, (!coalesce).then_some(&body)).await {
                 Ok(resp) => return Ok(resp),
                 // The upstream closed the idle connection as it was reused: nothing of the answer was read.
                 Err(Failed { before_answer: true, .. }) => {}
                 Err(Failed { error, .. }) => return Err(request_failed(&error)),
             }
         }
-        let conn = self.connect(uri).await?;
-        self.exchange(conn, &out, (!coalesce).then_some(&body), &host_key).await.map_err(|f| request_failed(&f.error))
+        let conn = self.connect(uri, authority).await?;
+        self.exchange(conn, &out, (!coalesce).then_some(&body)).await.map_err(|f| request_failed(&f.error))
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Conn, UpstreamError> {
+    async fn connect(&self, uri: &Uri, authority: &str) -> Result<Conn, UpstreamError> {
         let host = uri.host().unwrap_or_default();
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let port = uri.port_u16().unwrap_or(80);
@@ -160,7 +158,7 @@ impl Pool {
             detail: if why.is_empty() { "connection failed".into() } else { format!("connection failed: {why}") },
         };
         match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(io)) => Ok(Conn { io, buf: BytesMut::new() }),
+            Ok(Ok(io)) => Ok(Conn { io, buf: BytesMut::new(), host: authority.into() }),
             Ok(Err(e)) => Err(failed(io_words(&e))),
             Err(_) => Err(failed("timed out".into())),
         }
@@ -172,7 +170,6 @@ impl Pool {
         mut conn: Conn,
         head: &[u8],
         rest: Option<&Bytes>,
-        host_key: &str,
     ) -> Result<Response<Body>, Failed> {
         let before = |error: std::io::Error| Failed { error, before_answer: true };
         conn.io.write_all(head).await.map_err(before)?;
@@ -209,13 +206,7 @@ impl Pool {
                     *resp.status_mut() = parsed.status;
                     *resp.headers_mut() = parsed.headers(&head).map_err(|e| invalid(&e))?;
                     let framing = parsed.framing.map_err(invalid)?;
-                    let body = H1Body {
-                        conn: Some(conn),
-                        framing,
-                        reuse: parsed.keep_alive,
-                        pool: self.clone(),
-                        host: host_key.into(),
-                    };
+                    let body = H1Body { conn: Some(conn), framing, reuse: parsed.keep_alive, pool: self.clone() };
                     return Ok(resp.map(|()| body.boxed_unsync()));
                 }
                 Err(e) => return Err(invalid(e)),
@@ -521,7 +512,6 @@ struct H1Body {
     framing: Framing,
     reuse: bool,
     pool: Arc<Pool>,
-    host: Box<str>,
 }
 
 impl H1Body {
@@ -535,7 +525,7 @@ impl H1Body {
             if conn.buf.capacity() > READ_START {
                 conn.buf = BytesMut::new();
             }
-            self.pool.put(&self.host, conn);
+            self.pool.put(conn);
         }
     }
 }
