@@ -30,8 +30,8 @@ use rustc_hash::FxHashMap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::wire::{Body, BodyError};
-use crate::failure::{FailureClass, UpstreamError};
+use super::wire::{Body, BodyError, transport_failure};
+use crate::failure::UpstreamError;
 
 /// How long a connection may idle in the pool before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -153,14 +153,10 @@ impl Pool {
             io.set_nodelay(true)?;
             Ok::<_, std::io::Error>(io)
         };
-        let failed = |why: String| UpstreamError::Connect {
-            class: FailureClass::Connect,
-            detail: if why.is_empty() { "connection failed".into() } else { format!("connection failed: {why}") },
-        };
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(io)) => Ok(Conn { io, buf: BytesMut::new(), host: authority.into() }),
-            Ok(Err(e)) => Err(failed(io_words(&e))),
-            Err(_) => Err(failed("timed out".into())),
+            Ok(Err(e)) => Err(transport_failure("connection failed", &io_words(&e))),
+            Err(_) => Err(transport_failure("connection failed", "timed out")),
         }
     }
 
@@ -226,14 +222,10 @@ fn invalid(why: &str) -> Failed {
 }
 
 fn request_failed(e: &std::io::Error) -> UpstreamError {
-    let why = io_words(e);
-    UpstreamError::Connect {
-        class: FailureClass::Connect,
-        detail: if why.is_empty() { "request failed".into() } else { format!("request failed: {why}") },
-    }
+    transport_failure("request failed", &io_words(e))
 }
 
-/// An I/O error's words without the OS error number's suffix noise.
+/// An I/O error's first line.
 fn io_words(e: &std::io::Error) -> String {
     e.to_string().lines().next().unwrap_or("").trim().to_string()
 }

@@ -152,8 +152,13 @@ impl Wire {
 
 /// A failed send in the words `crate::failure::transport` uses for reqwest: the innermost cause, never the URL.
 fn send_failure(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let why = crate::failure::innermost_cause(e);
     let what = if e.is_connect() { "connection failed" } else { "request failed" };
+    transport_failure(what, &crate::failure::innermost_cause(e))
+}
+
+/// A send that failed before an answer, in the proxy's words: `what` ("connection failed", "request failed"), then
+/// why when known (`super::h1` says it the same way).
+pub(super) fn transport_failure(what: &str, why: &str) -> UpstreamError {
     let detail = if why.is_empty() { what.to_string() } else { format!("{what}: {why}") };
     UpstreamError::Connect { class: FailureClass::Connect, detail }
 }
