@@ -50,6 +50,7 @@ pub mod discover;
 pub mod error;
 pub mod events;
 pub mod failure;
+pub mod http1;
 pub mod import;
 pub mod keys;
 pub mod live;

@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 
 use super::wire::{Body, BodyError, transport_failure};
 use crate::failure::UpstreamError;
+use crate::http1::{Chunk, Framing, Step, step};
 
 /// How long a connection may idle in the pool before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -39,8 +40,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_IDLE_PER_HOST: usize = 64;
 /// The largest response head accepted.
 const MAX_HEAD: usize = 64 << 10;
-/// The largest chunk-size line (with extensions) or trailer line accepted.
-const MAX_LINE: usize = 4 << 10;
 /// The read buffer a connection starts with: one response head and a small answer, or the first events of a
 /// stream, in one read.
 const READ_START: usize = 4 << 10;
@@ -383,120 +382,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
     Ok(Some(Head::Final(Parsed { len, status, fields, framing, keep_alive })))
 }
 
-/// How the body's end is found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// This many bytes are left.
-    Length(u64),
-    Chunked(Chunk),
-    /// To the end of the connection.
-    ToEnd,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// Inside a chunk's data: this many bytes left.
-    Data(u64),
-    /// After a chunk's data, at its CRLF.
-    DataEnd,
-    /// After the last chunk: trailer lines up to an empty one.
-    Trailers,
-}
-
-/// What the buffered bytes give.
-enum Step {
-    Data(Bytes),
-    /// The body is complete.
-    End,
-    /// More bytes must be read.
-    More,
-}
-
-/// Takes the next piece of the body out of `buf` under `framing`.
-fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static str> {
-    loop {
-        match framing {
-            Framing::Length(0) => return Ok(Step::End),
-            Framing::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let n = (*left).min(buf.len() as u64) as usize;
-                *left -= n as u64;
-                return Ok(Step::Data(buf.split_to(n).freeze()));
-            }
-            Framing::ToEnd => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                return Ok(Step::Data(buf.split().freeze()));
-            }
-            Framing::Chunked(chunk) => match chunk {
-                Chunk::Size => {
-                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
-                        return if buf.len() > MAX_LINE {
-                            Err("a chunk-size line is too long")
-                        } else {
-                            Ok(Step::More)
-                        };
-                    };
-                    let size = chunk_size(&buf[..eol])?;
-                    buf.advance(eol + 2);
-                    *chunk = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
-                }
-                Chunk::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(Step::More);
-                    }
-                    let n = (*left).min(buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    let data = buf.split_to(n).freeze();
-                    if *left == 0 {
-                        *chunk = Chunk::DataEnd;
-                    }
-                    return Ok(Step::Data(data));
-                }
-                Chunk::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Step::More);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err("a chunk does not end with CRLF");
-                    }
-                    buf.advance(2);
-                    *chunk = Chunk::Size;
-                }
-                Chunk::Trailers => {
-                    let Some(eol) = memchr::memmem::find(buf, b"\r\n") else {
-                        return if buf.len() > MAX_LINE { Err("a trailer line is too long") } else { Ok(Step::More) };
-                    };
-                    buf.advance(eol + 2);
-                    if eol == 0 {
-                        *framing = Framing::Length(0);
-                    }
-                }
-            },
-        }
-    }
-}
-
-/// A chunk-size line's size (extensions after `;` ignored).
-fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
-    if digits.is_empty() || digits.len() > 15 {
-        return Err("a chunk size is not valid");
-    }
-    let mut n = 0u64;
-    for d in digits {
-        let v = (*d as char).to_digit(16).ok_or("a chunk size is not valid")?;
-        n = n * 16 + u64::from(v);
-    }
-    Ok(n)
-}
-
 /// A response body read from its connection; the connection goes back to the pool when the body ends cleanly.
 struct H1Body {
     /// `None` once the body ended (or failed).
@@ -592,45 +477,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
-
-    /// Decodes `wire` fed in two pieces split at `at`: the data, and whether the body ended.
-    fn decode(mut framing: Framing, wire: &[u8], at: usize) -> Result<(Vec<u8>, bool), &'static str> {
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for piece in [&wire[..at], &wire[at..]] {
-            buf.extend_from_slice(piece);
-            loop {
-                match step(&mut framing, &mut buf)? {
-                    Step::Data(d) => out.extend_from_slice(&d),
-                    Step::End => return Ok((out, true)),
-                    Step::More => break,
-                }
-            }
-        }
-        Ok((out, false))
-    }
-
-    #[test]
-    fn chunked_bodies_decode_wherever_the_reads_split_them() {
-        let wire = b"5;ext=1\r\nhello\r\n19\r\n, and twenty-five more b.\r\n0\r\nx-trailer: 1\r\n\r\n";
-        for at in 0..=wire.len() {
-            let (data, ended) = decode(Framing::Chunked(Chunk::Size), wire, at).unwrap();
-            assert_eq!(data, b"hello, and twenty-five more b.", "split at {at}");
-            assert!(ended, "split at {at}");
-        }
-        let (data, ended) = decode(Framing::Chunked(Chunk::Size), b"3\r\nabc\r\n", 4).unwrap();
-        assert_eq!((data.as_slice(), ended), (&b"abc"[..], false), "no last chunk yet");
-        assert!(decode(Framing::Chunked(Chunk::Size), b"zz\r\n", 4).is_err());
-        assert!(decode(Framing::Chunked(Chunk::Size), b"3\r\nabcX\r\n", 9).is_err());
-    }
-
-    #[test]
-    fn sized_bodies_end_at_their_length() {
-        let (data, ended) = decode(Framing::Length(5), b"hello", 2).unwrap();
-        assert_eq!((data.as_slice(), ended), (&b"hello"[..], true));
-        let (data, ended) = decode(Framing::Length(0), b"", 0).unwrap();
-        assert_eq!((data.as_slice(), ended), (&b""[..], true));
-    }
 
     fn head(wire: &[u8]) -> Parsed {
         match parse_head(wire) {
