@@ -16,7 +16,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -69,10 +68,14 @@ impl crate::proxy::Door for Door {
         path.starts_with("/admin/") || path == "/ui" || path.starts_with("/ui/")
     }
 
+    fn max_body(&self) -> usize {
+        MAX_BODY.max(crate::ui::MAX_FORM)
+    }
+
     fn answer(
         self: Arc<Self>,
         state: Arc<AppState>,
-        req: Request<Incoming>,
+        req: Request<crate::proxy::RequestBody>,
         peer: IpAddr,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> {
         Box::pin(async move {
@@ -118,7 +121,12 @@ type Answer = Result<Response<ProxyBody>, Failure>;
 
 /// Answers one request under `/admin/`. An address that sent too many wrong keys waits first (429 with
 /// `Retry-After`, the key not looked at: `crate::ui::throttle`).
-pub async fn handle(state: &Arc<AppState>, door: &Door, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+pub async fn handle(
+    state: &Arc<AppState>,
+    door: &Door,
+    req: Request<crate::proxy::RequestBody>,
+    peer: IpAddr,
+) -> Response<ProxyBody> {
     let wait = door.sessions.throttle().check(peer, std::time::Instant::now()).err();
     let answer = match wait {
         Some(wait) => Err(Failure(
@@ -175,7 +183,7 @@ fn ok(v: &Value) -> Answer {
 fn authorise(
     state: &AppState,
     sessions: &crate::ui::Sessions,
-    req: &Request<Incoming>,
+    req: &Request<crate::proxy::RequestBody>,
     peer: IpAddr,
 ) -> Result<(), Failure> {
     let snap = state.snapshot.load();
@@ -219,7 +227,7 @@ fn authorise(
     Err(unauthorised("unknown admin key", "use a key of server.admin_keys"))
 }
 
-async fn answer(state: &Arc<AppState>, door: &Door, req: Request<Incoming>, peer: IpAddr) -> Answer {
+async fn answer(state: &Arc<AppState>, door: &Door, req: Request<crate::proxy::RequestBody>, peer: IpAddr) -> Answer {
     authorise(state, &door.sessions, &req, peer)?;
     let Some(admin) = door.admin.get() else {
         return Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "the server is starting; try again".into(), None));

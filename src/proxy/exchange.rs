@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::affinity::{self, Affine};
 use super::failover::Failure;
@@ -147,7 +146,7 @@ impl Exchange {
 
     /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`]. `query` is
     /// the client's query as it may be forwarded (for Gemini, without `key`).
-    pub async fn run(mut self, req: http::Request<Incoming>, query: Option<String>) -> Response<ProxyBody> {
+    pub async fn run(mut self, req: http::Request<super::RequestBody>, query: Option<String>) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -176,7 +175,7 @@ impl Exchange {
     }
 
     /// Reads the body up to `server.max_body_bytes` (checked against Content-Length first).
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Rejection> {
+    async fn read_body(&self, headers: &HeaderMap, body: super::RequestBody) -> Result<Bytes, Rejection> {
         let max = self.snap.config.raw.server.max_body_bytes;
         let too_large = || Rejection::BadRequest {
             status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -191,7 +190,12 @@ impl Exchange {
         }
         match Limited::new(body, max).collect().await {
             Ok(b) => Ok(b.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some()
+                    || e.downcast_ref::<super::h1::TooLarge>().is_some() =>
+            {
+                Err(too_large())
+            }
             Err(e) => Err(Rejection::bad_request(format!("could not read the request body: {e}"))),
         }
     }

@@ -18,10 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::exchange::{Exchange, Rejection, error_response};
-use super::{AppState, ProxyBody, headers, local};
+use super::{AppState, ProxyBody, RequestBody, headers, local};
 use crate::live::shared;
 use crate::protocol::Protocol;
 use crate::upstream::Operation;
@@ -113,7 +112,7 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: SocketAddr) -> Response<ProxyBody> {
     if let Some(door) = state.door.get().filter(|d| d.claims(req.uri().path())) {
         return door.clone().answer(state.clone(), req, peer.ip()).await;
     }

@@ -11,6 +11,7 @@ pub mod body;
 mod catalogue;
 mod exchange;
 mod failover;
+pub mod h1;
 pub mod handler;
 pub mod headers;
 mod local;
@@ -25,10 +26,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::catalog::Snapshot;
@@ -40,6 +37,8 @@ use crate::live::limits::Limiter;
 use crate::live::shared::Shared;
 use crate::upstream::fasttest::FastTest;
 use crate::usage::sink::RecordSink;
+
+pub use h1::RequestBody;
 
 /// The body of every response the proxy gives.
 pub type ProxyBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -86,11 +85,13 @@ pub struct AppState {
 pub trait Door: Send + Sync {
     /// Whether a request for `path` is this door's.
     fn claims(&self, path: &str) -> bool;
+    /// The largest request body any of its paths reads (bytes).
+    fn max_body(&self) -> usize;
     /// The answer to a request the door claimed, from the client at `peer`.
     fn answer(
         self: Arc<Self>,
         state: Arc<AppState>,
-        req: http::Request<hyper::body::Incoming>,
+        req: http::Request<RequestBody>,
         peer: std::net::IpAddr,
     ) -> std::pin::Pin<Box<dyn Future<Output = http::Response<ProxyBody>> + Send>>;
 }
@@ -240,6 +241,20 @@ async fn keep_timer_wheel_near() {
     }
 }
 
+/// The proxy as its HTTP/1.1 server's service (`h1`): the handler, and the largest body it or a door reads.
+struct Proxy(Arc<AppState>);
+
+impl h1::Service for Proxy {
+    fn call(&self, req: http::Request<RequestBody>, peer: std::net::SocketAddr) -> h1::Handling {
+        Box::pin(handler::handle(self.0.clone(), req, peer))
+    }
+
+    fn max_body(&self) -> usize {
+        let doors = self.0.door.get().map_or(0, |d| d.max_body());
+        self.0.snapshot.load().config.raw.server.max_body_bytes.max(doors)
+    }
+}
+
 /// One runtime's accept loop: serves the connections it accepts until `shutdown`, then drains them within `grace`.
 async fn accept(
     listener: TcpListener,
@@ -247,8 +262,10 @@ async fn accept(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    // Every connection holds a receiver: idle ones close when it says `true`, busy ones after their answer, and
+    // the drain is over when none is left.
+    let (drain, draining) = tokio::sync::watch::channel(false);
+    let proxy = Arc::new(Proxy(state.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -263,30 +280,17 @@ async fn accept(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                // The request's future is boxed: hyper keeps room for the service's future for the whole life
-                // of the connection, and `handle`'s is several KB; boxed, it is freed as soon as the response
-                // head is out, so an open stream or an idle keep-alive connection does not hold it.
-                let service = service_fn(move |req| {
-                    let handling = Box::pin(handler::handle(state.clone(), req, peer));
-                    async move { Ok::<_, std::convert::Infallible>(handling.await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection from {peer} ended: {e}");
-                    }
-                });
+                tokio::spawn(h1::serve(stream, peer, proxy.clone(), draining.clone()));
             }
             _ = &mut shutdown => break,
         }
     }
-    drop(listener);
+    drop((listener, draining));
     state.stopping.send_replace(true);
+    drain.send_replace(true);
     tokio::select! {
         // Logged once per server: a serving thread's own drain is a debug detail.
-        _ = graceful.shutdown() => tracing::debug!("this thread's connections finished"),
+        _ = drain.closed() => tracing::debug!("this thread's connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
     Ok(())

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
 use crate::config::{Config, hash_key};
@@ -34,7 +33,7 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions kept at once; the oldest goes first.
 const MAX_SESSIONS: usize = 256;
 /// Largest login form read.
-const MAX_FORM: usize = 8 * 1024;
+pub(crate) const MAX_FORM: usize = 8 * 1024;
 
 /// The policy every page and asset is served with: only this origin's scripts, styles and API; nothing inline.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -162,7 +161,7 @@ pub fn session_admin(state: &AppState, sessions: &Sessions, headers: &HeaderMap,
 pub async fn handle(
     state: &AppState,
     sessions: &Sessions,
-    req: Request<Incoming>,
+    req: Request<crate::proxy::RequestBody>,
     peer: IpAddr,
 ) -> Response<ProxyBody> {
     if !enabled(&state.snapshot.load().config) {
@@ -204,7 +203,12 @@ pub async fn handle(
 
 /// `POST /ui/login` with a form field `key`: an admin key starts a session. An address that sent too many wrong
 /// keys waits first ([`throttle`]).
-async fn login(state: &AppState, sessions: &Sessions, req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+async fn login(
+    state: &AppState,
+    sessions: &Sessions,
+    req: Request<crate::proxy::RequestBody>,
+    peer: IpAddr,
+) -> Response<ProxyBody> {
     if !same_origin(req.headers(), req.method()) {
         return text(StatusCode::FORBIDDEN, "log in from the dashboard's own page");
     }
