@@ -41,7 +41,7 @@ pub struct Session {
 impl Session {
     /// As recorded and shown: 16 hex digits.
     pub fn hex(&self) -> String {
-        format!("{:016x}", self.hash)
+        hex::encode(self.hash.to_be_bytes())
     }
 }
 
@@ -437,5 +437,6 @@ mod tests {
         let s = Session { hash: hash_id("abc"), source: Source::Header };
         assert_eq!(filter_value("abc"), s.hex());
         assert_eq!(filter_value(&s.hex().to_uppercase()), s.hex());
+        assert_eq!(Session { hash: 0xab, source: Source::Header }.hex(), "00000000000000ab");
     }
 }

@@ -120,11 +120,11 @@ fn record_success(ex: &mut Exchange, ok: &Success<'_>) -> bool {
     let (ch, ep, tok) = ex.snap.candidate(ok.cand);
     let record = &mut ex.record;
     record.status = ok.resp.status().as_u16();
-    record.channel = Some(ch.name.to_string());
-    record.endpoint = Some(ep.name.to_string());
-    record.token_key = Some(tok.token_key.to_string());
-    record.token_fp = Some(tok.fingerprint.to_string());
-    record.upstream_model = Some(ok.cand.model.to_string());
+    record.channel = Some(String::from(&*ch.name));
+    record.endpoint = Some(String::from(&*ep.name));
+    record.token_key = Some(String::from(&*tok.token_key));
+    record.token_fp = Some(String::from(&*tok.fingerprint));
+    record.upstream_model = Some(String::from(&*ok.cand.model));
     record.ttfb_ms = Some(ok.ttfb.as_millis() as u32);
     ok.resp
         .headers()

@@ -122,7 +122,7 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
                 Operation::Models => "/v1/models",
                 _ => "/v1/messages",
             };
-            format!("{base}{path}")
+            [base, path].concat()
         }
         ChannelProtocol::Azure => {
             let version = channel.api_version.as_deref().unwrap_or("2024-10-21");
@@ -139,7 +139,7 @@ pub fn url(channel: &Channel, endpoint: &Endpoint, op: Operation, model: &str) -
                 }
             }
         }
-        ChannelProtocol::Openai => format!("{base}{}", openai_path(op)),
+        ChannelProtocol::Openai => [base, openai_path(op)].concat(),
     }
 }
 
@@ -173,7 +173,10 @@ pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, op: O
             ChannelProtocol::Gemini if op.is_gemini() => {
                 (HeaderName::from_static("x-goog-api-key"), HeaderValue::from_str(key))
             }
-            _ => (reqwest::header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {key}"))),
+            _ => (
+                reqwest::header::AUTHORIZATION,
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(["Bearer ", key].concat())),
+            ),
         };
         if let Ok(mut v) = value {
             v.set_sensitive(true);
