@@ -1,10 +1,11 @@
 //! The proxy server: accept, authenticate, route, forward, stream back, record.
 //!
-//! Owns the hyper server (bound listener + shutdown future in, so tests bind port 0) and the phases of one
-//! request: route and authenticate (`handler`), read, peek and plan over one `Exchange` and reject in the
-//! client's shape (`exchange`), attempt with failover (`failover`), respond (`respond`), the streaming pump that
-//! tees bytes through the usage meter and records (`body`), local answers (`local`) and the headers that cross
-//! (`headers`). Must not touch the store: records leave through the `RecordSink`.
+//! Owns the server (bound listener + shutdown future in, so tests bind port 0; one runtime per core accepting,
+//! each connection spoken by `h1`) and the phases of one request: route and authenticate (`handler`), read, peek
+//! and plan over one `Exchange` and reject in the client's shape (`exchange`), attempt with failover
+//! (`failover`), respond (`respond`), the streaming pump that tees bytes through the usage meter and records
+//! (`body`), local answers (`local`) and the headers that cross (`headers`). Must not touch the store: records
+//! leave through the `RecordSink`.
 
 mod affinity;
 pub mod body;
