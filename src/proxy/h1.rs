@@ -41,8 +41,13 @@ use crate::http1::{Chunk, Framing, Step, step};
 const MAX_HEAD: usize = 64 << 10;
 /// The most header fields a request may have.
 const MAX_HEADERS: usize = 128;
-/// The spare room a read is given at the least: a request head and a small body in one read.
+/// The room a read buffer is given when it has less than [`MIN_ROOM`] spare: a request head and a small body in
+/// one read.
 const READ_ROOM: usize = 4 << 10;
+/// Spare room below which a read first makes more. Not more: the buffer a request was read into is kept alive by
+/// its head and body while it is answered, so a larger minimum would allocate a second buffer for the read-ahead of
+/// every request in flight (every open stream).
+const MIN_ROOM: usize = 512;
 /// Bytes read ahead (a pipelined next request) while a request is answered; past this the connection is not
 /// read until the answer is out, so a client that goes away then is noticed at the next write.
 const READ_AHEAD: usize = 64 << 10;
@@ -223,7 +228,7 @@ impl Conn {
     /// Reads into the spare room of the buffer (0: the client closed). Through `AsyncRead`, which takes a read
     /// shorter than the room as the end of the data for now (no second `recv` told `EAGAIN`).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_ROOM {
+        if self.buf.capacity() - self.buf.len() < MIN_ROOM {
             self.buf.reserve(READ_ROOM);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
