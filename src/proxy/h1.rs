@@ -14,7 +14,8 @@
 //! connection stays open, the answer's framing (`Content-Length` when the body's size is known, else chunked,
 //! or to the end of the connection for HTTP/1.0), `Date`, noticing a client that went away (while its request
 //! is handled or its answer streamed: the service's future or body is dropped, which the proxy records), and
-//! the end of idle connections when the server stops. A connection that opens with HTTP/2's preface is handed
+//! the end of idle connections when the server stops, and closing so that a client still sending gets its answer
+//! (the unread rest is read and dropped for a while first). A connection that opens with HTTP/2's preface is handed
 //! to hyper's HTTP/2 server (prior knowledge, as before).
 //! Must not know routes, keys or records: it sees `http::Request`s and `http::Response<ProxyBody>`s.
 
@@ -55,6 +56,10 @@ const READ_AHEAD: usize = 64 << 10;
 const COPY_MAX: usize = 16 << 10;
 /// The write buffer a connection keeps between requests (a larger one, grown by a large answer, is freed).
 const KEEP_OUT: usize = 16 << 10;
+/// How long a closing connection reads and drops what its client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much a closing connection reads and drops at most.
+const LINGER_BYTES: usize = 8 << 20;
 /// What an HTTP/2 client with prior knowledge sends first.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -469,8 +474,25 @@ impl Conn {
         }
     }
 
+    /// Ends the connection after the answer is out: the writing side first, then what the client still sends
+    /// (the rest of a body that was not read, say) is read and dropped until it closes its side, for up to
+    /// [`LINGER`] or [`LINGER_BYTES`]. Closing with unread bytes would reset the connection, and a client still
+    /// sending would then lose the answer (a 413 among them) before it reads it.
     async fn close(mut self) {
-        let _ = self.io.shutdown().await;
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let mut dropped = 0;
+        let lingering = async {
+            while dropped < LINGER_BYTES {
+                self.buf.clear();
+                match self.fill().await {
+                    Ok(n) if n > 0 => dropped += n,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, lingering).await;
     }
 }
 
@@ -836,6 +858,30 @@ mod tests {
             .unwrap();
         let (_, body) = answer_of(&mut io, &mut rest).await.unwrap();
         assert!(body.ends_with("larger than 8 bytes"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_client_still_sending_a_refused_body_gets_the_answer_not_a_reset() {
+        let (addr, _stop) = server(8, echo).await;
+        let io = TcpStream::connect(addr).await.unwrap();
+        let (mut read, mut write) = io.into_split();
+        let len = 4 << 20;
+        write.write_all(format!("POST /big HTTP/1.1\r\nContent-Length: {len}\r\n\r\n").as_bytes()).await.unwrap();
+        // The client sends its whole body before it reads, as most do.
+        let sending = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 << 10];
+            for _ in 0..len / chunk.len() {
+                if write.write_all(&chunk).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        assert!(sending.await.unwrap(), "the body could not be sent whole");
+        let mut got = Vec::new();
+        read.read_to_end(&mut got).await.expect("the answer, not a reset");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("larger than 8 bytes") && text.contains("connection: close"), "{text}");
     }
 
     #[tokio::test]
