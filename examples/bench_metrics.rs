@@ -29,11 +29,11 @@ fn record(i: usize) -> RequestRecord {
         token_fp: Some("fp:0123456789abcdef".into()),
         strategy: Some(router::config::Strategy::Priority),
         attempts: vec![Attempt {
-            channel: format!("channel-{}", i % 4),
+            channel: format!("channel-{}", i % 4).into(),
             endpoint: "default".into(),
             token_key: "key-1".into(),
             token_fp: "fp:0123456789abcdef".into(),
-            model,
+            model: model.into(),
             status: Some(200),
             outcome: router::upstream::FailureClass::Ok,
             ms: 180,

@@ -30,7 +30,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
             channel: "openrouter".into(),
             endpoint: "default".into(),
             token_key: tok.into(),
-            token_fp: format!("fp:{:016x}", i % 2),
+            token_fp: format!("fp:{:016x}", i % 2).into(),
             model: "openai/gpt-4o".into(),
             status: Some(200),
             outcome: router::upstream::FailureClass::Ok,

@@ -158,8 +158,8 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
         t.add_row(vec![
             (i + 1).to_string(),
             format!("{}/{}", at.channel, at.endpoint),
-            at.token_key.clone(),
-            at.model.clone(),
+            String::from(&*at.token_key),
+            String::from(&*at.model),
             at.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
             at.outcome.to_string(),
             at.ms.to_string(),

@@ -289,10 +289,10 @@ fn print_route(r: &RouteResult) {
         for (i, a) in req.attempts.iter().enumerate() {
             t.add_row(vec![
                 (i + 1).to_string(),
-                a.channel.clone(),
-                a.endpoint.clone(),
-                a.token_key.clone(),
-                a.model.clone(),
+                String::from(&*a.channel),
+                String::from(&*a.endpoint),
+                String::from(&*a.token_key),
+                String::from(&*a.model),
                 a.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
                 a.outcome.words().to_string(),
                 format!("{} ms", a.ms),

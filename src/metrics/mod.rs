@@ -520,10 +520,10 @@ impl Counting {
         for (i, a) in rec.attempts.iter().enumerate() {
             let id = key_of(&mut self.buf, &[&a.channel, &a.endpoint, a.outcome.code()]);
             if !self.attempts.contains_key(id) {
-                let ep = EndpointLabels { channel: a.channel.clone(), endpoint: a.endpoint.clone() };
+                let ep = EndpointLabels { channel: String::from(&*a.channel), endpoint: String::from(&*a.endpoint) };
                 let class = AttemptLabels {
-                    channel: a.channel.clone(),
-                    endpoint: a.endpoint.clone(),
+                    channel: String::from(&*a.channel),
+                    endpoint: String::from(&*a.endpoint),
                     class: a.outcome.code().into(),
                 };
                 let series = AttemptSeries {

@@ -78,12 +78,12 @@ pub fn report(snap: &Snapshot, checks: &[CheckResult], routes: &[RouteResult]) -
         let Some(tok) = ep.tokens.iter().find(|t| *t.token_key == *a.token_key) else { continue };
         let class = a.outcome;
         entries.push(ProbeEntry {
-            channel: a.channel.clone(),
-            endpoint: a.endpoint.clone(),
-            token_key: a.token_key.clone(),
+            channel: String::from(&*a.channel),
+            endpoint: String::from(&*a.endpoint),
+            token_key: String::from(&*a.token_key),
             endpoint_health_key: ep.health_key.to_string(),
             token_health_key: tok.health_key.to_string(),
-            model: Some(a.model.clone()),
+            model: Some(String::from(&*a.model)),
             check: CheckKind::Request,
             latency_ms: (class == FailureClass::Ok).then_some(f64::from(a.ms)),
             failure: (class != FailureClass::Ok).then_some(ProbeFailure {

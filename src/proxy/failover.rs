@@ -147,11 +147,11 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     let sent = tokio::time::timeout(first_byte, ex.state.wire.post(&out.url, hdrs, out.body, stream)).await;
     let ttfb = t0.elapsed();
     let mut attempt = Attempt {
-        channel: String::from(&*ch.name),
-        endpoint: String::from(&*ep.name),
-        token_key: String::from(&*tok.token_key),
-        token_fp: String::from(&*tok.fingerprint),
-        model: String::from(&*cand.model),
+        channel: ch.name.clone(),
+        endpoint: ep.name.clone(),
+        token_key: tok.token_key.clone(),
+        token_fp: tok.fingerprint.clone(),
+        model: cand.model.clone(),
         status: None,
         outcome: FailureClass::Ok,
         ms: ttfb.as_millis() as u32,

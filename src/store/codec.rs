@@ -178,11 +178,11 @@ pub fn decode(body: &[u8]) -> Result<RequestRecord, postcard::Error> {
             .attempts
             .into_iter()
             .map(|a| Attempt {
-                channel: a.channel,
-                endpoint: a.endpoint,
-                token_key: a.token_key,
-                token_fp: a.token_fp,
-                model: a.model,
+                channel: a.channel.into(),
+                endpoint: a.endpoint.into(),
+                token_key: a.token_key.into(),
+                token_fp: a.token_fp.into(),
+                model: a.model.into(),
                 status: a.status,
                 outcome: a.outcome,
                 ms: a.ms,

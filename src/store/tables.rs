@@ -365,7 +365,7 @@ mod tests {
             attempts: vec![Attempt {
                 channel: "main".into(),
                 endpoint: "default".into(),
-                token_key: format!("name-{fp}"),
+                token_key: format!("name-{fp}").into(),
                 token_fp: fp.into(),
                 model: "openai/gpt-4o".into(),
                 status: Some(200),

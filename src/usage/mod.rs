@@ -7,6 +7,8 @@
 pub mod estimate;
 pub mod sink;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Price, Strategy};
@@ -89,11 +91,12 @@ impl Outcome {
 /// One upstream attempt inside a request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
-    pub channel: String,
-    pub endpoint: String,
-    pub token_key: String,
-    pub token_fp: String,
-    pub model: String,
+    // Shared with the routing snapshot the attempt was made from (a reference count, not a copy per request).
+    pub channel: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub token_key: Arc<str>,
+    pub token_fp: Arc<str>,
+    pub model: Arc<str>,
     /// HTTP status, when the upstream answered.
     pub status: Option<u16>,
     /// `ok`, or the failure class (`connect`, `timeout`, `rate_limited`, `auth`, `server_error`, ...).
@@ -173,11 +176,11 @@ impl RequestRecord {
     /// Attributes a request that failed to where its last attempt went.
     pub fn locate_last_attempt(&mut self) {
         if let Some(a) = self.attempts.last() {
-            self.channel = Some(a.channel.clone());
-            self.endpoint = Some(a.endpoint.clone());
-            self.token_key = Some(a.token_key.clone());
-            self.token_fp = Some(a.token_fp.clone());
-            self.upstream_model = Some(a.model.clone());
+            self.channel = Some(String::from(&*a.channel));
+            self.endpoint = Some(String::from(&*a.endpoint));
+            self.token_key = Some(String::from(&*a.token_key));
+            self.token_fp = Some(String::from(&*a.token_fp));
+            self.upstream_model = Some(String::from(&*a.model));
         }
     }
 }
