@@ -429,6 +429,12 @@ impl Conn {
                         continue;
                     }
                     sent += data.len() as u64;
+                    if length.is_some_and(|n| sent > n) {
+                        // More than the length announced: what follows would read as the next answer.
+                        tracing::debug!("answer body longer than its Content-Length; connection closed");
+                        self.flush().await?;
+                        return Ok(false);
+                    }
                     if chunked {
                         push_chunk_size(&mut self.out, data.len());
                     }
@@ -930,6 +936,28 @@ mod tests {
         }
         let text = String::from_utf8_lossy(&rest).to_lowercase();
         assert!(text.contains("content-length: 2\r\n") && text.ends_with("\r\n\r\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_longer_than_its_content_length_is_cut_and_the_connection_closed() {
+        let (addr, _stop) = server(1 << 20, |_| {
+            Box::pin(async move {
+                let frames = futures_util::stream::iter(
+                    ["hel", "lo"].map(|s| Ok::<_, std::io::Error>(Frame::data(Bytes::from(s)))),
+                );
+                let mut resp = Response::new(http_body_util::StreamBody::new(frames).boxed_unsync());
+                resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
+                resp
+            })
+        })
+        .await;
+        let mut io = TcpStream::connect(addr).await.unwrap();
+        let mut rest = BytesMut::new();
+        io.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let (head, body) = answer_of(&mut io, &mut rest).await.unwrap();
+        assert!(head.contains("content-length: 3"), "{head}");
+        assert_eq!(body, "hel");
+        assert!(closed(&mut io, &mut rest).await, "the second request is not answered after a broken one");
     }
 
     #[tokio::test]
