@@ -1,7 +1,8 @@
 //! HTTP/1.1 message bodies on the wire, both directions: how a body's end is found (`Content-Length`, chunked
 //! with trailers, or the end of the connection) and the decoder that takes a body's data out of a read buffer.
 //! The proxy's server (`proxy::h1`, request bodies) and its plain-HTTP client (`upstream::h1`, response bodies)
-//! share it. Must not read or write sockets, nor decide what a malformed body means to the request.
+//! share it, and the reading of the header fields that decide framing (`Content-Length`, `Transfer-Encoding`,
+//! `Connection`). Must not read or write sockets, nor decide what a malformed body means to the request.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -108,6 +109,25 @@ pub fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, &'static 
     }
 }
 
+/// A `Content-Length` value: digits only (RFC 9110 8.6), surrounding whitespace ignored.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is chunked (only then is the body framed by chunks).
+pub fn ends_in_chunked(value: &[u8]) -> bool {
+    value.rsplit(|b| *b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether a comma-separated header value (`Connection`) has `token`, ASCII case ignored.
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// A chunk-size line's size (extensions after `;` ignored).
 fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     let digits = line.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
@@ -155,6 +175,17 @@ mod tests {
         assert_eq!((data.as_slice(), ended), (&b"abc"[..], false), "no last chunk yet");
         assert!(decode(Framing::Chunked(Chunk::Size), b"zz\r\n", 4).is_err());
         assert!(decode(Framing::Chunked(Chunk::Size), b"3\r\nabcX\r\n", 9).is_err());
+    }
+
+    #[test]
+    fn framing_fields_are_read_as_the_rfc_writes_them() {
+        assert_eq!(content_length(b" 42 "), Some(42));
+        assert_eq!(content_length(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+        for bad in [&b""[..], b"x", b"-1", b"+1", b"1 2", b"99999999999999999999"] {
+            assert_eq!(content_length(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(ends_in_chunked(b"gzip, Chunked") && !ends_in_chunked(b"chunked, gzip"));
+        assert!(has_token(b"keep-alive, Close", b"close") && !has_token(b"closed", b"close"));
     }
 
     #[test]

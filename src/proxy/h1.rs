@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ProxyBody;
-use crate::http1::{Chunk, Framing, Step, step};
+use crate::http1::{Chunk, Framing, Step, content_length, ends_in_chunked, has_token, step};
 
 /// The largest request head (request line and headers) accepted.
 const MAX_HEAD: usize = 64 << 10;
@@ -358,10 +358,7 @@ impl Conn {
         if parts.headers.get(CONNECTION).is_some_and(|v| has_token(v.as_bytes(), b"close")) {
             keep_alive = false;
         }
-        let length = body.size_hint().exact().or_else(|| {
-            let declared = parts.headers.get(CONTENT_LENGTH)?;
-            std::str::from_utf8(declared.as_bytes()).ok()?.trim().parse().ok()
-        });
+        let length = body.size_hint().exact().or_else(|| content_length(parts.headers.get(CONTENT_LENGTH)?.as_bytes()));
         let chunked = !bodiless && length.is_none() && version == Version::HTTP_11;
         if !bodiless && length.is_none() && !chunked {
             // HTTP/1.0 without a length: the end of the connection ends the body.
@@ -514,11 +511,6 @@ fn push_chunk_size(out: &mut Vec<u8>, n: usize) {
     let _ = write!(out, "{n:x}\r\n");
 }
 
-/// Whether a comma-separated header value has `token` (ASCII case ignored).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 /// Parses a request head at the start of `buf` and takes it out: `None` while incomplete.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, (StatusCode, &'static str)> {
     let bad = |why| (StatusCode::BAD_REQUEST, why);
@@ -549,20 +541,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, (StatusCode, &'static 
         for (h, span) in req.headers.iter().zip(spans.iter_mut()) {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"content-length") {
-                let n = parse_length(h.value).ok_or(bad("the request's Content-Length is not a number"))?;
+                let n = content_length(h.value).ok_or(bad("the request's Content-Length is not a number"))?;
                 if length.is_some_and(|m| m != n) {
                     return Err(bad("the request has two different Content-Lengths"));
                 }
                 length = Some(n);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // Chunked must be the last coding of a request (RFC 9112 6.3).
-                if version == Version::HTTP_10
-                    || !h
-                        .value
-                        .rsplit(|b| *b == b',')
-                        .next()
-                        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-                {
+                if version == Version::HTTP_10 || !ends_in_chunked(h.value) {
                     return Err(bad("the request's Transfer-Encoding does not end in chunked"));
                 }
                 chunked = true;
@@ -605,15 +591,6 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, (StatusCode, &'static 
     *req.version_mut() = version;
     *req.headers_mut() = headers;
     Ok(Some(Head { req, framing, keep_alive, expect_continue }))
-}
-
-/// A Content-Length value: digits only.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A connection that opened with HTTP/2's preface: served by hyper's HTTP/2 server, the bytes read so far

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 
 use super::wire::{Body, BodyError, transport_failure};
 use crate::failure::UpstreamError;
-use crate::http1::{Chunk, Framing, Step, step};
+use crate::http1::{Chunk, Framing, Step, content_length, ends_in_chunked, has_token, step};
 
 /// How long a connection may idle in the pool before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -342,22 +342,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| "the upstream's answer has an invalid header name")?;
         if name == http::header::CONTENT_LENGTH {
-            let parsed = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
-            match (parsed, length) {
+            match (content_length(h.value), length) {
                 (None, _) => framing_error = Some("the upstream's Content-Length is not a number"),
                 (Some(n), Some(m)) if n != m => framing_error = Some("the upstream sent two different Content-Lengths"),
                 (Some(n), _) => length = Some(n),
             }
         } else if name == http::header::TRANSFER_ENCODING {
             // Chunked must be the last coding; anything else is read to the end of the connection.
-            chunked =
-                h.value.rsplit(|b| *b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = ends_in_chunked(h.value);
             if !chunked {
                 keep_alive = false;
             }
-        } else if name == http::header::CONNECTION
-            && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
+        } else if name == http::header::CONNECTION && has_token(h.value, b"close") {
             keep_alive = false;
         }
         let start = h.value.as_ptr() as usize - base;
