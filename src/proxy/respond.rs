@@ -117,14 +117,10 @@ fn upstream_protocol(ex: &Exchange, ch: &crate::catalog::Channel, conv: Option<C
 
 /// Fills the record with where a successful attempt went; returns whether the response is an SSE stream.
 fn record_success(ex: &mut Exchange, ok: &Success<'_>) -> bool {
-    let (ch, ep, tok) = ex.snap.candidate(ok.cand);
     let record = &mut ex.record;
     record.status = ok.resp.status().as_u16();
-    record.channel = Some(String::from(&*ch.name));
-    record.endpoint = Some(String::from(&*ep.name));
-    record.token_key = Some(String::from(&*tok.token_key));
-    record.token_fp = Some(String::from(&*tok.fingerprint));
-    record.upstream_model = Some(String::from(&*ok.cand.model));
+    // The successful attempt was the last one recorded (`failover::send`): it names the same candidate.
+    record.locate_last_attempt();
     record.ttfb_ms = Some(ok.ttfb.as_millis() as u32);
     ok.resp
         .headers()
