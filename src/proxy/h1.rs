@@ -734,6 +734,12 @@ mod tests {
         })
     }
 
+    /// A body of these frames, of no known length (written chunked, or to the end for HTTP/1.0).
+    fn frames<const N: usize>(parts: [&'static str; N]) -> ProxyBody {
+        let frames = futures_util::stream::iter(parts.map(|s| Ok::<_, std::io::Error>(Frame::data(Bytes::from(s)))));
+        http_body_util::StreamBody::new(frames).boxed_unsync()
+    }
+
     /// Reads one answer from `io` (`rest` holds bytes read past the previous one): its head, lower-cased, and
     /// its body, decoded; `None` if the connection ended first.
     async fn answer_of(io: &mut TcpStream, rest: &mut BytesMut) -> Option<(String, String)> {
@@ -872,10 +878,7 @@ mod tests {
         let (addr, _stop) = server(1 << 20, |req| {
             Box::pin(async move {
                 if req.uri().path() == "/stream" {
-                    let frames = futures_util::stream::iter(
-                        ["one ", "two"].map(|s| Ok::<_, std::io::Error>(Frame::data(Bytes::from(s)))),
-                    );
-                    Response::new(http_body_util::StreamBody::new(frames).boxed_unsync())
+                    Response::new(frames(["one ", "two"]))
                 } else {
                     Response::new(super::super::full("ok"))
                 }
@@ -919,10 +922,7 @@ mod tests {
     async fn an_answer_longer_than_its_content_length_is_cut_and_the_connection_closed() {
         let (addr, _stop) = server(1 << 20, |_| {
             Box::pin(async move {
-                let frames = futures_util::stream::iter(
-                    ["hel", "lo"].map(|s| Ok::<_, std::io::Error>(Frame::data(Bytes::from(s)))),
-                );
-                let mut resp = Response::new(http_body_util::StreamBody::new(frames).boxed_unsync());
+                let mut resp = Response::new(frames(["hel", "lo"]));
                 resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
                 resp
             })
