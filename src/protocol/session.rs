@@ -41,7 +41,9 @@ pub struct Session {
 impl Session {
     /// As recorded and shown: 16 hex digits.
     pub fn hex(&self) -> String {
-        hex::encode(self.hash.to_be_bytes())
+        let mut out = [0u8; 16];
+        hex::encode_to_slice(self.hash.to_be_bytes(), &mut out).expect("8 bytes are 16 hex digits");
+        String::from(std::str::from_utf8(&out).expect("hex digits are text"))
     }
 }
 
@@ -97,19 +99,32 @@ const CLAUDE_CODE_SESSION: HeaderName = HeaderName::from_static("x-claude-code-s
 /// hint and no head, e.g. an empty conversation).
 pub fn identify(headers: &HeaderMap, peek: &Peek, body: &[u8]) -> Option<Session> {
     let named = |id: &str, source| Some(Session { hash: hash_id(id), source });
-    if let Some(id) = header(headers, &ROUTER_SESSION) {
+    // One pass over the request's few header names instead of six hashed lookups that nearly always miss.
+    let hinted = headers.keys().any(|n| {
+        matches!(
+            n.as_str(),
+            "x-router-session"
+                | "x-claude-code-session-id"
+                | "session_id"
+                | "session-id"
+                | "conversation_id"
+                | "thread-id"
+        )
+    });
+    let header = |name: &HeaderName| if hinted { header(headers, name) } else { None };
+    if let Some(id) = header(&ROUTER_SESSION) {
         return named(id, Source::Header);
     }
     if let Some(id) = peek.user_id.as_deref().and_then(claude_code_session) {
         return named(id, Source::ClaudeCode);
     }
-    if let Some(id) = header(headers, &CLAUDE_CODE_SESSION) {
+    if let Some(id) = header(&CLAUDE_CODE_SESSION) {
         return named(id, Source::ClaudeCode);
     }
     if let Some(id) = peek.prompt_cache_key.as_deref().filter(|k| !k.is_empty()) {
         return named(id, Source::PromptCacheKey);
     }
-    if let Some(id) = CODEX_HEADERS.iter().find_map(|h| header(headers, h)) {
+    if let Some(id) = CODEX_HEADERS.iter().find_map(header) {
         return named(id, Source::CodexHeader);
     }
     if let Some(id) = peek.user_id.as_deref().filter(|k| !k.is_empty()) {
@@ -189,6 +204,17 @@ mod tests {
         }
         let peek = Peek::parse(body.as_bytes()).unwrap();
         identify(&h, &peek, body.as_bytes())
+    }
+
+    /// Every session header is noticed by the one pass that looks for them (`identify`'s `hinted`).
+    #[test]
+    fn every_session_header_is_read() {
+        let names = [ROUTER_SESSION, CLAUDE_CODE_SESSION].into_iter().chain(CODEX_HEADERS);
+        for name in names {
+            let s = id(&[(name.as_str(), "abc-1")], r#"{"messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+            assert_eq!(s.hash, hash_id("abc-1"), "{name}");
+            assert_ne!(s.source, Source::Head, "{name}");
+        }
     }
 
     /// Claude Code before v2.1.78: the request shape it sends (`POST /v1/messages?beta=true`), abridged.
