@@ -191,7 +191,7 @@ impl Health {
     pub fn fail(&self, key: &str, base: Duration, cap: Duration, fixed: Option<Duration>, reason: &str) {
         let (d, failures) = {
             let mut map = self.map.lock().expect("health lock");
-            let e = map.entry(key.to_string()).or_default();
+            let e = entry(&mut map, key);
             e.failures = e.failures.saturating_add(1);
             e.errors += 1;
             let d = fixed.unwrap_or_else(|| {
@@ -303,7 +303,7 @@ impl Health {
     /// Records a time to first byte for an endpoint.
     pub fn observe_ttfb(&self, key: &str, ms: f64) {
         let mut map = self.map.lock().expect("health lock");
-        let e = map.entry(key.to_string()).or_default();
+        let e = entry(&mut map, key);
         e.ttfb_ms = Some(match e.ttfb_ms {
             Some(prev) => prev * (1.0 - EWMA_ALPHA) + ms * EWMA_ALPHA,
             None => ms,
@@ -363,6 +363,14 @@ pub struct CoolKeys<'a> {
     pub endpoint: &'a str,
     pub token: &'a str,
     pub model: &'a str,
+}
+
+/// `key`'s entry, made when missing (the key is copied only then: this runs for every proxied request).
+fn entry<'m>(map: &'m mut HashMap<String, Entry, rustc_hash::FxBuildHasher>, key: &str) -> &'m mut Entry {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), Entry::default());
+    }
+    map.get_mut(key).expect("present or just inserted")
 }
 
 #[cfg(test)]
