@@ -45,25 +45,9 @@ pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// Upstream response headers worth passing back.
-fn kept_downstream(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type"
-            | "retry-after"
-            | "retry-after-ms"
-            | "x-request-id"
-            | "request-id"
-            | "openai-processing-ms"
-            | "openai-version"
-            | "cache-control"
-    ) || name.starts_with("x-ratelimit-")
-        || name.starts_with("anthropic-ratelimit-")
-}
-
 pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in upstream {
-        if kept_downstream(name.as_str()) {
+        if crate::upstream::passed_back(name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }

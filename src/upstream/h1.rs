@@ -10,7 +10,7 @@
 //! encryption cost more than the framework.
 //!
 //! Owns: writing the request (the caller's headers, `Host`, `Content-Length`), reading the response head (1xx
-//! skipped), the body's framing (`Content-Length`, chunked, or to the end of the connection), when a connection
+//! skipped; of its headers it keeps those [`super::passed_back`] names, the rest only frame the body), the body's framing (`Content-Length`, chunked, or to the end of the connection), when a connection
 //! may be reused (HTTP/1.1, no `Connection: close`, body read to its end and nothing more), and the idle pool
 //! (90 s, 64 per host). A pooled connection the upstream closed while it idled fails at once on reuse; that is
 //! retried once on a new connection, before any answer byte was read, as browsers and hyper do.
@@ -338,24 +338,34 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
     let mut chunked = false;
     let mut framing_error = None;
     let mut keep_alive = resp.version == Some(1);
+    let mut lower = [0u8; 64];
     for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| "the upstream's answer has an invalid header name")?;
-        if name == http::header::CONTENT_LENGTH {
+        // httparse accepted the name as a token; in lower case it is what `HeaderName` holds. A longer name is
+        // none of those read here or passed back.
+        let Some(name) = lower.get_mut(..h.name.len()) else { continue };
+        name.copy_from_slice(h.name.as_bytes());
+        name.make_ascii_lowercase();
+        let name = &*name;
+        if name == b"content-length" {
             match (content_length(h.value), length) {
                 (None, _) => framing_error = Some("the upstream's Content-Length is not a number"),
                 (Some(n), Some(m)) if n != m => framing_error = Some("the upstream sent two different Content-Lengths"),
                 (Some(n), _) => length = Some(n),
             }
-        } else if name == http::header::TRANSFER_ENCODING {
+        } else if name == b"transfer-encoding" {
             // Chunked must be the last coding; anything else is read to the end of the connection.
             chunked = ends_in_chunked(h.value);
             if !chunked {
                 keep_alive = false;
             }
-        } else if name == http::header::CONNECTION && has_token(h.value, b"close") {
+        } else if name == b"connection" && has_token(h.value, b"close") {
             keep_alive = false;
         }
+        // Only what the proxy reads or passes on becomes a header of the answer (a name parsed and a map
+        // entry each: nginx alone sends Server, Date and Connection the client never sees).
+        let Some(name) = std::str::from_utf8(name).ok().filter(|n| super::passed_back(n)) else { continue };
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| "the upstream's answer has an invalid header name")?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
@@ -502,6 +512,23 @@ mod tests {
         assert!(matches!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), Ok(Some(Head::Interim(25)))));
         assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nContent-"), Ok(None)));
         assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn an_answer_keeps_the_headers_passed_back_in_any_case_and_drops_the_rest() {
+        let wire: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nServer: nginx\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\n\
+            Content-Type: application/json\r\nX-RateLimit-Remaining-Requests: 0\r\nRETRY-AFTER: 7\r\n\
+            Anthropic-Ratelimit-Tokens-Reset: 2026-11-30T10:01:00Z\r\nContent-Length: 2\r\n\
+            X-A-Name-Longer-Than-Sixty-Four-Bytes-Which-No-Header-Passed-Back-Has-0123456789: v\r\n\r\n";
+        let p = head(wire);
+        let h = p.headers(&Bytes::copy_from_slice(wire)).unwrap();
+        let names: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["content-type", "x-ratelimit-remaining-requests", "retry-after", "anthropic-ratelimit-tokens-reset"]
+        );
+        assert_eq!(crate::failure::parse_retry_after(&h), Some(Duration::from_secs(7)));
+        assert_eq!(p.framing, Ok(Framing::Length(2)), "Content-Length frames the body without being kept");
     }
 
     #[test]

@@ -70,6 +70,24 @@ impl Operation {
     }
 }
 
+/// Upstream response headers the proxy reads or passes back to the client (`name` in lower case): the body's
+/// type, retry hints, request ids, rate-limit information. The plain-HTTP client keeps only these when it reads
+/// an answer's head ([`h1`]); the client's response gets them through `proxy::headers::downstream_headers`.
+pub fn passed_back(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "retry-after"
+            | "retry-after-ms"
+            | "x-request-id"
+            | "request-id"
+            | "openai-processing-ms"
+            | "openai-version"
+            | "cache-control"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-")
+}
+
 /// The shared client for proxied traffic: no overall timeout (streams may run long), connect timeout set,
 /// no automatic decompression (bodies are metered and forwarded as they are), pooled connections.
 #[expect(clippy::disallowed_methods, reason = "this is the one place clients are built")]
