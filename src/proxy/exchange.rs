@@ -276,7 +276,14 @@ impl Exchange {
     }
 
     /// Ends a request that did not succeed: fills the record, sends it, answers in the client's shape.
-    pub async fn reject(mut self, rejection: Rejection) -> Response<ProxyBody> {
+    ///
+    /// Boxed: its state (~3 KB) would otherwise be part of every request's future, which is moved into its
+    /// box and touched whole on every request; only a failed request pays for it here.
+    pub fn reject(self, rejection: Rejection) -> std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
+        Box::pin(self.reject_now(rejection))
+    }
+
+    async fn reject_now(mut self, rejection: Rejection) -> Response<ProxyBody> {
         let (outcome, status, message, mut resp) = match rejection {
             Rejection::BadRequest { status, message } => {
                 let code = match status {
