@@ -24,7 +24,7 @@ fn record(i: u64, now: i64) -> RequestRecord {
         channel: Some("openrouter".into()),
         endpoint: Some("default".into()),
         token_key: Some(tok.into()),
-        token_fp: Some(format!("fp:{:016x}", i % 2)),
+        token_fp: Some(format!("fp:{:016x}", i % 2).into()),
         strategy: Some(Default::default()),
         attempts: vec![Attempt {
             channel: "openrouter".into(),

@@ -883,12 +883,12 @@ mod tests {
             let mut r = RequestRecord {
                 id: crate::usage::new_id(time_ms),
                 time_ms,
-                channel: some(channel),
-                endpoint: some(if channel.is_empty() { "" } else { rng.pick(&["default", "eu"]) }),
-                token_key: some(if channel.is_empty() { "" } else { rng.pick(&["a", "b", "renamed"]) }),
-                token_fp: some(if channel.is_empty() { "" } else { fp }),
+                channel: some(channel).map(Into::into),
+                endpoint: some(if channel.is_empty() { "" } else { rng.pick(&["default", "eu"]) }).map(Into::into),
+                token_key: some(if channel.is_empty() { "" } else { rng.pick(&["a", "b", "renamed"]) }).map(Into::into),
+                token_fp: some(if channel.is_empty() { "" } else { fp }).map(Into::into),
                 requested_model: rng.pick(&["m", "n"]).to_string(),
-                upstream_model: some(rng.pick(&["", "up/m", "up/n"])),
+                upstream_model: some(rng.pick(&["", "up/m", "up/n"])).map(Into::into),
                 gateway_key: some(rng.pick(&["", "team", "ci"])),
                 tokens: Tokens {
                     input: rng.below(1000),

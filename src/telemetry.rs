@@ -162,11 +162,11 @@ pub fn emit(tracer: &impl Tracer<Span: Send + Sync + 'static>, snap: &Snapshot, 
         attrs.push(KeyValue::new("gen_ai.system", system(snap, c)));
         attrs.push(KeyValue::new("router.channel", c.clone()));
     }
-    let opt = |k: &'static str, v: &Option<String>| v.as_ref().map(|v| KeyValue::new(k, v.clone()));
-    attrs.extend(opt("gen_ai.response.model", &r.upstream_model));
-    attrs.extend(opt("router.endpoint", &r.endpoint));
-    attrs.extend(opt("router.token", &r.token_key));
-    attrs.extend(opt("router.gateway_key", &r.gateway_key));
+    let opt = |k: &'static str, v: Option<&str>| v.map(|v| KeyValue::new(k, v.to_string()));
+    attrs.extend(opt("gen_ai.response.model", r.upstream_model.as_deref()));
+    attrs.extend(opt("router.endpoint", r.endpoint.as_deref()));
+    attrs.extend(opt("router.token", r.token_key.as_deref()));
+    attrs.extend(opt("router.gateway_key", r.gateway_key.as_deref()));
     if !r.tokens.is_zero() {
         let t = &r.tokens;
         attrs.push(KeyValue::new("gen_ai.usage.input_tokens", t.total_input() as i64));

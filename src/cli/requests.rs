@@ -89,7 +89,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
             r.gateway_key.clone().unwrap_or_else(|| "-".into()),
             model(r),
             where_(r),
-            r.token_key.clone().unwrap_or_else(|| "-".into()),
+            r.token_key.as_deref().unwrap_or("-").to_string(),
             status(r),
             r.outcome.as_str().into(),
             tokens(r),
@@ -117,7 +117,7 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
         "token",
         match (&r.token_key, &r.token_fp) {
             (Some(k), Some(fp)) if k != fp => format!("{k} ({fp})"),
-            (Some(k), _) => k.clone(),
+            (Some(k), _) => k.to_string(),
             _ => "-".into(),
         },
     );
@@ -176,7 +176,7 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
 
 fn model(r: &RequestRecord) -> String {
     match &r.upstream_model {
-        Some(u) if *u != r.requested_model => format!("{} -> {u}", r.requested_model),
+        Some(u) if **u != *r.requested_model => format!("{} -> {u}", r.requested_model),
         _ => r.requested_model.clone(),
     }
 }
@@ -184,7 +184,7 @@ fn model(r: &RequestRecord) -> String {
 fn where_(r: &RequestRecord) -> String {
     match (&r.channel, &r.endpoint) {
         (Some(c), Some(e)) => format!("{c}/{e}"),
-        (Some(c), None) => c.clone(),
+        (Some(c), None) => c.to_string(),
         _ => "-".into(),
     }
 }

@@ -103,7 +103,7 @@ impl Exchange {
         protocol: Protocol,
         op: Operation,
         key: Option<&Entry>,
-        path: &str,
+        path: String,
     ) -> Exchange {
         let time_ms = usage::now_ms();
         let id = usage::new_id(time_ms);
@@ -112,7 +112,7 @@ impl Exchange {
             time_ms,
             gateway_key: key.map(|k| k.name.to_string()),
             client_protocol: protocol,
-            path: path.to_string(),
+            path,
             ..Default::default()
         };
         let allow = key.and_then(|k| k.allow.as_deref()).map(Allow::parse);

@@ -177,7 +177,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
     };
     // The path only: a `?key=` never reaches a record.
     let path = req.uri().path().to_string();
-    let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), &path);
+    let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), path);
     ex.in_flight = state.metrics.request_started();
     if let Some(model) = path_model {
         ex.record.requested_model = model;

@@ -186,7 +186,7 @@ pub(super) type Served<'s> = (&'s crate::catalog::Channel, &'s crate::catalog::E
 /// The `X-Router-*` headers that say where a request went; `served`: the candidate that answered, whose names'
 /// header values the snapshot made once (else they are made from the record's text).
 pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord, served: Option<Served<'_>>) {
-    let put = |h: &mut HeaderMap, name, made: Option<&http::HeaderValue>, text: &Option<String>| {
+    let put = |h: &mut HeaderMap, name, made: Option<&http::HeaderValue>, text: &Option<std::sync::Arc<str>>| {
         if let Some(v) = made {
             h.insert(name, v.clone());
         } else if let Some(t) = text {

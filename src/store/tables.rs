@@ -144,7 +144,7 @@ impl HourlyKey {
 
 /// A record's rollup key, borrowed from it: `unit` is its day (`usage_daily`) or hour (`usage_hourly`).
 pub fn rollup_tuple(unit: u32, rec: &RequestRecord) -> DailyTuple<'_> {
-    fn s(v: &Option<String>) -> &str {
+    fn s<T: std::ops::Deref<Target = str>>(v: &Option<T>) -> &str {
         v.as_deref().unwrap_or_default()
     }
     (
@@ -359,7 +359,7 @@ mod tests {
             upstream_model: Some("openai/gpt-4o".into()),
             channel: Some("main".into()),
             endpoint: Some("default".into()),
-            token_key: Some(format!("name-{fp}")),
+            token_key: Some(format!("name-{fp}").into()),
             token_fp: Some(fp.into()),
             strategy: Some(Default::default()),
             attempts: vec![Attempt {

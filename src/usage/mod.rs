@@ -116,11 +116,11 @@ pub struct RequestRecord {
     pub client_protocol: Protocol,
     pub path: String,
     pub requested_model: String,
-    pub upstream_model: Option<String>,
-    pub channel: Option<String>,
-    pub endpoint: Option<String>,
-    pub token_key: Option<String>,
-    pub token_fp: Option<String>,
+    pub upstream_model: Option<Arc<str>>,
+    pub channel: Option<Arc<str>>,
+    pub endpoint: Option<Arc<str>>,
+    pub token_key: Option<Arc<str>>,
+    pub token_fp: Option<Arc<str>>,
     /// The strategy that ordered the candidates; `None` (stored as `""`) when the request was rejected first.
     #[serde(with = "blank_is_none")]
     pub strategy: Option<Strategy>,
@@ -176,11 +176,11 @@ impl RequestRecord {
     /// Attributes a request that failed to where its last attempt went.
     pub fn locate_last_attempt(&mut self) {
         if let Some(a) = self.attempts.last() {
-            self.channel = Some(String::from(&*a.channel));
-            self.endpoint = Some(String::from(&*a.endpoint));
-            self.token_key = Some(String::from(&*a.token_key));
-            self.token_fp = Some(String::from(&*a.token_fp));
-            self.upstream_model = Some(String::from(&*a.model));
+            self.channel = Some(a.channel.clone());
+            self.endpoint = Some(a.endpoint.clone());
+            self.token_key = Some(a.token_key.clone());
+            self.token_fp = Some(a.token_fp.clone());
+            self.upstream_model = Some(a.model.clone());
         }
     }
 }
