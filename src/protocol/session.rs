@@ -100,17 +100,7 @@ const CLAUDE_CODE_SESSION: HeaderName = HeaderName::from_static("x-claude-code-s
 pub fn identify(headers: &HeaderMap, peek: &Peek, body: &[u8]) -> Option<Session> {
     let named = |id: &str, source| Some(Session { hash: hash_id(id), source });
     // One pass over the request's few header names instead of six hashed lookups that nearly always miss.
-    let hinted = headers.keys().any(|n| {
-        matches!(
-            n.as_str(),
-            "x-router-session"
-                | "x-claude-code-session-id"
-                | "session_id"
-                | "session-id"
-                | "conversation_id"
-                | "thread-id"
-        )
-    });
+    let hinted = headers.keys().any(|n| *n == ROUTER_SESSION || *n == CLAUDE_CODE_SESSION || CODEX_HEADERS.contains(n));
     let header = |name: &HeaderName| if hinted { header(headers, name) } else { None };
     if let Some(id) = header(&ROUTER_SESSION) {
         return named(id, Source::Header);
@@ -206,7 +196,7 @@ mod tests {
         identify(&h, &peek, body.as_bytes())
     }
 
-    /// Every session header is noticed by the one pass that looks for them (`identify`'s `hinted`).
+    /// Every session header is read, through the one pass that looks for them first (`identify`'s `hinted`).
     #[test]
     fn every_session_header_is_read() {
         let names = [ROUTER_SESSION, CLAUDE_CODE_SESSION].into_iter().chain(CODEX_HEADERS);
