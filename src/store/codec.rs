@@ -119,16 +119,16 @@ pub fn encode_into(rec: &RequestRecord, out: &mut Vec<u8>) {
     let w = &mut Postcard(out);
     w.varint(rec.id);
     w.varint(zigzag(rec.time_ms));
-    w.opt_str(rec.gateway_key.as_deref());
+    w.opt(rec.gateway_key.as_deref(), Postcard::str);
     w.variant(rec.client_protocol as u8);
     w.str(&rec.path);
     w.str(&rec.requested_model);
-    w.opt_str(rec.upstream_model.as_deref());
-    w.opt_str(rec.channel.as_deref());
-    w.opt_str(rec.endpoint.as_deref());
-    w.opt_str(rec.token_key.as_deref());
-    w.opt_str(rec.token_fp.as_deref());
-    w.opt_variant(rec.strategy.map(|s| s as u8));
+    w.opt(rec.upstream_model.as_deref(), Postcard::str);
+    w.opt(rec.channel.as_deref(), Postcard::str);
+    w.opt(rec.endpoint.as_deref(), Postcard::str);
+    w.opt(rec.token_key.as_deref(), Postcard::str);
+    w.opt(rec.token_fp.as_deref(), Postcard::str);
+    w.opt(rec.strategy, |w, s| w.variant(s as u8));
     w.varint(rec.attempts.len() as u128);
     for a in &rec.attempts {
         w.str(&a.channel);
@@ -136,31 +136,25 @@ pub fn encode_into(rec: &RequestRecord, out: &mut Vec<u8>) {
         w.str(&a.token_key);
         w.str(&a.token_fp);
         w.str(&a.model);
-        w.opt_varint(a.status.map(u128::from));
+        w.opt(a.status, |w, s| w.varint(s.into()));
         w.variant(a.outcome as u8);
         w.varint(u128::from(a.ms));
     }
     w.varint(u128::from(rec.status));
     w.variant(rec.outcome as u8);
     w.0.push(u8::from(rec.stream));
-    w.opt_varint(rec.ttfb_ms.map(u128::from));
+    w.opt(rec.ttfb_ms, |w, ms| w.varint(ms.into()));
     w.varint(u128::from(rec.total_ms));
     let t = &rec.tokens;
     for n in [t.input, t.cache_read, t.cache_write, t.output, t.reasoning, t.cache_write_1h] {
         w.varint(u128::from(n));
     }
     w.variant(rec.usage_source as u8);
-    match rec.cost_usd {
-        None => w.0.push(0),
-        Some(c) => {
-            w.0.push(1);
-            w.0.extend_from_slice(&c.to_le_bytes());
-        }
-    }
-    w.opt_variant(rec.translated.map(|c| c as u8));
-    w.opt_str(rec.error.as_deref());
-    w.opt_str(rec.session.as_deref());
-    w.opt_variant(rec.affinity.map(|a| a as u8));
+    w.opt(rec.cost_usd, |w, c| w.0.extend_from_slice(&c.to_le_bytes()));
+    w.opt(rec.translated, |w, c| w.variant(c as u8));
+    w.opt(rec.error.as_deref(), Postcard::str);
+    w.opt(rec.session.as_deref(), Postcard::str);
+    w.opt(rec.affinity, |w, a| w.variant(a as u8));
 }
 
 /// postcard's wire rules, for [`encode_into`]: integers as LEB128 varints (signed ones zigzagged first), an
@@ -176,12 +170,13 @@ impl Postcard<'_> {
         self.0.push(n as u8);
     }
 
-    fn opt_varint(&mut self, n: Option<u128>) {
-        match n {
+    /// An `Option`: 0, or 1 and the value as `write` writes it.
+    fn opt<T>(&mut self, v: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match v {
             None => self.0.push(0),
-            Some(n) => {
+            Some(v) => {
                 self.0.push(1);
-                self.varint(n);
+                write(self, v);
             }
         }
     }
@@ -191,23 +186,9 @@ impl Postcard<'_> {
         self.0.extend_from_slice(s.as_bytes());
     }
 
-    fn opt_str(&mut self, s: Option<&str>) {
-        match s {
-            None => self.0.push(0),
-            Some(s) => {
-                self.0.push(1);
-                self.str(s);
-            }
-        }
-    }
-
     /// A unit variant's index (every stored enum has fewer than 128 variants: one byte).
     fn variant(&mut self, index: u8) {
         self.varint(u128::from(index));
-    }
-
-    fn opt_variant(&mut self, index: Option<u8>) {
-        self.opt_varint(index.map(u128::from));
     }
 }
 
