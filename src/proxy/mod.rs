@@ -282,13 +282,13 @@ impl Balance {
         self.open[me].load(Relaxed) > least + Self::SLACK
     }
 
-    fn add(&self, me: usize, opened: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        if opened {
-            self.open[me].fetch_add(1, Relaxed);
-        } else {
-            self.open[me].fetch_sub(1, Relaxed);
-        }
+    fn opened(&self, me: usize) {
+        self.open[me].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    fn closed(&self, me: usize) {
+        self.open[me].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 }
@@ -305,14 +305,20 @@ impl Share {
     fn alone() -> Share {
         Share { balance: Arc::new(Balance::new(1)), me: 0 }
     }
+
+    /// Counts one more connection of this thread, until the guard is dropped.
+    fn hold(&self) -> Held {
+        self.balance.opened(self.me);
+        Held(self.clone())
+    }
 }
 
-/// Counts one connection of its thread while it lives.
+/// One connection of its thread, counted while it lives.
 struct Held(Share);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.balance.add(self.0.me, false);
+        self.0.balance.closed(self.0.me);
     }
 }
 
@@ -348,8 +354,7 @@ async fn accept(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                balance.add(share.me, true);
-                let held = Held(share.clone());
+                let held = share.hold();
                 let serving = h1::serve(stream, peer, proxy.clone(), draining.clone());
                 tokio::spawn(async move {
                     serving.await;
@@ -377,22 +382,20 @@ mod tests {
 
     #[test]
     fn a_thread_ahead_of_the_least_loaded_leaves_new_connections_to_it() {
-        let b = Balance::new(2);
+        let b = Arc::new(Balance::new(2));
+        let (first, second) = (Share { balance: b.clone(), me: 0 }, Share { balance: b.clone(), me: 1 });
         assert!(!b.ahead(0) && !b.ahead(1));
-        for _ in 0..=Balance::SLACK {
-            b.add(0, true);
-        }
+        let mut held: Vec<Held> = (0..=Balance::SLACK).map(|_| first.hold()).collect();
         assert!(b.ahead(0), "3 against 0");
         assert!(!b.ahead(1), "the least loaded thread always accepts");
-        b.add(1, true);
+        let other = second.hold();
         assert!(!b.ahead(0), "3 against 1 is within the slack");
-        b.add(1, false);
-        b.add(0, false);
-        assert!(!b.ahead(0));
+        drop(other);
+        held.pop();
+        assert!(!b.ahead(0), "a dropped connection is no longer counted");
         let alone = Share::alone();
-        for _ in 0..100 {
-            alone.balance.add(0, true);
-        }
+        let all: Vec<Held> = (0..100).map(|_| alone.hold()).collect();
         assert!(!alone.balance.ahead(0), "a lone thread is never ahead");
+        drop(all);
     }
 }
