@@ -137,9 +137,9 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     let snap = ex.snap.clone();
     let cfg = &snap.config.raw;
     let (ch, ep, tok) = snap.candidate(cand);
-    let mut hdrs = headers::upstream_headers(&input.headers);
-    upstream::auth_headers(ch, ep, tok, out.upstream_op, &mut hdrs);
-    hdrs.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let mut hdrs = upstream::Outbound::new(&input.headers, headers::forwarded_upstream);
+    hdrs.auth(ch, ep, tok, out.upstream_op);
+    hdrs.set(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     let deadline = ex.deadline();
     let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - Instant::now());
     let t0 = Instant::now();

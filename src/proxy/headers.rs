@@ -6,9 +6,10 @@
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Client headers never forwarded upstream.
-fn dropped_upstream(name: &str) -> bool {
-    matches!(
+/// Whether a client header may go upstream (`name` in lower case): not the client's auth, hop-by-hop or
+/// framing headers, encodings, cookies, forwarding information or the router's own `x-router-*`.
+pub fn forwarded_upstream(name: &str) -> bool {
+    !(matches!(
         name,
         "authorization"
             | "x-api-key"
@@ -31,18 +32,7 @@ fn dropped_upstream(name: &str) -> bool {
             | "x-forwarded-host"
             | "x-forwarded-proto"
             | "x-real-ip"
-    ) || name.starts_with("x-router-")
-}
-
-/// Copies the client headers that may go upstream.
-pub fn upstream_headers(client: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(client.len() + 2);
-    for (name, value) in client {
-        if !dropped_upstream(name.as_str()) {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out
+    ) || name.starts_with("x-router-"))
 }
 
 pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
@@ -191,7 +181,7 @@ mod tests {
         h.insert("anthropic-beta", HeaderValue::from_static("tools-2024"));
         h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         h.insert("x-router-channel", HeaderValue::from_static("a"));
-        let out = upstream_headers(&h);
+        let out = crate::upstream::Outbound::new(&h, forwarded_upstream).into_map();
         assert!(out.get("authorization").is_none() && out.get("x-api-key").is_none());
         assert!(out.get("x-router-channel").is_none());
         assert_eq!(out.get("anthropic-beta").unwrap(), "tools-2024");

@@ -74,6 +74,53 @@ impl std::fmt::Debug for Pool {
     }
 }
 
+/// Where a plain-HTTP request goes: the URL's authority (`Host`, and the pool's key), the host and port to
+/// connect to, and the path with its query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub authority: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// An `http://host[:port][/path]` URL of the plainest form (a host name or IPv4 address of letters, digits,
+    /// `.`, `-` and `_`, a numeric port, a path of visible characters without a fragment), read without building
+    /// a [`Uri`]; `None` for anything else, which [`Target::of_uri`] takes after the full parse.
+    pub fn of_plain_url(url: &'a str) -> Option<Target<'a>> {
+        let rest = url.strip_prefix("http://")?;
+        let (authority, path) = rest.split_at(memchr::memchr(b'/', rest.as_bytes()).unwrap_or(rest.len()));
+        let (host, port) = match memchr::memchr(b':', authority.as_bytes()) {
+            Some(colon) => {
+                let port = &authority[colon + 1..];
+                if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                (&authority[..colon], port.parse().ok()?)
+            }
+            None => (authority, 80),
+        };
+        let host_ok =
+            !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        let path_ok = path.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#')
+        });
+        (host_ok && path_ok).then_some(Target { authority, host, port, path: if path.is_empty() { "/" } else { path } })
+    }
+
+    /// The same from a parsed `http` URI.
+    pub fn of_uri(uri: &'a Uri) -> Target<'a> {
+        let host = uri.host().unwrap_or_default();
+        Target {
+            authority: uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+            host: host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host),
+            port: uri.port_u16().unwrap_or(80),
+            path: uri.path_and_query().map_or("/", |p| p.as_str()),
+        }
+    }
+}
+
 impl Pool {
     pub fn new(connect_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool { idle: Mutex::new(Idle::default()), connect_timeout })
@@ -113,22 +160,20 @@ impl Pool {
         }
     }
 
-    /// Sends `POST` to `uri` (scheme `http`) with `headers` and `body`; returns once the response head has
-    /// arrived, with the body to be read.
+    /// Sends `POST` to `target` with `headers` and `body`; returns once the response head has arrived, with
+    /// the body to be read.
     pub async fn post(
         self: &Arc<Pool>,
-        uri: &Uri,
-        headers: &HeaderMap,
+        target: &Target<'_>,
+        headers: &super::Outbound<'_>,
         body: Bytes,
     ) -> Result<Response<Body>, UpstreamError> {
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut out = request_head(path, authority, headers, body.len());
+        let mut out = request_head(target.path, target.authority, headers, body.len());
         let coalesce = body.len() <= COALESCE_BODY;
         if coalesce {
             out.extend_from_slice(&body);
         }
-        if let Some(conn) = self.checkout(authority) {
+        if let Some(conn) = self.checkout(target.authority) {
             match self.exchange(conn, &out, (!coalesce).then_some(&body)).await {
                 Ok(resp) => return Ok(resp),
                 // The upstream closed the idle connection as it was reused: nothing of the answer was read.
@@ -136,14 +181,12 @@ impl Pool {
                 Err(Failed { error, .. }) => return Err(request_failed(&error)),
             }
         }
-        let conn = self.connect(uri, authority).await?;
+        let conn = self.connect(target).await?;
         self.exchange(conn, &out, (!coalesce).then_some(&body)).await.map_err(|f| request_failed(&f.error))
     }
 
-    async fn connect(&self, uri: &Uri, authority: &str) -> Result<Conn, UpstreamError> {
-        let host = uri.host().unwrap_or_default();
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        let port = uri.port_u16().unwrap_or(80);
+    async fn connect(&self, target: &Target<'_>) -> Result<Conn, UpstreamError> {
+        let (host, port) = (target.host, target.port);
         let connecting = async {
             let io = match host.parse::<std::net::IpAddr>() {
                 Ok(ip) => TcpStream::connect((ip, port)).await?,
@@ -153,7 +196,7 @@ impl Pool {
             Ok::<_, std::io::Error>(io)
         };
         match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(io)) => Ok(Conn { io, buf: BytesMut::new(), host: authority.into() }),
+            Ok(Ok(io)) => Ok(Conn { io, buf: BytesMut::new(), host: target.authority.into() }),
             Ok(Err(e)) => Err(transport_failure("connection failed", &io_words(&e))),
             Err(_) => Err(transport_failure("connection failed", "timed out")),
         }
@@ -230,29 +273,26 @@ fn io_words(e: &std::io::Error) -> String {
 }
 
 /// The request head: request line, `Host`, the caller's headers, `Content-Length`.
-fn request_head(path: &str, authority: &str, headers: &HeaderMap, len: usize) -> Vec<u8> {
-    let mut size = 64 + path.len() + authority.len();
-    for (name, value) in headers {
-        size += name.as_str().len() + value.len() + 4;
-    }
-    let mut out = Vec::with_capacity(size + len.min(COALESCE_BODY));
+fn request_head(path: &str, authority: &str, headers: &super::Outbound<'_>, len: usize) -> Vec<u8> {
+    // Room for a usual head (a long one grows the buffer once) and a coalesced body.
+    let mut out = Vec::with_capacity(512 + path.len() + authority.len() + len.min(COALESCE_BODY));
     out.extend_from_slice(b"POST ");
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(authority.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
+    headers.for_each(|name, value| {
         // Framing is this module's: the caller's copies (none, from the proxy) would contradict it.
         if matches!(name.as_str(), "host" | "content-length" | "transfer-encoding" | "connection") {
-            continue;
+            return;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-    }
+    });
     out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(len.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
     out
 }
@@ -479,6 +519,7 @@ impl hyper::body::Body for H1Body {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Outbound;
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncReadExt;
@@ -537,7 +578,8 @@ mod tests {
         h.insert("authorization", HeaderValue::from_static("Bearer k"));
         h.insert("content-length", HeaderValue::from_static("999"));
         h.insert("host", HeaderValue::from_static("elsewhere"));
-        let head = String::from_utf8(request_head("/v1/chat?x=1", "127.0.0.1:9", &h, 42)).unwrap();
+        let head = String::from_utf8(request_head("/v1/chat?x=1", "127.0.0.1:9", &Outbound::new(&h, |_| true), 42));
+        let head = head.unwrap();
         assert_eq!(
             head,
             "POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\nauthorization: Bearer k\r\ncontent-length: 42\r\n\r\n"
@@ -600,7 +642,7 @@ mod tests {
         let uri: Uri = format!("http://{addr}/v1/x").parse().unwrap();
         let mut seen = Vec::new();
         for _ in 0..4 {
-            let resp = pool.post(&uri, &HeaderMap::new(), Bytes::from_static(b"{}")).await.unwrap();
+            let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::from_static(b"{}")).await.unwrap();
             assert_eq!(resp.status(), 200);
             seen.push(String::from_utf8(body_of(resp).await).unwrap());
         }
@@ -635,10 +677,10 @@ mod tests {
         });
         let pool = Pool::new(Duration::from_secs(5));
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
-        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::new()).await.unwrap();
         assert_eq!(body_of(resp).await, b"first");
         closed_rx.await.unwrap();
-        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::new()).await.unwrap();
         assert_eq!(body_of(resp).await, b"second");
     }
 
@@ -661,7 +703,7 @@ mod tests {
         });
         let pool = Pool::new(Duration::from_secs(5));
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
-        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::new()).await.unwrap();
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         let mut body = resp.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -687,9 +729,9 @@ mod tests {
         });
         let pool = Pool::new(Duration::from_secs(5));
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
-        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::new()).await.unwrap();
         assert_eq!(body_of(resp).await, b"all of it");
-        let resp = pool.post(&uri, &HeaderMap::new(), Bytes::new()).await.unwrap();
+        let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::new()).await.unwrap();
         let err = resp.into_body().collect().await.unwrap_err();
         assert!(err.to_string().contains("before the body's end"), "{err}");
     }
@@ -707,10 +749,13 @@ mod tests {
         });
         let pool = Pool::new(Duration::from_secs(5));
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(10), pool.post(&uri, &HeaderMap::new(), Bytes::new()))
-            .await
-            .expect("the final answer was already read")
-            .unwrap();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            pool.post(&Target::of_uri(&uri), &Outbound::none(), Bytes::new()),
+        )
+        .await
+        .expect("the final answer was already read")
+        .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(body_of(resp).await, b"ok");
     }
@@ -730,7 +775,36 @@ mod tests {
         let pool = Pool::new(Duration::from_secs(5));
         let uri: Uri = format!("http://{addr}/").parse().unwrap();
         let big = Bytes::from(vec![b'a'; 300_000]);
-        let resp = pool.post(&uri, &HeaderMap::new(), big).await.unwrap();
+        let resp = pool.post(&Target::of_uri(&uri), &Outbound::none(), big).await.unwrap();
         assert_eq!(body_of(resp).await, b"300000");
+    }
+
+    #[test]
+    fn a_plain_url_is_read_as_the_uri_parser_reads_it() {
+        for url in [
+            "http://127.0.0.1:11434/v1/chat/completions",
+            "http://localhost/v1/chat/completions",
+            "http://my-host.lan:8080",
+            "http://ollama_box:80/api/v1/models?x=1&y=%20",
+        ] {
+            let uri: Uri = url.parse().unwrap();
+            assert_eq!(Target::of_plain_url(url), Some(Target::of_uri(&uri)), "{url}");
+        }
+        // Anything less plain is left to the full parse, which accepts or refuses it.
+        for url in [
+            "https://api.example/v1",
+            "http://[::1]:8080/v1",
+            "http://user:pw@host/v1",
+            "http://host:/v1",
+            "http://host:99999/v1",
+            "http://host:8o/v1",
+            "http://exa mple/",
+            "http:///v1",
+            "http://host/v1#frag",
+            "http://host?q",
+            "http://hóst/v1",
+        ] {
+            assert_eq!(Target::of_plain_url(url), None, "{url}");
+        }
     }
 }

@@ -183,6 +183,22 @@ pub fn gemini_root(base: &str) -> &str {
 /// `x-goog-api-key` (gemini's native operations), `x-api-key` + `anthropic-version` (anthropic), `api-key`
 /// (azure). Channel and endpoint extra headers are added after.
 pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, op: Operation, headers: &mut HeaderMap) {
+    let has_version = headers.contains_key("anthropic-version");
+    own_headers(channel, endpoint, token, op, has_version, |name, value| {
+        headers.insert(name, value);
+    });
+}
+
+/// The headers [`auth_headers`] sets, each handed to `put` (which replaces a header of the same name);
+/// `has_version`: the request already carries `anthropic-version`.
+fn own_headers(
+    channel: &Channel,
+    endpoint: &Endpoint,
+    token: &Token,
+    op: Operation,
+    has_version: bool,
+    mut put: impl FnMut(HeaderName, HeaderValue),
+) {
     let key = token.secret.expose();
     if !key.is_empty() {
         let (name, value) = match channel.protocol {
@@ -198,16 +214,82 @@ pub fn auth_headers(channel: &Channel, endpoint: &Endpoint, token: &Token, op: O
         };
         if let Ok(mut v) = value {
             v.set_sensitive(true);
-            headers.insert(name, v);
+            put(name, v);
         }
     }
-    if channel.protocol == ChannelProtocol::Anthropic && !headers.contains_key("anthropic-version") {
-        headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    if channel.protocol == ChannelProtocol::Anthropic && !has_version {
+        put(HeaderName::from_static("anthropic-version"), HeaderValue::from_static("2023-06-01"));
     }
     for (k, v) in channel.headers.iter().chain(endpoint.headers.iter()) {
         if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-            headers.insert(k, v);
+            put(k, v);
         }
+    }
+}
+
+/// The headers of a proxied request: the client's that may go upstream (`forwarded`, the proxy's rule), then the
+/// router's own (auth, fixed and configured headers, the body's type), which replace client headers of the same
+/// name. The plain-HTTP client writes them straight into the request head ([`h1`]); the others get a
+/// [`HeaderMap`] ([`Outbound::into_map`]). No map is built for a plain-HTTP request: building one costs two
+/// allocations and a hash of every name, per request.
+pub struct Outbound<'a> {
+    client: Option<&'a HeaderMap>,
+    forwarded: fn(&str) -> bool,
+    own: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl<'a> Outbound<'a> {
+    /// The client's `headers` that `forwarded` lets through, and nothing of the router's yet.
+    pub fn new(client: &'a HeaderMap, forwarded: fn(&str) -> bool) -> Outbound<'a> {
+        Outbound { client: Some(client), forwarded, own: Vec::with_capacity(4) }
+    }
+
+    /// No client headers (tests, and requests the router makes itself).
+    pub fn none() -> Outbound<'static> {
+        Outbound { client: None, forwarded: |_| false, own: Vec::new() }
+    }
+
+    /// Adds the router's own auth and fixed headers for a token sent for `op` (see [`auth_headers`]).
+    pub fn auth(&mut self, channel: &Channel, endpoint: &Endpoint, token: &Token, op: Operation) {
+        let has_version = self.contains(&HeaderName::from_static("anthropic-version"));
+        own_headers(channel, endpoint, token, op, has_version, |name, value| self.set(name, value));
+    }
+
+    /// Sets one of the router's own headers, replacing any of the same name.
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.own.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.own.push((name, value)),
+        }
+    }
+
+    /// Whether the request will carry a header `name`.
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        self.own.iter().any(|(n, _)| n == name)
+            || ((self.forwarded)(name.as_str()) && self.client.is_some_and(|c| c.contains_key(name)))
+    }
+
+    /// Hands every header the request carries to `f`, the client's first.
+    pub fn for_each(&self, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
+        if let Some(client) = self.client {
+            for (name, value) in client {
+                if (self.forwarded)(name.as_str()) && !self.own.iter().any(|(n, _)| n == name) {
+                    f(name, value);
+                }
+            }
+        }
+        for (name, value) in &self.own {
+            f(name, value);
+        }
+    }
+
+    /// The same headers as a map, for the clients that take one.
+    pub fn into_map(self) -> HeaderMap {
+        let mut out = HeaderMap::with_capacity(self.client.map_or(0, HeaderMap::len) + self.own.len());
+        self.for_each(|name, value| {
+            out.append(name.clone(), value.clone());
+        });
+        out
     }
 }
 
@@ -240,5 +322,34 @@ mod tests {
         auth_headers(old, ep, tok, Operation::ChatCompletions, &mut h);
         assert_eq!(h["authorization"], "Bearer AIza-secret-key-123");
         assert!(h.get("x-goog-api-key").is_none());
+    }
+
+    #[test]
+    fn the_routers_own_headers_replace_the_clients_and_the_filter_holds() {
+        let mut client = HeaderMap::new();
+        client.insert("content-type", HeaderValue::from_static("text/plain"));
+        client.insert("authorization", HeaderValue::from_static("Bearer gateway-key"));
+        client.append("x-custom", HeaderValue::from_static("a"));
+        client.append("x-custom", HeaderValue::from_static("b"));
+        let mut out = Outbound::new(&client, |n| n != "authorization");
+        let has = |out: &Outbound, name: &'static str| out.contains(&HeaderName::from_static(name));
+        assert!(has(&out, "content-type") && has(&out, "x-custom"));
+        assert!(!has(&out, "authorization"), "filtered out");
+        out.set(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        out.set(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer upstream"));
+        out.set(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer upstream-2"));
+        let mut listed = Vec::new();
+        out.for_each(|n, v| listed.push((n.to_string(), v.to_str().unwrap().to_string())));
+        let want = [
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+            ("content-type", "application/json"),
+            ("authorization", "Bearer upstream-2"),
+        ];
+        assert_eq!(listed, want.map(|(n, v)| (n.to_string(), v.to_string())));
+        let map = out.into_map();
+        assert_eq!(map.get_all("x-custom").iter().count(), 2);
+        assert_eq!(map["content-type"], "application/json");
+        assert_eq!(map.get_all("authorization").iter().collect::<Vec<_>>(), ["Bearer upstream-2"]);
     }
 }

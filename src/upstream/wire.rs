@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::USER_AGENT;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -120,10 +120,19 @@ impl Wire {
     pub async fn post(
         &self,
         url: &str,
-        mut headers: HeaderMap,
+        mut headers: super::Outbound<'_>,
         body: Bytes,
         stream: bool,
     ) -> Result<Response<Body>, UpstreamError> {
+        if !headers.contains(&USER_AGENT) {
+            headers.set(USER_AGENT, self.user_agent.clone());
+        }
+        let pools = &self.pools[CORE.with(Cell::get).min(self.pools.len() - 1)];
+        if self.proxied.is_none()
+            && let Some(target) = super::h1::Target::of_plain_url(url)
+        {
+            return pools.plain.post(&target, &headers, body).await;
+        }
         let uri: Uri = url.parse().map_err(|e| UpstreamError::Connect {
             class: FailureClass::Connect,
             detail: format!("the upstream URL is not valid: {e}"),
@@ -131,17 +140,15 @@ impl Wire {
         if let Some((matcher, via)) = &self.proxied
             && matcher.intercept(&uri).is_some()
         {
-            let sent = via.post(url).headers(headers).body(body).send().await;
+            let sent = via.post(url).headers(headers.into_map()).body(body).send().await;
             let resp = http::Response::from(sent.map_err(|e| crate::failure::send_error(&e))?);
             return Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync()));
         }
-        headers.entry(USER_AGENT).or_insert_with(|| self.user_agent.clone());
-        let pools = &self.pools[CORE.with(Cell::get).min(self.pools.len() - 1)];
         if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
-            return pools.plain.post(&uri, &headers, body).await;
+            return pools.plain.post(&super::h1::Target::of_uri(&uri), &headers, body).await;
         }
         let mut req = Request::post(uri).body(Full::new(body)).expect("a parsed URI and POST make a valid request");
-        *req.headers_mut() = headers;
+        *req.headers_mut() = headers.into_map();
         let pool = if stream { &pools.streams } else { &pools.whole };
         match pool.request(req).await {
             Ok(resp) => Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BodyError).boxed_unsync())),
@@ -191,7 +198,7 @@ mod tests {
         drop(listener);
         let wire = Wire::new(&UpstreamConfig::default());
         let url = format!("http://{addr}/v1/chat/completions?key=sk-secret");
-        let err = wire.post(&url, HeaderMap::new(), Bytes::from_static(b"{}"), false).await.unwrap_err();
+        let err = wire.post(&url, super::super::Outbound::none(), Bytes::from_static(b"{}"), false).await.unwrap_err();
         let UpstreamError::Connect { class, detail } = err else { panic!("not a connect error") };
         assert_eq!(class, FailureClass::Connect);
         assert!(detail.starts_with("connection failed"), "{detail}");
@@ -201,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalid_url_is_refused_before_sending() {
         let wire = Wire::new(&UpstreamConfig::default());
-        let err = wire.post("http://exa mple/", HeaderMap::new(), Bytes::new(), true).await.unwrap_err();
+        let err = wire.post("http://exa mple/", super::super::Outbound::none(), Bytes::new(), true).await.unwrap_err();
         assert!(err.to_string().contains("not valid"), "{err}");
     }
 }
