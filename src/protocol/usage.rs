@@ -48,20 +48,20 @@ impl Tokens {
 }
 
 /// Anthropic's split of `cache_creation_input_tokens` by TTL.
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
 struct CacheCreation {
     ephemeral_5m_input_tokens: Option<u64>,
     ephemeral_1h_input_tokens: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
 struct Details {
     cached_tokens: Option<u64>,
     reasoning_tokens: Option<u64>,
 }
 
 /// Every usage field any of the protocols uses.
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
 struct UsageWire {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -354,7 +354,10 @@ impl UsageMeter {
         let env = usage_members(body)
             .and_then(|[usage, response, usage_metadata]| {
                 Some(Envelope {
-                    usage: member(usage)?,
+                    usage: match usage {
+                        Some(span) => usage_fast(span).map(Some).or_else(|| member(Some(span)))?,
+                        None => None,
+                    },
                     response: member(response)?,
                     usage_metadata: member(usage_metadata)?,
                     ..Envelope::default()
@@ -403,48 +406,137 @@ fn member<'de, T: Deserialize<'de>>(span: Option<&'de [u8]>) -> Option<Option<T>
 /// object, a key has escapes, or a member of interest appears twice: the caller then parses the body whole.
 fn usage_members(body: &[u8]) -> Option<[Option<&[u8]>; 3]> {
     let mut found = [None; 3];
-    let mut i = skip_ws(body, 0);
-    if body.get(i) != Some(&b'{') {
+    members(body, |key, value| {
+        let slot = match key {
+            b"usage" => 0,
+            b"response" => 1,
+            b"usageMetadata" => 2,
+            _ => return Some(()),
+        };
+        found[slot].is_none().then(|| found[slot] = Some(value))
+    })?;
+    Some(found)
+}
+
+/// Visits the members of `b`, which must be one whole JSON object (whitespace around it allowed), as (key, value
+/// text); `None` when it is not, when a key has escapes, or when `f` says `None`.
+fn members<'a>(b: &'a [u8], mut f: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>) -> Option<()> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
         return None;
     }
-    i = skip_ws(body, i + 1);
-    if body.get(i) == Some(&b'}') {
-        return (skip_ws(body, i + 1) == body.len()).then_some(found);
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(());
     }
     loop {
-        if body.get(i) != Some(&b'"') {
+        if b.get(i) != Some(&b'"') {
             return None;
         }
-        let key_end = string_end(body, i)?;
-        let key = &body[i + 1..key_end - 1];
+        let key_end = string_end(b, i)?;
+        let key = &b[i + 1..key_end - 1];
         if key.contains(&b'\\') {
             return None;
         }
-        i = skip_ws(body, key_end);
-        if body.get(i) != Some(&b':') {
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
             return None;
         }
-        i = skip_ws(body, i + 1);
-        let end = value_end(body, i)?;
-        let slot = match key {
-            b"usage" => Some(0),
-            b"response" => Some(1),
-            b"usageMetadata" => Some(2),
-            _ => None,
-        };
-        if let Some(k) = slot {
-            if found[k].is_some() {
-                return None;
-            }
-            found[k] = Some(&body[i..end]);
-        }
-        i = skip_ws(body, end);
-        match body.get(i)? {
-            b',' => i = skip_ws(body, i + 1),
-            b'}' => return (skip_ws(body, i + 1) == body.len()).then_some(found),
+        i = skip_ws(b, i + 1);
+        let end = value_end(b, i)?;
+        f(key, &b[i..end])?;
+        i = skip_ws(b, end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return (skip_ws(b, i + 1) == b.len()).then_some(()),
             _ => return None,
         }
     }
+}
+
+/// An OpenAI / Anthropic `usage` object read in one pass, without serde: the counts it has, as the serde parse
+/// would read them. `None` when anything is less plain than whole non-negative integers, `null` and nested
+/// objects of them (a float, a sign, an escaped or repeated key, another shape): serde then decides, as before.
+/// A usage object is read on every non-stream answer; serde's field matching cost ~2,500 instructions for one.
+fn usage_fast(b: &[u8]) -> Option<UsageWire> {
+    let mut u = UsageWire::default();
+    let mut seen = 0u32;
+    members(b, |key, v| {
+        let bit = match key {
+            b"prompt_tokens" => 0,
+            b"completion_tokens" => 1,
+            b"input_tokens" => 2,
+            b"output_tokens" => 3,
+            b"cache_creation_input_tokens" => 4,
+            b"cache_read_input_tokens" => 5,
+            b"cache_creation" => 6,
+            b"prompt_cache_hit_tokens" => 7,
+            b"prompt_tokens_details" => 8,
+            b"completion_tokens_details" => 9,
+            b"input_tokens_details" => 10,
+            b"output_tokens_details" => 11,
+            _ => return Some(()),
+        };
+        if seen & (1 << bit) != 0 {
+            return None;
+        }
+        seen |= 1 << bit;
+        match bit {
+            0 => u.prompt_tokens = count(v)?,
+            1 => u.completion_tokens = count(v)?,
+            2 => u.input_tokens = count(v)?,
+            3 => u.output_tokens = count(v)?,
+            4 => u.cache_creation_input_tokens = count(v)?,
+            5 => u.cache_read_input_tokens = count(v)?,
+            6 => {
+                u.cache_creation = nested(v, ["ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"])?
+                    .map(|[a, b]| CacheCreation { ephemeral_5m_input_tokens: a, ephemeral_1h_input_tokens: b })
+            }
+            7 => u.prompt_cache_hit_tokens = count(v)?,
+            _ => {
+                let d = nested(v, ["cached_tokens", "reasoning_tokens"])?
+                    .map(|[a, b]| Details { cached_tokens: a, reasoning_tokens: b });
+                match bit {
+                    8 => u.prompt_tokens_details = d,
+                    9 => u.completion_tokens_details = d,
+                    10 => u.input_tokens_details = d,
+                    _ => u.output_tokens_details = d,
+                }
+            }
+        }
+        Some(())
+    })?;
+    Some(u)
+}
+
+/// A nested object of counts named `keys` (`null`: `Some(None)`); `None` as in [`usage_fast`].
+fn nested(v: &[u8], keys: [&str; 2]) -> Option<Option<[Option<u64>; 2]>> {
+    if v == b"null" {
+        return Some(None);
+    }
+    let mut out = [None; 2];
+    let mut seen = [false; 2];
+    members(v, |key, v| {
+        let Some(k) = keys.iter().position(|k| k.as_bytes() == key) else { return Some(()) };
+        if std::mem::replace(&mut seen[k], true) {
+            return None;
+        }
+        out[k] = count(v)?;
+        Some(())
+    })?;
+    Some(Some(out))
+}
+
+/// A count: `null` is `Some(None)`; a plain non-negative integer that fits `u64` is `Some(Some(n))`; else `None`.
+fn count(v: &[u8]) -> Option<Option<u64>> {
+    if v == b"null" {
+        return Some(None);
+    }
+    let plain = !v.is_empty() && v.len() <= 20 && v.iter().all(u8::is_ascii_digit) && (v[0] != b'0' || v.len() == 1);
+    if !plain {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok().map(Some)
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
@@ -519,6 +611,43 @@ mod tests {
 
     /// The usage members found by walking a body's structure are those the full parse finds; bodies the walk
     /// refuses fall back to the full parse.
+    /// The one-pass read of a `usage` object gives what serde gives, or declines (and serde decides).
+    #[test]
+    fn the_fast_usage_read_agrees_with_serde_or_declines() {
+        let serde = |t: &str| serde_json::from_str::<UsageWire>(t).ok();
+        let read = [
+            r#"{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}"#,
+            r#" { "input_tokens" : 3 , "output_tokens" : 0 , "cache_read_input_tokens" : 18446744073709551615 } "#,
+            r#"{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":4,"x":[1,{"y":2}]}}"#,
+            r#"{"input_tokens":1,"cache_creation_input_tokens":9,"cache_creation":{"ephemeral_5m_input_tokens":4,"ephemeral_1h_input_tokens":5},"service_tier":"standard","server_tool_use":{"web_search_requests":0}}"#,
+            r#"{"input_tokens":1,"output_tokens":2,"input_tokens_details":null,"output_tokens_details":{"reasoning_tokens":null}}"#,
+            r#"{"prompt_cache_hit_tokens":6,"prompt_cache_miss_tokens":1,"prompt_tokens":7}"#,
+            r#"{"prompt_tokens":null,"cache_creation":null}"#,
+            r#"{}"#,
+        ];
+        for t in read {
+            assert!(usage_fast(t.as_bytes()).is_some(), "declined {t}");
+            assert_eq!(usage_fast(t.as_bytes()), serde(t), "{t}");
+        }
+        let declined = [
+            r#"{"prompt_tokens":1.0}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{"prompt_tokens":012}"#,
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":"12"}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":1}}"#,
+            r#"{"prompt_tokens_details":[1]}"#,
+            r#"{"prompt_tok\u0065ns":1}"#,
+            r#"{"prompt_tokens":1"#,
+            r#"[1]"#,
+            r#"null"#,
+        ];
+        for t in declined {
+            assert_eq!(usage_fast(t.as_bytes()), None, "{t}");
+        }
+    }
+
     #[test]
     fn the_member_walk_agrees_with_the_full_parse() {
         let whole = |body: &str| {
