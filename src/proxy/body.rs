@@ -489,8 +489,15 @@ impl Body for MeteredBody {
         self.done && self.pending.is_empty()
     }
 
+    /// A raw body passes unchanged: before any of it is forwarded, the upstream's length is the client's (the
+    /// answer then carries `Content-Length`, as the upstream's did, instead of being re-framed as chunked).
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        match &self.upstream {
+            Some(up) if matches!(self.mode, Mode::Raw) && self.out_bytes == 0 && self.pending.is_empty() => {
+                up.size_hint()
+            }
+            _ => SizeHint::default(),
+        }
     }
 }
 
