@@ -158,6 +158,22 @@ pub fn rollup_tuple(unit: u32, rec: &RequestRecord) -> DailyTuple<'_> {
     )
 }
 
+/// Whether two records roll up into the same rows (the same hour, hence day, and the same parts). The parts are
+/// mostly strings shared with the routing snapshot: the same pointer answers without comparing bytes.
+pub fn same_rollup(a: &RequestRecord, b: &RequestRecord) -> bool {
+    fn same(x: &str, y: &str) -> bool {
+        (std::ptr::eq(x.as_ptr(), y.as_ptr()) && x.len() == y.len()) || x == y
+    }
+    let (x, y) = (rollup_tuple(0, a), rollup_tuple(0, b));
+    hour_of_ms(a.time_ms) == hour_of_ms(b.time_ms)
+        && same(x.1, y.1)
+        && same(x.2, y.2)
+        && same(x.3, y.3)
+        && same(x.4, y.4)
+        && same(x.5, y.5)
+        && same(x.6, y.6)
+}
+
 /// The model a record is accounted under: the upstream model when one was picked, else the requested one.
 pub fn record_model(rec: &RequestRecord) -> &str {
     rec.upstream_model.as_deref().unwrap_or(&rec.requested_model)
