@@ -132,7 +132,13 @@ fn head_text(peek: &Peek, body: &[u8]) -> Option<String> {
     if h.system.is_none() && h.user.is_none() {
         return None;
     }
-    let mut out = String::from("head\u{0}");
+    let len = |p: &Option<HeadPart>| match p {
+        Some(HeadPart::Span(a, b)) => b.saturating_sub(*a),
+        Some(HeadPart::Text(t)) => t.len(),
+        None => 0,
+    };
+    let mut out = String::with_capacity(8 + len(&h.system) + len(&h.user));
+    out.push_str("head\u{0}");
     if let Some(p) = &h.system {
         part_text(p, body, &mut out);
     }
@@ -146,11 +152,22 @@ fn head_text(peek: &Peek, body: &[u8]) -> Option<String> {
 fn part_text(p: &HeadPart, body: &[u8], out: &mut String) {
     match p {
         HeadPart::Text(t) => out.push_str(t),
+        // A string without escapes (most messages' content) is its own text: no parse, no copy but this one.
+        HeadPart::Span(a, b) if let Some(text) = body.get(*a..*b).and_then(plain_string) => out.push_str(text),
         HeadPart::Span(a, b) => match body.get(*a..*b).and_then(|s| serde_json::from_slice::<Value>(s).ok()) {
             Some(v) => value_text(&v, out),
             None => out.push_str(&String::from_utf8_lossy(body.get(*a..*b).unwrap_or_default())),
         },
     }
+}
+
+/// The content of `s` when it is one JSON string without escapes (quotes, then no quote or backslash inside).
+fn plain_string(s: &[u8]) -> Option<&str> {
+    let inner = s.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if memchr::memchr2(b'"', b'\\', inner).is_some() {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()
 }
 
 fn value_text(v: &Value, out: &mut String) {
@@ -186,6 +203,23 @@ fn value_text(v: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_string_is_read_without_a_parse_and_anything_else_is_parsed() {
+        assert_eq!(plain_string(br#""Say hello.""#), Some("Say hello."));
+        assert_eq!(plain_string("\"héllo\"".as_bytes()), Some("héllo"));
+        assert_eq!(plain_string(br#""""#), Some(""));
+        for s in [&br#""a\"b""#[..], br#""a\nb""#, br#"["x"]"#, br#"{"text":"x"}"#, br#"""#, b"null"] {
+            assert_eq!(plain_string(s), None, "{}", String::from_utf8_lossy(s));
+        }
+        // Both forms of the same text give the same head.
+        let text = |span: &[u8]| {
+            let mut out = String::new();
+            part_text(&HeadPart::Span(0, span.len()), span, &mut out);
+            out
+        };
+        assert_eq!(text(br#""line one""#), text(br#""line \u006fne""#));
+    }
 
     fn id(headers: &[(&str, &str)], body: &str) -> Option<Session> {
         let mut h = HeaderMap::new();
