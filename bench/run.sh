@@ -167,7 +167,7 @@ MOCK_PID=$!
 PIDS+=("$MOCK_PID")
 mkdir -p "$TMP/nginx-proxy"
 sed -e "s#@PREFIX@#$TMP/nginx-proxy#g" -e "s#@PORT@#$NGPROXY_PORT#g" -e "s#@UPSTREAM@#$NGINX_PORT#g" \
-  -e "s#@WORKERS@#$THREADS#g" "$ROOT/bench/nginx-proxy.conf.in" >"$TMP/nginx-proxy/nginx.conf"
+  -e "s#@MOCK@#$MOCK_PORT#g" -e "s#@WORKERS@#$THREADS#g" "$ROOT/bench/nginx-proxy.conf.in" >"$TMP/nginx-proxy/nginx.conf"
 "$NGINX" -p "$TMP/nginx-proxy" -c "$TMP/nginx-proxy/nginx.conf" -g 'daemon off;' 2>"$TMP/nginx-proxy/stderr.log" &
 NGPROXY_PID=$!
 PIDS+=("$NGPROXY_PID")
@@ -285,6 +285,9 @@ STREAMS=$((DUR * 2))
 say "streaming: $STREAMS sequential streams of 50 chunks x 20 ms per path"
 "$SCLIENT" --url "$BENCH_MOCK_BASE/chat/completions" --model bench-slow --requests "$STREAMS" --chunks 50 \
   >"$RAW/stream-direct.json"
+# The reference: nginx-as-proxy in front of the same mock (what a mature proxy adds to the first byte here).
+"$SCLIENT" --url "http://127.0.0.1:$NGPROXY_PORT/paced/v1/chat/completions" --model bench-slow --requests "$STREAMS" \
+  --chunks 50 >"$RAW/ngproxy-stream.json"
 "$SCLIENT" --url "$(url_of router)" --model bench-slow --requests "$STREAMS" --chunks 50 >"$RAW/router-stream.json"
 "$SCLIENT" --url "$(url_of features)" --model bench-slow --requests "$STREAMS" --chunks 50 >"$RAW/features-stream.json"
 "$SCLIENT" --url "$(url_of litellm)" --model bench-slow --requests "$STREAMS" --chunks 50 >"$RAW/litellm-stream.json"
