@@ -64,8 +64,13 @@ pub struct MeteredBody {
     upstream: Option<crate::upstream::wire::Body>,
     mode: Mode,
     meter: UsageMeter,
-    idle: Pin<Box<Sleep>>,
+    /// The idle timeout's timer: made the first time the upstream makes the body wait, so a body that arrived
+    /// whole (most non-stream answers) never registers one (an allocation and two timer-wheel updates under the
+    /// driver's lock).
+    idle: Option<Pin<Box<Sleep>>>,
     idle_timeout: Duration,
+    /// When the upstream last sent data (or the body began).
+    last_data: tokio::time::Instant,
     pending: VecDeque<Bytes>,
     finisher: Option<Finisher>,
     reserve: Option<(Reserve, RequestRecord)>,
@@ -107,8 +112,9 @@ impl MeteredBody {
             upstream: Some(upstream),
             mode,
             meter,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle: None,
             idle_timeout,
+            last_data: tokio::time::Instant::now(),
             pending: VecDeque::new(),
             finisher: Some(finisher),
             reserve: None,
@@ -461,8 +467,7 @@ impl Body for MeteredBody {
             };
             match Pin::new(upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = tokio::time::Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    this.last_data = tokio::time::Instant::now();
                     // Trailers (HTTP/2) carry nothing the client's protocol knows: only data is forwarded.
                     if let Ok(chunk) = frame.into_data()
                         && let Some(out) = this.process(chunk)
@@ -475,7 +480,12 @@ impl Body for MeteredBody {
                 }
                 Poll::Ready(None) => this.end(),
                 Poll::Pending => {
-                    if this.idle.as_mut().poll(cx).is_ready() {
+                    let deadline = this.last_data + this.idle_timeout;
+                    let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if idle.deadline() != deadline {
+                        idle.as_mut().reset(deadline);
+                    }
+                    if idle.as_mut().poll(cx).is_ready() {
                         this.interrupt(format!("no data for {:?}", this.idle_timeout));
                         continue;
                     }

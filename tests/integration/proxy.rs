@@ -287,6 +287,43 @@ async fn cut_upstream_stream_ends_with_an_error_event_and_is_recorded_interrupte
     );
 }
 
+/// A stream whose upstream goes quiet for longer than `upstream.idle_timeout` (counted from its last event) is cut
+/// with an error event and recorded as interrupted; an event within the timeout keeps it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_goes_quiet_past_the_idle_timeout_is_cut() {
+    let (tx, rx) = mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let router = Router::start(&one_channel(&up.openai_url(), "upstream:\n  idle_timeout: 800ms\n"));
+    let events = chat_sse("gpt-4o", &["one", "two"], false);
+    tx.send(Ok(events[0].clone().into())).await.unwrap();
+    let mut resp =
+        client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", true)).send().await.unwrap();
+    let first = resp.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("one"));
+    // Quiet for half the timeout, then an event: the stream goes on.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tx.send(Ok(events[1].clone().into())).await.unwrap();
+    let second = resp.chunk().await.unwrap().unwrap();
+    let since = std::time::Instant::now();
+    assert!(String::from_utf8_lossy(&second).contains("two"));
+    // Then nothing (the upstream keeps the connection open): cut once the timeout has passed since "two".
+    let mut rest = String::new();
+    let read = async {
+        while let Ok(Some(c)) = resp.chunk().await {
+            rest.push_str(&String::from_utf8_lossy(&c));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("the quiet stream was never cut");
+    let quiet = since.elapsed();
+    assert!(rest.contains("upstream stream interrupted") && rest.contains("no data for"), "{rest}");
+    assert!(quiet >= Duration::from_millis(700) && quiet < Duration::from_secs(10), "cut after {quiet:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || router.records().iter().any(|r| r["outcome"] == "interrupted")).await
+    );
+    drop(tx);
+}
+
 fn two_channels(a: &str, b: &str, extra_a: &str) -> String {
     format!(
         "routing:\n  cooldown: {{base: 60s}}\nchannels:\n  - name: first\n    base_url: {a}\n    priority: 0\n    keys: [{UPSTREAM_KEY_A}]\n    models: [gpt-4o]\n{extra_a}  - name: second\n    base_url: {b}\n    priority: 1\n    keys: [{UPSTREAM_KEY_B}]\n    models: [gpt-4o]\n"
