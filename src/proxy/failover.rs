@@ -49,10 +49,11 @@ pub(super) async fn attempt_all(
     let deadline = ex.deadline();
     let mut last: Option<Box<Failure>> = None;
     for cand in &plan.candidates {
-        if ex.record.attempts.len() >= max_attempts || Instant::now() >= deadline {
+        let now = Instant::now();
+        if ex.record.attempts.len() >= max_attempts || now >= deadline {
             break;
         }
-        if cooling_now(ex, cand) {
+        if cooling_now(ex, cand, now) {
             // Something earlier in this request cooled this endpoint, token or model down.
             continue;
         }
@@ -70,9 +71,9 @@ pub(super) async fn attempt_all(
     Err(Rejection::AllFailed(last))
 }
 
-fn cooling_now(ex: &Exchange, cand: &Candidate) -> bool {
+fn cooling_now(ex: &Exchange, cand: &Candidate, now: Instant) -> bool {
     let (ch, ep, tok) = ex.snap.candidate(cand);
-    let (h, now) = (&ex.state.health, Instant::now());
+    let h = &ex.state.health;
     if h.nothing_cools(now) {
         return false;
     }
@@ -141,8 +142,8 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     hdrs.auth(ch, ep, tok, out.upstream_op);
     hdrs.set(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     let deadline = ex.deadline();
-    let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - Instant::now());
     let t0 = Instant::now();
+    let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - t0);
     let stream = input.peek.stream || ex.op.is_gemini_stream();
     let sent = tokio::time::timeout(first_byte, ex.state.wire.post(&out.url, hdrs, out.body, stream)).await;
     let ttfb = t0.elapsed();
