@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 const UPSTREAM_KEY_A: &str = "sk-upstream-AAAA-secret-0001";
 const UPSTREAM_KEY_B: &str = "sk-upstream-BBBB-secret-0002";
@@ -134,9 +133,7 @@ async fn anthropic_non_stream_and_stream_with_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_events_reach_the_client_before_the_upstream_finishes() {
-    let (tx, rx) = mpsc::channel(16);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let (tx, up) = Mock::one_stream(16).await;
     let router = Router::start(&one_channel(&up.openai_url(), ""));
     let send = client().post(router.url("/v1/chat/completions")).json(&chat_body("gpt-4o", true)).send();
     let events = chat_sse("gpt-4o", &["one", "two"], true);
@@ -194,9 +191,7 @@ async fn every_stream_mode_forwards_an_event_before_the_upstream_sends_the_next(
         ),
     ];
     for (path, body, first, second) in cases {
-        let (tx, rx) = mpsc::channel(16);
-        let rx = std::sync::Mutex::new(Some(rx));
-        let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+        let (tx, up) = Mock::one_stream(16).await;
         let router = Router::start(&one_channel(&up.openai_url(), ""));
         let events = chat_sse("gpt-4o", &["one", "two"], true);
         tx.send(Ok(events[0].clone().into())).await.unwrap();
@@ -246,9 +241,7 @@ async fn a_long_stream_without_usage_is_estimated_from_its_start_scaled_to_its_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_cancels_the_upstream_request() {
-    let (tx, rx) = mpsc::channel(16);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let (tx, up) = Mock::one_stream(16).await;
     let router = Router::start(&one_channel(&up.openai_url(), ""));
     tx.send(Ok(chat_sse("gpt-4o", &["x"], false)[0].clone().into())).await.unwrap();
     let mut resp =
@@ -266,9 +259,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_upstream_stream_ends_with_an_error_event_and_is_recorded_interrupted() {
-    let (tx, rx) = mpsc::channel(4);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let (tx, up) = Mock::one_stream(4).await;
     let router = Router::start(&one_channel(&up.openai_url(), ""));
     tx.send(Ok(chat_sse("gpt-4o", &["partial"], false)[0].clone().into())).await.unwrap();
     let mut resp =
@@ -291,9 +282,7 @@ async fn cut_upstream_stream_ends_with_an_error_event_and_is_recorded_interrupte
 /// with an error event and recorded as interrupted; an event within the timeout keeps it open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_goes_quiet_past_the_idle_timeout_is_cut() {
-    let (tx, rx) = mpsc::channel(4);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let (tx, up) = Mock::one_stream(4).await;
     let router = Router::start(&one_channel(&up.openai_url(), "upstream:\n  idle_timeout: 800ms\n"));
     let events = chat_sse("gpt-4o", &["one", "two"], false);
     tx.send(Ok(events[0].clone().into())).await.unwrap();
@@ -669,9 +658,7 @@ async fn connections_are_served_by_one_event_loop_per_core() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
-    let (tx, rx) = mpsc::channel(16);
-    let rx = std::sync::Mutex::new(Some(rx));
-    let up = Mock::start(move |_, _| Reply::Channel(rx.lock().unwrap().take().expect("one stream"))).await;
+    let (tx, up) = Mock::one_stream(16).await;
     let mut router = Router::start(&one_channel(&up.openai_url(), ""));
     let events = chat_sse("gpt-4o", &["a", "b"], true);
     tx.send(Ok(events[0].clone().into())).await.unwrap();
