@@ -609,8 +609,6 @@ mod tests {
     use super::*;
     use crate::protocol::sse::SseParser;
 
-    /// The usage members found by walking a body's structure are those the full parse finds; bodies the walk
-    /// refuses fall back to the full parse.
     /// The one-pass read of a `usage` object gives what serde gives, or declines (and serde decides).
     #[test]
     fn the_fast_usage_read_agrees_with_serde_or_declines() {
@@ -648,6 +646,8 @@ mod tests {
         }
     }
 
+    /// The usage members found by walking a body's structure are those the full parse finds; bodies the walk
+    /// refuses fall back to the full parse.
     #[test]
     fn the_member_walk_agrees_with_the_full_parse() {
         let whole = |body: &str| {

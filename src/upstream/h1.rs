@@ -10,7 +10,8 @@
 //! encryption cost more than the framework.
 //!
 //! Owns: writing the request (the caller's headers, `Host`, `Content-Length`), reading the response head (1xx
-//! skipped; of its headers it keeps those [`super::passed_back`] names, the rest only frame the body), the body's framing (`Content-Length`, chunked, or to the end of the connection), when a connection
+//! skipped; of its headers it keeps those [`super::passed_back`] names, the rest only frame the body), the
+//! body's framing (`Content-Length`, chunked, or to the end of the connection), when a connection
 //! may be reused (HTTP/1.1, no `Connection: close`, body read to its end and nothing more), and the idle pool
 //! (90 s, 64 per host). A pooled connection the upstream closed while it idled fails at once on reuse; that is
 //! retried once on a new connection, before any answer byte was read, as browsers and hyper do.
