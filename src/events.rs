@@ -116,11 +116,11 @@ impl Events {
     }
 }
 
-/// The record sink announces each finished request here, as [`Event::RequestFinished`] (the record is cloned into
-/// an `Arc` only when someone subscribes).
+/// The record sink announces each finished request here, as [`Event::RequestFinished`] (the record the store
+/// writer gets too, shared: a reference more, only when someone subscribes).
 impl crate::usage::sink::Announce for Events {
-    fn finished(&self, rec: &RequestRecord) {
-        self.publish_with(|| Event::RequestFinished(Arc::new(rec.clone())));
+    fn finished(&self, rec: &Arc<RequestRecord>) {
+        self.publish_with(|| Event::RequestFinished(rec.clone()));
     }
 }
 

@@ -257,7 +257,7 @@ async fn send_through_proxy(
     let _ = stop.send(());
     let _ = server.await;
     let (status, bytes) = answer.context("the test proxy did not answer")?;
-    let record: RequestRecord = record.context("the test proxy recorded nothing")?;
+    let record: RequestRecord = Arc::unwrap_or_clone(record.context("the test proxy recorded nothing")?);
     let mut error = record.error.clone();
     if !(200..300).contains(&status)
         && let Some(m) = error_message(&bytes)

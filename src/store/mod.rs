@@ -23,6 +23,7 @@ pub mod socket;
 pub mod tables;
 pub mod writer;
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -511,7 +512,8 @@ impl Store {
     ///
     /// With PostgreSQL, a batch it cannot take is spooled in this file (and `Ok(0)` returned): spooled records
     /// are replayed, oldest first, before any later batch, when PostgreSQL answers again.
-    pub fn write_records<'r>(&self, recs: &'r [RequestRecord]) -> Result<u64, StoreError> {
+    /// Takes records as they are held: owned, or shared with the event stream (`Arc`).
+    pub fn write_records<'r, R: Borrow<RequestRecord>>(&self, recs: &'r [R]) -> Result<u64, StoreError> {
         if recs.is_empty() {
             return Ok(0);
         }
@@ -536,6 +538,7 @@ impl Store {
             let mut requests = txn.open_table(tables::REQUESTS).map_err(db)?;
             let mut buf = Vec::with_capacity(1024);
             for r in recs {
+                let r: &'r RequestRecord = r.borrow();
                 buf.clear();
                 codec::encode_into(r, &mut buf);
                 if requests.insert(r.id, buf.as_slice()).map_err(db)?.is_none() {
@@ -809,7 +812,7 @@ impl Store {
         }
     }
 
-    fn write_shared(&self, pg: &pg::Pg, recs: &[RequestRecord]) -> Result<u64, StoreError> {
+    fn write_shared<R: Borrow<RequestRecord>>(&self, pg: &pg::Pg, recs: &[R]) -> Result<u64, StoreError> {
         let mut st = self.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
         if st.records > 0 || st.down.is_some() {
             self.replay(pg, &mut st);
@@ -908,7 +911,7 @@ impl Store {
         t.len().map_err(db)
     }
 
-    fn spool_put(&self, recs: &[RequestRecord]) -> Result<(), StoreError> {
+    fn spool_put<R: Borrow<RequestRecord>>(&self, recs: &[R]) -> Result<(), StoreError> {
         let d = self.db()?;
         let txn = d.begin_write().map_err(db)?;
         {
@@ -916,7 +919,7 @@ impl Store {
             // Keyed by arrival, not by id: replay keeps the order records were committed in.
             let first = t.last().map_err(db)?.map(|(k, _)| k.value() + 1).unwrap_or(0);
             for (seq, r) in (first..).zip(recs) {
-                t.insert(seq, tables::encode_record(r).as_slice()).map_err(db)?;
+                t.insert(seq, tables::encode_record(r.borrow()).as_slice()).map_err(db)?;
             }
         }
         txn.commit().map_err(db)

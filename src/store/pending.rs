@@ -95,7 +95,11 @@ impl PendingFile {
     }
 
     /// Reads back up to `max` of the oldest unread records, in the order they were appended.
-    pub fn read_next(&mut self, max: usize, into: &mut impl Extend<RequestRecord>) -> std::io::Result<usize> {
+    pub fn read_next<R: From<RequestRecord>>(
+        &mut self,
+        max: usize,
+        into: &mut impl Extend<R>,
+    ) -> std::io::Result<usize> {
         if self.input.is_none() {
             self.input = Some(BufReader::new(File::open(&self.path)?));
         }
@@ -108,7 +112,7 @@ impl PendingFile {
                 break;
             }
             let rec: RequestRecord = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-            into.extend(std::iter::once(rec));
+            into.extend(std::iter::once(R::from(rec)));
             self.read += 1;
             n += 1;
         }
@@ -204,7 +208,7 @@ mod tests {
         for i in 0..10 {
             f.append(&rec(i)).unwrap();
         }
-        let mut got = Vec::new();
+        let mut got: Vec<RequestRecord> = Vec::new();
         assert_eq!(f.read_next(4, &mut got).unwrap(), 4);
         f.append(&rec(10)).unwrap();
         assert_eq!(f.read_next(100, &mut got).unwrap(), 7);

@@ -228,7 +228,7 @@ impl Pg {
 
     /// Writes a batch of records and their daily and hourly rollups in one transaction. A record whose id is
     /// stored already is skipped (rollups untouched). Returns how many were new.
-    pub fn write_records(&self, recs: &[RequestRecord]) -> Result<u64, StoreError> {
+    pub fn write_records<R: std::borrow::Borrow<RequestRecord>>(&self, recs: &[R]) -> Result<u64, StoreError> {
         if recs.is_empty() {
             return Ok(0);
         }
@@ -236,11 +236,12 @@ impl Pg {
         let mut times = Vec::with_capacity(recs.len());
         let mut bodies = Vec::with_capacity(recs.len());
         for r in recs {
+            let r = r.borrow();
             ids.push(r.id.to_be_bytes().to_vec());
             times.push(r.time_ms);
             bodies.push(tables::encode_record(r));
         }
-        let recs = recs.to_vec();
+        let recs: Vec<RequestRecord> = recs.iter().map(|r| r.borrow().clone()).collect();
         self.call(move |c| {
             let mut tx = c.transaction()?;
             let rows = tx.query(

@@ -30,7 +30,7 @@ impl Recorder {
     pub async fn start(
         path: &Path,
         opts: WriterOptions,
-        records: mpsc::Receiver<RequestRecord>,
+        records: mpsc::Receiver<std::sync::Arc<RequestRecord>>,
         health: Arc<SinkHealth>,
         mut registry: Registry,
     ) -> anyhow::Result<Recorder> {

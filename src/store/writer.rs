@@ -133,7 +133,7 @@ impl WriterHandle {
 /// Starts the writer on the current tokio runtime; it reports its state in `health`.
 pub fn spawn(
     store: Store,
-    rx: mpsc::Receiver<RequestRecord>,
+    rx: mpsc::Receiver<Arc<RequestRecord>>,
     opts: WriterOptions,
     health: Arc<SinkHealth>,
 ) -> WriterHandle {
@@ -168,9 +168,10 @@ struct Writer {
     store: Store,
     opts: WriterOptions,
     health: Arc<SinkHealth>,
-    rx: mpsc::Receiver<RequestRecord>,
-    /// Records received and not yet committed, oldest first; all older than those in `file`.
-    backlog: VecDeque<RequestRecord>,
+    rx: mpsc::Receiver<Arc<RequestRecord>>,
+    /// Records received and not yet committed, oldest first; all older than those in `file`. Shared with the
+    /// event stream (`usage::sink`).
+    backlog: VecDeque<Arc<RequestRecord>>,
     /// Records beyond `max_pending`, on disk; once it exists, new records go there until it is drained.
     file: Option<PendingFile>,
     /// The pending file could not be written: no records are taken while the backlog is full.
@@ -324,7 +325,7 @@ impl Writer {
     }
 
     /// Queues one record: in memory, or in the pending file once memory is full (or the file is in use).
-    fn accept(&mut self, rec: RequestRecord) {
+    fn accept(&mut self, rec: Arc<RequestRecord>) {
         let to_file = self.file.is_some() || self.backlog.len() >= self.opts.max_pending;
         if to_file && !self.file_failed {
             match self.append_to_file(&rec) {
@@ -381,7 +382,7 @@ impl Writer {
             return;
         }
         let n = self.backlog.len().min(self.opts.batch_max);
-        let batch: Vec<RequestRecord> = self.backlog.drain(..n).collect();
+        let batch: Vec<Arc<RequestRecord>> = self.backlog.drain(..n).collect();
         self.in_flight = n as u64;
         self.publish();
         let s = self.store.clone();

@@ -4,8 +4,9 @@
 //! The consumer is the store writer while serving with a store, or the log. [`SinkHealth`] is what the consumer
 //! reports about itself (degraded, why, how many records wait) for `/health`, the control socket and metrics;
 //! reading it takes a short lock and never touches the store. Every record that enters is also announced once to
-//! an [`Announce`] (the server's event stream, `crate::events`, which clones it into an `Arc` only when someone
-//! subscribes). Must not import `events`: events carry records, so the stream builds on this module.
+//! an [`Announce`] (the server's event stream, `crate::events`): the record goes into one `Arc` that the consumer
+//! and the stream share, never copied. Must not import `events`: events carry records, so the stream builds on
+//! this module.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,35 +19,37 @@ use super::RequestRecord;
 
 /// Where every record that enters the sink is announced, once, before it is sent (the server's event stream).
 pub trait Announce: Send + Sync + std::fmt::Debug {
-    /// A finished request; must not wait.
-    fn finished(&self, rec: &RequestRecord);
+    /// A finished request; must not wait. Keeping the record is a reference count, not a copy.
+    fn finished(&self, rec: &Arc<RequestRecord>);
 }
 
 /// The sending side, cloned into every request.
 #[derive(Clone, Debug)]
 pub struct RecordSink {
-    tx: mpsc::Sender<RequestRecord>,
+    tx: mpsc::Sender<Arc<RequestRecord>>,
     health: Arc<SinkHealth>,
     events: Option<Arc<dyn Announce>>,
 }
 
 /// Room for one record, reserved ahead of sending it.
 pub struct Permit {
-    permit: mpsc::OwnedPermit<RequestRecord>,
+    permit: mpsc::OwnedPermit<Arc<RequestRecord>>,
     events: Option<Arc<dyn Announce>>,
 }
 
 impl Permit {
     pub fn send(self, rec: RequestRecord) {
-        publish(&self.events, &rec);
-        self.permit.send(rec);
+        self.permit.send(publish(&self.events, rec));
     }
 }
 
-fn publish(events: &Option<Arc<dyn Announce>>, rec: &RequestRecord) {
+/// The record as the consumer and the event stream share it, announced.
+fn publish(events: &Option<Arc<dyn Announce>>, rec: RequestRecord) -> Arc<RequestRecord> {
+    let rec = Arc::new(rec);
     if let Some(to) = events {
-        to.finished(rec);
+        to.finished(&rec);
     }
+    rec
 }
 
 /// What the record consumer says about itself. Written by the consumer on each change of state, read by
@@ -163,7 +166,7 @@ impl SinkHealth {
 
 impl RecordSink {
     /// A sink with room for `capacity` records and its receiving end.
-    pub fn new(capacity: usize) -> (RecordSink, mpsc::Receiver<RequestRecord>) {
+    pub fn new(capacity: usize) -> (RecordSink, mpsc::Receiver<Arc<RequestRecord>>) {
         let (tx, rx) = mpsc::channel(capacity);
         (RecordSink { tx, health: Arc::default(), events: None }, rx)
     }
@@ -186,8 +189,7 @@ impl RecordSink {
 
     /// Sends a record, waiting for room when the channel is full.
     pub async fn send(&self, rec: RequestRecord) {
-        publish(&self.events, &rec);
-        if self.tx.send(rec).await.is_err() {
+        if self.tx.send(publish(&self.events, rec)).await.is_err() {
             tracing::error!("usage writer is gone; a request record was not saved");
         }
     }
@@ -201,8 +203,7 @@ impl RecordSink {
     /// Sends from a context that cannot wait (a dropped response body): tries at once, else hands the record
     /// to a task that waits for room.
     pub fn send_detached(&self, rec: RequestRecord) {
-        publish(&self.events, &rec);
-        match self.tx.try_send(rec) {
+        match self.tx.try_send(publish(&self.events, rec)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(rec)) => {
                 let tx = self.tx.clone();
@@ -218,9 +219,9 @@ impl RecordSink {
 }
 
 /// A consumer that writes each record to the log as one JSON line (used when no store is open).
-pub async fn log_records(mut rx: mpsc::Receiver<RequestRecord>) {
+pub async fn log_records(mut rx: mpsc::Receiver<Arc<RequestRecord>>) {
     while let Some(rec) = rx.recv().await {
-        match serde_json::to_string(&rec) {
+        match serde_json::to_string(&*rec) {
             Ok(line) => tracing::info!(target: "router::usage", "{line}"),
             Err(e) => tracing::error!("cannot encode a request record: {e}"),
         }
