@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Limited};
 
 use super::affinity::{self, Affine};
 use super::failover::Failure;
+use super::h1::Answer;
 use super::{AppState, ProxyBody, full, headers, respond};
 use crate::catalog::{ModelKind, Snapshot};
 use crate::config::Strategy;
@@ -50,6 +51,8 @@ pub(super) struct Exchange {
     pub in_flight: crate::metrics::InFlight,
     /// Prompt-cache affinity, between its lookup (after the peek) and the success that settles it.
     pub affinity: Option<Affine>,
+    /// The router's own header lines for the answer (debug headers), handed out with it.
+    pub lines: headers::Lines,
 }
 
 /// What the client sent, once read: the parts the attempts need.
@@ -128,6 +131,7 @@ impl Exchange {
             ticket: Ticket::default(),
             in_flight: Default::default(),
             affinity: None,
+            lines: headers::Lines::default(),
         }
     }
 
@@ -146,7 +150,7 @@ impl Exchange {
 
     /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`]. `query` is
     /// the client's query as it may be forwarded (for Gemini, without `key`).
-    pub async fn run(mut self, req: http::Request<super::RequestBody>, query: Option<String>) -> Response<ProxyBody> {
+    pub async fn run(mut self, req: http::Request<super::RequestBody>, query: Option<String>) -> Answer {
         let (parts, body) = req.into_parts();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -161,7 +165,7 @@ impl Exchange {
         let mut plan = match self.plan(&input).await {
             Ok(p) => p,
             Err(Rejection::NoRoute(_)) if matches!(self.op, Operation::CountTokens | Operation::GeminiCountTokens) => {
-                return super::local::count_tokens(self.protocol, self.id, &input.body);
+                return super::local::count_tokens(self.protocol, self.id, &input.body).into();
             }
             Err(r) => return self.reject(r).await,
         };
@@ -169,7 +173,7 @@ impl Exchange {
             affinity::prefer(&self, a, &mut plan);
         }
         match super::failover::attempt_all(&mut self, &input, &plan).await {
-            Ok(resp) => resp,
+            Ok(resp) => Answer { resp, lines: std::mem::take(&mut self.lines) },
             Err(r) => self.reject(r).await,
         }
     }
@@ -279,11 +283,11 @@ impl Exchange {
     ///
     /// Boxed: its state (~3 KB) would otherwise be part of every request's future, which is moved into its
     /// box and touched whole on every request; only a failed request pays for it here.
-    pub fn reject(self, rejection: Rejection) -> std::pin::Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> {
+    pub fn reject(self, rejection: Rejection) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> {
         Box::pin(self.reject_now(rejection))
     }
 
-    async fn reject_now(mut self, rejection: Rejection) -> Response<ProxyBody> {
+    async fn reject_now(mut self, rejection: Rejection) -> Answer {
         let (outcome, status, message, mut resp) = match rejection {
             Rejection::BadRequest { status, message } => {
                 let code = match status {
@@ -329,7 +333,10 @@ impl Exchange {
                 self.record.locate_last_attempt();
                 let (status, message, mut resp) = self.all_failed(last);
                 if self.debug_headers() {
-                    respond::debug_headers(resp.headers_mut(), self.id, &self.record, None);
+                    if !resp.headers().contains_key(headers::REQUEST_ID) {
+                        headers::set_request_id(resp.headers_mut(), self.id);
+                    }
+                    respond::debug_headers(&mut self.lines, None, &self.record, None);
                 }
                 (Outcome::UpstreamError, status, message, resp)
             }
@@ -344,7 +351,7 @@ impl Exchange {
         }
         super::settle(&self.state, std::mem::take(&mut self.ticket), &self.record);
         self.state.sink.send(self.record).await;
-        resp
+        Answer { resp, lines: self.lines }
     }
 
     /// The answer when no attempt succeeded: the upstream's own when the client's request was wrong,

@@ -36,6 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ProxyBody;
+use super::headers::Lines;
 use crate::http1::{Chunk, Framing, Step, content_length, ends_in_chunked, has_token, step};
 
 /// The largest request head (request line and headers) accepted.
@@ -64,7 +65,29 @@ const LINGER_BYTES: usize = 8 << 20;
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A service's answer to one request, boxed: a connection keeps no room for it between requests.
-pub type Handling = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+pub type Handling = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// A service's answer: the response, and header lines written after its map's fields (the router's own
+/// `X-Router-*` and `X-RateLimit-*`, rendered once rather than inserted into the map: [`Lines`]).
+pub struct Answer {
+    pub resp: Response<ProxyBody>,
+    pub lines: Lines,
+}
+
+impl From<Response<ProxyBody>> for Answer {
+    fn from(resp: Response<ProxyBody>) -> Answer {
+        Answer { resp, lines: Lines::default() }
+    }
+}
+
+impl Answer {
+    /// The response with the lines among its map's fields (for a server that writes the map only: HTTP/2).
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = self.resp;
+        self.lines.into_map(resp.headers_mut());
+        resp
+    }
+}
 
 /// What answers the requests of a connection.
 pub trait Service: Send + Sync + 'static {
@@ -257,7 +280,7 @@ impl Conn {
     }
 
     /// Runs `handling` to its answer, or drops it if the client goes away first (`None`).
-    async fn watching(&mut self, mut handling: Handling) -> Option<Response<ProxyBody>> {
+    async fn watching(&mut self, mut handling: Handling) -> Option<Answer> {
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
                 return Poll::Ready(Some(resp));
@@ -346,12 +369,12 @@ impl Conn {
     /// Writes `resp`; whether the connection may carry another request.
     async fn answer(
         &mut self,
-        resp: Response<ProxyBody>,
+        answer: Answer,
         version: Version,
         is_head: bool,
         mut keep_alive: bool,
     ) -> std::io::Result<bool> {
-        let (parts, mut body) = resp.into_parts();
+        let (parts, mut body) = answer.resp.into_parts();
         let status = parts.status;
         let bodiless =
             status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -376,6 +399,7 @@ impl Conn {
             }
             push_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
+        out.extend_from_slice(answer.lines.as_bytes());
         if !parts.headers.contains_key(DATE) {
             date::with(|d| push_header(out, b"date", d));
         }
@@ -598,7 +622,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, (StatusCode, &'static 
 async fn http2<S: Service>(conn: Conn, peer: SocketAddr, service: Arc<S>, mut stopping: watch::Receiver<bool>) {
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let handling = service.call(req.map(RequestBody::from), peer);
-        async move { Ok::<_, Infallible>(handling.await) }
+        async move { Ok::<_, Infallible>(handling.await.into_response()) }
     });
     let io = hyper_util::rt::TokioIo::new(Rewind { read: conn.buf.freeze(), io: conn.io });
     let served =
@@ -687,16 +711,25 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
-    type Answer = dyn Fn(Request<RequestBody>) -> Handling + Send + Sync;
+    /// A test service's response (the lines beside it are tested in `the_answers_lines_follow_its_fields`).
+    type Responding = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
+    type Answering = dyn Fn(Request<RequestBody>) -> Responding + Send + Sync;
 
     struct Test {
-        answer: Box<Answer>,
+        answer: Box<Answering>,
         max: usize,
     }
 
     impl Service for Test {
         fn call(&self, req: Request<RequestBody>, _peer: SocketAddr) -> Handling {
-            (self.answer)(req)
+            let responding = (self.answer)(req);
+            Box::pin(async move {
+                let mut answer = Answer::from(responding.await);
+                if let Some(v) = answer.resp.headers_mut().remove("x-as-line") {
+                    answer.lines.push(&HeaderName::from_static("x-line"), v.as_bytes());
+                }
+                answer
+            })
         }
         fn max_body(&self) -> usize {
             self.max
@@ -706,7 +739,7 @@ mod tests {
     /// A server on a port of its own answering with `answer`; the sender stops it.
     async fn server(
         max: usize,
-        answer: impl Fn(Request<RequestBody>) -> Handling + Send + Sync + 'static,
+        answer: impl Fn(Request<RequestBody>) -> Responding + Send + Sync + 'static,
     ) -> (SocketAddr, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -721,8 +754,9 @@ mod tests {
         (addr, stop)
     }
 
-    /// Answers with the method, path, a header and the body it read (or its error).
-    fn echo(req: Request<RequestBody>) -> Handling {
+    /// Answers with the method, path, a header and the body it read (or its error); the header (`x-test`) comes
+    /// back as a line beside the response (`x-line`, see [`Test`]).
+    fn echo(req: Request<RequestBody>) -> Responding {
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let body = match body.collect().await {
@@ -730,7 +764,12 @@ mod tests {
                 Err(e) => format!("error: {e}"),
             };
             let x = parts.headers.get("x-test").map_or("", |v| v.to_str().unwrap()).to_string();
-            Response::new(super::super::full(format!("{} {} x={x} body={body}", parts.method, parts.uri)))
+            let mut resp =
+                Response::new(super::super::full(format!("{} {} x={x} body={body}", parts.method, parts.uri)));
+            if !x.is_empty() {
+                resp.headers_mut().insert("x-as-line", HeaderValue::from_str(&x).unwrap());
+            }
+            resp
         })
     }
 
@@ -800,6 +839,7 @@ mod tests {
         let (head, body) = answer_of(&mut io, &mut rest).await.unwrap();
         assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
         assert!(head.contains("\r\ndate: ") && head.contains("\r\ncontent-length: "), "{head}");
+        assert!(head.contains("\r\nx-line: one\r\n") && !head.contains("x-as-line"), "the answer's lines: {head}");
         assert_eq!(body, "POST /v1/a?q=1 x=one body=hello");
         // Two requests in one write, the second without a body.
         io.write_all(b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\nx-test: two\r\n\r\n")
@@ -1064,10 +1104,14 @@ mod tests {
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
         tokio::spawn(conn);
-        let req = Request::post("http://x/h2").body(http_body_util::Full::new(Bytes::from("two"))).unwrap();
+        let req = Request::post("http://x/h2")
+            .header("x-test", "h2")
+            .body(http_body_util::Full::new(Bytes::from("two")))
+            .unwrap();
         let resp = send.send_request(req).await.unwrap();
         assert_eq!(resp.version(), Version::HTTP_2);
+        assert_eq!(resp.headers()["x-line"], "h2", "the answer's lines are fields on HTTP/2");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, "POST http://x/h2 x= body=two");
+        assert_eq!(body, "POST http://x/h2 x=h2 body=two");
     }
 }

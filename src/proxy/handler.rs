@@ -17,10 +17,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 
 use super::exchange::{Exchange, Rejection, error_response};
-use super::{AppState, ProxyBody, RequestBody, headers, local};
+use super::h1::Answer;
+use super::{AppState, RequestBody, headers, local};
 use crate::live::shared;
 use crate::protocol::Protocol;
 use crate::upstream::Operation;
@@ -112,9 +113,9 @@ fn route(method: &Method, path: &str) -> (Route, Protocol) {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: SocketAddr) -> Response<ProxyBody> {
+pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: SocketAddr) -> Answer {
     if let Some(door) = state.door.get().filter(|d| d.claims(req.uri().path())) {
-        return door.clone().answer(state.clone(), req, peer.ip()).await;
+        return door.clone().answer(state.clone(), req, peer.ip()).await.into();
     }
     let snap = state.snapshot.load_full();
     let (mut route, mut protocol) = route(req.method(), req.uri().path());
@@ -133,11 +134,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
         protocol = Protocol::Anthropic;
     }
     let op = match route {
-        Route::Health => return local::health(&snap, &state.sink.health().status(), state.shared.as_deref()),
+        Route::Health => return local::health(&snap, &state.sink.health().status(), state.shared.as_deref()).into(),
         Route::NotFound => {
             let msg = format!("no route for {} {}", req.method(), req.uri().path());
             let id = usage::new_id(usage::now_ms());
-            return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route"));
+            return error_response(protocol, id, StatusCode::NOT_FOUND, &msg, Some("unknown_route")).into();
         }
         Route::Models | Route::Model | Route::Catalogue | Route::Metrics => None,
         Route::Api(op) => Some(op),
@@ -149,14 +150,14 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
         Ok(k) => k.cloned(),
         Err(e) => {
             let id = usage::new_id(now_ms);
-            return error_response(protocol, id, StatusCode::UNAUTHORIZED, e.message(), Some("invalid_api_key"));
+            return error_response(protocol, id, StatusCode::UNAUTHORIZED, e.message(), Some("invalid_api_key")).into();
         }
     };
     if route == Route::Catalogue {
-        return super::catalogue::answer(&snap, req.uri().path(), req.uri().query(), key.as_deref());
+        return super::catalogue::answer(&snap, req.uri().path(), req.uri().query(), key.as_deref()).into();
     }
     let Some(op) = op else {
-        return match (route, path_model) {
+        let resp = match (route, path_model) {
             (Route::Model, Some(model)) => local::gemini_model(&snap, &model, key.as_deref()),
             // With its own listener, the proxy port does not show metrics.
             (Route::Metrics, _)
@@ -174,6 +175,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
             }
             _ => local::models(&snap, protocol, key.as_deref()),
         };
+        return resp.into();
     };
     // The path only: a `?key=` never reaches a record.
     let path = req.uri().path().to_string();
@@ -191,9 +193,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
                 Some(admitted.rate)
             }
             Err(refused) => {
-                let mut resp = ex.reject(Rejection::Refused(refused.why)).await;
-                headers::rate_limits(resp.headers_mut(), &refused.rate);
-                return resp;
+                let mut answer = ex.reject(Rejection::Refused(refused.why)).await;
+                headers::rate_limits(answer.resp.headers_mut(), &mut answer.lines, &refused.rate);
+                return answer;
             }
         },
     };
@@ -203,11 +205,11 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
     } else {
         req.uri().query().map(str::to_string)
     };
-    let mut resp = ex.run(req, query).await;
+    let mut answer = ex.run(req, query).await;
     if let Some(rate) = rate {
-        headers::rate_limits(resp.headers_mut(), &rate);
+        headers::rate_limits(answer.resp.headers_mut(), &mut answer.lines, &rate);
     }
-    resp
+    answer
 }
 
 /// The gateway key a client presents in a header: `Authorization: Bearer <key>`, `x-api-key: <key>` or

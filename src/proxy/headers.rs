@@ -1,7 +1,8 @@
-//! Which headers cross the proxy in each direction, and the `X-Router-*` debug headers.
+//! Which headers cross the proxy in each direction, and the headers the router adds to answers.
 //!
-//! Owns the deny list for client -> upstream (client auth, hop-by-hop, encoding) and the allow list for
-//! upstream -> client (content type, retry-after, request ids, rate-limit info).
+//! Owns the deny list for client -> upstream (client auth, hop-by-hop, encoding), the allow list for
+//! upstream -> client (content type, retry-after, request ids, rate-limit info), and [`Lines`]: the `X-Router-*`
+//! and `X-RateLimit-*` fields the router adds, carried beside the answer's header map rather than in it.
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -43,30 +44,81 @@ pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     }
 }
 
+/// Header fields the router adds to an answer (`X-Router-*`, `X-RateLimit-*`), kept as the lines HTTP/1.1 writes
+/// (`name: value\r\n`) beside the response rather than in its header map (`proxy::h1::Answer`): `proxy::h1`
+/// writes them after the map's fields, and the HTTP/2 server moves them into the map first ([`Lines::into_map`]).
+/// A map insert hashes the name and allocates the value: the eight debug headers cost ~2.9k instructions a
+/// request that way, and the six rate headers ~3.4k (bench/analysis.md, session nine). A name is added at most
+/// once per answer, and never one the map holds.
+#[derive(Debug, Clone, Default)]
+pub struct Lines(Vec<u8>);
+
+impl Lines {
+    /// Adds `name: value`, unless `value` is not header text (what `HeaderValue::from_bytes` refuses).
+    pub fn push(&mut self, name: &HeaderName, value: &[u8]) {
+        if value.iter().all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t') {
+            self.push_text(name, value);
+        }
+    }
+
+    /// Adds a value made (and checked) before.
+    pub fn push_value(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.push_text(name, value.as_bytes());
+    }
+
+    fn push_text(&mut self, name: &HeaderName, value: &[u8]) {
+        if self.0.capacity() == 0 {
+            // Room for the debug and rate headers at once.
+            self.0.reserve(512);
+        }
+        self.0.extend_from_slice(name.as_str().as_bytes());
+        self.0.extend_from_slice(b": ");
+        self.0.extend_from_slice(value);
+        self.0.extend_from_slice(b"\r\n");
+    }
+
+    /// The lines as HTTP/1.1 writes them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The fields, in the order they were added.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = std::str::from_utf8(&line[..colon]).ok()?;
+            Some((name, line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..])))
+        })
+    }
+
+    /// The fields into `map` (for a server that writes the map only: HTTP/2).
+    pub fn into_map(self, map: &mut HeaderMap) {
+        for (name, value) in self.fields() {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+                map.insert(n, v);
+            }
+        }
+    }
+}
+
 /// The `X-RateLimit-*` headers of a key with limits (the convention OpenAI clients read), replacing those the
 /// upstream sent: they describe the shared upstream account, not this key.
-pub fn rate_limits(out: &mut HeaderMap, rate: &crate::live::limits::Rate) {
+pub fn rate_limits(out: &mut HeaderMap, lines: &mut Lines, rate: &crate::live::limits::Rate) {
     // Collecting none allocates nothing.
     let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
     for n in upstream {
         out.remove(n);
     }
     let windows = [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)];
-    // The values are written into one buffer and handed out as slices of it: one allocation, not one each.
-    let mut text = BytesMut::with_capacity(96);
+    let mut text = BytesMut::with_capacity(24);
     for (w, [limit, remaining, reset]) in windows.into_iter().filter_map(|(w, names)| Some((w?, names))) {
-        push_u64(&mut text, w.limit);
-        out.insert(limit, cut_value(&mut text));
-        push_u64(&mut text, w.remaining);
-        out.insert(remaining, cut_value(&mut text));
+        lines.push_text(&limit, itoa::Buffer::new().format(w.limit).as_bytes());
+        lines.push_text(&remaining, itoa::Buffer::new().format(w.remaining).as_bytes());
+        text.clear();
         push_duration(&mut text, w.reset);
-        out.insert(reset, cut_value(&mut text));
+        lines.push_text(&reset, &text);
     }
-}
-
-/// What was written into `text` since the last cut, as a header value sharing `text`'s buffer.
-fn cut_value(text: &mut BytesMut) -> HeaderValue {
-    HeaderValue::from_maybe_shared(text.split().freeze()).expect("digits and unit letters are header text")
 }
 
 /// `n` in decimal.
@@ -123,21 +175,8 @@ pub const SCORE: HeaderName = HeaderName::from_static("x-router-score");
 pub const AFFINITY: HeaderName = HeaderName::from_static("x-router-affinity");
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
-/// Sets a header from text, skipping values that are not valid header text.
-pub fn set(out: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        out.insert(name, v);
-    }
-}
-
-/// [`set`] for text made for the header: its buffer becomes the value, uncopied.
-pub fn set_owned(out: &mut HeaderMap, name: HeaderName, value: String) {
-    if let Ok(v) = HeaderValue::try_from(value) {
-        out.insert(name, v);
-    }
-}
-
-/// The request id header (`usage::format_id`).
+/// The request id header (`usage::hex_id`), in the map: for answers the router makes itself (errors, local
+/// answers), which carry no [`Lines`] id.
 pub fn set_request_id(out: &mut HeaderMap, id: u128) {
     out.insert(REQUEST_ID, HeaderValue::from_bytes(&crate::usage::hex_id(id)).expect("hex digits are header text"));
 }
@@ -151,10 +190,17 @@ mod tests {
         use crate::live::limits::{Rate, Window};
         use std::time::Duration;
         let mut h = HeaderMap::new();
+        let mut lines = Lines::default();
         h.insert("x-ratelimit-limit-requests", HeaderValue::from_static("10000"));
         h.insert("x-ratelimit-remaining-tokens", HeaderValue::from_static("999999"));
         let w = Window { limit: 5, remaining: 3, reset: Duration::from_millis(24_500) };
-        rate_limits(&mut h, &Rate { requests: Some(w), tokens: None });
+        rate_limits(&mut h, &mut lines, &Rate { requests: Some(w), tokens: None });
+        assert!(h.is_empty(), "the upstream's are gone from the map");
+        assert_eq!(
+            lines.as_bytes(),
+            b"x-ratelimit-limit-requests: 5\r\nx-ratelimit-remaining-requests: 3\r\nx-ratelimit-reset-requests: 25s\r\n"
+        );
+        lines.into_map(&mut h);
         assert_eq!(h["x-ratelimit-limit-requests"], "5");
         assert_eq!(h["x-ratelimit-remaining-requests"], "3");
         assert_eq!(h["x-ratelimit-reset-requests"], "25s");
@@ -166,11 +212,35 @@ mod tests {
         assert_eq!(duration_text(Duration::from_secs(72)), "1m12s");
         assert_eq!(duration_text(Duration::from_secs(3_725)), "62m5s");
         let tokens = Window { limit: 18_446_744_073_709_551_615, remaining: 0, reset: Duration::from_millis(1) };
-        rate_limits(&mut h, &Rate { requests: Some(w), tokens: Some(tokens) });
+        let (mut h, mut lines) = (HeaderMap::new(), Lines::default());
+        rate_limits(&mut h, &mut lines, &Rate { requests: Some(w), tokens: Some(tokens) });
+        lines.into_map(&mut h);
         assert_eq!(h["x-ratelimit-limit-tokens"], "18446744073709551615");
         assert_eq!(h["x-ratelimit-remaining-tokens"], "0");
         assert_eq!(h["x-ratelimit-reset-tokens"], "1ms");
         assert_eq!(h["x-ratelimit-remaining-requests"], "3");
+    }
+
+    #[test]
+    fn lines_take_header_text_only_and_read_back_as_fields() {
+        let mut l = Lines::default();
+        l.push(&CHANNEL, b"main");
+        l.push(&MODEL, b"evil\r\nset-cookie: x=1");
+        l.push(&MODEL, b"bad\x00");
+        l.push(&TOKEN, b"k: with colon\tand tab");
+        l.push_value(&STRATEGY, &HeaderValue::from_static("priority"));
+        assert_eq!(
+            l.fields().collect::<Vec<_>>(),
+            [
+                ("x-router-channel", &b"main"[..]),
+                ("x-router-token", b"k: with colon\tand tab"),
+                ("x-router-strategy", b"priority")
+            ]
+        );
+        let mut h = HeaderMap::new();
+        l.into_map(&mut h);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h["x-router-token"], "k: with colon\tand tab");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::Response;
 use http_body_util::BodyExt;
 
 use super::body::{self, Finisher, MeteredBody, Mode};
@@ -72,7 +72,7 @@ pub(super) async fn respond(
         Some(conv) => {
             let body = translate_whole(ex, input, ok.cand, ok.resp, conv).await?;
             if ex.debug_headers() {
-                debug_headers(out.headers_mut(), ex.id, &ex.record, Some(ex.snap.candidate(ok.cand)));
+                debug_headers(&mut ex.lines, Some(ex.id), &ex.record, Some(ex.snap.candidate(ok.cand)));
             }
             // A Gemini stream the upstream answered whole: one chunk, framed as the client asked.
             let (body, content_type) = match ex.op.is_gemini_stream() {
@@ -91,13 +91,14 @@ pub(super) async fn respond(
         }
     };
     if ex.debug_headers() {
-        debug_headers(out.headers_mut(), ex.id, &ex.record, Some(ex.snap.candidate(ok.cand)));
+        let lines = &mut ex.lines;
+        debug_headers(lines, Some(ex.id), &ex.record, Some(ex.snap.candidate(ok.cand)));
         if let Some(s) = ok.cand.score.filter(|_| ok.conv.is_none()) {
             let score = format!(
                 "{:.3} (cost {:.2} speed {:.2} quality {:.2} reliability {:.2})",
                 s.total, s.cost, s.speed, s.quality, s.reliability
             );
-            headers::set_owned(out.headers_mut(), headers::SCORE, score);
+            lines.push(&headers::SCORE, score.as_bytes());
         }
     }
     *out.body_mut() = metered(ex, input, ok, mode);
@@ -183,27 +184,37 @@ async fn translate_whole(
 /// The channel, endpoint and token that answered a request.
 pub(super) type Served<'s> = (&'s crate::catalog::Channel, &'s crate::catalog::Endpoint, &'s crate::catalog::Token);
 
-/// The `X-Router-*` headers that say where a request went; `served`: the candidate that answered, whose names'
-/// header values the snapshot made once (else they are made from the record's text).
-pub(super) fn debug_headers(h: &mut HeaderMap, id: u128, record: &RequestRecord, served: Option<Served<'_>>) {
-    let put = |h: &mut HeaderMap, name, made: Option<&http::HeaderValue>, text: &Option<std::sync::Arc<str>>| {
+/// The `X-Router-*` headers that say where a request went (with the request id, unless `id` is `None`: the answer
+/// has one already); `served`: the candidate that answered, whose names' header values the snapshot made once
+/// (else they are made from the record's text).
+pub(super) fn debug_headers(
+    h: &mut headers::Lines,
+    id: Option<u128>,
+    record: &RequestRecord,
+    served: Option<Served<'_>>,
+) {
+    let put = |h: &mut headers::Lines,
+               name: &http::HeaderName,
+               made: Option<&http::HeaderValue>,
+               text: &Option<std::sync::Arc<str>>| {
         if let Some(v) = made {
-            h.insert(name, v.clone());
+            h.push_value(name, v);
         } else if let Some(t) = text {
-            headers::set(h, name, t);
+            h.push(name, t.as_bytes());
         }
     };
-    headers::set_request_id(h, id);
+    if let Some(id) = id {
+        h.push(&headers::REQUEST_ID, &crate::usage::hex_id(id));
+    }
     let (ch, ep, tok) =
         served.map(|(ch, ep, tok)| (ch.header.as_ref(), ep.header.as_ref(), tok.header.as_ref())).unwrap_or_default();
-    put(h, headers::CHANNEL, ch, &record.channel);
-    put(h, headers::ENDPOINT, ep, &record.endpoint);
-    put(h, headers::MODEL, None, &record.upstream_model);
-    put(h, headers::TOKEN, tok, &record.token_key);
-    h.insert(headers::ATTEMPTS, http::HeaderValue::from(record.attempts.len()));
-    let strategy = record.strategy.map(|s| s.as_str()).unwrap_or_default();
-    h.insert(headers::STRATEGY, http::HeaderValue::from_static(strategy));
+    put(h, &headers::CHANNEL, ch, &record.channel);
+    put(h, &headers::ENDPOINT, ep, &record.endpoint);
+    put(h, &headers::MODEL, None, &record.upstream_model);
+    put(h, &headers::TOKEN, tok, &record.token_key);
+    h.push(&headers::ATTEMPTS, itoa::Buffer::new().format(record.attempts.len()).as_bytes());
+    h.push(&headers::STRATEGY, record.strategy.map(|s| s.as_str()).unwrap_or_default().as_bytes());
     if let Some(a) = record.affinity {
-        h.insert(headers::AFFINITY, http::HeaderValue::from_static(a.as_str()));
+        h.push(&headers::AFFINITY, a.as_str().as_bytes());
     }
 }
