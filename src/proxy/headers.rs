@@ -38,7 +38,7 @@ pub fn forwarded_upstream(name: &str) -> bool {
 
 pub fn downstream_headers(upstream: &HeaderMap, out: &mut HeaderMap) {
     for (name, value) in upstream {
-        if crate::upstream::passed_back(name.as_str()) {
+        if crate::upstream::passed_back(name.as_str().as_bytes()) {
             out.append(name.clone(), value.clone());
         }
     }

@@ -404,9 +404,15 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, &'static str> {
         }
         // Only what the proxy reads or passes on becomes a header of the answer (a name parsed and a map
         // entry each: nginx alone sends Server, Date and Connection the client never sees).
-        let Some(name) = std::str::from_utf8(name).ok().filter(|n| super::passed_back(n)) else { continue };
-        let name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| "the upstream's answer has an invalid header name")?;
+        if !super::passed_back(name) {
+            continue;
+        }
+        // Nearly every answer has a Content-Type: its name is not parsed again.
+        let name = if name == b"content-type" {
+            http::header::CONTENT_TYPE
+        } else {
+            HeaderName::from_bytes(name).map_err(|_| "the upstream's answer has an invalid header name")?
+        };
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }

@@ -73,19 +73,19 @@ impl Operation {
 /// Upstream response headers the proxy reads or passes back to the client (`name` in lower case): the body's
 /// type, retry hints, request ids, rate-limit information. The plain-HTTP client keeps only these when it reads
 /// an answer's head ([`h1`]); the client's response gets them through `proxy::headers::downstream_headers`.
-pub fn passed_back(name: &str) -> bool {
+pub fn passed_back(name: &[u8]) -> bool {
     matches!(
         name,
-        "content-type"
-            | "retry-after"
-            | "retry-after-ms"
-            | "x-request-id"
-            | "request-id"
-            | "openai-processing-ms"
-            | "openai-version"
-            | "cache-control"
-    ) || name.starts_with("x-ratelimit-")
-        || name.starts_with("anthropic-ratelimit-")
+        b"content-type"
+            | b"retry-after"
+            | b"retry-after-ms"
+            | b"x-request-id"
+            | b"request-id"
+            | b"openai-processing-ms"
+            | b"openai-version"
+            | b"cache-control"
+    ) || name.starts_with(b"x-ratelimit-")
+        || name.starts_with(b"anthropic-ratelimit-")
 }
 
 /// The shared client for proxied traffic: no overall timeout (streams may run long), connect timeout set,
