@@ -21,9 +21,6 @@ use crate::protocol::session;
 use crate::routing::{Candidate, Plan};
 use crate::upstream::Operation;
 
-/// The request header that turns affinity off for one request, and the response header that reports it.
-pub(super) const HEADER: &str = "x-router-affinity";
-
 /// Affinity for one request, between lookup and settle.
 pub(super) struct Affine {
     /// The binding key: session and requested model.
@@ -35,7 +32,7 @@ pub(super) struct Affine {
 
 /// Whether the request turned affinity off (`X-Router-Affinity: off`, also `0` / `false` / `no`).
 fn turned_off(headers: &HeaderMap) -> bool {
-    headers.get(HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+    headers.get(&super::headers::AFFINITY).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         let v = v.trim();
         ["off", "0", "false", "no"].iter().any(|o| v.eq_ignore_ascii_case(o))
     })
@@ -77,8 +74,7 @@ pub(super) async fn lookup(ex: &mut Exchange, input: &Input) -> Option<Affine> {
 }
 
 fn target(ex: &Exchange, c: &Candidate) -> Target {
-    let (ch, ep, tok) = ex.snap.candidate(c);
-    Target::of(&ch.name, &ep.name, &tok.token_key, &c.model)
+    ex.snap.candidate(c).2.affinity.target(&c.model)
 }
 
 /// Moves the bound candidate, when the plan still has it, to the front; the others keep their order.
@@ -121,10 +117,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(!turned_off(&h));
         for v in ["off", "OFF", " 0 ", "false", "no"] {
-            h.insert(HEADER, v.parse().unwrap());
+            h.insert(super::super::headers::AFFINITY, v.parse().unwrap());
             assert!(turned_off(&h), "{v}");
         }
-        h.insert(HEADER, "on".parse().unwrap());
+        h.insert(super::super::headers::AFFINITY, "on".parse().unwrap());
         assert!(!turned_off(&h));
     }
 }

@@ -226,7 +226,7 @@ impl Exchange {
 
     /// The ordered candidates for this request (strategy from `X-Router-Strategy` or config).
     async fn plan(&mut self, input: &Input) -> Result<routing::Plan, Rejection> {
-        let strategy = match input.headers.get("x-router-strategy").and_then(|v| v.to_str().ok()) {
+        let strategy = match input.headers.get(&headers::STRATEGY).and_then(|v| v.to_str().ok()) {
             Some(s) => Strategy::parse(s).ok_or_else(|| {
                 let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
                 Rejection::bad_request(format!("unknown X-Router-Strategy `{s}`; use one of {}", names.join(", ")))
@@ -234,7 +234,7 @@ impl Exchange {
             None => self.snap.config.raw.routing.strategy,
         };
         self.record.strategy = Some(strategy);
-        let pin = input.headers.get("x-router-channel").and_then(|v| v.to_str().ok());
+        let pin = input.headers.get(&headers::CHANNEL).and_then(|v| v.to_str().ok());
         let op = self.op;
         let route_req = RouteRequest {
             model: &self.record.requested_model,

@@ -17,7 +17,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, StatusCode};
 
 use super::exchange::{Exchange, Rejection, error_response};
 use super::h1::Answer;
@@ -215,11 +215,14 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
 /// The gateway key a client presents in a header: `Authorization: Bearer <key>`, `x-api-key: <key>` or
 /// (Google's clients) `x-goog-api-key: <key>`.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    header("authorization")
+    // Names made once: a name given as text is parsed and checked on every lookup.
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    header(&http::header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .or_else(|| header("x-api-key"))
-        .or_else(|| header("x-goog-api-key"))
+        .or_else(|| header(&X_API_KEY))
+        .or_else(|| header(&X_GOOG_API_KEY))
 }
 
 #[cfg(test)]

@@ -172,6 +172,7 @@ pub const TOKEN: HeaderName = HeaderName::from_static("x-router-token");
 pub const ATTEMPTS: HeaderName = HeaderName::from_static("x-router-attempts");
 pub const STRATEGY: HeaderName = HeaderName::from_static("x-router-strategy");
 pub const SCORE: HeaderName = HeaderName::from_static("x-router-score");
+/// Also the request header that turns affinity off for one request (`proxy::affinity`).
 pub const AFFINITY: HeaderName = HeaderName::from_static("x-router-affinity");
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
