@@ -63,6 +63,8 @@ pub struct Token {
     pub health_key: Arc<str>,
     /// `token_key` as a response header value (`X-Router-Token`), made once; `None` if it is not header text.
     pub header: Option<http::HeaderValue>,
+    /// Prompt-cache affinity's target of this key, short of the model (`live::affinity::Prefix`), made once.
+    pub affinity: crate::live::affinity::Prefix,
 }
 
 #[derive(Debug)]
@@ -629,7 +631,7 @@ fn build_channel(
     for e in &endpoint_defs {
         let base_url = e.base_url.trim_end_matches('/').to_string();
         let health_key: Arc<str> = format!("{}/{}", c.name, e.name).into();
-        let mut tokens: Vec<Token> = e.keys.iter().map(|k| token(k, &health_key)).collect();
+        let mut tokens: Vec<Token> = e.keys.iter().map(|k| token(k, &c.name, &e.name, &health_key)).collect();
         // Interned, as the models' visibility lists are: routing matches a token to a list by pointer.
         for t in &mut tokens {
             t.fingerprint = strings.str(&t.fingerprint);
@@ -644,6 +646,7 @@ fn build_channel(
                 secret: Secret::default(),
                 enabled: true,
                 health_key: format!("{health_key}/none").into(),
+                affinity: crate::live::affinity::Prefix::of(&c.name, &e.name, "none"),
             });
         }
         let fast_test_path = e.fast_test_path.clone().unwrap_or_else(|| match c.protocol {
@@ -785,10 +788,11 @@ pub fn is_free_id(id: &str) -> bool {
     id.ends_with(":free") || id.ends_with("-free")
 }
 
-fn token(k: &KeyConfig, endpoint_key: &str) -> Token {
+fn token(k: &KeyConfig, channel: &str, endpoint: &str, endpoint_key: &str) -> Token {
     let fp: Arc<str> = fingerprint(k.secret().expose()).into();
     let token_key: Arc<str> = k.name().map(Arc::from).unwrap_or_else(|| fp.clone());
     Token {
+        affinity: crate::live::affinity::Prefix::of(channel, endpoint, &token_key),
         header: http::HeaderValue::from_str(&token_key).ok(),
         health_key: format!("{endpoint_key}/{token_key}").into(),
         token_key,

@@ -25,17 +25,36 @@ pub struct Target(pub u64);
 
 impl Target {
     pub fn of(channel: &str, endpoint: &str, token_key: &str, model: &str) -> Target {
+        Prefix::of(channel, endpoint, token_key).target(model)
+    }
+}
+
+/// A [`Target`] short of its model: the hash over channel, endpoint and upstream key, made once per key by the
+/// catalogue, so that a request hashes only its model.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefix(Fnv);
+
+impl Prefix {
+    pub fn of(channel: &str, endpoint: &str, token_key: &str) -> Prefix {
         let mut h = Fnv::default();
-        for part in [channel, endpoint, token_key, model] {
+        for part in [channel, endpoint, token_key] {
             h.write(part.as_bytes());
             h.write_u8(0xff);
         }
+        Prefix(h)
+    }
+
+    /// The target of this key serving `model`: the same as [`Target::of`] with all four.
+    pub fn target(self, model: &str) -> Target {
+        let mut h = self.0;
+        h.write(model.as_bytes());
+        h.write_u8(0xff);
         Target(h.finish())
     }
 }
 
 /// FNV-1a, 64 bit: stable across processes and versions (unlike `DefaultHasher`), fast on short names.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Fnv(u64);
 
 impl Default for Fnv {
@@ -279,6 +298,26 @@ impl Affinity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_makes_the_same_target_as_the_four_names() {
+        // FNV-1a over each name and a 0xff after it: the value instances share through Redis must not change.
+        let whole = |parts: [&str; 4]| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for p in parts {
+                for &b in p.as_bytes().iter().chain([0xff].iter()) {
+                    h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            Target(h)
+        };
+        let p = Prefix::of("main", "default", "fp:0123456789abcdef");
+        for model in ["gpt-4o", "", "qwen/qwen3-235b:free"] {
+            assert_eq!(p.target(model), whole(["main", "default", "fp:0123456789abcdef", model]));
+            assert_eq!(Target::of("main", "default", "fp:0123456789abcdef", model), p.target(model));
+        }
+        assert_ne!(p.target("a"), Prefix::of("main", "default", "other").target("a"));
+    }
 
     fn key(n: u64) -> u64 {
         // Spread over shards like real hashes do.
