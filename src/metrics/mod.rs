@@ -389,6 +389,24 @@ pub struct Counting {
     attempts: HashMap<Box<str>, AttemptSeries, FxBuildHasher>,
     affinity: HashMap<Box<str>, Counter, FxBuildHasher>,
     buf: String,
+    /// The previous record's label values and series: consecutive records nearly always share them (one
+    /// channel, endpoint, model and key), and then the series is found without building its key.
+    last: Option<Last>,
+}
+
+/// What a record's request series is found by, and its labels.
+struct Last {
+    channel: Box<str>,
+    endpoint: Box<str>,
+    /// The model and key as the record has them; `model` and `key` are their labels (capped).
+    model_of: Box<str>,
+    key_of: Box<str>,
+    status_class: &'static str,
+    outcome: &'static str,
+    model: Box<str>,
+    key: Box<str>,
+    /// The key of `Counting::series`.
+    id: Box<str>,
 }
 
 impl Counting {
@@ -401,6 +419,7 @@ impl Counting {
             attempts: HashMap::default(),
             affinity: HashMap::default(),
             buf: String::new(),
+            last: None,
         }
     }
 
@@ -460,29 +479,54 @@ impl Counting {
         let m = &self.metrics;
         let channel = rec.channel.as_deref().unwrap_or(NONE);
         let endpoint = rec.endpoint.as_deref().unwrap_or(NONE);
-        let model = self.models.label(rec.upstream_model.as_deref().unwrap_or(&rec.requested_model));
-        let key = self.keys.label(rec.gateway_key.as_deref().unwrap_or(NONE));
+        let model_of = rec.upstream_model.as_deref().unwrap_or(&rec.requested_model);
+        let key_of_rec = rec.gateway_key.as_deref().unwrap_or(NONE);
         let (status_class, outcome) = (status_class(rec.status), rec.outcome.as_str());
-        let id = key_of(&mut self.buf, &[channel, endpoint, model, key, status_class, outcome]);
-        if !self.series.contains_key(id) {
-            let labels = RequestLabels {
+        let same = self.last.as_ref().is_some_and(|l| {
+            l.status_class == status_class
+                && l.outcome == outcome
+                && *l.channel == *channel
+                && *l.endpoint == *endpoint
+                && *l.model_of == *model_of
+                && *l.key_of == *key_of_rec
+        });
+        if !same {
+            let model = self.models.label(model_of);
+            let key = self.keys.label(key_of_rec);
+            let id = key_of(&mut self.buf, &[channel, endpoint, model, key, status_class, outcome]);
+            if !self.series.contains_key(id) {
+                let labels = RequestLabels {
+                    channel: channel.into(),
+                    endpoint: endpoint.into(),
+                    model: model.into(),
+                    key: key.into(),
+                    status_class,
+                    outcome,
+                };
+                let series = Series {
+                    requests: m.requests.get_or_create_owned(&labels),
+                    tokens: Default::default(),
+                    cost: None,
+                    duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
+                    ttfb: None,
+                };
+                self.series.insert(id.into(), series);
+            }
+            self.last = Some(Last {
                 channel: channel.into(),
                 endpoint: endpoint.into(),
-                model: model.into(),
-                key: key.into(),
+                model_of: model_of.into(),
+                key_of: key_of_rec.into(),
                 status_class,
                 outcome,
-            };
-            let series = Series {
-                requests: m.requests.get_or_create_owned(&labels),
-                tokens: Default::default(),
-                cost: None,
-                duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
-                ttfb: None,
-            };
-            self.series.insert(id.into(), series);
+                model: model.into(),
+                key: key.into(),
+                id: id.into(),
+            });
         }
-        let s = self.series.get_mut(id).expect("inserted above");
+        let last = self.last.as_ref().expect("set above");
+        let (model, key) = (&*last.model, &*last.key);
+        let s = self.series.get_mut(&*last.id).expect("inserted above");
         s.requests.inc();
         s.duration.observe(rec.total_ms as f64 / 1000.0);
         if let Some(ms) = rec.ttfb_ms {
@@ -653,6 +697,41 @@ mod tests {
         assert!(text.contains("router_store_queue_depth 3"));
         assert!(text.contains(r#"router_cooldowns_active{level="endpoint"} 0"#));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn runs_and_alternations_of_series_count_where_they_belong() {
+        let m = Arc::new(Metrics::new());
+        let mut c = Counting::new(m.clone());
+        // Runs of the same labels (the previous series is reused), then every label changing in turn.
+        let failed = RequestRecord { status: 502, outcome: Outcome::UpstreamError, ..rec("a", Some("k1")) };
+        let other_channel = RequestRecord { channel: Some("side".into()), ..rec("a", Some("k1")) };
+        let other_endpoint = RequestRecord { endpoint: Some("eu".into()), ..rec("a", Some("k1")) };
+        let keyless = rec("a", None);
+        for r in [rec("a", Some("k1")), rec("a", Some("k1")), rec("b", Some("k1")), rec("a", Some("k2"))] {
+            c.count(&Event::RequestFinished(Arc::new(r)));
+        }
+        for r in [failed, other_channel, other_endpoint, keyless, rec("a", Some("k1"))] {
+            c.count(&Event::RequestFinished(Arc::new(r)));
+        }
+        let text = m.render(&crate::live::health::Health::new(), 0);
+        let series = |ch: &str, ep: &str, model: &str, key: &str, class: &str, outcome: &str| {
+            format!(
+                r#"router_requests_total{{channel="{ch}",endpoint="{ep}",model="{model}",key="{key}",status_class="{class}",outcome="{outcome}"}}"#
+            )
+        };
+        let count = |s: String| {
+            line(&text, &s).unwrap_or_else(|| panic!("{s} missing:\n{text}")).rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!(count(series("main", "default", "a", "k1", "2xx", "ok")), "3");
+        assert_eq!(count(series("main", "default", "b", "k1", "2xx", "ok")), "1");
+        assert_eq!(count(series("main", "default", "a", "k2", "2xx", "ok")), "1");
+        assert_eq!(count(series("main", "default", "a", "k1", "5xx", "upstream_error")), "1");
+        assert_eq!(count(series("side", "default", "a", "k1", "2xx", "ok")), "1");
+        assert_eq!(count(series("main", "eu", "a", "k1", "2xx", "ok")), "1");
+        assert_eq!(count(series("main", "default", "a", "none", "2xx", "ok")), "1");
+        assert!(text.contains(r#"router_tokens_total{channel="main",model="b",key="k1",kind="input"} 10"#), "{text}");
+        assert!(text.contains(r#"router_tokens_total{channel="main",model="a",key="k1",kind="input"} 50"#), "{text}");
     }
 
     #[test]
