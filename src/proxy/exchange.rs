@@ -331,11 +331,9 @@ impl Exchange {
             }
             Rejection::AllFailed(last) => {
                 self.record.locate_last_attempt();
-                let (status, message, mut resp) = self.all_failed(last);
+                let (status, message, resp) = self.all_failed(last);
                 if self.debug_headers() {
-                    if !resp.headers().contains_key(headers::REQUEST_ID) {
-                        headers::set_request_id(resp.headers_mut(), self.id);
-                    }
+                    // The request id goes into the map below, as for every rejection.
                     respond::debug_headers(&mut self.lines, None, &self.record, None);
                 }
                 (Outcome::UpstreamError, status, message, resp)
