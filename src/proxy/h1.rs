@@ -711,7 +711,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
-    /// A test service's response (the lines beside it are tested in `the_answers_lines_follow_its_fields`).
+    /// A test service's response; [`Test`] moves its `x-as-line` header into the answer's lines.
     type Responding = Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>>;
     type Answering = dyn Fn(Request<RequestBody>) -> Responding + Send + Sync;
 

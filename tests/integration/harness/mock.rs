@@ -70,7 +70,6 @@ impl Drop for Mock {
 }
 
 impl Mock {
-    /// Starts a mock whose `handler` gets each request and its 0-based index.
     /// A mock that answers its one request with a body the test feeds through the returned sender (up to
     /// `capacity` chunks queued; an `Err` cuts the connection). A second request panics the handler.
     pub async fn one_stream(capacity: usize) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Mock) {
@@ -80,6 +79,7 @@ impl Mock {
         (tx, mock)
     }
 
+    /// Starts a mock whose `handler` gets each request and its 0-based index.
     pub async fn start(handler: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Mock {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
