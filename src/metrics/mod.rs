@@ -399,8 +399,8 @@ struct Last {
     channel: Box<str>,
     endpoint: Box<str>,
     /// The model and key as the record has them; `model` and `key` are their labels (capped).
-    model_of: Box<str>,
-    key_of: Box<str>,
+    model_in: Box<str>,
+    key_in: Box<str>,
     status_class: &'static str,
     outcome: &'static str,
     model: Box<str>,
@@ -479,20 +479,20 @@ impl Counting {
         let m = &self.metrics;
         let channel = rec.channel.as_deref().unwrap_or(NONE);
         let endpoint = rec.endpoint.as_deref().unwrap_or(NONE);
-        let model_of = rec.upstream_model.as_deref().unwrap_or(&rec.requested_model);
-        let key_of_rec = rec.gateway_key.as_deref().unwrap_or(NONE);
+        let model_in = rec.upstream_model.as_deref().unwrap_or(&rec.requested_model);
+        let key_in = rec.gateway_key.as_deref().unwrap_or(NONE);
         let (status_class, outcome) = (status_class(rec.status), rec.outcome.as_str());
         let same = self.last.as_ref().is_some_and(|l| {
             l.status_class == status_class
                 && l.outcome == outcome
                 && *l.channel == *channel
                 && *l.endpoint == *endpoint
-                && *l.model_of == *model_of
-                && *l.key_of == *key_of_rec
+                && *l.model_in == *model_in
+                && *l.key_in == *key_in
         });
         if !same {
-            let model = self.models.label(model_of);
-            let key = self.keys.label(key_of_rec);
+            let model = self.models.label(model_in);
+            let key = self.keys.label(key_in);
             let id = key_of(&mut self.buf, &[channel, endpoint, model, key, status_class, outcome]);
             if !self.series.contains_key(id) {
                 let labels = RequestLabels {
@@ -515,8 +515,8 @@ impl Counting {
             self.last = Some(Last {
                 channel: channel.into(),
                 endpoint: endpoint.into(),
-                model_of: model_of.into(),
-                key_of: key_of_rec.into(),
+                model_in: model_in.into(),
+                key_in: key_in.into(),
                 status_class,
                 outcome,
                 model: model.into(),
