@@ -513,7 +513,10 @@ impl Store {
     /// With PostgreSQL, a batch it cannot take is spooled in this file (and `Ok(0)` returned): spooled records
     /// are replayed, oldest first, before any later batch, when PostgreSQL answers again.
     /// Takes records as they are held: owned, or shared with the event stream (`Arc`).
-    pub fn write_records<'r, R: Borrow<RequestRecord>>(&self, recs: &'r [R]) -> Result<u64, StoreError> {
+    pub fn write_records<'r, R>(&self, recs: &'r [R]) -> Result<u64, StoreError>
+    where
+        R: Borrow<RequestRecord> + Clone + Send + 'static,
+    {
         if recs.is_empty() {
             return Ok(0);
         }
@@ -812,7 +815,10 @@ impl Store {
         }
     }
 
-    fn write_shared<R: Borrow<RequestRecord>>(&self, pg: &pg::Pg, recs: &[R]) -> Result<u64, StoreError> {
+    fn write_shared<R>(&self, pg: &pg::Pg, recs: &[R]) -> Result<u64, StoreError>
+    where
+        R: Borrow<RequestRecord> + Clone + Send + 'static,
+    {
         let mut st = self.inner.spool.lock().unwrap_or_else(|e| e.into_inner());
         if st.records > 0 || st.down.is_some() {
             self.replay(pg, &mut st);

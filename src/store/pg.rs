@@ -228,7 +228,10 @@ impl Pg {
 
     /// Writes a batch of records and their daily and hourly rollups in one transaction. A record whose id is
     /// stored already is skipped (rollups untouched). Returns how many were new.
-    pub fn write_records<R: std::borrow::Borrow<RequestRecord>>(&self, recs: &[R]) -> Result<u64, StoreError> {
+    pub fn write_records<R>(&self, recs: &[R]) -> Result<u64, StoreError>
+    where
+        R: std::borrow::Borrow<RequestRecord> + Clone + Send + 'static,
+    {
         if recs.is_empty() {
             return Ok(0);
         }
@@ -241,7 +244,8 @@ impl Pg {
             times.push(r.time_ms);
             bodies.push(tables::encode_record(r));
         }
-        let recs: Vec<RequestRecord> = recs.iter().map(|r| r.borrow().clone()).collect();
+        // For the connection's thread: shared records (the writer's) are not copied.
+        let recs = recs.to_vec();
         self.call(move |c| {
             let mut tx = c.transaction()?;
             let rows = tx.query(
@@ -255,7 +259,7 @@ impl Pg {
             // Only what was inserted now is rolled up: a replayed batch counts once.
             let mut daily: BTreeMap<DailyKey, Counters> = BTreeMap::new();
             let mut hourly: BTreeMap<DailyKey, Counters> = BTreeMap::new();
-            for r in &recs {
+            for r in recs.iter().map(R::borrow) {
                 if inserted.remove(&r.id) {
                     let k = DailyKey::of(r);
                     let c = Counters::of(r);
