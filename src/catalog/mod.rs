@@ -97,7 +97,10 @@ impl Endpoint {
     pub fn rotated_tokens(&self) -> impl Iterator<Item = usize> + '_ {
         let n = self.tokens.len().max(1);
         let start = if n == 1 { 0 } else { self.rotation.fetch_add(1, Ordering::Relaxed) % n };
-        (0..self.tokens.len()).map(move |i| (start + i) % n).filter(|&i| self.tokens[i].enabled)
+        // `start < n` and `i < n`: one subtraction wraps it (no division per token).
+        (0..self.tokens.len())
+            .map(move |i| if start + i >= n { start + i - n } else { start + i })
+            .filter(|&i| self.tokens[i].enabled)
     }
 }
 

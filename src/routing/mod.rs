@@ -185,28 +185,29 @@ pub enum PlanError {
 }
 
 /// A (channel, upstream model) match before expansion into endpoints and tokens. Borrows from the snapshot or
-/// the request: resolving a name allocates nothing per match.
+/// the request: resolving a name allocates nothing per match, and the model's entry is looked up once.
 #[derive(Debug, Clone, Copy)]
 struct Match<'s> {
     channel: usize,
     model: &'s str,
-    /// Index in `Channel::models` when the channel lists the model (pattern matches do not).
-    idx: Option<u32>,
+    /// The channel's entry for the model when the channel lists it (pattern matches do not).
+    listed: Option<&'s Model>,
 }
 
 impl<'s> Match<'s> {
     fn of(snap: &'s Snapshot, channel: usize, model: &'s str) -> Match<'s> {
-        let idx = snap.channels[channel].model_position(model);
-        Match { channel, model, idx }
+        let ch = &snap.channels[channel];
+        let listed = ch.model_position(model).map(|i| &ch.models[i as usize]);
+        Match { channel, model, listed }
     }
 
     fn at(snap: &'s Snapshot, r: ModelRef) -> Match<'s> {
         let (_, m) = snap.model_ref(r);
-        Match { channel: r.0 as usize, model: &m.id, idx: Some(r.1) }
+        Match::listed(r.0 as usize, m)
     }
 
-    fn model_in(&self, snap: &'s Snapshot) -> Option<&'s Model> {
-        self.idx.map(|i| &snap.channels[self.channel].models[i as usize])
+    fn listed(channel: usize, m: &'s Model) -> Match<'s> {
+        Match { channel, model: &m.id, listed: Some(m) }
     }
 }
 
@@ -221,8 +222,8 @@ pub fn model_tags<'a>(ch: &'a Channel, model: &'a str) -> Vec<&'a str> {
     }
 }
 
-fn kind_of(snap: &Snapshot, g: &Match<'_>) -> ModelKind {
-    g.model_in(snap).map(|m| m.kind).unwrap_or_else(|| ModelKind::guess(g.model))
+fn kind_of(g: &Match<'_>) -> ModelKind {
+    g.listed.map(|m| m.kind).unwrap_or_else(|| ModelKind::guess(g.model))
 }
 
 fn kind_ok(want: ModelKind, got: ModelKind) -> bool {
@@ -254,7 +255,7 @@ fn resolve<'s>(snap: &'s Snapshot, req: &RouteRequest<'s>) -> (Vec<Match<'s>>, &
     }
     for (i, ch) in snap.channels.iter().enumerate().filter(|(_, c)| c.enabled && !c.patterns.is_empty()) {
         if ch.matches_pattern(req.model) {
-            out.push(Match { channel: i, model: req.model, idx: None });
+            out.push(Match { channel: i, model: req.model, listed: None });
         }
     }
     if !out.is_empty() {
@@ -302,7 +303,7 @@ fn tag_matches<'s>(snap: &'s Snapshot, expr: &TagExpr, kind: ModelKind) -> Vec<M
     let mut push = |r: ModelRef| {
         let (_, m) = snap.model_ref(r);
         if kind_ok(kind, m.kind) {
-            out.push(Match::at(snap, r));
+            out.push(Match::listed(r.0 as usize, m));
         }
     };
     match positive.split_first() {
@@ -423,7 +424,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
         {
             continue;
         }
-        let kind = kind_of(snap, &m);
+        let kind = kind_of(&m);
         if !kind_ok(req.kind, kind) {
             saw_kind_or_allow = true;
             exclude(ch, m.model, None, None, Exclusion::WrongKind(kind), None);
@@ -494,7 +495,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
     for (gi, g) in groups.iter().enumerate() {
         let ch = &snap.channels[g.channel];
         let native = ch.protocol.speaks(req.client);
-        let listed = g.model_in(snap);
+        let listed = g.listed;
         let visible = listed.map(|m| &*m.tokens).unwrap_or(&[]);
         // The upstream id, shared with the snapshot when the channel lists it (one allocation per plan otherwise).
         let model: Arc<str> = listed.map(|m| m.id.clone()).unwrap_or_else(|| g.model.into());
@@ -568,7 +569,7 @@ pub fn plan(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, now: Insta
 fn context_window(snap: &Snapshot, m: &Match<'_>) -> Option<u32> {
     let ch = &snap.channels[m.channel];
     if ch.context_window.is_empty() {
-        return m.model_in(snap).and_then(|x| x.context);
+        return m.listed.and_then(|x| x.context);
     }
     ch.context_window(m.model)
 }
@@ -594,7 +595,7 @@ fn latency(snap: &Snapshot, health: &Health, ch: usize) -> Option<f64> {
 
 fn is_free(snap: &Snapshot, g: &Match<'_>) -> bool {
     let ch = &snap.channels[g.channel];
-    match g.model_in(snap) {
+    match g.listed {
         Some(m) => m.free,
         None => is_free_id(g.model) || ch.tags.iter().any(|t| t == "free"),
     }
@@ -612,7 +613,7 @@ pub fn estimated_cost(price: Option<Price>, free: bool, est_input: u64, est_outp
 
 fn est_cost(snap: &Snapshot, g: &Match<'_>, req: &RouteRequest<'_>) -> Option<f64> {
     let ch = &snap.channels[g.channel];
-    let price = ch.price_with(g.model, || g.model_in(snap).or_else(|| ch.model(g.model)));
+    let price = ch.price_with(g.model, || g.listed.or_else(|| ch.model(g.model)));
     estimated_cost(price, is_free(snap, g), req.est_input, req.est_output)
 }
 
@@ -713,7 +714,9 @@ fn score(snap: &Snapshot, health: &Health, g: &Match<'_>, req: &RouteRequest<'_>
 /// channels stay deterministic). Same order as a weighted shuffle followed by a stable sort on the strategy's keys,
 /// without computing a key inside the comparisons. When the keys fit in 128 bits (every strategy but `fastest` and
 /// `cost_first`, as long as the priorities in play span under 2^30) they are packed into one `u128` per group,
-/// position in the low 32 bits: the same order, at the cost of two integer compares per comparison.
+/// position in the low 32 bits: the same order, at the cost of two integer compares per comparison. For the
+/// strategies with a random key, when the other fields, the position and 32 or more of the random key's bits fit
+/// in 64, one `u64` per group (the common case: a priority or two, hundreds of groups).
 fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut Vec<Match<'_>>) -> Vec<Score> {
     let balanced = req.strategy == Strategy::Balanced;
     let scores: Vec<Score> =
@@ -731,27 +734,63 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
     let packable = prio_bits <= 30 && !matches!(req.strategy, Strategy::Fastest | Strategy::CostFirst);
     let before = std::mem::take(groups);
     if packable {
-        let mut keyed: Vec<u128> = Vec::with_capacity(before.len());
-        for (i, g) in before.iter().enumerate() {
+        // Each group's key is its strategy's fields above its channel's random key (the one 64-bit field; for
+        // `balanced` the score takes its place and comes first), most significant first.
+        let head_bits = match req.strategy {
+            Strategy::Priority => prio_bits + 1,
+            Strategy::Weighted => 1,
+            Strategy::FreeFirst | Strategy::LocalFirst => prio_bits + 2,
+            _ => 1 + prio_bits,
+        };
+        let mut fields = |i: usize, g: &Match<'_>| -> (u64, u64) {
             let ch = &snap.channels[g.channel];
             let native = u64::from(!ch.protocol.speaks(req.client));
             let prio = (ch.priority.wrapping_sub(lo)) as u64;
-            let fields = match req.strategy {
-                Strategy::Priority => [(prio, prio_bits), (native, 1), (shuffle.key(g.channel), 64), (0, 0)],
-                Strategy::Weighted => [(native, 1), (shuffle.key(g.channel), 64), (0, 0), (0, 0)],
+            match req.strategy {
+                Strategy::Priority => ((prio << 1) | native, shuffle.key(g.channel)),
+                Strategy::Weighted => (native, shuffle.key(g.channel)),
                 Strategy::FreeFirst => {
-                    [(u64::from(!is_free(snap, g)), 1), (prio, prio_bits), (native, 1), (shuffle.key(g.channel), 64)]
+                    let not_free = u64::from(!is_free(snap, g));
+                    ((not_free << (prio_bits + 1)) | (prio << 1) | native, shuffle.key(g.channel))
                 }
                 Strategy::LocalFirst => {
-                    [(u64::from(!ch.local), 1), (prio, prio_bits), (native, 1), (shuffle.key(g.channel), 64)]
+                    let remote = u64::from(!ch.local);
+                    ((remote << (prio_bits + 1)) | (prio << 1) | native, shuffle.key(g.channel))
                 }
-                Strategy::Balanced => [(!ord_f64(scores[i].total), 64), (native, 1), (prio, prio_bits), (0, 0)],
+                // Highest score first, then native, then priority: the score is the "random" 64 bits on top.
+                Strategy::Balanced => ((native << prio_bits) | prio, !ord_f64(scores[i].total)),
                 Strategy::Fastest | Strategy::CostFirst => unreachable!("not packable"),
+            }
+        };
+        // Narrower still: one `u64` when the head, the position (as many bits as the number of groups needs) and
+        // at least 32 bits of the random key fit. Only the key's low bits are dropped: two channels tie on the
+        // rest once in ~2^32 draws, and a tie falls to resolution order.
+        let pos_bits = usize::BITS - (before.len() - 1).leading_zeros();
+        if !balanced && head_bits + pos_bits + 32 <= 64 {
+            let random_bits = 64 - head_bits - pos_bits;
+            let mut keyed: Vec<u64> = Vec::with_capacity(before.len());
+            for (i, g) in before.iter().enumerate() {
+                let (head, random) = fields(i, g);
+                let key = (head << random_bits) | (random >> (64 - random_bits));
+                keyed.push((key << pos_bits) | i as u64);
+            }
+            // Every key ends in a distinct position: an unstable sort gives one deterministic order.
+            keyed.sort_unstable();
+            let mask = (1u64 << pos_bits) - 1;
+            groups.extend(keyed.iter().map(|k| before[(k & mask) as usize]));
+            return Vec::new();
+        }
+        let mut keyed: Vec<u128> = Vec::with_capacity(before.len());
+        for (i, g) in before.iter().enumerate() {
+            let (head, top) = fields(i, g);
+            let key = if balanced {
+                (u128::from(top) << head_bits) | u128::from(head)
+            } else {
+                (u128::from(head) << 64) | u128::from(top)
             };
-            let key = fields.iter().fold(0u128, |k, &(v, bits)| (k << bits) | u128::from(v));
             keyed.push((key << 32) | i as u128);
         }
-        // Every key ends in a distinct position: an unstable sort gives one deterministic order.
+        // As above.
         keyed.sort_unstable();
         let at = |k: &u128| *k as u32 as usize;
         groups.extend(keyed.iter().map(|k| before[at(k)]));

@@ -170,6 +170,23 @@ fn weighted_random_inside_a_tier_follows_weights() {
 }
 
 #[test]
+fn equal_channels_go_first_equally_often_with_the_narrow_sort_key() {
+    // Eight channels of one priority and weight: the one-`u64` key (head, 58 random bits, 3 position bits) must
+    // not favour the first channels of the catalogue.
+    let mut cfg = String::from("channels:\n");
+    for i in 0..8 {
+        cfg.push_str(&format!("  - name: c{i}\n    base_url: http://127.0.0.1:{}/v1\n    models: [m]\n", i + 1));
+    }
+    let s = snap(&cfg);
+    let h = Health::new();
+    let mut firsts = [0usize; 8];
+    for _ in 0..4000 {
+        firsts[plan(&s, &h, &req("m"), Instant::now()).unwrap().candidates[0].channel] += 1;
+    }
+    assert!(firsts.iter().all(|n| (350..650).contains(n)), "{firsts:?}");
+}
+
+#[test]
 fn endpoints_of_one_priority_share_load_by_weight() {
     let s = snap(
         "channels:\n  - name: c\n    models: [m]\n    endpoints:\n      - {name: backup, base_url: http://127.0.0.1:3/v1, priority: 1, keys: [k3]}\n      - {name: a, base_url: http://127.0.0.1:1/v1, weight: 3, keys: [k1]}\n      - {name: b, base_url: http://127.0.0.1:2/v1, keys: [k2]}\n",
