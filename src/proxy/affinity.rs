@@ -16,6 +16,7 @@ use std::time::Instant;
 use http::HeaderMap;
 
 use super::exchange::{Exchange, Input};
+use super::headers::AFFINITY;
 use crate::live::affinity::{Outcome, Policy, Target, session_key};
 use crate::protocol::session;
 use crate::routing::{Candidate, Plan};
@@ -32,7 +33,7 @@ pub(super) struct Affine {
 
 /// Whether the request turned affinity off (`X-Router-Affinity: off`, also `0` / `false` / `no`).
 fn turned_off(headers: &HeaderMap) -> bool {
-    headers.get(&super::headers::AFFINITY).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+    headers.get(&AFFINITY).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         let v = v.trim();
         ["off", "0", "false", "no"].iter().any(|o| v.eq_ignore_ascii_case(o))
     })
@@ -117,10 +118,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(!turned_off(&h));
         for v in ["off", "OFF", " 0 ", "false", "no"] {
-            h.insert(super::super::headers::AFFINITY, v.parse().unwrap());
+            h.insert(AFFINITY, v.parse().unwrap());
             assert!(turned_off(&h), "{v}");
         }
-        h.insert(super::super::headers::AFFINITY, "on".parse().unwrap());
+        h.insert(AFFINITY, "on".parse().unwrap());
         assert!(!turned_off(&h));
     }
 }

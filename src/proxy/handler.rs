@@ -75,7 +75,9 @@ pub(super) fn percent_decode(s: &str) -> String {
 
 /// Whether a request on a path both APIs share (`GET /v1/models`) comes from a Google client.
 fn speaks_gemini(headers: &HeaderMap, query: Option<&str>) -> bool {
-    headers.contains_key("x-goog-api-key") || headers.contains_key("x-goog-api-client") || query_key(query).is_some()
+    headers.contains_key(&super::headers::X_GOOG_API_KEY)
+        || headers.contains_key("x-goog-api-client")
+        || query_key(query).is_some()
 }
 
 /// The `key` parameter of a query string (Google's API-key-in-the-URL convention).
@@ -215,14 +217,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
 /// The gateway key a client presents in a header: `Authorization: Bearer <key>`, `x-api-key: <key>` or
 /// (Google's clients) `x-goog-api-key: <key>`.
 pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    // Names made once: a name given as text is parsed and checked on every lookup.
-    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-    const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+    // Names as constants (`proxy::headers`): a name given as text is parsed and checked on every lookup.
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     header(&http::header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .or_else(|| header(&X_API_KEY))
-        .or_else(|| header(&X_GOOG_API_KEY))
+        .or_else(|| header(&super::headers::X_API_KEY))
+        .or_else(|| header(&super::headers::X_GOOG_API_KEY))
 }
 
 #[cfg(test)]

@@ -176,6 +176,10 @@ pub const SCORE: HeaderName = HeaderName::from_static("x-router-score");
 pub const AFFINITY: HeaderName = HeaderName::from_static("x-router-affinity");
 pub const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
 
+/// Request headers that carry a gateway key (besides `Authorization`): Anthropic's and Google's clients.
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+
 /// The request id header (`usage::hex_id`), in the map: for answers the router makes itself (errors, local
 /// answers), which carry no [`Lines`] id.
 pub fn set_request_id(out: &mut HeaderMap, id: u128) {
