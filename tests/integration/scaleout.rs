@@ -256,18 +256,26 @@ fn charged(redis: &Redis, pattern: &str) -> f64 {
     v.unwrap_or(0.0)
 }
 
+/// Posts `key` to `router`; when it is admitted, waits until its charge has reached Redis (the key matching
+/// `charge` rises), so that no charge is in flight when the next request is sent.
+async fn post_charged(redis: &Redis, router: &Router, key: &str, charge: &str) -> reqwest::Response {
+    let before = charged(redis, charge);
+    let r = post(router, key).await;
+    if r.status() == 200 {
+        let landed = eventually(Duration::from_secs(10), || charged(redis, charge) > before).await;
+        assert!(landed, "{key}: its charge reached Redis ({charge})");
+    }
+    r
+}
+
 /// Posts `key` round `routers` from `first` until one refuses; how many were admitted (at most 20). Each admitted
-/// request's charge is awaited in Redis (the key matching `charge` rises) before the next is sent, so that none is in
-/// flight: the count is the limit's own, not the limit plus however late a loaded machine runs the charges.
+/// request's charge is awaited ([`post_charged`]): the count is the limit's own, not the limit plus however late a
+/// loaded machine runs the charges.
 async fn admitted_until_refused(redis: &Redis, routers: &[Router], key: &str, first: usize, charge: &str) -> usize {
     for n in 0..20 {
-        let before = charged(redis, charge);
-        let r = post(&routers[(first + n) % 3], key).await;
+        let r = post_charged(redis, &routers[(first + n) % 3], key, charge).await;
         match r.status().as_u16() {
-            200 => {
-                let landed = eventually(Duration::from_secs(10), || charged(redis, charge) > before).await;
-                assert!(landed, "request {n} of {key}: its charge reached Redis ({charge})");
-            }
+            200 => {}
             429 => return n,
             s => panic!("request {n} of {key}: {s} {}", r.text().await.unwrap()),
         }
@@ -289,9 +297,7 @@ async fn a_budget_and_a_tokens_window_hold_across_three_instances() {
     // Three requests through A spend $0.03 of the $0.05; B and C know it from Redis, not from their own records.
     let spend = "router:spend:cents:day:*";
     for _ in 0..3 {
-        let before = charged(&redis, spend);
-        assert_eq!(post(&routers[0], "sk-cents").await.status(), 200);
-        assert!(eventually(Duration::from_secs(10), || charged(&redis, spend) > before).await);
+        assert_eq!(post_charged(&redis, &routers[0], "sk-cents", spend).await.status(), 200);
     }
     let more = admitted_until_refused(&redis, &routers, "sk-cents", 1, spend).await;
     // With every charge in, the instances admit until the spend reaches the budget: 2 more ($0.05), or 3 when
