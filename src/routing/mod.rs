@@ -740,7 +740,8 @@ fn order(snap: &Snapshot, health: &Health, req: &RouteRequest<'_>, groups: &mut 
             Strategy::Priority => prio_bits + 1,
             Strategy::Weighted => 1,
             Strategy::FreeFirst | Strategy::LocalFirst => prio_bits + 2,
-            _ => 1 + prio_bits,
+            Strategy::Balanced => 1 + prio_bits,
+            Strategy::Fastest | Strategy::CostFirst => unreachable!("not packable"),
         };
         let mut fields = |i: usize, g: &Match<'_>| -> (u64, u64) {
             let ch = &snap.channels[g.channel];
