@@ -18,7 +18,7 @@ fn record(i: usize) -> RequestRecord {
     RequestRecord {
         id: i as u128,
         time_ms: 1_700_000_000_000,
-        gateway_key: Some(format!("team-{}", i % 10)),
+        gateway_key: Some(format!("team-{}", i % 10).into()),
         client_protocol: router::protocol::Protocol::Openai,
         path: "/v1/chat/completions".into(),
         requested_model: model.clone(),

@@ -889,7 +889,7 @@ mod tests {
                 token_fp: some(if channel.is_empty() { "" } else { fp }).map(Into::into),
                 requested_model: rng.pick(&["m", "n"]).to_string(),
                 upstream_model: some(rng.pick(&["", "up/m", "up/n"])).map(Into::into),
-                gateway_key: some(rng.pick(&["", "team", "ci"])),
+                gateway_key: some(rng.pick(&["", "team", "ci"])).map(Into::into),
                 tokens: Tokens {
                     input: rng.below(1000),
                     cache_read: rng.below(500),

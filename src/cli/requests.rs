@@ -86,7 +86,7 @@ fn list(access: &Access, a: ListArgs) -> anyhow::Result<()> {
             time(r.time_ms, utc),
             // The random end of the id: unique, and what `requests show` takes (the start is the time).
             format_id(r.id)[20..].to_string(),
-            r.gateway_key.clone().unwrap_or_else(|| "-".into()),
+            r.gateway_key.as_deref().unwrap_or("-").to_string(),
             model(r),
             where_(r),
             r.token_key.as_deref().unwrap_or("-").to_string(),
@@ -109,7 +109,7 @@ fn show(access: &Access, a: ShowArgs) -> anyhow::Result<()> {
     let line = |k: &str, v: String| output::line(&format!("{k:<16}{v}"));
     line("id", format_id(r.id));
     line("time", time(r.time_ms, a.utc));
-    line("gateway key", r.gateway_key.clone().unwrap_or_else(|| "-".into()));
+    line("gateway key", r.gateway_key.as_deref().unwrap_or("-").to_string());
     line("client", format!("{} {}", r.client_protocol, r.path));
     line("model", model(&r));
     line("channel", where_(&r));

@@ -215,7 +215,8 @@ struct Spend {
 /// In-memory admission state of every key with limits.
 #[derive(Debug)]
 pub struct Limiter {
-    keys: RwLock<HashMap<Arc<str>, Arc<KeyState>>>,
+    /// By key name (our own configuration's names: a fast hash, not SipHash).
+    keys: RwLock<HashMap<Arc<str>, Arc<KeyState>, rustc_hash::FxBuildHasher>>,
     tz: RwLock<TimeZone>,
 }
 
@@ -262,12 +263,15 @@ impl Limiter {
         }
         let s = self.state(key);
         let now = now_ms.saturating_mul(1_000_000);
+        // A plain load first: the limits nearly never change, and a swap is a locked instruction every request.
         if let Some(rpm) = limits.rpm
+            && s.rpm_seen.load(Ordering::Acquire) != rpm
             && s.rpm_seen.swap(rpm, Ordering::AcqRel) != rpm
         {
             s.req_tat.store(0, Ordering::Release);
         }
         if let Some(tpm) = limits.tpm
+            && s.tpm_seen.load(Ordering::Acquire) != tpm as i64
             && s.tpm_seen.swap(tpm as i64, Ordering::AcqRel) != tpm as i64
         {
             s.tok_tat.store(0, Ordering::Release);

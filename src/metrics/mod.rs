@@ -385,13 +385,20 @@ pub struct Counting {
     keys: Capped,
     /// Handles by label values, so a record costs lookups rather than label sets and family locks.
     // A fast hash: the label values are capped (`Capped`), so a client cannot grow these into a slow table.
-    series: HashMap<Box<str>, Series, FxBuildHasher>,
-    attempts: HashMap<Box<str>, AttemptSeries, FxBuildHasher>,
-    affinity: HashMap<Box<str>, Counter, FxBuildHasher>,
+    /// Index into `series_list`.
+    series: HashMap<Box<str>, usize, FxBuildHasher>,
+    series_list: Vec<Series>,
+    /// Index into `attempts_list`.
+    attempts: HashMap<Box<str>, usize, FxBuildHasher>,
+    attempts_list: Vec<AttemptSeries>,
+    /// By `AffinityOutcome` (new, hit, moved, off).
+    affinity: [Option<Counter>; 4],
     buf: String,
     /// The previous record's label values and series: consecutive records nearly always share them (one
     /// channel, endpoint, model and key), and then the series is found without building its key.
     last: Option<Last>,
+    /// The same for the previous record's last attempt: its channel, endpoint, class and series.
+    last_attempt: Option<(Arc<str>, Arc<str>, FailureClass, usize)>,
 }
 
 /// What a record's request series is found by, and its labels.
@@ -405,8 +412,8 @@ struct Last {
     outcome: &'static str,
     model: Box<str>,
     key: Box<str>,
-    /// The key of `Counting::series`.
-    id: Box<str>,
+    /// Index into `Counting::series_list`.
+    series: usize,
 }
 
 impl Counting {
@@ -416,10 +423,13 @@ impl Counting {
             models: Capped::new(MAX_MODELS),
             keys: Capped::new(MAX_KEYS),
             series: HashMap::default(),
+            series_list: Vec::new(),
             attempts: HashMap::default(),
-            affinity: HashMap::default(),
+            attempts_list: Vec::new(),
+            affinity: Default::default(),
             buf: String::new(),
             last: None,
+            last_attempt: None,
         }
     }
 
@@ -494,24 +504,28 @@ impl Counting {
             let model = self.models.label(model_in);
             let key = self.keys.label(key_in);
             let id = key_of(&mut self.buf, &[channel, endpoint, model, key, status_class, outcome]);
-            if !self.series.contains_key(id) {
-                let labels = RequestLabels {
-                    channel: channel.into(),
-                    endpoint: endpoint.into(),
-                    model: model.into(),
-                    key: key.into(),
-                    status_class,
-                    outcome,
-                };
-                let series = Series {
-                    requests: m.requests.get_or_create_owned(&labels),
-                    tokens: Default::default(),
-                    cost: None,
-                    duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
-                    ttfb: None,
-                };
-                self.series.insert(id.into(), series);
-            }
+            let series = match self.series.get(id) {
+                Some(&i) => i,
+                None => {
+                    let labels = RequestLabels {
+                        channel: channel.into(),
+                        endpoint: endpoint.into(),
+                        model: model.into(),
+                        key: key.into(),
+                        status_class,
+                        outcome,
+                    };
+                    self.series_list.push(Series {
+                        requests: m.requests.get_or_create_owned(&labels),
+                        tokens: Default::default(),
+                        cost: None,
+                        duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
+                        ttfb: None,
+                    });
+                    self.series.insert(id.into(), self.series_list.len() - 1);
+                    self.series_list.len() - 1
+                }
+            };
             self.last = Some(Last {
                 channel: channel.into(),
                 endpoint: endpoint.into(),
@@ -521,12 +535,12 @@ impl Counting {
                 outcome,
                 model: model.into(),
                 key: key.into(),
-                id: id.into(),
+                series,
             });
         }
         let last = self.last.as_ref().expect("set above");
         let (model, key) = (&*last.model, &*last.key);
-        let s = self.series.get_mut(&*last.id).expect("inserted above");
+        let s = &mut self.series_list[last.series];
         s.requests.inc();
         s.duration.observe(rec.total_ms as f64 / 1000.0);
         if let Some(ms) = rec.ttfb_ms {
@@ -550,34 +564,29 @@ impl Counting {
             let labels = || CostLabels { channel: channel.into(), model: model.into(), key: key.into() };
             s.cost.get_or_insert_with(|| m.cost.get_or_create_owned(&labels())).inc_by(c);
         }
-        if let Some(a) = rec.affinity.map(|a| a.as_str()) {
-            if !self.affinity.contains_key(a) {
-                let c = m.affinity.get_or_create_owned(&AffinityLabels { outcome: a.into() });
-                self.affinity.insert(a.into(), c);
-            }
-            self.affinity[a].inc();
+        if let Some(a) = rec.affinity {
+            let labels = || AffinityLabels { outcome: a.as_str().into() };
+            self.affinity[a as usize].get_or_insert_with(|| m.affinity.get_or_create_owned(&labels())).inc();
         }
         if matches!(rec.outcome, crate::usage::Outcome::Limited | crate::usage::Outcome::Budget) {
             m.refusals.get_or_create(&RefusalLabels { key: key.into(), reason: outcome }).inc();
         }
         let last = rec.attempts.len().saturating_sub(1);
         for (i, a) in rec.attempts.iter().enumerate() {
-            let id = key_of(&mut self.buf, &[&a.channel, &a.endpoint, a.outcome.code()]);
-            if !self.attempts.contains_key(id) {
-                let ep = EndpointLabels { channel: String::from(&*a.channel), endpoint: String::from(&*a.endpoint) };
-                let class = AttemptLabels {
-                    channel: String::from(&*a.channel),
-                    endpoint: String::from(&*a.endpoint),
-                    class: a.outcome.code().into(),
-                };
-                let series = AttemptSeries {
-                    attempts: m.attempts.get_or_create_owned(&class),
-                    ttfb: m.upstream_ttfb.get_or_create_owned(&ep),
-                    failovers: None,
-                };
-                self.attempts.insert(id.into(), series);
-            }
-            let s = self.attempts.get_mut(id).expect("inserted above");
+            let same = self.last_attempt.as_ref().is_some_and(|(c, e, class, _)| {
+                *class == a.outcome
+                    && (Arc::ptr_eq(c, &a.channel) || *c == a.channel)
+                    && (Arc::ptr_eq(e, &a.endpoint) || *e == a.endpoint)
+            });
+            let idx = match &self.last_attempt {
+                Some((.., idx)) if same => *idx,
+                _ => {
+                    let idx = attempt_series(&mut self.attempts, &mut self.attempts_list, &mut self.buf, m, a);
+                    self.last_attempt = Some((a.channel.clone(), a.endpoint.clone(), a.outcome, idx));
+                    idx
+                }
+            };
+            let s = &mut self.attempts_list[idx];
             s.attempts.inc();
             s.ttfb.observe(a.ms as f64 / 1000.0);
             if i < last && a.outcome != FailureClass::Ok {
@@ -586,6 +595,33 @@ impl Counting {
             }
         }
     }
+}
+
+/// The index in `list` of `a`'s attempt series (channel, endpoint, class), created at its first attempt.
+fn attempt_series(
+    index: &mut HashMap<Box<str>, usize, FxBuildHasher>,
+    list: &mut Vec<AttemptSeries>,
+    buf: &mut String,
+    m: &Metrics,
+    a: &crate::usage::Attempt,
+) -> usize {
+    let id = key_of(buf, &[&a.channel, &a.endpoint, a.outcome.code()]);
+    if let Some(&i) = index.get(id) {
+        return i;
+    }
+    let ep = EndpointLabels { channel: String::from(&*a.channel), endpoint: String::from(&*a.endpoint) };
+    let class = AttemptLabels {
+        channel: String::from(&*a.channel),
+        endpoint: String::from(&*a.endpoint),
+        class: a.outcome.code().into(),
+    };
+    list.push(AttemptSeries {
+        attempts: m.attempts.get_or_create_owned(&class),
+        ttfb: m.upstream_ttfb.get_or_create_owned(&ep),
+        failovers: None,
+    });
+    index.insert(id.into(), list.len() - 1);
+    list.len() - 1
 }
 
 /// `2xx`, `4xx`, `5xx`, ...; `none` when no status was given.
@@ -636,7 +672,7 @@ mod tests {
             upstream_model: Some(model.into()),
             channel: Some("main".into()),
             endpoint: Some("default".into()),
-            gateway_key: key.map(str::to_string),
+            gateway_key: key.map(Into::into),
             status: 200,
             total_ms: 1500,
             ttfb_ms: Some(300),
@@ -732,6 +768,32 @@ mod tests {
         assert_eq!(count(series("main", "default", "a", "none", "2xx", "ok")), "1");
         assert!(text.contains(r#"router_tokens_total{channel="main",model="b",key="k1",kind="input"} 10"#), "{text}");
         assert!(text.contains(r#"router_tokens_total{channel="main",model="a",key="k1",kind="input"} 50"#), "{text}");
+        // Each record's two attempts alternate between series (the previous attempt's series is reused only
+        // while channel, endpoint and class stay the same); an attempt of a new class makes its own.
+        let attempts = |ch: &str, class: &str| {
+            count(format!(r#"router_upstream_attempts_total{{channel="{ch}",endpoint="default",class="{class}"}}"#))
+        };
+        assert_eq!(attempts("bad", "server_error"), "9");
+        assert_eq!(attempts("main", "ok"), "9");
+        let mut timeout = rec("a", Some("k1"));
+        timeout.attempts[0].outcome = FailureClass::Timeout;
+        let shared: Arc<str> = "bad".into();
+        timeout.attempts[0].channel = shared.clone();
+        let mut again = rec("a", Some("k1"));
+        again.attempts[0].outcome = FailureClass::Timeout;
+        again.attempts[0].channel = shared;
+        again.attempts.truncate(1);
+        c.count(&Event::RequestFinished(Arc::new(timeout)));
+        c.count(&Event::RequestFinished(Arc::new(again)));
+        let text = m.render(&crate::live::health::Health::new(), 0);
+        let get =
+            |s: &str| line(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}")).rsplit(' ').next().unwrap();
+        assert_eq!(get(r#"router_upstream_attempts_total{channel="bad",endpoint="default",class="timeout"}"#), "2");
+        assert_eq!(
+            get(r#"router_upstream_attempts_total{channel="bad",endpoint="default",class="server_error"}"#),
+            "9"
+        );
+        assert_eq!(get(r#"router_upstream_attempts_total{channel="main",endpoint="default",class="ok"}"#), "10");
     }
 
     #[test]

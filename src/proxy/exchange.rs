@@ -113,7 +113,7 @@ impl Exchange {
         let record = RequestRecord {
             id,
             time_ms,
-            gateway_key: key.map(|k| k.name.to_string()),
+            gateway_key: key.map(|k| k.name.clone()),
             client_protocol: protocol,
             path,
             ..Default::default()

@@ -4,7 +4,6 @@
 //! upstream -> client (content type, retry-after, request ids, rate-limit info), and [`Lines`]: the `X-Router-*`
 //! and `X-RateLimit-*` fields the router adds, carried beside the answer's header map rather than in it.
 
-use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Whether a client header may go upstream (`name` in lower case): not the client's auth, hop-by-hop or
@@ -77,6 +76,11 @@ impl Lines {
         self.0.extend_from_slice(b"\r\n");
     }
 
+    /// Adds whole lines made here (`name: value\r\n` each, names and values known to be header text).
+    fn push_lines(&mut self, lines: &[u8]) {
+        self.0.extend_from_slice(lines);
+    }
+
     /// The lines as HTTP/1.1 writes them.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -103,63 +107,92 @@ impl Lines {
 }
 
 /// The `X-RateLimit-*` headers of a key with limits (the convention OpenAI clients read), replacing those the
-/// upstream sent: they describe the shared upstream account, not this key.
+/// upstream sent: they describe the shared upstream account, not this key. The names are fixed and the values
+/// digits, so the lines are rendered on the stack and added with one copy (six `push_text` calls, each value
+/// formatted into its own buffer, cost ~1.5k instructions a request: bench/analysis.md, session eleven).
 pub fn rate_limits(out: &mut HeaderMap, lines: &mut Lines, rate: &crate::live::limits::Rate) {
-    // Collecting none allocates nothing.
-    let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
-    for n in upstream {
-        out.remove(n);
+    if out.keys().any(|n| n.as_str().starts_with("x-ratelimit-")) {
+        let upstream: Vec<HeaderName> =
+            out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
+        for n in upstream {
+            out.remove(n);
+        }
     }
-    let windows = [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)];
-    let mut text = BytesMut::with_capacity(24);
-    for (w, [limit, remaining, reset]) in windows.into_iter().filter_map(|(w, names)| Some((w?, names))) {
-        lines.push_text(&limit, itoa::Buffer::new().format(w.limit).as_bytes());
-        lines.push_text(&remaining, itoa::Buffer::new().format(w.remaining).as_bytes());
-        text.clear();
-        push_duration(&mut text, w.reset);
-        lines.push_text(&reset, &text);
+    let mut text = Digits::default();
+    for (w, [limit, remaining, reset]) in [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)] {
+        let Some(w) = w else { continue };
+        text.line(limit, |t| t.u64(w.limit));
+        text.line(remaining, |t| t.u64(w.remaining));
+        text.line(reset, |t| t.duration(w.reset));
+    }
+    if !text.as_bytes().is_empty() {
+        lines.push_lines(text.as_bytes());
     }
 }
 
-/// `n` in decimal.
-fn push_u64(out: &mut BytesMut, n: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+/// Header lines of names and digits, rendered on the stack: room for the six rate lines at their longest
+/// (`x-ratelimit-remaining-requests: ` and twenty digits, six times, is under 384 bytes).
+struct Digits {
+    buf: [u8; 384],
+    len: usize,
 }
 
-/// [`duration_text`] into `out`.
-fn push_duration(out: &mut BytesMut, d: std::time::Duration) {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        push_u64(out, ms as u64);
-        out.extend_from_slice(b"ms");
-        return;
+impl Default for Digits {
+    fn default() -> Self {
+        Digits { buf: [0; 384], len: 0 }
     }
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    if s >= 60 {
-        push_u64(out, s / 60);
-        out.extend_from_slice(b"m");
-    }
-    push_u64(out, if s >= 60 { s % 60 } else { s });
-    out.extend_from_slice(b"s");
 }
 
-/// Limit, remaining and reset of the requests window, then of the tokens window.
-const RATE_REQUESTS: [HeaderName; 3] = [
-    HeaderName::from_static("x-ratelimit-limit-requests"),
-    HeaderName::from_static("x-ratelimit-remaining-requests"),
-    HeaderName::from_static("x-ratelimit-reset-requests"),
-];
-const RATE_TOKENS: [HeaderName; 3] = [
-    HeaderName::from_static("x-ratelimit-limit-tokens"),
-    HeaderName::from_static("x-ratelimit-remaining-tokens"),
-    HeaderName::from_static("x-ratelimit-reset-tokens"),
-];
+impl Digits {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn u64(&mut self, n: u64) {
+        self.push(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// [`duration_text`].
+    fn duration(&mut self, d: std::time::Duration) {
+        let ms = d.as_millis();
+        if ms < 1_000 {
+            self.u64(ms as u64);
+            self.push(b"ms");
+            return;
+        }
+        let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        if s >= 60 {
+            self.u64(s / 60);
+            self.push(b"m");
+        }
+        self.u64(if s >= 60 { s % 60 } else { s });
+        self.push(b"s");
+    }
+
+    /// `name: value\r\n`, the value written by `value`.
+    fn line(&mut self, name: &'static [u8], value: impl FnOnce(&mut Self)) {
+        self.push(name);
+        value(self);
+        self.push(b"\r\n");
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Limit, remaining and reset of the requests window, then of the tokens window: the lines' heads.
+const RATE_REQUESTS: [&[u8]; 3] =
+    [b"x-ratelimit-limit-requests: ", b"x-ratelimit-remaining-requests: ", b"x-ratelimit-reset-requests: "];
+const RATE_TOKENS: [&[u8]; 3] =
+    [b"x-ratelimit-limit-tokens: ", b"x-ratelimit-remaining-tokens: ", b"x-ratelimit-reset-tokens: "];
 
 /// A duration as OpenAI's reset headers write it: `250ms`, `12s`, `1m12s`.
 pub fn duration_text(d: std::time::Duration) -> String {
-    let mut out = BytesMut::new();
-    push_duration(&mut out, d);
-    String::from_utf8_lossy(&out).into_owned()
+    let mut out = Digits::default();
+    out.duration(d);
+    String::from_utf8_lossy(out.as_bytes()).into_owned()
 }
 
 /// The `X-Router-*` response headers (names made once, at compile time: a name built per response is checked and

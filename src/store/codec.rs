@@ -86,7 +86,7 @@ struct RecordRef<'a> {
 struct RecordOwned {
     id: u128,
     time_ms: i64,
-    gateway_key: Option<String>,
+    gateway_key: Option<std::sync::Arc<str>>,
     client_protocol: Protocol,
     path: String,
     requested_model: String,

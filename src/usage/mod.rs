@@ -111,7 +111,7 @@ pub struct RequestRecord {
     pub id: u128,
     /// Unix milliseconds.
     pub time_ms: i64,
-    pub gateway_key: Option<String>,
+    pub gateway_key: Option<Arc<str>>,
     /// `openai` or `anthropic`.
     pub client_protocol: Protocol,
     pub path: String,
