@@ -150,7 +150,7 @@ impl Exchange {
 
     /// Runs the phases after authentication; whatever does not succeed ends in [`Exchange::reject`]. `query` is
     /// the client's query as it may be forwarded (for Gemini, without `key`).
-    pub async fn run(mut self, req: http::Request<super::RequestBody>, query: Option<String>) -> Answer {
+    pub async fn run(mut self: Box<Self>, req: http::Request<super::RequestBody>, query: Option<String>) -> Answer {
         let (parts, body) = req.into_parts();
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -283,11 +283,11 @@ impl Exchange {
     ///
     /// Boxed: its state (~3 KB) would otherwise be part of every request's future, which is moved into its
     /// box and touched whole on every request; only a failed request pays for it here.
-    pub fn reject(self, rejection: Rejection) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> {
+    pub fn reject(self: Box<Self>, rejection: Rejection) -> std::pin::Pin<Box<dyn Future<Output = Answer> + Send>> {
         Box::pin(self.reject_now(rejection))
     }
 
-    async fn reject_now(mut self, rejection: Rejection) -> Answer {
+    async fn reject_now(mut self: Box<Self>, rejection: Rejection) -> Answer {
         let (outcome, status, message, mut resp) = match rejection {
             Rejection::BadRequest { status, message } => {
                 let code = match status {

@@ -181,7 +181,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
     };
     // The path only: a `?key=` never reaches a record.
     let path = req.uri().path().to_string();
-    let mut ex = Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), path);
+    // Boxed: the exchange (~600 bytes) then moves as a pointer into `run`'s future, which would otherwise hold it
+    // twice (the argument and its local copy) and make every move of the handler's future larger.
+    let mut ex = Box::new(Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), path));
     ex.in_flight = state.metrics.request_started();
     if let Some(model) = path_model {
         ex.record.requested_model = model;
