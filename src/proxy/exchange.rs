@@ -100,6 +100,7 @@ pub(super) fn error_response(
 }
 
 impl Exchange {
+    /// `time_ms`: when the request arrived (unix ms, read once by the handler for authentication too).
     pub fn new(
         state: Arc<AppState>,
         snap: Arc<Snapshot>,
@@ -107,8 +108,8 @@ impl Exchange {
         op: Operation,
         key: Option<&Entry>,
         path: String,
+        time_ms: i64,
     ) -> Exchange {
-        let time_ms = usage::now_ms();
         let id = usage::new_id(time_ms);
         let record = RequestRecord {
             id,

@@ -58,7 +58,7 @@ pub(super) async fn attempt_all(
             continue;
         }
         let out = prepare(ex, input, cand)?;
-        let failure = match send(ex, input, cand, out).await {
+        let failure = match send(ex, input, cand, out, now).await {
             Tried::Answered(answer) => return answer,
             Tried::Failed(f) => f,
         };
@@ -134,7 +134,9 @@ enum Tried {
 
 /// Sends one attempt and records it. A success becomes the client's response; a failure is classified and
 /// cooled.
-async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing) -> Tried {
+/// `t0`: when the attempt began (read by `attempt_all` for its deadline check; the attempt's time and first-byte
+/// timeout count from it).
+async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing, t0: Instant) -> Tried {
     let snap = ex.snap.clone();
     let cfg = &snap.config.raw;
     let (ch, ep, tok) = snap.candidate(cand);
@@ -142,10 +144,11 @@ async fn send(ex: &mut Exchange, input: &Input, cand: &Candidate, out: Outgoing)
     hdrs.auth(ch, ep, tok, out.upstream_op);
     hdrs.set(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     let deadline = ex.deadline();
-    let t0 = Instant::now();
     let first_byte = ep.first_byte_timeout.unwrap_or(cfg.upstream.first_byte_timeout.0).min(deadline - t0);
     let stream = input.peek.stream || ex.op.is_gemini_stream();
-    let sent = tokio::time::timeout(first_byte, ex.state.wire.post(&out.url, hdrs, out.body, stream)).await;
+    // The timer's deadline from `t0` rather than from a fresh clock read.
+    let until = tokio::time::Instant::from_std(t0 + first_byte);
+    let sent = tokio::time::timeout_at(until, ex.state.wire.post(&out.url, hdrs, out.body, stream)).await;
     let ttfb = t0.elapsed();
     let mut attempt = Attempt {
         channel: ch.name.clone(),

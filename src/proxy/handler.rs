@@ -183,7 +183,7 @@ pub async fn handle(state: Arc<AppState>, req: Request<RequestBody>, peer: Socke
     let path = req.uri().path().to_string();
     // Boxed: the exchange (~600 bytes) then moves as a pointer into `run`'s future, which would otherwise hold it
     // twice (the argument and its local copy) and make every move of the handler's future larger.
-    let mut ex = Box::new(Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), path));
+    let mut ex = Box::new(Exchange::new(state.clone(), snap.clone(), protocol, op, key.as_deref(), path, now_ms));
     ex.in_flight = state.metrics.request_started();
     if let Some(model) = path_model {
         ex.record.requested_model = model;
