@@ -574,9 +574,8 @@ impl Counting {
         let last = rec.attempts.len().saturating_sub(1);
         for (i, a) in rec.attempts.iter().enumerate() {
             let same = self.last_attempt.as_ref().is_some_and(|(c, e, class, _)| {
-                *class == a.outcome
-                    && (Arc::ptr_eq(c, &a.channel) || *c == a.channel)
-                    && (Arc::ptr_eq(e, &a.endpoint) || *e == a.endpoint)
+                // `Arc<str>` equality compares the pointers first: the snapshot's shared names nearly always match.
+                *class == a.outcome && *c == a.channel && *e == a.endpoint
             });
             let idx = match &self.last_attempt {
                 Some((.., idx)) if same => *idx,
@@ -756,9 +755,11 @@ mod tests {
                 r#"router_requests_total{{channel="{ch}",endpoint="{ep}",model="{model}",key="{key}",status_class="{class}",outcome="{outcome}"}}"#
             )
         };
-        let count = |s: String| {
-            line(&text, &s).unwrap_or_else(|| panic!("{s} missing:\n{text}")).rsplit(' ').next().unwrap().to_string()
+        // The value of the exposition line that starts with `s`.
+        let value = |text: &str, s: &str| {
+            line(text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}")).rsplit(' ').next().unwrap().to_string()
         };
+        let count = |s: String| value(&text, &s);
         assert_eq!(count(series("main", "default", "a", "k1", "2xx", "ok")), "3");
         assert_eq!(count(series("main", "default", "b", "k1", "2xx", "ok")), "1");
         assert_eq!(count(series("main", "default", "a", "k2", "2xx", "ok")), "1");
@@ -786,8 +787,7 @@ mod tests {
         c.count(&Event::RequestFinished(Arc::new(timeout)));
         c.count(&Event::RequestFinished(Arc::new(again)));
         let text = m.render(&crate::live::health::Health::new(), 0);
-        let get =
-            |s: &str| line(&text, s).unwrap_or_else(|| panic!("{s} missing:\n{text}")).rsplit(' ').next().unwrap();
+        let get = |s: &str| value(&text, s);
         assert_eq!(get(r#"router_upstream_attempts_total{channel="bad",endpoint="default",class="timeout"}"#), "2");
         assert_eq!(
             get(r#"router_upstream_attempts_total{channel="bad",endpoint="default",class="server_error"}"#),

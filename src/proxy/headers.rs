@@ -111,12 +111,10 @@ impl Lines {
 /// digits, so the lines are rendered on the stack and added with one copy (six `push_text` calls, each value
 /// formatted into its own buffer, cost ~1.5k instructions a request: bench/analysis.md, session eleven).
 pub fn rate_limits(out: &mut HeaderMap, lines: &mut Lines, rate: &crate::live::limits::Rate) {
-    if out.keys().any(|n| n.as_str().starts_with("x-ratelimit-")) {
-        let upstream: Vec<HeaderName> =
-            out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
-        for n in upstream {
-            out.remove(n);
-        }
+    // Collecting none allocates nothing.
+    let upstream: Vec<HeaderName> = out.keys().filter(|n| n.as_str().starts_with("x-ratelimit-")).cloned().collect();
+    for n in upstream {
+        out.remove(n);
     }
     let mut text = Digits::default();
     for (w, [limit, remaining, reset]) in [(rate.requests, RATE_REQUESTS), (rate.tokens, RATE_TOKENS)] {
@@ -125,9 +123,7 @@ pub fn rate_limits(out: &mut HeaderMap, lines: &mut Lines, rate: &crate::live::l
         text.line(remaining, |t| t.u64(w.remaining));
         text.line(reset, |t| t.duration(w.reset));
     }
-    if !text.as_bytes().is_empty() {
-        lines.push_lines(text.as_bytes());
-    }
+    lines.push_lines(text.as_bytes());
 }
 
 /// Header lines of names and digits, rendered on the stack: room for the six rate lines at their longest
