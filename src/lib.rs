@@ -35,9 +35,11 @@
 //! - `telemetry`: OpenTelemetry spans built from finished request records, exported over OTLP/HTTP.
 //! - `ui`: the web dashboard at `/ui/` (compiled-in page, admin-key login, session cookies); data via `admin`.
 //! - `error`: user-facing errors and exit codes.
+//! - `alloc`: the binary's global allocator (mimalloc through its fastest entry points).
 
 pub mod admin;
 pub mod alerts;
+pub mod alloc;
 pub mod background;
 pub mod balance;
 pub mod catalog;

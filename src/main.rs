@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc: per-thread heaps, so the request path's many small allocations take no shared lock (glibc's arenas
-/// cost ~17% more CPU per proxied request here; bench/analysis.md). Built to commit arena memory as it is used
-/// (`.cargo/config.toml`) and to give empty pages back at once (`control::tune_allocator`), so an idle router
-/// keeps the RSS it needs.
+/// cost ~17% more CPU per proxied request here; bench/analysis.md), called through its fastest entry points
+/// (`router::alloc`). Built to commit arena memory as it is used (`.cargo/config.toml`) and to give empty pages
+/// back at once (`control::tune_allocator`), so an idle router keeps the RSS it needs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: router::alloc::Mimalloc = router::alloc::Mimalloc;
 
 fn main() -> ExitCode {
     router::control::tune_allocator();
