@@ -12,6 +12,8 @@
 # Environment:
 #   BENCH_DURATION   seconds per load run (default 10; a trial on a busy machine: 3)
 #   BENCH_TRIAL      1: label the report as a trial run on a busy machine
+#   BENCH_ROUNDS     paired saturation rounds of nginx-as-proxy, the router and the router with features
+#                    (default 5; 0: none); each run lasts half of BENCH_DURATION
 #   BENCH_SKIP_INSTALL=1  use what is installed; fail if something is missing
 #   BENCH_ROUTER_THREADS  the router's worker threads (TOKIO_WORKER_THREADS; default: nproc); the reference
 #                    nginx proxy gets as many worker processes
@@ -21,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DUR=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-5}
 TRIAL=${BENCH_TRIAL:-0}
 LITELLM_VERSION=1.80.5 # known-good; never 1.82.7 or 1.82.8 (compromised releases)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -118,6 +121,7 @@ SCLIENT=$TARGET/release/examples/bench_stream_client
   echo "rustc=$(rustc --version | awk '{print $2}')"
   echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)"
   echo "duration=$DUR"
+  echo "rounds=$ROUNDS"
   echo "router_threads=$THREADS"
   echo "ngproxy_workers=$THREADS"
   echo "trial=$TRIAL"
@@ -274,6 +278,20 @@ say "saturation, 64 connections (${DUR}s per path)"
 for p in direct ngproxy router features litellm; do
   run "$p-sat" "$p" -z "${DUR}s" -c 64 -w
 done
+# Paired rounds for the ratios against nginx-as-proxy and between the two routers: on a shared host the speed
+# drifts by more than those ratios between runs a minute apart, so each round measures the three back to back
+# (the order rotated from round to round) and the report takes the median of the rounds' ratios.
+RDUR=$(((DUR + 1) / 2))
+if [ "$ROUNDS" -gt 0 ]; then
+  say "paired saturation rounds: nginx-as-proxy, router, router with features (${ROUNDS} rounds, ${RDUR}s per path)"
+  ORDER=(ngproxy router features)
+  for i in $(seq 1 "$ROUNDS"); do
+    for j in 0 1 2; do
+      p=${ORDER[$(((i - 1 + j) % 3))]}
+      run "$p-round$i-sat" "$p" -z "${RDUR}s" -c 64 -w
+    done
+  done
+fi
 say "saturation of a short SSE stream, 64 connections (${DUR}s per path)"
 for p in direct-sse ngproxy-sse router-sse features-sse litellm-sse; do
   run "$p-sat" "$p" -z "${DUR}s" -c 64 -w
