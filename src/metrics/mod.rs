@@ -384,13 +384,8 @@ pub struct Counting {
     models: Capped,
     keys: Capped,
     /// Handles by label values, so a record costs lookups rather than label sets and family locks.
-    // A fast hash: the label values are capped (`Capped`), so a client cannot grow these into a slow table.
-    /// Index into `series_list`.
-    series: HashMap<Box<str>, usize, FxBuildHasher>,
-    series_list: Vec<Series>,
-    /// Index into `attempts_list`.
-    attempts: HashMap<Box<str>, usize, FxBuildHasher>,
-    attempts_list: Vec<AttemptSeries>,
+    series: Indexed<Series>,
+    attempts: Indexed<AttemptSeries>,
     /// By `AffinityOutcome` (new, hit, moved, off).
     affinity: [Option<Counter>; 4],
     buf: String,
@@ -412,8 +407,46 @@ struct Last {
     outcome: &'static str,
     model: Box<str>,
     key: Box<str>,
-    /// Index into `Counting::series_list`.
+    /// Index into `Counting::series`.
     series: usize,
+}
+
+/// Series kept in the order they were first seen, found by their label key or by the index that gave back.
+struct Indexed<T> {
+    // A fast hash: the label values are capped (`Capped`), so a client cannot grow this into a slow table.
+    index: HashMap<Box<str>, usize, FxBuildHasher>,
+    list: Vec<T>,
+}
+
+impl<T> Default for Indexed<T> {
+    fn default() -> Self {
+        Indexed { index: HashMap::default(), list: Vec::new() }
+    }
+}
+
+impl<T> Indexed<T> {
+    /// The index of the series keyed `id`, made by `make` when it is new.
+    fn index_of(&mut self, id: &str, make: impl FnOnce() -> T) -> usize {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        self.list.push(make());
+        self.index.insert(id.into(), self.list.len() - 1);
+        self.list.len() - 1
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for Indexed<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.list[i]
+    }
+}
+
+impl<T> std::ops::Index<usize> for Indexed<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.list[i]
+    }
 }
 
 impl Counting {
@@ -422,10 +455,8 @@ impl Counting {
             metrics,
             models: Capped::new(MAX_MODELS),
             keys: Capped::new(MAX_KEYS),
-            series: HashMap::default(),
-            series_list: Vec::new(),
-            attempts: HashMap::default(),
-            attempts_list: Vec::new(),
+            series: Indexed::default(),
+            attempts: Indexed::default(),
             affinity: Default::default(),
             buf: String::new(),
             last: None,
@@ -504,28 +535,23 @@ impl Counting {
             let model = self.models.label(model_in);
             let key = self.keys.label(key_in);
             let id = key_of(&mut self.buf, &[channel, endpoint, model, key, status_class, outcome]);
-            let series = match self.series.get(id) {
-                Some(&i) => i,
-                None => {
-                    let labels = RequestLabels {
-                        channel: channel.into(),
-                        endpoint: endpoint.into(),
-                        model: model.into(),
-                        key: key.into(),
-                        status_class,
-                        outcome,
-                    };
-                    self.series_list.push(Series {
-                        requests: m.requests.get_or_create_owned(&labels),
-                        tokens: Default::default(),
-                        cost: None,
-                        duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
-                        ttfb: None,
-                    });
-                    self.series.insert(id.into(), self.series_list.len() - 1);
-                    self.series_list.len() - 1
+            let series = self.series.index_of(id, || {
+                let labels = RequestLabels {
+                    channel: channel.into(),
+                    endpoint: endpoint.into(),
+                    model: model.into(),
+                    key: key.into(),
+                    status_class,
+                    outcome,
+                };
+                Series {
+                    requests: m.requests.get_or_create_owned(&labels),
+                    tokens: Default::default(),
+                    cost: None,
+                    duration: m.duration.get_or_create_owned(&ChannelLabels { channel: channel.into() }),
+                    ttfb: None,
                 }
-            };
+            });
             self.last = Some(Last {
                 channel: channel.into(),
                 endpoint: endpoint.into(),
@@ -540,7 +566,7 @@ impl Counting {
         }
         let last = self.last.as_ref().expect("set above");
         let (model, key) = (&*last.model, &*last.key);
-        let s = &mut self.series_list[last.series];
+        let s = &mut self.series[last.series];
         s.requests.inc();
         s.duration.observe(rec.total_ms as f64 / 1000.0);
         if let Some(ms) = rec.ttfb_ms {
@@ -580,12 +606,13 @@ impl Counting {
             let idx = match &self.last_attempt {
                 Some((.., idx)) if same => *idx,
                 _ => {
-                    let idx = attempt_series(&mut self.attempts, &mut self.attempts_list, &mut self.buf, m, a);
+                    let id = key_of(&mut self.buf, &[&a.channel, &a.endpoint, a.outcome.code()]);
+                    let idx = self.attempts.index_of(id, || attempt_series(m, a));
                     self.last_attempt = Some((a.channel.clone(), a.endpoint.clone(), a.outcome, idx));
                     idx
                 }
             };
-            let s = &mut self.attempts_list[idx];
+            let s = &mut self.attempts[idx];
             s.attempts.inc();
             s.ttfb.observe(a.ms as f64 / 1000.0);
             if i < last && a.outcome != FailureClass::Ok {
@@ -596,31 +623,19 @@ impl Counting {
     }
 }
 
-/// The index in `list` of `a`'s attempt series (channel, endpoint, class), created at its first attempt.
-fn attempt_series(
-    index: &mut HashMap<Box<str>, usize, FxBuildHasher>,
-    list: &mut Vec<AttemptSeries>,
-    buf: &mut String,
-    m: &Metrics,
-    a: &crate::usage::Attempt,
-) -> usize {
-    let id = key_of(buf, &[&a.channel, &a.endpoint, a.outcome.code()]);
-    if let Some(&i) = index.get(id) {
-        return i;
-    }
+/// The series of `a`'s channel, endpoint and class, made at its first attempt.
+fn attempt_series(m: &Metrics, a: &crate::usage::Attempt) -> AttemptSeries {
     let ep = EndpointLabels { channel: String::from(&*a.channel), endpoint: String::from(&*a.endpoint) };
     let class = AttemptLabels {
         channel: String::from(&*a.channel),
         endpoint: String::from(&*a.endpoint),
         class: a.outcome.code().into(),
     };
-    list.push(AttemptSeries {
+    AttemptSeries {
         attempts: m.attempts.get_or_create_owned(&class),
         ttfb: m.upstream_ttfb.get_or_create_owned(&ep),
         failovers: None,
-    });
-    index.insert(id.into(), list.len() - 1);
-    list.len() - 1
+    }
 }
 
 /// `2xx`, `4xx`, `5xx`, ...; `none` when no status was given.
