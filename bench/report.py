@@ -541,27 +541,20 @@ ns = runs.get("ngproxy-sat")
 rc, nc = cpu_per_req(rs, "router"), cpu_per_req(ns, "ngproxy")
 
 
-def paired(pairs, pick, single, single_text):
-    """A target's value: the median of the paired rounds when there are any (the single run's value beside it),
-    else the single run's."""
+def paired(pairs, pick, single, digits, detail=""):
+    """A ratio target's (value, text): the median of the paired rounds when there are any, the single run's
+    ratio (and `detail`) beside it; else the single run's."""
     m = median(pick(p) for p in pairs) if rounds else None
     if m is None:
-        return single, single_text
-    return m, f"median of {len(rounds)} rounds; single run {single_text}"
+        return single, f(single, digits, "x") + (f" ({detail})" if detail else "")
+    one = f(single, digits, "x") + (f", {detail}" if detail else "")
+    return m, f"{f(m, digits, 'x')} (median of {len(rounds)} rounds; single run {one})"
 
 
-x1 = ratio(rs and rs["rps"], ns and ns["rps"])
-x, text = paired(vs_nginx, lambda p: p[0], x1, f(x1, 2, "x"))
-target18("saturation throughput vs nginx-as-proxy", ">= 0.9x", f"{f(x, 2, 'x')} ({text})" if rounds else text,
-         None if x is None else x >= 0.9)
-x1 = ratio(rc, nc)
-x, text = paired(vs_nginx, lambda p: p[1], x1, f"{f(x1, 2, 'x')}, {f(rc, 1)} vs {f(nc, 1)} us")
-target18(
-    "CPU time per proxied request vs nginx-as-proxy",
-    "<= 1.5x",
-    f"{f(x, 2, 'x')} ({text})" if rounds else f"{f(x1, 2, 'x')} ({f(rc, 1)} vs {f(nc, 1)} us)",
-    None if x is None else x <= 1.5,
-)
+x, text = paired(vs_nginx, lambda p: p[0], ratio(rs and rs["rps"], ns and ns["rps"]), 2)
+target18("saturation throughput vs nginx-as-proxy", ">= 0.9x", text, None if x is None else x >= 0.9)
+x, text = paired(vs_nginx, lambda p: p[1], ratio(rc, nc), 2, f"{f(rc, 1)} vs {f(nc, 1)} us")
+target18("CPU time per proxied request vs nginx-as-proxy", "<= 1.5x", text, None if x is None else x <= 1.5)
 if r1k and d1k:
     a50, a99 = r1k["p50"] - d1k["p50"], r1k["p99"] - d1k["p99"]
     target18("added p50 / p99 latency at 1,000 rps", "<= 0.1 / <= 0.5 ms", f"{a50:.3f} / {a99:.3f} ms",
@@ -585,15 +578,13 @@ target18("tag plan with 345 candidates (median)", "<= 30 us",
          f"{tp[1]:.1f} us ({tp[0]} candidates)" if tp else "n/a", None if not tp else tp[1] <= 30)
 # The same figures with metrics, affinity and key limits on: within 5% of the bare proxy.
 fs, f1k = runs.get("features-sat"), runs.get("features-rate1000")
-x1 = ratio(fs and fs["rps"], rs and rs["rps"])
-x, text = paired(features_vs_bare, lambda p: p[0], x1, f(x1, 3, "x"))
-target18("with metrics, affinity, key limits: saturation throughput", "within 5% (>= 0.95x)",
-         f"{f(x, 3, 'x')} ({text})" if rounds else text, None if x is None else x >= 0.95)
-x1 = ratio(cpu_per_req(fs, "features"), rc)
-single = f"{f(cpu_per_req(fs, 'features'), 1)} vs {f(rc, 1)} us"
-x, text = paired(features_vs_bare, lambda p: p[1], x1, f"{f(x1, 3, 'x')}, {single}")
-target18("with metrics, affinity, key limits: CPU per request", "within 5% (<= 1.05x)",
-         f"{f(x, 3, 'x')} ({text})" if rounds else f"{f(x1, 3, 'x')} ({single})", None if x is None else x <= 1.05)
+x, text = paired(features_vs_bare, lambda p: p[0], ratio(fs and fs["rps"], rs and rs["rps"]), 3)
+target18("with metrics, affinity, key limits: saturation throughput", "within 5% (>= 0.95x)", text,
+         None if x is None else x >= 0.95)
+fc = cpu_per_req(fs, "features")
+x, text = paired(features_vs_bare, lambda p: p[1], ratio(fc, rc), 3, f"{f(fc, 1)} vs {f(rc, 1)} us")
+target18("with metrics, affinity, key limits: CPU per request", "within 5% (<= 1.05x)", text,
+         None if x is None else x <= 1.05)
 if f1k and r1k:
     x = ratio(f1k["p50"], r1k["p50"])
     target18("with metrics, affinity, key limits: p50 latency at 1,000 rps", "within 5% (<= 1.05x)",
