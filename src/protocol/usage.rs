@@ -351,33 +351,39 @@ impl UsageMeter {
         }
         // Most bodies are one object whose usage members can be found without parsing the rest (the answer's
         // text is skipped, not decoded); anything unusual takes the full parse, which decides.
-        let env = usage_members(body)
-            .and_then(|[usage, response, usage_metadata]| {
-                Some(Envelope {
-                    usage: match usage {
-                        Some(span) => usage_fast(span).map(Some).or_else(|| member(Some(span)))?,
-                        None => None,
-                    },
-                    response: member(response)?,
-                    usage_metadata: member(usage_metadata)?,
-                    ..Envelope::default()
-                })
-            })
-            .or_else(|| serde_json::from_slice::<Envelope>(body).ok());
-        if let Some(env) = env {
+        // The members are merged where they were read: an `Envelope` built around them would be moved (copied,
+        // several hundred bytes) on every answer.
+        let fast = usage_members(body).and_then(|[usage, response, usage_metadata]| {
+            let usage = match usage {
+                Some(span) => usage_fast(span).map(Some).or_else(|| member(Some(span)))?,
+                None => None,
+            };
+            let response: Option<Inner> = member(response)?;
+            let gemini: Option<GeminiUsage> = member(usage_metadata)?;
+            self.merge(usage.as_ref(), response.as_ref().and_then(|r| r.usage.as_ref()), gemini.as_ref());
+            Some(())
+        });
+        if fast.is_some() {
+            self.completed = true;
+        } else if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
             self.envelope(&env);
             self.completed = true;
         }
     }
 
     fn envelope(&mut self, env: &Envelope) {
-        if let Some(u) = &env.usage {
+        let response = env.response.as_ref().and_then(|m| m.usage.as_ref());
+        self.merge(env.usage.as_ref(), response, env.usage_metadata.as_ref());
+    }
+
+    fn merge(&mut self, usage: Option<&UsageWire>, response: Option<&UsageWire>, gemini: Option<&GeminiUsage>) {
+        if let Some(u) = usage {
             self.acc.merge(u);
         }
-        if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
+        if let Some(u) = response {
             self.acc.merge(u);
         }
-        if let Some(u) = &env.usage_metadata {
+        if let Some(u) = gemini {
             self.acc.merge_gemini(u);
         }
     }
