@@ -424,6 +424,7 @@ mod tests {
     /// peek cost before sessions (the rest of the list is skipped like any unknown field), and naming the session
     /// from the head parses only the head.
     #[test]
+    #[ignore = "a measurement (timed, fails on a loaded machine): cargo test --lib peek_stays_one_pass -- --ignored"]
     fn peek_stays_one_pass_on_long_conversations() {
         let mut messages = vec![serde_json::json!({"role": "user", "content": "first question"})];
         for i in 0..400 {
