@@ -40,9 +40,13 @@ pub(super) async fn respond(
 ) -> Result<Response<ProxyBody>, Rejection> {
     let is_sse = record_success(ex, &ok);
     super::affinity::settle(ex, ok.cand).await;
-    let mut out = Response::builder().status(ok.resp.status()).body(full(Bytes::new())).expect("valid response");
-    // Room for the passed-on, debug and rate headers at once (growing rehashes the map each time).
-    out.headers_mut().reserve(24);
+    let mut out = Response::new(full(Bytes::new()));
+    *out.status_mut() = ok.resp.status();
+    // Room for what is passed on at once (growing rehashes the map each time): at most the upstream answer's
+    // fields (a plain-HTTP upstream's map holds only those passed back or read; 16 covers a TLS upstream's
+    // request ids and rate-limit fields), or the two a translated answer sets. The router's own headers are
+    // lines beside the map (`headers::Lines`), not in it.
+    out.headers_mut().reserve(ok.resp.headers().len().clamp(2, 16));
     let mode = match ok.conv {
         None => {
             headers::downstream_headers(ok.resp.headers(), out.headers_mut());
