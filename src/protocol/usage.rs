@@ -291,18 +291,9 @@ impl UsageMeter {
             return false;
         }
         let Ok(env) = serde_json::from_str::<Envelope>(data) else { return false };
-        if let Some(u) = &env.usage {
-            self.acc.merge(u);
-        }
-        if let Some(u) = env.message.as_ref().and_then(|m| m.usage.as_ref()) {
-            self.acc.merge(u);
-        }
-        if let Some(u) = env.response.as_ref().and_then(|m| m.usage.as_ref()) {
-            self.acc.merge(u);
-        }
-        if let Some(u) = &env.usage_metadata {
-            self.acc.merge_gemini(u);
-        }
+        let message = env.message.as_ref().and_then(|m| m.usage.as_ref());
+        let response = env.response.as_ref().and_then(|m| m.usage.as_ref());
+        self.merge(&[env.usage.as_ref(), message, response], env.usage_metadata.as_ref());
         if env.gemini_finished() {
             self.completed = true;
         }
@@ -360,7 +351,7 @@ impl UsageMeter {
             };
             let response: Option<Inner> = member(response)?;
             let gemini: Option<GeminiUsage> = member(usage_metadata)?;
-            self.merge(usage.as_ref(), response.as_ref().and_then(|r| r.usage.as_ref()), gemini.as_ref());
+            self.merge(&[usage.as_ref(), response.as_ref().and_then(|r| r.usage.as_ref())], gemini.as_ref());
             Some(())
         });
         if fast.is_some() {
@@ -373,14 +364,12 @@ impl UsageMeter {
 
     fn envelope(&mut self, env: &Envelope) {
         let response = env.response.as_ref().and_then(|m| m.usage.as_ref());
-        self.merge(env.usage.as_ref(), response, env.usage_metadata.as_ref());
+        self.merge(&[env.usage.as_ref(), response], env.usage_metadata.as_ref());
     }
 
-    fn merge(&mut self, usage: Option<&UsageWire>, response: Option<&UsageWire>, gemini: Option<&GeminiUsage>) {
-        if let Some(u) = usage {
-            self.acc.merge(u);
-        }
-        if let Some(u) = response {
+    /// Merges the usage objects found, in the order given (a later count replaces an earlier one), then Gemini's.
+    fn merge(&mut self, usages: &[Option<&UsageWire>], gemini: Option<&GeminiUsage>) {
+        for u in usages.iter().flatten() {
             self.acc.merge(u);
         }
         if let Some(u) = gemini {
