@@ -13,6 +13,7 @@ bench/run.sh and bench/report.py) nor send traffic anywhere but 127.0.0.1. Needs
                                         serving path, and the functions with the most instructions of their own
 
 The router binary is $ROUTER, else $CARGO_TARGET_DIR/release/router, else target/release/router.
+PROFILE_KEEP=1 keeps the temporary directory (configs, logs, the callgrind dump) and prints its path.
 """
 
 import json
